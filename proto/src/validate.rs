@@ -1,0 +1,379 @@
+//! Structural validation of a decoded program, before any of it runs: unique ids,
+//! references that resolve, an acyclic graph except declared bounded LOOPs, valid
+//! priorities, positive timeouts, and the fields each opcode needs.
+
+use std::collections::HashMap;
+
+use crate::pb::{
+    FallbackStrategy, IrInstruction, IrOpcode, LlmIrProgram, MemoryScope, PriorityPolicy, TriggerKind,
+};
+use crate::{Error, Result};
+
+/// The five priority levels (CRITICAL, HIGH, NORMAL, LOW, BACKGROUND).
+pub const PRIORITY_LEVELS: [i32; 5] = [0, 64, 128, 192, 255];
+
+/// Validates the program's structure; returns the first refusal found.
+pub fn validate(program: &LlmIrProgram) -> Result<()> {
+    validate_header(program)?;
+    let index = index_ids(program)?;
+    for instruction in &program.instructions {
+        validate_instruction(instruction, &index, program)?;
+    }
+    check_acyclic(program, &index)
+}
+
+fn program_field(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidProgramField { field, reason: reason.into() }
+}
+
+fn validate_header(program: &LlmIrProgram) -> Result<()> {
+    if program.program_id.trim().is_empty() {
+        return Err(program_field("program_id", "is empty; expected a program id"));
+    }
+    semver::Version::parse(&program.version).map_err(|e| {
+        program_field("version", format!("\"{}\" is not semver (expected MAJOR.MINOR.PATCH): {e}", program.version))
+    })?;
+    if program.instructions.is_empty() {
+        return Err(program_field("instructions", "is empty; a program needs at least one instruction"));
+    }
+    if let Some(policy) = &program.default_priority {
+        check_priority("<program>", "default_priority", policy)?;
+    }
+    for requirement in &program.required_capabilities {
+        if requirement.capability_id.is_empty() {
+            return Err(program_field("required_capabilities", "has an entry with an empty capability_id"));
+        }
+        semver::VersionReq::parse(&requirement.version_req).map_err(|e| {
+            program_field(
+                "required_capabilities",
+                format!(
+                    "capability \"{}\" has version requirement \"{}\" that is not semver: {e}",
+                    requirement.capability_id, requirement.version_req
+                ),
+            )
+        })?;
+    }
+    for trigger in &program.triggers {
+        let kind = TriggerKind::try_from(trigger.kind).unwrap_or(TriggerKind::Unspecified);
+        let problem = match kind {
+            TriggerKind::Unspecified => Some(format!("has unknown kind {}", trigger.kind)),
+            TriggerKind::Timer if trigger.interval_ms == 0 => Some("TIMER needs interval_ms > 0".into()),
+            TriggerKind::Cron if trigger.cron.trim().is_empty() => Some("CRON needs a cron expression".into()),
+            TriggerKind::Webhook | TriggerKind::Kafka | TriggerKind::Mqtt | TriggerKind::Plugin
+                if trigger.source.is_empty() =>
+            {
+                Some(format!("{} needs a source", kind.as_str_name()))
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(program_field("triggers", problem));
+        }
+    }
+    Ok(())
+}
+
+fn index_ids(program: &LlmIrProgram) -> Result<HashMap<&str, usize>> {
+    let mut index = HashMap::with_capacity(program.instructions.len());
+    for (i, instruction) in program.instructions.iter().enumerate() {
+        let id = instruction.instruction_id.as_str();
+        if id.is_empty() {
+            return Err(Error::EmptyInstructionId { index: i });
+        }
+        if index.insert(id, i).is_some() {
+            return Err(Error::DuplicateInstructionId { instruction: id.to_owned() });
+        }
+    }
+    Ok(index)
+}
+
+fn check_priority(instruction: &str, field: &'static str, policy: &PriorityPolicy) -> Result<()> {
+    if !PRIORITY_LEVELS.contains(&policy.priority_level) {
+        return Err(Error::InvalidPriority {
+            instruction: instruction.to_owned(),
+            field,
+            value: policy.priority_level,
+        });
+    }
+    positive(instruction, "priority_policy.max_wait_ms", i64::from(policy.max_wait_ms))
+}
+
+fn positive(instruction: &str, field: &'static str, value: i64) -> Result<()> {
+    if value > 0 {
+        Ok(())
+    } else {
+        Err(Error::NonPositiveTimeout { instruction: instruction.to_owned(), field, value })
+    }
+}
+
+fn invalid(instruction: &str, field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidField { instruction: instruction.to_owned(), field, reason: reason.into() }
+}
+
+fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, program: &LlmIrProgram) -> Result<()> {
+    let id = ins.instruction_id.as_str();
+    let opcode = match IrOpcode::try_from(ins.opcode) {
+        Ok(IrOpcode::Unspecified) | Err(_) => {
+            return Err(Error::UnknownOpcode { instruction: id.to_owned(), value: ins.opcode });
+        }
+        Ok(op) => op,
+    };
+    let name = opcode.as_str_name();
+    let exists = |field: &'static str, target: &str| -> Result<()> {
+        if index.contains_key(target) {
+            Ok(())
+        } else {
+            Err(Error::UnknownTarget { instruction: id.to_owned(), field, target: target.to_owned() })
+        }
+    };
+    let missing = |field: &'static str| Error::MissingField { instruction: id.to_owned(), opcode: name, field };
+
+    for dep in &ins.depends_on {
+        exists("depends_on", dep)?;
+        if dep == id {
+            return Err(Error::Cycle { instruction: id.to_owned(), path: format!("{id} -> {id}") });
+        }
+    }
+    for target in &ins.compensation_ids {
+        exists("compensation_ids", target)?;
+    }
+    if let Some(policy) = &ins.priority_policy {
+        check_priority(id, "priority_policy.priority_level", policy)?;
+    }
+    if let Some(timeout) = &ins.timeout {
+        positive(id, "timeout.execution_timeout_ms", i64::from(timeout.execution_timeout_ms))?;
+    }
+    if let Some(dispatch) = &ins.dispatch_metadata {
+        if dispatch.timeout_ms < 0 {
+            return Err(Error::NonPositiveTimeout {
+                instruction: id.to_owned(),
+                field: "dispatch_metadata.timeout_ms",
+                value: i64::from(dispatch.timeout_ms),
+            });
+        }
+        if !(dispatch.temperature.is_finite() && (0.0..=2.0).contains(&dispatch.temperature)) {
+            return Err(invalid(id, "dispatch_metadata.temperature", format!("is {}; expected 0.0 to 2.0", dispatch.temperature)));
+        }
+        if dispatch.max_tokens < 0 {
+            return Err(invalid(id, "dispatch_metadata.max_tokens", "is negative"));
+        }
+        if !dispatch.capability_version.is_empty() {
+            semver::VersionReq::parse(&dispatch.capability_version).map_err(|e| {
+                invalid(id, "dispatch_metadata.capability_version", format!("is not a semver requirement: {e}"))
+            })?;
+        }
+        if !dispatch.capability_id.is_empty()
+            && !program.required_capabilities.iter().any(|r| r.capability_id == dispatch.capability_id)
+        {
+            return Err(invalid(
+                id,
+                "dispatch_metadata.capability_id",
+                format!("names \"{}\", which is not in the program's required_capabilities", dispatch.capability_id),
+            ));
+        }
+        for slot in &dispatch.dynamic_slots {
+            if slot.source_type != "vault" && slot.source_type != "runtime" {
+                return Err(invalid(
+                    id,
+                    "dispatch_metadata.dynamic_slots.source_type",
+                    format!("is \"{}\"; expected \"vault\" or \"runtime\"", slot.source_type),
+                ));
+            }
+        }
+    }
+    if let Some(retry) = &ins.retry {
+        if retry.max_retries > 0 && !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0) {
+            return Err(invalid(id, "retry.backoff_multiplier", format!("is {}; expected a finite number >= 1", retry.backoff_multiplier)));
+        }
+    }
+    if let Some(fallback) = &ins.fallback {
+        match FallbackStrategy::try_from(fallback.strategy) {
+            Ok(FallbackStrategy::FallbackValue) => {
+                serde_json::from_str::<serde_json::Value>(&fallback.value_json)
+                    .map_err(|e| invalid(id, "fallback.value_json", format!("is not JSON: {e}")))?;
+            }
+            Ok(FallbackStrategy::FallbackModel) if fallback.alternative_model.is_empty() => {
+                return Err(invalid(id, "fallback.alternative_model", "is empty; FALLBACK_MODEL needs a model"));
+            }
+            Ok(FallbackStrategy::Unspecified) | Err(_) => {
+                return Err(invalid(id, "fallback.strategy", format!("has unknown value {}", fallback.strategy)));
+            }
+            _ => {}
+        }
+    }
+    if let Some(window) = &ins.time_window {
+        if window.start_minute >= 1440 || window.end_minute >= 1440 || window.start_minute == window.end_minute {
+            return Err(invalid(id, "time_window", "needs start and end minutes below 1440 that differ"));
+        }
+        if window.utc_offset_minutes.abs() > 14 * 60 {
+            return Err(invalid(id, "time_window.utc_offset_minutes", "is beyond ±14 hours"));
+        }
+        if window.weekdays.iter().any(|d| !(1..=7).contains(d)) {
+            return Err(invalid(id, "time_window.weekdays", "must hold ISO weekdays 1 (Monday) to 7 (Sunday)"));
+        }
+    }
+    if let Some(post) = &ins.postcondition {
+        if post.condition.trim().is_empty() {
+            return Err(invalid(id, "postcondition.condition", "is empty"));
+        }
+        positive(id, "postcondition.deadline_ms", i64::from(post.deadline_ms))?;
+    }
+
+    let dispatch = ins.dispatch_metadata.as_ref();
+    let dispatch_field = |get: fn(&crate::pb::DispatchMetadata) -> &str| dispatch.map(get).unwrap_or("").is_empty();
+    match opcode {
+        IrOpcode::LoadResource | IrOpcode::CallAction => {
+            if dispatch_field(|d| &d.capability_id) {
+                return Err(missing("dispatch_metadata.capability_id"));
+            }
+        }
+        IrOpcode::CallFunction => {
+            if dispatch_field(|d| &d.action_name) {
+                return Err(missing("dispatch_metadata.action_name"));
+            }
+        }
+        IrOpcode::CallApi | IrOpcode::CallService => {
+            if ins.http.as_ref().is_none_or(|h| h.url.is_empty()) {
+                return Err(missing("http.url"));
+            }
+        }
+        IrOpcode::LlmCall => {
+            if dispatch_field(|d| &d.model) {
+                return Err(missing("dispatch_metadata.model"));
+            }
+            if dispatch_field(|d| &d.prompt_template) {
+                return Err(missing("dispatch_metadata.prompt_template"));
+            }
+        }
+        IrOpcode::Eval => {
+            if ins.expression.is_empty() {
+                return Err(missing("expression"));
+            }
+        }
+        IrOpcode::Branch => {
+            if ins.branch_condition.is_empty() {
+                return Err(missing("branch_condition"));
+            }
+            if ins.branch_true_id.is_empty() {
+                return Err(missing("branch_true_id"));
+            }
+            exists("branch_true_id", &ins.branch_true_id)?;
+            if !ins.branch_false_id.is_empty() {
+                exists("branch_false_id", &ins.branch_false_id)?;
+            }
+        }
+        IrOpcode::Merge => {
+            if ins.depends_on.len() < 2 {
+                return Err(invalid(id, "depends_on", "of a MERGE must name at least two instructions"));
+            }
+        }
+        IrOpcode::Loop => {
+            let Some(config) = &ins.r#loop else { return Err(Error::UnboundedLoop { instruction: id.to_owned() }) };
+            if config.max_iterations == 0 {
+                return Err(Error::UnboundedLoop { instruction: id.to_owned() });
+            }
+            if config.body.is_empty() {
+                return Err(missing("loop.body"));
+            }
+            for member in &config.body {
+                exists("loop.body", member)?;
+                if member == id {
+                    return Err(invalid(id, "loop.body", "cannot contain the LOOP itself"));
+                }
+            }
+        }
+        IrOpcode::Return => {}
+        IrOpcode::EmitEvent => {
+            if ins.emit.as_ref().is_none_or(|e| e.topic.is_empty()) {
+                return Err(missing("emit.topic"));
+            }
+        }
+        IrOpcode::Store | IrOpcode::Load => {
+            let Some(memory) = &ins.memory else { return Err(missing("memory")) };
+            if !matches!(
+                MemoryScope::try_from(memory.scope),
+                Ok(MemoryScope::Execution | MemoryScope::Node | MemoryScope::Cluster)
+            ) {
+                return Err(invalid(id, "memory.scope", format!("has unknown value {}; expected EXECUTION, NODE or CLUSTER", memory.scope)));
+            }
+            if memory.key.is_empty() {
+                return Err(missing("memory.key"));
+            }
+            if opcode == IrOpcode::Store && ins.expression.is_empty() {
+                return Err(missing("expression"));
+            }
+        }
+        IrOpcode::Unspecified => unreachable!("refused above"),
+    }
+    Ok(())
+}
+
+/// Edges: dependency -> dependent, BRANCH -> targets, LOOP -> body members. An edge from a
+/// body member back to its own LOOP is the loop's back edge and is allowed; every other
+/// cycle is refused with its path.
+fn check_acyclic(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result<()> {
+    let n = program.instructions.len();
+    let mut successors: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut loop_bodies: Vec<&[String]> = vec![&[]; n];
+    for (i, ins) in program.instructions.iter().enumerate() {
+        if let Some(config) = &ins.r#loop {
+            loop_bodies[i] = &config.body;
+        }
+    }
+    for (i, ins) in program.instructions.iter().enumerate() {
+        for dep in &ins.depends_on {
+            let from = index[dep.as_str()];
+            let back_edge = loop_bodies[i].iter().any(|m| m == dep);
+            if !back_edge {
+                successors[from].push(i);
+            }
+        }
+        for target in [&ins.branch_true_id, &ins.branch_false_id] {
+            if let Some(&to) = index.get(target.as_str()) {
+                successors[i].push(to);
+            }
+        }
+        for member in loop_bodies[i] {
+            successors[i].push(index[member.as_str()]);
+        }
+    }
+    // Iterative DFS with colours; on a grey successor, report the path back to it.
+    const WHITE: u8 = 0;
+    const GREY: u8 = 1;
+    const BLACK: u8 = 2;
+    let mut colour = vec![WHITE; n];
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..n {
+        if colour[start] != WHITE {
+            continue;
+        }
+        colour[start] = GREY;
+        stack.push((start, 0));
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&succ) = successors[node].get(*next) {
+                *next += 1;
+                match colour[succ] {
+                    WHITE => {
+                        colour[succ] = GREY;
+                        stack.push((succ, 0));
+                    }
+                    GREY => {
+                        let from = stack.iter().position(|&(s, _)| s == succ).unwrap_or(0);
+                        let mut path: Vec<&str> =
+                            stack[from..].iter().map(|&(s, _)| program.instructions[s].instruction_id.as_str()).collect();
+                        path.push(program.instructions[succ].instruction_id.as_str());
+                        return Err(Error::Cycle {
+                            instruction: program.instructions[succ].instruction_id.clone(),
+                            path: path.join(" -> "),
+                        });
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = BLACK;
+                stack.pop();
+            }
+        }
+    }
+    Ok(())
+}
