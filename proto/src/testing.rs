@@ -19,6 +19,7 @@ fn instruction(id: &str, opcode: IrOpcode, depends_on: &[&str]) -> IrInstruction
 }
 
 /// A small valid program: read a sensor, evaluate, branch, actuate a valve, return.
+/// The golden signing vectors in `tests/ir/golden.rs` are computed from it: do not change it.
 pub fn sample_program() -> LlmIrProgram {
     let mut read = instruction("read_pressure", IrOpcode::LoadResource, &[]);
     read.dispatch_metadata = Some(DispatchMetadata {
