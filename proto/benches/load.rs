@@ -33,9 +33,15 @@ fn bench_load(c: &mut Criterion) {
         group.bench_function("decode+verify+validate", |b| {
             b.iter(|| load(black_box(&bytes), &keyring, &limits).expect("loads"))
         });
-        group.bench_function("decode", |b| b.iter(|| decode(black_box(&bytes), &limits).expect("decodes")));
-        group.bench_function("verify", |b| b.iter(|| keyring.verify(black_box(&program)).expect("verifies")));
-        group.bench_function("validate", |b| b.iter(|| validate(black_box(&program)).expect("valid")));
+        group.bench_function("decode", |b| {
+            b.iter(|| decode(black_box(&bytes), &limits).expect("decodes"))
+        });
+        group.bench_function("verify", |b| {
+            b.iter(|| keyring.verify(black_box(&program)).expect("verifies"))
+        });
+        group.bench_function("validate", |b| {
+            b.iter(|| validate(black_box(&program)).expect("valid"))
+        });
         group.finish();
     }
 }

@@ -18,7 +18,10 @@ pub struct Limits {
 impl Default for Limits {
     /// 1 MiB and 4,096 instructions: twenty times the seed's largest multi-LLM rule.
     fn default() -> Self {
-        Self { max_bytes: 1 << 20, max_instructions: 4096 }
+        Self {
+            max_bytes: 1 << 20,
+            max_instructions: 4096,
+        }
     }
 }
 
@@ -29,7 +32,10 @@ impl Default for Limits {
 /// cannot turn into an equivalent encoding that still verifies.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<LlmIrProgram> {
     if bytes.len() > limits.max_bytes {
-        return Err(Error::TooLarge { size: bytes.len(), limit: limits.max_bytes });
+        return Err(Error::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_bytes,
+        });
     }
     let program = LlmIrProgram::decode(bytes).map_err(|e| Error::Decode(e.to_string()))?;
     if program.instructions.len() > limits.max_instructions {

@@ -46,7 +46,9 @@ pub enum Error {
         len: usize,
     },
     /// The signing key is not in the keyring.
-    #[error("program \"{program_id}\" is signed by key \"{key_id}\", which is not in the trusted keyring")]
+    #[error(
+        "program \"{program_id}\" is signed by key \"{key_id}\", which is not in the trusted keyring"
+    )]
     UnknownKey {
         /// Program id.
         program_id: String,
@@ -62,7 +64,9 @@ pub enum Error {
         key_id: String,
     },
     /// The signature does not match the program content and the named key.
-    #[error("program \"{program_id}\": signature does not verify with key \"{key_id}\" (tampered or signed by another key)")]
+    #[error(
+        "program \"{program_id}\": signature does not verify with key \"{key_id}\" (tampered or signed by another key)"
+    )]
     BadSignature {
         /// Program id.
         program_id: String,
@@ -116,7 +120,9 @@ pub enum Error {
         value: i32,
     },
     /// A reference to another instruction names no instruction of the program.
-    #[error("instruction \"{instruction}\": field \"{field}\" names unknown instruction \"{target}\"")]
+    #[error(
+        "instruction \"{instruction}\": field \"{field}\" names unknown instruction \"{target}\""
+    )]
     UnknownTarget {
         /// Instruction id.
         instruction: String,
@@ -126,7 +132,9 @@ pub enum Error {
         target: String,
     },
     /// The instruction graph has a cycle that is not a declared bounded LOOP.
-    #[error("instruction \"{instruction}\": field \"depends_on\" closes a cycle ({path}) that is not a bounded LOOP")]
+    #[error(
+        "instruction \"{instruction}\": field \"depends_on\" closes a cycle ({path}) that is not a bounded LOOP"
+    )]
     Cycle {
         /// An instruction on the cycle.
         instruction: String,
@@ -134,7 +142,9 @@ pub enum Error {
         path: String,
     },
     /// A LOOP without `max_iterations`.
-    #[error("instruction \"{instruction}\": LOOP needs field \"loop.max_iterations\" greater than 0")]
+    #[error(
+        "instruction \"{instruction}\": LOOP needs field \"loop.max_iterations\" greater than 0"
+    )]
     UnboundedLoop {
         /// Instruction id.
         instruction: String,
@@ -152,7 +162,9 @@ pub enum Error {
         value: i32,
     },
     /// A timeout or deadline that is zero or negative.
-    #[error("instruction \"{instruction}\": field \"{field}\" is {value}; a timeout must be positive")]
+    #[error(
+        "instruction \"{instruction}\": field \"{field}\" is {value}; a timeout must be positive"
+    )]
     NonPositiveTimeout {
         /// Instruction id (or `<program>`).
         instruction: String,

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use ed25519_dalek::Signer;
+pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::canonical::signing_digest;
@@ -39,7 +39,10 @@ pub fn sign(program: &mut LlmIrProgram, key: &SigningKey) {
 }
 
 fn key_error(path: &Path, reason: impl Into<String>) -> Error {
-    Error::KeyFile { path: path.display().to_string(), reason: reason.into() }
+    Error::KeyFile {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<()> {
@@ -53,8 +56,11 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<()> {
     }
     #[cfg(not(unix))]
     let _ = private;
-    let mut file = options.open(path).map_err(|e| key_error(path, e.to_string()))?;
-    file.write_all(contents.as_bytes()).map_err(|e| key_error(path, e.to_string()))
+    let mut file = options
+        .open(path)
+        .map_err(|e| key_error(path, e.to_string()))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| key_error(path, e.to_string()))
 }
 
 /// Writes `BASE.key` and `BASE.pub`; refuses to overwrite an existing file.
@@ -67,7 +73,10 @@ pub fn write_keypair(base: &Path, key: &SigningKey) -> Result<(PathBuf, PathBuf)
         "# eyeflow ed25519 secret key {id}: keep private\n{}\n",
         hex::encode(key.to_bytes())
     );
-    let public = format!("# eyeflow ed25519 public key {id}\n{}\n", hex::encode(verifying.as_bytes()));
+    let public = format!(
+        "# eyeflow ed25519 public key {id}\n{}\n",
+        hex::encode(verifying.as_bytes())
+    );
     write_file(&secret_path, &secret, true)?;
     write_file(&public_path, &public, false)?;
     Ok((secret_path, public_path))
@@ -118,7 +127,10 @@ impl Keyring {
     /// Trusts `key` and returns its id. Trusting a revoked key again does not un-revoke it.
     pub fn trust(&mut self, key: VerifyingKey) -> String {
         let id = key_id(&key);
-        self.keys.entry(id.clone()).or_insert(TrustedKey { key, revoked: false });
+        self.keys.entry(id.clone()).or_insert(TrustedKey {
+            key,
+            revoked: false,
+        });
         id
     }
 
@@ -135,30 +147,44 @@ impl Keyring {
 
     /// Ids of the keys that are trusted and not revoked.
     pub fn active_ids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().filter(|(_, k)| !k.revoked).map(|(id, _)| id.as_str())
+        self.keys
+            .iter()
+            .filter(|(_, k)| !k.revoked)
+            .map(|(id, _)| id.as_str())
     }
 
     /// Verifies `program`'s signature (strict Ed25519) and returns the signing key id.
     pub fn verify(&self, program: &LlmIrProgram) -> Result<String> {
         let program_id = || program.program_id.clone();
         if program.signature.is_empty() {
-            return Err(Error::Unsigned { program_id: program_id() });
+            return Err(Error::Unsigned {
+                program_id: program_id(),
+            });
         }
         let signature = <[u8; 64]>::try_from(program.signature.as_slice())
             .map(|bytes| Signature::from_bytes(&bytes))
-            .map_err(|_| Error::MalformedSignature { program_id: program_id(), len: program.signature.len() })?;
+            .map_err(|_| Error::MalformedSignature {
+                program_id: program_id(),
+                len: program.signature.len(),
+            })?;
         let key_id = &program.signing_key_id;
-        let entry = self
-            .keys
-            .get(key_id)
-            .ok_or_else(|| Error::UnknownKey { program_id: program_id(), key_id: key_id.clone() })?;
+        let entry = self.keys.get(key_id).ok_or_else(|| Error::UnknownKey {
+            program_id: program_id(),
+            key_id: key_id.clone(),
+        })?;
         if entry.revoked {
-            return Err(Error::RevokedKey { program_id: program_id(), key_id: key_id.clone() });
+            return Err(Error::RevokedKey {
+                program_id: program_id(),
+                key_id: key_id.clone(),
+            });
         }
         entry
             .key
             .verify_strict(&signing_digest(program), &signature)
-            .map_err(|_| Error::BadSignature { program_id: program_id(), key_id: key_id.clone() })?;
+            .map_err(|_| Error::BadSignature {
+                program_id: program_id(),
+                key_id: key_id.clone(),
+            })?;
         Ok(key_id.clone())
     }
 }

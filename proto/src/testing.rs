@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::pb::{
-    CapabilityRequirement, DispatchMetadata, FallbackConfig, FallbackStrategy, IrInstruction, IrOpcode,
-    LlmIrProgram, PriorityPolicy, RetryConfig, TimeoutConfig,
+    CapabilityRequirement, DispatchMetadata, FallbackConfig, FallbackStrategy, IrInstruction,
+    IrOpcode, LlmIrProgram, PriorityPolicy, RetryConfig, TimeoutConfig,
 };
 use crate::{IR_VERSION, Keyring, Limits};
 
@@ -42,10 +42,26 @@ pub fn sample_program() -> LlmIrProgram {
         ..Default::default()
     });
     close.resource_key = "valve/V-101".into();
-    close.priority_policy = Some(PriorityPolicy { priority_level: 64, preemptible: false, max_wait_ms: 2000 });
-    close.retry = Some(RetryConfig { max_retries: 3, backoff_ms: 100, backoff_multiplier: 2.0, max_backoff_ms: 1000, retry_on: vec![] });
-    close.fallback = Some(FallbackConfig { strategy: FallbackStrategy::Abort as i32, ..Default::default() });
-    close.timeout = Some(TimeoutConfig { execution_timeout_ms: 5000, on_timeout: FallbackStrategy::Abort as i32 });
+    close.priority_policy = Some(PriorityPolicy {
+        priority_level: 64,
+        preemptible: false,
+        max_wait_ms: 2000,
+    });
+    close.retry = Some(RetryConfig {
+        max_retries: 3,
+        backoff_ms: 100,
+        backoff_multiplier: 2.0,
+        max_backoff_ms: 1000,
+        retry_on: vec![],
+    });
+    close.fallback = Some(FallbackConfig {
+        strategy: FallbackStrategy::Abort as i32,
+        ..Default::default()
+    });
+    close.timeout = Some(TimeoutConfig {
+        execution_timeout_ms: 5000,
+        on_timeout: FallbackStrategy::Abort as i32,
+    });
     let mut done = instruction("done", IrOpcode::Return, &[]);
     done.expression = "{'pressure': read_pressure.value}".into();
     LlmIrProgram {
@@ -57,10 +73,20 @@ pub fn sample_program() -> LlmIrProgram {
         ir_version: IR_VERSION.into(),
         instructions: vec![read, eval, branch, close, done],
         required_capabilities: vec![
-            CapabilityRequirement { capability_id: "sensor-sim".into(), version_req: "^1.0".into() },
-            CapabilityRequirement { capability_id: "valve-sim".into(), version_req: "^1.0".into() },
+            CapabilityRequirement {
+                capability_id: "sensor-sim".into(),
+                version_req: "^1.0".into(),
+            },
+            CapabilityRequirement {
+                capability_id: "valve-sim".into(),
+                version_req: "^1.0".into(),
+            },
         ],
-        default_priority: Some(PriorityPolicy { priority_level: 128, preemptible: true, max_wait_ms: 10_000 }),
+        default_priority: Some(PriorityPolicy {
+            priority_level: 128,
+            preemptible: true,
+            max_wait_ms: 10_000,
+        }),
         ..Default::default()
     }
 }
@@ -72,14 +98,22 @@ pub fn chain_program(count: usize) -> LlmIrProgram {
     program.instructions.clear();
     for i in 0..count {
         let id = format!("step_{i:04}");
-        let deps: Vec<String> = if i == 0 { vec![] } else { vec![format!("step_{:04}", i - 1)] };
+        let deps: Vec<String> = if i == 0 {
+            vec![]
+        } else {
+            vec![format!("step_{:04}", i - 1)]
+        };
         program.instructions.push(IrInstruction {
             instruction_id: id,
             opcode: IrOpcode::Eval as i32,
             comment: format!("check threshold {i} of the cooling loop against the plant limits"),
             depends_on: deps,
             expression: format!("event.temperature_{i} < 80.0 && event.pressure_{i} < 8.5"),
-            priority_policy: Some(PriorityPolicy { priority_level: 128, preemptible: true, max_wait_ms: 10_000 }),
+            priority_policy: Some(PriorityPolicy {
+                priority_level: 128,
+                preemptible: true,
+                max_wait_ms: 10_000,
+            }),
             ..Default::default()
         });
     }
@@ -101,7 +135,11 @@ pub fn chain_program(count: usize) -> LlmIrProgram {
 pub fn fuzz_one(data: &[u8], keyring: &Keyring) {
     let limits = Limits::default();
     if let Ok(program) = crate::decode(data, &limits) {
-        assert_eq!(crate::encode(&program), data, "decode accepted a non-canonical encoding");
+        assert_eq!(
+            crate::encode(&program),
+            data,
+            "decode accepted a non-canonical encoding"
+        );
         let _ = crate::validate(&program);
         let _ = crate::json::to_pretty_json(&program);
     }

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use crate::pb::{
-    FallbackStrategy, IrInstruction, IrOpcode, LlmIrProgram, MemoryScope, PriorityPolicy, TriggerKind,
+    FallbackStrategy, IrInstruction, IrOpcode, LlmIrProgram, MemoryScope, PriorityPolicy,
+    TriggerKind,
 };
 use crate::{Error, Result};
 
@@ -23,25 +24,43 @@ pub fn validate(program: &LlmIrProgram) -> Result<()> {
 }
 
 fn program_field(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::InvalidProgramField { field, reason: reason.into() }
+    Error::InvalidProgramField {
+        field,
+        reason: reason.into(),
+    }
 }
 
 fn validate_header(program: &LlmIrProgram) -> Result<()> {
     if program.program_id.trim().is_empty() {
-        return Err(program_field("program_id", "is empty; expected a program id"));
+        return Err(program_field(
+            "program_id",
+            "is empty; expected a program id",
+        ));
     }
     semver::Version::parse(&program.version).map_err(|e| {
-        program_field("version", format!("\"{}\" is not semver (expected MAJOR.MINOR.PATCH): {e}", program.version))
+        program_field(
+            "version",
+            format!(
+                "\"{}\" is not semver (expected MAJOR.MINOR.PATCH): {e}",
+                program.version
+            ),
+        )
     })?;
     if program.instructions.is_empty() {
-        return Err(program_field("instructions", "is empty; a program needs at least one instruction"));
+        return Err(program_field(
+            "instructions",
+            "is empty; a program needs at least one instruction",
+        ));
     }
     if let Some(policy) = &program.default_priority {
         check_priority("<program>", "default_priority", policy)?;
     }
     for requirement in &program.required_capabilities {
         if requirement.capability_id.is_empty() {
-            return Err(program_field("required_capabilities", "has an entry with an empty capability_id"));
+            return Err(program_field(
+                "required_capabilities",
+                "has an entry with an empty capability_id",
+            ));
         }
         semver::VersionReq::parse(&requirement.version_req).map_err(|e| {
             program_field(
@@ -57,8 +76,12 @@ fn validate_header(program: &LlmIrProgram) -> Result<()> {
         let kind = TriggerKind::try_from(trigger.kind).unwrap_or(TriggerKind::Unspecified);
         let problem = match kind {
             TriggerKind::Unspecified => Some(format!("has unknown kind {}", trigger.kind)),
-            TriggerKind::Timer if trigger.interval_ms == 0 => Some("TIMER needs interval_ms > 0".into()),
-            TriggerKind::Cron if trigger.cron.trim().is_empty() => Some("CRON needs a cron expression".into()),
+            TriggerKind::Timer if trigger.interval_ms == 0 => {
+                Some("TIMER needs interval_ms > 0".into())
+            }
+            TriggerKind::Cron if trigger.cron.trim().is_empty() => {
+                Some("CRON needs a cron expression".into())
+            }
             TriggerKind::Webhook | TriggerKind::Kafka | TriggerKind::Mqtt | TriggerKind::Plugin
                 if trigger.source.is_empty() =>
             {
@@ -81,7 +104,9 @@ fn index_ids(program: &LlmIrProgram) -> Result<HashMap<&str, usize>> {
             return Err(Error::EmptyInstructionId { index: i });
         }
         if index.insert(id, i).is_some() {
-            return Err(Error::DuplicateInstructionId { instruction: id.to_owned() });
+            return Err(Error::DuplicateInstructionId {
+                instruction: id.to_owned(),
+            });
         }
     }
     Ok(index)
@@ -95,26 +120,45 @@ fn check_priority(instruction: &str, field: &'static str, policy: &PriorityPolic
             value: policy.priority_level,
         });
     }
-    positive(instruction, "priority_policy.max_wait_ms", i64::from(policy.max_wait_ms))
+    positive(
+        instruction,
+        "priority_policy.max_wait_ms",
+        i64::from(policy.max_wait_ms),
+    )
 }
 
 fn positive(instruction: &str, field: &'static str, value: i64) -> Result<()> {
     if value > 0 {
         Ok(())
     } else {
-        Err(Error::NonPositiveTimeout { instruction: instruction.to_owned(), field, value })
+        Err(Error::NonPositiveTimeout {
+            instruction: instruction.to_owned(),
+            field,
+            value,
+        })
     }
 }
 
 fn invalid(instruction: &str, field: &'static str, reason: impl Into<String>) -> Error {
-    Error::InvalidField { instruction: instruction.to_owned(), field, reason: reason.into() }
+    Error::InvalidField {
+        instruction: instruction.to_owned(),
+        field,
+        reason: reason.into(),
+    }
 }
 
-fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, program: &LlmIrProgram) -> Result<()> {
+fn validate_instruction(
+    ins: &IrInstruction,
+    index: &HashMap<&str, usize>,
+    program: &LlmIrProgram,
+) -> Result<()> {
     let id = ins.instruction_id.as_str();
     let opcode = match IrOpcode::try_from(ins.opcode) {
         Ok(IrOpcode::Unspecified) | Err(_) => {
-            return Err(Error::UnknownOpcode { instruction: id.to_owned(), value: ins.opcode });
+            return Err(Error::UnknownOpcode {
+                instruction: id.to_owned(),
+                value: ins.opcode,
+            });
         }
         Ok(op) => op,
     };
@@ -123,15 +167,26 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
         if index.contains_key(target) {
             Ok(())
         } else {
-            Err(Error::UnknownTarget { instruction: id.to_owned(), field, target: target.to_owned() })
+            Err(Error::UnknownTarget {
+                instruction: id.to_owned(),
+                field,
+                target: target.to_owned(),
+            })
         }
     };
-    let missing = |field: &'static str| Error::MissingField { instruction: id.to_owned(), opcode: name, field };
+    let missing = |field: &'static str| Error::MissingField {
+        instruction: id.to_owned(),
+        opcode: name,
+        field,
+    };
 
     for dep in &ins.depends_on {
         exists("depends_on", dep)?;
         if dep == id {
-            return Err(Error::Cycle { instruction: id.to_owned(), path: format!("{id} -> {id}") });
+            return Err(Error::Cycle {
+                instruction: id.to_owned(),
+                path: format!("{id} -> {id}"),
+            });
         }
     }
     for target in &ins.compensation_ids {
@@ -141,7 +196,11 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
         check_priority(id, "priority_policy.priority_level", policy)?;
     }
     if let Some(timeout) = &ins.timeout {
-        positive(id, "timeout.execution_timeout_ms", i64::from(timeout.execution_timeout_ms))?;
+        positive(
+            id,
+            "timeout.execution_timeout_ms",
+            i64::from(timeout.execution_timeout_ms),
+        )?;
     }
     if let Some(dispatch) = &ins.dispatch_metadata {
         if dispatch.timeout_ms < 0 {
@@ -152,23 +211,37 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
             });
         }
         if !(dispatch.temperature.is_finite() && (0.0..=2.0).contains(&dispatch.temperature)) {
-            return Err(invalid(id, "dispatch_metadata.temperature", format!("is {}; expected 0.0 to 2.0", dispatch.temperature)));
+            return Err(invalid(
+                id,
+                "dispatch_metadata.temperature",
+                format!("is {}; expected 0.0 to 2.0", dispatch.temperature),
+            ));
         }
         if dispatch.max_tokens < 0 {
             return Err(invalid(id, "dispatch_metadata.max_tokens", "is negative"));
         }
         if !dispatch.capability_version.is_empty() {
             semver::VersionReq::parse(&dispatch.capability_version).map_err(|e| {
-                invalid(id, "dispatch_metadata.capability_version", format!("is not a semver requirement: {e}"))
+                invalid(
+                    id,
+                    "dispatch_metadata.capability_version",
+                    format!("is not a semver requirement: {e}"),
+                )
             })?;
         }
         if !dispatch.capability_id.is_empty()
-            && !program.required_capabilities.iter().any(|r| r.capability_id == dispatch.capability_id)
+            && !program
+                .required_capabilities
+                .iter()
+                .any(|r| r.capability_id == dispatch.capability_id)
         {
             return Err(invalid(
                 id,
                 "dispatch_metadata.capability_id",
-                format!("names \"{}\", which is not in the program's required_capabilities", dispatch.capability_id),
+                format!(
+                    "names \"{}\", which is not in the program's required_capabilities",
+                    dispatch.capability_id
+                ),
             ));
         }
         for slot in &dispatch.dynamic_slots {
@@ -176,15 +249,26 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
                 return Err(invalid(
                     id,
                     "dispatch_metadata.dynamic_slots.source_type",
-                    format!("is \"{}\"; expected \"vault\" or \"runtime\"", slot.source_type),
+                    format!(
+                        "is \"{}\"; expected \"vault\" or \"runtime\"",
+                        slot.source_type
+                    ),
                 ));
             }
         }
     }
-    if let Some(retry) = &ins.retry {
-        if retry.max_retries > 0 && !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0) {
-            return Err(invalid(id, "retry.backoff_multiplier", format!("is {}; expected a finite number >= 1", retry.backoff_multiplier)));
-        }
+    if let Some(retry) = &ins.retry
+        && retry.max_retries > 0
+        && !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0)
+    {
+        return Err(invalid(
+            id,
+            "retry.backoff_multiplier",
+            format!(
+                "is {}; expected a finite number >= 1",
+                retry.backoff_multiplier
+            ),
+        ));
     }
     if let Some(fallback) = &ins.fallback {
         match FallbackStrategy::try_from(fallback.strategy) {
@@ -193,23 +277,46 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
                     .map_err(|e| invalid(id, "fallback.value_json", format!("is not JSON: {e}")))?;
             }
             Ok(FallbackStrategy::FallbackModel) if fallback.alternative_model.is_empty() => {
-                return Err(invalid(id, "fallback.alternative_model", "is empty; FALLBACK_MODEL needs a model"));
+                return Err(invalid(
+                    id,
+                    "fallback.alternative_model",
+                    "is empty; FALLBACK_MODEL needs a model",
+                ));
             }
             Ok(FallbackStrategy::Unspecified) | Err(_) => {
-                return Err(invalid(id, "fallback.strategy", format!("has unknown value {}", fallback.strategy)));
+                return Err(invalid(
+                    id,
+                    "fallback.strategy",
+                    format!("has unknown value {}", fallback.strategy),
+                ));
             }
             _ => {}
         }
     }
     if let Some(window) = &ins.time_window {
-        if window.start_minute >= 1440 || window.end_minute >= 1440 || window.start_minute == window.end_minute {
-            return Err(invalid(id, "time_window", "needs start and end minutes below 1440 that differ"));
+        if window.start_minute >= 1440
+            || window.end_minute >= 1440
+            || window.start_minute == window.end_minute
+        {
+            return Err(invalid(
+                id,
+                "time_window",
+                "needs start and end minutes below 1440 that differ",
+            ));
         }
         if window.utc_offset_minutes.abs() > 14 * 60 {
-            return Err(invalid(id, "time_window.utc_offset_minutes", "is beyond ±14 hours"));
+            return Err(invalid(
+                id,
+                "time_window.utc_offset_minutes",
+                "is beyond ±14 hours",
+            ));
         }
         if window.weekdays.iter().any(|d| !(1..=7).contains(d)) {
-            return Err(invalid(id, "time_window.weekdays", "must hold ISO weekdays 1 (Monday) to 7 (Sunday)"));
+            return Err(invalid(
+                id,
+                "time_window.weekdays",
+                "must hold ISO weekdays 1 (Monday) to 7 (Sunday)",
+            ));
         }
     }
     if let Some(post) = &ins.postcondition {
@@ -220,7 +327,8 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
     }
 
     let dispatch = ins.dispatch_metadata.as_ref();
-    let dispatch_field = |get: fn(&crate::pb::DispatchMetadata) -> &str| dispatch.map(get).unwrap_or("").is_empty();
+    let dispatch_field =
+        |get: fn(&crate::pb::DispatchMetadata) -> &str| dispatch.map(get).unwrap_or("").is_empty();
     match opcode {
         IrOpcode::LoadResource | IrOpcode::CallAction => {
             if dispatch_field(|d| &d.capability_id) {
@@ -264,13 +372,23 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
         }
         IrOpcode::Merge => {
             if ins.depends_on.len() < 2 {
-                return Err(invalid(id, "depends_on", "of a MERGE must name at least two instructions"));
+                return Err(invalid(
+                    id,
+                    "depends_on",
+                    "of a MERGE must name at least two instructions",
+                ));
             }
         }
         IrOpcode::Loop => {
-            let Some(config) = &ins.r#loop else { return Err(Error::UnboundedLoop { instruction: id.to_owned() }) };
+            let Some(config) = &ins.r#loop else {
+                return Err(Error::UnboundedLoop {
+                    instruction: id.to_owned(),
+                });
+            };
             if config.max_iterations == 0 {
-                return Err(Error::UnboundedLoop { instruction: id.to_owned() });
+                return Err(Error::UnboundedLoop {
+                    instruction: id.to_owned(),
+                });
             }
             if config.body.is_empty() {
                 return Err(missing("loop.body"));
@@ -289,12 +407,21 @@ fn validate_instruction(ins: &IrInstruction, index: &HashMap<&str, usize>, progr
             }
         }
         IrOpcode::Store | IrOpcode::Load => {
-            let Some(memory) = &ins.memory else { return Err(missing("memory")) };
+            let Some(memory) = &ins.memory else {
+                return Err(missing("memory"));
+            };
             if !matches!(
                 MemoryScope::try_from(memory.scope),
                 Ok(MemoryScope::Execution | MemoryScope::Node | MemoryScope::Cluster)
             ) {
-                return Err(invalid(id, "memory.scope", format!("has unknown value {}; expected EXECUTION, NODE or CLUSTER", memory.scope)));
+                return Err(invalid(
+                    id,
+                    "memory.scope",
+                    format!(
+                        "has unknown value {}; expected EXECUTION, NODE or CLUSTER",
+                        memory.scope
+                    ),
+                ));
             }
             if memory.key.is_empty() {
                 return Err(missing("memory.key"));
@@ -359,8 +486,10 @@ fn check_acyclic(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result
                     }
                     GREY => {
                         let from = stack.iter().position(|&(s, _)| s == succ).unwrap_or(0);
-                        let mut path: Vec<&str> =
-                            stack[from..].iter().map(|&(s, _)| program.instructions[s].instruction_id.as_str()).collect();
+                        let mut path: Vec<&str> = stack[from..]
+                            .iter()
+                            .map(|&(s, _)| program.instructions[s].instruction_id.as_str())
+                            .collect();
                         path.push(program.instructions[succ].instruction_id.as_str());
                         return Err(Error::Cycle {
                             instruction: program.instructions[succ].instruction_id.clone(),

@@ -20,14 +20,19 @@ pub const RUNTIME_VERSION: (u32, u32) = (2, 0);
 pub const IR_VERSION: &str = "2.0";
 
 /// Known IR versions and the minimum runtime major version each needs.
-pub const COMPATIBILITY: &[(&str, u32)] = &[("1.0", 1), ("1.5", 1), ("2.0", 2), ("2.5", 2), ("3.0", 3)];
+pub const COMPATIBILITY: &[(&str, u32)] =
+    &[("1.0", 1), ("1.5", 1), ("2.0", 2), ("2.5", 2), ("3.0", 3)];
 
 /// Checks that IR `ir_version` runs on a runtime of major version `runtime_major`.
 pub fn check_compatible(ir_version: &str, runtime_major: u32) -> Result<()> {
     let Some(&(_, required)) = COMPATIBILITY.iter().find(|(v, _)| *v == ir_version) else {
         return Err(Error::UnknownIrVersion {
             ir_version: ir_version.to_owned(),
-            known: COMPATIBILITY.iter().map(|(v, _)| *v).collect::<Vec<_>>().join(", "),
+            known: COMPATIBILITY
+                .iter()
+                .map(|(v, _)| *v)
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     };
     if runtime_major >= required {
@@ -44,7 +49,11 @@ pub fn check_compatible(ir_version: &str, runtime_major: u32) -> Result<()> {
 /// Checks `ir_version` against this build's [`RUNTIME_VERSION`].
 pub fn check_runtime_compatible(ir_version: &str) -> Result<()> {
     check_compatible(ir_version, RUNTIME_VERSION.0).map_err(|e| match e {
-        Error::IncompatibleIrVersion { ir_version, required, .. } => Error::IncompatibleIrVersion {
+        Error::IncompatibleIrVersion {
+            ir_version,
+            required,
+            ..
+        } => Error::IncompatibleIrVersion {
             ir_version,
             required,
             runtime: format!("{}.{}", RUNTIME_VERSION.0, RUNTIME_VERSION.1),
@@ -84,7 +93,10 @@ mod tests {
     #[test]
     fn refusal_names_both_versions() {
         let err = check_runtime_compatible("3.0").unwrap_err();
-        assert_eq!(err.to_string(), "IR 3.0 needs runtime 3.x or newer; this runtime is 2.0");
+        assert_eq!(
+            err.to_string(),
+            "IR 3.0 needs runtime 3.x or newer; this runtime is 2.0"
+        );
     }
 
     #[test]

@@ -26,11 +26,17 @@ fn fixed_key_and_program_give_committed_bytes() {
     let payload = signing_payload(&program);
     assert!(payload.starts_with(b"eyeflow/llm-ir/signing/v1\0"));
     assert_eq!(hex::encode(Sha256::digest(&payload)), PAYLOAD_SHA256);
-    assert_eq!(signing_digest(&program).to_vec(), Sha256::digest(&payload).to_vec());
+    assert_eq!(
+        signing_digest(&program).to_vec(),
+        Sha256::digest(&payload).to_vec()
+    );
     assert_eq!(key_id(&key.verifying_key()), KEY_ID);
     assert_eq!(program.signing_key_id, KEY_ID);
     assert_eq!(hex::encode(&program.signature), SIGNATURE);
-    assert_eq!(hex::encode(Sha256::digest(encode(&program))), PROGRAM_SHA256);
+    assert_eq!(
+        hex::encode(Sha256::digest(encode(&program))),
+        PROGRAM_SHA256
+    );
 }
 
 #[test]
@@ -51,24 +57,33 @@ fn payload_frames_program_id_and_timestamp() {
     assert_eq!(&rest[..4], &(program.program_id.len() as u32).to_be_bytes());
     let after_id = &rest[4 + program.program_id.len()..];
     assert_eq!(&after_id[..8], &program.compiled_at.to_be_bytes());
-    assert_eq!(&after_id[8..12], &(program.instructions.len() as u32).to_be_bytes());
+    assert_eq!(
+        &after_id[8..12],
+        &(program.instructions.len() as u32).to_be_bytes()
+    );
 }
 
 #[test]
 fn signature_covers_header_fields() {
     let mut keyring = Keyring::new();
     keyring.trust(SigningKey::from_bytes(&SEED).verifying_key());
-    let edits: [(&str, fn(&mut eyeflow_ir::pb::LlmIrProgram)); 5] = [
+    type Edit = fn(&mut eyeflow_ir::pb::LlmIrProgram);
+    let edits: [(&str, Edit); 5] = [
         ("version", |p| p.version = "9.9.9".into()),
         ("ir_version", |p| p.ir_version = "1.0".into()),
         ("name", |p| p.name.push('!')),
-        ("required_capabilities", |p| p.required_capabilities[0].version_req = "*".into()),
+        ("required_capabilities", |p| {
+            p.required_capabilities[0].version_req = "*".into()
+        }),
         ("compiled_at", |p| p.compiled_at += 1),
     ];
     for (field, edit) in edits {
         let mut program = signed();
         edit(&mut program);
         let err = load(&encode(&program), &keyring, &Limits::default()).expect_err(field);
-        assert!(matches!(err, eyeflow_ir::Error::BadSignature { .. }), "{field}: {err}");
+        assert!(
+            matches!(err, eyeflow_ir::Error::BadSignature { .. }),
+            "{field}: {err}"
+        );
     }
 }

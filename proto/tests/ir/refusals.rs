@@ -1,7 +1,9 @@
 //! Every refusal has its own error variant, naming the instruction and the field.
 
 use eyeflow_ir::keys::{self, SigningKey};
-use eyeflow_ir::pb::{IrInstruction, IrOpcode, LlmIrProgram, LoopConfig, MemoryAccess, PriorityPolicy, TimeoutConfig};
+use eyeflow_ir::pb::{
+    IrInstruction, IrOpcode, LlmIrProgram, LoopConfig, MemoryAccess, PriorityPolicy, TimeoutConfig,
+};
 use eyeflow_ir::testing::{chain_program, sample_program};
 use eyeflow_ir::{Error, Keyring, Limits, decode, encode, load, validate};
 
@@ -12,7 +14,11 @@ fn refused(edit: impl FnOnce(&mut LlmIrProgram)) -> Error {
 }
 
 fn find<'a>(program: &'a mut LlmIrProgram, id: &str) -> &'a mut IrInstruction {
-    program.instructions.iter_mut().find(|i| i.instruction_id == id).expect("instruction exists")
+    program
+        .instructions
+        .iter_mut()
+        .find(|i| i.instruction_id == id)
+        .expect("instruction exists")
 }
 
 #[test]
@@ -24,7 +30,12 @@ fn sample_is_valid() {
 #[test]
 fn duplicate_ids() {
     let err = refused(|p| find(p, "done").instruction_id = "decide".into());
-    assert_eq!(err, Error::DuplicateInstructionId { instruction: "decide".into() });
+    assert_eq!(
+        err,
+        Error::DuplicateInstructionId {
+            instruction: "decide".into()
+        }
+    );
     assert!(err.to_string().contains("\"instruction_id\""));
 }
 
@@ -42,11 +53,38 @@ fn unknown_dependency_and_targets() {
         "instruction \"too_high\": field \"depends_on\" names unknown instruction \"ghost\""
     );
     let err = refused(|p| find(p, "decide").branch_true_id = "nowhere".into());
-    assert!(matches!(err, Error::UnknownTarget { field: "branch_true_id", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::UnknownTarget {
+                field: "branch_true_id",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = refused(|p| find(p, "decide").branch_false_id = "nowhere".into());
-    assert!(matches!(err, Error::UnknownTarget { field: "branch_false_id", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::UnknownTarget {
+                field: "branch_false_id",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = refused(|p| find(p, "close_valve").compensation_ids.push("undo".into()));
-    assert!(matches!(err, Error::UnknownTarget { field: "compensation_ids", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::UnknownTarget {
+                field: "compensation_ids",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -54,7 +92,10 @@ fn cycles_are_refused_with_their_path() {
     let err = refused(|p| find(p, "read_pressure").depends_on.push("decide".into()));
     match err {
         Error::Cycle { path, .. } => {
-            assert!(path.contains("read_pressure") && path.contains("decide"), "{path}");
+            assert!(
+                path.contains("read_pressure") && path.contains("decide"),
+                "{path}"
+            );
         }
         other => panic!("expected a cycle, got {other}"),
     }
@@ -97,7 +138,12 @@ fn bounded_loop_back_edge_is_allowed() {
 #[test]
 fn loop_needs_max_iterations() {
     let err = validate(&with_loop(Some(0))).expect_err("zero");
-    assert_eq!(err, Error::UnboundedLoop { instruction: "each_sensor".into() });
+    assert_eq!(
+        err,
+        Error::UnboundedLoop {
+            instruction: "each_sensor".into()
+        }
+    );
     let err = validate(&with_loop(None)).expect_err("absent");
     assert!(err.to_string().contains("loop.max_iterations"), "{err}");
 }
@@ -105,67 +151,192 @@ fn loop_needs_max_iterations() {
 #[test]
 fn cycle_not_through_a_loop_is_refused_even_with_a_loop_present() {
     let mut program = with_loop(Some(4));
-    find(&mut program, "sample_one").depends_on.push("each_sensor".into());
-    find(&mut program, "read_pressure").depends_on.push("sample_one".into());
-    assert!(matches!(validate(&program).expect_err("cycle"), Error::Cycle { .. }));
+    find(&mut program, "sample_one")
+        .depends_on
+        .push("each_sensor".into());
+    find(&mut program, "read_pressure")
+        .depends_on
+        .push("sample_one".into());
+    assert!(matches!(
+        validate(&program).expect_err("cycle"),
+        Error::Cycle { .. }
+    ));
 }
 
 #[test]
 fn priority_levels() {
     let err = refused(|p| {
-        find(p, "close_valve").priority_policy = Some(PriorityPolicy { priority_level: 100, preemptible: false, max_wait_ms: 10 })
+        find(p, "close_valve").priority_policy = Some(PriorityPolicy {
+            priority_level: 100,
+            preemptible: false,
+            max_wait_ms: 10,
+        })
     });
     assert_eq!(
         err,
-        Error::InvalidPriority { instruction: "close_valve".into(), field: "priority_policy.priority_level", value: 100 }
+        Error::InvalidPriority {
+            instruction: "close_valve".into(),
+            field: "priority_policy.priority_level",
+            value: 100
+        }
     );
-    let err = refused(|p| p.default_priority = Some(PriorityPolicy { priority_level: -1, preemptible: true, max_wait_ms: 10 }));
-    assert!(matches!(err, Error::InvalidPriority { field: "default_priority", .. }), "{err}");
+    let err = refused(|p| {
+        p.default_priority = Some(PriorityPolicy {
+            priority_level: -1,
+            preemptible: true,
+            max_wait_ms: 10,
+        })
+    });
+    assert!(
+        matches!(
+            err,
+            Error::InvalidPriority {
+                field: "default_priority",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn timeouts_must_be_positive() {
     let err = refused(|p| {
-        find(p, "close_valve").timeout = Some(TimeoutConfig { execution_timeout_ms: 0, on_timeout: 5 })
+        find(p, "close_valve").timeout = Some(TimeoutConfig {
+            execution_timeout_ms: 0,
+            on_timeout: 5,
+        })
     });
     assert_eq!(
         err,
-        Error::NonPositiveTimeout { instruction: "close_valve".into(), field: "timeout.execution_timeout_ms", value: 0 }
+        Error::NonPositiveTimeout {
+            instruction: "close_valve".into(),
+            field: "timeout.execution_timeout_ms",
+            value: 0
+        }
     );
     let err = refused(|p| {
-        find(p, "close_valve").priority_policy = Some(PriorityPolicy { priority_level: 64, preemptible: false, max_wait_ms: -5 })
+        find(p, "close_valve").priority_policy = Some(PriorityPolicy {
+            priority_level: 64,
+            preemptible: false,
+            max_wait_ms: -5,
+        })
     });
-    assert!(matches!(err, Error::NonPositiveTimeout { field: "priority_policy.max_wait_ms", value: -5, .. }), "{err}");
-    let err = refused(|p| find(p, "read_pressure").dispatch_metadata.as_mut().expect("dispatch").timeout_ms = -1);
-    assert!(matches!(err, Error::NonPositiveTimeout { field: "dispatch_metadata.timeout_ms", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NonPositiveTimeout {
+                field: "priority_policy.max_wait_ms",
+                value: -5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = refused(|p| {
+        find(p, "read_pressure")
+            .dispatch_metadata
+            .as_mut()
+            .expect("dispatch")
+            .timeout_ms = -1
+    });
+    assert!(
+        matches!(
+            err,
+            Error::NonPositiveTimeout {
+                field: "dispatch_metadata.timeout_ms",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn opcodes_need_their_fields() {
     let err = refused(|p| find(p, "too_high").opcode = 99);
-    assert_eq!(err, Error::UnknownOpcode { instruction: "too_high".into(), value: 99 });
+    assert_eq!(
+        err,
+        Error::UnknownOpcode {
+            instruction: "too_high".into(),
+            value: 99
+        }
+    );
     let err = refused(|p| find(p, "too_high").opcode = 0);
     assert!(matches!(err, Error::UnknownOpcode { value: 0, .. }));
     let err = refused(|p| find(p, "decide").branch_condition.clear());
-    assert_eq!(err.to_string(), "instruction \"decide\": BRANCH needs field \"branch_condition\"");
+    assert_eq!(
+        err.to_string(),
+        "instruction \"decide\": BRANCH needs field \"branch_condition\""
+    );
     let err = refused(|p| {
         let i = find(p, "too_high");
         i.opcode = IrOpcode::Store as i32;
-        i.memory = Some(MemoryAccess { scope: 0, key: "k".into(), ..Default::default() });
+        i.memory = Some(MemoryAccess {
+            scope: 0,
+            key: "k".into(),
+            ..Default::default()
+        });
     });
-    assert!(matches!(err, Error::InvalidField { field: "memory.scope", .. }), "{err}");
-    let err = refused(|p| find(p, "close_valve").dispatch_metadata.as_mut().expect("dispatch").capability_id = "pump".into());
-    assert!(err.to_string().contains("not in the program's required_capabilities"), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidField {
+                field: "memory.scope",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = refused(|p| {
+        find(p, "close_valve")
+            .dispatch_metadata
+            .as_mut()
+            .expect("dispatch")
+            .capability_id = "pump".into()
+    });
+    assert!(
+        err.to_string()
+            .contains("not in the program's required_capabilities"),
+        "{err}"
+    );
 }
 
 #[test]
 fn header_fields() {
     let err = refused(|p| p.version = "one".into());
-    assert!(matches!(err, Error::InvalidProgramField { field: "version", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidProgramField {
+                field: "version",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = refused(|p| p.program_id.clear());
-    assert!(matches!(err, Error::InvalidProgramField { field: "program_id", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidProgramField {
+                field: "program_id",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = refused(|p| p.instructions.clear());
-    assert!(matches!(err, Error::InvalidProgramField { field: "instructions", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidProgramField {
+                field: "instructions",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -177,28 +348,49 @@ fn keyring_refusals() {
     let limits = Limits::default();
 
     let unsigned = encode(&sample_program());
-    assert!(matches!(load(&unsigned, &keyring, &limits), Err(Error::Unsigned { .. })));
+    assert!(matches!(
+        load(&unsigned, &keyring, &limits),
+        Err(Error::Unsigned { .. })
+    ));
 
     let mut by_other = sample_program();
     keys::sign(&mut by_other, &other);
-    assert!(matches!(load(&encode(&by_other), &keyring, &limits), Err(Error::UnknownKey { .. })));
+    assert!(matches!(
+        load(&encode(&by_other), &keyring, &limits),
+        Err(Error::UnknownKey { .. })
+    ));
 
     // Signed by another key but claiming the trusted key's id.
     by_other.signing_key_id = id.clone();
-    assert!(matches!(load(&encode(&by_other), &keyring, &limits), Err(Error::BadSignature { .. })));
+    assert!(matches!(
+        load(&encode(&by_other), &keyring, &limits),
+        Err(Error::BadSignature { .. })
+    ));
 
     let mut good = sample_program();
     keys::sign(&mut good, &key);
     load(&encode(&good), &keyring, &limits).expect("trusted key");
     good.signature.truncate(10);
-    assert!(matches!(load(&encode(&good), &keyring, &limits), Err(Error::MalformedSignature { len: 10, .. })));
+    assert!(matches!(
+        load(&encode(&good), &keyring, &limits),
+        Err(Error::MalformedSignature { len: 10, .. })
+    ));
 
     let mut good = sample_program();
     keys::sign(&mut good, &key);
     assert!(keyring.revoke(&id));
-    assert!(matches!(load(&encode(&good), &keyring, &limits), Err(Error::RevokedKey { .. })));
+    assert!(matches!(
+        load(&encode(&good), &keyring, &limits),
+        Err(Error::RevokedKey { .. })
+    ));
     keyring.trust(key.verifying_key());
-    assert!(matches!(load(&encode(&good), &keyring, &limits), Err(Error::RevokedKey { .. })), "re-trusting must not un-revoke");
+    assert!(
+        matches!(
+            load(&encode(&good), &keyring, &limits),
+            Err(Error::RevokedKey { .. })
+        ),
+        "re-trusting must not un-revoke"
+    );
 }
 
 #[test]
@@ -210,15 +402,47 @@ fn incompatible_ir_version_is_refused_after_signature() {
     program.ir_version = "3.0".into();
     keys::sign(&mut program, &key);
     let err = load(&encode(&program), &keyring, &Limits::default()).expect_err("IR 3.0");
-    assert_eq!(err.to_string(), "IR 3.0 needs runtime 3.x or newer; this runtime is 2.0");
+    assert_eq!(
+        err.to_string(),
+        "IR 3.0 needs runtime 3.x or newer; this runtime is 2.0"
+    );
 }
 
 #[test]
 fn limits() {
     let bytes = encode(&chain_program(100));
-    let err = decode(&bytes, &Limits { max_bytes: 1000, max_instructions: 4096 }).expect_err("size");
-    assert_eq!(err, Error::TooLarge { size: bytes.len(), limit: 1000 });
-    let err = decode(&bytes, &Limits { max_bytes: 1 << 20, max_instructions: 50 }).expect_err("count");
-    assert_eq!(err, Error::TooManyInstructions { count: 101, limit: 50 });
-    assert!(matches!(decode(&[0xff, 0xff, 0xff], &Limits::default()), Err(Error::Decode(_))));
+    let err = decode(
+        &bytes,
+        &Limits {
+            max_bytes: 1000,
+            max_instructions: 4096,
+        },
+    )
+    .expect_err("size");
+    assert_eq!(
+        err,
+        Error::TooLarge {
+            size: bytes.len(),
+            limit: 1000
+        }
+    );
+    let err = decode(
+        &bytes,
+        &Limits {
+            max_bytes: 1 << 20,
+            max_instructions: 50,
+        },
+    )
+    .expect_err("count");
+    assert_eq!(
+        err,
+        Error::TooManyInstructions {
+            count: 101,
+            limit: 50
+        }
+    );
+    assert!(matches!(
+        decode(&[0xff, 0xff, 0xff], &Limits::default()),
+        Err(Error::Decode(_))
+    ));
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use eyeflow_ir::canonical::signing_payload;
 use eyeflow_ir::pb::{
-    DispatchMetadata, DynamicSlot, FewShotExample, IrInstruction, LlmIrProgram, MemoryAccess, PriorityPolicy,
-    RetryConfig,
+    DispatchMetadata, DynamicSlot, FewShotExample, IrInstruction, LlmIrProgram, MemoryAccess,
+    PriorityPolicy, RetryConfig,
 };
 use eyeflow_ir::{Limits, decode, encode};
 use proptest::prelude::*;
@@ -20,28 +20,54 @@ fn dispatch() -> impl Strategy<Value = Option<DispatchMetadata>> {
             0i32..4096,
             ".{0,40}",
             proptest::collection::vec(("\\{.{0,10}\\}", ".{0,10}"), 0..3),
-            proptest::collection::vec(("[a-z]{1,6}", prop_oneof!["vault", "runtime"], "[a-z.]{1,10}"), 0..3),
+            proptest::collection::vec(
+                (
+                    "[a-z]{1,6}",
+                    prop_oneof!["vault", "runtime"],
+                    "[a-z.]{1,10}",
+                ),
+                0..3,
+            ),
             any::<bool>(),
         )
-            .prop_map(|(capability_id, model, temperature, max_tokens, prompt_template, shots, slots, human)| {
-                DispatchMetadata {
+            .prop_map(
+                |(
                     capability_id,
                     model,
                     temperature,
                     max_tokens,
                     prompt_template,
-                    requires_human_validation: human,
-                    few_shot_examples: shots
-                        .into_iter()
-                        .map(|(input_json, output_json)| FewShotExample { input_json, output_json, label: String::new() })
-                        .collect(),
-                    dynamic_slots: slots
-                        .into_iter()
-                        .map(|(slot_id, source_type, source_key)| DynamicSlot { slot_id, source_type, source_key })
-                        .collect(),
-                    ..Default::default()
-                }
-            }),
+                    shots,
+                    slots,
+                    human,
+                )| {
+                    DispatchMetadata {
+                        capability_id,
+                        model,
+                        temperature,
+                        max_tokens,
+                        prompt_template,
+                        requires_human_validation: human,
+                        few_shot_examples: shots
+                            .into_iter()
+                            .map(|(input_json, output_json)| FewShotExample {
+                                input_json,
+                                output_json,
+                                label: String::new(),
+                            })
+                            .collect(),
+                        dynamic_slots: slots
+                            .into_iter()
+                            .map(|(slot_id, source_type, source_key)| DynamicSlot {
+                                slot_id,
+                                source_type,
+                                source_key,
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }
+                },
+            ),
     )
 }
 
@@ -57,24 +83,40 @@ fn instruction() -> impl Strategy<Value = IrInstruction> {
         proptest::option::of((0i32..4, "[a-z/]{0,10}", 0u32..3600)),
         ".{0,30}",
     )
-        .prop_map(|(id, opcode, depends_on, dispatch, params, priority, retry, memory, expression)| IrInstruction {
-            instruction_id: id,
-            opcode,
-            depends_on,
-            dispatch_metadata: dispatch,
-            params: params.into_iter().collect::<BTreeMap<_, _>>(),
-            priority_policy: priority
-                .map(|(priority_level, preemptible, max_wait_ms)| PriorityPolicy { priority_level, preemptible, max_wait_ms }),
-            retry: retry.map(|(max_retries, backoff_ms, backoff_multiplier)| RetryConfig {
-                max_retries,
-                backoff_ms,
-                backoff_multiplier,
-                ..Default::default()
-            }),
-            memory: memory.map(|(scope, key, ttl_seconds)| MemoryAccess { scope, key, ttl_seconds, default_json: String::new() }),
-            expression,
-            ..Default::default()
-        })
+        .prop_map(
+            |(id, opcode, depends_on, dispatch, params, priority, retry, memory, expression)| {
+                IrInstruction {
+                    instruction_id: id,
+                    opcode,
+                    depends_on,
+                    dispatch_metadata: dispatch,
+                    params: params.into_iter().collect::<BTreeMap<_, _>>(),
+                    priority_policy: priority.map(|(priority_level, preemptible, max_wait_ms)| {
+                        PriorityPolicy {
+                            priority_level,
+                            preemptible,
+                            max_wait_ms,
+                        }
+                    }),
+                    retry: retry.map(
+                        |(max_retries, backoff_ms, backoff_multiplier)| RetryConfig {
+                            max_retries,
+                            backoff_ms,
+                            backoff_multiplier,
+                            ..Default::default()
+                        },
+                    ),
+                    memory: memory.map(|(scope, key, ttl_seconds)| MemoryAccess {
+                        scope,
+                        key,
+                        ttl_seconds,
+                        default_json: String::new(),
+                    }),
+                    expression,
+                    ..Default::default()
+                }
+            },
+        )
 }
 
 fn program() -> impl Strategy<Value = LlmIrProgram> {
@@ -85,15 +127,17 @@ fn program() -> impl Strategy<Value = LlmIrProgram> {
         proptest::collection::vec(any::<u8>(), 0..65),
         proptest::collection::vec(instruction(), 0..12),
     )
-        .prop_map(|(program_id, version, compiled_at, signature, instructions)| LlmIrProgram {
-            program_id,
-            version,
-            compiled_at,
-            signature,
-            ir_version: "2.0".into(),
-            instructions,
-            ..Default::default()
-        })
+        .prop_map(
+            |(program_id, version, compiled_at, signature, instructions)| LlmIrProgram {
+                program_id,
+                version,
+                compiled_at,
+                signature,
+                ir_version: "2.0".into(),
+                instructions,
+                ..Default::default()
+            },
+        )
 }
 
 proptest! {

@@ -20,7 +20,11 @@ fn every_single_byte_flip_is_refused() {
             let mut tampered = bytes.clone();
             tampered[position] ^= mask;
             let result = load(&tampered, &keyring, &limits);
-            assert!(result.is_err(), "flip {mask:#04x} at byte {position} of {} was accepted", bytes.len());
+            assert!(
+                result.is_err(),
+                "flip {mask:#04x} at byte {position} of {} was accepted",
+                bytes.len()
+            );
         }
     }
 }
@@ -34,11 +38,17 @@ fn truncation_and_extension_are_refused() {
     let mut keyring = Keyring::new();
     keyring.trust(key.verifying_key());
     for len in 0..bytes.len() {
-        assert!(load(&bytes[..len], &keyring, &Limits::default()).is_err(), "prefix of {len} bytes accepted");
+        assert!(
+            load(&bytes[..len], &keyring, &Limits::default()).is_err(),
+            "prefix of {len} bytes accepted"
+        );
     }
     let mut longer = bytes.clone();
     // An unknown field appended: decodes (prost skips it) but is not canonical.
     longer.extend_from_slice(&[0xf8, 0x07, 0x01]);
     let err = load(&longer, &keyring, &Limits::default()).expect_err("extension");
-    assert!(matches!(err, eyeflow_ir::Error::NonCanonical { .. }), "{err}");
+    assert!(
+        matches!(err, eyeflow_ir::Error::NonCanonical { .. }),
+        "{err}"
+    );
 }
