@@ -1,1 +1,7 @@
-//! The SVM core as supervised actors (scheduler, arbiter, fallback engine, audit chain) and the ports every effect goes through; built in a later issue.
+//! The SVM core as supervised actors (scheduler, arbiter, fallback engine, audit chain) and
+//! the ports every effect goes through.
+//!
+//! Actors never import an adapter: they talk to the world through the traits of [`ports`],
+//! which `eyeflow-runtime` implements (wasmtime plugin host, stores, HTTP, LLM providers).
+
+pub mod ports;

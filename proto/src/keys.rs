@@ -111,6 +111,17 @@ struct TrustedKey {
     revoked: bool,
 }
 
+/// What a [`Keyring`] knows about one key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState<'a> {
+    /// Trusted: verify with this key (strictly).
+    Active(&'a VerifyingKey),
+    /// Trusted once, revoked since.
+    Revoked,
+    /// Never trusted.
+    Unknown,
+}
+
 /// The public keys a runtime trusts to sign programs, by key id; revoked keys stay listed
 /// so that their programs are refused with a clear reason.
 #[derive(Debug, Clone, Default)]
@@ -142,6 +153,15 @@ impl Keyring {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The state of key `id`, for verifying other signed artefacts (plugin packages).
+    pub fn key(&self, id: &str) -> KeyState<'_> {
+        match self.keys.get(id) {
+            Some(entry) if entry.revoked => KeyState::Revoked,
+            Some(entry) => KeyState::Active(&entry.key),
+            None => KeyState::Unknown,
         }
     }
 

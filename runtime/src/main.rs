@@ -1,3 +1,24 @@
-//! The `eyeflow` binary: CLI and node daemon (commands arrive with the compiler and runtime issues).
+//! The `eyeflow` command: keys, the rule compiler, IR inspection and verification, and
+//! the plugin platform (author and operator commands).
+//!
+//! Exit codes (documented in `docs/cli.md`): 0 success; 1 an I/O or internal failure;
+//! 2 a usage error (from clap); 3 a rule that does not compile; 4 a program refused by
+//! decode, signature, version or structure checks.
 
-fn main() {}
+mod cli;
+mod plugin_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code as u8)
+        }
+    }
+}

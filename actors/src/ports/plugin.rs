@@ -1,0 +1,117 @@
+//! The plugin port: reading resources through connectors and invoking actions on
+//! capabilities, resolved by capability id and semver requirement.
+
+use std::fmt;
+use std::time::Duration;
+
+use semver::VersionReq;
+use serde_json::Value;
+
+/// A capability (or connector) as a program names it: an id and a semver requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapabilityRef {
+    /// Capability id, e.g. `valve-sim`.
+    pub id: String,
+    /// Versions the program accepts, e.g. `^1.0`.
+    pub version: VersionReq,
+}
+
+impl CapabilityRef {
+    /// A reference to `id` at any version matching `version`.
+    pub fn new(id: impl Into<String>, version: VersionReq) -> Self {
+        Self {
+            id: id.into(),
+            version,
+        }
+    }
+}
+
+impl fmt::Display for CapabilityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.version)
+    }
+}
+
+/// Why a plugin call failed; the fallback engine filters on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallErrorKind {
+    /// The plugin refused the input (also: input or output failed the manifest's schema).
+    InvalidInput,
+    /// A device or remote service is unavailable; a retry may succeed.
+    Unavailable,
+    /// The call exceeded its deadline (the plugin was interrupted or said so).
+    Timeout,
+    /// A grant, a credential or the host refused the operation.
+    Denied,
+    /// The plugin reported an internal error.
+    Internal,
+    /// The plugin trapped (panic, unreachable, out-of-bounds access).
+    Trap,
+    /// The plugin hit its memory or instance limit.
+    ResourceExhausted,
+    /// No installed, unrevoked plugin provides a compatible version.
+    NotFound,
+}
+
+impl CallErrorKind {
+    /// Stable lowercase name, used in logs, metrics and audit entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid-input",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Denied => "denied",
+            Self::Internal => "internal",
+            Self::Trap => "trap",
+            Self::ResourceExhausted => "resource-exhausted",
+            Self::NotFound => "not-found",
+        }
+    }
+}
+
+/// A failed plugin call: what kind of failure, which plugin, and a message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{plugin}: {}: {message}", kind.as_str())]
+pub struct CallError {
+    /// Classification for the fallback engine.
+    pub kind: CallErrorKind,
+    /// `id@version` of the plugin that failed, or the requested capability when none resolved.
+    pub plugin: String,
+    /// What happened, for the operator (never contains secret values).
+    pub message: String,
+}
+
+impl CallError {
+    /// A new error.
+    pub fn new(kind: CallErrorKind, plugin: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            plugin: plugin.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Connectors and capabilities as the SVM sees them. Calls are blocking (run them off the
+/// async workers); each call runs in a fresh sandboxed instance within `deadline`.
+pub trait PluginPort: Send + Sync {
+    /// Read resource `key` with `params` through the connector resolved from `connector`.
+    fn read(
+        &self,
+        connector: &CapabilityRef,
+        key: &str,
+        params: &Value,
+        deadline: Duration,
+    ) -> Result<Value, CallError>;
+
+    /// Perform `action` with `input` on the capability resolved from `capability`;
+    /// `idempotency_key` is `execution/instruction/attempt`.
+    fn invoke(
+        &self,
+        capability: &CapabilityRef,
+        action: &str,
+        input: &Value,
+        idempotency_key: &str,
+        deadline: Duration,
+    ) -> Result<Value, CallError>;
+}

@@ -1,0 +1,709 @@
+//! Integration tests of the rule compiler: the example rules compile, sign and load; the
+//! output is deterministic; broken rules fail with the right message at the right line.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use ed25519_dalek::SigningKey;
+use eyeflow_compiler::{CompileOptions, Error, compile, compile_and_sign};
+use eyeflow_ir::pb::{IrOpcode, LlmIrProgram};
+use eyeflow_ir::{Keyring, Limits};
+
+fn options(name: &str) -> CompileOptions {
+    CompileOptions {
+        source_name: name.to_owned(),
+        compiled_by: "tests@eyeflow".to_owned(),
+        compiled_at: 1_767_225_600,
+    }
+}
+
+fn examples() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/rules");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/rules exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read_to_string(&p).expect("readable rule"))
+        })
+        .collect()
+}
+
+fn compile_ok(name: &str, source: &str) -> LlmIrProgram {
+    compile(source, &options(name)).unwrap_or_else(|e| panic!("{name} does not compile: {e}"))
+}
+
+fn instruction<'a>(program: &'a LlmIrProgram, id: &str) -> &'a eyeflow_ir::pb::IrInstruction {
+    program
+        .instructions
+        .iter()
+        .find(|i| i.instruction_id == id)
+        .unwrap_or_else(|| panic!("no instruction {id}"))
+}
+
+mod examples {
+    use super::*;
+
+    #[test]
+    fn there_are_the_six_required_examples() {
+        let names: BTreeSet<String> = examples().into_iter().map(|(n, _)| n).collect();
+        for required in [
+            "valve-guard.yaml",
+            "llm-triage.yaml",
+            "sensor-sweep.yaml",
+            "parallel-checks.yaml",
+            "data-sync.yaml",
+            "alert-notify.yaml",
+        ] {
+            assert!(names.contains(required), "missing {required}");
+        }
+    }
+
+    #[test]
+    fn each_compiles_validates_signs_and_loads() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut keyring = Keyring::new();
+        let key_id = keyring.trust(key.verifying_key());
+        for (name, source) in examples() {
+            let draft = compile_ok(&name, &source);
+            eyeflow_ir::validate(&draft).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(draft.signature.is_empty(), "{name}: a draft is unsigned");
+
+            let signed = compile_and_sign(&source, &options(&name), &key)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let bytes = eyeflow_ir::encode(&signed);
+            let loaded = eyeflow_ir::load(&bytes, &keyring, &Limits::default())
+                .unwrap_or_else(|e| panic!("{name} refused by load: {e}"));
+            assert_eq!(loaded.key_id, key_id);
+            assert_eq!(
+                loaded
+                    .program
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.source_name.as_str()),
+                Some(name.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn together_they_use_all_fourteen_opcodes() {
+        let mut used = BTreeSet::new();
+        for (name, source) in examples() {
+            for ins in compile_ok(&name, &source).instructions {
+                used.insert(ins.opcode);
+            }
+        }
+        let all: BTreeSet<i32> = (1..=14).collect();
+        let missing: Vec<&str> = all
+            .difference(&used)
+            .filter_map(|v| IrOpcode::try_from(*v).ok())
+            .map(|op| op.as_str_name())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "opcodes not used by any example: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn compiling_twice_gives_identical_bytes() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        for (name, source) in examples() {
+            let a = eyeflow_ir::encode(&compile_ok(&name, &source));
+            let b = eyeflow_ir::encode(&compile_ok(&name, &source));
+            assert_eq!(a, b, "{name}: drafts differ");
+            let a = compile_and_sign(&source, &options(&name), &key).expect("signs");
+            let b = compile_and_sign(&source, &options(&name), &key).expect("signs");
+            assert_eq!(
+                eyeflow_ir::encode(&a),
+                eyeflow_ir::encode(&b),
+                "{name}: signed differ"
+            );
+        }
+    }
+
+    #[test]
+    fn valve_guard_carries_its_physical_safeguards() {
+        let (name, source) = examples()
+            .into_iter()
+            .find(|(n, _)| n == "valve-guard.yaml")
+            .expect("valve-guard");
+        let program = compile_ok(&name, &source);
+        assert_eq!(program.default_priority.map(|p| p.priority_level), Some(64));
+        let throttle = instruction(&program, "throttle_valve");
+        assert_eq!(throttle.resource_key, "valve/V-101");
+        let window = throttle.time_window.as_ref().expect("time window");
+        assert_eq!((window.start_minute, window.end_minute), (360, 1320));
+        assert_eq!(window.weekdays, vec![1, 2, 3, 4, 5, 6]);
+        let post = throttle.postcondition.as_ref().expect("postcondition");
+        assert_eq!(post.read_capability_id, "sensor-sim");
+        assert_eq!(post.read_capability_version, "^1.0");
+        assert_eq!(throttle.retry.as_ref().map(|r| r.max_retries), Some(3));
+        assert_eq!(
+            throttle.fallback.as_ref().map(|f| f.strategy),
+            Some(eyeflow_ir::pb::FallbackStrategy::Abort as i32)
+        );
+        assert_eq!(
+            throttle.compensation_ids,
+            vec!["restore_valve", "tell_operators"]
+        );
+        let policy = throttle.priority_policy.expect("overridden wait");
+        assert_eq!((policy.priority_level, policy.max_wait_ms), (64, 1500));
+        assert_eq!(
+            instruction(&program, "restore_valve")
+                .priority_policy
+                .map(|p| p.priority_level),
+            Some(0)
+        );
+        assert!(throttle.permissions.is_some_and(|p| p.can_actuate));
+        // A BRANCH target is reached through the branch, not through depends_on.
+        assert!(throttle.depends_on.is_empty());
+        assert_eq!(
+            instruction(&program, "read_position").depends_on,
+            vec!["read_pressure"]
+        );
+    }
+
+    #[test]
+    fn llm_triage_freezes_its_context() {
+        let (name, source) = examples()
+            .into_iter()
+            .find(|(n, _)| n == "llm-triage.yaml")
+            .expect("llm-triage");
+        let program = compile_ok(&name, &source);
+        let classify = instruction(&program, "classify");
+        let d = classify.dispatch_metadata.as_ref().expect("dispatch");
+        assert_eq!(d.model, "llama-3.1-8b-instruct");
+        assert_eq!(d.few_shot_examples.len(), 2);
+        assert_eq!(
+            d.few_shot_examples[1].output_json,
+            r#"{"severity":"minor","summary":"AHU-4 filter needs replacing."}"#
+        );
+        let slots: Vec<(&str, &str)> = d
+            .dynamic_slots
+            .iter()
+            .map(|s| (s.slot_id.as_str(), s.source_type.as_str()))
+            .collect();
+        assert_eq!(slots, vec![("alarm", "runtime"), ("guidelines", "vault")]);
+        assert_eq!(d.output_format, "json");
+        assert!(d.output_schema.starts_with('{'));
+        assert_eq!(
+            classify
+                .fallback
+                .as_ref()
+                .map(|f| f.alternative_model.as_str()),
+            Some("llama-3.2-3b-instruct")
+        );
+        assert!(
+            classify
+                .permissions
+                .is_some_and(|p| p.can_read_secrets && p.can_call_external)
+        );
+    }
+
+    #[test]
+    fn loop_and_parallel_structure() {
+        let all = examples();
+        let find = |wanted: &str| {
+            let (name, source) = all.iter().find(|(n, _)| n == wanted).expect("example");
+            compile_ok(name, source)
+        };
+        let sweep = find("sensor-sweep.yaml");
+        let config = instruction(&sweep, "sweep")
+            .r#loop
+            .clone()
+            .expect("loop config");
+        assert_eq!(config.max_iterations, 8);
+        assert_eq!(config.item_var, "boiler");
+        assert_eq!(instruction(&sweep, "done").depends_on, vec!["sweep"]);
+
+        let checks = find("parallel-checks.yaml");
+        let joined = instruction(&checks, "joined");
+        assert_eq!(
+            joined.depends_on,
+            vec!["boiler_supply", "chiller_return", "weather"]
+        );
+        assert!(instruction(&checks, "weather").is_parallel);
+        assert!(!instruction(&checks, "assess").is_parallel);
+        let mut ranks: Vec<i32> = checks
+            .instructions
+            .iter()
+            .map(|i| i.sequence_number)
+            .collect();
+        ranks.sort_unstable();
+        assert_eq!(
+            ranks,
+            (0..checks.instructions.len() as i32).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A small valid rule the broken cases start from (line numbers matter: see each case).
+const BASE: &str = "\
+id: base
+version: 1.0.0
+requires:
+  valve-sim: ^1.0
+instructions:
+  - id: close
+    op: CALL_ACTION
+    capability: valve-sim
+    action: close
+    resource_key: valve/V-1
+    next: done
+  - id: done
+    op: RETURN
+";
+
+mod broken {
+    use super::*;
+
+    fn fails(source: &str, fragment: &str, line: usize) -> Error {
+        let err = match compile(source, &options("rules/broken.yaml")) {
+            Ok(_) => panic!("compiled, expected an error containing {fragment:?}:\n{source}"),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        assert!(text.contains(fragment), "{text:?} lacks {fragment:?}");
+        assert_eq!(err.position().line, line, "{text}");
+        assert!(
+            text.starts_with(&format!("rules/broken.yaml:{line}:")),
+            "{text:?} does not start with FILE:LINE:"
+        );
+        assert!(
+            text.contains("; expected"),
+            "{text:?} does not say what was expected"
+        );
+        err
+    }
+
+    #[test]
+    fn base_compiles() {
+        compile_ok("base.yaml", BASE);
+    }
+
+    #[test]
+    fn yaml_syntax_error() {
+        let source = BASE.replace("    next: done", "    next: [done");
+        let err = fails(&source, "YAML syntax error", 12);
+        assert!(matches!(err, Error::Syntax { .. }));
+    }
+
+    #[test]
+    fn duplicate_yaml_key() {
+        let source = BASE.replace(
+            "    action: close\n",
+            "    action: close\n    action: open\n",
+        );
+        fails(&source, "duplicate key `action` (first at line 9)", 10);
+    }
+
+    #[test]
+    fn unknown_top_level_field_lists_allowed_fields() {
+        let source = BASE.replace("version: 1.0.0\n", "version: 1.0.0\nprioritty: high\n");
+        let err = fails(&source, "unknown field `prioritty`", 3);
+        assert!(
+            err.to_string()
+                .contains("expected one of: id, name, version"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_instruction_field() {
+        let source = BASE.replace("    capability: valve-sim", "    capabilty: valve-sim");
+        fails(&source, "unknown field `capabilty` in `instructions[0]`", 8);
+    }
+
+    #[test]
+    fn wrong_type() {
+        let source = BASE.replace(
+            "    resource_key: valve/V-1\n",
+            "    resource_key: valve/V-1\n    timeout_ms: soon\n",
+        );
+        let err = fails(&source, "is not a whole number", 11);
+        assert!(matches!(err, Error::Schema { .. }));
+    }
+
+    #[test]
+    fn missing_required_field() {
+        let source = BASE.replace("version: 1.0.0\n", "");
+        fails(&source, "lacks the required field `version`", 1);
+    }
+
+    #[test]
+    fn unknown_opcode() {
+        let source = BASE.replace("op: CALL_ACTION", "op: CALL_ACTON");
+        fails(
+            &source,
+            "unknown opcode `CALL_ACTON`; expected one of: LOAD_RESOURCE",
+            7,
+        );
+    }
+
+    #[test]
+    fn field_that_does_not_apply_to_the_opcode() {
+        let source = BASE.replace("    op: RETURN\n", "    op: RETURN\n    then: close\n");
+        fails(
+            &source,
+            "field `then` does not apply to RETURN instruction `done`",
+            14,
+        );
+    }
+
+    #[test]
+    fn unknown_reference() {
+        let source = BASE.replace("    next: done", "    next: finish");
+        fails(
+            &source,
+            "`next` names instruction `finish`, which does not exist",
+            11,
+        );
+    }
+
+    #[test]
+    fn duplicate_instruction_id() {
+        let source = BASE.replace("  - id: done", "  - id: close");
+        fails(
+            &source,
+            "duplicate instruction id `close` (first at line 6)",
+            12,
+        );
+    }
+
+    #[test]
+    fn cel_parse_error_points_into_the_expression() {
+        let source = BASE.replace(
+            "    op: RETURN\n",
+            "    op: RETURN\n    expression: close.ok &&& true\n",
+        );
+        let err = fails(&source, "RETURN `done` return value is not valid CEL", 14);
+        assert!(matches!(err, Error::Expression { .. }));
+        assert!(err.position().column > 17, "{err}");
+    }
+
+    #[test]
+    fn cel_that_crashes_the_parser_is_a_compile_error() {
+        let source = BASE.replace(
+            "    op: RETURN\n",
+            "    op: RETURN\n    expression: \"close.ok && )\"\n",
+        );
+        fails(&source, "RETURN `done` return value is not valid CEL", 14);
+    }
+
+    #[test]
+    fn cel_error_in_a_block_scalar_points_at_its_line() {
+        let source = BASE.replace(
+            "    op: RETURN\n",
+            "    op: RETURN\n    expression: |\n      close.ok &&\n        )( true\n",
+        );
+        let err = fails(&source, "extraneous input ')'", 16);
+        assert_eq!(err.position().column, 9, "{err}");
+    }
+
+    #[test]
+    fn wrong_type_nested_in_an_instruction() {
+        let source = BASE.replace(
+            "    action: close\n",
+            "    action: close\n    comment: {a: 1}\n",
+        );
+        fails(
+            &source,
+            "`instructions[0].comment`: invalid type: map; expected a string",
+            10,
+        );
+    }
+
+    #[test]
+    fn loop_without_max_iterations() {
+        let source = "\
+id: sweep
+version: 1.0.0
+instructions:
+  - id: repeat
+    op: LOOP
+    body: [tick]
+    next: done
+  - id: tick
+    op: EVAL
+    expression: 'true'
+  - id: done
+    op: RETURN
+";
+        fails(
+            source,
+            "unbounded loop: LOOP `repeat` has no `max_iterations`",
+            4,
+        );
+        let zero = source.replace(
+            "    body: [tick]\n",
+            "    body: [tick]\n    max_iterations: 0\n",
+        );
+        fails(
+            &zero,
+            "unbounded loop: LOOP `repeat` has max_iterations 0",
+            7,
+        );
+        let huge = source.replace(
+            "    body: [tick]\n",
+            "    body: [tick]\n    max_iterations: 1000000\n",
+        );
+        fails(&huge, "expected a bound between 1 and 10000", 7);
+    }
+
+    #[test]
+    fn capability_not_declared() {
+        let source = BASE.replace("  valve-sim: ^1.0\n", "  sensor-sim: ^1.0\n");
+        fails(
+            &source,
+            "capability `valve-sim` used by `close` is not declared in `requires`",
+            8,
+        );
+    }
+
+    #[test]
+    fn bad_semver_requirement() {
+        let source = BASE.replace("valve-sim: ^1.0", "valve-sim: version one");
+        fails(
+            &source,
+            "has version requirement `version one` that is not semver",
+            4,
+        );
+    }
+
+    #[test]
+    fn unknown_priority() {
+        let source = BASE.replace(
+            "    action: close\n",
+            "    action: close\n    priority: urgent\n",
+        );
+        fails(
+            &source,
+            "unknown priority `urgent`; expected one of: critical, high, normal, low, background",
+            10,
+        );
+    }
+
+    #[test]
+    fn non_positive_timeout() {
+        let source = BASE.replace(
+            "    action: close\n",
+            "    action: close\n    timeout_ms: 0\n",
+        );
+        fails(
+            &source,
+            "timeout_ms of `close` is 0; expected a positive number",
+            10,
+        );
+    }
+
+    #[test]
+    fn unreachable_instruction() {
+        let source = format!("{BASE}  - id: orphan\n    op: RETURN\n");
+        fails(
+            &source,
+            "instruction `orphan` is unreachable from the entry `close`",
+            14,
+        );
+    }
+
+    #[test]
+    fn cycle_outside_a_loop() {
+        let source = BASE.replace(
+            "    op: RETURN\n",
+            "    op: EVAL\n    expression: 'true'\n    next: close\n",
+        );
+        fails(
+            &source,
+            "cycle close -> done -> close; expected repetition to be written as a LOOP",
+            15,
+        );
+    }
+
+    #[test]
+    fn parallel_actions_on_one_resource() {
+        let source = "\
+id: two-hands
+version: 1.0.0
+requires:
+  valve-sim: ^1.0
+instructions:
+  - id: start
+    op: EVAL
+    expression: event.target
+    next: [close_a, close_b]
+  - id: close_a
+    op: CALL_ACTION
+    capability: valve-sim
+    action: close
+    resource_key: valve/V-1
+    next: joined
+  - id: close_b
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    resource_key: valve/V-1
+    next: joined
+  - id: joined
+    op: MERGE
+";
+        fails(
+            source,
+            "`close_a` and `close_b` both act on resource `valve/V-1` in parallel branches",
+            20,
+        );
+        // Either instruction, or the whole rule, may hand the conflict to the arbiter.
+        let per_instruction = source.replace(
+            "    action: set\n",
+            "    action: set\n    arbitrate: true\n",
+        );
+        let program = compile_ok("arbitrated.yaml", &per_instruction);
+        let b = instruction(&program, "close_b");
+        assert_eq!(b.resource_key, "valve/V-1");
+        assert!(b.is_parallel);
+        let whole_rule = source.replace("version: 1.0.0\n", "version: 1.0.0\narbitrate: true\n");
+        compile_ok("arbitrated.yaml", &whole_rule);
+        // Sequential actions on one resource are fine, and so are opposite BRANCH arms.
+        let sequential = source
+            .replace("    next: [close_a, close_b]", "    next: close_a")
+            .replace(
+                "    resource_key: valve/V-1\n    next: joined\n  - id: close_b",
+                "    resource_key: valve/V-1\n    next: close_b\n  - id: close_b",
+            )
+            .replace("    next: joined\n  - id: joined\n    op: MERGE\n", "");
+        compile_ok("sequential.yaml", &sequential);
+        let exclusive = source
+            .replace(
+                "    op: EVAL\n    expression: event.target\n    next: [close_a, close_b]",
+                "    op: BRANCH\n    condition: event.urgent\n    then: close_a\n    else: close_b",
+            )
+            .replace(
+                "  - id: joined\n    op: MERGE\n",
+                "  - id: joined\n    op: RETURN\n",
+            );
+        compile_ok("exclusive.yaml", &exclusive);
+    }
+
+    #[test]
+    fn fallback_model_without_model() {
+        let source = "\
+id: ask
+version: 1.0.0
+instructions:
+  - id: ask
+    op: LLM_CALL
+    model: small
+    prompt: Say hello
+    fallback:
+      strategy: model
+";
+        fails(source, "FALLBACK_MODEL of `ask` has no fallback model", 9);
+    }
+
+    #[test]
+    fn llm_call_without_prompt() {
+        let source = "\
+id: ask
+version: 1.0.0
+instructions:
+  - id: ask
+    op: LLM_CALL
+    model: small
+";
+        fails(
+            source,
+            "LLM_CALL instruction `ask` has no `prompt`; expected a prompt template",
+            4,
+        );
+    }
+
+    #[test]
+    fn output_schema_must_be_an_object() {
+        let source = "\
+id: ask
+version: 1.0.0
+instructions:
+  - id: ask
+    op: LLM_CALL
+    model: small
+    prompt: Say hello
+    output_schema: '[\"type\", \"object\"]'
+";
+        fails(source, "output_schema of `ask` is not a JSON object", 8);
+    }
+
+    #[test]
+    fn malformed_few_shot_example() {
+        let source = "\
+id: ask
+version: 1.0.0
+instructions:
+  - id: ask
+    op: LLM_CALL
+    model: small
+    prompt: Classify {{alarm}}
+    slots:
+      alarm: {runtime: event.alarm}
+    output_schema: '{\"type\": \"object\", \"required\": [\"severity\"]}'
+    examples:
+      - input: '{\"alarm\": \"pump trip\"}'
+        output: '{\"severity\": \"critical\"}'
+      - input: '{\"alarm\": \"filter dirty\"}'
+        output: 'minor'
+";
+        fails(
+            source,
+            "output of few-shot example 2 of `ask` is not valid JSON",
+            15,
+        );
+        let missing = source.replace("'minor'", "'{\"level\": \"minor\"}'");
+        fails(
+            &missing,
+            "lacks `severity`, required by the output_schema",
+            15,
+        );
+    }
+
+    #[test]
+    fn undeclared_prompt_slot() {
+        let source = "\
+id: ask
+version: 1.0.0
+instructions:
+  - id: ask
+    op: LLM_CALL
+    model: small
+    prompt: Classify {{alarm}} for {{site}}
+    slots:
+      alarm: {runtime: event.alarm}
+";
+        fails(source, "uses `{{site}}`, which is not a declared slot", 7);
+    }
+
+    #[test]
+    fn merge_needs_two_inputs() {
+        let source = BASE.replace("    op: RETURN\n", "    op: MERGE\n");
+        fails(&source, "MERGE `done` joins 1 instruction(s)", 12);
+    }
+
+    #[test]
+    fn not_a_mapping() {
+        fails("- just\n- a list\n", "the rule is not a YAML mapping", 1);
+    }
+
+    #[test]
+    fn errors_are_send_sync_and_static() {
+        fn assert_bounds<E: std::error::Error + Send + Sync + 'static>() {}
+        assert_bounds::<Error>();
+    }
+}

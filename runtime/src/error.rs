@@ -1,0 +1,138 @@
+//! The runtime crate's error type: every refusal names what was refused and why.
+
+use std::path::PathBuf;
+
+/// Result alias for the runtime crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the runtime's adapters.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The embedded store failed.
+    #[error("embedded store: {context}: {source}")]
+    Store {
+        /// What the store was doing.
+        context: String,
+        /// The fjall error.
+        source: fjall::Error,
+    },
+    /// A stored record could not be read back (corruption or a format from the future).
+    #[error("embedded store: corrupt record {key}: {reason}")]
+    CorruptRecord {
+        /// Key of the record.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A plugin package is malformed (framing, sizes, manifest).
+    #[error("plugin package {what}: {reason}")]
+    BadPackage {
+        /// The file or plugin named.
+        what: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A plugin manifest is invalid.
+    #[error("plugin manifest of {plugin}: field `{field}`: {reason}")]
+    BadManifest {
+        /// Plugin id (or `?` when the id itself is bad).
+        plugin: String,
+        /// The manifest field at fault.
+        field: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A package carries no signature.
+    #[error(
+        "plugin package {plugin} is unsigned; sign it with `eyeflow plugin sign FILE --key KEY`"
+    )]
+    UnsignedPackage {
+        /// `id@version` of the package.
+        plugin: String,
+    },
+    /// A package is signed by a key the keyring does not hold.
+    #[error(
+        "plugin package {plugin} is signed by unknown key {key_id}; trust it with `eyeflow keys trust FILE.pub`"
+    )]
+    UnknownKey {
+        /// `id@version` of the package.
+        plugin: String,
+        /// The signing key id.
+        key_id: String,
+    },
+    /// A package is signed by a revoked key.
+    #[error("plugin package {plugin} is signed by revoked key {key_id}")]
+    RevokedKey {
+        /// `id@version` of the package.
+        plugin: String,
+        /// The revoked key id.
+        key_id: String,
+    },
+    /// The signature does not match the manifest and component (tampered, or wrong key).
+    #[error(
+        "plugin package {plugin}: signature by key {key_id} does not verify: the manifest or the component was modified after signing"
+    )]
+    BadSignature {
+        /// `id@version` of the package.
+        plugin: String,
+        /// The key id named by the package.
+        key_id: String,
+    },
+    /// A plugin version that was revoked cannot be installed or used again.
+    #[error("plugin {plugin} is revoked")]
+    RevokedPlugin {
+        /// `id@version`.
+        plugin: String,
+    },
+    /// The same id and version is installed with different content.
+    #[error("plugin {plugin} is already installed with different content; publish a new version")]
+    VersionConflict {
+        /// `id@version`.
+        plugin: String,
+    },
+    /// No such plugin in the catalog.
+    #[error("plugin {plugin} is not installed")]
+    NotInstalled {
+        /// `id` or `id@version`.
+        plugin: String,
+    },
+    /// The component's imports or exports do not fit its manifest or this host.
+    #[error("plugin {plugin}: {reason}")]
+    Incompatible {
+        /// `id@version`.
+        plugin: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// wasmtime refused to compile, load or link the component.
+    #[error("plugin {plugin}: wasmtime: {reason}")]
+    Wasm {
+        /// `id@version`.
+        plugin: String,
+        /// The wasmtime error, with its causes.
+        reason: String,
+    },
+    /// A key file or the keyring is unusable.
+    #[error(transparent)]
+    Ir(#[from] eyeflow_ir::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    pub(crate) fn store(context: impl Into<String>) -> impl FnOnce(fjall::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Store { context, source }
+    }
+}

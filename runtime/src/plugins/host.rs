@@ -1,0 +1,922 @@
+//! The wasmtime plugin host: one engine per node, a pooling allocator, a fresh sandboxed
+//! instance per call with a deadline and a memory limit, and the live table of installed
+//! plugin versions that installs, upgrades and revocations swap while calls run.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef, PluginPort};
+use semver::Version;
+use serde_json::Value;
+use wasmtime::component::{
+    Component, ComponentExportIndex, InstancePre, Linker, types::ComponentItem,
+};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use super::cache::ComponentCache;
+use super::catalog::{Catalog, Entry, State};
+use super::grants::{Grant, GrantChange};
+use super::imports::bindings::exports::eyeflow::plugin::source::Batch;
+use super::imports::bindings::eyeflow::plugin::types::PluginError;
+use super::imports::{CallLimits, CallState, Services, link};
+use super::manifest::{HOST_WIT_VERSION, Import, Kind, Manifest};
+use super::package::Package;
+use crate::secrets::SecretSource;
+use crate::store::EmbeddedStore;
+use crate::{Error, Result};
+
+/// How a call's deadline is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineMode {
+    /// Epoch interruption: a node-wide ticker advances the epoch every millisecond; a call
+    /// traps at the first check after its deadline. The default.
+    Epoch,
+    /// Fuel metering: deterministic, `units_per_ms` instructions-ish per millisecond of
+    /// deadline. Costlier per instruction than epochs.
+    Fuel {
+        /// Fuel granted per millisecond of deadline.
+        units_per_ms: u64,
+    },
+    /// No guest deadline (host imports still honour it). Only for measuring the cost of
+    /// the other modes: a runaway plugin would hold its thread forever.
+    Unbounded,
+}
+
+/// Host limits and policies.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Largest linear memory of one call, in bytes.
+    pub memory_limit: usize,
+    /// Largest table of one call, in elements.
+    pub table_elements: usize,
+    /// Instances that may run at the same time (size of the pool).
+    pub max_concurrent_calls: u32,
+    /// Guest stack limit, in bytes.
+    pub max_wasm_stack: usize,
+    /// Deadline enforcement.
+    pub deadline: DeadlineMode,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit: 64 * 1024 * 1024,
+            table_elements: 20_000,
+            max_concurrent_calls: 64,
+            max_wasm_stack: 512 * 1024,
+            deadline: DeadlineMode::Epoch,
+        }
+    }
+}
+
+/// Epoch tick period.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Where a plugin's entry points are in its component.
+#[derive(Debug, Clone)]
+enum Entrypoints {
+    Capability {
+        describe: ComponentExportIndex,
+        invoke: ComponentExportIndex,
+    },
+    Connector {
+        describe: ComponentExportIndex,
+        read: ComponentExportIndex,
+        poll: Option<ComponentExportIndex>,
+    },
+}
+
+/// One runnable plugin version: compiled, linked against its grant, schemas compiled.
+struct Loaded {
+    manifest: Manifest,
+    label: Arc<str>,
+    id: Arc<str>,
+    key_id: String,
+    component: Component,
+    entrypoints: Entrypoints,
+    grant: Arc<Grant>,
+    /// Linked instance template, or why the plugin cannot run under its current grant.
+    pre: std::result::Result<InstancePre<CallState>, String>,
+    schemas: BTreeMap<String, (jsonschema::Validator, jsonschema::Validator)>,
+    from_cache: bool,
+}
+
+/// A plugin version as `list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInfo {
+    /// The catalog entry.
+    pub entry: Entry,
+    /// Whether it is loaded and runnable now (false for revoked ones, and with the reason
+    /// for those that failed to load or link).
+    pub runnable: std::result::Result<(), String>,
+    /// The grant of its id.
+    pub grant: Grant,
+}
+
+/// What `install` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// A new version was installed (and, when newer, now serves new calls).
+    New {
+        /// `id@version`.
+        label: String,
+        /// Signing key id.
+        key_id: String,
+    },
+    /// The identical package was already installed.
+    Unchanged {
+        /// `id@version`.
+        label: String,
+    },
+}
+
+struct Inner {
+    engine: Engine,
+    config: HostConfig,
+    catalog: Catalog,
+    cache: ComponentCache,
+    services: Arc<Services>,
+    live: RwLock<BTreeMap<String, BTreeMap<Version, Arc<Loaded>>>>,
+    problems: RwLock<BTreeMap<String, String>>,
+    /// Serialises installs, revocations and grant changes (calls never wait on it).
+    admin: std::sync::Mutex<()>,
+    stop: Arc<AtomicBool>,
+    ticker: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut ticker) = self.ticker.lock()
+            && let Some(handle) = ticker.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The node's plugin host. Cheap to clone; all clones share one engine and one catalog.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<Inner>,
+}
+
+fn engine(config: &HostConfig) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    let n = config.max_concurrent_calls;
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(16))
+        .total_memories(n.saturating_mul(4))
+        .total_tables(n.saturating_mul(16))
+        .max_memory_size(config.memory_limit);
+    let mut wasm = Config::new();
+    wasm.concurrency_support(false)
+        .max_wasm_stack(config.max_wasm_stack)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match config.deadline {
+        DeadlineMode::Epoch => {
+            wasm.epoch_interruption(true);
+        }
+        DeadlineMode::Fuel { .. } => {
+            wasm.consume_fuel(true);
+        }
+        DeadlineMode::Unbounded => {}
+    }
+    Engine::new(&wasm).map_err(|e| Error::Wasm {
+        plugin: "(engine)".into(),
+        reason: format!("{e:#}"),
+    })
+}
+
+impl PluginHost {
+    /// Opens the host over `store`: loads every installed, unrevoked plugin version whose
+    /// signature still verifies against the store's keyring, from the precompiled cache when
+    /// possible. A plugin that fails to load is reported by [`PluginHost::list`] and skipped;
+    /// the host still opens.
+    pub fn open(
+        store: EmbeddedStore,
+        secrets: Arc<dyn SecretSource>,
+        config: HostConfig,
+    ) -> Result<Self> {
+        let engine = engine(&config)?;
+        let services = Services::new(store.clone(), secrets).map_err(|e| Error::Wasm {
+            plugin: "(host)".into(),
+            reason: format!("HTTP client: {e}"),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = (config.deadline == DeadlineMode::Epoch).then(|| {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("eyeflow-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+        });
+        let ticker = ticker
+            .transpose()
+            .map_err(Error::io("(epoch ticker thread)"))?;
+        let cache = ComponentCache::new(store.data_dir().join("plugins").join("cache"), &engine);
+        let host = Self {
+            inner: Arc::new(Inner {
+                engine,
+                config,
+                catalog: Catalog::new(store),
+                cache,
+                services: Arc::new(services),
+                live: RwLock::new(BTreeMap::new()),
+                problems: RwLock::new(BTreeMap::new()),
+                admin: std::sync::Mutex::new(()),
+                stop,
+                ticker: std::sync::Mutex::new(ticker),
+            }),
+        };
+        host.load_catalog()?;
+        Ok(host)
+    }
+
+    fn load_catalog(&self) -> Result<()> {
+        let keyring = self.inner.catalog.store().keyring()?;
+        for entry in self.inner.catalog.entries()? {
+            if entry.state == State::Revoked {
+                continue;
+            }
+            let label = entry.manifest.label();
+            let loaded = self.inner.catalog.load_package(&entry).and_then(|package| {
+                package.verify(&keyring)?;
+                self.prepare(&package, &entry.key_id)
+            });
+            match loaded {
+                Ok(loaded) => self.publish(loaded),
+                Err(e) => {
+                    tracing::error!(plugin = %label, "not loaded: {e}");
+                    write(&self.inner.problems).insert(label, e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The catalog behind this host.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The wasmtime engine (one per node).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Installs a package: verifies its signature against the store's keyring, refuses
+    /// revoked versions and conflicting content, compiles (or loads from the cache) and checks
+    /// the component against its manifest, records it durably, and only then makes it visible
+    /// to new calls. Calls already running keep their instance.
+    pub fn install(&self, package: &Package) -> Result<Installed> {
+        let _admin = lock(&self.inner.admin);
+        let label = package.label();
+        let keyring = self.inner.catalog.store().keyring()?;
+        let key_id = package.verify(&keyring)?;
+        let manifest = &package.manifest;
+        if let Some(existing) = self.inner.catalog.entry(&manifest.id, &manifest.version)? {
+            if existing.state == State::Revoked {
+                return Err(Error::RevokedPlugin { plugin: label });
+            }
+            if existing.digest != hex::encode(package.digest()) {
+                return Err(Error::VersionConflict { plugin: label });
+            }
+            if read(&self.inner.live)
+                .get(&manifest.id)
+                .is_some_and(|versions| versions.contains_key(&manifest.version))
+            {
+                return Ok(Installed::Unchanged { label });
+            }
+        }
+        if self.inner.catalog.grant(&manifest.id)?.is_none() {
+            self.inner
+                .catalog
+                .set_grant(&manifest.id, &Grant::initial(manifest))?;
+        }
+        let loaded = self.prepare(package, &key_id)?;
+        self.inner.catalog.record(package, &key_id)?;
+        write(&self.inner.problems).remove(&label);
+        self.publish(loaded);
+        tracing::info!(plugin = %label, key = %key_id, "plugin installed");
+        Ok(Installed::New { label, key_id })
+    }
+
+    /// Revokes `id@version`: durably marked, removed from resolution at once; calls in
+    /// flight finish. A revoked version is never chosen or reinstalled.
+    pub fn revoke(&self, id: &str, version: &Version) -> Result<()> {
+        let _admin = lock(&self.inner.admin);
+        self.inner.catalog.revoke(id, version)?;
+        if let Some(versions) = write(&self.inner.live).get_mut(id) {
+            versions.remove(version);
+        }
+        tracing::warn!(plugin = %format!("{id}@{version}"), "plugin revoked");
+        Ok(())
+    }
+
+    /// Changes the grant of plugin `id` and relinks its loaded versions; the next call sees
+    /// the new grant.
+    pub fn change_grant(&self, id: &str, changes: &[GrantChange]) -> Result<Grant> {
+        let _admin = lock(&self.inner.admin);
+        let grant = self.inner.catalog.change_grant(id, changes)?;
+        let current: Vec<Arc<Loaded>> = read(&self.inner.live)
+            .get(id)
+            .map(|versions| versions.values().cloned().collect())
+            .unwrap_or_default();
+        for loaded in current {
+            let relinked = self.link(
+                &loaded.manifest,
+                loaded.key_id.clone(),
+                loaded.component.clone(),
+                loaded.from_cache,
+                &grant,
+            )?;
+            self.publish(relinked);
+        }
+        Ok(grant)
+    }
+
+    /// Every catalogued version with its state.
+    pub fn list(&self) -> Result<Vec<PluginInfo>> {
+        let live = read(&self.inner.live);
+        let problems = read(&self.inner.problems);
+        let mut out = Vec::new();
+        for entry in self.inner.catalog.entries()? {
+            let label = entry.manifest.label();
+            let runnable = match live
+                .get(&entry.manifest.id)
+                .and_then(|v| v.get(&entry.manifest.version))
+            {
+                Some(loaded) => loaded.pre.as_ref().map(|_| ()).map_err(Clone::clone),
+                None if entry.state == State::Revoked => Err("revoked".to_owned()),
+                None => Err(problems
+                    .get(&label)
+                    .cloned()
+                    .unwrap_or_else(|| "not loaded".to_owned())),
+            };
+            let grant = self
+                .inner
+                .catalog
+                .grant(&entry.manifest.id)?
+                .unwrap_or_default();
+            out.push(PluginInfo {
+                entry,
+                runnable,
+                grant,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of plugin versions loaded and how many of them came from the precompiled cache.
+    pub fn loaded_counts(&self) -> (usize, usize) {
+        let live = read(&self.inner.live);
+        let all = live.values().flat_map(|v| v.values());
+        let (total, cached) = all.fold((0, 0), |(t, c), l| (t + 1, c + usize::from(l.from_cache)));
+        (total, cached)
+    }
+
+    fn publish(&self, loaded: Loaded) {
+        let id = loaded.manifest.id.clone();
+        let version = loaded.manifest.version.clone();
+        write(&self.inner.live)
+            .entry(id)
+            .or_default()
+            .insert(version, Arc::new(loaded));
+    }
+
+    fn prepare(&self, package: &Package, key_id: &str) -> Result<Loaded> {
+        let manifest = &package.manifest;
+        let label = manifest.label();
+        let (component, from_cache) = self.inner.cache.load(
+            &self.inner.engine,
+            &label,
+            package.component(),
+            &package.component_digest(),
+        )?;
+        check_imports(&self.inner.engine, manifest, &component)?;
+        let grant = self
+            .inner
+            .catalog
+            .grant(&manifest.id)?
+            .unwrap_or_else(|| Grant::initial(manifest));
+        self.link(manifest, key_id.to_owned(), component, from_cache, &grant)
+    }
+
+    fn link(
+        &self,
+        manifest: &Manifest,
+        key_id: String,
+        component: Component,
+        from_cache: bool,
+        grant: &Grant,
+    ) -> Result<Loaded> {
+        let label = manifest.label();
+        let entrypoints = entrypoints(manifest, &component)?;
+        let mut linker = Linker::new(&self.inner.engine);
+        link(&mut linker, grant).map_err(|e| Error::Wasm {
+            plugin: label.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            let missing: Vec<&str> = manifest
+                .imports
+                .iter()
+                .filter(|i| !grant.imports.contains(i))
+                .map(|i| i.name())
+                .collect();
+            if missing.is_empty() {
+                format!("cannot link: {e:#}")
+            } else {
+                format!(
+                    "import {} not granted; grant it with `eyeflow plugin grant {} ...`",
+                    missing.join(", "),
+                    manifest.id
+                )
+            }
+        });
+        let mut schemas = BTreeMap::new();
+        for (name, op) in &manifest.operations {
+            let compile = |schema: &Value| {
+                jsonschema::validator_for(schema).map_err(|e| Error::BadManifest {
+                    plugin: label.clone(),
+                    field: format!("operations.{name}"),
+                    reason: e.to_string(),
+                })
+            };
+            schemas.insert(name.clone(), (compile(&op.input)?, compile(&op.output)?));
+        }
+        Ok(Loaded {
+            id: Arc::from(manifest.id.as_str()),
+            label: Arc::from(label.as_str()),
+            manifest: manifest.clone(),
+            key_id,
+            component,
+            entrypoints,
+            grant: Arc::new(grant.clone()),
+            pre,
+            schemas,
+            from_cache,
+        })
+    }
+
+    /// The highest installed, unrevoked version of a plugin of `kind` providing `wanted`.
+    fn resolve(
+        &self,
+        wanted: &CapabilityRef,
+        kind: Kind,
+    ) -> std::result::Result<Arc<Loaded>, CallError> {
+        let live = read(&self.inner.live);
+        live.values()
+            .flat_map(|versions| versions.values())
+            .filter(|loaded| loaded.manifest.kind == kind)
+            .filter_map(|loaded| {
+                let provided = loaded
+                    .manifest
+                    .provides_matching(&wanted.id, &wanted.version)?;
+                Some(((provided.clone(), loaded.manifest.version.clone()), loaded))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, loaded)| loaded.clone())
+            .ok_or_else(|| {
+                CallError::new(
+                    CallErrorKind::NotFound,
+                    wanted.to_string(),
+                    format!("no installed {kind:?} provides {wanted}").to_lowercase(),
+                )
+            })
+    }
+
+    /// Runs `f` against a fresh instance of `loaded` within `deadline`.
+    fn call<R>(
+        &self,
+        loaded: &Loaded,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<CallState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
+    ) -> std::result::Result<R, CallError> {
+        let err = |kind, message: String| CallError::new(kind, &*loaded.label, message);
+        let pre = loaded
+            .pre
+            .as_ref()
+            .map_err(|why| err(CallErrorKind::Denied, why.clone()))?;
+        let started = Instant::now();
+        let state = CallState::new(
+            loaded.id.clone(),
+            loaded.label.clone(),
+            loaded.grant.clone(),
+            self.inner.services.clone(),
+            started + deadline,
+            CallLimits::new(
+                self.inner.config.memory_limit,
+                self.inner.config.table_elements,
+            ),
+        );
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|state| &mut state.limits);
+        match self.inner.config.deadline {
+            DeadlineMode::Epoch => {
+                let ticks = deadline.as_millis().div_ceil(TICK.as_millis()).max(1);
+                store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+            }
+            DeadlineMode::Fuel { units_per_ms } => {
+                let fuel = u64::try_from(deadline.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(units_per_ms);
+                store
+                    .set_fuel(fuel)
+                    .map_err(|e| err(CallErrorKind::Internal, format!("fuel: {e}")))?;
+            }
+            DeadlineMode::Unbounded => {}
+        }
+        let outcome = pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&mut store, &instance));
+        outcome.map_err(|e| classify(&store, e, deadline, started.elapsed(), &loaded.label))
+    }
+
+    /// Calls the `describe` export of the newest loaded version of plugin `id`.
+    pub fn describe(&self, id: &str) -> std::result::Result<Value, CallError> {
+        let loaded = read(&self.inner.live)
+            .get(id)
+            .and_then(|versions| versions.values().next_back().cloned())
+            .ok_or_else(|| CallError::new(CallErrorKind::NotFound, id, "not installed"))?;
+        let index = match &loaded.entrypoints {
+            Entrypoints::Capability { describe, .. } | Entrypoints::Connector { describe, .. } => {
+                *describe
+            }
+        };
+        let text = self.call(&loaded, Duration::from_secs(5), |store, instance| {
+            let func = instance.get_typed_func::<(), (String,)>(&mut *store, &index)?;
+            Ok(func.call(&mut *store, ())?.0)
+        })?;
+        parse_output(&loaded, &text)
+    }
+
+    /// Polls the event source resolved from `source` after `cursor`.
+    pub fn poll(
+        &self,
+        source: &CapabilityRef,
+        cursor: Option<&str>,
+        max_events: u32,
+        deadline: Duration,
+    ) -> std::result::Result<Batch, CallError> {
+        let loaded = self.resolve(source, Kind::Connector)?;
+        let Entrypoints::Connector {
+            poll: Some(index), ..
+        } = &loaded.entrypoints
+        else {
+            return Err(CallError::new(
+                CallErrorKind::InvalidInput,
+                &*loaded.label,
+                "not an event source",
+            ));
+        };
+        let cursor = cursor.map(str::to_owned);
+        let result = self.call(&loaded, deadline, |store, instance| {
+            let func = instance
+                .get_typed_func::<(Option<String>, u32), (std::result::Result<Batch, PluginError>,)>(&mut *store, index)?;
+            Ok(func.call(&mut *store, (cursor, max_events))?.0)
+        })?;
+        result.map_err(|e| plugin_error(&loaded, e))
+    }
+}
+
+impl PluginPort for PluginHost {
+    fn read(
+        &self,
+        connector: &CapabilityRef,
+        key: &str,
+        params: &Value,
+        deadline: Duration,
+    ) -> std::result::Result<Value, CallError> {
+        let loaded = self.resolve(connector, Kind::Connector)?;
+        let Entrypoints::Connector { read: index, .. } = &loaded.entrypoints else {
+            return Err(CallError::new(
+                CallErrorKind::Internal,
+                &*loaded.label,
+                "no read export",
+            ));
+        };
+        check_input(&loaded, "read", params)?;
+        let params = params.to_string();
+        let result = self.call(&loaded, deadline, |store, instance| {
+            let func = instance
+                .get_typed_func::<(&str, &str), (std::result::Result<String, PluginError>,)>(
+                    &mut *store,
+                    index,
+                )?;
+            Ok(func.call(&mut *store, (key, &params))?.0)
+        })?;
+        let output = parse_output(&loaded, &result.map_err(|e| plugin_error(&loaded, e))?)?;
+        check_output(&loaded, "read", &output)?;
+        Ok(output)
+    }
+
+    fn invoke(
+        &self,
+        capability: &CapabilityRef,
+        action: &str,
+        input: &Value,
+        idempotency_key: &str,
+        deadline: Duration,
+    ) -> std::result::Result<Value, CallError> {
+        let loaded = self.resolve(capability, Kind::Capability)?;
+        let Entrypoints::Capability { invoke: index, .. } = &loaded.entrypoints else {
+            return Err(CallError::new(
+                CallErrorKind::Internal,
+                &*loaded.label,
+                "no invoke export",
+            ));
+        };
+        check_input(&loaded, action, input)?;
+        let input = input.to_string();
+        let result = self.call(&loaded, deadline, |store, instance| {
+            let func = instance
+                .get_typed_func::<(&str, &str, &str), (std::result::Result<String, PluginError>,)>(
+                    &mut *store,
+                    index,
+                )?;
+            Ok(func.call(&mut *store, (action, &input, idempotency_key))?.0)
+        })?;
+        let output = parse_output(&loaded, &result.map_err(|e| plugin_error(&loaded, e))?)?;
+        check_output(&loaded, action, &output)?;
+        Ok(output)
+    }
+}
+
+fn check_input(
+    loaded: &Loaded,
+    operation: &str,
+    input: &Value,
+) -> std::result::Result<(), CallError> {
+    if loaded.schemas.is_empty() {
+        return Ok(());
+    }
+    let Some((schema, _)) = loaded.schemas.get(operation) else {
+        let known: Vec<&str> = loaded.schemas.keys().map(String::as_str).collect();
+        return Err(CallError::new(
+            CallErrorKind::InvalidInput,
+            &*loaded.label,
+            format!(
+                "unknown operation `{operation}`; expected one of {}",
+                known.join(", ")
+            ),
+        ));
+    };
+    schema_errors(schema, input).map_err(|why| {
+        CallError::new(
+            CallErrorKind::InvalidInput,
+            &*loaded.label,
+            format!("input of `{operation}` does not match its schema: {why}"),
+        )
+    })
+}
+
+fn check_output(
+    loaded: &Loaded,
+    operation: &str,
+    output: &Value,
+) -> std::result::Result<(), CallError> {
+    let Some((_, schema)) = loaded.schemas.get(operation) else {
+        return Ok(());
+    };
+    schema_errors(schema, output).map_err(|why| {
+        CallError::new(
+            CallErrorKind::Internal,
+            &*loaded.label,
+            format!("output of `{operation}` does not match its schema: {why}"),
+        )
+    })
+}
+
+fn schema_errors(schema: &jsonschema::Validator, value: &Value) -> std::result::Result<(), String> {
+    let errors: Vec<String> = schema
+        .iter_errors(value)
+        .take(3)
+        .map(|e| format!("{} at `{}`", e, e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+fn parse_output(loaded: &Loaded, text: &str) -> std::result::Result<Value, CallError> {
+    serde_json::from_str(text).map_err(|e| {
+        CallError::new(
+            CallErrorKind::Internal,
+            &*loaded.label,
+            format!("returned invalid JSON: {e}"),
+        )
+    })
+}
+
+fn plugin_error(loaded: &Loaded, error: PluginError) -> CallError {
+    let (kind, message) = match error {
+        PluginError::InvalidInput(m) => (CallErrorKind::InvalidInput, m),
+        PluginError::Unavailable(m) => (CallErrorKind::Unavailable, m),
+        PluginError::Timeout(m) => (CallErrorKind::Timeout, m),
+        PluginError::Denied(m) => (CallErrorKind::Denied, m),
+        PluginError::Internal(m) => (CallErrorKind::Internal, m),
+    };
+    CallError::new(kind, &*loaded.label, message)
+}
+
+/// Turns a wasmtime failure into a classified call error.
+fn classify(
+    store: &Store<CallState>,
+    error: wasmtime::Error,
+    deadline: Duration,
+    elapsed: Duration,
+    label: &str,
+) -> CallError {
+    let state = store.data();
+    if state.limits.memory_exhausted {
+        return CallError::new(
+            CallErrorKind::ResourceExhausted,
+            label,
+            format!("{error:#}"),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt | Trap::OutOfFuel) => CallError::new(
+            CallErrorKind::Timeout,
+            label,
+            format!(
+                "deadline of {} ms exceeded (stopped after {} ms)",
+                deadline.as_millis(),
+                elapsed.as_millis()
+            ),
+        ),
+        Some(Trap::AllocationTooLarge) => CallError::new(
+            CallErrorKind::ResourceExhausted,
+            label,
+            format!("{error:#}"),
+        ),
+        Some(trap) => {
+            let stderr = state.stderr.contents();
+            let stderr = String::from_utf8_lossy(&stderr);
+            let detail = stderr.trim();
+            let message = if detail.is_empty() {
+                format!("trapped: {trap}")
+            } else {
+                format!("trapped: {trap}: {detail}")
+            };
+            CallError::new(CallErrorKind::Trap, label, message)
+        }
+        None => {
+            let text = format!("{error:#}");
+            if text.contains("concurrent") && text.contains("limit") {
+                CallError::new(CallErrorKind::ResourceExhausted, label, text)
+            } else {
+                CallError::new(CallErrorKind::Internal, label, text)
+            }
+        }
+    }
+}
+
+/// Parses `eyeflow:plugin/NAME@VERSION`.
+fn eyeflow_interface(name: &str) -> Option<(&str, Option<Version>)> {
+    let rest = name.strip_prefix("eyeflow:plugin/")?;
+    Some(match rest.split_once('@') {
+        Some((iface, version)) => (iface, Version::parse(version).ok()),
+        None => (rest, None),
+    })
+}
+
+/// WASI interfaces a plugin may import (linked with nothing to reach: no preopened
+/// directories, no network).
+const WASI_ALLOWED: [&str; 5] = [
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+
+fn check_imports(engine: &Engine, manifest: &Manifest, component: &Component) -> Result<()> {
+    let label = manifest.label();
+    let incompatible = |reason: String| Error::Incompatible {
+        plugin: label.clone(),
+        reason,
+    };
+    for (name, _) in component.component_type().imports(engine) {
+        if let Some((iface, version)) = eyeflow_interface(name) {
+            if version
+                .as_ref()
+                .is_none_or(|v| v.major != HOST_WIT_VERSION.major || *v > HOST_WIT_VERSION)
+            {
+                return Err(incompatible(format!(
+                    "imports {name}; this host implements eyeflow:plugin@{HOST_WIT_VERSION}"
+                )));
+            }
+            if iface == "types" {
+                continue;
+            }
+            match Import::from_name(iface) {
+                Some(import) if manifest.imports.contains(&import) => {}
+                Some(import) => {
+                    return Err(incompatible(format!(
+                        "the component imports {name} but its manifest does not declare `{import}` in `imports`"
+                    )));
+                }
+                None => {
+                    return Err(incompatible(format!(
+                        "the component imports {name}, which this host does not provide (it provides log, http, secrets, kv, clock)"
+                    )));
+                }
+            }
+        } else if !WASI_ALLOWED.iter().any(|prefix| name.starts_with(prefix)) {
+            return Err(incompatible(format!(
+                "the component imports {name}, which plugins may not use (network access goes through eyeflow:plugin/http)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Finds the entry points of the component, accepting any exported WIT version the host
+/// is compatible with (1.0 ≤ v ≤ the host's).
+fn entrypoints(manifest: &Manifest, component: &Component) -> Result<Entrypoints> {
+    let label = manifest.label();
+    let engine = component.engine();
+    let exported: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let find_instance = |iface: &str| -> Option<ComponentExportIndex> {
+        let name = exported.iter().find(|name| {
+            eyeflow_interface(name).is_some_and(|(i, v)| {
+                i == iface
+                    && v.is_some_and(|v| v.major == HOST_WIT_VERSION.major && v <= HOST_WIT_VERSION)
+            })
+        })?;
+        component.get_export_index(None, name.as_str())
+    };
+    let missing = |what: &str| Error::Incompatible {
+        plugin: label.clone(),
+        reason: format!(
+            "a {:?} must export {what} from eyeflow:plugin@1.x; the component exports [{}]",
+            manifest.kind,
+            exported.join(", ")
+        )
+        .to_lowercase(),
+    };
+    let func = |instance: &ComponentExportIndex, name: &str, iface: &str| {
+        component
+            .get_export_index(Some(instance), name)
+            .ok_or_else(|| missing(&format!("function `{name}` of interface `{iface}`")))
+    };
+    match manifest.kind {
+        Kind::Capability => {
+            let actions = find_instance("actions").ok_or_else(|| missing("interface `actions`"))?;
+            Ok(Entrypoints::Capability {
+                describe: func(&actions, "describe", "actions")?,
+                invoke: func(&actions, "invoke", "actions")?,
+            })
+        }
+        Kind::Connector => {
+            let reader = find_instance("reader").ok_or_else(|| missing("interface `reader`"))?;
+            let poll = match find_instance("source") {
+                Some(source) if manifest.source => Some(func(&source, "poll", "source")?),
+                None if manifest.source => {
+                    return Err(missing(
+                        "interface `source` (its manifest says `source: true`)",
+                    ));
+                }
+                _ => None,
+            };
+            Ok(Entrypoints::Connector {
+                describe: func(&reader, "describe", "reader")?,
+                read: func(&reader, "read", "reader")?,
+                poll,
+            })
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

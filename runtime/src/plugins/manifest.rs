@@ -1,0 +1,305 @@
+//! The plugin manifest: what a package claims to be (id, version, kind), what it provides
+//! (capabilities with versions), what it wants from the host (imports) and the JSON schemas
+//! of its operations. It travels inside the signed package as JSON.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// The WIT package version this host implements; plugins built for `1.x` with x ≤ 1 load.
+pub const HOST_WIT_VERSION: Version = Version::new(1, 1, 0);
+
+/// Longest accepted manifest, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
+
+/// What a plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Reads resources by key (world `connector`); optionally an event source.
+    Connector,
+    /// Performs actions (world `capability`).
+    Capability,
+}
+
+impl Kind {
+    /// The WIT interface this kind exports for its main entry point.
+    pub fn main_interface(self) -> &'static str {
+        match self {
+            Kind::Connector => "reader",
+            Kind::Capability => "actions",
+        }
+    }
+}
+
+/// A host interface a plugin may import (and an operator may grant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Import {
+    /// `eyeflow:plugin/log`.
+    Log,
+    /// `eyeflow:plugin/http` (to granted hosts only).
+    Http,
+    /// `eyeflow:plugin/secrets` (granted names only).
+    Secrets,
+    /// `eyeflow:plugin/kv`, the plugin's scratch store.
+    Kv,
+    /// `eyeflow:plugin/clock`.
+    Clock,
+}
+
+impl Import {
+    /// Every import, in WIT order.
+    pub const ALL: [Import; 5] = [Self::Log, Self::Http, Self::Secrets, Self::Kv, Self::Clock];
+
+    /// The interface name in WIT.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Http => "http",
+            Self::Secrets => "secrets",
+            Self::Kv => "kv",
+            Self::Clock => "clock",
+        }
+    }
+
+    /// The import named `name` in WIT, if the host knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
+impl fmt::Display for Import {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A capability a plugin provides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provided {
+    /// Capability id as programs name it.
+    pub capability: String,
+    /// Its version (programs give semver requirements against it).
+    pub version: Version,
+}
+
+/// Schemas of one operation (an action, or a connector's `read` / `poll`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// JSON Schema of the input (params for `read`).
+    pub input: Value,
+    /// JSON Schema of the output.
+    pub output: Value,
+}
+
+/// A plugin manifest (`eyeflow-plugin.json` beside the crate, inside the package).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Plugin id: lowercase letters, digits and `-`, at most 63 characters.
+    pub id: String,
+    /// Plugin version.
+    pub version: Version,
+    /// Connector or capability.
+    pub kind: Kind,
+    /// A connector that is also an event source (polled with a cursor).
+    #[serde(default)]
+    pub source: bool,
+    /// The WIT package version the component was built against.
+    pub wit: Version,
+    /// One line for operators.
+    #[serde(default)]
+    pub description: String,
+    /// Capabilities provided, with versions.
+    pub provides: Vec<Provided>,
+    /// Host interfaces the component imports.
+    #[serde(default)]
+    pub imports: BTreeSet<Import>,
+    /// JSON schemas by operation name.
+    #[serde(default)]
+    pub operations: BTreeMap<String, Operation>,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(bad(
+                "?",
+                "manifest",
+                format!(
+                    "{} bytes; expected at most {MAX_MANIFEST_BYTES}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| bad("?", "manifest", format!("not a valid manifest: {e}")))?;
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    /// `id@version`.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.id, self.version)
+    }
+
+    /// Checks ids, versions, the WIT version and that every schema compiles.
+    pub fn check(&self) -> Result<()> {
+        let label = self.label();
+        if !valid_id(&self.id) {
+            return Err(bad(
+                &self.id,
+                "id",
+                "expected 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit",
+            ));
+        }
+        if self.wit.major != HOST_WIT_VERSION.major || self.wit > HOST_WIT_VERSION {
+            return Err(bad(
+                &label,
+                "wit",
+                format!(
+                    "built for WIT {}, this host implements {HOST_WIT_VERSION}; expected 1.x at most {HOST_WIT_VERSION}",
+                    self.wit
+                ),
+            ));
+        }
+        if self.provides.is_empty() {
+            return Err(bad(
+                &label,
+                "provides",
+                "empty; expected at least one {\"capability\", \"version\"}",
+            ));
+        }
+        for provided in &self.provides {
+            if !valid_id(&provided.capability) {
+                return Err(bad(
+                    &label,
+                    "provides.capability",
+                    format!(
+                        "`{}`: expected 1-63 characters of a-z, 0-9 and '-'",
+                        provided.capability
+                    ),
+                ));
+            }
+        }
+        if self.source && self.kind != Kind::Connector {
+            return Err(bad(
+                &label,
+                "source",
+                "only a connector can be an event source",
+            ));
+        }
+        if self.kind == Kind::Connector && !self.operations.contains_key("read") {
+            return Err(bad(
+                &label,
+                "operations",
+                "a connector must describe its `read` operation",
+            ));
+        }
+        for (name, op) in &self.operations {
+            for (which, schema) in [("input", &op.input), ("output", &op.output)] {
+                jsonschema::validator_for(schema).map_err(|e| {
+                    bad(
+                        &label,
+                        &format!("operations.{name}.{which}"),
+                        format!("not a valid JSON Schema: {e}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this plugin provides capability `id` at a version matching `req`; returns
+    /// that version.
+    pub fn provides_matching(&self, id: &str, req: &semver::VersionReq) -> Option<&Version> {
+        self.provides
+            .iter()
+            .find(|p| p.capability == id && req.matches(&p.version))
+            .map(|p| &p.version)
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+fn bad(plugin: &str, field: &str, reason: impl Into<String>) -> Error {
+    Error::BadManifest {
+        plugin: plugin.to_owned(),
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Value {
+        serde_json::json!({
+            "id": "valve-sim", "version": "1.0.0", "kind": "capability", "wit": "1.1.0",
+            "provides": [{"capability": "valve-sim", "version": "1.0.0"}],
+            "imports": ["log", "kv"],
+            "operations": {"open": {"input": {"type": "object"}, "output": {"type": "object"}}}
+        })
+    }
+
+    fn refused(edit: impl FnOnce(&mut Value)) -> String {
+        let mut m = manifest();
+        edit(&mut m);
+        Manifest::from_json(&serde_json::to_vec(&m).unwrap())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_good_manifest_parses() {
+        let m = Manifest::from_json(&serde_json::to_vec(&manifest()).unwrap()).unwrap();
+        assert_eq!(m.label(), "valve-sim@1.0.0");
+        assert!(m.imports.contains(&Import::Kv));
+        let req = semver::VersionReq::parse("^1").unwrap();
+        assert_eq!(
+            m.provides_matching("valve-sim", &req),
+            Some(&Version::new(1, 0, 0))
+        );
+        assert_eq!(
+            m.provides_matching("valve-sim", &semver::VersionReq::parse("^2").unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_manifests_say_which_field() {
+        assert!(refused(|m| m["id"] = "Valve_Sim".into()).contains("field `id`"));
+        assert!(refused(|m| m["wit"] = "2.0.0".into()).contains("field `wit`"));
+        assert!(refused(|m| m["wit"] = "1.9.0".into()).contains("this host implements 1.1.0"));
+        assert!(refused(|m| m["provides"] = serde_json::json!([])).contains("field `provides`"));
+        assert!(
+            refused(|m| m["imports"] = serde_json::json!(["sockets"]))
+                .contains("unknown variant `sockets`")
+        );
+        assert!(refused(|m| m["extra"] = 1.into()).contains("unknown field `extra`"));
+        assert!(
+            refused(|m| m["operations"]["open"]["input"] = serde_json::json!({"type": 12}))
+                .contains("operations.open.input")
+        );
+        assert!(refused(|m| m["source"] = true.into()).contains("field `source`"));
+        assert!(refused(|m| m["kind"] = "connector".into()).contains("`read`"));
+    }
+}

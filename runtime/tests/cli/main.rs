@@ -1,0 +1,365 @@
+//! The `eyeflow` binary as a user runs it: keys, compile, decode, verify, demo, exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn eyeflow(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eyeflow"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the eyeflow binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn example(name: &str) -> String {
+    repo_root()
+        .join("examples/rules")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A temp dir with `admin.key`/`admin.pub` and a signed `valve.bin`.
+fn signed_setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = eyeflow(&["keys", "gen", "--out", "admin"], dir.path());
+    assert!(out.status.success(), "keys gen: {}", stderr(&out));
+    assert!(stdout(&out).contains("key id "));
+    let rule = example("valve-guard.yaml");
+    let out = eyeflow(
+        &["compile", &rule, "--key", "admin.key", "-o", "valve.bin"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "compile: {}", stderr(&out));
+    assert!(stdout(&out).starts_with("signed "), "{}", stdout(&out));
+    dir
+}
+
+#[test]
+fn keys_compile_decode_verify() {
+    let dir = signed_setup();
+    let out = eyeflow(
+        &["ir", "decode", "--file", "valve.bin", "--pretty"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("decode prints JSON");
+    assert_eq!(json["ir_version"], "2.0");
+    let opcodes: Vec<&str> = json["instructions"]
+        .as_array()
+        .expect("instructions")
+        .iter()
+        .filter_map(|i| i["opcode"].as_str())
+        .collect();
+    assert!(opcodes.contains(&"CALL_ACTION"), "{opcodes:?}");
+    assert_eq!(json["signature"].as_str().map(str::len), Some(128));
+
+    let out = eyeflow(
+        &[
+            "ir",
+            "verify",
+            "--file",
+            "valve.bin",
+            "--pubkey",
+            "admin.pub",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ok: "), "{}", stdout(&out));
+}
+
+#[test]
+#[cfg(unix)]
+fn secret_key_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = signed_setup();
+    let mode = std::fs::metadata(dir.path().join("admin.key"))
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = eyeflow(&["keys", "gen", "--out", "admin"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "overwriting a key must fail");
+}
+
+#[test]
+fn verify_refuses_other_key_tamper_and_drafts() {
+    let dir = signed_setup();
+    let out = eyeflow(&["keys", "gen", "--out", "other"], dir.path());
+    assert!(out.status.success());
+    let out = eyeflow(
+        &[
+            "ir",
+            "verify",
+            "--file",
+            "valve.bin",
+            "--pubkey",
+            "other.pub",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("not in the trusted keyring"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut bytes = std::fs::read(dir.path().join("valve.bin")).expect("program");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(dir.path().join("tampered.bin"), &bytes).expect("write");
+    let out = eyeflow(
+        &[
+            "ir",
+            "verify",
+            "--file",
+            "tampered.bin",
+            "--pubkey",
+            "admin.pub",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("tampered.bin refused"),
+        "{}",
+        stderr(&out)
+    );
+
+    let rule = example("valve-guard.yaml");
+    let out = eyeflow(
+        &["compile", &rule, "--draft", "-o", "draft.bin"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(&["ir", "decode", "--file", "draft.bin"], dir.path());
+    assert!(out.status.success(), "a draft decodes for review");
+    let out = eyeflow(
+        &[
+            "ir",
+            "verify",
+            "--file",
+            "draft.bin",
+            "--pubkey",
+            "admin.pub",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("is unsigned"), "{}", stderr(&out));
+}
+
+#[test]
+fn compile_errors_point_at_the_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = std::fs::read_to_string(example("valve-guard.yaml")).expect("example");
+    // Append an unknown top-level key on a known line.
+    let line = source.lines().count() + 1;
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        format!("{source}bogus_key: 1\n"),
+    )
+    .expect("write");
+    let out = eyeflow(
+        &["compile", "broken.yaml", "--draft", "-o", "x.bin"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("broken.yaml:{line}:")),
+        "{message}"
+    );
+    assert!(message.contains("bogus_key"), "{message}");
+    assert!(
+        !dir.path().join("x.bin").exists(),
+        "nothing is written on error"
+    );
+
+    let out = eyeflow(&["compile", "broken.yaml", "-o", "x.bin"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "--key or --draft is required");
+}
+
+#[test]
+fn demo_compiles_and_loads_every_example() {
+    let out = eyeflow(&["demo"], &repo_root());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("14 of 14 opcodes used"), "{text}");
+    let rules = std::fs::read_dir(repo_root().join("examples/rules"))
+        .expect("rules")
+        .count();
+    assert!(
+        text.contains(&format!("{rules} rules compiled, signed and verified")),
+        "{text}"
+    );
+}
+
+fn built_plugin(name: &str) -> (PathBuf, PathBuf) {
+    let dir = repo_root().join("target/plugins");
+    let wasm = dir.join(format!("{name}.wasm"));
+    assert!(wasm.exists(), "run scripts/build-plugins.sh first");
+    (wasm, dir.join(format!("{name}.json")))
+}
+
+/// Wraps a built plugin into an unsigned package file, as `plugin build` does, without
+/// running cargo (the package format is the library's).
+fn unsigned_package(name: &str, out: &Path) {
+    let (wasm, manifest) = built_plugin(name);
+    let package = eyeflow_runtime::plugins::Package::new(
+        std::fs::read(manifest).expect("manifest"),
+        std::fs::read(wasm).expect("component"),
+    )
+    .expect("package");
+    package.write(out).expect("write package");
+}
+
+#[test]
+fn plugin_operator_loop_sign_inspect_trust_install_list_revoke() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cwd = dir.path();
+    let data = cwd.join("data").display().to_string();
+    assert!(
+        eyeflow(&["keys", "gen", "--out", "publisher"], cwd)
+            .status
+            .success()
+    );
+    unsigned_package("valve-sim", &cwd.join("valve.efp"));
+
+    let out = eyeflow(&["plugin", "inspect", "valve.efp"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("valve-sim@1.0.0"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("signature   none"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = eyeflow(
+        &["plugin", "install", "valve.efp", "--data-dir", &data],
+        cwd,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is unsigned"), "{}", stderr(&out));
+
+    let out = eyeflow(
+        &["plugin", "sign", "valve.efp", "--key", "publisher.key"],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(
+        &["plugin", "install", "valve.efp", "--data-dir", &data],
+        cwd,
+    );
+    assert!(
+        stderr(&out).contains("signed by unknown key"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = eyeflow(
+        &["keys", "trust", "publisher.pub", "--data-dir", &data],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(
+        &["plugin", "install", "valve.efp", "--data-dir", &data],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("installed valve-sim@1.0.0"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = eyeflow(&["plugin", "list", "--data-dir", &data], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("valve-sim@1.0.0") && stdout(&out).contains("ready"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = eyeflow(
+        &["plugin", "revoke", "valve-sim@1.0.0", "--data-dir", &data],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(&["plugin", "list", "--data-dir", &data], cwd);
+    assert!(stdout(&out).contains("revoked"), "{}", stdout(&out));
+    let out = eyeflow(
+        &["plugin", "install", "valve.efp", "--data-dir", &data],
+        cwd,
+    );
+    assert!(
+        stderr(&out).contains("valve-sim@1.0.0 is revoked"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn plugin_new_and_build_from_any_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cwd = dir.path();
+    let out = eyeflow(&["plugin", "new", "door-lock", "--kind", "capability"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(cwd.join("door-lock/Cargo.toml").exists());
+    assert!(cwd.join("door-lock/eyeflow-plugin.json").exists());
+    let out = eyeflow(&["plugin", "new", "door-lock", "--kind", "capability"], cwd);
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+
+    assert!(
+        eyeflow(&["keys", "gen", "--out", "me"], cwd)
+            .status
+            .success()
+    );
+    let out = eyeflow(&["plugin", "build", "door-lock", "--key", "me.key"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = PathBuf::from(stdout(&out).trim().lines().last().expect("path").to_owned());
+    let path = if path.is_absolute() {
+        path
+    } else {
+        cwd.join(path)
+    };
+    let package = eyeflow_runtime::plugins::Package::read(&path).expect("a package was written");
+    assert_eq!(package.manifest.id, "door-lock");
+    assert!(package.signature().is_some());
+
+    let out = eyeflow(&["keys", "trust", "me.pub", "--data-dir", "data"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(
+        &[
+            "plugin",
+            "install",
+            &path.display().to_string(),
+            "--data-dir",
+            "data",
+        ],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(&["plugin", "new", "meter", "--kind", "connector"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest =
+        std::fs::read_to_string(cwd.join("meter/eyeflow-plugin.json")).expect("manifest");
+    assert!(manifest.contains("\"connector\""), "{manifest}");
+}

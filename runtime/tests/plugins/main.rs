@@ -1,0 +1,8 @@
+//! The plugin platform through the real wasmtime host and the bundled and fixture plugins
+//! (built by `scripts/build-plugins.sh` into `target/plugins`).
+
+mod bundled;
+mod hostile;
+mod packages;
+mod support;
+mod upgrade;
