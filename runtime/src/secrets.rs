@@ -1,46 +1,14 @@
-//! Secrets: the [`SecretSource`] the plugin host and (later) the SVM read named secrets
-//! from, and its embedded default, a local JSON file readable only by its owner. Values are
-//! wrapped in [`Secret`], whose `Debug` and `Display` never show them.
+//! The embedded secrets source: a local JSON file readable only by its owner, behind the
+//! [`SecretSource`] port. Values are wrapped in [`Secret`], whose `Debug` and `Display`
+//! never show them.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use eyeflow_actors::ports::{Secret, SecretSource};
+
 use crate::{Error, Result};
-
-/// A secret value. Formatting it prints `***`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself: hand it only to the party that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Where named secrets come from.
-pub trait SecretSource: Send + Sync {
-    /// The secret `name`, if the source holds it.
-    fn get(&self, name: &str) -> Option<Secret>;
-}
 
 /// The embedded default: secrets loaded from `DATA_DIR/secrets.json` (`{"name": "value"}`),
 /// or given in memory.

@@ -1,6 +1,16 @@
 //! Ports: the traits through which the SVM reaches the outside world. Each has an embedded
 //! adapter in `eyeflow-runtime` and, where relevant, a production backend.
 
+mod effects;
+mod journal;
 mod plugin;
 
+pub use effects::{
+    ChatMessage, ClusterMemory, EventSink, HttpPort, HttpRequest, HttpResponse, LlmPort,
+    LlmRequest, NodeMemory, Secret, SecretSource,
+};
+pub use journal::{
+    Accepted, AuditEntry, AuditLog, AuditReceipt, EventRecord, ExecutionOutcome, Journal,
+    PendingExecution, StepOutcome, StepRecord,
+};
 pub use plugin::{CallError, CallErrorKind, CapabilityRef, PluginPort};

@@ -32,7 +32,7 @@ impl fmt::Display for CapabilityRef {
     }
 }
 
-/// Why a plugin call failed; the fallback engine filters on this.
+/// Why a call through a port failed; the fallback engine maps it to an error class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallErrorKind {
     /// The plugin refused the input (also: input or output failed the manifest's schema).
@@ -49,8 +49,14 @@ pub enum CallErrorKind {
     Trap,
     /// The plugin hit its memory or instance limit.
     ResourceExhausted,
-    /// No installed, unrevoked plugin provides a compatible version.
+    /// No installed, unrevoked plugin provides a compatible version (or no such key).
     NotFound,
+    /// The service answered "too many requests".
+    RateLimited,
+    /// The LLM model is unavailable.
+    ModelUnavailable,
+    /// A response did not match its expected shape (JSON schema, JSON at all).
+    InvalidOutput,
 }
 
 impl CallErrorKind {
@@ -65,28 +71,33 @@ impl CallErrorKind {
             Self::Trap => "trap",
             Self::ResourceExhausted => "resource-exhausted",
             Self::NotFound => "not-found",
+            Self::RateLimited => "rate-limited",
+            Self::ModelUnavailable => "model-unavailable",
+            Self::InvalidOutput => "invalid-output",
         }
     }
 }
 
-/// A failed plugin call: what kind of failure, which plugin, and a message for the operator.
+/// A failed call through a port: what kind of failure, who failed, and a message for the
+/// operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{plugin}: {}: {message}", kind.as_str())]
+#[error("{origin}: {}: {message}", kind.as_str())]
 pub struct CallError {
     /// Classification for the fallback engine.
     pub kind: CallErrorKind,
-    /// `id@version` of the plugin that failed, or the requested capability when none resolved.
-    pub plugin: String,
+    /// Who failed: `id@version` of a plugin, the requested capability when none resolved,
+    /// a URL's host, `journal`, `llm`...
+    pub origin: String,
     /// What happened, for the operator (never contains secret values).
     pub message: String,
 }
 
 impl CallError {
     /// A new error.
-    pub fn new(kind: CallErrorKind, plugin: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(kind: CallErrorKind, origin: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind,
-            plugin: plugin.into(),
+            origin: origin.into(),
             message: message.into(),
         }
     }

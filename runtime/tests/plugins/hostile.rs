@@ -81,7 +81,7 @@ fn a_panic_is_a_trap_with_its_message() {
     let err = hostile(&node, "trap", json!({}), Duration::from_secs(5));
     assert_eq!(err.kind, CallErrorKind::Trap, "{err}");
     assert!(err.message.contains("trapped"), "{err}");
-    assert!(err.plugin.starts_with("fixture-hostile@"), "{err}");
+    assert!(err.origin.starts_with("fixture-hostile@"), "{err}");
     good_plugin_still_works(&node);
 }
 

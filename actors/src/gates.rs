@@ -1,0 +1,59 @@
+//! The two points where an execution may wait on others: the resource arbiter (a permit
+//! per resource key) and the scheduler's instruction boundary (where a preemptible
+//! execution yields to higher-priority work). The executor calls them; `arbiter` and
+//! `scheduler` implement them.
+
+use std::time::Duration;
+
+use crate::ports::CallError;
+
+/// Held while an instruction drives a resource; dropping it releases the resource (also on
+/// panic or error: release never depends on an actor's `post_stop`).
+pub struct ResourceHold {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl ResourceHold {
+    /// A hold that runs `release` when dropped.
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for ResourceHold {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for ResourceHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResourceHold")
+    }
+}
+
+/// Grants exclusive use of a resource key.
+pub trait ResourceGate: Send + Sync {
+    /// Waits for `key` (served by `priority`, lower = more urgent, then arrival) for at most
+    /// `max_wait`; `CallErrorKind::Timeout` with origin `arbiter` when it expires (the
+    /// executor classifies it as `ResourceTimeout`).
+    fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        priority: u32,
+        max_wait: Duration,
+    ) -> Result<ResourceHold, CallError>;
+}
+
+/// The scheduler's hook at every instruction boundary.
+pub trait Boundary: Send + Sync {
+    /// Called before each instruction of an execution running at `priority`. A preemptible
+    /// execution may be parked here while more urgent work runs; a non-preemptible one
+    /// returns at once.
+    fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool);
+}

@@ -1,0 +1,142 @@
+//! Ports for the effects an execution has besides plugins: outgoing HTTP (CALL_API,
+//! CALL_SERVICE), the LLM provider (LLM_CALL), the event sink (EMIT_EVENT), node and
+//! cluster memory (STORE/LOAD in the `node` and `cluster` scopes), and secrets.
+//!
+//! All calls are blocking: executions run on worker threads, never on async workers.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::CallError;
+
+/// An outgoing HTTP request of CALL_API / CALL_SERVICE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+    /// Bound on the whole request.
+    pub timeout: Duration,
+    /// `execution/instruction/attempt`, sent as `Idempotency-Key` on side-effecting calls.
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to an [`HttpRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// The body as JSON (a non-JSON body is returned as a JSON string).
+    pub body: Value,
+}
+
+/// Outgoing HTTP. Non-2xx answers are returned as responses, not errors; transport failures
+/// are errors (`Unavailable`, `Timeout`).
+pub trait HttpPort: Send + Sync {
+    /// Sends `request`.
+    fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError>;
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// A chat-completion request, as bound by the compiler (frozen few-shot examples become
+/// user/assistant message pairs; slots are already substituted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    /// Model name.
+    pub model: String,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Token budget of the answer.
+    pub max_tokens: u32,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Ask the provider for a JSON object answer.
+    pub json_output: bool,
+    /// Bound on the whole request.
+    pub timeout: Duration,
+}
+
+/// An LLM provider (OpenAI-compatible chat completions in the embedded adapter).
+pub trait LlmPort: Send + Sync {
+    /// The assistant's answer text. `ModelUnavailable` when no provider or model is
+    /// configured or the provider says the model does not exist; `RateLimited` on 429.
+    fn complete(&self, request: &LlmRequest) -> Result<String, CallError>;
+}
+
+/// Where EMIT_EVENT publishes.
+pub trait EventSink: Send + Sync {
+    /// Publishes `payload` on `topic` with `key`. The sink drops a second publication with
+    /// the same `idempotency_key`.
+    fn emit(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &Value,
+        idempotency_key: &str,
+    ) -> Result<(), CallError>;
+}
+
+/// The `node` memory scope (L2): shared by the executions of one node, entries expire.
+pub trait NodeMemory: Send + Sync {
+    /// The value under `key`, if present and not expired.
+    fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
+    /// Stores `value` under `key` for `ttl`.
+    fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError>;
+}
+
+/// The `cluster` memory scope (L3): persistent, shared by the nodes of a cluster.
+pub trait ClusterMemory: Send + Sync {
+    /// The latest value under `key`.
+    fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
+    /// Appends a new value for `key` (durable before returning).
+    fn put(&self, key: &str, value: &Value) -> Result<(), CallError>;
+}
+
+/// A secret value. Formatting it prints `***`; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself: hand it only to the party that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where named secrets come from (local file, Vault/OpenBao).
+pub trait SecretSource: Send + Sync {
+    /// The secret `name`, if the source holds it.
+    fn get(&self, name: &str) -> Option<Secret>;
+}
