@@ -4,5 +4,7 @@
 //! Actors never import an adapter: they talk to the world through the traits of [`ports`],
 //! which `eyeflow-runtime` implements (wasmtime plugin host, stores, HTTP, LLM providers).
 
+pub mod arbiter;
 pub mod gates;
 pub mod ports;
+pub mod scheduler;

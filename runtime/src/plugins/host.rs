@@ -468,16 +468,23 @@ impl PluginHost {
         })
     }
 
+    /// `id@version` of the plugin that calls for `wanted` would use now, if any.
+    pub fn provider(&self, wanted: &CapabilityRef) -> Option<String> {
+        self.resolve(wanted, None)
+            .ok()
+            .map(|loaded| loaded.label.to_string())
+    }
+
     /// The highest installed, unrevoked version of a plugin of `kind` providing `wanted`.
     fn resolve(
         &self,
         wanted: &CapabilityRef,
-        kind: Kind,
+        kind: Option<Kind>,
     ) -> std::result::Result<Arc<Loaded>, CallError> {
         let live = read(&self.inner.live);
         live.values()
             .flat_map(|versions| versions.values())
-            .filter(|loaded| loaded.manifest.kind == kind)
+            .filter(|loaded| kind.is_none_or(|kind| loaded.manifest.kind == kind))
             .filter_map(|loaded| {
                 let provided = loaded
                     .manifest
@@ -490,7 +497,14 @@ impl PluginHost {
                 CallError::new(
                     CallErrorKind::NotFound,
                     wanted.to_string(),
-                    format!("no installed {kind:?} provides {wanted}").to_lowercase(),
+                    format!(
+                        "no installed {} provides {wanted}",
+                        kind.map_or("plugin", |k| if k == Kind::Connector {
+                            "connector"
+                        } else {
+                            "capability"
+                        })
+                    ),
                 )
             })
     }
@@ -568,7 +582,7 @@ impl PluginHost {
         max_events: u32,
         deadline: Duration,
     ) -> std::result::Result<Batch, CallError> {
-        let loaded = self.resolve(source, Kind::Connector)?;
+        let loaded = self.resolve(source, Some(Kind::Connector))?;
         let Entrypoints::Connector {
             poll: Some(index), ..
         } = &loaded.entrypoints
@@ -597,7 +611,7 @@ impl PluginPort for PluginHost {
         params: &Value,
         deadline: Duration,
     ) -> std::result::Result<Value, CallError> {
-        let loaded = self.resolve(connector, Kind::Connector)?;
+        let loaded = self.resolve(connector, Some(Kind::Connector))?;
         let Entrypoints::Connector { read: index, .. } = &loaded.entrypoints else {
             return Err(CallError::new(
                 CallErrorKind::Internal,
@@ -628,7 +642,7 @@ impl PluginPort for PluginHost {
         idempotency_key: &str,
         deadline: Duration,
     ) -> std::result::Result<Value, CallError> {
-        let loaded = self.resolve(capability, Kind::Capability)?;
+        let loaded = self.resolve(capability, Some(Kind::Capability))?;
         let Entrypoints::Capability { invoke: index, .. } = &loaded.entrypoints else {
             return Err(CallError::new(
                 CallErrorKind::Internal,
