@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use eyeflow_compiler::CompileOptions;
 use eyeflow_ir::pb::{IrOpcode, LlmIrProgram};
 use eyeflow_ir::{Keyring, Limits, keys};
+use eyeflow_runtime::node::{Node, NodeConfig};
 
 /// Why a command failed, as an exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub(crate) enum Code {
     CompileError = 3,
     /// The program was refused (decode, signature, version, structure).
     Refused = 4,
+    /// The audit chain does not verify.
+    AuditBroken = 5,
 }
 
 /// A failed command: the exit code and the error to print.
@@ -32,6 +35,19 @@ impl From<anyhow::Error> for Failure {
         Self {
             code: Code::Failure,
             error,
+        }
+    }
+}
+
+impl From<eyeflow_runtime::Error> for Failure {
+    fn from(error: eyeflow_runtime::Error) -> Self {
+        let code = match error {
+            eyeflow_runtime::Error::Refused { .. } | eyeflow_runtime::Error::Ir(_) => Code::Refused,
+            _ => Code::Failure,
+        };
+        Self {
+            code,
+            error: error.into(),
         }
     }
 }
@@ -97,12 +113,19 @@ enum Command {
         #[command(subcommand)]
         command: crate::plugin_cmd::PluginCommand,
     },
-    /// Compile, sign with a throw-away development key, and load every example rule.
-    Demo {
-        /// Folder of rule files.
-        #[arg(long, default_value = "examples/rules")]
-        rules: PathBuf,
+    /// Executions journaled in a data directory.
+    Executions {
+        #[command(subcommand)]
+        command: ExecutionsCommand,
     },
+    /// The audit chain of a data directory.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Run a node on embedded defaults with the example rules and bundled plugins, feed
+    /// simulated sensor events, print a summary, verify the audit chain.
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +149,48 @@ enum KeysCommand {
         id: String,
         #[command(flatten)]
         data_dir: crate::plugin_cmd::DataDir,
+    },
+}
+
+/// `eyeflow demo` options.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Folder of rule files.
+    #[arg(long, default_value = "examples/rules")]
+    rules: PathBuf,
+    /// Node data directory (default: a fresh temporary one). Re-running on the same
+    /// directory resumes interrupted executions and skips journaled events.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of simulated sensor events.
+    #[arg(long, default_value_t = 300)]
+    events: u32,
+    /// Directory of built plugins (`<name>.wasm` + `<name>.json`).
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// Scheduler worker slots.
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecutionsCommand {
+    /// Journal counts of a data directory as JSON: executions, pending, finished, steps.
+    Summary {
+        #[command(flatten)]
+        data_dir: crate::plugin_cmd::DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the chain; exit 5 naming the first broken entry.
+    Verify {
+        #[command(flatten)]
+        data_dir: crate::plugin_cmd::DataDir,
+        /// The node's public key: also check the signed checkpoints.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
     },
 }
 
@@ -163,6 +228,12 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Keys {
             command: KeysCommand::Revoke { id, data_dir },
         } => Ok(crate::plugin_cmd::revoke_key(&id, &data_dir)?),
+        Command::Executions {
+            command: ExecutionsCommand::Summary { data_dir },
+        } => executions_summary(&data_dir),
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir, pubkey },
+        } => audit_verify(&data_dir, pubkey.as_deref()),
         Command::Plugin { command } => Ok(crate::plugin_cmd::run(command)?),
         Command::Compile {
             rule,
@@ -177,7 +248,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Ir {
             command: IrCommand::Verify { file, pubkey },
         } => ir_verify(&file, &pubkey),
-        Command::Demo { rules } => demo(&rules),
+        Command::Demo(args) => demo(args),
     }
 }
 
@@ -303,10 +374,19 @@ fn opcode_names(program: &LlmIrProgram) -> Vec<&'static str> {
     names
 }
 
-/// Until the node runtime lands, the main job compiles every example rule, signs it with
-/// a throw-away development key and loads it as a runtime would.
-fn demo(rules: &Path) -> CliResult {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(rules)
+/// The main job: starts a node on embedded defaults, installs the bundled plugins, compiles
+/// and deploys every example rule signed with the data directory's development key, feeds
+/// simulated sensor events, and ends by verifying the audit chain. Re-running it on the
+/// same data directory resumes what a crash interrupted and skips events already journaled.
+fn demo(args: DemoArgs) -> CliResult {
+    let DemoArgs {
+        rules,
+        data_dir,
+        events,
+        plugins,
+        workers,
+    } = args;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&rules)
         .with_context(|| format!("cannot list rules in {}", rules.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
@@ -315,10 +395,33 @@ fn demo(rules: &Path) -> CliResult {
     if files.is_empty() {
         return Err(anyhow!("no .yaml rules in {}", rules.display()).into());
     }
-    let key = keys::generate()?;
-    let mut keyring = Keyring::new();
-    let key_id = keyring.trust(key.verifying_key());
-    println!("development key {key_id} (throw-away, trusted for this run only)");
+    let scratch;
+    let data_dir = match data_dir {
+        Some(dir) => dir,
+        None => {
+            scratch = tempfile::tempdir().context("cannot create a temporary data directory")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let key = eyeflow_runtime::node::development_key(&data_dir)?;
+    let secrets = data_dir.join("secrets.json");
+    if !secrets.exists() {
+        // The LLM rule's vault slot; real nodes keep secrets in Vault/OpenBao or this file.
+        std::fs::write(
+            &secrets,
+            r#"{"kv/plant-a/triage-guidelines": "Chiller and boiler trips are critical; filters are minor.",
+                "kv/plant-a/bms-api-token": "demo-bms-token",
+                "kv/plant-a/pager-token": "demo-pager-token"}"#,
+        )
+        .with_context(|| format!("cannot write {}", secrets.display()))?;
+    }
+    let key_id = keys::key_id(&key.verifying_key());
+    println!(
+        "data directory {} (development key {key_id})",
+        data_dir.display()
+    );
+
+    let mut programs = Vec::new();
     let mut all_opcodes = Vec::new();
     for file in &files {
         let source = read_rule(file)?;
@@ -328,20 +431,17 @@ fn demo(rules: &Path) -> CliResult {
             eyeflow_compiler::compile_and_sign(&source, &options, &key).map_err(compile_error)?;
         let compiled = started.elapsed();
         let bytes = eyeflow_ir::encode(&program);
-        let started = Instant::now();
-        let loaded = eyeflow_ir::load(&bytes, &keyring, &Limits::default()).map_err(refused)?;
-        let load_time = started.elapsed();
-        let opcodes = opcode_names(&loaded.program);
+        let opcodes = opcode_names(&program);
         println!(
-            "{:<28} {:>3} instructions {:>6} bytes  compile {:>7.2} ms  load {:>6.1} µs  [{}]",
-            loaded.program.program_id,
-            loaded.program.instructions.len(),
+            "{:<20} {:>3} instructions {:>6} bytes  compile {:>6.2} ms  [{}]",
+            program.program_id,
+            program.instructions.len(),
             bytes.len(),
             compiled.as_secs_f64() * 1e3,
-            load_time.as_secs_f64() * 1e6,
             opcodes.join(" ")
         );
         all_opcodes.extend(opcodes);
+        programs.push((program.program_id.clone(), bytes));
     }
     all_opcodes.sort_unstable();
     all_opcodes.dedup();
@@ -349,6 +449,242 @@ fn demo(rules: &Path) -> CliResult {
         "{} rules compiled, signed and verified; {} of 14 opcodes used",
         files.len(),
         all_opcodes.len()
+    );
+
+    let mut config = NodeConfig::embedded(&data_dir);
+    // The example rules name plant hosts that do not exist here: keep the demo off the
+    // network, so those calls fail fast as `denied` and take their fallbacks.
+    config.http_allow = Some(Vec::new());
+    if let Some(workers) = workers {
+        config.workers = workers;
+    }
+    let node = Node::start(config)?;
+    node.trust(&key.verifying_key())?;
+    let plugins = demo_plugins(plugins)?;
+    for name in BUNDLED {
+        let manifest = std::fs::read(plugins.join(format!("{name}.json")))
+            .with_context(|| format!("bundled plugin {name} missing in {}", plugins.display()))?;
+        let component = std::fs::read(plugins.join(format!("{name}.wasm")))
+            .with_context(|| format!("bundled plugin {name} missing in {}", plugins.display()))?;
+        let mut package = eyeflow_runtime::plugins::Package::new(manifest, component)?;
+        package.sign(&key);
+        node.plugins().install(&package)?;
+    }
+    println!(
+        "plugins: {} (outbound HTTP: none allowed in the demo)",
+        BUNDLED.join(", ")
+    );
+    for (_, bytes) in &programs {
+        node.deploy(bytes).map_err(refused)?;
+    }
+
+    let readings = node
+        .plugins()
+        .poll(
+            &eyeflow_actors::ports::CapabilityRef::new("sensor-sim", semver::VersionReq::STAR),
+            None,
+            events,
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(|e| anyhow!("sensor-sim source: {e}"))?;
+    let started = Instant::now();
+    let (mut new, mut duplicate) = (0u32, 0u32);
+    for (i, event) in readings.events.iter().enumerate() {
+        let reading = event;
+        let (program, _) = &programs[i % programs.len()];
+        let reading: serde_json::Value =
+            serde_json::from_str(&reading.payload).context("sensor-sim event payload")?;
+        let payload = demo_payload(&reading);
+        match node.submit(
+            program,
+            &format!("{program}/{}", readings.events[i].id),
+            "demo",
+            payload,
+        )? {
+            eyeflow_actors::ports::Accepted::New { .. } => new += 1,
+            eyeflow_actors::ports::Accepted::Duplicate { .. } => duplicate += 1,
+        }
+        if (i + 1) % (readings.events.len() / 10).max(1) == 0 {
+            println!(
+                "  {:>5} events accepted, {:>5} in flight",
+                i + 1,
+                node.in_flight()
+            );
+        }
+    }
+    node.wait_idle();
+    let took = started.elapsed();
+    println!(
+        "{new} events executed ({duplicate} already journaled, skipped) in {:.2} s",
+        took.as_secs_f64()
+    );
+    print_summary(&node)?;
+    node.shutdown(Some(&key))?;
+    match eyeflow_runtime::audit::verify(node.store(), Some(&key.verifying_key()))? {
+        Ok(report) => println!(
+            "audit chain verified: {} entries, {} signed checkpoints, head {}",
+            report.entries,
+            report.checkpoints,
+            hex::encode(report.head_hash)
+        ),
+        Err(broken) => {
+            return Err(Failure {
+                code: Code::AuditBroken,
+                error: broken.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The bundled plugins the example rules use.
+const BUNDLED: [&str; 4] = ["sensor-sim", "valve-sim", "http-json", "webhook-notify"];
+
+/// Where the built plugins are: `--plugins`, else the checkout's `target/plugins`, built
+/// by `scripts/build-plugins.sh` when missing.
+fn demo_plugins(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = dir {
+        return Ok(dir);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("target/plugins");
+    if !dir.join("valve-sim.wasm").exists() {
+        println!("building the bundled plugins (scripts/build-plugins.sh)...");
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-plugins.sh"))
+            .status()
+            .context("cannot run scripts/build-plugins.sh")?;
+        if !status.success() {
+            return Err(anyhow!("scripts/build-plugins.sh failed ({status})"));
+        }
+    }
+    Ok(dir)
+}
+
+/// A sensor reading dressed as the events the example rules expect.
+fn demo_payload(reading: &serde_json::Value) -> serde_json::Value {
+    let value = reading["value"].as_f64().unwrap_or_default();
+    let sensor = reading["sensor"].as_str().unwrap_or("boiler-1");
+    let critical = match reading["kind"].as_str() {
+        Some("pressure") => value > 8.0,
+        Some("temperature") => value > 85.0,
+        _ => value > 90.0,
+    };
+    serde_json::json!({
+        "value": value,
+        "sensor": sensor,
+        "kind": reading["kind"],
+        "unit": reading["unit"],
+        "ts": reading["ts"],
+        "asset": sensor,
+        "text": format!("{} {} at {value}", sensor, reading["kind"].as_str().unwrap_or("reading")),
+        "severity": if critical { "critical" } else { "warning" },
+        "alarm": {"code": format!("{}-{}", sensor, reading["kind"].as_str().unwrap_or("reading")), "value": value},
+    })
+}
+
+fn print_summary(node: &Node) -> anyhow::Result<()> {
+    let mut fallbacks: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> =
+        std::collections::BTreeMap::new();
+    let mut from = 0;
+    loop {
+        let entries = node.audit().entries(from, 1000)?;
+        let Some(last) = entries.last() else { break };
+        from = last.index + 1;
+        for chained in &entries {
+            if let Some(fallback) = &chained.entry.fallback {
+                *fallbacks
+                    .entry(chained.entry.program_id.clone())
+                    .or_default()
+                    .entry(fallback.clone())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    println!(
+        "{:<20} {:>6} {:>9} {:>9}  outcomes / fallbacks",
+        "program", "runs", "p50 ms", "p99 ms"
+    );
+    for (program, stats) in node.stats() {
+        let mut lat = stats.latencies_us.clone();
+        lat.sort_unstable();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                .map_or(0.0, |us| *us as f64 / 1e3)
+        };
+        let outcomes: Vec<String> = stats
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let taken: Vec<String> = fallbacks
+            .get(&program)
+            .map(|f| f.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:>6} {:>9.2} {:>9.2}  {} / {}",
+            program,
+            stats.outcomes.values().sum::<u64>(),
+            pct(0.5),
+            pct(0.99),
+            outcomes.join(" "),
+            if taken.is_empty() {
+                "none".to_owned()
+            } else {
+                taken.join(" ")
+            }
+        );
+        if let Some(failure) = &stats.first_failure {
+            println!("{:<20} first failure: {failure}", "");
+        }
+    }
+    Ok(())
+}
+
+fn audit_verify(data_dir: &crate::plugin_cmd::DataDir, pubkey: Option<&Path>) -> CliResult {
+    let key = pubkey.map(keys::read_verifying_key).transpose()?;
+    let path = data_dir.path()?;
+    let store = eyeflow_runtime::store::EmbeddedStore::open(&path)
+        .with_context(|| format!("cannot open data directory {}", path.display()))?;
+    match eyeflow_runtime::audit::verify(&store, key.as_ref()).context("reading the audit chain")? {
+        Ok(report) => {
+            println!(
+                "audit chain verified: {} entries, head {}, {} checkpoints{}",
+                report.entries,
+                hex::encode(report.head_hash),
+                report.checkpoints,
+                if report.signatures_checked {
+                    " (signatures checked)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(broken) => Err(Failure {
+            code: Code::AuditBroken,
+            error: broken.into(),
+        }),
+    }
+}
+
+fn executions_summary(data_dir: &crate::plugin_cmd::DataDir) -> CliResult {
+    let path = data_dir.path()?;
+    let store = eyeflow_runtime::store::EmbeddedStore::open(&path)
+        .with_context(|| format!("cannot open data directory {}", path.display()))?;
+    let journal = eyeflow_runtime::journal::FjallJournal::open(
+        store,
+        eyeflow_runtime::store::Durability::Sync,
+    )?;
+    let counts = journal.counts()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "executions": counts.executions,
+            "pending": counts.pending,
+            "finished": counts.finished,
+            "steps": counts.steps,
+        })
     );
     Ok(())
 }

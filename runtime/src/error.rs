@@ -120,6 +120,20 @@ pub enum Error {
         /// The wasmtime error, with its causes.
         reason: String,
     },
+    /// A program was refused by the node (capability missing, not deployed, bad version).
+    #[error("program {program} refused: {reason}")]
+    Refused {
+        /// Program id (and version when known).
+        program: String,
+        /// Why, and what is expected.
+        reason: String,
+    },
+    /// The node could not do what was asked (journal failure, ...).
+    #[error("node: {reason}")]
+    Node {
+        /// What failed.
+        reason: String,
+    },
     /// A key file or the keyring is unusable.
     #[error(transparent)]
     Ir(#[from] eyeflow_ir::Error),

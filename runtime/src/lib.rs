@@ -1,13 +1,25 @@
-//! # eyeflow-runtime: the adapters behind the SVM ports, and the `eyeflow` binary
+//! # eyeflow-runtime: the adapters behind the SVM ports, the node, and the `eyeflow` binary
 //!
-//! - [`store`]: the embedded store (fjall) under a node's data directory: catalog, grants,
-//!   keyring, plugin scratch KV (journal and audit arrive with the actor runtime);
-//! - [`plugins`]: the WebAssembly plugin platform: signed packages, the operator's grants,
-//!   the catalog with live upgrade, and the sandboxed wasmtime host that implements
-//!   [`eyeflow_actors::ports::PluginPort`];
-//! - [`secrets`]: the embedded secrets source (a local file, never logged).
+//! - [`store`]: the embedded store (fjall) under a node's data directory, one keyspace per
+//!   concern, with group commit;
+//! - [`journal`] and [`audit`]: the record of truth (accepted events, instruction outcomes)
+//!   and the hash-chained audit log with signed checkpoints;
+//! - [`memory`], [`events`], [`http`], [`llm`], [`secrets`]: the embedded adapters of the
+//!   node and cluster memory tiers, EMIT_EVENT, outgoing HTTP, OpenAI-compatible LLMs and
+//!   local secrets;
+//! - [`plugins`]: the WebAssembly plugin platform (signed packages, grants, catalog with
+//!   live upgrade, the sandboxed wasmtime host behind
+//!   [`PluginPort`](eyeflow_actors::ports::PluginPort));
+//! - [`node`]: a node on embedded defaults assembled from all of the above.
 
+pub mod audit;
 mod error;
+pub mod events;
+pub mod http;
+pub mod journal;
+pub mod llm;
+pub mod memory;
+pub mod node;
 pub mod plugins;
 pub mod secrets;
 pub mod store;

@@ -1,8 +1,27 @@
 //! The embedded store: one fjall database under the node's data directory, one keyspace per
 //! concern. Writes that acknowledge something to a caller are persisted with `SyncData`
 //! before the call returns.
+//!
+//! ## Durability and group commit
+//!
+//! [`EmbeddedStore::commit`] applies a set of writes atomically (one fjall write batch) and
+//! then makes them durable according to a [`Durability`]:
+//!
+//! - [`Durability::Sync`]: the caller fsyncs the fjall journal (`PersistMode::SyncData`)
+//!   itself, once per call;
+//! - [`Durability::GroupCommit`]: callers that commit at the same time share one fsync. Each
+//!   commit takes a ticket once its batch reached the fjall journal; the first caller that
+//!   finds no fsync in progress becomes the *leader*: it waits (at most 1 ms) for the
+//!   group-commit writes already under way to take their tickets, fsyncs everything written
+//!   so far and wakes the *followers* whose tickets that fsync covered; the others wait on
+//!   a condition variable. Every call still returns only once its own data is fsynced (or
+//!   with the fsync's error);
+//! - [`Durability::Buffered`]: no fsync (the write reaches the OS only): for benchmarks and
+//!   data that may be lost on power failure.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use eyeflow_ir::Keyring;
@@ -12,18 +31,42 @@ use serde::de::DeserializeOwned;
 
 use crate::{Error, Result};
 
-/// Names of the keyspaces, one per concern.
-const KEYSPACES: [&str; 4] = ["catalog", "grants", "keyring", "plugin-kv"];
+/// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
+const KEYSPACES: [(Space, &str); 16] = [
+    (Space::Catalog, "catalog"),
+    (Space::Grants, "grants"),
+    (Space::Keyring, "keyring"),
+    (Space::PluginKv, "plugin-kv"),
+    (Space::JournalEvents, "journal-events"),
+    (Space::JournalExecutions, "journal-executions"),
+    (Space::JournalOpen, "journal-open"),
+    (Space::JournalSteps, "journal-steps"),
+    (Space::JournalDecisions, "journal-decisions"),
+    (Space::JournalOutcomes, "journal-outcomes"),
+    (Space::Audit, "audit"),
+    (Space::AuditCheckpoints, "audit-checkpoints"),
+    (Space::ClusterLatest, "cluster-latest"),
+    (Space::ClusterHistory, "cluster-history"),
+    (Space::Events, "events"),
+    (Space::EventKeys, "event-keys"),
+];
+
+// `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
+const _: () = {
+    let mut i = 0;
+    while i < KEYSPACES.len() {
+        assert!(KEYSPACES[i].0 as usize == i);
+        i += 1;
+    }
+};
 
 /// The node's embedded database.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Database,
     root: PathBuf,
-    catalog: Keyspace,
-    grants: Keyspace,
-    keyring: Keyspace,
-    plugin_kv: Keyspace,
+    spaces: Arc<[Keyspace]>,
+    group: Arc<GroupSync>,
 }
 
 /// One keyspace of the store, by concern.
@@ -37,6 +80,86 @@ pub enum Space {
     Keyring,
     /// Plugins' scratch key-value data.
     PluginKv,
+    /// Journal: event id → execution id (the dedupe index).
+    JournalEvents,
+    /// Journal: execution id → accepted event and acceptance sequence.
+    JournalExecutions,
+    /// Journal: ids of accepted, unfinished executions.
+    JournalOpen,
+    /// Journal: `execution_id/seq` (seq zero-padded to 20 digits) → step record.
+    JournalSteps,
+    /// Journal: `execution_id/instruction_id` → human decision.
+    JournalDecisions,
+    /// Journal: execution id → how it ended.
+    JournalOutcomes,
+    /// Audit chain: big-endian entry index → hashes and canonical entry.
+    Audit,
+    /// Audit chain: big-endian entry index → signed checkpoint of the chain head.
+    AuditCheckpoints,
+    /// Cluster memory (L3): key → latest value.
+    ClusterLatest,
+    /// Cluster memory (L3): `key/seq` → every value ever put.
+    ClusterHistory,
+    /// Emitted events, by topic and offset.
+    Events,
+    /// Emitted events: idempotency key → where the event landed.
+    EventKeys,
+}
+
+/// How a commit is made durable before it returns (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// One fsync per call.
+    Sync,
+    /// Concurrent callers share one fsync; each still returns only after its data is
+    /// fsynced.
+    #[default]
+    GroupCommit,
+    /// No fsync: the data reaches the OS, not necessarily the disk.
+    Buffered,
+}
+
+/// One write of an atomic [`EmbeddedStore::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Store `value` under `key`.
+    Put(Space, Vec<u8>, Vec<u8>),
+    /// Remove `key`.
+    Remove(Space, Vec<u8>),
+}
+
+/// The group-commit state shared by every clone of a store.
+#[derive(Default)]
+struct GroupSync {
+    state: Mutex<GroupState>,
+    /// Signalled when an fsync ends.
+    synced: Condvar,
+    /// Signalled when a group-commit write reaches the journal.
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// Last ticket handed out (tickets start at 1).
+    issued: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    /// A leader is fsyncing.
+    syncing: bool,
+    /// The last failed fsync: tickets up to `.0` get its message.
+    failed: Option<(u64, String)>,
+    /// Group-commit writes begun, and ended (written, or failed).
+    begun: u64,
+    ended: u64,
+}
+
+/// How long a leader waits for the writes already under way to join its fsync.
+const GATHER: Duration = Duration::from_millis(1);
+
+impl GroupSync {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl EmbeddedStore {
@@ -47,18 +170,18 @@ impl EmbeddedStore {
         let db = Database::builder(&path)
             .open()
             .map_err(Error::store(format!("open {}", path.display())))?;
-        let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(Error::store(format!("open keyspace {name}")))
-        };
-        let [catalog, grants, keyring, plugin_kv] = KEYSPACES.map(open);
+        let spaces = KEYSPACES
+            .iter()
+            .map(|(_, name)| {
+                db.keyspace(name, KeyspaceCreateOptions::default)
+                    .map_err(Error::store(format!("open keyspace {name}")))
+            })
+            .collect::<Result<Arc<[Keyspace]>>>()?;
         Ok(Self {
-            catalog: catalog?,
-            grants: grants?,
-            keyring: keyring?,
-            plugin_kv: plugin_kv?,
+            spaces,
             db,
             root: data_dir.to_path_buf(),
+            group: Arc::default(),
         })
     }
 
@@ -68,12 +191,8 @@ impl EmbeddedStore {
     }
 
     fn space(&self, space: Space) -> &Keyspace {
-        match space {
-            Space::Catalog => &self.catalog,
-            Space::Grants => &self.grants,
-            Space::Keyring => &self.keyring,
-            Space::PluginKv => &self.plugin_kv,
-        }
+        // `spaces` holds one keyspace per `Space`, in discriminant order (see `KEYSPACES`).
+        &self.spaces[space as usize]
     }
 
     /// Raw value under `key`.
@@ -142,6 +261,145 @@ impl EmbeddedStore {
         self.db
             .persist(PersistMode::SyncData)
             .map_err(Error::store("persist"))
+    }
+
+    /// Applies `writes` atomically (all or none survive a crash), then makes them durable
+    /// as `durability` says before returning.
+    pub fn commit(
+        &self,
+        writes: impl IntoIterator<Item = Write>,
+        durability: Durability,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        for write in writes {
+            match write {
+                Write::Put(space, key, value) => batch.insert(self.space(space), key, value),
+                Write::Remove(space, key) => batch.remove(self.space(space), key),
+            }
+        }
+        if durability != Durability::GroupCommit {
+            batch.commit().map_err(Error::store("commit"))?;
+            return self.persist(durability);
+        }
+        // Announce the write so that a leader about to fsync waits for it.
+        self.group.lock().begun += 1;
+        let written = batch.commit().map_err(Error::store("commit"));
+        let mut state = self.group.lock();
+        state.ended += 1;
+        self.group.written.notify_all();
+        written?;
+        self.wait_durable(state)
+    }
+
+    /// Makes everything written so far durable as `durability` says (no-op for
+    /// [`Durability::Buffered`]).
+    pub fn persist(&self, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::Sync => self.sync(),
+            Durability::GroupCommit => self.wait_durable(self.group.lock()),
+            Durability::Buffered => Ok(()),
+        }
+    }
+
+    /// Group commit: takes a ticket for everything written so far and waits until an fsync
+    /// covers it, leading that fsync when none is in progress.
+    fn wait_durable<'a>(&'a self, mut state: MutexGuard<'a, GroupState>) -> Result<()> {
+        let group = &self.group;
+        state.issued += 1;
+        let ticket = state.issued;
+        loop {
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            if let Some((upto, message)) = &state.failed
+                && *upto >= ticket
+            {
+                // fjall poisons the database when an fsync fails: later writes fail too.
+                return Err(Error::Store {
+                    context: format!("group commit: the shared fsync failed ({message})"),
+                    source: fjall::Error::Poisoned,
+                });
+            }
+            if !state.syncing {
+                // Leader. Let the writes already under way reach the journal and take their
+                // tickets, so that this fsync covers them too (bounded wait).
+                state.syncing = true;
+                let goal = state.begun;
+                let deadline = Instant::now() + GATHER;
+                while state.ended < goal {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    state = group
+                        .written
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                // Every ticket issued so far was taken after its write reached the journal.
+                let target = state.issued;
+                drop(state);
+                let result = self.sync();
+                state = group.lock();
+                state.syncing = false;
+                match &result {
+                    Ok(()) => state.durable = state.durable.max(target),
+                    Err(e) => state.failed = Some((target, e.to_string())),
+                }
+                group.synced.notify_all();
+                return result;
+            }
+            state = group
+                .synced
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The last `(key, value)` whose key starts with `prefix`.
+    pub fn last(&self, space: Space, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.space(space)
+            .prefix(prefix)
+            .next_back()
+            .map(|guard| {
+                let (k, v) = guard
+                    .into_inner()
+                    .map_err(Error::store(format!("scan {space:?}")))?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .transpose()
+    }
+
+    /// At most `max` `(key, value)` pairs with `from <= key` and key starting with
+    /// `prefix`, in key order.
+    pub fn scan_from(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        from: &[u8],
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.space(space)
+            .range(from..)
+            .map(|guard| {
+                guard
+                    .into_inner()
+                    .map_err(Error::store(format!("scan {space:?}")))
+            })
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(max)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect()
+    }
+
+    /// The number of records in `space` (a full scan).
+    pub fn count(&self, space: Space) -> Result<u64> {
+        let len = self
+            .space(space)
+            .len()
+            .map_err(Error::store(format!("count {space:?}")))?;
+        Ok(u64::try_from(len).unwrap_or(u64::MAX))
     }
 
     /// The keyring persisted in this store.

@@ -611,7 +611,21 @@ impl PluginPort for PluginHost {
         params: &Value,
         deadline: Duration,
     ) -> std::result::Result<Value, CallError> {
-        let loaded = self.resolve(connector, Some(Kind::Connector))?;
+        let loaded = match self.resolve(connector, Some(Kind::Connector)) {
+            Ok(loaded) => loaded,
+            // A capability that exposes a `read` action (valve-sim's state, for
+            // postconditions) is read through that action.
+            Err(not_found) => match self.resolve(connector, Some(Kind::Capability)) {
+                Ok(capability) if capability.manifest.operations.contains_key("read") => {
+                    static READS: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    let n = READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let idempotency_key = format!("read/{key}/{n}");
+                    return self.invoke(connector, "read", params, &idempotency_key, deadline);
+                }
+                _ => return Err(not_found),
+            },
+        };
         let Entrypoints::Connector { read: index, .. } = &loaded.entrypoints else {
             return Err(CallError::new(
                 CallErrorKind::Internal,

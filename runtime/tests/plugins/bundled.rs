@@ -214,3 +214,35 @@ fn webhook_notify_posts_with_a_granted_secret() {
         .unwrap_err();
     assert_eq!(err.kind, CallErrorKind::InvalidInput, "{err}");
 }
+
+#[test]
+fn a_capability_with_a_read_action_is_readable_as_a_resource() {
+    let node = Node::new();
+    node.install("valve-sim");
+    node.invoke(
+        "valve-sim",
+        "set",
+        json!({"valve": "valve/v-7", "position": 30}),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let state = node
+            .read("valve-sim", "valve/v-7", json!({"valve": "valve/v-7"}))
+            .unwrap();
+        assert_eq!(state["position"], 30, "{state}");
+    }
+    // Reads are never answered from the idempotency store: they see the new state.
+    node.host
+        .invoke(
+            &cap("valve-sim", "^1"),
+            "open",
+            &json!({"valve": "valve/v-7"}),
+            "e9/i1/1",
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+    let state = node
+        .read("valve-sim", "valve/v-7", json!({"valve": "valve/v-7"}))
+        .unwrap();
+    assert_eq!(state["position"], 100, "{state}");
+}

@@ -1,0 +1,189 @@
+//! CEL expressions (`cel-interpreter`) over JSON values, and the variables they see.
+//!
+//! Values cross the boundary as JSON: integers that fit `i64` become CEL `int` (so that
+//! `size(x) - 1` and `x[0]` work on JSON data), other numbers `double`; CEL results come
+//! back as JSON (`uint` and `int` as integers, map keys as strings, bytes as lowercase hex).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cel_interpreter::objects::{Key, Map};
+use cel_interpreter::{Context, Program, Value as Cel};
+use serde_json::{Number, Value};
+
+/// A compiled CEL expression and its source text.
+#[derive(Debug)]
+pub(crate) struct Expr {
+    source: String,
+    program: Program,
+}
+
+impl Expr {
+    /// Compiles `source`; the message says what does not parse.
+    pub(crate) fn compile(source: &str) -> Result<Self, String> {
+        // The parser is third-party code run on program text: a panic is a parse error.
+        let parsed = std::panic::catch_unwind(|| Program::compile(source))
+            .map_err(|_| "the CEL parser failed on this expression".to_owned())?;
+        let program = parsed.map_err(|e| format!("CEL does not parse: {e}"))?;
+        Ok(Self {
+            source: source.to_owned(),
+            program,
+        })
+    }
+
+    /// The expression's text.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates the expression over `vars`.
+    pub(crate) fn eval(&self, vars: &Vars) -> Result<Value, String> {
+        let mut context = Context::default();
+        for (name, value) in &vars.values {
+            context.add_variable_from_value(name.clone(), value.clone());
+        }
+        let value = self
+            .program
+            .execute(&context)
+            .map_err(|e| format!("`{}`: {e}", self.source))?;
+        to_json(&value).map_err(|e| format!("`{}`: {e}", self.source))
+    }
+
+    /// Evaluates the expression, which must give a bool.
+    pub(crate) fn eval_bool(&self, vars: &Vars) -> Result<bool, String> {
+        match self.eval(vars)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!(
+                "`{}` gave {}, expected a bool",
+                self.source,
+                kind_of(&other)
+            )),
+        }
+    }
+}
+
+/// The name of a JSON value's type, for messages.
+pub(crate) fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The variables an expression sees (name → value), kept in CEL form.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Vars {
+    values: BTreeMap<String, Cel>,
+}
+
+impl Vars {
+    /// Binds `name` to `value`.
+    pub(crate) fn set(&mut self, name: &str, value: &Value) {
+        self.values.insert(name.to_owned(), to_cel(value));
+    }
+
+    /// Unbinds `name`.
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.values.remove(name);
+    }
+}
+
+/// JSON → CEL.
+pub(crate) fn to_cel(value: &Value) -> Cel {
+    match value {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Cel::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Cel::UInt(u)
+            } else {
+                Cel::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => Cel::String(Arc::new(s.clone())),
+        Value::Array(items) => Cel::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(fields) => Cel::Map(Map {
+            map: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect(),
+            ),
+        }),
+    }
+}
+
+/// CEL → JSON; non-finite doubles and functions have no JSON form.
+pub(crate) fn to_json(value: &Cel) -> Result<Value, String> {
+    Ok(match value {
+        Cel::Null => Value::Null,
+        Cel::Bool(b) => Value::Bool(*b),
+        Cel::Int(i) => Value::from(*i),
+        Cel::UInt(u) => Value::from(*u),
+        Cel::Float(f) => Value::Number(
+            Number::from_f64(*f).ok_or_else(|| format!("the result {f} is not a finite number"))?,
+        ),
+        Cel::String(s) => Value::String(s.as_str().to_owned()),
+        Cel::Bytes(b) => Value::String(hex::encode(b.as_slice())),
+        Cel::List(items) => Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        Cel::Map(map) => {
+            let mut object = serde_json::Map::new();
+            for (key, v) in map.map.iter() {
+                let key = match key {
+                    Key::Int(i) => i.to_string(),
+                    Key::Uint(u) => u.to_string(),
+                    Key::Bool(b) => b.to_string(),
+                    Key::String(s) => s.as_str().to_owned(),
+                };
+                object.insert(key, to_json(v)?);
+            }
+            Value::Object(object)
+        }
+        Cel::Function(name, _) => return Err(format!("the result is the function `{name}`")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn eval(source: &str, vars: &Vars) -> Result<Value, String> {
+        Expr::compile(source)?.eval(vars)
+    }
+
+    #[test]
+    fn json_round_trips_through_cel() {
+        let mut vars = Vars::default();
+        let data = json!({"a": [1, 2.5, "x", null, true], "b": {"c": -3}});
+        vars.set("data", &data);
+        assert_eq!(eval("data", &vars).unwrap(), data);
+        assert_eq!(
+            eval("data.a[size(data.a) - 1]", &vars).unwrap(),
+            json!(true)
+        );
+        assert_eq!(eval("data.b.c * 2", &vars).unwrap(), json!(-6));
+        assert_eq!(eval("has(data.z) ? 1 : 2", &vars).unwrap(), json!(2));
+        assert_eq!(
+            eval("{'k': data.a[1] > 2}", &vars).unwrap(),
+            json!({"k": true})
+        );
+    }
+
+    #[test]
+    fn errors_name_the_expression() {
+        let vars = Vars::default();
+        let err = eval("missing.x", &vars).unwrap_err();
+        assert!(err.contains("missing.x"), "{err}");
+        assert!(Expr::compile("1 +").is_err());
+        let err = Expr::compile("1").unwrap().eval_bool(&vars).unwrap_err();
+        assert!(err.contains("expected a bool"), "{err}");
+    }
+}

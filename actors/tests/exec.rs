@@ -1,0 +1,1417 @@
+//! The execution engine against in-memory ports: every opcode, the fallback engine, time
+//! windows, postconditions, human validation, resume, secrets, panics, and the example rules.
+
+// The fakes below are test code outside `#[test]` functions: a poisoned lock there is a bug
+// in the test, so unwrapping is the right answer.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eyeflow_actors::exec::{self, Clock, Effects, Program, Report};
+use eyeflow_actors::gates::{Boundary, ResourceGate, ResourceHold};
+use eyeflow_actors::ports::*;
+use eyeflow_compiler::CompileOptions;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------- fakes
+
+/// Monday 2024-01-01 10:00 UTC.
+const MONDAY_10H: u64 = 1_704_067_200_000 + 10 * 3_600_000;
+
+#[derive(Default)]
+struct FakeClock {
+    now: AtomicU64,
+    sleeps: Mutex<Vec<u64>>,
+}
+
+impl Clock for FakeClock {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+    fn sleep(&self, d: Duration) {
+        self.sleeps.lock().unwrap().push(d.as_millis() as u64);
+        self.now.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+type ReadFn = dyn Fn(&CapabilityRef, &str, &Value) -> Result<Value, CallError> + Send + Sync;
+type InvokeFn = dyn Fn(&CapabilityRef, &str, &Value) -> Result<Value, CallError> + Send + Sync;
+
+/// One plugin call: (kind, capability, key or action, params, idempotency key).
+type PluginCall = (String, String, String, Value, String);
+
+struct FakePlugins {
+    read: Mutex<Box<ReadFn>>,
+    invoke: Mutex<Box<InvokeFn>>,
+    calls: Mutex<Vec<PluginCall>>,
+}
+
+impl PluginPort for FakePlugins {
+    fn read(
+        &self,
+        c: &CapabilityRef,
+        key: &str,
+        params: &Value,
+        _d: Duration,
+    ) -> Result<Value, CallError> {
+        self.calls.lock().unwrap().push((
+            "read".into(),
+            c.id.clone(),
+            key.into(),
+            params.clone(),
+            String::new(),
+        ));
+        (self.read.lock().unwrap())(c, key, params)
+    }
+    fn invoke(
+        &self,
+        c: &CapabilityRef,
+        action: &str,
+        input: &Value,
+        idem: &str,
+        _d: Duration,
+    ) -> Result<Value, CallError> {
+        self.calls.lock().unwrap().push((
+            "invoke".into(),
+            c.id.clone(),
+            action.into(),
+            input.clone(),
+            idem.into(),
+        ));
+        (self.invoke.lock().unwrap())(c, action, input)
+    }
+}
+
+type HttpFn = dyn Fn(&HttpRequest) -> Result<HttpResponse, CallError> + Send + Sync;
+struct FakeHttp {
+    handler: Mutex<Box<HttpFn>>,
+    requests: Mutex<Vec<HttpRequest>>,
+}
+impl HttpPort for FakeHttp {
+    fn send(&self, r: &HttpRequest) -> Result<HttpResponse, CallError> {
+        self.requests.lock().unwrap().push(r.clone());
+        (self.handler.lock().unwrap())(r)
+    }
+}
+
+type LlmFn = dyn Fn(&LlmRequest) -> Result<String, CallError> + Send + Sync;
+struct FakeLlm {
+    handler: Mutex<Box<LlmFn>>,
+    requests: Mutex<Vec<LlmRequest>>,
+}
+impl LlmPort for FakeLlm {
+    fn complete(&self, r: &LlmRequest) -> Result<String, CallError> {
+        self.requests.lock().unwrap().push(r.clone());
+        (self.handler.lock().unwrap())(r)
+    }
+}
+
+#[derive(Default)]
+struct FakeEvents(Mutex<Vec<(String, String, Value, String)>>);
+impl EventSink for FakeEvents {
+    fn emit(&self, topic: &str, key: &str, payload: &Value, idem: &str) -> Result<(), CallError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((topic.into(), key.into(), payload.clone(), idem.into()));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Mem(Mutex<HashMap<String, (Value, Option<Duration>)>>);
+impl NodeMemory for Mem {
+    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+        Ok(self.0.lock().unwrap().get(key).map(|v| v.0.clone()))
+    }
+    fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.into(), (value.clone(), Some(ttl)));
+        Ok(())
+    }
+}
+impl ClusterMemory for Mem {
+    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+        Ok(self.0.lock().unwrap().get(key).map(|v| v.0.clone()))
+    }
+    fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.into(), (value.clone(), None));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct FakeSecrets(HashMap<String, String>);
+impl SecretSource for FakeSecrets {
+    fn get(&self, name: &str) -> Option<Secret> {
+        self.0.get(name).map(Secret::new)
+    }
+}
+
+#[derive(Default)]
+struct MemJournal {
+    steps: Mutex<Vec<StepRecord>>,
+    finished: Mutex<Option<ExecutionOutcome>>,
+    decisions: Mutex<HashMap<String, bool>>,
+    broken: AtomicBool,
+}
+impl Journal for MemJournal {
+    fn accept(&self, _e: &EventRecord) -> Result<Accepted, CallError> {
+        Ok(Accepted::New {
+            execution_id: "x".into(),
+        })
+    }
+    fn step(&self, step: &StepRecord) -> Result<(), CallError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(CallError::new(
+                CallErrorKind::Unavailable,
+                "journal",
+                "disk full",
+            ));
+        }
+        self.steps.lock().unwrap().push(step.clone());
+        Ok(())
+    }
+    fn finish(&self, _id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError> {
+        *self.finished.lock().unwrap() = Some(outcome.clone());
+        Ok(())
+    }
+    fn decide(&self, _e: &str, i: &str, approved: bool) -> Result<(), CallError> {
+        self.decisions.lock().unwrap().insert(i.into(), approved);
+        Ok(())
+    }
+    fn decision(&self, _e: &str, i: &str) -> Result<Option<bool>, CallError> {
+        Ok(self.decisions.lock().unwrap().get(i).copied())
+    }
+    fn pending(&self) -> Result<Vec<PendingExecution>, CallError> {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Default)]
+struct MemAudit(Mutex<Vec<AuditEntry>>);
+impl AuditLog for MemAudit {
+    fn append(&self, e: &AuditEntry) -> Result<AuditReceipt, CallError> {
+        let mut entries = self.0.lock().unwrap();
+        entries.push(e.clone());
+        Ok(AuditReceipt {
+            index: entries.len() as u64 - 1,
+            hash: [0; 32],
+        })
+    }
+}
+
+#[derive(Default)]
+struct FakeArbiter {
+    busy: Mutex<Vec<String>>,
+    acquired: Mutex<Vec<(String, u32, Duration)>>,
+    held: Arc<AtomicU64>,
+}
+impl ResourceGate for FakeArbiter {
+    fn acquire(
+        &self,
+        key: &str,
+        _holder: &str,
+        priority: u32,
+        max_wait: Duration,
+    ) -> Result<ResourceHold, CallError> {
+        if self.busy.lock().unwrap().iter().any(|k| k == key) {
+            return Err(CallError::new(CallErrorKind::Timeout, "arbiter", "busy"));
+        }
+        self.acquired
+            .lock()
+            .unwrap()
+            .push((key.into(), priority, max_wait));
+        let held = self.held.clone();
+        held.fetch_add(1, Ordering::SeqCst);
+        Ok(ResourceHold::new(move || {
+            held.fetch_sub(1, Ordering::SeqCst);
+        }))
+    }
+}
+
+#[derive(Default)]
+struct FakeBoundary(Mutex<Vec<(u32, bool)>>);
+impl Boundary for FakeBoundary {
+    fn checkpoint(&self, _e: &str, priority: u32, preemptible: bool) {
+        self.0.lock().unwrap().push((priority, preemptible));
+    }
+}
+
+struct World {
+    clock: Arc<FakeClock>,
+    plugins: Arc<FakePlugins>,
+    http: Arc<FakeHttp>,
+    llm: Arc<FakeLlm>,
+    events: Arc<FakeEvents>,
+    node: Arc<Mem>,
+    cluster: Arc<Mem>,
+    journal: Arc<MemJournal>,
+    audit: Arc<MemAudit>,
+    arbiter: Arc<FakeArbiter>,
+    boundary: Arc<FakeBoundary>,
+    secrets: Arc<FakeSecrets>,
+}
+
+const SECRET: &str = "s3cr3t-guidelines-value";
+
+fn plausible_read(c: &CapabilityRef, _key: &str, params: &Value) -> Result<Value, CallError> {
+    let sensor = params["key"]
+        .as_str()
+        .or(params["sensor"].as_str())
+        .unwrap_or("");
+    Ok(match c.id.as_str() {
+        "sensor-sim" if sensor.contains("pressure") => json!({"value": 9.0, "unit": "bar"}),
+        "sensor-sim" if sensor.contains("position") => json!({"value": 40.0}),
+        "sensor-sim" if sensor.contains("supply") => json!({"value": 65.0}),
+        "sensor-sim" if sensor.contains("return") || sensor.contains("chiller") => {
+            json!({"value": 10.0})
+        }
+        "sensor-sim" if sensor.contains("flue") || sensor.contains("boiler") => {
+            json!({"value": 500.0, "unit": "F"})
+        }
+        "http-json" if params["url"].as_str().unwrap_or("").contains("forecast") => {
+            json!({"min_outdoor_c": -2.0})
+        }
+        "http-json" => json!({
+            "readings": [{"value": 1500, "unit": "Wh", "timestamp": 10}, {"value": 2, "unit": "kWh", "timestamp": 20}],
+            "last_timestamp": 20
+        }),
+        _ => json!({"value": 20.0}),
+    })
+}
+
+impl World {
+    fn new() -> Self {
+        let clock = Arc::new(FakeClock::default());
+        clock.now.store(MONDAY_10H, Ordering::SeqCst);
+        let secrets = FakeSecrets(
+            [
+                ("kv/plant-a/triage-guidelines", SECRET),
+                ("kv/plant-a/pager-token", "pager-token-value"),
+                ("kv/plant-a/bms-api-token", "bms-token-value"),
+                ("kv/api", "api-token-value"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        Self {
+            clock,
+            plugins: Arc::new(FakePlugins {
+                read: Mutex::new(Box::new(plausible_read)),
+                invoke: Mutex::new(Box::new(|_, action, input| {
+                    Ok(json!({"ok": true, "action": action, "input": input}))
+                })),
+                calls: Mutex::default(),
+            }),
+            http: Arc::new(FakeHttp {
+                handler: Mutex::new(Box::new(|_| {
+                    Ok(HttpResponse {
+                        status: 200,
+                        body: json!({"id": "r-1"}),
+                    })
+                })),
+                requests: Mutex::default(),
+            }),
+            llm: Arc::new(FakeLlm {
+                handler: Mutex::new(Box::new(|_| {
+                    Ok(r#"{"severity": "critical", "summary": "Chiller 2 tripped."}"#.to_owned())
+                })),
+                requests: Mutex::default(),
+            }),
+            events: Arc::default(),
+            node: Arc::default(),
+            cluster: Arc::default(),
+            journal: Arc::default(),
+            audit: Arc::default(),
+            arbiter: Arc::default(),
+            boundary: Arc::default(),
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    fn effects(&self) -> Effects {
+        Effects {
+            node_id: "node-1".into(),
+            plugins: self.plugins.clone(),
+            http: self.http.clone(),
+            llm: self.llm.clone(),
+            events: self.events.clone(),
+            node_memory: self.node.clone(),
+            cluster_memory: self.cluster.clone(),
+            secrets: self.secrets.clone(),
+            journal: self.journal.clone(),
+            audit: self.audit.clone(),
+            arbiter: self.arbiter.clone(),
+            boundary: self.boundary.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    fn on_read(
+        &self,
+        f: impl Fn(&CapabilityRef, &str, &Value) -> Result<Value, CallError> + Send + Sync + 'static,
+    ) {
+        *self.plugins.read.lock().unwrap() = Box::new(f);
+    }
+
+    fn on_invoke(
+        &self,
+        f: impl Fn(&CapabilityRef, &str, &Value) -> Result<Value, CallError> + Send + Sync + 'static,
+    ) {
+        *self.plugins.invoke.lock().unwrap() = Box::new(f);
+    }
+
+    fn run(&self, program: &Program, payload: Value) -> Report {
+        self.resume(program, payload, &[])
+    }
+
+    fn resume(&self, program: &Program, payload: Value, history: &[StepRecord]) -> Report {
+        let event = EventRecord {
+            event_id: "ev-1".into(),
+            source: "test".into(),
+            program_id: program.id().into(),
+            program_version: program.version().into(),
+            payload,
+            priority: 128,
+            accepted_at_ms: 0,
+        };
+        exec::execute(program, "exec-1", &event, history, &self.effects())
+    }
+
+    fn steps(&self) -> Vec<StepRecord> {
+        self.journal.steps.lock().unwrap().clone()
+    }
+
+    fn invokes(&self) -> Vec<PluginCall> {
+        self.plugins
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.0 == "invoke")
+            .cloned()
+            .collect()
+    }
+
+    fn step_ids(&self) -> Vec<String> {
+        self.steps().into_iter().map(|s| s.instruction_id).collect()
+    }
+}
+
+fn compile(source: &str) -> Program {
+    let ir = eyeflow_compiler::compile(
+        source,
+        &CompileOptions {
+            source_name: "test.yaml".into(),
+            compiled_by: "test".into(),
+            compiled_at: 0,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    Program::prepare(Arc::new(ir)).unwrap()
+}
+
+fn completed(report: Report) -> Value {
+    match report {
+        Report::Finished(ExecutionOutcome::Completed { value }) => value,
+        other => panic!("expected Completed, got {other:?}"),
+    }
+}
+
+fn failed(report: Report) -> (String, String) {
+    match report {
+        Report::Finished(ExecutionOutcome::Failed { class, message }) => (class, message),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- opcodes
+
+#[test]
+fn program_is_shareable() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Program>();
+    send_sync::<Effects>();
+}
+
+const BRANCHY: &str = r#"
+id: branchy
+version: 1.0.0
+instructions:
+  - {id: double, op: EVAL, expression: event.x * 2, next: decide}
+  - {id: decide, op: BRANCH, condition: double > 10, then: big, else: small}
+  - {id: big, op: EVAL, expression: "'big'", next: joined}
+  - {id: small, op: EVAL, expression: "'small'", next: joined}
+  - {id: joined, op: MERGE, next: done}
+  - {id: done, op: RETURN, expression: "{'double': double, 'joined': joined}"}
+"#;
+
+#[test]
+fn eval_branch_merge_return() {
+    let program = compile(BRANCHY);
+    let w = World::new();
+    let value = completed(w.run(&program, json!({"x": 7})));
+    assert_eq!(value, json!({"double": 14, "joined": {"big": "big"}}));
+    assert_eq!(w.step_ids(), ["double", "decide", "big", "joined", "done"]);
+    assert_eq!(
+        *w.journal.finished.lock().unwrap(),
+        Some(ExecutionOutcome::Completed { value })
+    );
+
+    let w = World::new();
+    let value = completed(w.run(&program, json!({"x": 1})));
+    assert_eq!(value, json!({"double": 2, "joined": {"small": "small"}}));
+    assert!(!w.step_ids().contains(&"big".to_owned()));
+    // One audit entry per step, digests are hex SHA-256.
+    let audit = w.audit.0.lock().unwrap();
+    assert_eq!(audit.len(), w.steps().len());
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.output_digest.len() == 64 && e.node_id == "node-1")
+    );
+    assert_eq!(audit[0].opcode, "EVAL");
+}
+
+#[test]
+fn branch_without_else_ends_that_path() {
+    let program = compile(
+        r#"
+id: b
+version: 1.0.0
+instructions:
+  - {id: check, op: BRANCH, condition: event.go, then: act}
+  - {id: act, op: EVAL, expression: "1", next: after}
+  - {id: after, op: RETURN, expression: "'acted'"}
+"#,
+    );
+    let w = World::new();
+    assert_eq!(
+        completed(w.run(&program, json!({"go": false}))),
+        Value::Null
+    );
+    assert_eq!(w.step_ids(), ["check"]);
+    // A non-bool condition is invalid input.
+    let w = World::new();
+    assert_eq!(failed(w.run(&program, json!({"go": 3}))).0, "invalid_input");
+}
+
+#[test]
+fn loop_with_branch_function_and_emit() {
+    let program = compile(
+        r#"
+id: sweep
+version: 1.0.0
+requires: {sensor-sim: ^1.0}
+instructions:
+  - id: sweep
+    op: LOOP
+    over: event.boilers
+    as: boiler
+    max_iterations: 3
+    body: [read, to_c, hot, raise]
+    next: done
+  - {id: read, op: LOAD_RESOURCE, capability: sensor-sim, params: {sensor: "boiler + '/flue'"}, next: to_c}
+  - {id: to_c, op: CALL_FUNCTION, function: units.convert, params: {value: read.value, from: read.unit, to: "'C'"}, next: hot}
+  - {id: hot, op: BRANCH, condition: to_c > 230.0, then: raise}
+  - {id: raise, op: EMIT_EVENT, topic: alerts, event_key: boiler, expression: "{'boiler': boiler, 'c': to_c}"}
+  - {id: done, op: RETURN, expression: "size(sweep)"}
+"#,
+    );
+    let w = World::new();
+    w.on_read(|_, _, params| {
+        let hot = params["sensor"].as_str().unwrap().starts_with("b1");
+        Ok(json!({"value": if hot { 500.0 } else { 212.0 }, "unit": "F"}))
+    });
+    let value = completed(w.run(&program, json!({"boilers": ["b1", "b2"]})));
+    assert_eq!(value, json!(2));
+    let events = w.events.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, "alerts");
+    assert_eq!(events[0].1, "b1");
+    assert_eq!(events[0].3, "exec-1/sweep/0/raise/1");
+    let ids = w.step_ids();
+    assert!(ids.contains(&"sweep/1/to_c".to_owned()), "{ids:?}");
+    assert!(!ids.contains(&"sweep/1/raise".to_owned()));
+    let loop_out = w
+        .steps()
+        .into_iter()
+        .find(|s| s.instruction_id == "sweep")
+        .unwrap();
+    let StepOutcome::Done { output } = loop_out.outcome else {
+        panic!()
+    };
+    assert_eq!(output[1]["to_c"], json!(100.0));
+    assert!(output[1].get("raise").is_none());
+
+    // More items than the bound.
+    let w = World::new();
+    let (class, message) = failed(w.run(&program, json!({"boilers": ["a", "b", "c", "d"]})));
+    assert_eq!(class, "invalid_input");
+    assert!(message.contains("max_iterations"), "{message}");
+}
+
+#[test]
+fn while_loop_is_bounded() {
+    let program = compile(
+        r#"
+id: w
+version: 1.0.0
+instructions:
+  - {id: spin, op: LOOP, while: "true", max_iterations: 4, body: [tick], next: done}
+  - {id: tick, op: EVAL, expression: "1"}
+  - {id: done, op: RETURN, expression: size(spin)}
+"#,
+    );
+    let w = World::new();
+    assert_eq!(completed(w.run(&program, json!({}))), json!(4));
+}
+
+#[test]
+fn store_and_load_in_every_scope() {
+    let program = compile(
+        r#"
+id: mem
+version: 1.0.0
+instructions:
+  - {id: miss, op: LOAD, scope: node, key: k/node, default: '{"n": 0}', next: put_node}
+  - {id: put_node, op: STORE, scope: node, key: k/node, expression: "{'n': miss.n + 1}", ttl_seconds: 60, next: put_cluster}
+  - {id: put_cluster, op: STORE, scope: cluster, key: k/cluster, expression: "[1, 2]", next: put_l1}
+  - {id: put_l1, op: STORE, scope: execution, key: scratch, expression: "'here'", next: get_node}
+  - {id: get_node, op: LOAD, scope: node, key: k/node, next: get_cluster}
+  - {id: get_cluster, op: LOAD, scope: cluster, key: k/cluster, next: get_l1}
+  - {id: get_l1, op: LOAD, scope: execution, key: scratch, next: absent}
+  - {id: absent, op: LOAD, scope: execution, key: nothing, next: done}
+  - id: done
+    op: RETURN
+    expression: "{'node': get_node.n, 'cluster': get_cluster, 'l1': get_l1, 'absent': absent, 'mem': memory.scratch}"
+"#,
+    );
+    let w = World::new();
+    let value = completed(w.run(&program, json!({})));
+    assert_eq!(
+        value,
+        json!({"node": 1, "cluster": [1, 2], "l1": "here", "absent": null, "mem": "here"})
+    );
+    let node = w.node.0.lock().unwrap();
+    assert_eq!(node["k/node"].1, Some(Duration::from_secs(60)));
+    assert!(w.cluster.0.lock().unwrap().contains_key("k/cluster"));
+}
+
+#[test]
+fn node_store_defaults_to_one_hour() {
+    let program = compile(
+        r#"
+id: ttl
+version: 1.0.0
+instructions:
+  - {id: put, op: STORE, scope: node, key: k, expression: "1"}
+"#,
+    );
+    let w = World::new();
+    completed(w.run(&program, json!({})));
+    assert_eq!(
+        w.node.0.lock().unwrap()["k"].1,
+        Some(Duration::from_secs(3_600))
+    );
+}
+
+const ACTION: &str = r#"
+id: act
+version: 1.0.0
+priority: high
+requires: {valve-sim: ^1.0, sensor-sim: ^1.0}
+instructions:
+  - id: read
+    op: LOAD_RESOURCE
+    capability: sensor-sim
+    params: {sensor: "'p'", key: "'sensor/boiler-1/pressure'"}
+    next: set
+  - id: set
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    params: {valve: "'V-1'", position_percent: read.value}
+    resource_key: valve/V-1
+    next: done
+  - {id: done, op: RETURN, expression: set.ok}
+"#;
+
+#[test]
+fn load_resource_and_call_action() {
+    let program = compile(ACTION);
+    let w = World::new();
+    assert_eq!(completed(w.run(&program, json!({}))), json!(true));
+    let calls = w.plugins.calls.lock().unwrap().clone();
+    assert_eq!(calls[0].0, "read");
+    assert_eq!(calls[0].1, "sensor-sim");
+    assert_eq!(calls[0].2, "sensor/boiler-1/pressure");
+    assert_eq!(calls[1].0, "invoke");
+    assert_eq!(calls[1].2, "set");
+    assert_eq!(calls[1].3, json!({"valve": "V-1", "position_percent": 9.0}));
+    assert_eq!(calls[1].4, "exec-1/set/1");
+    let acquired = w.arbiter.acquired.lock().unwrap().clone();
+    assert_eq!(
+        acquired,
+        [("valve/V-1".to_owned(), 64, Duration::from_millis(2_000))]
+    );
+    assert_eq!(w.arbiter.held.load(Ordering::SeqCst), 0, "permit released");
+    // Every instruction passed the scheduler's boundary at the program's priority.
+    assert_eq!(*w.boundary.0.lock().unwrap(), vec![(64, false); 3]);
+}
+
+#[test]
+fn busy_resource_is_a_resource_timeout() {
+    let program = compile(ACTION);
+    let w = World::new();
+    w.arbiter.busy.lock().unwrap().push("valve/V-1".into());
+    assert_eq!(failed(w.run(&program, json!({}))).0, "resource_timeout");
+    assert!(w.invokes().is_empty());
+}
+
+const API: &str = r#"
+id: api
+version: 1.0.0
+instructions:
+  - id: post
+    op: CALL_API
+    http: {method: POST, url: "https://api.example/v1/x", headers: {Content-Type: application/json}}
+    secret: kv/api
+    expression: "{'n': event.n}"
+    output_schema: '{"type": "object", "required": ["id"]}'
+    next: done
+  - {id: done, op: RETURN, expression: post.id}
+"#;
+
+#[test]
+fn call_api_sends_body_and_credential() {
+    let program = compile(API);
+    let w = World::new();
+    assert_eq!(completed(w.run(&program, json!({"n": 3}))), json!("r-1"));
+    let request = w.http.requests.lock().unwrap()[0].clone();
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.body, Some(json!({"n": 3})));
+    assert_eq!(request.idempotency_key.as_deref(), Some("exec-1/post/1"));
+    assert!(request.headers.contains(&(
+        "Authorization".to_owned(),
+        "Bearer api-token-value".to_owned()
+    )));
+    let journal = serde_json::to_string(&w.steps()).unwrap();
+    assert!(!journal.contains("api-token-value"));
+}
+
+#[test]
+fn http_statuses_map_to_classes() {
+    let program = compile(API);
+    for (status, class) in [
+        (500, "unavailable"),
+        (503, "unavailable"),
+        (429, "rate_limit"),
+        (404, "invalid_input"),
+        (403, "denied"),
+        (408, "timeout"),
+    ] {
+        let w = World::new();
+        *w.http.handler.lock().unwrap() = Box::new(move |_| {
+            Ok(HttpResponse {
+                status,
+                body: json!({}),
+            })
+        });
+        assert_eq!(
+            failed(w.run(&program, json!({"n": 1}))).0,
+            class,
+            "{status}"
+        );
+    }
+    // A 2xx answer that misses a required property.
+    let w = World::new();
+    *w.http.handler.lock().unwrap() = Box::new(|_| {
+        Ok(HttpResponse {
+            status: 201,
+            body: json!({"other": 1}),
+        })
+    });
+    assert_eq!(failed(w.run(&program, json!({"n": 1}))).0, "invalid_output");
+}
+
+#[test]
+fn call_service_uses_the_http_port() {
+    let program = compile(
+        r#"
+id: svc
+version: 1.0.0
+instructions:
+  - id: page
+    op: CALL_SERVICE
+    service: pager
+    http: {method: POST, url: "https://pager.example/alerts"}
+    expression: "{'m': 'hi'}"
+"#,
+    );
+    let w = World::new();
+    completed(w.run(&program, json!({})));
+    assert_eq!(
+        w.http.requests.lock().unwrap()[0].url,
+        "https://pager.example/alerts"
+    );
+}
+
+#[test]
+fn unknown_function_is_refused_at_prepare() {
+    let ir = eyeflow_compiler::compile(
+        r#"
+id: f
+version: 1.0.0
+instructions:
+  - {id: f, op: CALL_FUNCTION, function: now_ms}
+"#,
+        &CompileOptions {
+            source_name: "f.yaml".into(),
+            compiled_by: "t".into(),
+            compiled_at: 0,
+        },
+    )
+    .unwrap();
+    let err = Program::prepare(Arc::new(ir)).unwrap_err().to_string();
+    assert!(err.contains("`f`") && err.contains("now_ms"), "{err}");
+}
+
+const LLM: &str = r#"
+id: llm
+version: 1.0.0
+instructions:
+  - id: classify
+    op: LLM_CALL
+    model: big-model
+    temperature: 0.1
+    max_tokens: 100
+    system_prompt: "Guidelines: {{guidelines}}"
+    prompt: "Alarm: {{alarm}}"
+    slots:
+      guidelines: {vault: kv/plant-a/triage-guidelines}
+      alarm: {runtime: event.alarm}
+    examples:
+      - {input: '{"alarm": "a"}', output: '{"severity": "minor", "summary": "s"}'}
+    output_schema: '{"type": "object", "required": ["severity", "summary"], "properties": {"severity": {"enum": ["critical", "minor"]}}}'
+    fallback: {strategy: model, model: small-model, on: [model_unavailable, invalid_output]}
+    next: done
+  - {id: done, op: RETURN, expression: classify.severity}
+"#;
+
+#[test]
+fn llm_call_builds_the_frozen_context() {
+    let program = compile(LLM);
+    let w = World::new();
+    assert_eq!(
+        completed(w.run(&program, json!({"alarm": "CH-2 trip"}))),
+        json!("critical")
+    );
+    let request = w.llm.requests.lock().unwrap()[0].clone();
+    assert_eq!(request.model, "big-model");
+    assert!(request.json_output);
+    assert_eq!(request.max_tokens, 100);
+    let roles: Vec<&str> = request.messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(request.messages[0].content, format!("Guidelines: {SECRET}"));
+    assert_eq!(request.messages[3].content, "Alarm: CH-2 trip");
+}
+
+#[test]
+fn vault_secret_never_reaches_journal_or_audit() {
+    let program = compile(LLM);
+    let w = World::new();
+    // The model fails once so that failure records exist too.
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    *w.llm.handler.lock().unwrap() = Box::new(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(CallError::new(
+                CallErrorKind::ModelUnavailable,
+                "llm",
+                "no such model",
+            ))
+        } else {
+            Ok(r#"{"severity": "minor", "summary": "ok"}"#.into())
+        }
+    });
+    completed(w.run(&program, json!({"alarm": "x"})));
+    let journal = serde_json::to_string(&w.steps()).unwrap();
+    let audit = serde_json::to_string(&*w.audit.0.lock().unwrap()).unwrap();
+    assert!(!journal.contains(SECRET) && !audit.contains(SECRET));
+    assert!(!format!("{:?}", w.steps()).contains(SECRET));
+}
+
+#[test]
+fn fallback_model_switches_models() {
+    let program = compile(LLM);
+    let w = World::new();
+    *w.llm.handler.lock().unwrap() = Box::new(|r| {
+        if r.model == "big-model" {
+            Ok(r#"{"severity": "catastrophic", "summary": "x"}"#.into())
+        } else {
+            Ok(r#"{"severity": "minor", "summary": "x"}"#.into())
+        }
+    });
+    assert_eq!(
+        completed(w.run(&program, json!({"alarm": "x"}))),
+        json!("minor")
+    );
+    let steps = w.steps();
+    assert_eq!(steps[0].fallback.as_deref(), Some("fallback_model"));
+    assert!(
+        matches!(&steps[0].outcome, StepOutcome::Failed { class, .. } if class == "invalid_output")
+    );
+    assert_eq!(steps[1].fallback.as_deref(), Some("fallback_model"));
+    let models: Vec<String> = w
+        .llm
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.model.clone())
+        .collect();
+    assert_eq!(models, ["big-model", "small-model"]);
+    // Both models fail: the execution fails.
+    let w = World::new();
+    *w.llm.handler.lock().unwrap() = Box::new(|_| Ok("not json".into()));
+    assert_eq!(
+        failed(w.run(&program, json!({"alarm": "x"}))).0,
+        "invalid_output"
+    );
+}
+
+// ---------------------------------------------------------------- fallback engine
+
+fn one_read(fallback: &str, retry: &str) -> Program {
+    compile(&format!(
+        r#"
+id: fb
+version: 1.0.0
+requires: {{sensor-sim: ^1.0}}
+instructions:
+  - id: read
+    op: LOAD_RESOURCE
+    capability: sensor-sim
+    params: {{sensor: "'x'"}}
+    {retry}
+    {fallback}
+    next: done
+  - {{id: done, op: RETURN, expression: "{{'read': read}}"}}
+"#
+    ))
+}
+
+fn failing(w: &World, kind: CallErrorKind) {
+    w.on_read(move |_, _, _| Err(CallError::new(kind, "sensor-sim@1.0.0", "boom")));
+}
+
+#[test]
+fn fallback_value_and_skip() {
+    let w = World::new();
+    failing(&w, CallErrorKind::Unavailable);
+    let program = one_read("fallback: {strategy: value, value: '{\"v\": 0}'}", "");
+    assert_eq!(
+        completed(w.run(&program, json!({}))),
+        json!({"read": {"v": 0}})
+    );
+    let fallbacks: Vec<Option<String>> = w.steps().into_iter().map(|s| s.fallback).collect();
+    assert_eq!(
+        fallbacks[..2],
+        [Some("fallback_value".into()), Some("fallback_value".into())]
+    );
+
+    let w = World::new();
+    failing(&w, CallErrorKind::Unavailable);
+    let program = one_read("fallback: {strategy: skip}", "");
+    assert_eq!(completed(w.run(&program, json!({}))), json!({"read": null}));
+    assert!(w.steps().iter().any(|s| s.outcome == StepOutcome::Skipped));
+}
+
+#[test]
+fn no_fallback_fails_the_execution() {
+    let w = World::new();
+    failing(&w, CallErrorKind::Denied);
+    let (class, message) = failed(w.run(&one_read("", ""), json!({})));
+    assert_eq!(class, "denied");
+    assert!(message.contains("boom"));
+}
+
+#[test]
+fn fallback_on_errors_filters_classes() {
+    let program = one_read("fallback: {strategy: value, value: '1', on: [timeout]}", "");
+    let w = World::new();
+    failing(&w, CallErrorKind::Unavailable);
+    assert_eq!(failed(w.run(&program, json!({}))).0, "unavailable");
+    let w = World::new();
+    failing(&w, CallErrorKind::Timeout);
+    assert_eq!(completed(w.run(&program, json!({}))), json!({"read": 1}));
+}
+
+#[test]
+fn retry_backoff_sequence_then_strategy_retry_fails() {
+    let program = one_read(
+        "fallback: {strategy: retry}",
+        "retry: {max_retries: 4, backoff_ms: 200, multiplier: 2.0, max_backoff_ms: 1000}",
+    );
+    let w = World::new();
+    failing(&w, CallErrorKind::Unavailable);
+    assert_eq!(failed(w.run(&program, json!({}))).0, "unavailable");
+    assert_eq!(*w.clock.sleeps.lock().unwrap(), [200, 400, 800, 1000]);
+    let attempts: Vec<u32> = w.steps().iter().map(|s| s.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3, 4, 5]);
+    let reads = w.plugins.calls.lock().unwrap().len();
+    assert_eq!(reads, 5);
+}
+
+#[test]
+fn retry_only_on_listed_classes_and_recovers() {
+    let program = one_read("", "retry: {max_retries: 3, backoff_ms: 10, on: [timeout]}");
+    let w = World::new();
+    failing(&w, CallErrorKind::Unavailable);
+    failed(w.run(&program, json!({})));
+    assert!(w.clock.sleeps.lock().unwrap().is_empty());
+
+    let w = World::new();
+    let n = Arc::new(AtomicU64::new(0));
+    let c = n.clone();
+    w.on_read(move |_, _, _| {
+        if c.fetch_add(1, Ordering::SeqCst) < 2 {
+            Err(CallError::new(CallErrorKind::Timeout, "s", "slow"))
+        } else {
+            Ok(json!(5))
+        }
+    });
+    assert_eq!(completed(w.run(&program, json!({}))), json!({"read": 5}));
+    assert_eq!(*w.clock.sleeps.lock().unwrap(), [10, 20]);
+}
+
+#[test]
+fn each_error_kind_maps_to_its_class() {
+    use CallErrorKind::*;
+    for (kind, class) in [
+        (InvalidInput, "invalid_input"),
+        (Unavailable, "unavailable"),
+        (Timeout, "timeout"),
+        (Denied, "denied"),
+        (Internal, "internal"),
+        (Trap, "internal"),
+        (ResourceExhausted, "unavailable"),
+        (NotFound, "unavailable"),
+        (RateLimited, "rate_limit"),
+        (ModelUnavailable, "model_unavailable"),
+        (InvalidOutput, "invalid_output"),
+    ] {
+        let w = World::new();
+        failing(&w, kind);
+        assert_eq!(
+            failed(w.run(&one_read("", ""), json!({}))).0,
+            class,
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn timeout_uses_on_timeout_strategy() {
+    let program = compile(
+        r#"
+id: t
+version: 1.0.0
+requires: {sensor-sim: ^1.0}
+instructions:
+  - {id: read, op: LOAD_RESOURCE, capability: sensor-sim, timeout_ms: 100, on_timeout: skip, next: done}
+  - {id: done, op: RETURN, expression: read}
+"#,
+    );
+    let w = World::new();
+    failing(&w, CallErrorKind::Timeout);
+    assert_eq!(completed(w.run(&program, json!({}))), Value::Null);
+    let w = World::new();
+    failing(&w, CallErrorKind::Unavailable);
+    assert_eq!(failed(w.run(&program, json!({}))).0, "unavailable");
+}
+
+const GUARD: &str = r#"
+id: guard
+version: 1.0.0
+priority: high
+requires: {valve-sim: ^1.0, sensor-sim: ^1.0}
+instructions:
+  - id: first
+    op: CALL_ACTION
+    capability: valve-sim
+    action: open
+    params: {valve: "'V-0'"}
+    next: throttle
+  - id: throttle
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    params: {valve: "'V-1'", position_percent: "40"}
+    resource_key: valve/V-1
+    time_window: {start: "06:00", end: "22:00", utc_offset_minutes: 60, weekdays: [mon, tue]}
+    postcondition:
+      condition: resource.value <= 45.0
+      capability: sensor-sim
+      params: {sensor: "'V-1/position'"}
+      deadline_ms: 1000
+      poll_interval_ms: 300
+    fallback: {strategy: abort}
+    compensation: [restore, tell]
+    next: done
+  - {id: done, op: RETURN, expression: "'throttled'"}
+  - {id: restore, op: CALL_ACTION, capability: valve-sim, action: restore, params: {valve: "'V-1'"}}
+  - {id: tell, op: CALL_ACTION, capability: valve-sim, action: tell, params: {valve: "'V-1'"}}
+"#;
+
+#[test]
+fn abort_runs_compensation_in_reverse_order() {
+    let program = compile(GUARD);
+    let w = World::new();
+    w.on_invoke(|_, action, _| {
+        if action == "set" {
+            Err(CallError::new(
+                CallErrorKind::Unavailable,
+                "valve-sim",
+                "stuck",
+            ))
+        } else {
+            Ok(json!({"ok": true}))
+        }
+    });
+    let (class, message) = failed(w.run(&program, json!({})));
+    assert_eq!(class, "unavailable");
+    assert!(message.contains("aborted"), "{message}");
+    let actions: Vec<String> = w.invokes().into_iter().map(|c| c.2).collect();
+    assert_eq!(actions, ["open", "set", "tell", "restore"]);
+    let throttle = w
+        .steps()
+        .into_iter()
+        .find(|s| s.instruction_id == "throttle")
+        .unwrap();
+    assert_eq!(throttle.fallback.as_deref(), Some("abort"));
+}
+
+#[test]
+fn time_window_inside_and_outside() {
+    let program = compile(GUARD);
+    // Monday 10:00 UTC = 11:00 local: inside.
+    let w = World::new();
+    assert_eq!(completed(w.run(&program, json!({}))), json!("throttled"));
+    // Monday 21:30 UTC = 22:30 local: outside, so abort (no `set` call at all).
+    let w = World::new();
+    w.clock
+        .now
+        .store(MONDAY_10H + 11 * 3_600_000 + 1_800_000, Ordering::SeqCst);
+    let (class, _) = failed(w.run(&program, json!({})));
+    assert_eq!(class, "outside_time_window");
+    let actions: Vec<String> = w.invokes().into_iter().map(|c| c.2).collect();
+    assert_eq!(actions, ["open", "tell", "restore"]);
+    // Wednesday is not an allowed day.
+    let w = World::new();
+    w.clock
+        .now
+        .store(MONDAY_10H + 2 * 86_400_000, Ordering::SeqCst);
+    assert_eq!(failed(w.run(&program, json!({}))).0, "outside_time_window");
+}
+
+#[test]
+fn postcondition_polls_until_it_holds_or_the_deadline() {
+    let program = compile(GUARD);
+    let w = World::new();
+    let polls = Arc::new(AtomicU64::new(0));
+    let p = polls.clone();
+    w.on_read(move |_, _, _| {
+        let n = p.fetch_add(1, Ordering::SeqCst);
+        Ok(json!({"value": if n < 2 { 80.0 } else { 40.0 }}))
+    });
+    assert_eq!(completed(w.run(&program, json!({}))), json!("throttled"));
+    assert_eq!(polls.load(Ordering::SeqCst), 3);
+    assert_eq!(*w.clock.sleeps.lock().unwrap(), [300, 300]);
+
+    let w = World::new();
+    w.on_read(|_, _, _| Ok(json!({"value": 80.0})));
+    let (class, message) = failed(w.run(&program, json!({})));
+    assert_eq!(class, "postcondition_failed");
+    assert!(message.contains("resource.value <= 45.0"), "{message}");
+    // Polled at 0, 300, 600, 900 ms: the next poll would pass the 1000 ms deadline.
+    assert_eq!(*w.clock.sleeps.lock().unwrap(), [300, 300, 300]);
+}
+
+#[test]
+fn panicking_port_goes_to_the_fallback() {
+    let w = World::new();
+    w.on_read(|_, _, _| panic!("plugin host bug"));
+    let program = one_read("fallback: {strategy: value, value: '7'}", "");
+    assert_eq!(completed(w.run(&program, json!({}))), json!({"read": 7}));
+    let first = &w.steps()[0];
+    assert!(
+        matches!(&first.outcome, StepOutcome::Failed { class, message } if class == "internal" && message.contains("plugin host bug"))
+    );
+    // Without a fallback the execution fails as internal, and the engine is still usable.
+    let w = World::new();
+    w.on_read(|_, _, _| panic!("again"));
+    assert_eq!(failed(w.run(&one_read("", ""), json!({}))).0, "internal");
+}
+
+// ---------------------------------------------------------------- validation, resume
+
+const APPROVAL: &str = r#"
+id: approve
+version: 1.0.0
+requires: {valve-sim: ^1.0}
+instructions:
+  - {id: before, op: EVAL, expression: "1", next: act}
+  - id: act
+    op: CALL_ACTION
+    capability: valve-sim
+    action: close
+    params: {valve: "'V-1'"}
+    requires_human_validation: true
+    next: done
+  - {id: done, op: RETURN, expression: "'closed'"}
+"#;
+
+#[test]
+fn human_validation_pauses_then_approves_or_rejects() {
+    let program = compile(APPROVAL);
+    let w = World::new();
+    assert_eq!(
+        w.run(&program, json!({})),
+        Report::Paused {
+            instruction_id: "act".into()
+        }
+    );
+    assert!(w.invokes().is_empty());
+    assert_eq!(w.steps()[1].outcome, StepOutcome::AwaitingApproval);
+    assert!(w.journal.finished.lock().unwrap().is_none());
+
+    // Still undecided: paused again, AwaitingApproval not journaled twice.
+    let history = w.steps();
+    assert!(matches!(
+        w.resume(&program, json!({}), &history),
+        Report::Paused { .. }
+    ));
+    assert_eq!(w.steps().len(), history.len());
+
+    // Approved: runs once, from where it stopped.
+    w.journal.decide("exec-1", "act", true).unwrap();
+    let history = w.steps();
+    assert_eq!(
+        completed(w.resume(&program, json!({}), &history)),
+        json!("closed")
+    );
+    assert_eq!(w.invokes().len(), 1);
+    assert_eq!(w.step_ids(), ["before", "act", "act", "done"]);
+
+    // Rejected.
+    let w = World::new();
+    w.run(&program, json!({}));
+    w.journal.decide("exec-1", "act", false).unwrap();
+    let history = w.steps();
+    assert_eq!(
+        w.resume(&program, json!({}), &history),
+        Report::Finished(ExecutionOutcome::Rejected {
+            instruction_id: "act".into()
+        })
+    );
+    assert!(w.invokes().is_empty());
+}
+
+#[test]
+fn llm_answer_waits_for_approval_after_the_call() {
+    let source = LLM.replace(
+        "    next: done\n  - {id: done",
+        "    requires_human_validation: true\n    next: done\n  - {id: done",
+    );
+    let program = compile(&source);
+    let w = World::new();
+    assert!(matches!(
+        w.run(&program, json!({"alarm": "a"})),
+        Report::Paused { .. }
+    ));
+    assert_eq!(w.llm.requests.lock().unwrap().len(), 1);
+    w.journal.decide("exec-1", "classify", true).unwrap();
+    let history = w.steps();
+    assert_eq!(
+        completed(w.resume(&program, json!({"alarm": "a"}), &history)),
+        json!("critical")
+    );
+    assert_eq!(w.llm.requests.lock().unwrap().len(), 1, "not asked twice");
+}
+
+const RESUMABLE: &str = r#"
+id: resumable
+version: 1.0.0
+requires: {valve-sim: ^1.0, sensor-sim: ^1.0}
+instructions:
+  - {id: read, op: LOAD_RESOURCE, capability: sensor-sim, params: {sensor: "'pressure'"}, next: remember}
+  - {id: remember, op: STORE, scope: execution, key: p, expression: read.value, next: act}
+  - {id: act, op: CALL_ACTION, capability: valve-sim, action: set, params: {v: memory.p}, next: notify}
+  - {id: notify, op: EMIT_EVENT, topic: t, expression: "{'p': memory.p}", next: done}
+  - {id: done, op: RETURN, expression: "{'act': act.ok, 'p': memory.p}"}
+"#;
+
+#[test]
+fn resume_replays_recorded_steps_without_repeating_effects() {
+    let program = compile(RESUMABLE);
+    let full = World::new();
+    let expected = completed(full.run(&program, json!({})));
+    let history = full.steps();
+    assert_eq!(history.len(), 5);
+
+    // Crash after `act` was journaled: resuming repeats neither the read nor the action.
+    let w = World::new();
+    let value = completed(w.resume(&program, json!({}), &history[..3]));
+    assert_eq!(value, expected);
+    assert!(w.plugins.calls.lock().unwrap().is_empty());
+    assert_eq!(w.events.0.lock().unwrap().len(), 1);
+    let seqs: Vec<u64> = w.steps().iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, [3, 4]);
+
+    // Crash during `act` (started, not recorded): re-run under the same idempotency key.
+    let w = World::new();
+    completed(w.resume(&program, json!({}), &history[..2]));
+    let invokes = w.invokes();
+    assert_eq!(invokes.len(), 1);
+    assert_eq!(invokes[0].4, full.invokes()[0].4);
+    assert_eq!(
+        invokes[0].3,
+        json!({"v": 9.0}),
+        "L1 restored from the journal"
+    );
+}
+
+#[test]
+fn resume_continues_retries_with_the_next_attempt() {
+    let program = compile(
+        r#"
+id: r
+version: 1.0.0
+requires: {valve-sim: ^1.0}
+instructions:
+  - id: act
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    params: {v: "1"}
+    retry: {max_retries: 3, backoff_ms: 10}
+"#,
+    );
+    let w = World::new();
+    w.on_invoke(|_, _, _| Err(CallError::new(CallErrorKind::Unavailable, "v", "down")));
+    w.run(&program, json!({}));
+    let history: Vec<StepRecord> = w.steps()[..2].to_vec();
+    let again = World::new();
+    completed(again.resume(&program, json!({}), &history));
+    let keys: Vec<String> = again.invokes().into_iter().map(|c| c.4).collect();
+    assert_eq!(keys, ["exec-1/act/3"]);
+}
+
+#[test]
+fn journal_failure_interrupts() {
+    let program = compile(BRANCHY);
+    let w = World::new();
+    w.journal.broken.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        w.run(&program, json!({"x": 1})),
+        Report::Interrupted { .. }
+    ));
+    assert!(w.journal.finished.lock().unwrap().is_none());
+}
+
+// ---------------------------------------------------------------- examples
+
+#[test]
+fn every_example_rule_compiles_and_completes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 6);
+    let payloads = json!({
+        "alert-notify": {"asset": "CH-2", "severity": "critical", "text": "compressor trip"},
+        "llm-triage": {"alarm": "CH-2 compressor trip"},
+        "valve-guard": {"value": 9.1},
+    });
+    for path in paths {
+        let source = std::fs::read_to_string(&path).unwrap();
+        let program = compile(&source);
+        let w = World::new();
+        // The valve sits at 80 % until an action sets it to 40 %.
+        let moved = Arc::new(AtomicBool::new(false));
+        let (m1, m2) = (moved.clone(), moved.clone());
+        w.on_invoke(move |_, action, input| {
+            if action == "set" {
+                m1.store(true, Ordering::SeqCst);
+            }
+            Ok(json!({"ok": true, "input": input}))
+        });
+        w.on_read(move |c, key, params| {
+            if c.id == "valve-sim" {
+                let position = if m2.load(Ordering::SeqCst) { 40 } else { 80 };
+                return Ok(json!({"valve": params["valve"], "position": position}));
+            }
+            plausible_read(c, key, params)
+        });
+        let payload = payloads.get(program.id()).cloned().unwrap_or(json!({}));
+        let value = completed(w.run(&program, payload));
+        assert!(!w.steps().is_empty(), "{}", path.display());
+        match program.id() {
+            "valve-guard" => assert_eq!(value["action"], json!("throttled")),
+            "llm-triage" => assert_eq!(value, json!({"severity": "critical", "paged": true})),
+            "parallel-checks" => assert_eq!(value, json!({"ready": true, "report_id": "r-1"})),
+            "sensor-sweep" => assert_eq!(w.events.0.lock().unwrap().len(), 4),
+            "data-sync" => {
+                assert_eq!(value, json!({"synced": 2}));
+                assert_eq!(
+                    w.node.0.lock().unwrap()["sync/meters/cursor"].0,
+                    json!({"since": 20})
+                );
+            }
+            "alert-notify" => assert_eq!(value, json!({"notified": true, "asset": "CH-2"})),
+            other => panic!("unexpected example {other}"),
+        }
+        let triggers = program.triggers();
+        assert!(!triggers.is_empty());
+    }
+}
+
+#[test]
+fn triggers_filter_and_key_events() {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/rules/alert-notify.yaml"),
+    )
+    .unwrap();
+    let program = compile(&source);
+    let trigger = &program.triggers()[0];
+    assert!(
+        trigger
+            .accepts(&json!({"severity": "critical", "asset": "A"}))
+            .unwrap()
+    );
+    assert!(
+        !trigger
+            .accepts(&json!({"severity": "minor", "asset": "A"}))
+            .unwrap()
+    );
+    assert_eq!(
+        trigger.key(&json!({"asset": "A"})).unwrap().as_deref(),
+        Some("A")
+    );
+}

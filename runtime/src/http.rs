@@ -1,0 +1,190 @@
+//! Outgoing HTTP of CALL_API / CALL_SERVICE: [`ReqwestHttp`] implements the [`HttpPort`]
+//! with a blocking reqwest client (rustls).
+//!
+//! - The body is sent as JSON (`Content-Type: application/json` unless the request names
+//!   its own); `Idempotency-Key` is sent when the request carries one.
+//! - `timeout` bounds the whole request, body included; a zero timeout fails at once.
+//! - Redirects are not followed (a 3xx is returned as a response): a service must not be
+//!   able to bounce a call to another host.
+//! - Response bodies over [`MAX_BODY`] bytes are refused (`InvalidOutput`). A JSON body is
+//!   returned as JSON, an empty one as `null`, anything else as a JSON string (invalid
+//!   UTF-8 replaced by U+FFFD).
+//! - Non-2xx statuses are responses, not errors. Errors: a malformed URL, method or header
+//!   → `InvalidInput`; the deadline passed → `Timeout`; connection or transport failure →
+//!   `Unavailable`. The origin of an error is the URL's `host:port`.
+
+use std::io::Read;
+
+use eyeflow_actors::ports::{CallError, CallErrorKind, HttpPort, HttpRequest, HttpResponse};
+use reqwest::blocking::{Client, Response};
+use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
+
+/// Largest response body accepted, in bytes (4 MiB).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// The embedded HTTP adapter.
+#[derive(Debug, Clone)]
+pub struct ReqwestHttp {
+    client: Client,
+}
+
+impl ReqwestHttp {
+    /// A client that follows no redirects.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        Ok(Self { client: client()? })
+    }
+}
+
+impl HttpPort for ReqwestHttp {
+    fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError> {
+        let url = reqwest::Url::parse(&request.url).map_err(|e| {
+            CallError::new(
+                CallErrorKind::InvalidInput,
+                "http",
+                format!("URL `{}`: {e}", request.url),
+            )
+        })?;
+        let origin = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => "http".to_owned(),
+        };
+        let fail = |kind, message: String| CallError::new(kind, origin.as_str(), message);
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(fail(
+                CallErrorKind::InvalidInput,
+                format!("URL scheme `{}` (expected http or https)", url.scheme()),
+            ));
+        }
+        if request.timeout.is_zero() {
+            return Err(fail(
+                CallErrorKind::Timeout,
+                "the deadline has passed".into(),
+            ));
+        }
+        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            fail(
+                CallErrorKind::InvalidInput,
+                format!("HTTP method `{}`", request.method),
+            )
+        })?;
+        let mut builder = self.client.request(method, url).timeout(request.timeout);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(key) = &request.idempotency_key {
+            builder = builder.header("Idempotency-Key", key.as_str());
+        }
+        if let Some(body) = &request.body {
+            let names_type = request
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
+            if !names_type {
+                builder = builder.header(CONTENT_TYPE, "application/json");
+            }
+            builder = builder.body(body.to_string());
+        }
+        let response = builder
+            .send()
+            .map_err(|e| transport_error(&e, &origin, request.timeout.as_millis()))?;
+        let status = response.status().as_u16();
+        let body = read_body(response, &origin, request.timeout.as_millis())?;
+        Ok(HttpResponse {
+            status,
+            body: body_value(&body),
+        })
+    }
+}
+
+/// The blocking client the HTTP and LLM adapters share the settings of.
+pub(crate) fn client() -> Result<Client, reqwest::Error> {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// Maps a reqwest send error: timeout → `Timeout`, malformed request → `InvalidInput`,
+/// anything else → `Unavailable`.
+pub(crate) fn transport_error(error: &reqwest::Error, origin: &str, timeout_ms: u128) -> CallError {
+    if error.is_timeout() {
+        CallError::new(
+            CallErrorKind::Timeout,
+            origin,
+            format!("no complete answer within {timeout_ms} ms"),
+        )
+    } else if error.is_builder() {
+        CallError::new(
+            CallErrorKind::InvalidInput,
+            origin,
+            format!("request: {error}"),
+        )
+    } else {
+        CallError::new(
+            CallErrorKind::Unavailable,
+            origin,
+            format!("request failed: {}", error_chain(error)),
+        )
+    }
+}
+
+/// Reads at most [`MAX_BODY`] bytes of `response`.
+pub(crate) fn read_body(
+    response: Response,
+    origin: &str,
+    timeout_ms: u128,
+) -> Result<Vec<u8>, CallError> {
+    let mut body = Vec::new();
+    response
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| {
+            let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+                || e.get_ref()
+                    .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+                    .is_some_and(reqwest::Error::is_timeout);
+            if timed_out {
+                CallError::new(
+                    CallErrorKind::Timeout,
+                    origin,
+                    format!("the response body did not arrive within {timeout_ms} ms"),
+                )
+            } else {
+                CallError::new(
+                    CallErrorKind::Unavailable,
+                    origin,
+                    format!("reading the response: {e}"),
+                )
+            }
+        })?;
+    if body.len() > MAX_BODY {
+        return Err(CallError::new(
+            CallErrorKind::InvalidOutput,
+            origin,
+            format!("response body over {MAX_BODY} bytes"),
+        ));
+    }
+    Ok(body)
+}
+
+/// JSON as JSON, empty as `null`, anything else as a string.
+fn body_value(body: &[u8]) -> Value {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+/// An error with its causes (reqwest's top-level message omits the useful part).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,315 @@
+//! The embedded journal: [`FjallJournal`] implements the [`Journal`] port over keyspaces of
+//! the [`EmbeddedStore`]. It is the record of truth a restarted node resumes from.
+//!
+//! ## Layout
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `journal-events` | event id | execution id (the dedupe index) |
+//! | `journal-executions` | execution id | JSON `{"seq": n, "event": EventRecord}` |
+//! | `journal-open` | execution id | empty: accepted and not finished |
+//! | `journal-steps` | `execution_id/seq` (seq zero-padded to 20 digits) | JSON `StepRecord` |
+//! | `journal-decisions` | `execution_id/instruction_id` | `1` approved, `0` rejected |
+//! | `journal-outcomes` | execution id | JSON `ExecutionOutcome` |
+//!
+//! Execution ids are `x` followed by the acceptance sequence number zero-padded to 16
+//! digits (`x0000000000000042`): unique in one store, ordered by acceptance.
+//!
+//! ## Guarantees
+//!
+//! Every method writes one atomic batch and returns only after it is durable according to
+//! the journal's [`Durability`] (fsynced, alone or in a group commit, unless
+//! [`Durability::Buffered`]). A second `accept` of a known event id — even after a restart —
+//! returns [`Accepted::Duplicate`] with the first execution's id (only once that first
+//! acceptance is durable).
+
+use std::sync::{Mutex, PoisonError};
+
+use eyeflow_actors::ports::{
+    Accepted, CallError, CallErrorKind, EventRecord, ExecutionOutcome, Journal, PendingExecution,
+    StepRecord,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Durability, EmbeddedStore, Space, Write};
+use crate::{Error, Result};
+
+/// Origin named in the journal's [`CallError`]s.
+const ORIGIN: &str = "journal";
+
+/// An accepted execution as stored in `journal-executions`.
+#[derive(Serialize, Deserialize)]
+struct ExecutionRecord {
+    seq: u64,
+    event: EventRecord,
+}
+
+/// An execution as the API and CLI show it: the event it runs, its journaled steps in
+/// order, and how it ended (`None` while it runs or waits).
+pub type ExecutionView = (EventRecord, Vec<StepRecord>, Option<ExecutionOutcome>);
+
+/// Record counts of the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalCounts {
+    /// Accepted executions (= distinct event ids).
+    pub executions: u64,
+    /// Accepted, unfinished executions.
+    pub pending: u64,
+    /// Finished executions.
+    pub finished: u64,
+    /// Journaled steps.
+    pub steps: u64,
+}
+
+/// The journal over the embedded store. One per store: acceptance numbering is held here.
+pub struct FjallJournal {
+    store: EmbeddedStore,
+    durability: Durability,
+    /// Next acceptance sequence number; held while checking and writing the dedupe index.
+    next_seq: Mutex<u64>,
+}
+
+impl FjallJournal {
+    /// The journal in `store`, committing with `durability`.
+    pub fn open(store: EmbeddedStore, durability: Durability) -> Result<Self> {
+        let next_seq = match store.last(Space::JournalExecutions, b"")? {
+            Some((key, _)) => parse_execution_id(&key)? + 1,
+            None => 0,
+        };
+        Ok(Self {
+            store,
+            durability,
+            next_seq: Mutex::new(next_seq),
+        })
+    }
+
+    /// The durability this journal commits with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The event, steps and outcome of execution `id`, if it exists.
+    pub fn execution(&self, id: &str) -> Result<Option<ExecutionView>> {
+        let Some(record) = self
+            .store
+            .get_json::<ExecutionRecord>(Space::JournalExecutions, id)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            record.event,
+            self.steps(id)?,
+            self.store.get_json(Space::JournalOutcomes, id)?,
+        )))
+    }
+
+    /// The execution that event `event_id` started, if it was accepted.
+    pub fn execution_of_event(&self, event_id: &str) -> Result<Option<String>> {
+        self.store
+            .get(Space::JournalEvents, event_id.as_bytes())?
+            .map(|id| utf8(event_id, id))
+            .transpose()
+    }
+
+    /// Record counts (full scans: for status pages, not hot paths).
+    pub fn counts(&self) -> Result<JournalCounts> {
+        let executions = self.store.count(Space::JournalExecutions)?;
+        Ok(JournalCounts {
+            executions,
+            pending: self.store.count(Space::JournalOpen)?,
+            finished: self.store.count(Space::JournalOutcomes)?,
+            steps: self.store.count(Space::JournalSteps)?,
+        })
+    }
+
+    /// Every accepted, unfinished execution, oldest first, with its steps.
+    pub fn pending_executions(&self) -> Result<Vec<PendingExecution>> {
+        let mut pending = Vec::new();
+        for (key, _) in self.store.scan(Space::JournalOpen, b"")? {
+            let id = utf8("journal-open", key)?;
+            let record: ExecutionRecord = self
+                .store
+                .get_json(Space::JournalExecutions, &id)?
+                .ok_or_else(|| Error::CorruptRecord {
+                    key: format!("journal-open/{id}"),
+                    reason: "open execution without its event".into(),
+                })?;
+            pending.push((record.seq, id, record.event));
+        }
+        // Keys are fixed-width acceptance numbers; sort anyway in case the format changes.
+        pending.sort_by_key(|(seq, _, _)| *seq);
+        pending
+            .into_iter()
+            .map(|(_, execution_id, event)| {
+                Ok(PendingExecution {
+                    steps: self.steps(&execution_id)?,
+                    execution_id,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    fn steps(&self, execution_id: &str) -> Result<Vec<StepRecord>> {
+        self.store
+            .scan_json(Space::JournalSteps, &format!("{execution_id}/"))
+    }
+
+    fn accept_event(&self, event: &EventRecord) -> Result<Accepted> {
+        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(id) = self.execution_of_event(&event.event_id)? {
+            drop(next_seq);
+            // Report a duplicate only once the first acceptance is durable.
+            self.store.persist(self.durability)?;
+            return Ok(Accepted::Duplicate { execution_id: id });
+        }
+        let seq = *next_seq;
+        let execution_id = execution_id(seq);
+        let record = json(
+            &execution_id,
+            &ExecutionRecord {
+                seq,
+                event: event.clone(),
+            },
+        )?;
+        let id = execution_id.as_bytes().to_vec();
+        let writes = [
+            Write::Put(
+                Space::JournalEvents,
+                event.event_id.as_bytes().to_vec(),
+                id.clone(),
+            ),
+            Write::Put(Space::JournalExecutions, id.clone(), record),
+            Write::Put(Space::JournalOpen, id, Vec::new()),
+        ];
+        // Written under the lock (the dedupe check and the index write are one step);
+        // made durable outside it so that concurrent acceptances share a group commit.
+        self.store.commit(writes, Durability::Buffered)?;
+        *next_seq = seq + 1;
+        drop(next_seq);
+        self.store.persist(self.durability)?;
+        Ok(Accepted::New { execution_id })
+    }
+
+    fn write_step(&self, step: &StepRecord) -> Result<()> {
+        let key = step_key(&step.execution_id, step.seq);
+        let value = json(&key, step)?;
+        self.store.commit(
+            [Write::Put(Space::JournalSteps, key.into_bytes(), value)],
+            self.durability,
+        )
+    }
+
+    fn write_finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<()> {
+        let id = execution_id.as_bytes().to_vec();
+        let value = json(execution_id, outcome)?;
+        self.store.commit(
+            [
+                Write::Put(Space::JournalOutcomes, id.clone(), value),
+                Write::Remove(Space::JournalOpen, id),
+            ],
+            self.durability,
+        )
+    }
+}
+
+impl Journal for FjallJournal {
+    fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError> {
+        self.accept_event(event).map_err(call_error)
+    }
+
+    fn step(&self, step: &StepRecord) -> Result<(), CallError> {
+        self.write_step(step).map_err(call_error)
+    }
+
+    fn finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError> {
+        self.write_finish(execution_id, outcome).map_err(call_error)
+    }
+
+    fn decide(
+        &self,
+        execution_id: &str,
+        instruction_id: &str,
+        approved: bool,
+    ) -> Result<(), CallError> {
+        self.store
+            .commit(
+                [Write::Put(
+                    Space::JournalDecisions,
+                    decision_key(execution_id, instruction_id),
+                    vec![u8::from(approved)],
+                )],
+                self.durability,
+            )
+            .map_err(call_error)
+    }
+
+    fn decision(
+        &self,
+        execution_id: &str,
+        instruction_id: &str,
+    ) -> Result<Option<bool>, CallError> {
+        let key = decision_key(execution_id, instruction_id);
+        match self
+            .store
+            .get(Space::JournalDecisions, &key)
+            .map_err(call_error)?
+            .as_deref()
+        {
+            None => Ok(None),
+            Some([0]) => Ok(Some(false)),
+            Some([1]) => Ok(Some(true)),
+            Some(_) => Err(call_error(Error::CorruptRecord {
+                key: format!("journal-decisions/{execution_id}/{instruction_id}"),
+                reason: "expected one byte, 0 or 1".into(),
+            })),
+        }
+    }
+
+    fn pending(&self) -> Result<Vec<PendingExecution>, CallError> {
+        self.pending_executions().map_err(call_error)
+    }
+}
+
+/// `x` + the acceptance number zero-padded to 16 digits.
+fn execution_id(seq: u64) -> String {
+    format!("x{seq:016}")
+}
+
+fn parse_execution_id(key: &[u8]) -> Result<u64> {
+    key.strip_prefix(b"x")
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| Error::CorruptRecord {
+            key: format!("journal-executions/{}", String::from_utf8_lossy(key)),
+            reason: "execution id is not `x` + 16 digits".into(),
+        })
+}
+
+/// `execution_id/seq`, seq zero-padded to 20 digits so that key order is step order.
+fn step_key(execution_id: &str, seq: u64) -> String {
+    format!("{execution_id}/{seq:020}")
+}
+
+fn decision_key(execution_id: &str, instruction_id: &str) -> Vec<u8> {
+    format!("{execution_id}/{instruction_id}").into_bytes()
+}
+
+fn json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::CorruptRecord {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn utf8(key: &str, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| Error::CorruptRecord {
+        key: key.to_owned(),
+        reason: "not UTF-8".into(),
+    })
+}
+
+/// A store failure at the port boundary: the journal is unavailable.
+fn call_error(error: Error) -> CallError {
+    CallError::new(CallErrorKind::Unavailable, ORIGIN, error.to_string())
+}

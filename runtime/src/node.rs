@@ -1,0 +1,616 @@
+//! A node on embedded defaults: the plugin host, the journal, the audit chain, the memory
+//! tiers, the event log, the scheduler and the arbiter, assembled around the executor.
+//! Programs are deployed (verified against the node's keyring and the plugin catalog),
+//! events are journaled before they are acknowledged, executions run on the scheduler's
+//! workers, and at start the executions a crash interrupted resume from their journal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use eyeflow_actors::arbiter::Arbiter;
+use eyeflow_actors::exec::{self, Effects, Program, Report};
+use eyeflow_actors::ports::{
+    Accepted, CapabilityRef, EventRecord, ExecutionOutcome, Journal, PendingExecution,
+};
+use eyeflow_actors::scheduler::{Admission, Scheduler, SchedulerConfig};
+use eyeflow_ir::pb::LlmIrProgram;
+use eyeflow_ir::{Limits, keys};
+use serde_json::Value;
+
+use crate::audit::{AuditConfig, FjallAudit};
+use crate::events::FjallEventLog;
+use crate::journal::FjallJournal;
+use crate::llm::{NoLlm, OpenAiChat};
+use crate::memory::{FjallClusterMemory, InProcessNodeMemory};
+use crate::plugins::{HostConfig, PluginHost};
+use crate::secrets::{LocalSecrets, SecretSource};
+use crate::store::{Durability, EmbeddedStore};
+use crate::{Error, Result};
+
+/// An OpenAI-compatible LLM endpoint.
+#[derive(Debug, Clone)]
+pub struct LlmEndpoint {
+    /// Base URL, e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// Name of the secret holding the API key, if the endpoint needs one.
+    pub api_key_secret: Option<String>,
+}
+
+/// How to assemble a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data directory (store, packages, programs, secrets file).
+    pub data_dir: PathBuf,
+    /// Node id written into audit entries.
+    pub node_id: String,
+    /// Scheduler worker slots.
+    pub workers: usize,
+    /// Journal and audit durability.
+    pub durability: Durability,
+    /// LLM endpoint; none = every LLM_CALL fails as `model-unavailable` into its fallback.
+    pub llm: Option<LlmEndpoint>,
+    /// Plugin host limits.
+    pub host: HostConfig,
+    /// Hosts (`host` or `host:port`) CALL_API / CALL_SERVICE may reach; `None` = any.
+    pub http_allow: Option<Vec<String>>,
+}
+
+impl NodeConfig {
+    /// Embedded defaults under `data_dir`.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            node_id: "node-1".to_owned(),
+            workers: SchedulerConfig::default().workers,
+            durability: Durability::GroupCommit,
+            llm: None,
+            host: HostConfig::default(),
+            http_allow: None,
+        }
+    }
+}
+
+/// The node's egress policy in front of the HTTP adapter: requests to hosts outside the
+/// allow-list fail as `denied` without leaving the node.
+struct Egress {
+    inner: crate::http::ReqwestHttp,
+    allow: Option<Vec<String>>,
+}
+
+impl eyeflow_actors::ports::HttpPort for Egress {
+    fn send(
+        &self,
+        request: &eyeflow_actors::ports::HttpRequest,
+    ) -> std::result::Result<eyeflow_actors::ports::HttpResponse, eyeflow_actors::ports::CallError>
+    {
+        if let Some(allow) = &self.allow {
+            let url = url::Url::parse(&request.url).ok();
+            let host = url
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let with_port = url
+                .as_ref()
+                .and_then(|u| u.port_or_known_default())
+                .map(|port| format!("{host}:{port}"));
+            let allowed = allow.iter().any(|a| {
+                a.eq_ignore_ascii_case(&host)
+                    || with_port
+                        .as_deref()
+                        .is_some_and(|hp| a.eq_ignore_ascii_case(hp))
+            });
+            if !allowed {
+                return Err(eyeflow_actors::ports::CallError::new(
+                    eyeflow_actors::ports::CallErrorKind::Denied,
+                    host.clone(),
+                    format!(
+                        "outbound HTTP to `{host}` is not allowed by this node's configuration"
+                    ),
+                ));
+            }
+        }
+        self.inner.send(request)
+    }
+}
+
+/// A deployed program version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramInfo {
+    /// Program id.
+    pub id: String,
+    /// Version.
+    pub version: String,
+    /// Signing key id.
+    pub key_id: String,
+    /// Number of instructions.
+    pub instructions: usize,
+}
+
+struct Deployed {
+    ir: Arc<LlmIrProgram>,
+    program: Arc<Program>,
+}
+
+/// Outcome counters and latencies of one program.
+#[derive(Debug, Clone, Default)]
+pub struct ProgramStats {
+    /// Executions by outcome (`completed`, `failed:<class>`, `rejected`, `paused`).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Latencies of finished executions, microseconds, from acceptance to end.
+    pub latencies_us: Vec<u64>,
+    /// The message of the first failed execution, if any.
+    pub first_failure: Option<String>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    store: EmbeddedStore,
+    host: PluginHost,
+    journal: Arc<FjallJournal>,
+    audit: Arc<FjallAudit>,
+    events: Arc<FjallEventLog>,
+    scheduler: Scheduler,
+    effects: Effects,
+    programs: RwLock<BTreeMap<String, BTreeMap<semver::Version, Deployed>>>,
+    stats: Mutex<BTreeMap<String, ProgramStats>>,
+    in_flight: (Mutex<usize>, Condvar),
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn http_client_error(e: reqwest::Error) -> Error {
+    Error::Node {
+        reason: format!("cannot build the HTTP client: {e}"),
+    }
+}
+
+fn journal_error(e: eyeflow_actors::ports::CallError) -> Error {
+    Error::Node {
+        reason: e.to_string(),
+    }
+}
+
+impl Node {
+    /// Opens the data directory, assembles the adapters, reloads deployed programs and
+    /// resumes the executions a crash interrupted.
+    pub fn start(config: NodeConfig) -> Result<Self> {
+        let store = EmbeddedStore::open(&config.data_dir)?;
+        let secrets: Arc<dyn SecretSource> =
+            Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?);
+        let host = PluginHost::open(store.clone(), secrets.clone(), config.host.clone())?;
+        let journal = Arc::new(FjallJournal::open(store.clone(), config.durability)?);
+        let audit = Arc::new(FjallAudit::open(store.clone(), AuditConfig::default())?);
+        let events = Arc::new(FjallEventLog::new(store.clone(), config.durability));
+        let arbiter = Arbiter::new();
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                workers: config.workers,
+                ..SchedulerConfig::default()
+            },
+            arbiter.clone(),
+        );
+        let llm: Arc<dyn eyeflow_actors::ports::LlmPort> = match &config.llm {
+            None => Arc::new(NoLlm),
+            Some(endpoint) => Arc::new(
+                OpenAiChat::new(
+                    &endpoint.base_url,
+                    endpoint
+                        .api_key_secret
+                        .as_deref()
+                        .and_then(|name| secrets.get(name)),
+                )
+                .map_err(http_client_error)?,
+            ),
+        };
+        let effects = Effects {
+            node_id: config.node_id.clone(),
+            plugins: Arc::new(host.clone()),
+            http: Arc::new(Egress {
+                inner: crate::http::ReqwestHttp::new().map_err(http_client_error)?,
+                allow: config.http_allow.clone(),
+            }),
+            llm,
+            events: events.clone(),
+            node_memory: Arc::new(InProcessNodeMemory::default()),
+            cluster_memory: Arc::new(FjallClusterMemory::new(store.clone(), config.durability)),
+            secrets,
+            journal: journal.clone(),
+            audit: audit.clone(),
+            arbiter: Arc::new(arbiter),
+            boundary: Arc::new(scheduler.clone()),
+            clock: Arc::new(exec::SystemClock),
+        };
+        let node = Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                host,
+                journal,
+                audit,
+                events,
+                scheduler,
+                effects,
+                programs: RwLock::new(BTreeMap::new()),
+                stats: Mutex::new(BTreeMap::new()),
+                in_flight: (Mutex::new(0), Condvar::new()),
+            }),
+        };
+        node.reload_programs()?;
+        node.resume()?;
+        Ok(node)
+    }
+
+    /// The plugin host.
+    pub fn plugins(&self) -> &PluginHost {
+        &self.inner.host
+    }
+
+    /// The embedded store.
+    pub fn store(&self) -> &EmbeddedStore {
+        &self.inner.store
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &FjallJournal {
+        &self.inner.journal
+    }
+
+    /// The audit chain.
+    pub fn audit(&self) -> &FjallAudit {
+        &self.inner.audit
+    }
+
+    /// The local event log (EMIT_EVENT).
+    pub fn event_log(&self) -> &FjallEventLog {
+        &self.inner.events
+    }
+
+    fn programs_dir(&self) -> PathBuf {
+        self.inner.config.data_dir.join("programs")
+    }
+
+    fn reload_programs(&self) -> Result<()> {
+        let dir = self.programs_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for file in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "bin"))
+        {
+            let bytes = std::fs::read(file).map_err(Error::io(file))?;
+            if let Err(e) = self.register(&bytes) {
+                tracing::error!(program = %file.display(), "deployed program no longer loads: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deploys a signed program: decode, signature against the node keyring, IR version,
+    /// structure, and every required capability resolvable in the plugin catalog. The
+    /// program is kept in the data directory and becomes the active version of its id.
+    pub fn deploy(&self, bytes: &[u8]) -> Result<ProgramInfo> {
+        let info = self.register(bytes)?;
+        let dir = self.programs_dir();
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let path = dir.join(format!("{}@{}.bin", info.id, info.version));
+        std::fs::write(&path, bytes).map_err(Error::io(&path))?;
+        Ok(info)
+    }
+
+    fn register(&self, bytes: &[u8]) -> Result<ProgramInfo> {
+        let keyring = self.inner.store.keyring()?;
+        let loaded = eyeflow_ir::load(bytes, &keyring, &Limits::default())?;
+        let ir = loaded.program;
+        for required in &ir.required_capabilities {
+            let version =
+                semver::VersionReq::parse(&required.version_req).map_err(|e| Error::Refused {
+                    program: ir.program_id.clone(),
+                    reason: format!(
+                        "capability {} has a bad version requirement: {e}",
+                        required.capability_id
+                    ),
+                })?;
+            let wanted = CapabilityRef::new(&required.capability_id, version);
+            if self.inner.host.provider(&wanted).is_none() {
+                return Err(Error::Refused {
+                    program: ir.program_id.clone(),
+                    reason: format!(
+                        "needs capability {wanted}, which no installed plugin provides"
+                    ),
+                });
+            }
+        }
+        let version = semver::Version::parse(&ir.version).map_err(|e| Error::Refused {
+            program: ir.program_id.clone(),
+            reason: format!("version `{}` is not semver: {e}", ir.version),
+        })?;
+        let ir = Arc::new(ir);
+        let program = Program::prepare(ir.clone()).map_err(|e| Error::Refused {
+            program: ir.program_id.clone(),
+            reason: e.to_string(),
+        })?;
+        let info = ProgramInfo {
+            id: ir.program_id.clone(),
+            version: ir.version.clone(),
+            key_id: loaded.key_id,
+            instructions: ir.instructions.len(),
+        };
+        self.inner
+            .programs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(ir.program_id.clone())
+            .or_default()
+            .insert(
+                version,
+                Deployed {
+                    ir,
+                    program: Arc::new(program),
+                },
+            );
+        Ok(info)
+    }
+
+    /// Deployed programs (every version; the highest is active).
+    pub fn programs(&self) -> Vec<ProgramInfo> {
+        let programs = self
+            .inner
+            .programs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        programs
+            .values()
+            .flat_map(|versions| versions.values())
+            .map(|d| ProgramInfo {
+                id: d.ir.program_id.clone(),
+                version: d.ir.version.clone(),
+                key_id: d.ir.signing_key_id.clone(),
+                instructions: d.ir.instructions.len(),
+            })
+            .collect()
+    }
+
+    fn find(&self, id: &str, version: Option<&str>) -> Option<(Arc<LlmIrProgram>, Arc<Program>)> {
+        let programs = self
+            .inner
+            .programs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let versions = programs.get(id)?;
+        let deployed = match version {
+            Some(v) => versions
+                .iter()
+                .find(|(ver, _)| ver.to_string() == v)
+                .map(|(_, d)| d)?,
+            None => versions.values().next_back()?,
+        };
+        Some((deployed.ir.clone(), deployed.program.clone()))
+    }
+
+    /// Accepts an event for program `program_id` (its active version): journaled before this
+    /// returns, then scheduled. A known event id is not executed again.
+    pub fn submit(
+        &self,
+        program_id: &str,
+        event_id: &str,
+        source: &str,
+        payload: Value,
+    ) -> Result<Accepted> {
+        let (ir, program) = self.find(program_id, None).ok_or_else(|| Error::Refused {
+            program: program_id.to_owned(),
+            reason: "not deployed".to_owned(),
+        })?;
+        let event = EventRecord {
+            event_id: event_id.to_owned(),
+            source: source.to_owned(),
+            program_id: ir.program_id.clone(),
+            program_version: ir.version.clone(),
+            payload,
+            priority: priority_of(&ir).0,
+            accepted_at_ms: crate::plugins::catalog::now_ms(),
+        };
+        let accepted = self.inner.journal.accept(&event).map_err(journal_error)?;
+        if let Accepted::New { execution_id } = &accepted {
+            self.schedule(ir, program, execution_id.clone(), event, Vec::new());
+        }
+        Ok(accepted)
+    }
+
+    /// Records a human decision on a paused instruction and resumes its execution.
+    pub fn decide(&self, execution_id: &str, instruction_id: &str, approved: bool) -> Result<()> {
+        self.inner
+            .journal
+            .decide(execution_id, instruction_id, approved)
+            .map_err(journal_error)?;
+        let pending = self.inner.journal.pending().map_err(journal_error)?;
+        if let Some(p) = pending.into_iter().find(|p| p.execution_id == execution_id) {
+            self.schedule_pending(p)?;
+        }
+        Ok(())
+    }
+
+    fn resume(&self) -> Result<usize> {
+        let pending = self.inner.journal.pending().map_err(journal_error)?;
+        let n = pending.len();
+        for p in pending {
+            if let Err(e) = self.schedule_pending(p) {
+                tracing::error!("cannot resume an execution: {e}");
+            }
+        }
+        if n > 0 {
+            tracing::info!("resumed {n} interrupted executions");
+        }
+        Ok(n)
+    }
+
+    fn schedule_pending(&self, pending: PendingExecution) -> Result<()> {
+        let PendingExecution {
+            execution_id,
+            event,
+            steps,
+        } = pending;
+        let (ir, program) = self
+            .find(&event.program_id, Some(&event.program_version))
+            .ok_or_else(|| Error::Refused {
+                program: format!("{}@{}", event.program_id, event.program_version),
+                reason: format!("execution {execution_id} cannot resume: program not deployed"),
+            })?;
+        self.schedule(ir, program, execution_id, event, steps);
+        Ok(())
+    }
+
+    fn schedule(
+        &self,
+        ir: Arc<LlmIrProgram>,
+        program: Arc<Program>,
+        execution_id: String,
+        event: EventRecord,
+        history: Vec<eyeflow_actors::ports::StepRecord>,
+    ) {
+        let (level, max_wait) = priority_of(&ir);
+        *lock(&self.inner.in_flight.0) += 1;
+        let node = self.clone();
+        let accepted = Instant::now();
+        let submitted = self.inner.scheduler.submit(
+            level,
+            max_wait,
+            Box::new(move |admission: Admission| {
+                let report = if admission.late {
+                    late_report(&node, &execution_id, admission)
+                } else {
+                    exec::execute(
+                        &program,
+                        &execution_id,
+                        &event,
+                        &history,
+                        &node.inner.effects,
+                    )
+                };
+                node.record(&event.program_id, &report, accepted.elapsed());
+                let mut n = lock(&node.inner.in_flight.0);
+                *n -= 1;
+                node.inner.in_flight.1.notify_all();
+            }),
+        );
+        if !submitted {
+            // Draining: the execution stays journaled as pending and resumes at next start.
+            *lock(&self.inner.in_flight.0) -= 1;
+        }
+    }
+
+    fn record(&self, program: &str, report: &Report, took: Duration) {
+        let key = match report {
+            Report::Finished(ExecutionOutcome::Completed { .. }) => "completed".to_owned(),
+            Report::Finished(ExecutionOutcome::Failed { class, .. }) => format!("failed:{class}"),
+            Report::Finished(ExecutionOutcome::Rejected { .. }) => "rejected".to_owned(),
+            Report::Paused { .. } => "paused".to_owned(),
+            Report::Interrupted { .. } => "interrupted".to_owned(),
+        };
+        let mut stats = lock(&self.inner.stats);
+        let entry = stats.entry(program.to_owned()).or_default();
+        *entry.outcomes.entry(key).or_insert(0) += 1;
+        if let Report::Finished(ExecutionOutcome::Failed { message, .. }) = report {
+            entry.first_failure.get_or_insert_with(|| message.clone());
+        }
+        if matches!(report, Report::Finished(_)) {
+            entry
+                .latencies_us
+                .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Per-program outcome counters and latencies since start.
+    pub fn stats(&self) -> BTreeMap<String, ProgramStats> {
+        lock(&self.inner.stats).clone()
+    }
+
+    /// Executions accepted in this process and not yet finished or paused.
+    pub fn in_flight(&self) -> usize {
+        *lock(&self.inner.in_flight.0)
+    }
+
+    /// Waits until no execution is queued or running.
+    pub fn wait_idle(&self) {
+        let mut n = lock(&self.inner.in_flight.0);
+        while *n > 0 {
+            n = self
+                .inner
+                .in_flight
+                .1
+                .wait(n)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Stops intake, lets running and queued executions finish, and signs the audit head.
+    pub fn shutdown(&self, key: Option<&ed25519_dalek::SigningKey>) -> Result<()> {
+        self.inner.scheduler.drain();
+        if let Some(key) = key {
+            self.inner.audit.checkpoint(key)?;
+        }
+        Ok(())
+    }
+
+    /// Trusts `key` for programs and plugins.
+    pub fn trust(&self, key: &ed25519_dalek::VerifyingKey) -> Result<String> {
+        self.inner.store.trust_key(key)
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+}
+
+/// An execution admitted after its `max_wait`: journaled as failed (`timeout`) without
+/// running its instructions.
+fn late_report(node: &Node, execution_id: &str, admission: Admission) -> Report {
+    let outcome = ExecutionOutcome::Failed {
+        class: "timeout".to_owned(),
+        message: format!(
+            "waited {} ms for a worker, more than max_wait",
+            admission.waited.as_millis()
+        ),
+    };
+    if let Err(e) = node.inner.journal.finish(execution_id, &outcome) {
+        tracing::error!("cannot journal the end of {execution_id}: {e}");
+    }
+    Report::Finished(outcome)
+}
+
+/// Priority level and admission wait of a program (its default policy, else NORMAL).
+fn priority_of(ir: &LlmIrProgram) -> (u32, Duration) {
+    match &ir.default_priority {
+        Some(p) => (
+            u32::try_from(p.priority_level).unwrap_or(128),
+            Duration::from_millis(u64::try_from(p.max_wait_ms).unwrap_or(10_000).max(1)),
+        ),
+        None => (128, Duration::from_secs(10)),
+    }
+}
+
+/// A development key for `demo`: generated once per data directory and trusted there.
+pub fn development_key(data_dir: &Path) -> Result<ed25519_dalek::SigningKey> {
+    let path = data_dir.join("dev.key");
+    if path.exists() {
+        return Ok(keys::read_signing_key(&path)?);
+    }
+    std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir))?;
+    let key = keys::generate()?;
+    keys::write_keypair(&data_dir.join("dev"), &key)?;
+    Ok(key)
+}

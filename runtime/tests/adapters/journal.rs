@@ -1,0 +1,253 @@
+//! The fjall journal: dedupe, steps, decisions, pending executions, durability across a
+//! reopen and across an abort, and group commit under concurrency.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use eyeflow_actors::ports::{
+    Accepted, EventRecord, ExecutionOutcome, Journal, StepOutcome, StepRecord,
+};
+use eyeflow_runtime::journal::{FjallJournal, JournalCounts};
+use eyeflow_runtime::store::Durability;
+use serde_json::json;
+
+use crate::support::{open, temp_store};
+
+fn event(id: &str) -> EventRecord {
+    EventRecord {
+        event_id: id.into(),
+        source: "webhook".into(),
+        program_id: "cooling".into(),
+        program_version: "1.0.0".into(),
+        payload: json!({"temperature": 31}),
+        priority: 128,
+        accepted_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn step(execution_id: &str, seq: u64) -> StepRecord {
+    StepRecord {
+        execution_id: execution_id.into(),
+        seq,
+        instruction_id: format!("i{seq}"),
+        attempt: 1,
+        outcome: StepOutcome::Done {
+            output: json!({"seq": seq}),
+        },
+        fallback: None,
+        started_ms: 1,
+        finished_ms: 2,
+    }
+}
+
+fn new_id(accepted: Accepted) -> String {
+    match accepted {
+        Accepted::New { execution_id } => execution_id,
+        Accepted::Duplicate { execution_id } => panic!("unexpected duplicate of {execution_id}"),
+    }
+}
+
+#[test]
+fn accept_step_finish_and_query() {
+    let (_dir, store) = temp_store();
+    let journal = FjallJournal::open(store, Durability::Sync).unwrap();
+    let a = new_id(journal.accept(&event("e1")).unwrap());
+    let b = new_id(journal.accept(&event("e2")).unwrap());
+    assert_ne!(a, b);
+    assert_eq!(
+        journal.accept(&event("e1")).unwrap(),
+        Accepted::Duplicate {
+            execution_id: a.clone()
+        }
+    );
+    // Steps arrive out of key order on purpose: seq 10 must sort after seq 9.
+    for seq in [0, 1, 10, 2, 9] {
+        journal.step(&step(&a, seq)).unwrap();
+    }
+    journal
+        .finish(&b, &ExecutionOutcome::Completed { value: json!(1) })
+        .unwrap();
+
+    let (ev, steps, outcome) = journal.execution(&a).unwrap().expect("execution a");
+    assert_eq!(ev, event("e1"));
+    let seqs: Vec<u64> = steps.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 9, 10]);
+    assert_eq!(outcome, None);
+    let (_, _, outcome) = journal.execution(&b).unwrap().expect("execution b");
+    assert_eq!(
+        outcome,
+        Some(ExecutionOutcome::Completed { value: json!(1) })
+    );
+    assert!(journal.execution("x-unknown").unwrap().is_none());
+    assert_eq!(journal.execution_of_event("e2").unwrap(), Some(b.clone()));
+
+    let pending = journal.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].execution_id, a);
+    assert_eq!(pending[0].steps.len(), 5);
+    assert_eq!(
+        journal.counts().unwrap(),
+        JournalCounts {
+            executions: 2,
+            pending: 1,
+            finished: 1,
+            steps: 5
+        }
+    );
+}
+
+#[test]
+fn decisions_are_recorded_per_instruction() {
+    let (dir, store) = temp_store();
+    let journal = FjallJournal::open(store, Durability::Sync).unwrap();
+    let id = new_id(journal.accept(&event("e1")).unwrap());
+    assert_eq!(journal.decision(&id, "open-valve").unwrap(), None);
+    journal.decide(&id, "open-valve", true).unwrap();
+    journal.decide(&id, "loop/2/close", false).unwrap();
+    drop(journal);
+    let journal = FjallJournal::open(open(dir.path()), Durability::Sync).unwrap();
+    assert_eq!(journal.decision(&id, "open-valve").unwrap(), Some(true));
+    assert_eq!(journal.decision(&id, "loop/2/close").unwrap(), Some(false));
+    assert_eq!(journal.decision(&id, "other").unwrap(), None);
+}
+
+#[test]
+fn reopen_keeps_events_steps_dedupe_and_pending_order() {
+    let (dir, store) = temp_store();
+    let journal = FjallJournal::open(store, Durability::Sync).unwrap();
+    let ids: Vec<String> = (0..12)
+        .map(|i| new_id(journal.accept(&event(&format!("e{i}"))).unwrap()))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        for seq in 0..u64::try_from(i % 3).unwrap() {
+            journal.step(&step(id, seq)).unwrap();
+        }
+    }
+    journal
+        .finish(
+            &ids[3],
+            &ExecutionOutcome::Failed {
+                class: "timeout".into(),
+                message: "valve".into(),
+            },
+        )
+        .unwrap();
+    drop(journal);
+
+    let journal = FjallJournal::open(open(dir.path()), Durability::Sync).unwrap();
+    assert_eq!(
+        journal.accept(&event("e5")).unwrap(),
+        Accepted::Duplicate {
+            execution_id: ids[5].clone()
+        }
+    );
+    let pending = journal.pending().unwrap();
+    let pending_ids: Vec<&str> = pending.iter().map(|p| p.execution_id.as_str()).collect();
+    let expected: Vec<&str> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    assert_eq!(pending_ids, expected, "oldest first, finished excluded");
+    for p in &pending {
+        let i = ids.iter().position(|id| *id == p.execution_id).unwrap();
+        assert_eq!(p.steps.len(), i % 3);
+        assert_eq!(p.event.event_id, format!("e{i}"));
+    }
+    // New acceptances after a reopen never reuse an id.
+    let next = new_id(journal.accept(&event("e-new")).unwrap());
+    assert!(!ids.contains(&next));
+    assert_eq!(
+        journal.pending().unwrap().last().unwrap().execution_id,
+        next
+    );
+}
+
+#[test]
+fn concurrent_duplicates_start_one_execution() {
+    let (_dir, store) = temp_store();
+    let journal = Arc::new(FjallJournal::open(store, Durability::GroupCommit).unwrap());
+    let results: Vec<Accepted> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| journal.accept(&event("same")).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let new: Vec<_> = results
+        .iter()
+        .filter(|a| matches!(a, Accepted::New { .. }))
+        .collect();
+    assert_eq!(new.len(), 1, "{results:?}");
+    assert_eq!(journal.counts().unwrap().executions, 1);
+}
+
+#[test]
+fn group_commit_keeps_every_step_of_8_threads() {
+    const THREADS: u64 = 8;
+    const STEPS: u64 = 200;
+    let (dir, store) = temp_store();
+    let journal = FjallJournal::open(store, Durability::GroupCommit).unwrap();
+    let ids: Vec<String> = (0..THREADS)
+        .map(|t| new_id(journal.accept(&event(&format!("g{t}"))).unwrap()))
+        .collect();
+    std::thread::scope(|scope| {
+        for id in &ids {
+            let journal = &journal;
+            scope.spawn(move || {
+                for seq in 0..STEPS {
+                    journal.step(&step(id, seq)).unwrap();
+                }
+            });
+        }
+    });
+    drop(journal);
+    let journal = FjallJournal::open(open(dir.path()), Durability::GroupCommit).unwrap();
+    let pending = journal.pending().unwrap();
+    assert_eq!(pending.len(), 8);
+    for p in pending {
+        let seqs: Vec<u64> = p.steps.iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, (0..STEPS).collect::<Vec<_>>());
+    }
+    assert_eq!(journal.counts().unwrap().steps, THREADS * STEPS);
+}
+
+/// Environment variable telling [`abort_child`] where to write before aborting.
+const CHILD_DIR: &str = "EYEFLOW_JOURNAL_ABORT_DIR";
+
+/// Child half of [`nothing_acknowledged_is_lost_on_abort`]: a no-op unless spawned by it.
+#[test]
+fn abort_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let store = open(std::path::Path::new(&dir));
+    let journal = FjallJournal::open(store, Durability::GroupCommit).unwrap();
+    let id = new_id(journal.accept(&event("crash")).unwrap());
+    for seq in 0..5 {
+        journal.step(&step(&id, seq)).unwrap();
+    }
+    // No destructor runs: fjall gets no chance to flush at drop.
+    std::process::abort();
+}
+
+#[test]
+fn nothing_acknowledged_is_lost_on_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["journal::abort_child", "--exact", "--test-threads=1"])
+        .env(CHILD_DIR, dir.path())
+        .output()
+        .unwrap()
+        .status;
+    assert!(!status.success(), "the child must abort");
+    let journal = FjallJournal::open(open(dir.path()), Durability::Sync).unwrap();
+    let pending = journal.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].event.event_id, "crash");
+    assert_eq!(pending[0].steps.len(), 5);
+    assert!(matches!(
+        journal.accept(&event("crash")).unwrap(),
+        Accepted::Duplicate { .. }
+    ));
+}
