@@ -8,9 +8,10 @@
 //!   resumes when no more urgent job waits and a slot is free. Non-preemptible executions
 //!   are never parked. An execution holding a resource that a more urgent execution waits
 //!   for runs at that waiter's level (priority inheritance through the [`Arbiter`]).
-//! - No starvation: a queued job's level improves by one for every `aging` it has waited
-//!   (default 100 ms), so a BACKGROUND job reaches the CRITICAL level after at most
-//!   255 × 100 ms = 25.5 s and is then served in arrival order.
+//! - No starvation: for admission, a queued job's level improves by one for every `aging`
+//!   it has waited (default 100 ms), so a BACKGROUND job reaches the CRITICAL level after at
+//!   most 255 × 100 ms = 25.5 s and is then served in arrival order. Aging only orders the
+//!   queue: preemption compares declared levels, so equal-level work never thrashes.
 //! - `max_wait`: a job admitted later than its `max_wait` still runs, but is told so
 //!   ([`Admission::late`]) and takes its fallback instead of its normal path.
 
@@ -110,12 +111,10 @@ impl Inner {
             .map(|(i, _)| i)
     }
 
+    /// Whether a queued job of a strictly more urgent *declared* level waits. Aging orders
+    /// admission among queued jobs but never preempts running work of the same level.
     fn more_urgent_waiting(&self, state: &State, level: u32) -> bool {
-        let now = Instant::now();
-        state
-            .queue
-            .iter()
-            .any(|job| self.effective(job, now) < level)
+        state.queue.iter().any(|job| job.priority < level)
     }
 }
 

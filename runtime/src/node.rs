@@ -188,7 +188,11 @@ impl Node {
         let store = EmbeddedStore::open(&config.data_dir)?;
         let secrets: Arc<dyn SecretSource> =
             Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?);
-        let host = PluginHost::open(store.clone(), secrets.clone(), config.host.clone())?;
+        let host_config = HostConfig {
+            kv_durability: config.durability,
+            ..config.host.clone()
+        };
+        let host = PluginHost::open(store.clone(), secrets.clone(), host_config)?;
         let journal = Arc::new(FjallJournal::open(store.clone(), config.durability)?);
         let audit = Arc::new(FjallAudit::open(store.clone(), AuditConfig::default())?);
         let events = Arc::new(FjallEventLog::new(store.clone(), config.durability));

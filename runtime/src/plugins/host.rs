@@ -58,6 +58,8 @@ pub struct HostConfig {
     pub max_wasm_stack: usize,
     /// Deadline enforcement.
     pub deadline: DeadlineMode,
+    /// Durability of the plugins' scratch KV writes (a plugin's `kv.set` returns after it).
+    pub kv_durability: crate::store::Durability,
 }
 
 impl Default for HostConfig {
@@ -68,9 +70,13 @@ impl Default for HostConfig {
             max_concurrent_calls: 64,
             max_wasm_stack: 512 * 1024,
             deadline: DeadlineMode::Epoch,
+            kv_durability: crate::store::Durability::GroupCommit,
         }
     }
 }
+
+/// Bytes of each pooled memory and table kept resident between calls.
+const KEEP_RESIDENT: usize = 64 * 1024;
 
 /// Epoch tick period.
 const TICK: Duration = Duration::from_millis(1);
@@ -171,7 +177,11 @@ fn engine(config: &HostConfig) -> Result<Engine> {
         .total_core_instances(n.saturating_mul(16))
         .total_memories(n.saturating_mul(4))
         .total_tables(n.saturating_mul(16))
-        .max_memory_size(config.memory_limit);
+        .max_memory_size(config.memory_limit)
+        // Keep the first pages of each slot resident between calls: resetting them with a
+        // memset is cheaper than madvise + page faults on the next instantiation.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
     let mut wasm = Config::new();
     wasm.concurrency_support(false)
         .max_wasm_stack(config.max_wasm_stack)
@@ -202,10 +212,13 @@ impl PluginHost {
         config: HostConfig,
     ) -> Result<Self> {
         let engine = engine(&config)?;
-        let services = Services::new(store.clone(), secrets).map_err(|e| Error::Wasm {
-            plugin: "(host)".into(),
-            reason: format!("HTTP client: {e}"),
-        })?;
+        let services =
+            Services::new(store.clone(), secrets, config.kv_durability).map_err(|e| {
+                Error::Wasm {
+                    plugin: "(host)".into(),
+                    reason: format!("HTTP client: {e}"),
+                }
+            })?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = (config.deadline == DeadlineMode::Epoch).then(|| {
             let engine = engine.clone();

@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::grants::Grant;
 use super::manifest::Import;
 use crate::secrets::SecretSource;
-use crate::store::{EmbeddedStore, Space};
+use crate::store::{Durability, EmbeddedStore, Space, Write};
 
 /// Host bindings generated from `plugin-sdk/wit/plugin.wit`.
 #[allow(missing_docs)] // generated from the WIT, whose docs it carries where the WIT has them
@@ -44,12 +44,15 @@ pub(crate) struct Services {
     pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) http: reqwest::blocking::Client,
     pub(crate) started: Instant,
+    /// How plugin KV writes are made durable (the node's durability setting).
+    pub(crate) kv_durability: Durability,
 }
 
 impl Services {
     pub(crate) fn new(
         store: EmbeddedStore,
         secrets: Arc<dyn SecretSource>,
+        kv_durability: Durability,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::blocking::Client::builder()
             // A granted host must not be able to bounce the plugin to one that is not.
@@ -60,6 +63,7 @@ impl Services {
             secrets,
             http,
             started: Instant::now(),
+            kv_durability,
         })
     }
 }
@@ -351,7 +355,10 @@ impl kv::Host for CallState {
         let key = self.kv_key(&key)?;
         self.services
             .store
-            .put(Space::PluginKv, &key, &value)
+            .commit(
+                [Write::Put(Space::PluginKv, key, value)],
+                self.services.kv_durability,
+            )
             .map_err(store_error)
     }
 
@@ -359,7 +366,10 @@ impl kv::Host for CallState {
         let key = self.kv_key(&key)?;
         self.services
             .store
-            .remove(Space::PluginKv, &key)
+            .commit(
+                [Write::Remove(Space::PluginKv, key)],
+                self.services.kv_durability,
+            )
             .map_err(store_error)
     }
 }

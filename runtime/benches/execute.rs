@@ -1,0 +1,175 @@
+//! Execution throughput and latency of a 10-instruction program without LLM (EVAL, BRANCH,
+//! STORE/LOAD in the execution and node scopes, one valve-sim CALL_ACTION, RETURN) on a node
+//! with journal and audit on: durable (group commit) and without fsync. Prints executions per
+//! second, p50/p99 latency at low load (one at a time) and under saturation, and CPU per
+//! execution. Run: `cargo bench -p eyeflow-runtime --bench execute` (needs
+//! `scripts/build-plugins.sh`).
+
+use std::path::Path;
+use std::time::Instant;
+
+use eyeflow_compiler::CompileOptions;
+use eyeflow_runtime::node::{Node, NodeConfig};
+use eyeflow_runtime::plugins::Package;
+use eyeflow_runtime::store::Durability;
+
+const RULE: &str = r#"
+id: bench-ten
+version: 1.0.0
+priority: normal
+max_wait_ms: 600000
+requires: {valve-sim: ^1.0}
+triggers: [{kind: manual}]
+instructions:
+  - {id: level, op: EVAL, expression: "double(event.value) * 2.0", next: high}
+  - {id: high, op: EVAL, expression: "level > 10.0", next: decide}
+  - {id: decide, op: BRANCH, condition: high, then: keep, else: keep}
+  - {id: keep, op: STORE, scope: execution, key: level, expression: level, next: again}
+  - {id: again, op: LOAD, scope: execution, key: level, next: share}
+  - {id: share, op: STORE, scope: node, key: "bench/last", expression: again, next: shared}
+  - {id: shared, op: LOAD, scope: node, key: "bench/last", next: act}
+  - id: act
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    params: {valve: "'valve/bench-' + string(int(event.value) % 64)", position: "int(shared) % 100"}
+    next: result
+  - {id: result, op: EVAL, expression: "act.position", next: done}
+  - {id: done, op: RETURN, expression: "{'position': result}"}
+"#;
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 Hz on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize)
+        .map_or(0.0, |us| *us as f64 / 1000.0)
+}
+
+fn node(dir: &Path, durability: Durability) -> Node {
+    let mut config = NodeConfig::embedded(dir);
+    config.durability = durability;
+    config.workers = 4;
+    let node = Node::start(config).expect("node");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    node.trust(&key.verifying_key()).expect("trust");
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let manifest =
+        std::fs::read(plugins.join("valve-sim.json")).expect("run scripts/build-plugins.sh first");
+    let component = std::fs::read(plugins.join("valve-sim.wasm")).expect("component");
+    let mut package = Package::new(manifest, component).expect("package");
+    package.sign(&key);
+    node.plugins().install(&package).expect("install");
+    let options = CompileOptions {
+        source_name: "bench.yaml".into(),
+        compiled_by: "bench".into(),
+        compiled_at: 0,
+    };
+    let program = eyeflow_compiler::compile_and_sign(RULE, &options, &key).expect("compile");
+    node.deploy(&eyeflow_ir::encode(&program)).expect("deploy");
+    node
+}
+
+fn run(label: &str, durability: Durability) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = node(dir.path(), durability);
+    // Warm up.
+    for i in 0..50 {
+        node.submit(
+            "bench-ten",
+            &format!("warm-{i}"),
+            "bench",
+            serde_json::json!({"value": i}),
+        )
+        .expect("submit");
+    }
+    node.wait_idle();
+
+    // Low load: one execution at a time.
+    let mut low = Vec::new();
+    for i in 0..300 {
+        let started = Instant::now();
+        node.submit(
+            "bench-ten",
+            &format!("low-{i}"),
+            "bench",
+            serde_json::json!({"value": i}),
+        )
+        .expect("submit");
+        node.wait_idle();
+        low.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    low.sort_unstable();
+
+    // Saturation: submit as fast as possible from 4 threads.
+    let n = 2000;
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let node = node.clone();
+            scope.spawn(move || {
+                for i in 0..n / 4 {
+                    node.submit(
+                        "bench-ten",
+                        &format!("sat-{t}-{i}"),
+                        "bench",
+                        serde_json::json!({"value": i}),
+                    )
+                    .expect("submit");
+                }
+            });
+        }
+    });
+    node.wait_idle();
+    let took = started.elapsed();
+    let cpu = cpu_seconds() - cpu;
+    let stats = node.stats();
+    let stats = &stats["bench-ten"];
+    assert_eq!(
+        stats.outcomes.get("completed").copied().unwrap_or(0),
+        50 + 300 + n as u64,
+        "{:?} {:?}",
+        stats.outcomes,
+        stats.first_failure
+    );
+    let mut all = stats.latencies_us[350..].to_vec();
+    all.sort_unstable();
+    println!(
+        "{label:<22} low load p50 {:>7.3} ms p99 {:>7.3} ms | saturated {:>7.0} exec/s, p50 {:>7.2} ms p99 {:>7.2} ms | CPU {:>6.1} µs/exec",
+        percentile(&low, 0.5),
+        percentile(&low, 0.99),
+        n as f64 / took.as_secs_f64(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        cpu * 1e6 / n as f64,
+    );
+    node.shutdown(None).expect("shutdown");
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with `--bench` absent: keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("execute bench: run with `cargo bench -p eyeflow-runtime --bench execute`");
+        return;
+    }
+    run("durable (group commit)", Durability::GroupCommit);
+    run("durable (fsync each)", Durability::Sync);
+    run("no fsync", Durability::Buffered);
+}
