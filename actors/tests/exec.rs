@@ -159,11 +159,17 @@ impl SecretSource for FakeSecrets {
 #[derive(Default)]
 struct MemJournal {
     steps: Mutex<Vec<StepRecord>>,
+    /// Instruction ids journaled with `step_lazy`.
+    lazy: Mutex<Vec<String>>,
     finished: Mutex<Option<ExecutionOutcome>>,
     decisions: Mutex<HashMap<String, bool>>,
     broken: AtomicBool,
 }
 impl Journal for MemJournal {
+    fn step_lazy(&self, step: &StepRecord) -> Result<(), CallError> {
+        self.lazy.lock().unwrap().push(step.instruction_id.clone());
+        self.step(step)
+    }
     fn accept(&self, _e: &EventRecord) -> Result<Accepted, CallError> {
         Ok(Accepted::New {
             execution_id: "x".into(),
@@ -646,6 +652,16 @@ instructions:
     next: done
   - {id: done, op: RETURN, expression: set.ok}
 "#;
+
+#[test]
+fn only_steps_without_effects_are_journaled_lazily() {
+    let program = compile(ACTION);
+    let w = World::new();
+    completed(w.run(&program, json!({})));
+    // The read may simply run again after a crash; the action and the end may not.
+    assert_eq!(*w.journal.lazy.lock().unwrap(), ["read"]);
+    assert_eq!(w.step_ids(), ["read", "set", "done"]);
+}
 
 #[test]
 fn load_resource_and_call_action() {

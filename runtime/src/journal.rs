@@ -191,12 +191,12 @@ impl FjallJournal {
         Ok(Accepted::New { execution_id })
     }
 
-    fn write_step(&self, step: &StepRecord) -> Result<()> {
+    fn write_step(&self, step: &StepRecord, durability: Durability) -> Result<()> {
         let key = step_key(&step.execution_id, step.seq);
         let value = json(&key, step)?;
         self.store.commit(
             [Write::Put(Space::JournalSteps, key.into_bytes(), value)],
-            self.durability,
+            durability,
         )
     }
 
@@ -219,7 +219,12 @@ impl Journal for FjallJournal {
     }
 
     fn step(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.write_step(step).map_err(call_error)
+        self.write_step(step, self.durability).map_err(call_error)
+    }
+
+    fn step_lazy(&self, step: &StepRecord) -> Result<(), CallError> {
+        self.write_step(step, Durability::Buffered)
+            .map_err(call_error)
     }
 
     fn finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError> {

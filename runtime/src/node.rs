@@ -194,7 +194,15 @@ impl Node {
         };
         let host = PluginHost::open(store.clone(), secrets.clone(), host_config)?;
         let journal = Arc::new(FjallJournal::open(store.clone(), config.durability)?);
-        let audit = Arc::new(FjallAudit::open(store.clone(), AuditConfig::default())?);
+        // Audit entries are made durable by the journal write that follows each of them
+        // (one fjall journal): no fsync of their own.
+        let audit = Arc::new(FjallAudit::open(
+            store.clone(),
+            AuditConfig {
+                durability: Durability::Buffered,
+                ..AuditConfig::default()
+            },
+        )?);
         let events = Arc::new(FjallEventLog::new(store.clone(), config.durability));
         let arbiter = Arbiter::new();
         let scheduler = Scheduler::new(

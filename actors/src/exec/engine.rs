@@ -275,8 +275,6 @@ impl<'a> Run<'a> {
             started_ms,
             finished_ms,
         };
-        self.fx.journal.step(&step).map_err(Stop::Journal)?;
-        self.next_seq += 1;
         let (audit_outcome, output) = match &step.outcome {
             StepOutcome::Done { output } => ("done".to_owned(), output.clone()),
             StepOutcome::Skipped => ("skipped".to_owned(), Value::Null),
@@ -298,7 +296,15 @@ impl<'a> Run<'a> {
             started_ms,
             finished_ms,
         };
+        // Audit first: the journal write after it (durable for effects) covers the entry.
         self.fx.audit.append(&entry).map_err(Stop::Journal)?;
+        let lazy = !has_effect(ins) && !matches!(step.outcome, StepOutcome::AwaitingApproval);
+        if lazy {
+            self.fx.journal.step_lazy(&step).map_err(Stop::Journal)?;
+        } else {
+            self.fx.journal.step(&step).map_err(Stop::Journal)?;
+        }
+        self.next_seq += 1;
         Ok(())
     }
 
@@ -710,6 +716,28 @@ impl<'a> Run<'a> {
             &Value::Null,
         )?;
         self.conclude(idx, path, prefix, 1, decision, failure)
+    }
+}
+
+/// Whether an instruction acts outside the execution (or is too costly to repeat): its
+/// step is journaled durably before the walk goes on. Other steps may be journaled lazily
+/// and simply run again if a crash loses them.
+fn has_effect(ins: &super::program::Prepared) -> bool {
+    use eyeflow_ir::pb::{IrOpcode, MemoryScope};
+    match ins.opcode {
+        IrOpcode::Eval
+        | IrOpcode::Branch
+        | IrOpcode::Merge
+        | IrOpcode::Loop
+        | IrOpcode::CallFunction
+        | IrOpcode::LoadResource
+        | IrOpcode::Load => false,
+        // Execution and node scopes do not survive a crash anyway; cluster memory does.
+        IrOpcode::Store => ins
+            .memory
+            .as_ref()
+            .is_none_or(|m| m.scope == MemoryScope::Cluster),
+        _ => true,
     }
 }
 

@@ -126,6 +126,13 @@ pub trait Journal: Send + Sync {
     fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError>;
     /// Journals one instruction outcome.
     fn step(&self, step: &StepRecord) -> Result<(), CallError>;
+    /// Journals the outcome of an instruction without external side effects (EVAL, BRANCH,
+    /// a read, execution-scope memory...). It may become durable only with the journal's
+    /// next durable write: losing it in a crash is harmless, the instruction runs again on
+    /// resume. Defaults to [`Journal::step`].
+    fn step_lazy(&self, step: &StepRecord) -> Result<(), CallError> {
+        self.step(step)
+    }
     /// Journals the end of an execution.
     fn finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError>;
     /// Journals a human decision on `instruction_id` of a paused execution.
@@ -181,7 +188,10 @@ pub struct AuditReceipt {
     pub hash: [u8; 32],
 }
 
-/// The audit chain (embedded: fjall; published to Kafka by the node service).
+/// The audit chain (embedded: fjall; published to Kafka by the node service). The executor
+/// appends an attempt's entry before journaling the attempt, so a durable journal write
+/// also covers the entries before it: an entry is never missing for a journaled step (an
+/// attempt re-run after a crash may appear twice).
 pub trait AuditLog: Send + Sync {
     /// Appends `entry` to the chain.
     fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError>;
