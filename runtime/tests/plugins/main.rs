@@ -3,6 +3,7 @@
 
 mod bundled;
 mod hostile;
+mod node;
 mod packages;
 mod support;
 mod upgrade;
