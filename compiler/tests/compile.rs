@@ -141,12 +141,12 @@ mod examples {
         let program = compile_ok(&name, &source);
         assert_eq!(program.default_priority.map(|p| p.priority_level), Some(64));
         let throttle = instruction(&program, "throttle_valve");
-        assert_eq!(throttle.resource_key, "valve/V-101");
+        assert_eq!(throttle.resource_key, "valve/v-101");
         let window = throttle.time_window.as_ref().expect("time window");
         assert_eq!((window.start_minute, window.end_minute), (360, 1320));
         assert_eq!(window.weekdays, vec![1, 2, 3, 4, 5, 6]);
         let post = throttle.postcondition.as_ref().expect("postcondition");
-        assert_eq!(post.read_capability_id, "sensor-sim");
+        assert_eq!(post.read_capability_id, "valve-sim");
         assert_eq!(post.read_capability_version, "^1.0");
         assert_eq!(throttle.retry.as_ref().map(|r| r.max_retries), Some(3));
         assert_eq!(

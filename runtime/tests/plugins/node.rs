@@ -27,7 +27,7 @@ fn outcome(node: &Node, execution_id: &str) -> ExecutionOutcome {
     let (_, _, outcome) = node
         .journal()
         .execution(execution_id)
-        .unwrap()
+        .expect("journal readable")
         .expect("journaled");
     outcome.expect("finished")
 }
