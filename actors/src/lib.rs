@@ -9,3 +9,4 @@ pub mod exec;
 pub mod gates;
 pub mod ports;
 pub mod scheduler;
+pub mod supervision;

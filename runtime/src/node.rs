@@ -3,10 +3,13 @@
 //! Programs are deployed (verified against the node's keyring and the plugin catalog),
 //! events are journaled before they are acknowledged, executions run on the scheduler's
 //! workers, and at start the executions a crash interrupted resume from their journal.
+//! Deployed programs live in the supervision tree (node supervisor → program registry →
+//! one actor per program version, restarted within a bounded intensity); executions reach
+//! their program through it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use eyeflow_actors::arbiter::Arbiter;
@@ -15,8 +18,11 @@ use eyeflow_actors::ports::{
     Accepted, CapabilityRef, EventRecord, ExecutionOutcome, Journal, PendingExecution,
 };
 use eyeflow_actors::scheduler::{Admission, Scheduler, SchedulerConfig};
-use eyeflow_ir::pb::LlmIrProgram;
+use eyeflow_actors::supervision::{
+    NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
+};
 use eyeflow_ir::{Limits, keys};
+use ractor::{Actor, ActorRef};
 use serde_json::Value;
 
 use crate::audit::{AuditConfig, FjallAudit};
@@ -129,11 +135,6 @@ pub struct ProgramInfo {
     pub instructions: usize,
 }
 
-struct Deployed {
-    ir: Arc<LlmIrProgram>,
-    program: Arc<Program>,
-}
-
 /// Outcome counters and latencies of one program.
 #[derive(Debug, Clone, Default)]
 pub struct ProgramStats {
@@ -154,7 +155,9 @@ struct Inner {
     events: Arc<FjallEventLog>,
     scheduler: Scheduler,
     effects: Effects,
-    programs: RwLock<BTreeMap<String, BTreeMap<semver::Version, Deployed>>>,
+    /// Runs the supervision tree (node supervisor → program registry → program actors).
+    actors: tokio::runtime::Runtime,
+    supervisor: ActorRef<NodeMsg>,
     stats: Mutex<BTreeMap<String, ProgramStats>>,
     in_flight: (Mutex<usize>, Condvar),
 }
@@ -172,6 +175,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn http_client_error(e: reqwest::Error) -> Error {
     Error::Node {
         reason: format!("cannot build the HTTP client: {e}"),
+    }
+}
+
+fn actor_error(e: impl std::fmt::Display) -> Error {
+    Error::Node {
+        reason: format!("supervision tree: {e}"),
     }
 }
 
@@ -243,6 +252,24 @@ impl Node {
             boundary: Arc::new(scheduler.clone()),
             clock: Arc::new(exec::SystemClock),
         };
+        let actors = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eyeflow-actors")
+            .enable_all()
+            .build()
+            .map_err(Error::io("(actor runtime)"))?;
+        let (supervisor, _) = actors
+            .block_on(Actor::spawn(
+                Some(format!("{}-supervisor", config.node_id)),
+                NodeSupervisor {
+                    policy: RestartPolicy::default(),
+                    program_policy: RestartPolicy::default(),
+                },
+                (),
+            ))
+            .map_err(|e| Error::Node {
+                reason: format!("cannot start the supervision tree: {e}"),
+            })?;
         let node = Self {
             inner: Arc::new(Inner {
                 config,
@@ -253,7 +280,8 @@ impl Node {
                 events,
                 scheduler,
                 effects,
-                programs: RwLock::new(BTreeMap::new()),
+                actors,
+                supervisor,
                 stats: Mutex::new(BTreeMap::new()),
                 in_flight: (Mutex::new(0), Condvar::new()),
             }),
@@ -357,60 +385,58 @@ impl Node {
         })?;
         let info = ProgramInfo {
             id: ir.program_id.clone(),
-            version: ir.version.clone(),
+            version: version.to_string(),
             key_id: loaded.key_id,
             instructions: ir.instructions.len(),
         };
+        let supervisor = self.inner.supervisor.clone();
         self.inner
-            .programs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(ir.program_id.clone())
-            .or_default()
-            .insert(
-                version,
-                Deployed {
-                    ir,
-                    program: Arc::new(program),
-                },
-            );
+            .actors
+            .block_on(async move { ractor::call!(supervisor, NodeMsg::Deploy, Arc::new(program)) })
+            .map_err(actor_error)?;
         Ok(info)
     }
 
     /// Deployed programs (every version; the highest is active).
     pub fn programs(&self) -> Vec<ProgramInfo> {
-        let programs = self
-            .inner
-            .programs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        programs
-            .values()
-            .flat_map(|versions| versions.values())
-            .map(|d| ProgramInfo {
-                id: d.ir.program_id.clone(),
-                version: d.ir.version.clone(),
-                key_id: d.ir.signing_key_id.clone(),
-                instructions: d.ir.instructions.len(),
+        let supervisor = self.inner.supervisor.clone();
+        let listed = self.inner.actors.block_on(async move {
+            let registry =
+                ractor::call!(supervisor, NodeMsg::Registry).map_err(|e| e.to_string())?;
+            ractor::call!(registry, RegistryMsg::List).map_err(|e| e.to_string())
+        });
+        listed
+            .unwrap_or_default()
+            .iter()
+            .map(|p| ProgramInfo {
+                id: p.id().to_owned(),
+                version: p.version().to_owned(),
+                key_id: p.ir().signing_key_id.clone(),
+                instructions: p.ir().instructions.len(),
             })
             .collect()
     }
 
-    fn find(&self, id: &str, version: Option<&str>) -> Option<(Arc<LlmIrProgram>, Arc<Program>)> {
-        let programs = self
-            .inner
-            .programs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let versions = programs.get(id)?;
-        let deployed = match version {
-            Some(v) => versions
-                .iter()
-                .find(|(ver, _)| ver.to_string() == v)
-                .map(|(_, d)| d)?,
-            None => versions.values().next_back()?,
-        };
-        Some((deployed.ir.clone(), deployed.program.clone()))
+    /// The program actor's prepared program: `id@version`, or the highest version.
+    fn find(&self, id: &str, version: Option<&str>) -> Option<Arc<Program>> {
+        let supervisor = self.inner.supervisor.clone();
+        let (id, version) = (id.to_owned(), version.map(str::to_owned));
+        let found = self.inner.actors.block_on(async move {
+            let registry =
+                ractor::call!(supervisor, NodeMsg::Registry).map_err(|e| e.to_string())?;
+            match ractor::call!(registry, RegistryMsg::Find, id, version)
+                .map_err(|e| e.to_string())?
+            {
+                Some(actor) => ractor::call!(actor, ProgramMsg::Get)
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                None => Ok(None),
+            }
+        });
+        found.unwrap_or_else(|e| {
+            tracing::error!("program registry unavailable: {e}");
+            None
+        })
     }
 
     /// Accepts an event for program `program_id` (its active version): journaled before this
@@ -422,22 +448,22 @@ impl Node {
         source: &str,
         payload: Value,
     ) -> Result<Accepted> {
-        let (ir, program) = self.find(program_id, None).ok_or_else(|| Error::Refused {
+        let program = self.find(program_id, None).ok_or_else(|| Error::Refused {
             program: program_id.to_owned(),
             reason: "not deployed".to_owned(),
         })?;
         let event = EventRecord {
             event_id: event_id.to_owned(),
             source: source.to_owned(),
-            program_id: ir.program_id.clone(),
-            program_version: ir.version.clone(),
+            program_id: program.id().to_owned(),
+            program_version: program.version().to_owned(),
             payload,
-            priority: priority_of(&ir).0,
+            priority: program.default_priority().level,
             accepted_at_ms: crate::plugins::catalog::now_ms(),
         };
         let accepted = self.inner.journal.accept(&event).map_err(journal_error)?;
         if let Accepted::New { execution_id } = &accepted {
-            self.schedule(ir, program, execution_id.clone(), event, Vec::new());
+            self.schedule(program, execution_id.clone(), event, Vec::new());
         }
         Ok(accepted)
     }
@@ -475,25 +501,25 @@ impl Node {
             event,
             steps,
         } = pending;
-        let (ir, program) = self
+        let program = self
             .find(&event.program_id, Some(&event.program_version))
             .ok_or_else(|| Error::Refused {
                 program: format!("{}@{}", event.program_id, event.program_version),
                 reason: format!("execution {execution_id} cannot resume: program not deployed"),
             })?;
-        self.schedule(ir, program, execution_id, event, steps);
+        self.schedule(program, execution_id, event, steps);
         Ok(())
     }
 
     fn schedule(
         &self,
-        ir: Arc<LlmIrProgram>,
         program: Arc<Program>,
         execution_id: String,
         event: EventRecord,
         history: Vec<eyeflow_actors::ports::StepRecord>,
     ) {
-        let (level, max_wait) = priority_of(&ir);
+        let priority = program.default_priority();
+        let (level, max_wait) = (priority.level, priority.max_wait);
         *lock(&self.inner.in_flight.0) += 1;
         let node = self.clone();
         let accepted = Instant::now();
@@ -571,6 +597,7 @@ impl Node {
     /// Stops intake, lets running and queued executions finish, and signs the audit head.
     pub fn shutdown(&self, key: Option<&ed25519_dalek::SigningKey>) -> Result<()> {
         self.inner.scheduler.drain();
+        self.inner.supervisor.stop(Some("node shutdown".to_owned()));
         if let Some(key) = key {
             self.inner.audit.checkpoint(key)?;
         }
@@ -602,17 +629,6 @@ fn late_report(node: &Node, execution_id: &str, admission: Admission) -> Report 
         tracing::error!("cannot journal the end of {execution_id}: {e}");
     }
     Report::Finished(outcome)
-}
-
-/// Priority level and admission wait of a program (its default policy, else NORMAL).
-fn priority_of(ir: &LlmIrProgram) -> (u32, Duration) {
-    match &ir.default_priority {
-        Some(p) => (
-            u32::try_from(p.priority_level).unwrap_or(128),
-            Duration::from_millis(u64::try_from(p.max_wait_ms).unwrap_or(10_000).max(1)),
-        ),
-        None => (128, Duration::from_secs(10)),
-    }
 }
 
 /// A development key for `demo`: generated once per data directory and trusted there.

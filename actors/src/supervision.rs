@@ -1,0 +1,380 @@
+//! The supervision tree (ractor): a node supervisor over the program registry, which
+//! supervises one actor per deployed program version. A child that panics is restarted
+//! from its spec, one-for-one, within a bounded restart intensity (ractor has none built in:
+//! its default stops the supervisor); past the budget the supervisor stops itself and its
+//! own supervisor decides, up to the node supervisor, which then stops: the process
+//! restarts it from the journal.
+//!
+//! Executions do not run inside these actors: they run on the scheduler's worker threads
+//! (blocking port calls), reach their program through the registry, and contain panics per
+//! instruction (the fallback engine handles them) and per job.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::exec::Program;
+
+/// Restart intensity: at most `max_restarts` within `within`, then escalate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Restarts allowed in the window.
+    pub max_restarts: usize,
+    /// The sliding window.
+    pub within: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 3,
+            within: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Restart timestamps of one supervisor.
+#[derive(Debug, Default)]
+pub struct RestartBudget {
+    recent: VecDeque<Instant>,
+}
+
+impl RestartBudget {
+    /// Records a failure at `now`; true when a restart is still allowed by `policy`.
+    pub fn allow(&mut self, policy: RestartPolicy, now: Instant) -> bool {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > policy.within)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= policy.max_restarts {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
+}
+
+/// Messages of a program actor.
+pub enum ProgramMsg {
+    /// The prepared program.
+    Get(RpcReplyPort<Arc<Program>>),
+    /// Test hook: panic inside the actor (a bug), to exercise supervision.
+    Crash,
+}
+
+/// One deployed program version.
+pub struct ProgramActor;
+
+impl Actor for ProgramActor {
+    type Msg = ProgramMsg;
+    type State = Arc<Program>;
+    type Arguments = Arc<Program>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        program: Arc<Program>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(program)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ProgramMsg::Get(reply) => {
+                let _ = reply.send(state.clone());
+            }
+            ProgramMsg::Crash => panic!("program actor {} crashed on request", state.id()),
+        }
+        Ok(())
+    }
+}
+
+/// Messages of the program registry.
+pub enum RegistryMsg {
+    /// Registers (or replaces) a program version; replies once its actor runs.
+    Deploy(Arc<Program>, RpcReplyPort<()>),
+    /// The program actor of `id@version` (highest version when `None`).
+    Find(
+        String,
+        Option<String>,
+        RpcReplyPort<Option<ActorRef<ProgramMsg>>>,
+    ),
+    /// How many times program actors were restarted.
+    Restarts(RpcReplyPort<u64>),
+    /// Every deployed program version.
+    List(RpcReplyPort<Vec<Arc<Program>>>),
+}
+
+/// The registry: one supervised actor per deployed program version.
+pub struct ProgramRegistry {
+    /// Restart intensity for program actors.
+    pub policy: RestartPolicy,
+}
+
+/// The registry's state.
+pub struct RegistryState {
+    specs: BTreeMap<(String, semver::Version), Arc<Program>>,
+    actors: BTreeMap<(String, semver::Version), ActorRef<ProgramMsg>>,
+    budget: RestartBudget,
+    restarts: u64,
+}
+
+fn version_of(program: &Program) -> semver::Version {
+    semver::Version::parse(program.version()).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+}
+
+impl ProgramRegistry {
+    async fn spawn(
+        myself: &ActorRef<RegistryMsg>,
+        program: Arc<Program>,
+    ) -> Result<ActorRef<ProgramMsg>, ActorProcessingErr> {
+        let (actor, _) =
+            Actor::spawn_linked(None, ProgramActor, program, myself.get_cell()).await?;
+        Ok(actor)
+    }
+}
+
+impl Actor for ProgramRegistry {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = Vec<Arc<Program>>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        programs: Vec<Arc<Program>>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = RegistryState {
+            specs: BTreeMap::new(),
+            actors: BTreeMap::new(),
+            budget: RestartBudget::default(),
+            restarts: 0,
+        };
+        for program in programs {
+            let key = (program.id().to_owned(), version_of(&program));
+            let actor = Self::spawn(&myself, program.clone()).await?;
+            state.specs.insert(key.clone(), program);
+            state.actors.insert(key, actor);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RegistryMsg::Deploy(program, reply) => {
+                let key = (program.id().to_owned(), version_of(&program));
+                let actor = Self::spawn(&myself, program.clone()).await?;
+                state.specs.insert(key.clone(), program);
+                if let Some(old) = state.actors.insert(key, actor) {
+                    old.stop(None);
+                }
+                let _ = reply.send(());
+            }
+            RegistryMsg::Find(id, version, reply) => {
+                let found = state
+                    .actors
+                    .iter()
+                    .rfind(|((pid, v), _)| {
+                        *pid == id && version.as_ref().is_none_or(|want| v.to_string() == *want)
+                    })
+                    .map(|(_, actor)| actor.clone());
+                let _ = reply.send(found);
+            }
+            RegistryMsg::Restarts(reply) => {
+                let _ = reply.send(state.restarts);
+            }
+            RegistryMsg::List(reply) => {
+                let _ = reply.send(state.specs.values().cloned().collect());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, error) = event else {
+            return Ok(());
+        };
+        let Some(key) = find_key(&state.actors, &cell) else {
+            return Ok(());
+        };
+        tracing::error!(program = %format!("{}@{}", key.0, key.1), "program actor failed: {error}");
+        if !state.budget.allow(self.policy, Instant::now()) {
+            tracing::error!("program actors restart too often; the registry escalates");
+            myself.stop(Some("restart intensity exceeded".to_owned()));
+            return Ok(());
+        }
+        if let Some(program) = state.specs.get(&key).cloned() {
+            let actor = Self::spawn(&myself, program).await?;
+            state.actors.insert(key, actor);
+            state.restarts += 1;
+        }
+        Ok(())
+    }
+}
+
+fn find_key(
+    actors: &BTreeMap<(String, semver::Version), ActorRef<ProgramMsg>>,
+    cell: &ActorCell,
+) -> Option<(String, semver::Version)> {
+    actors
+        .iter()
+        .find(|(_, actor)| actor.get_id() == cell.get_id())
+        .map(|(key, _)| key.clone())
+}
+
+/// Messages of the node supervisor.
+pub enum NodeMsg {
+    /// The current program registry.
+    Registry(RpcReplyPort<ActorRef<RegistryMsg>>),
+    /// Deploys a program through the registry and remembers it for registry restarts.
+    Deploy(Arc<Program>, RpcReplyPort<()>),
+    /// How many times the registry was restarted.
+    RegistryRestarts(RpcReplyPort<u64>),
+}
+
+/// The node supervisor: restarts the program registry (with every deployed program) when
+/// it fails or escalates, within its own restart intensity; past it, stops.
+pub struct NodeSupervisor {
+    /// Restart intensity of the registry.
+    pub policy: RestartPolicy,
+    /// Restart intensity the registry applies to program actors.
+    pub program_policy: RestartPolicy,
+}
+
+/// The node supervisor's state.
+pub struct NodeState {
+    registry: ActorRef<RegistryMsg>,
+    deployed: Vec<Arc<Program>>,
+    budget: RestartBudget,
+    restarts: u64,
+}
+
+impl NodeSupervisor {
+    async fn spawn_registry(
+        &self,
+        myself: &ActorRef<NodeMsg>,
+        deployed: Vec<Arc<Program>>,
+    ) -> Result<ActorRef<RegistryMsg>, ActorProcessingErr> {
+        let registry = ProgramRegistry {
+            policy: self.program_policy,
+        };
+        let (actor, _) = Actor::spawn_linked(None, registry, deployed, myself.get_cell()).await?;
+        Ok(actor)
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(NodeState {
+            registry: self.spawn_registry(&myself, Vec::new()).await?,
+            deployed: Vec::new(),
+            budget: RestartBudget::default(),
+            restarts: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            NodeMsg::Registry(reply) => {
+                let _ = reply.send(state.registry.clone());
+            }
+            NodeMsg::Deploy(program, reply) => {
+                state
+                    .deployed
+                    .retain(|p| !(p.id() == program.id() && p.version() == program.version()));
+                state.deployed.push(program.clone());
+                ractor::call!(state.registry, RegistryMsg::Deploy, program)?;
+                let _ = reply.send(());
+            }
+            NodeMsg::RegistryRestarts(reply) => {
+                let _ = reply.send(state.restarts);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let failed = match &event {
+            SupervisionEvent::ActorFailed(cell, _)
+            | SupervisionEvent::ActorTerminated(cell, _, _) => {
+                cell.get_id() == state.registry.get_id()
+            }
+            _ => false,
+        };
+        if !failed {
+            return Ok(());
+        }
+        if !state.budget.allow(self.policy, Instant::now()) {
+            tracing::error!("the program registry restarts too often; the node supervisor stops");
+            myself.stop(Some("registry restart intensity exceeded".to_owned()));
+            return Ok(());
+        }
+        tracing::warn!("restarting the program registry");
+        state.registry = self.spawn_registry(&myself, state.deployed.clone()).await?;
+        state.restarts += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_n_restarts_per_window() {
+        let policy = RestartPolicy {
+            max_restarts: 2,
+            within: Duration::from_secs(10),
+        };
+        let mut budget = RestartBudget::default();
+        let t0 = Instant::now();
+        assert!(budget.allow(policy, t0));
+        assert!(budget.allow(policy, t0 + Duration::from_secs(1)));
+        assert!(
+            !budget.allow(policy, t0 + Duration::from_secs(2)),
+            "third within the window"
+        );
+        assert!(
+            budget.allow(policy, t0 + Duration::from_secs(12)),
+            "the window slid"
+        );
+    }
+}
