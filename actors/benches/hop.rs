@@ -1,0 +1,53 @@
+//! The cost of one actor hop (a ractor `call!` round trip to a program actor) against a
+//! direct call, measured from a worker thread as the node does it (`block_on`).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use eyeflow_actors::exec::Program;
+use eyeflow_actors::supervision::{ProgramActor, ProgramMsg};
+use eyeflow_compiler::CompileOptions;
+use ractor::{Actor, call};
+
+fn program() -> Arc<Program> {
+    let source =
+        "id: hop\nversion: 1.0.0\ninstructions:\n  - {id: done, op: RETURN, expression: \"1\"}\n";
+    let options = CompileOptions {
+        source_name: "hop.yaml".into(),
+        compiled_by: "bench".into(),
+        compiled_at: 0,
+    };
+    let ir = eyeflow_compiler::compile(source, &options).expect("compiles");
+    Arc::new(Program::prepare(Arc::new(ir)).expect("prepares"))
+}
+
+fn hop(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let program = program();
+    let (actor, _) = runtime
+        .block_on(Actor::spawn(None, ProgramActor, program.clone()))
+        .expect("spawn");
+    let mut group = c.benchmark_group("program_lookup");
+    group.bench_function("actor_hop", |b| {
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(async { call!(actor, ProgramMsg::Get) })
+                    .expect("reply"),
+            )
+        })
+    });
+    group.bench_function("direct", |b| {
+        b.iter(|| black_box(Arc::clone(black_box(&program))))
+    });
+    group.finish();
+    actor.stop(None);
+}
+
+criterion_group!(benches, hop);
+criterion_main!(benches);
