@@ -264,7 +264,8 @@ impl Node {
             .map_err(Error::io("(actor runtime)"))?;
         let (supervisor, _) = actors
             .block_on(Actor::spawn(
-                Some(format!("{}-supervisor", config.node_id)),
+                // Unnamed: names are process-global and several nodes may share a process.
+                None,
                 NodeSupervisor {
                     policy: RestartPolicy::default(),
                     program_policy: RestartPolicy::default(),

@@ -95,3 +95,89 @@ fn a_trapping_or_runaway_plugin_falls_back_and_the_node_serves_on() {
         "{failed:?}"
     );
 }
+
+#[test]
+fn the_llm_triage_rule_calls_a_chat_completions_endpoint_and_keeps_the_secret_out() {
+    let server = crate::support::HttpServer::start(vec![(
+        "/v1/chat/completions",
+        200,
+        r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"{\"severity\":\"critical\",\"summary\":\"Chiller 2 tripped.\"}"}}]}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let guideline = "GUIDELINE-SECRET-7731";
+    std::fs::write(
+        dir.path().join("secrets.json"),
+        format!(r#"{{"kv/plant-a/triage-guidelines": "{guideline}", "kv/plant-a/pager-token": "pager-secret"}}"#),
+    )
+    .unwrap();
+    let mut config = NodeConfig::embedded(dir.path());
+    config.llm = Some(eyeflow_runtime::node::LlmEndpoint {
+        base_url: server.url("/v1"),
+        api_key_secret: None,
+    });
+    config.http_allow = Some(Vec::new());
+    let node = Node::start(config).unwrap();
+    let key = key(1);
+    node.trust(&key.verifying_key()).unwrap();
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules/llm-triage.yaml"),
+    )
+    .unwrap();
+    let options = CompileOptions {
+        source_name: "llm-triage.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let program = eyeflow_compiler::compile_and_sign(&source, &options, &key).unwrap();
+    node.deploy(&eyeflow_ir::encode(&program)).unwrap();
+    let accepted = node
+        .submit(
+            "llm-triage",
+            "alarm-1",
+            "test",
+            json!({"alarm": "CH-2 compressor trip"}),
+        )
+        .unwrap();
+    node.wait_idle();
+    let eyeflow_actors::ports::Accepted::New { execution_id } = accepted else {
+        panic!("{accepted:?}")
+    };
+    // The pager host is not allowed: the CALL_SERVICE is skipped by its fallback.
+    assert_eq!(
+        outcome(&node, &execution_id),
+        ExecutionOutcome::Completed {
+            value: json!({"severity": "critical", "paged": true})
+        }
+    );
+
+    let received = server.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let request: serde_json::Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(request["model"], "llama-3.1-8b-instruct");
+    let messages = request["messages"].as_array().unwrap();
+    assert!(
+        messages[0]["content"].as_str().unwrap().contains(guideline),
+        "the vault slot fills the prompt"
+    );
+    assert!(
+        messages.len() >= 6,
+        "system, two few-shot pairs, the alarm: {messages:?}"
+    );
+    assert!(
+        messages.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .contains("CH-2 compressor trip")
+    );
+
+    // The secret reached the provider only: not the journal, not the audit chain.
+    let (_, steps, _) = node.journal().execution(&execution_id).unwrap().unwrap();
+    assert!(!serde_json::to_string(&steps).unwrap().contains(guideline));
+    for (_, value) in node
+        .store()
+        .scan(eyeflow_runtime::store::Space::Audit, b"")
+        .unwrap()
+    {
+        assert!(!String::from_utf8_lossy(&value).contains(guideline));
+    }
+}
