@@ -163,8 +163,15 @@ impl Scheduler {
             max_wait,
             job,
         });
+        // One condition variable serves idle workers, parked executions and `drain`: wake
+        // a single worker only when no one else waits on it.
+        let only_workers_wait = state.parked == 0 && !state.closed;
         drop(state);
-        self.inner.changed.notify_all();
+        if only_workers_wait {
+            self.inner.changed.notify_one();
+        } else {
+            self.inner.changed.notify_all();
+        }
         true
     }
 
@@ -210,7 +217,11 @@ fn worker(inner: &Inner) {
             }
             state = inner.lock();
             state.running -= 1;
-            inner.changed.notify_all();
+            // This worker takes the next job itself; others only care when executions are
+            // parked (a slot came free) or a drain waits.
+            if state.parked > 0 || state.closed {
+                inner.changed.notify_all();
+            }
             continue;
         }
         // Extra threads started for parked executions retire when idle.
