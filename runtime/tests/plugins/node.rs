@@ -181,3 +181,58 @@ fn the_llm_triage_rule_calls_a_chat_completions_endpoint_and_keeps_the_secret_ou
         assert!(!String::from_utf8_lossy(&value).contains(guideline));
     }
 }
+
+#[test]
+fn deploy_refuses_missing_capabilities_and_unsigned_or_tampered_programs() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig::embedded(dir.path())).unwrap();
+    let key = key(1);
+    node.trust(&key.verifying_key()).unwrap();
+    node.plugins()
+        .install(&signed("fixture-hostile", &key))
+        .unwrap();
+    let options = CompileOptions {
+        source_name: "r.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let wants = |req: &str| {
+        RULE.replace("WHAT", "ok")
+            .replace("fixture-hostile: ^1", &format!("fixture-hostile: '{req}'"))
+    };
+
+    let program = eyeflow_compiler::compile_and_sign(&wants("^9"), &options, &key).unwrap();
+    let err = node
+        .deploy(&eyeflow_ir::encode(&program))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs capability fixture-hostile@^9"), "{err}");
+
+    let draft = eyeflow_compiler::compile(&wants("^1"), &options).unwrap();
+    let err = node
+        .deploy(&eyeflow_ir::encode(&draft))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unsigned"), "{err}");
+
+    let program = eyeflow_compiler::compile_and_sign(&wants("^1"), &options, &key).unwrap();
+    let mut bytes = eyeflow_ir::encode(&program);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    assert!(
+        node.deploy(&bytes).is_err(),
+        "a tampered program is refused"
+    );
+    assert!(node.programs().is_empty(), "nothing refused was deployed");
+
+    // The node serves on: the good program deploys and runs.
+    node.deploy(&eyeflow_ir::encode(&program)).unwrap();
+    assert_eq!(node.programs().len(), 1);
+    node.submit("hostile-guard", "after-refusals", "test", json!({}))
+        .unwrap();
+    node.wait_idle();
+    assert_eq!(
+        node.stats()["hostile-guard"].outcomes.get("completed"),
+        Some(&1)
+    );
+}
