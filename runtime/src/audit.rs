@@ -49,7 +49,6 @@
 //! against checkpoints published outside the node ([`verify_with`]).
 
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use eyeflow_actors::ports::{AuditEntry, AuditLog, AuditReceipt, CallError, CallErrorKind};
@@ -118,7 +117,7 @@ impl Checkpoint {
     }
 
     fn sign(index: u64, hash: [u8; 32], key: &SigningKey) -> Self {
-        let time_ms = now_ms();
+        let time_ms = crate::now_ms();
         let signature = key.sign(&payload(index, &hash, time_ms)).to_bytes();
         Self {
             index,
@@ -516,10 +515,4 @@ fn corrupt(key: &[u8], reason: &str) -> Error {
         key: format!("audit/{}", hex::encode(key)),
         reason: reason.to_owned(),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

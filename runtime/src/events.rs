@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, EventSink};
 use serde::{Deserialize, Serialize};
@@ -110,7 +109,7 @@ impl FjallEventLog {
             key: key.to_owned(),
             payload: payload.clone(),
             idempotency_key: idempotency_key.to_owned(),
-            time_ms: now_ms(),
+            time_ms: crate::now_ms(),
         };
         let value = serde_json::to_vec(&event).map_err(|e| Error::CorruptRecord {
             key: format!("events/{topic}/{offset}"),
@@ -171,10 +170,4 @@ fn decode_offset(key: &[u8], prefix_len: usize) -> Result<u64> {
             key: format!("events/{}", hex::encode(key)),
             reason: "key does not end in an 8-byte offset".into(),
         })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -98,15 +98,10 @@ impl eyeflow_actors::ports::HttpPort for Egress {
                 .and_then(|u| u.host_str())
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            let with_port = url
-                .as_ref()
-                .and_then(|u| u.port_or_known_default())
-                .map(|port| format!("{host}:{port}"));
-            let allowed = allow.iter().any(|a| {
-                a.eq_ignore_ascii_case(&host)
-                    || with_port
-                        .as_deref()
-                        .is_some_and(|hp| a.eq_ignore_ascii_case(hp))
+            let allowed = url.as_ref().is_some_and(|url| {
+                crate::plugins::grants::url_host_listed(url, |entry| {
+                    allow.iter().any(|a| a.eq_ignore_ascii_case(entry))
+                })
             });
             if !allowed {
                 return Err(eyeflow_actors::ports::CallError::new(
@@ -513,7 +508,7 @@ impl Node {
             program_version: program.version().to_owned(),
             payload,
             priority: program.default_priority().level,
-            accepted_at_ms: crate::plugins::catalog::now_ms(),
+            accepted_at_ms: crate::now_ms(),
         };
         let accepted = self.inner.journal.accept(&event).map_err(journal_error)?;
         if let Accepted::New { execution_id } = &accepted {

@@ -99,7 +99,7 @@ impl Catalog {
             digest: hex::encode(package.digest()),
             key_id: key_id.to_owned(),
             state: State::Installed,
-            installed_at_ms: now_ms(),
+            installed_at_ms: crate::now_ms(),
         };
         self.store.put_json(
             Space::Catalog,
@@ -157,11 +157,4 @@ impl Catalog {
         self.set_grant(id, &grant)?;
         Ok(grant)
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

@@ -86,20 +86,26 @@ impl Grant {
         if !matches!(url.scheme(), "http" | "https") || !self.imports.contains(&Import::Http) {
             return false;
         }
-        let Some(host) = url.host_str() else {
-            return false;
-        };
-        let host = host.to_ascii_lowercase();
-        let with_port = url
-            .port_or_known_default()
-            .map(|port| format!("{host}:{port}"));
-        self.http_hosts.contains(&host) || with_port.is_some_and(|hp| self.http_hosts.contains(&hp))
+        url_host_listed(url, |entry| self.http_hosts.contains(entry))
     }
 
     /// Whether secret `name` may be read.
     pub fn allows_secret(&self, name: &str) -> bool {
         self.imports.contains(&Import::Secrets) && self.secrets.contains(name)
     }
+}
+
+/// Whether `url`'s host, alone or as `host:port` (lowercase), is `listed`: the matching rule of
+/// plugin HTTP grants and of the node's egress allow-list.
+pub(crate) fn url_host_listed(url: &Url, listed: impl Fn(&str) -> bool) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.to_ascii_lowercase();
+    listed(&host)
+        || url
+            .port_or_known_default()
+            .is_some_and(|port| listed(&format!("{host}:{port}")))
 }
 
 #[cfg(test)]

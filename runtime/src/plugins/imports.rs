@@ -3,7 +3,7 @@
 //! started; HTTP requests are bounded by the call's own deadline.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
@@ -31,8 +31,6 @@ use bindings::eyeflow::plugin::{clock, http, kv, log, secrets, types};
 const KV_MAX_KEY: usize = 1024;
 /// Largest value in the plugin scratch store.
 const KV_MAX_VALUE: usize = 1024 * 1024;
-/// Largest HTTP response body handed to a plugin.
-const HTTP_MAX_BODY: usize = 4 * 1024 * 1024;
 /// Longest log line kept.
 const LOG_MAX: usize = 4096;
 /// Captured guest stderr (panic messages), per call.
@@ -299,17 +297,12 @@ impl http::Host for CallState {
                 })
             })
             .collect();
-        let mut body = Vec::new();
-        use std::io::Read;
-        response
-            .take(HTTP_MAX_BODY as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| PluginError::Unavailable(format!("reading the HTTP response: {e}")))?;
-        if body.len() > HTTP_MAX_BODY {
-            return Err(PluginError::Unavailable(format!(
-                "HTTP response body over {HTTP_MAX_BODY} bytes"
-            )));
-        }
+        let body = crate::http::read_body(response, "http", timeout.as_millis()).map_err(|e| {
+            match e.kind {
+                eyeflow_actors::ports::CallErrorKind::Timeout => PluginError::Timeout(e.message),
+                _ => PluginError::Unavailable(e.message),
+            }
+        })?;
         Ok(http::Response {
             status,
             headers,
@@ -376,10 +369,7 @@ impl kv::Host for CallState {
 
 impl clock::Host for CallState {
     fn now_ms(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        crate::now_ms()
     }
 
     fn monotonic_ns(&mut self) -> u64 {
