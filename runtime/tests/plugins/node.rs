@@ -32,22 +32,32 @@ fn outcome(node: &Node, execution_id: &str) -> ExecutionOutcome {
     outcome.expect("finished")
 }
 
+/// A node on `dir` trusting `key(1)`, with the hostile fixture installed.
+fn hostile_node(dir: &std::path::Path) -> (Node, ed25519_dalek::SigningKey) {
+    let mut config = NodeConfig::embedded(dir);
+    config.workers = 2;
+    let node = Node::start(config).expect("node starts");
+    let key = key(1);
+    node.trust(&key.verifying_key()).expect("trust");
+    node.plugins()
+        .install(&signed("fixture-hostile", &key))
+        .expect("install");
+    (node, key)
+}
+
+fn options() -> CompileOptions {
+    CompileOptions {
+        source_name: "rule.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    }
+}
+
 #[test]
 fn a_trapping_or_runaway_plugin_falls_back_and_the_node_serves_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::embedded(dir.path());
-    config.workers = 2;
-    let node = Node::start(config).unwrap();
-    let key = key(1);
-    node.trust(&key.verifying_key()).unwrap();
-    node.plugins()
-        .install(&signed("fixture-hostile", &key))
-        .unwrap();
-    let options = CompileOptions {
-        source_name: "hostile.yaml".into(),
-        compiled_by: "test".into(),
-        compiled_at: 0,
-    };
+    let (node, key) = hostile_node(dir.path());
+    let options = options();
     let mut executions = Vec::new();
     for (i, action) in ["trap", "spin", "ok"].into_iter().enumerate() {
         let source = RULE
@@ -123,12 +133,7 @@ fn the_llm_triage_rule_calls_a_chat_completions_endpoint_and_keeps_the_secret_ou
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rules/llm-triage.yaml"),
     )
     .unwrap();
-    let options = CompileOptions {
-        source_name: "llm-triage.yaml".into(),
-        compiled_by: "test".into(),
-        compiled_at: 0,
-    };
-    let program = eyeflow_compiler::compile_and_sign(&source, &options, &key).unwrap();
+    let program = eyeflow_compiler::compile_and_sign(&source, &options(), &key).unwrap();
     node.deploy(&eyeflow_ir::encode(&program)).unwrap();
     let accepted = node
         .submit(
@@ -185,17 +190,8 @@ fn the_llm_triage_rule_calls_a_chat_completions_endpoint_and_keeps_the_secret_ou
 #[test]
 fn deploy_refuses_missing_capabilities_and_unsigned_or_tampered_programs() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeConfig::embedded(dir.path())).unwrap();
-    let key = key(1);
-    node.trust(&key.verifying_key()).unwrap();
-    node.plugins()
-        .install(&signed("fixture-hostile", &key))
-        .unwrap();
-    let options = CompileOptions {
-        source_name: "r.yaml".into(),
-        compiled_by: "test".into(),
-        compiled_at: 0,
-    };
+    let (node, key) = hostile_node(dir.path());
+    let options = options();
     let wants = |req: &str| {
         RULE.replace("WHAT", "ok")
             .replace("fixture-hostile: ^1", &format!("fixture-hostile: '{req}'"))
