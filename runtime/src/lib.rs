@@ -10,9 +10,12 @@
 //! - [`plugins`]: the WebAssembly plugin platform (signed packages, grants, catalog with
 //!   live upgrade, the sandboxed wasmtime host behind
 //!   [`PluginPort`](eyeflow_actors::ports::PluginPort));
-//! - [`node`]: a node on embedded defaults assembled from all of the above.
+//! - [`backends`]: the production backends (Redis, Kafka, Vault/OpenBao) behind the same
+//!   ports;
+//! - [`node`]: a node assembled from all of the above.
 
 pub mod audit;
+pub mod backends;
 mod error;
 pub mod events;
 pub mod http;

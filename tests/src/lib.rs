@@ -1,1 +1,4 @@
-//! End-to-end tests live in `tests/`; this library holds nothing yet.
+//! Support for the end-to-end tests in `tests/`: real servers (Redis, Mosquitto, OpenBao, a
+//! Kafka-protocol broker) started on 127.0.0.1 for one test and stopped when it ends.
+
+pub mod servers;

@@ -1,0 +1,2 @@
+//! The production backends behind the same ports as the embedded defaults, each switched on
+//! in the node's configuration.
