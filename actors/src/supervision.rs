@@ -113,6 +113,9 @@ pub enum RegistryMsg {
     Restarts(RpcReplyPort<u64>),
     /// Every deployed program version.
     List(RpcReplyPort<Vec<Arc<Program>>>),
+    /// Stops and forgets program `id` (one version, or all when `None`); replies with how
+    /// many versions were removed.
+    Undeploy(String, Option<String>, RpcReplyPort<usize>),
 }
 
 /// The registry: one supervised actor per deployed program version.
@@ -201,6 +204,24 @@ impl Actor for ProgramRegistry {
             RegistryMsg::List(reply) => {
                 let _ = reply.send(state.specs.values().cloned().collect());
             }
+            RegistryMsg::Undeploy(id, version, reply) => {
+                let matches = |(pid, v): &(String, semver::Version)| {
+                    *pid == id && version.as_ref().is_none_or(|want| v.to_string() == *want)
+                };
+                state.specs.retain(|key, _| !matches(key));
+                let removed: Vec<_> = state
+                    .actors
+                    .keys()
+                    .filter(|k| matches(k))
+                    .cloned()
+                    .collect();
+                for key in &removed {
+                    if let Some(actor) = state.actors.remove(key) {
+                        actor.stop(Some("undeployed".to_owned()));
+                    }
+                }
+                let _ = reply.send(removed.len());
+            }
         }
         Ok(())
     }
@@ -250,6 +271,9 @@ pub enum NodeMsg {
     Deploy(Arc<Program>, RpcReplyPort<()>),
     /// How many times the registry was restarted.
     RegistryRestarts(RpcReplyPort<u64>),
+    /// Undeploys program `id` (one version, or every version when `None`); replies with
+    /// how many versions were removed.
+    Undeploy(String, Option<String>, RpcReplyPort<usize>),
 }
 
 /// The node supervisor: restarts the program registry (with every deployed program) when
@@ -321,6 +345,13 @@ impl Actor for NodeSupervisor {
             }
             NodeMsg::RegistryRestarts(reply) => {
                 let _ = reply.send(state.restarts);
+            }
+            NodeMsg::Undeploy(id, version, reply) => {
+                state.deployed.retain(|p| {
+                    !(p.id() == id && version.as_ref().is_none_or(|want| p.version() == want))
+                });
+                let removed = ractor::call!(state.registry, RegistryMsg::Undeploy, id, version)?;
+                let _ = reply.send(removed);
             }
         }
         Ok(())

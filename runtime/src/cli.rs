@@ -126,6 +126,55 @@ enum Command {
     /// Run a node on embedded defaults with the example rules and bundled plugins, feed
     /// simulated sensor events, print a summary, verify the audit chain.
     Demo(DemoArgs),
+    /// Run a node: the HTTP API, timers and configured event sources, until SIGTERM (which
+    /// drains: intake stops, running executions finish or stay journaled, exit 0).
+    Node(crate::node_cmd::NodeArgs),
+    /// Bearer tokens of a node's HTTP API.
+    Tokens {
+        #[command(subcommand)]
+        command: crate::node_cmd::TokensCommand,
+    },
+    /// Deploy a signed program to a running node.
+    Deploy {
+        /// The signed program file.
+        program: PathBuf,
+        #[command(flatten)]
+        remote: crate::node_cmd::Remote,
+    },
+    /// Send events to a running node.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Approve (or reject) an instruction waiting for a human decision on a running node.
+    Approve {
+        /// The execution id.
+        execution: String,
+        /// The instruction id.
+        instruction: String,
+        /// Reject instead of approving.
+        #[arg(long)]
+        reject: bool,
+        #[command(flatten)]
+        remote: crate::node_cmd::Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// POST one JSON event to a webhook source.
+    Send {
+        /// The webhook source name (the programs' trigger `source`).
+        source: String,
+        /// The event as JSON (default `{}`).
+        #[arg(long)]
+        data: Option<String>,
+        /// Event id: a redelivery with the same id is not executed twice (default: random).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        remote: crate::node_cmd::Remote,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +229,13 @@ enum ExecutionsCommand {
         #[command(flatten)]
         data_dir: crate::plugin_cmd::DataDir,
     },
+    /// Status, trace and audit hashes of one execution, from a running node.
+    Show {
+        /// The execution id.
+        id: String,
+        #[command(flatten)]
+        remote: crate::node_cmd::Remote,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +272,13 @@ enum IrCommand {
     },
 }
 
+/// `text` as one URL path segment (percent-encoded).
+pub(crate) fn path_segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// Runs one parsed command line.
 pub(crate) fn run(cli: Cli) -> CliResult {
     match cli.command {
@@ -249,6 +312,73 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             command: IrCommand::Verify { file, pubkey },
         } => ir_verify(&file, &pubkey),
         Command::Demo(args) => demo(args),
+        Command::Node(args) => crate::node_cmd::node(args),
+        Command::Tokens { command } => crate::node_cmd::tokens(command),
+        Command::Deploy { program, remote } => {
+            let bytes = read_program(&program)?;
+            remote
+                .send(
+                    reqwest::Method::POST,
+                    "/api/programs",
+                    Some(("application/octet-stream", bytes)),
+                    &[],
+                )
+                .map(drop)
+        }
+        Command::Events {
+            command:
+                EventsCommand::Send {
+                    source,
+                    data,
+                    id,
+                    remote,
+                },
+        } => {
+            let body = data.unwrap_or_else(|| "{}".to_owned());
+            serde_json::from_str::<serde_json::Value>(&body).context("--data is not JSON")?;
+            let headers: Vec<(&str, String)> =
+                id.into_iter().map(|id| ("x-event-id", id)).collect();
+            remote
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/api/events/{}", path_segment(&source)),
+                    Some(("application/json", body.into_bytes())),
+                    &headers,
+                )
+                .map(drop)
+        }
+        Command::Executions {
+            command: ExecutionsCommand::Show { id, remote },
+        } => remote
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/executions/{}", path_segment(&id)),
+                None,
+                &[],
+            )
+            .map(drop),
+        Command::Approve {
+            execution,
+            instruction,
+            reject,
+            remote,
+        } => remote
+            .send(
+                reqwest::Method::POST,
+                &format!(
+                    "/api/executions/{}/approvals/{}",
+                    path_segment(&execution),
+                    path_segment(&instruction)
+                ),
+                Some((
+                    "application/json",
+                    serde_json::json!({ "approve": !reject })
+                        .to_string()
+                        .into_bytes(),
+                )),
+                &[],
+            )
+            .map(drop),
     }
 }
 

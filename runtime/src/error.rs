@@ -134,6 +134,29 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// No such execution, program or plugin.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The request contradicts the current state (e.g. approving an instruction that does
+    /// not wait for a decision).
+    #[error("{what}: {reason}")]
+    Conflict {
+        /// What was asked.
+        what: String,
+        /// Why it cannot be done now.
+        reason: String,
+    },
+    /// The node's configuration file is unusable.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the section or field.
+        reason: String,
+    },
     /// A key file or the keyring is unusable.
     #[error(transparent)]
     Ir(#[from] eyeflow_ir::Error),

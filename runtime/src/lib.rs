@@ -12,19 +12,25 @@
 //!   [`PluginPort`](eyeflow_actors::ports::PluginPort));
 //! - [`backends`]: the production backends (Redis, Kafka, Vault/OpenBao) behind the same
 //!   ports;
-//! - [`node`]: a node assembled from all of the above.
+//! - [`node`]: a node assembled from all of the above, configured by [`config`], with
+//!   [`sources`] (timers, cron) feeding it;
+//! - [`api`]: the node's HTTP API (actix-web) and [`metrics`] for operators.
 
+pub mod api;
 pub mod audit;
 pub mod backends;
+pub mod config;
 mod error;
 pub mod events;
 pub mod http;
 pub mod journal;
 pub mod llm;
 pub mod memory;
+pub mod metrics;
 pub mod node;
 pub mod plugins;
 pub mod secrets;
+pub mod sources;
 pub mod store;
 
 pub use error::{Error, Result};

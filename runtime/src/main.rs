@@ -6,6 +6,7 @@
 //! decode, signature, version or structure checks.
 
 mod cli;
+mod node_cmd;
 mod plugin_cmd;
 
 use std::process::ExitCode;

@@ -21,6 +21,7 @@ use eyeflow_actors::scheduler::{Admission, Scheduler, SchedulerConfig};
 use eyeflow_actors::supervision::{
     NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
 };
+use eyeflow_ir::pb::TriggerKind;
 use eyeflow_ir::{Limits, keys};
 use ractor::{Actor, ActorRef};
 use serde_json::Value;
@@ -159,6 +160,26 @@ struct Inner {
     resolved: std::sync::RwLock<BTreeMap<String, BTreeMap<semver::Version, Arc<Program>>>>,
     stats: Mutex<BTreeMap<String, ProgramStats>>,
     in_flight: (Mutex<usize>, Condvar),
+    /// External backends in use (empty on embedded defaults).
+    backends: std::sync::RwLock<Vec<Arc<dyn Backend>>>,
+}
+
+/// An external backend the node depends on: its health feeds `/readyz` and `/metrics`, and
+/// shutdown flushes it.
+pub trait Backend: Send + Sync {
+    /// Short name (`redis`, `kafka`, `vault`, `mqtt`).
+    fn name(&self) -> &'static str;
+    /// Whether it answers now.
+    fn healthy(&self) -> bool;
+    /// Records waiting to be published, for backends with an outbox.
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
+    /// Publishes what is waiting, until `deadline` at most (what is left stays for the next
+    /// start).
+    fn flush(&self, deadline: Duration) {
+        let _ = deadline;
+    }
 }
 
 /// A running node. Cheap to clone.
@@ -193,6 +214,8 @@ impl Node {
     /// Opens the data directory, assembles the adapters, reloads deployed programs and
     /// resumes the executions a crash interrupted.
     pub fn start(config: NodeConfig) -> Result<Self> {
+        // Metrics recorded before the recorder exists would be lost.
+        crate::metrics::handle();
         let store = EmbeddedStore::open(&config.data_dir)?;
         let secrets: Arc<dyn SecretSource> =
             Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?);
@@ -235,7 +258,7 @@ impl Node {
         };
         let effects = Effects {
             node_id: config.node_id.clone(),
-            plugins: Arc::new(host.clone()),
+            plugins: Arc::new(crate::metrics::MeteredPlugins::new(host.clone())),
             http: Arc::new(Egress {
                 inner: crate::http::ReqwestHttp::new().map_err(http_client_error)?,
                 allow: config.http_allow.clone(),
@@ -246,8 +269,8 @@ impl Node {
             cluster_memory: Arc::new(FjallClusterMemory::new(store.clone(), config.durability)),
             secrets,
             journal: journal.clone(),
-            audit: audit.clone(),
-            arbiter: Arc::new(arbiter),
+            audit: Arc::new(crate::metrics::MeteredAudit::new(audit.clone())),
+            arbiter: Arc::new(crate::metrics::MeteredGate::new(arbiter)),
             boundary: Arc::new(scheduler.clone()),
             clock: Arc::new(exec::SystemClock),
         };
@@ -285,6 +308,7 @@ impl Node {
                 resolved: std::sync::RwLock::new(BTreeMap::new()),
                 stats: Mutex::new(BTreeMap::new()),
                 in_flight: (Mutex::new(0), Condvar::new()),
+                backends: std::sync::RwLock::new(Vec::new()),
             }),
         };
         node.reload_programs()?;
@@ -310,6 +334,24 @@ impl Node {
     /// The audit chain.
     pub fn audit(&self) -> &FjallAudit {
         &self.inner.audit
+    }
+
+    /// The audit entries of `execution_id`, in chain order (a scan of the chain).
+    pub fn audit_of(&self, execution_id: &str) -> Result<Vec<crate::audit::ChainedEntry>> {
+        const PAGE: usize = 4096;
+        let mut found = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self.inner.audit.entries(from, PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(found);
+            };
+            from = last.index + 1;
+            found.extend(
+                page.into_iter()
+                    .filter(|e| e.entry.execution_id == execution_id),
+            );
+        }
     }
 
     /// The local event log (EMIT_EVENT).
@@ -488,6 +530,126 @@ impl Node {
         })
     }
 
+    /// Undeploys program `id` (one version, or every version): refused while one of its
+    /// executions is unfinished (running, queued or awaiting approval), so accepted work is
+    /// never orphaned. Returns how many versions were removed.
+    pub fn undeploy(&self, id: &str, version: Option<&str>) -> Result<usize> {
+        let concerned =
+            |program: &str, v: &str| program == id && version.is_none_or(|want| v == want);
+        let busy = self
+            .inner
+            .journal
+            .pending()
+            .map_err(journal_error)?
+            .iter()
+            .filter(|p| concerned(&p.event.program_id, &p.event.program_version))
+            .count();
+        if busy > 0 {
+            return Err(Error::Refused {
+                program: id.to_owned(),
+                reason: format!(
+                    "{busy} execution(s) are unfinished (running, queued or awaiting approval); \
+                     undeploy when they have ended"
+                ),
+            });
+        }
+        let supervisor = self.inner.supervisor.clone();
+        let (pid, pversion) = (id.to_owned(), version.map(str::to_owned));
+        let removed = self
+            .inner
+            .actors
+            .block_on(async move { ractor::call!(supervisor, NodeMsg::Undeploy, pid, pversion) })
+            .map_err(actor_error)?;
+        self.inner
+            .resolved
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|pid, versions| {
+                versions.retain(|v, _| !concerned(pid, &v.to_string()));
+                !versions.is_empty()
+            });
+        let dir = self.programs_dir();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                let name = path
+                    .file_stem()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                if let Some((pid, v)) = name.rsplit_once('@')
+                    && concerned(pid, v)
+                {
+                    std::fs::remove_file(&path).map_err(Error::io(&path))?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The active (highest) version of every deployed program.
+    pub fn active_programs(&self) -> Vec<Arc<Program>> {
+        self.inner
+            .resolved
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(|versions| versions.values().next_back().cloned())
+            .collect()
+    }
+
+    /// Routes an event from a source to every active program with a trigger of `kind` on
+    /// `source` (MQTT wildcards `+` and `#` in the trigger's topic) whose filter accepts the
+    /// payload; each is journaled under `<event id>@<program id>` (so a redelivered event is
+    /// not executed twice) and scheduled.
+    pub fn ingest(
+        &self,
+        kind: TriggerKind,
+        source: &str,
+        event_id: &str,
+        payload: &Value,
+    ) -> Result<Vec<Routed>> {
+        let mut routed = Vec::new();
+        for program in self.active_programs() {
+            let mut matched = program
+                .triggers()
+                .iter()
+                .filter(|t| t.kind == kind && source_matches(kind, &t.source, source))
+                .peekable();
+            if matched.peek().is_none() {
+                continue;
+            }
+            let mut verdict = Verdict::Filtered;
+            for trigger in matched {
+                match trigger.accepts(payload) {
+                    Ok(true) => {
+                        verdict = Verdict::Accepted;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => verdict = Verdict::FilterError(e.to_string()),
+                }
+            }
+            let accepted = match verdict {
+                Verdict::Accepted => Some(self.submit(
+                    program.id(),
+                    &format!("{event_id}@{}", program.id()),
+                    source,
+                    payload.clone(),
+                )?),
+                _ => None,
+            };
+            routed.push(Routed {
+                program_id: program.id().to_owned(),
+                program_version: program.version().to_owned(),
+                accepted,
+                filter_error: match verdict {
+                    Verdict::FilterError(e) => Some(e),
+                    _ => None,
+                },
+            });
+        }
+        Ok(routed)
+    }
+
     /// Accepts an event for program `program_id` (its active version): journaled before this
     /// returns, then scheduled. A known event id is not executed again.
     pub fn submit(
@@ -518,7 +680,45 @@ impl Node {
     }
 
     /// Records a human decision on a paused instruction and resumes its execution.
+    /// Refused unless the execution is unfinished and waits on `instruction_id` without a
+    /// decision yet (no approval in advance, no second decision).
     pub fn decide(&self, execution_id: &str, instruction_id: &str, approved: bool) -> Result<()> {
+        let what = format!("decision on {execution_id}/{instruction_id}");
+        let (_, steps, outcome) =
+            self.inner
+                .journal
+                .execution(execution_id)?
+                .ok_or_else(|| Error::NotFound {
+                    what: format!("execution {execution_id}"),
+                })?;
+        let last = steps
+            .iter()
+            .rev()
+            .find(|s| s.instruction_id == instruction_id);
+        let waits = outcome.is_none()
+            && last.is_some_and(|s| {
+                matches!(
+                    s.outcome,
+                    eyeflow_actors::ports::StepOutcome::AwaitingApproval
+                )
+            });
+        if !waits {
+            return Err(Error::Conflict {
+                what,
+                reason: "the instruction does not wait for a decision".to_owned(),
+            });
+        }
+        if let Some(made) = self
+            .inner
+            .journal
+            .decision(execution_id, instruction_id)
+            .map_err(journal_error)?
+        {
+            return Err(Error::Conflict {
+                what,
+                reason: format!("already {}", if made { "approved" } else { "rejected" }),
+            });
+        }
         self.inner
             .journal
             .decide(execution_id, instruction_id, approved)
@@ -607,6 +807,7 @@ impl Node {
             Report::Paused { .. } => "paused".to_owned(),
             Report::Interrupted { .. } => "interrupted".to_owned(),
         };
+        crate::metrics::execution(program, &key, took);
         let mut stats = lock(&self.inner.stats);
         let entry = stats.entry(program.to_owned()).or_default();
         *entry.outcomes.entry(key).or_insert(0) += 1;
@@ -623,6 +824,45 @@ impl Node {
     /// Per-program outcome counters and latencies since start.
     pub fn stats(&self) -> BTreeMap<String, ProgramStats> {
         lock(&self.inner.stats).clone()
+    }
+
+    /// Queued executions by priority level.
+    pub fn queue_depth(&self) -> BTreeMap<u32, usize> {
+        self.inner.scheduler.queue_depth()
+    }
+
+    fn backends(&self) -> Vec<Arc<dyn Backend>> {
+        self.inner
+            .backends
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds a backend (an event source's connection, say) to readiness, metrics and
+    /// shutdown flushing.
+    pub fn add_backend(&self, backend: Arc<dyn Backend>) {
+        self.inner
+            .backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(backend);
+    }
+
+    /// Whether each external backend answers (name, healthy).
+    pub fn backend_health(&self) -> Vec<(&'static str, bool)> {
+        self.backends()
+            .iter()
+            .map(|b| (b.name(), b.healthy()))
+            .collect()
+    }
+
+    /// Records waiting in each backend's outbox (name, records).
+    pub fn backlogs(&self) -> Vec<(&'static str, u64)> {
+        self.backends()
+            .iter()
+            .filter_map(|b| b.backlog().map(|n| (b.name(), n)))
+            .collect()
     }
 
     /// Executions accepted in this process and not yet finished or paused.
@@ -646,9 +886,44 @@ impl Node {
     /// Stops intake, lets running and queued executions finish, and signs the audit head.
     pub fn shutdown(&self, key: Option<&ed25519_dalek::SigningKey>) -> Result<()> {
         self.inner.scheduler.drain();
+        self.close(key, Duration::from_secs(10))
+    }
+
+    /// Like [`Node::shutdown`], but waits at most `timeout` for queued and running
+    /// executions: what has not finished by then stays journaled as pending and resumes at
+    /// the next start (side effects carry their idempotency keys). Returns whether every
+    /// execution finished.
+    pub fn shutdown_within(
+        &self,
+        key: Option<&ed25519_dalek::SigningKey>,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let scheduler = self.inner.scheduler.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            scheduler.drain();
+            let _ = done_tx.send(());
+        });
+        let drained = done_rx.recv_timeout(timeout).is_ok();
+        if !drained {
+            tracing::warn!(
+                "{} execution(s) still running after {} ms: they stay journaled and resume at the next start",
+                self.in_flight(),
+                timeout.as_millis()
+            );
+        }
+        self.close(key, timeout)?;
+        Ok(drained)
+    }
+
+    fn close(&self, key: Option<&ed25519_dalek::SigningKey>, flush_for: Duration) -> Result<()> {
         self.inner.supervisor.stop(Some("node shutdown".to_owned()));
         if let Some(key) = key {
             self.inner.audit.checkpoint(key)?;
+        }
+        self.inner.store.persist(Durability::Sync)?;
+        for backend in self.backends() {
+            backend.flush(flush_for);
         }
         Ok(())
     }
@@ -662,6 +937,44 @@ impl Node {
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
     }
+}
+
+/// Where [`Node::ingest`] routed an event for one program with a matching trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    /// Program id.
+    pub program_id: String,
+    /// Its active version.
+    pub program_version: String,
+    /// The journal's answer when a trigger's filter accepted the event; `None` when every
+    /// filter said no.
+    pub accepted: Option<Accepted>,
+    /// A filter that could not be evaluated on this payload, if any.
+    pub filter_error: Option<String>,
+}
+
+enum Verdict {
+    Accepted,
+    Filtered,
+    FilterError(String),
+}
+
+/// Whether an event from `source` matches a trigger on `pattern`: MQTT topics with `+` (one
+/// level) and `#` (the rest), every other kind by equality.
+pub fn source_matches(kind: TriggerKind, pattern: &str, source: &str) -> bool {
+    if kind != TriggerKind::Mqtt {
+        return pattern == source;
+    }
+    let mut levels = source.split('/');
+    for want in pattern.split('/') {
+        match (want, levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (want, Some(got)) if want == got => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
 }
 
 /// An execution admitted after its `max_wait`: journaled as failed (`timeout`) without
@@ -680,14 +993,43 @@ fn late_report(node: &Node, execution_id: &str, admission: Admission) -> Report 
     Report::Finished(outcome)
 }
 
-/// A development key for `demo`: generated once per data directory and trusted there.
+/// A development key for `demo`: generated once per data directory.
 pub fn development_key(data_dir: &Path) -> Result<ed25519_dalek::SigningKey> {
-    let path = data_dir.join("dev.key");
+    key_in(data_dir, "dev")
+}
+
+/// The node's own key (audit checkpoints): `node.key` in the data directory, generated on
+/// first start.
+pub fn node_key(data_dir: &Path) -> Result<ed25519_dalek::SigningKey> {
+    key_in(data_dir, "node")
+}
+
+fn key_in(data_dir: &Path, name: &str) -> Result<ed25519_dalek::SigningKey> {
+    let path = data_dir.join(format!("{name}.key"));
     if path.exists() {
         return Ok(keys::read_signing_key(&path)?);
     }
     std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir))?;
     let key = keys::generate()?;
-    keys::write_keypair(&data_dir.join("dev"), &key)?;
+    keys::write_keypair(&data_dir.join(name), &key)?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_wildcards() {
+        let m = |p, s| source_matches(TriggerKind::Mqtt, p, s);
+        assert!(m("plant-a/boiler-1/pressure", "plant-a/boiler-1/pressure"));
+        assert!(m("plant-a/+/pressure", "plant-a/boiler-2/pressure"));
+        assert!(!m("plant-a/+/pressure", "plant-a/boiler-2/temp"));
+        assert!(!m("plant-a/+", "plant-a/boiler-2/pressure"));
+        assert!(m("plant-a/#", "plant-a/boiler-2/pressure"));
+        assert!(m("#", "x"));
+        assert!(!m("plant-a/boiler-1", "plant-a/boiler-1/pressure"));
+        assert!(!source_matches(TriggerKind::Webhook, "a/+", "a/b"));
+        assert!(source_matches(TriggerKind::Webhook, "orders", "orders"));
+    }
 }

@@ -156,6 +156,12 @@ pub(crate) enum PluginCommand {
         /// Grant the secret NAME (repeatable).
         #[arg(long = "grant-secret")]
         grant_secret: Vec<String>,
+        /// Install on a running node through its API (URL) instead of a data directory.
+        #[arg(long = "node", env = "EYEFLOW_NODE")]
+        node: Option<String>,
+        /// Bearer token for `--node` (admin role).
+        #[arg(long, env = "EYEFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// List installed and revoked plugin versions.
     List {
@@ -204,9 +210,36 @@ pub(crate) fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Inspect { file } => inspect(&file),
         PluginCommand::Install {
             file,
+            grant_http,
+            grant_secret,
+            node: Some(url),
+            token,
+            ..
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let query = format!(
+                "/api/plugins?grant_http={}&grant_secret={}",
+                crate::cli::path_segment(&grant_http.join(",")),
+                crate::cli::path_segment(&grant_secret.join(","))
+            );
+            crate::node_cmd::Remote { url, token }
+                .send(
+                    reqwest::Method::POST,
+                    &query,
+                    Some(("application/octet-stream", bytes)),
+                    &[],
+                )
+                .map(drop)
+                .map_err(|f| f.error)
+        }
+        PluginCommand::Install {
+            file,
             data_dir,
             grant_http,
             grant_secret,
+            node: None,
+            ..
         } => install(&file, &data_dir, grant_http, grant_secret),
         PluginCommand::List { data_dir } => list(&data_dir),
         PluginCommand::Revoke { plugin, data_dir } => revoke(&plugin, &data_dir),

@@ -1,0 +1,252 @@
+//! Sustained webhook load against a real `eyeflow node` process on loopback:
+//! `cargo bench -p eyeflow-runtime --bench load`.
+//!
+//! The node (durable, group commit) runs the valve-guard rule with the bundled plugins;
+//! `EYEFLOW_LOAD_CONNECTIONS` keep-alive clients (default 32) post readings to
+//! `/api/events/boiler-1-pressure` for `EYEFLOW_LOAD_SECS` seconds (default 60), each with
+//! its own event id. Then the node drains (SIGTERM) and the bench reads its data directory:
+//! every 202 must be one journaled, finished execution (zero lost), and the latency from
+//! acceptance to the execution's last audit entry gives p50/p99. `EYEFLOW_LOAD_CONFIG` names
+//! a TOML file whose sections are appended to the node's config (e.g. Redis, Kafka,
+//! OpenBao backends).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
+use eyeflow_runtime::journal::FjallJournal;
+use eyeflow_runtime::plugins::Package;
+use eyeflow_runtime::store::{Durability, EmbeddedStore};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn eyeflow(args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("eyeflow runs");
+    assert!(
+        out.status.success(),
+        "eyeflow {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) only
+    // checks that the bench builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let seconds = env_or("EYEFLOW_LOAD_SECS", 60);
+    let connections = env_or("EYEFLOW_LOAD_CONNECTIONS", 32);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = dir.path();
+    let key = SigningKey::from_bytes(&[9; 32]);
+    eyeflow_ir::keys::write_keypair(&work.join("admin"), &key).expect("key");
+    eyeflow(&["keys", "trust", "admin.pub", "--data-dir", "data"], work);
+    let extra = std::env::var("EYEFLOW_LOAD_CONFIG")
+        .map(|p| std::fs::read_to_string(p).expect("EYEFLOW_LOAD_CONFIG readable"))
+        .unwrap_or_default();
+    std::fs::write(
+        work.join("node.toml"),
+        format!(
+            "[node]\ndata_dir = \"data\"\ndurability = \"group-commit\"\nhttp_allow = []\n\n[api]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n{extra}"
+        ),
+    )
+    .expect("config");
+    let admin = eyeflow(
+        &["tokens", "issue", "--role", "admin", "--data-dir", "data"],
+        work,
+    );
+    let operator = eyeflow(
+        &[
+            "tokens",
+            "issue",
+            "--role",
+            "operator",
+            "--data-dir",
+            "data",
+        ],
+        work,
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
+        .args(["node", "--config", "node.toml"])
+        .current_dir(work)
+        .env("EYEFLOW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let banner = lines.next().expect("banner").expect("line");
+    let url = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("URL")
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+
+    let client = reqwest::blocking::Client::new();
+    let plugins = repo().join("target/plugins");
+    for name in ["sensor-sim", "valve-sim", "webhook-notify"] {
+        let manifest = std::fs::read(plugins.join(format!("{name}.json")))
+            .expect("built plugins (scripts/build-plugins.sh)");
+        let wasm = std::fs::read(plugins.join(format!("{name}.wasm"))).expect("component");
+        let mut package = Package::new(manifest, wasm).expect("package");
+        package.sign(&key);
+        let status = client
+            .post(format!("{url}/api/plugins"))
+            .bearer_auth(&admin)
+            .body(package.to_bytes())
+            .send()
+            .expect("install")
+            .status();
+        assert!(status.is_success(), "install {name}: {status}");
+    }
+    let rule = std::fs::read_to_string(repo().join("examples/rules/valve-guard.yaml"))
+        .expect("valve-guard rule");
+    let options = eyeflow_compiler::CompileOptions {
+        source_name: "valve-guard.yaml".to_owned(),
+        compiled_by: "bench".to_owned(),
+        compiled_at: 1_700_000_000,
+    };
+    let program = eyeflow_compiler::compile_and_sign(&rule, &options, &key).expect("compiles");
+    let status = client
+        .post(format!("{url}/api/programs"))
+        .bearer_auth(&admin)
+        .body(eyeflow_ir::encode(&program))
+        .send()
+        .expect("deploy")
+        .status();
+    assert!(status.is_success(), "deploy: {status}");
+
+    println!(
+        "load: {connections} connections for {seconds} s against {url} (valve-guard, group commit)"
+    );
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|c| {
+            let (accepted, refused, stop) = (accepted.clone(), refused.clone(), stop.clone());
+            let (url, token) = (url.clone(), operator.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let response = client
+                        .post(format!("{url}/api/events/boiler-1-pressure"))
+                        .bearer_auth(&token)
+                        .header("x-event-id", format!("load-{c}-{n}"))
+                        .header("content-type", "application/json")
+                        .body(format!("{{\"value\": 8.{}}}", 5 + n % 5))
+                        .send();
+                    match response {
+                        Ok(r) if r.status().as_u16() == 202 => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("load thread");
+    }
+    let elapsed = started.elapsed();
+    let accepted = accepted.load(Ordering::Relaxed);
+    let refused = refused.load(Ordering::Relaxed);
+
+    // Drain, then read the record of truth.
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let exit = child.wait().expect("node exits");
+    assert!(exit.success(), "node exit {exit:?}");
+    let store = EmbeddedStore::open(&work.join("data")).expect("store");
+    let journal = FjallJournal::open(store.clone(), Durability::Buffered).expect("journal");
+    let counts = journal.counts().expect("counts");
+    let audit = FjallAudit::open(store, AuditConfig::default()).expect("audit");
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut from = 0;
+    loop {
+        let page = audit.entries(from, 10_000).expect("audit entries");
+        let Some(tail) = page.last() else { break };
+        from = tail.index + 1;
+        for e in page {
+            let t = last.entry(e.entry.execution_id.clone()).or_default();
+            *t = (*t).max(e.entry.finished_ms);
+        }
+    }
+    let mut latencies: Vec<u64> = Vec::with_capacity(last.len());
+    for pending in journal.pending_executions().expect("pending") {
+        println!("unfinished after drain: {}", pending.execution_id);
+    }
+    for (execution, end) in &last {
+        if let Some((event, _, _)) = journal.execution(execution).expect("execution") {
+            latencies.push(end.saturating_sub(event.accepted_at_ms));
+        }
+    }
+    latencies.sort_unstable();
+    println!(
+        "accepted {accepted} events in {:.1} s = {:.0} events/s; refused/failed requests {refused}",
+        elapsed.as_secs_f64(),
+        accepted as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "journal: {} executions, {} finished, {} pending; lost {}",
+        counts.executions,
+        counts.finished,
+        counts.pending,
+        accepted.saturating_sub(counts.finished + counts.pending)
+    );
+    println!(
+        "accept → last audit entry: p50 {} ms, p99 {} ms, max {} ms ({} executions)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0),
+        latencies.len()
+    );
+    assert_eq!(
+        counts.executions, accepted,
+        "every 202 is one journaled execution"
+    );
+}

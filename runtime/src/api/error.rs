@@ -1,0 +1,105 @@
+//! The API's error body: every failure is JSON `{"error": {"code", "message"}}` with the
+//! matching HTTP status, and every runtime error maps to one code.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::Error;
+
+/// An API failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code (`unauthorized`, `refused`, ...).
+    pub code: &'static str,
+    /// What went wrong, for a human.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with code `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 with code `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500 with code `internal`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            Error::Ir(ir) => ir_status(ir),
+            Error::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            Error::BadPackage { .. } | Error::BadManifest { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_package")
+            }
+            Error::UnsignedPackage { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unsigned"),
+            Error::UnknownKey { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key"),
+            Error::RevokedKey { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "revoked_key"),
+            Error::BadSignature { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_signature"),
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            Error::RevokedPlugin { .. } => (StatusCode::CONFLICT, "revoked"),
+            Error::VersionConflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            Error::NotInstalled { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Incompatible { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "incompatible"),
+            Error::Wasm { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::error!("API request failed: {message}");
+        }
+        Self::new(status, code, message)
+    }
+}
+
+fn ir_status(e: &eyeflow_ir::Error) -> (StatusCode, &'static str) {
+    use eyeflow_ir::Error as E;
+    match e {
+        E::TooLarge { .. } | E::TooManyInstructions { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        }
+        E::Unsigned { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unsigned"),
+        E::MalformedSignature { .. } | E::BadSignature { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "bad_signature")
+        }
+        E::UnknownKey { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key"),
+        E::RevokedKey { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "revoked_key"),
+        E::UnknownIrVersion { .. } | E::IncompatibleIrVersion { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "incompatible")
+        }
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_program"),
+    }
+}

@@ -1,0 +1,492 @@
+//! The endpoint handlers. Node calls that touch the disk or the actors run on actix's
+//! blocking pool; bodies are read with explicit size limits (413 beyond them).
+
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use eyeflow_actors::ports::{Accepted, ExecutionOutcome, StepOutcome};
+use eyeflow_ir::pb::TriggerKind;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+use crate::plugins::{GrantChange, Installed, Package};
+
+type State = web::Data<ApiState>;
+type Reply = Result<HttpResponse, ApiError>;
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> crate::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    web::block(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker pool: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// The request body, refused with 413 beyond `limit` bytes.
+async fn read_body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {limit} bytes"),
+        )),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &State,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    let bytes = read_body(payload, state.config.max_body_bytes).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
+}
+
+fn accepting(state: &State) -> Result<(), ApiError> {
+    if state.accepting.load(Ordering::SeqCst) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the node is shutting down and takes no new work",
+        ))
+    }
+}
+
+/// Query of `POST /api/rules/compile`.
+#[derive(Deserialize)]
+pub(crate) struct CompileQuery {
+    name: Option<String>,
+}
+
+pub(crate) async fn compile(
+    state: State,
+    query: web::Query<CompileQuery>,
+    payload: web::Payload,
+) -> Reply {
+    let bytes = read_body(payload, state.config.max_body_bytes).await?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("the rule is not UTF-8 text"))?;
+    let options = eyeflow_compiler::CompileOptions {
+        source_name: query.name.clone().unwrap_or_else(|| "rule.yaml".to_owned()),
+        compiled_by: "api".to_owned(),
+        compiled_at: i64::try_from(crate::now_ms() / 1000).unwrap_or(i64::MAX),
+    };
+    let program = eyeflow_compiler::compile(&text, &options).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "compile_error",
+            e.to_string(),
+        )
+    })?;
+    let requires: Vec<Value> = program
+        .required_capabilities
+        .iter()
+        .map(|c| json!({ "capability": c.capability_id, "version": c.version_req }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "program_id": program.program_id,
+        "version": program.version,
+        "instructions": program.instructions.len(),
+        "requires": requires,
+        "signed": false,
+        "ir_base64": base64::engine::general_purpose::STANDARD.encode(eyeflow_ir::encode(&program)),
+    })))
+}
+
+pub(crate) async fn deploy(state: State, payload: web::Payload) -> Reply {
+    let bytes = read_body(payload, state.config.max_upload_bytes).await?;
+    let node = state.node.clone();
+    let info = blocking(move || node.deploy(&bytes)).await?;
+    Ok(HttpResponse::Created().json(json!({
+        "id": info.id,
+        "version": info.version,
+        "key_id": info.key_id,
+        "instructions": info.instructions,
+    })))
+}
+
+pub(crate) async fn programs(state: State) -> Reply {
+    let node = state.node.clone();
+    let (all, active) = blocking(move || Ok((node.programs(), node.active_programs()))).await?;
+    let listed: Vec<Value> = all
+        .iter()
+        .map(|p| {
+            let is_active = active
+                .iter()
+                .any(|a| a.id() == p.id && a.version() == p.version);
+            json!({
+                "id": p.id,
+                "version": p.version,
+                "key_id": p.key_id,
+                "instructions": p.instructions,
+                "active": is_active,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "programs": listed })))
+}
+
+/// Query of `DELETE /api/programs/{id}`.
+#[derive(Deserialize)]
+pub(crate) struct VersionQuery {
+    version: Option<String>,
+}
+
+pub(crate) async fn undeploy(
+    state: State,
+    id: web::Path<String>,
+    query: web::Query<VersionQuery>,
+) -> Reply {
+    let node = state.node.clone();
+    let (id, version) = (id.into_inner(), query.into_inner().version);
+    let (pid, pversion) = (id.clone(), version.clone());
+    let removed = blocking(move || node.undeploy(&pid, pversion.as_deref())).await?;
+    if removed == 0 {
+        return Err(ApiError::not_found(format!(
+            "program {id}{} is not deployed",
+            version.map(|v| format!("@{v}")).unwrap_or_default()
+        )));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "id": id, "removed_versions": removed })))
+}
+
+pub(crate) async fn event(
+    state: State,
+    req: HttpRequest,
+    source: web::Path<String>,
+    payload: web::Payload,
+) -> Reply {
+    accepting(&state)?;
+    let body: Value = read_json(&state, payload).await?;
+    let event_id = match req.headers().get("x-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.len() <= 200)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::bad_request("X-Event-Id must be 1 to 200 visible characters")
+            })?,
+        None => random_id()?,
+    };
+    let node = state.node.clone();
+    let source = source.into_inner();
+    let (src, id) = (source.clone(), event_id.clone());
+    let routed = blocking(move || node.ingest(TriggerKind::Webhook, &src, &id, &body)).await?;
+    if routed.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_listener",
+            format!("no deployed program has a webhook trigger on `{source}`"),
+        ));
+    }
+    let routed: Vec<Value> = routed
+        .iter()
+        .map(|r| {
+            let (execution_id, duplicate) = match &r.accepted {
+                Some(Accepted::New { execution_id }) => (Some(execution_id.clone()), false),
+                Some(Accepted::Duplicate { execution_id }) => (Some(execution_id.clone()), true),
+                None => (None, false),
+            };
+            json!({
+                "program": r.program_id,
+                "version": r.program_version,
+                "execution_id": execution_id,
+                "duplicate": duplicate,
+                "filtered_out": r.accepted.is_none(),
+                "filter_error": r.filter_error,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Accepted().json(json!({ "event_id": event_id, "routed": routed })))
+}
+
+fn random_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+pub(crate) async fn executions(state: State) -> Reply {
+    let node = state.node.clone();
+    let counts = blocking(move || node.journal().counts()).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "executions": counts.executions,
+        "pending": counts.pending,
+        "finished": counts.finished,
+        "steps": counts.steps,
+        "in_flight": state.node.in_flight(),
+    })))
+}
+
+pub(crate) async fn execution(state: State, id: web::Path<String>) -> Reply {
+    let node = state.node.clone();
+    let id = id.into_inner();
+    let lookup = id.clone();
+    let found = blocking(move || {
+        let view = node.journal().execution(&lookup)?;
+        let audit = match &view {
+            Some(_) => node.audit_of(&lookup)?,
+            None => Vec::new(),
+        };
+        Ok(view.map(|v| (v, audit)))
+    })
+    .await?;
+    let Some(((event, steps, outcome), audit)) = found else {
+        return Err(ApiError::not_found(format!("execution {id} not found")));
+    };
+    let status = match &outcome {
+        Some(ExecutionOutcome::Completed { .. }) => "completed",
+        Some(ExecutionOutcome::Failed { .. }) => "failed",
+        Some(ExecutionOutcome::Rejected { .. }) => "rejected",
+        None if steps
+            .last()
+            .is_some_and(|s| matches!(s.outcome, StepOutcome::AwaitingApproval)) =>
+        {
+            "awaiting_approval"
+        }
+        None => "running",
+    };
+    let audit: Vec<Value> = audit
+        .iter()
+        .map(|e| json!({ "index": e.index, "hash": hex::encode(e.hash), "instruction_id": e.entry.instruction_id, "outcome": e.entry.outcome }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "execution_id": id,
+        "status": status,
+        "event": event,
+        "steps": steps,
+        "outcome": outcome,
+        "audit": audit,
+    })))
+}
+
+/// Body of an approval.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Decision {
+    approve: bool,
+}
+
+pub(crate) async fn approve(
+    state: State,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Reply {
+    accepting(&state)?;
+    let decision: Decision = read_json(&state, payload).await?;
+    let (execution_id, instruction) = path.into_inner();
+    let node = state.node.clone();
+    let (e, i) = (execution_id.clone(), instruction.clone());
+    blocking(move || node.decide(&e, &i, decision.approve)).await?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "execution_id": execution_id,
+        "instruction": instruction,
+        "decision": if decision.approve { "approved" } else { "rejected" },
+    })))
+}
+
+/// Query of `GET /api/audit`.
+#[derive(Deserialize)]
+pub(crate) struct AuditQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn audit(state: State, query: web::Query<AuditQuery>) -> Reply {
+    let node = state.node.clone();
+    let from = query.from.unwrap_or(0);
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let (entries, head) = blocking(move || {
+        let entries = node.audit().entries(from, limit)?;
+        Ok((entries, node.audit().head()))
+    })
+    .await?;
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| json!({ "index": e.index, "hash": hex::encode(e.hash), "entry": e.entry }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "entries": entries,
+        "next": head.0,
+        "head_hash": hex::encode(head.1),
+    })))
+}
+
+pub(crate) async fn audit_verify(state: State) -> Reply {
+    let node = state.node.clone();
+    let key = state.config.audit_key;
+    let verdict = blocking(move || crate::audit::verify(node.store(), key.as_ref())).await?;
+    Ok(HttpResponse::Ok().json(match verdict {
+        Ok(report) => json!({
+            "ok": true,
+            "entries": report.entries,
+            "head_hash": hex::encode(report.head_hash),
+            "checkpoints": report.checkpoints,
+            "signatures_checked": report.signatures_checked,
+        }),
+        Err(broken) => json!({
+            "ok": false,
+            "broken": { "index": broken.index, "reason": broken.reason },
+            "message": broken.to_string(),
+        }),
+    }))
+}
+
+/// Query of `POST /api/plugins`: comma-separated grants given with the installation.
+#[derive(Deserialize)]
+pub(crate) struct GrantQuery {
+    grant_http: Option<String>,
+    grant_secret: Option<String>,
+}
+
+fn listed(value: Option<&str>) -> impl Iterator<Item = String> + '_ {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+pub(crate) async fn plugin_install(
+    state: State,
+    query: web::Query<GrantQuery>,
+    payload: web::Payload,
+) -> Reply {
+    let bytes = read_body(payload, state.config.max_upload_bytes).await?;
+    let changes: Vec<GrantChange> = listed(query.grant_http.as_deref())
+        .map(GrantChange::AllowHttp)
+        .chain(listed(query.grant_secret.as_deref()).map(GrantChange::AllowSecret))
+        .collect();
+    let node = state.node.clone();
+    let (installed, grant) = blocking(move || {
+        let package = Package::from_bytes(&bytes, "uploaded package")?;
+        let installed = node.plugins().install(&package)?;
+        let grant = if changes.is_empty() {
+            None
+        } else {
+            Some(
+                node.plugins()
+                    .change_grant(&package.manifest.id, &changes)?,
+            )
+        };
+        Ok((installed, grant))
+    })
+    .await?;
+    let mut body = match installed {
+        Installed::New { label, key_id } => {
+            json!({ "plugin": label, "key_id": key_id, "new": true })
+        }
+        Installed::Unchanged { label } => json!({ "plugin": label, "new": false }),
+    };
+    body["grant"] = json!(grant);
+    Ok(HttpResponse::Created().json(body))
+}
+
+pub(crate) async fn plugins(state: State) -> Reply {
+    let node = state.node.clone();
+    let listed = blocking(move || node.plugins().list()).await?;
+    let plugins: Vec<Value> = listed
+        .iter()
+        .map(|p| {
+            json!({
+                "plugin": p.entry.manifest.label(),
+                "entry": p.entry,
+                "runnable": p.runnable.is_ok(),
+                "problem": p.runnable.as_ref().err(),
+                "grant": p.grant,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "plugins": plugins })))
+}
+
+pub(crate) async fn plugin_revoke(state: State, path: web::Path<(String, String)>) -> Reply {
+    let (id, version) = path.into_inner();
+    let parsed = semver::Version::parse(&version)
+        .map_err(|e| ApiError::bad_request(format!("version `{version}` is not semver: {e}")))?;
+    let node = state.node.clone();
+    let pid = id.clone();
+    blocking(move || node.plugins().revoke(&pid, &parsed)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "plugin": format!("{id}@{version}"), "revoked": true })))
+}
+
+pub(crate) async fn metrics(state: State) -> Reply {
+    let node = state.node.clone();
+    let text = blocking(move || Ok(crate::metrics::render(&node))).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
+}
+
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub(crate) async fn readyz(state: State) -> Reply {
+    let node = state.node.clone();
+    let backends = blocking(move || Ok(node.backend_health())).await?;
+    let draining = !state.accepting.load(Ordering::SeqCst);
+    let down: Vec<&str> = backends
+        .iter()
+        .filter(|(_, up)| !up)
+        .map(|(name, _)| *name)
+        .collect();
+    if draining || !down.is_empty() {
+        let why = if draining {
+            "the node is draining".to_owned()
+        } else {
+            format!("backend(s) down: {}", down.join(", "))
+        };
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            why,
+        ));
+    }
+    let backends: serde_json::Map<String, Value> = backends
+        .into_iter()
+        .map(|(name, up)| (name.to_owned(), Value::Bool(up)))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "ready": true, "backends": backends })))
+}
+
+pub(crate) async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document())
+}
+
+pub(crate) async fn no_route(req: HttpRequest) -> Reply {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!(
+            "no endpoint {} {} (see /openapi.json)",
+            req.method(),
+            req.path()
+        ),
+    ))
+}
+
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> Reply {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not served on {} (see /openapi.json)",
+            req.method(),
+            req.path()
+        ),
+    ))
+}

@@ -1,0 +1,241 @@
+//! The node's configuration file (`node.toml`, documented in `docs/config.md`): which data
+//! directory, listen address and worker count a node uses, and which real backends replace
+//! the embedded defaults. Every section is optional; an empty file (or none) runs the node on
+//! embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::node::{LlmEndpoint, NodeConfig};
+use crate::store::Durability;
+use crate::{Error, Result};
+
+/// The default HTTP listen address of `eyeflow node`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// A parsed `node.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[node]`: identity, storage, workers.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// `[api]`: the HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// `[llm]`: an OpenAI-compatible endpoint for LLM_CALL.
+    pub llm: Option<LlmSection>,
+    /// `[mqtt]`: an MQTT broker whose topics trigger programs.
+    pub mqtt: Option<MqttSection>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id written into audit entries (default `node-1`).
+    #[serde(default = "default_node_id")]
+    pub id: String,
+    /// Data directory; relative paths are taken from the config file's folder.
+    pub data_dir: Option<PathBuf>,
+    /// Scheduler worker slots (default: the number of cores, at least 2).
+    pub workers: Option<usize>,
+    /// `sync`, `group-commit` (default) or `buffered`.
+    #[serde(default)]
+    pub durability: DurabilityName,
+    /// Hosts CALL_API / CALL_SERVICE may reach (`host` or `host:port`); absent = any.
+    pub http_allow: Option<Vec<String>>,
+    /// How long SIGTERM waits for running executions before journaling the rest as pending
+    /// (default 30 000 ms).
+    #[serde(default = "default_drain_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: default_node_id(),
+            data_dir: None,
+            workers: None,
+            durability: DurabilityName::default(),
+            http_allow: None,
+            drain_timeout_ms: default_drain_ms(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    "node-1".to_owned()
+}
+
+fn default_drain_ms() -> u64 {
+    30_000
+}
+
+/// Journal durability as written in the file.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityName {
+    /// fsync every write.
+    Sync,
+    /// fsync batched across concurrent writers.
+    #[default]
+    GroupCommit,
+    /// No fsync (tests and benchmarks only).
+    Buffered,
+}
+
+impl From<DurabilityName> for Durability {
+    fn from(name: DurabilityName) -> Self {
+        match name {
+            DurabilityName::Sync => Durability::Sync,
+            DurabilityName::GroupCommit => Durability::GroupCommit,
+            DurabilityName::Buffered => Durability::Buffered,
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Listen address (default [`DEFAULT_LISTEN`]).
+    pub listen: Option<SocketAddr>,
+    /// Largest JSON or text body accepted, bytes (default 1 MiB).
+    #[serde(default = "default_json_limit")]
+    pub max_body_bytes: usize,
+    /// Largest program or plugin package upload, bytes (default 32 MiB).
+    #[serde(default = "default_upload_limit")]
+    pub max_upload_bytes: usize,
+    /// HTTP worker threads (default 2).
+    #[serde(default = "default_http_workers")]
+    pub workers: usize,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            max_body_bytes: default_json_limit(),
+            max_upload_bytes: default_upload_limit(),
+            workers: default_http_workers(),
+        }
+    }
+}
+
+fn default_json_limit() -> usize {
+    1 << 20
+}
+
+fn default_upload_limit() -> usize {
+    32 << 20
+}
+
+fn default_http_workers() -> usize {
+    2
+}
+
+/// `[llm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// Name of the secret holding the API key.
+    pub api_key_secret: Option<String>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// Broker host.
+    pub host: String,
+    /// Broker port (default 1883).
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Client id (default `eyeflow-<node id>`).
+    pub client_id: Option<String>,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if let (Some(dir), Some(base)) = (&config.node.data_dir, path.parent())
+            && dir.is_relative()
+        {
+            config.node.data_dir = Some(base.join(dir));
+        }
+        Ok(config)
+    }
+
+    /// The node assembly this file describes; `data_dir` (from the command line) wins over
+    /// the file's.
+    pub fn node_config(&self, data_dir: Option<PathBuf>) -> Result<NodeConfig> {
+        let dir = data_dir
+            .or_else(|| self.node.data_dir.clone())
+            .ok_or_else(|| Error::Config {
+                path: PathBuf::from("node.toml"),
+                reason: "no data directory: set [node] data_dir or pass --data-dir".to_owned(),
+            })?;
+        let mut config = NodeConfig::embedded(dir);
+        config.node_id = self.node.id.clone();
+        if let Some(workers) = self.node.workers {
+            config.workers = workers.max(1);
+        }
+        config.durability = self.node.durability.into();
+        config.http_allow = self.node.http_allow.clone();
+        config.llm = self.llm.as_ref().map(|llm| LlmEndpoint {
+            base_url: llm.base_url.clone(),
+            api_key_secret: llm.api_key_secret.clone(),
+        });
+        Ok(config)
+    }
+
+    /// The HTTP listen address.
+    pub fn listen(&self) -> SocketAddr {
+        self.api.listen.unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7070)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_embedded_defaults() {
+        let config: FileConfig = toml::from_str("").unwrap();
+        assert_eq!(config.listen().to_string(), DEFAULT_LISTEN);
+        let node = config.node_config(Some("/tmp/x".into())).unwrap();
+        assert_eq!(node.durability, Durability::GroupCommit);
+        assert!(node.llm.is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml::from_str::<FileConfig>("[node]\nid = 'a'\nwrokers = 3\n").unwrap_err();
+        assert!(err.to_string().contains("wrokers"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_is_required_somewhere() {
+        let config: FileConfig = toml::from_str("").unwrap();
+        let err = config.node_config(None).unwrap_err();
+        assert!(err.to_string().contains("data directory"), "{err}");
+    }
+}

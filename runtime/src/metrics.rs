@@ -1,0 +1,177 @@
+//! Operator metrics in the Prometheus format: a process-wide recorder, and decorators around
+//! the ports (audit chain, resource gate, plugins) that count what passes through them —
+//! instruction latency by opcode, fallbacks by strategy, arbiter waits and timeouts, plugin
+//! traps. Gauges that are cheaper to read than to track (queue depth, outbox backlog,
+//! backend health) are set when `/metrics` is scraped.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use eyeflow_actors::gates::{ResourceGate, ResourceHold};
+use eyeflow_actors::ports::{
+    AuditEntry, AuditLog, AuditReceipt, CallError, CallErrorKind, CapabilityRef, PluginPort,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::Value;
+
+/// The process-wide Prometheus recorder (installed on first use; several nodes in one
+/// process share it).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".to_owned()),
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a host application's): then ours only
+        // renders what is recorded through it, which is nothing; say so once.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+/// Counts one finished execution of `program` with `outcome` and its latency.
+pub fn execution(program: &str, outcome: &str, took: Duration) {
+    metrics::counter!("eyeflow_executions_total", "program" => program.to_owned(), "outcome" => outcome.to_owned())
+        .increment(1);
+    metrics::histogram!("eyeflow_execution_duration_seconds", "program" => program.to_owned())
+        .record(took.as_secs_f64());
+}
+
+/// The audit chain, metered: every entry is one executed instruction attempt.
+pub struct MeteredAudit<A> {
+    inner: Arc<A>,
+}
+
+impl<A> MeteredAudit<A> {
+    /// Meters `inner`.
+    pub fn new(inner: Arc<A>) -> Self {
+        Self { inner }
+    }
+}
+
+impl<A: AuditLog> AuditLog for MeteredAudit<A> {
+    fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError> {
+        let receipt = self.inner.append(entry)?;
+        let took_ms = entry.finished_ms.saturating_sub(entry.started_ms);
+        metrics::histogram!("eyeflow_instruction_duration_seconds", "opcode" => entry.opcode.clone())
+            .record(Duration::from_millis(took_ms).as_secs_f64());
+        metrics::counter!("eyeflow_instructions_total", "opcode" => entry.opcode.clone(), "outcome" => entry.outcome.clone())
+            .increment(1);
+        if let Some(strategy) = &entry.fallback {
+            metrics::counter!("eyeflow_fallbacks_total", "strategy" => strategy.clone())
+                .increment(1);
+        }
+        metrics::counter!("eyeflow_audit_entries_total").increment(1);
+        Ok(receipt)
+    }
+}
+
+/// The resource arbiter, metered: time spent waiting for a permit, and timeouts.
+pub struct MeteredGate<G> {
+    inner: G,
+}
+
+impl<G> MeteredGate<G> {
+    /// Meters `inner`.
+    pub fn new(inner: G) -> Self {
+        Self { inner }
+    }
+}
+
+impl<G: ResourceGate> ResourceGate for MeteredGate<G> {
+    fn acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        priority: u32,
+        max_wait: Duration,
+    ) -> Result<ResourceHold, CallError> {
+        let start = Instant::now();
+        let result = self.inner.acquire(key, holder, priority, max_wait);
+        metrics::histogram!("eyeflow_arbiter_wait_seconds").record(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("eyeflow_arbiter_timeouts_total", "resource" => key.to_owned())
+                .increment(1);
+        }
+        result
+    }
+}
+
+/// The plugin host, metered: traps and failures by plugin capability.
+pub struct MeteredPlugins<P> {
+    inner: P,
+}
+
+impl<P> MeteredPlugins<P> {
+    /// Meters `inner`.
+    pub fn new(inner: P) -> Self {
+        Self { inner }
+    }
+}
+
+fn count_failure<T>(capability: &CapabilityRef, result: &Result<T, CallError>) {
+    if let Err(e) = result {
+        let name = capability.id.clone();
+        if e.kind == CallErrorKind::Trap {
+            metrics::counter!("eyeflow_plugin_traps_total", "plugin" => name).increment(1);
+        } else {
+            metrics::counter!("eyeflow_plugin_failures_total", "plugin" => name, "kind" => e.kind.as_str())
+                .increment(1);
+        }
+    }
+}
+
+impl<P: PluginPort> PluginPort for MeteredPlugins<P> {
+    fn read(
+        &self,
+        connector: &CapabilityRef,
+        key: &str,
+        params: &Value,
+        deadline: Duration,
+    ) -> Result<Value, CallError> {
+        let result = self.inner.read(connector, key, params, deadline);
+        count_failure(connector, &result);
+        result
+    }
+
+    fn invoke(
+        &self,
+        capability: &CapabilityRef,
+        action: &str,
+        input: &Value,
+        idempotency_key: &str,
+        deadline: Duration,
+    ) -> Result<Value, CallError> {
+        let result = self
+            .inner
+            .invoke(capability, action, input, idempotency_key, deadline);
+        count_failure(capability, &result);
+        result
+    }
+}
+
+/// Sets the scrape-time gauges of `node` and renders every metric.
+pub fn render(node: &crate::node::Node) -> String {
+    let handle = handle();
+    for (level, depth) in node.queue_depth() {
+        metrics::gauge!("eyeflow_queue_depth", "priority" => level.to_string()).set(depth as f64);
+    }
+    metrics::gauge!("eyeflow_executions_in_flight").set(node.in_flight() as f64);
+    for (backend, up) in node.backend_health() {
+        metrics::gauge!("eyeflow_backend_up", "backend" => backend).set(if up { 1.0 } else { 0.0 });
+    }
+    for (name, value) in node.backlogs() {
+        metrics::gauge!("eyeflow_outbox_backlog", "outbox" => name).set(value as f64);
+    }
+    handle.render()
+}

@@ -1,0 +1,149 @@
+//! Timers and cron expressions of the deployed programs' triggers. Each firing is an event with the id
+//! `timer:<program>:<trigger index>:<scheduled ms>`, so a firing journaled before a crash is
+//! not executed again after the restart. Firings missed while the node was down are not
+//! replayed; the next one after the start is.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use eyeflow_actors::exec::Trigger;
+use eyeflow_ir::pb::TriggerKind;
+use serde_json::json;
+
+use crate::node::Node;
+use crate::{Error, Result};
+
+/// How often the timer thread looks at the clock.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The next firing of `trigger` strictly after `after_ms` (Unix ms), if it has a schedule.
+pub fn next_firing(trigger: &Trigger, after_ms: u64) -> Result<Option<u64>> {
+    match trigger.kind {
+        TriggerKind::Timer if trigger.interval_ms > 0 => {
+            // Aligned on the epoch, so that a restart computes the same instants.
+            let n = after_ms / trigger.interval_ms + 1;
+            Ok(Some(n.saturating_mul(trigger.interval_ms)))
+        }
+        TriggerKind::Cron => {
+            let cron = parse_cron(&trigger.cron)?;
+            let after = i64::try_from(after_ms)
+                .ok()
+                .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+                .ok_or_else(|| Error::Node {
+                    reason: format!("time {after_ms} ms is out of range"),
+                })?;
+            let next = cron
+                .find_next_occurrence(&after, false)
+                .map_err(|e| Error::Node {
+                    reason: format!("cron `{}` has no next firing: {e}", trigger.cron),
+                })?;
+            Ok(u64::try_from(next.timestamp_millis()).ok())
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Parses a cron expression (5 fields, or 6 with seconds first).
+pub fn parse_cron(expression: &str) -> Result<croner::Cron> {
+    croner::Cron::new(expression)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| Error::Node {
+            reason: format!("cron expression `{expression}` is invalid: {e}"),
+        })
+}
+
+/// The timer thread.
+pub struct Timers {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Timers {
+    /// Starts firing the TIMER and CRON triggers of `node`'s active programs (programs
+    /// deployed later are picked up at the next tick).
+    pub fn start(node: Node) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("eyeflow-timers".to_owned())
+            .spawn(move || run(&node, &flag))
+            .map_err(|e| tracing::error!("cannot start the timer thread: {e}"))
+            .ok();
+        Self { stop, thread }
+    }
+
+    /// Stops firing.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(node: &Node, stop: &AtomicBool) {
+    // (program id, version, trigger index) → next firing, Unix ms.
+    let mut due: BTreeMap<(String, String, usize), u64> = BTreeMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        let now = crate::now_ms();
+        let programs = node.active_programs();
+        due.retain(|(id, version, _), _| {
+            programs
+                .iter()
+                .any(|p| p.id() == id && p.version() == version)
+        });
+        for program in &programs {
+            for (index, trigger) in program.triggers().iter().enumerate() {
+                let key = (program.id().to_owned(), program.version().to_owned(), index);
+                let next = match due.get(&key) {
+                    Some(next) => *next,
+                    None => match next_firing(trigger, now) {
+                        Ok(Some(next)) => {
+                            due.insert(key.clone(), next);
+                            next
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::error!(program = program.id(), "trigger {index}: {e}");
+                            due.insert(key.clone(), u64::MAX);
+                            continue;
+                        }
+                    },
+                };
+                if now < next {
+                    continue;
+                }
+                fire(node, program.id(), index, trigger, next, now);
+                match next_firing(trigger, now) {
+                    Ok(Some(following)) => due.insert(key, following),
+                    _ => due.insert(key, u64::MAX),
+                };
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+fn fire(node: &Node, program: &str, index: usize, trigger: &Trigger, scheduled: u64, now: u64) {
+    let payload = json!({ "scheduled_ms": scheduled, "fired_ms": now, "trigger": index });
+    match trigger.accepts(&payload) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(program, "trigger {index}: filter: {e}");
+            return;
+        }
+    }
+    let event_id = format!("timer:{program}:{index}:{scheduled}");
+    let source = match trigger.kind {
+        TriggerKind::Cron => "cron",
+        _ => "timer",
+    };
+    if let Err(e) = node.submit(program, &event_id, source, payload) {
+        tracing::error!(program, "timer event {event_id} not accepted: {e}");
+    }
+}

@@ -1,0 +1,427 @@
+//! The node service as an operator runs it: `eyeflow node` as a child process, its HTTP
+//! API behind bearer tokens with roles, the client commands, and the SIGTERM drain.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Daemon, Setup, eyeflow, stderr, stdout};
+
+const ORDER_RULE: &str = r#"
+id: order-check
+version: 1.0.0
+requires:
+  valve-sim: ^1.0
+triggers:
+  - kind: webhook
+    source: orders
+    filter: event.qty > 0
+instructions:
+  - id: doubled
+    op: EVAL
+    expression: event.qty * 2
+    next: open_valve
+  - id: open_valve
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    params:
+      valve: "'valve/v-7'"
+      position: "50"
+    resource_key: valve/v-7
+    requires_human_validation: true
+    next: done
+  - id: done
+    op: RETURN
+    expression: "{'doubled': doubled}"
+"#;
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[test]
+fn tokens_and_roles_guard_every_endpoint() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    // Public.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let (status, _) = node.get(path, None);
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    // No token, a forged token, a token of another node.
+    let (status, body) = node.get("/api/programs", None);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "unauthorized");
+    let forged = node.viewer.replacen("viewer", "admin", 1);
+    let (status, _) = node.get("/api/programs", Some(&forged));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let other = Setup::new();
+    let foreign = other.issue("admin");
+    let (status, _) = node.get("/api/programs", Some(&foreign));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Viewer reads, may not act.
+    let (status, _) = node.get("/api/programs", Some(&node.viewer));
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = node.get("/metrics", None);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = node.post_bytes("/api/programs", b"x", Some(&node.viewer));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "forbidden");
+    // Operator sends events and compiles, may not deploy or install.
+    let (status, body) = node.post_bytes("/api/programs", b"x", Some(&node.operator));
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = node.post_bytes("/api/plugins", b"x", Some(&node.operator));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = node.post_text("/api/rules/compile", ORDER_RULE, Some(&node.viewer));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = node.post_text("/api/rules/compile", ORDER_RULE, Some(&node.operator));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["program_id"], "order-check");
+    // Admin may do all of it; unknown routes and methods are JSON errors too.
+    let (status, body) = node.get("/api/nowhere", Some(&node.admin));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "no_route");
+    let (status, body) = node.request(reqwest::Method::PUT, "/api/programs", Some(&node.admin));
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&body), "method_not_allowed");
+}
+
+#[test]
+fn programs_events_approvals_audit_and_plugins_through_the_api() {
+    let setup = Setup::new();
+    let node = Daemon::start(
+        &setup,
+        &["max_body_bytes = 4096", "max_upload_bytes = 400000"],
+    );
+    let admin = Some(node.admin.as_str());
+    let operator = Some(node.operator.as_str());
+    let viewer = Some(node.viewer.as_str());
+
+    // Plugins: unsigned refused, signed installed, listed.
+    let (status, body) =
+        node.post_bytes("/api/plugins", &setup.unsigned_package("valve-sim"), admin);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_code(&body), "unsigned", "{body}");
+    let (status, body) = node.post_bytes("/api/plugins", &setup.package("valve-sim"), admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["new"], true);
+    let (status, body) = node.get("/api/plugins", viewer);
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["plugins"].to_string().contains("valve-sim@"), "{body}");
+
+    // Programs: compile through the API gives an unsigned program, which deploy refuses.
+    let (_, compiled) = node.post_text("/api/rules/compile", ORDER_RULE, operator);
+    let unsigned = support::base64(compiled["ir_base64"].as_str().expect("ir"));
+    let (status, body) = node.post_bytes("/api/programs", &unsigned, admin);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_code(&body), "unsigned");
+    let (status, body) = node.post_bytes("/api/programs", b"\x0a\xff garbage", admin);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = node.post_bytes("/api/programs", &vec![0u8; 500_000], admin);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(error_code(&body), "too_large");
+    let (status, body) = node.post_text("/api/rules/compile", "id: [unclosed", operator);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(&body), "compile_error");
+    let signed = setup.compile(ORDER_RULE);
+    let (status, body) = node.post_bytes("/api/programs", &signed, admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], "order-check");
+    let (_, body) = node.get("/api/programs", viewer);
+    assert_eq!(body["programs"][0]["active"], true, "{body}");
+
+    // Events: accepted, deduplicated by id, filtered, refused when malformed or too big.
+    let (status, body) = node.post_json(
+        "/api/events/orders",
+        &json!({"qty": 21}),
+        Some("order-1"),
+        operator,
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let execution = body["routed"][0]["execution_id"]
+        .as_str()
+        .expect("execution id")
+        .to_owned();
+    let (_, again) = node.post_json(
+        "/api/events/orders",
+        &json!({"qty": 21}),
+        Some("order-1"),
+        operator,
+    );
+    assert_eq!(again["routed"][0]["duplicate"], true, "{again}");
+    assert_eq!(again["routed"][0]["execution_id"], execution.as_str());
+    let (_, filtered) = node.post_json("/api/events/orders", &json!({"qty": 0}), None, operator);
+    assert_eq!(filtered["routed"][0]["filtered_out"], true, "{filtered}");
+    let (status, body) = node.post_raw_json("/api/events/orders", b"{not json", operator);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "bad_request");
+    let big = json!({"qty": 1, "pad": "x".repeat(5000)});
+    let (status, _) = node.post_json("/api/events/orders", &big, None, operator);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = node.post_json("/api/events/nobody", &json!({}), None, operator);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "no_listener");
+
+    // Approval: the execution waits; approving ahead of time or twice is refused.
+    let path = format!("/api/executions/{execution}");
+    let view = node.wait_for(&path, viewer, |v| v["status"] == "awaiting_approval");
+    assert_eq!(view["event"]["payload"]["qty"], 21);
+    let (status, body) = node.post_json(
+        &format!("{path}/approvals/done"),
+        &json!({"approve": true}),
+        None,
+        operator,
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = node.post_json(
+        &format!("{path}/approvals/open_valve"),
+        &json!({"approve": "yes"}),
+        None,
+        operator,
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = node.post_json(
+        &format!("{path}/approvals/open_valve"),
+        &json!({"approve": true}),
+        None,
+        operator,
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let view = node.wait_for(&path, viewer, |v| v["status"] == "completed");
+    assert_eq!(view["outcome"]["value"]["doubled"], 42, "{view}");
+    let audit = view["audit"].as_array().expect("audit hashes");
+    assert!(audit.len() >= 3, "{view}");
+    assert!(
+        audit
+            .iter()
+            .all(|a| a["hash"].as_str().map(str::len) == Some(64))
+    );
+    let (status, _) = node.post_json(
+        &format!("{path}/approvals/open_valve"),
+        &json!({"approve": false}),
+        None,
+        operator,
+    );
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, body) = node.get("/api/executions/no-such-execution", viewer);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "not_found");
+
+    // Audit: entries page and a verified chain.
+    let (status, body) = node.get("/api/audit?from=0&limit=2", viewer);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["entries"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(body["entries"][1]["index"], 1);
+    let (_, verified) = node.get("/api/audit/verify", viewer);
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(verified["entries"].as_u64() >= Some(3));
+
+    // Metrics an operator needs.
+    let text = node.get_text("/metrics", viewer);
+    for metric in [
+        "eyeflow_executions_total",
+        "eyeflow_instruction_duration_seconds",
+        "eyeflow_executions_in_flight",
+    ] {
+        assert!(text.contains(metric), "{metric} missing from:\n{text}");
+    }
+    assert!(text.contains("program=\"order-check\""), "{text}");
+
+    // Undeploy, revoke.
+    let (status, body) = node.request(reqwest::Method::DELETE, "/api/programs/order-check", admin);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = node.request(reqwest::Method::DELETE, "/api/programs/order-check", admin);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let version = setup.plugin_version("valve-sim");
+    let (status, body) = node.request(
+        reqwest::Method::POST,
+        &format!("/api/plugins/valve-sim/{version}/revoke"),
+        admin,
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = node.get("/api/plugins", viewer);
+    assert!(body["plugins"][0]["runnable"] == false, "{body}");
+}
+
+#[test]
+fn the_openapi_document_matches_the_served_routes() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    let (_, doc) = node.get("/openapi.json", None);
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 14, "{doc}");
+    for (path, item) in paths {
+        let concrete: String = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, operation) in item.as_object().expect("path item") {
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let (status, body) = node.request_any(method.clone(), &concrete, Some(&node.admin));
+            assert_ne!(
+                error_code(&body),
+                "no_route",
+                "{method} {path} is documented but not served"
+            );
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            if operation.get("security").is_some() {
+                let (status, _) = node.request_any(method.clone(), &concrete, None);
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} without a token"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn client_commands_drive_a_running_node() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    let remote = ["--node", node.url.as_str(), "--token", node.admin.as_str()];
+    let package = setup.write("valve-sim.efp", &setup.package("valve-sim"));
+    let mut args = vec!["plugin", "install", package.as_str()];
+    args.extend(remote);
+    let out = eyeflow(&args, setup.dir());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let program = setup.write("order.bin", &setup.compile(ORDER_RULE));
+    let mut args = vec!["deploy", program.as_str()];
+    args.extend(remote);
+    let out = eyeflow(&args, setup.dir());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut args = vec![
+        "events",
+        "send",
+        "orders",
+        "--data",
+        r#"{"qty": 4}"#,
+        "--id",
+        "cli-1",
+    ];
+    args.extend(remote);
+    let out = eyeflow(&args, setup.dir());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent: Value = serde_json::from_str(&stdout(&out)).expect("JSON answer");
+    let execution = sent["routed"][0]["execution_id"]
+        .as_str()
+        .expect("execution")
+        .to_owned();
+    node.wait_for(
+        &format!("/api/executions/{execution}"),
+        Some(&node.viewer),
+        |v| v["status"] == "awaiting_approval",
+    );
+    let mut args = vec!["approve", execution.as_str(), "open_valve"];
+    args.extend(remote);
+    let out = eyeflow(&args, setup.dir());
+    assert!(out.status.success(), "{}", stderr(&out));
+    node.wait_for(
+        &format!("/api/executions/{execution}"),
+        Some(&node.viewer),
+        |v| v["status"] == "completed",
+    );
+    let mut args = vec!["executions", "show", execution.as_str()];
+    args.extend(remote);
+    let out = eyeflow(&args, setup.dir());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"doubled\": 8"), "{}", stdout(&out));
+    // A refused program is exit code 4 with the node's reason.
+    let garbage = setup.write("garbage.bin", b"not a program");
+    let mut args = vec!["deploy", garbage.as_str()];
+    args.extend(remote);
+    let out = eyeflow(&args, setup.dir());
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("422"), "{}", stderr(&out));
+    // A viewer token cannot deploy.
+    let out = eyeflow(
+        &[
+            "deploy",
+            program.as_str(),
+            "--node",
+            node.url.as_str(),
+            "--token",
+            node.viewer.as_str(),
+        ],
+        setup.dir(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("403 forbidden"), "{}", stderr(&out));
+}
+
+const BULK_RULE: &str = r#"
+id: bulk
+version: 1.0.0
+requires:
+  valve-sim: ^1.0
+triggers:
+  - kind: webhook
+    source: bulk
+instructions:
+  - id: doubled
+    op: EVAL
+    expression: event.n * 2
+    next: set_valve
+  - id: set_valve
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    params:
+      valve: "'valve/v-9'"
+      position: "10"
+    resource_key: valve/v-9
+    next: done
+  - id: done
+    op: RETURN
+    expression: "{'n': event.n}"
+"#;
+
+#[test]
+fn sigterm_drains_and_loses_nothing() {
+    let setup = Setup::new();
+    let mut node = Daemon::start(&setup, &[]);
+    let admin = Some(node.admin.as_str());
+    let (status, body) = node.post_bytes("/api/plugins", &setup.package("valve-sim"), admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = node.post_bytes("/api/programs", &setup.compile(BULK_RULE), admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sent = 300;
+    let mut accepted = 0;
+    for n in 0..sent {
+        let (status, body) = node.post_json(
+            "/api/events/bulk",
+            &json!({ "n": n }),
+            Some(&format!("bulk-{n}")),
+            Some(&node.operator),
+        );
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        accepted += 1;
+    }
+    let status = node.sigterm();
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+    // Every accepted event is journaled: finished, or pending and finished at the next start.
+    let node = Daemon::start(&setup, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let summary = node.journal_summary();
+        if summary["finished"] == accepted && summary["pending"] == 0 {
+            assert_eq!(summary["executions"], accepted, "{summary}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all executions finished: {summary}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, verified) = node.get("/api/audit/verify", Some(&node.viewer));
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["signatures_checked"], true, "{verified}");
+    assert!(verified["checkpoints"].as_u64() >= Some(1), "{verified}");
+}
