@@ -134,6 +134,14 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A production backend (Redis, Kafka, Vault/OpenBao) is misconfigured or unreachable.
+    #[error("{backend}: {reason}")]
+    Backend {
+        /// Which backend: `redis`, `kafka`, `vault`.
+        backend: &'static str,
+        /// What failed, naming the address (without credentials) and what is expected.
+        reason: String,
+    },
     /// A key file or the keyring is unusable.
     #[error(transparent)]
     Ir(#[from] eyeflow_ir::Error),
