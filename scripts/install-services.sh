@@ -65,7 +65,8 @@ fi
 # tansu: a long build (about 11 minutes on 2 cores), so its result is kept under $HOME.
 if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
   echo "install-services: building tansu (about 11 minutes on 2 cores)"
-  cargo install tansu --features dynostore --locked --root "$TANSU_ROOT"
+  # In cargo's own temporary target dir, not the project's (CI sets CARGO_TARGET_DIR).
+  env -u CARGO_TARGET_DIR cargo install tansu --features dynostore --locked --root "$TANSU_ROOT"
 fi
 ln -sf "$TANSU_ROOT/bin/tansu" "$BIN/tansu"
 
