@@ -155,6 +155,12 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the section or field.
+    /// A production backend (Redis, Kafka, Vault/OpenBao) is misconfigured or unreachable.
+    #[error("{backend}: {reason}")]
+    Backend {
+        /// Which backend: `redis`, `kafka`, `vault`.
+        backend: &'static str,
+        /// What failed, naming the address (without credentials) and what is expected.
         reason: String,
     },
     /// A key file or the keyring is unusable.

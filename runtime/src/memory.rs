@@ -33,8 +33,8 @@ use crate::{Error, Result};
 /// Default number of L2 entries.
 pub const DEFAULT_NODE_CAPACITY: usize = 100_000;
 
-/// How far "never expires" is when `now + ttl` overflows.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// How far "never expires" is: the longest TTL kept, and the expiry when `now + ttl` overflows.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The embedded `node` scope: a bounded TTL cache.
 pub struct InProcessNodeMemory {

@@ -1,0 +1,376 @@
+//! Redis as the `node` memory scope (L2): [`RedisNodeMemory`] implements [`NodeMemory`] with
+//! `SET {prefix}{key} <compact JSON> PX <ttl ms>` and `GET {prefix}{key}`.
+//!
+//! Executions call the port from plain worker threads, so the adapter owns a small tokio
+//! runtime (one worker thread) driving a redis-rs [`ConnectionManager`], which, unlike a
+//! `MultiplexedConnection`, reconnects by itself with jittered exponential backoff (redis-rs's
+//! sync API was not chosen: its connections never reconnect, we would write that ourselves).
+//! Each call is a task on that runtime bounded by the response timeout and awaited on a std
+//! channel, never `block_on` (which panics inside another runtime): while Redis is down a call
+//! fails with `Unavailable` within that bound instead of waiting for the reconnection.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use eyeflow_actors::ports::{CallError, CallErrorKind, NodeMemory};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, RedisError};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::runtime::{Handle, Runtime};
+
+use crate::memory::FAR_FUTURE;
+use crate::{Error, Result};
+
+/// Names this backend in errors (`Error::Backend`, `CallError::origin`).
+const BACKEND: &str = "redis";
+
+/// Longest pause between two reconnection attempts: bounds how long calls keep failing after
+/// Redis is back.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// How much longer than its own bound a caller waits for a call's task (a busy runtime).
+const GRACE: Duration = Duration::from_millis(100);
+
+/// The `[node_memory.redis]` part of a node's configuration.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Server address, `redis://[user:password@]host:port/[db]` (`rediss://` is not
+    /// supported: this build has no TLS).
+    pub url: String,
+    /// Prepended to every key, so that several nodes or tests can share one Redis.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Bound on establishing a connection, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Bound on one call (command and answer, or waiting for a reconnection), in milliseconds.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "eyeflow:".to_owned()
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_response_timeout_ms() -> u64 {
+    500
+}
+
+impl RedisConfig {
+    /// The configuration for `url` with the default prefix and timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: default_prefix(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            response_timeout_ms: default_response_timeout_ms(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .finish()
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only fails for URLs that cannot hold credentials, which this one does.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_owned(),
+        },
+    }
+}
+
+/// The `node` memory scope in Redis.
+pub struct RedisNodeMemory {
+    manager: ConnectionManager,
+    prefix: String,
+    call_timeout: Duration,
+    /// Declared last: shut down after the manager is dropped.
+    runtime: OwnedRuntime,
+}
+
+impl fmt::Debug for RedisNodeMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisNodeMemory")
+            .field("prefix", &self.prefix)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisNodeMemory {
+    /// Connects to `config.url` and checks that Redis answers a PING; fails naming Redis and
+    /// the URL (without its password) when it is invalid, unreachable or refuses us.
+    pub fn connect(config: &RedisConfig) -> Result<Self> {
+        let url = redacted(&config.url);
+        let fail = |reason: String| Error::Backend {
+            backend: BACKEND,
+            reason: format!("{url}: {reason}"),
+        };
+        if config.connect_timeout_ms == 0 || config.response_timeout_ms == 0 {
+            return Err(fail(
+                "connect_timeout_ms and response_timeout_ms must be at least 1".to_owned(),
+            ));
+        }
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let call_timeout = Duration::from_millis(config.response_timeout_ms);
+        let client = Client::open(config.url.as_str())
+            .map_err(|e| fail(format!("invalid URL: {}", describe(&e))))?;
+        let runtime =
+            OwnedRuntime::new().map_err(|e| fail(format!("cannot start its runtime: {e}")))?;
+
+        // A plain connection first: it reports why Redis is unreachable, where the manager
+        // would keep retrying.
+        let probe_client = client.clone();
+        let probe_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(call_timeout));
+        let probe = runtime.run(connect_timeout + call_timeout, async move {
+            let mut connection = probe_client
+                .get_multiplexed_async_connection_with_config(&probe_config)
+                .await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        });
+        match probe {
+            None => {
+                return Err(fail(format!(
+                    "no answer to PING within {} ms",
+                    (connect_timeout + call_timeout).as_millis()
+                )));
+            }
+            Some(Err(e)) => return Err(fail(format!("cannot connect: {}", describe(&e)))),
+            Some(Ok(_)) => {}
+        }
+
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(call_timeout))
+            .set_max_delay(MAX_RECONNECT_DELAY);
+        let manager = {
+            // The manager spawns its reconnection tasks on the current runtime.
+            let _entered = runtime.handle.enter();
+            ConnectionManager::new_lazy_with_config(client, manager_config)
+                .map_err(|e| fail(describe(&e)))?
+        };
+        Ok(Self {
+            manager,
+            prefix: config.prefix.clone(),
+            call_timeout,
+            runtime,
+        })
+    }
+
+    /// Whether Redis answers a PING within the response timeout.
+    pub fn healthy(&self) -> bool {
+        self.call::<String>("PING", redis::cmd("PING")).is_ok()
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Runs `command` through the manager within the response timeout; `what` names the
+    /// command and key in errors.
+    fn call<T: FromRedisValue + Send + 'static>(
+        &self,
+        what: &str,
+        command: Cmd,
+    ) -> Result<T, CallError> {
+        let mut manager = self.manager.clone();
+        let outcome = self.runtime.run(self.call_timeout, async move {
+            command.query_async::<T>(&mut manager).await
+        });
+        match outcome {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(e)) => Err(call_error(what, &e)),
+            None => Err(CallError::new(
+                CallErrorKind::Unavailable,
+                BACKEND,
+                format!(
+                    "{what}: no answer within {} ms",
+                    self.call_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+}
+
+impl NodeMemory for RedisNodeMemory {
+    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+        let key = self.key(key);
+        let what = format!("GET {key}");
+        let Some(bytes) =
+            self.call::<Option<Vec<u8>>>(&what, redis::cmd("GET").arg(&key).clone())?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            CallError::new(
+                CallErrorKind::InvalidOutput,
+                BACKEND,
+                format!("{what}: the stored value is not JSON: {e}"),
+            )
+        })
+    }
+
+    fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+        let key = self.key(key);
+        if ttl.is_zero() {
+            // Like the embedded scope: a zero TTL stores nothing and drops the old value.
+            return self.call::<()>(&format!("DEL {key}"), redis::cmd("DEL").arg(&key).clone());
+        }
+        let json = serde_json::to_vec(value).map_err(|e| {
+            CallError::new(
+                CallErrorKind::InvalidInput,
+                BACKEND,
+                format!("SET {key}: cannot encode the value: {e}"),
+            )
+        })?;
+        // Redis refuses PX 0; a sub-millisecond TTL keeps the value for one millisecond.
+        let ttl_ms = u64::try_from(ttl.min(FAR_FUTURE).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut command = redis::cmd("SET");
+        command.arg(&key).arg(json).arg("PX").arg(ttl_ms);
+        self.call::<()>(&format!("SET {key}"), command)
+    }
+}
+
+/// A failed command as the fallback engine sees it.
+fn call_error(what: &str, e: &RedisError) -> CallError {
+    let kind = match e.kind() {
+        ErrorKind::AuthenticationFailed => CallErrorKind::Denied,
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => CallErrorKind::InvalidOutput,
+        _ => CallErrorKind::Unavailable,
+    };
+    CallError::new(kind, BACKEND, format!("{what}: {}", describe(e)))
+}
+
+/// The error's text, except for reply-type errors, whose text may quote a stored value.
+fn describe(e: &RedisError) -> String {
+    match e.kind() {
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => "unexpected reply".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// The adapter's tokio runtime, shut down without blocking when dropped (dropping a runtime
+/// the usual way panics inside another runtime).
+struct OwnedRuntime {
+    handle: Handle,
+    runtime: Option<Runtime>,
+}
+
+impl OwnedRuntime {
+    fn new() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eyeflow-redis")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `task` on this runtime and waits for its output; `None` if it took longer than
+    /// `limit`.
+    fn run<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            if let Ok(output) = tokio::time::timeout(limit, task).await {
+                let _ = sender.send(output);
+            }
+        });
+        // The task drops the sender when it times out, which ends this wait at once.
+        receiver.recv_timeout(limit + GRACE).ok()
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted("redis://user:hunter2@127.0.0.1:6379/0"),
+            "redis://user:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
+        assert_eq!(redacted("not a url:hunter2@host"), "***@host");
+        let config = RedisConfig::new("redis://:hunter2@127.0.0.1/");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let config: RedisConfig =
+            serde_json::from_str(r#"{"url": "redis://127.0.0.1:6379/"}"#).expect("parses");
+        assert_eq!(config, RedisConfig::new("redis://127.0.0.1:6379/"));
+        assert_eq!(config.prefix, "eyeflow:");
+        assert_eq!(config.connect_timeout_ms, 2000);
+        assert_eq!(config.response_timeout_ms, 500);
+        let unknown = serde_json::from_str::<RedisConfig>(
+            r#"{"url": "redis://127.0.0.1:6379/", "pasword": "x"}"#,
+        );
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn invalid_url_and_zero_timeouts_are_refused_naming_redis() {
+        let err = RedisNodeMemory::connect(&RedisConfig::new("http://127.0.0.1/"))
+            .expect_err("not a redis URL");
+        assert!(
+            err.to_string().starts_with("redis: http://127.0.0.1/"),
+            "{err}"
+        );
+        let mut config = RedisConfig::new("redis://127.0.0.1:1/");
+        config.response_timeout_ms = 0;
+        let err = RedisNodeMemory::connect(&config).expect_err("zero timeout");
+        assert!(err.to_string().contains("response_timeout_ms"), "{err}");
+    }
+}
