@@ -134,6 +134,15 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A production backend (Redis, Kafka, Vault/OpenBao) is misconfigured, unreachable or
+    /// refused the node's credentials.
+    #[error("{backend}: {reason}")]
+    Backend {
+        /// Which backend, e.g. `vault`.
+        backend: &'static str,
+        /// What failed, naming the address and what to check (never a secret value).
+        reason: String,
+    },
     /// A key file or the keyring is unusable.
     #[error(transparent)]
     Ir(#[from] eyeflow_ir::Error),

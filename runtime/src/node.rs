@@ -228,7 +228,12 @@ impl Node {
                     endpoint
                         .api_key_secret
                         .as_deref()
-                        .and_then(|name| secrets.get(name)),
+                        .map(|name| secrets.get(name))
+                        .transpose()
+                        .map_err(|e| Error::Node {
+                            reason: format!("the LLM api key: {e}"),
+                        })?
+                        .flatten(),
                 )
                 .map_err(http_client_error)?,
             ),
