@@ -5,9 +5,10 @@
 //! - The node authenticates with a token (read from an environment variable, never from the
 //!   config file) or with AppRole. The start fails, naming Vault and its address, when
 //!   Vault is unreachable or refuses the credentials.
-//! - Values are cached for `cache_ttl_ms`. A background thread renews the token at ⅔ of its
-//!   TTL and logs in again with AppRole when renewal fails or the token nears its max TTL; it
-//!   stops (and revokes an AppRole token) when the [`VaultSecrets`] is dropped.
+//! - Values (and absences) are cached for `cache_ttl_ms`. A background thread renews the
+//!   token at ⅔ of its TTL and logs in again with AppRole when renewal fails or the token
+//!   nears its max TTL; it stops (and revokes an AppRole token) when the [`VaultSecrets`] is
+//!   dropped.
 //! - A path the token's policies deny is a `Denied` error naming the secret; an unreachable
 //!   Vault is `Unavailable` (or `Timeout`). Values and tokens never reach logs, errors or
 //!   `Debug` output (both are held as [`Secret`]).
