@@ -149,10 +149,21 @@ impl ClusterMemory for Mem {
 }
 
 #[derive(Default)]
-struct FakeSecrets(HashMap<String, String>);
+struct FakeSecrets {
+    values: HashMap<String, String>,
+    /// Names the source refuses to give, with the kind of error it answers.
+    refused: Mutex<HashMap<String, CallErrorKind>>,
+}
 impl SecretSource for FakeSecrets {
-    fn get(&self, name: &str) -> Option<Secret> {
-        self.0.get(name).map(Secret::new)
+    fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+        if let Some(kind) = self.refused.lock().unwrap().get(name) {
+            return Err(CallError::new(
+                *kind,
+                "vault",
+                format!("secret `{name}`: refused"),
+            ));
+        }
+        Ok(self.values.get(name).map(Secret::new))
     }
 }
 
@@ -299,8 +310,8 @@ impl World {
     fn new() -> Self {
         let clock = Arc::new(FakeClock::default());
         clock.now.store(MONDAY_10H, Ordering::SeqCst);
-        let secrets = FakeSecrets(
-            [
+        let secrets = FakeSecrets {
+            values: [
                 ("kv/plant-a/triage-guidelines", SECRET),
                 ("kv/plant-a/pager-token", "pager-token-value"),
                 ("kv/plant-a/bms-api-token", "bms-token-value"),
@@ -309,7 +320,8 @@ impl World {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
-        );
+            refused: Mutex::default(),
+        };
         Self {
             clock,
             plugins: Arc::new(FakePlugins {
@@ -759,6 +771,34 @@ fn http_statuses_map_to_classes() {
         })
     });
     assert_eq!(failed(w.run(&program, json!({"n": 1}))).0, "invalid_output");
+}
+
+#[test]
+fn secret_refused_by_its_source_fails_the_call_with_its_class() {
+    let program = compile(API);
+    for (kind, class) in [
+        (CallErrorKind::Denied, "denied"),
+        (CallErrorKind::Unavailable, "unavailable"),
+    ] {
+        let w = World::new();
+        w.secrets
+            .refused
+            .lock()
+            .unwrap()
+            .insert("kv/api".into(), kind);
+        let (got, message) = failed(w.run(&program, json!({"n": 1})));
+        assert_eq!(got, class);
+        assert!(message.contains("kv/api"), "{message}");
+        assert!(w.http.requests.lock().unwrap().is_empty());
+    }
+    // A secret the source does not hold is refused before the call too.
+    let w = World::new();
+    let (class, message) = failed(w.run(
+        &compile(&API.replace("secret: kv/api", "secret: kv/absent")),
+        json!({"n": 1}),
+    ));
+    assert_eq!(class, "denied");
+    assert!(message.contains("kv/absent"), "{message}");
 }
 
 #[test]

@@ -29,6 +29,10 @@ pub struct FileConfig {
     pub llm: Option<LlmSection>,
     /// `[mqtt]`: an MQTT broker whose topics trigger programs.
     pub mqtt: Option<MqttSection>,
+    /// `[redis]`: Redis for the node memory scope instead of the in-process cache.
+    pub redis: Option<crate::backends::redis::RedisConfig>,
+    /// `[vault]`: Vault / OpenBao KV v2 for secrets instead of the local secrets file.
+    pub vault: Option<crate::backends::vault::VaultConfig>,
 }
 
 /// `[node]`.
@@ -196,6 +200,8 @@ impl FileConfig {
         }
         config.durability = self.node.durability.into();
         config.http_allow = self.node.http_allow.clone();
+        config.redis = self.redis.clone();
+        config.vault = self.vault.clone();
         config.llm = self.llm.as_ref().map(|llm| LlmEndpoint {
             base_url: llm.base_url.clone(),
             api_key_secret: llm.api_key_secret.clone(),

@@ -155,12 +155,16 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the section or field.
-    /// A production backend (Redis, Kafka, Vault/OpenBao) is misconfigured or unreachable.
+        reason: String,
+    },
+    /// A production backend (Redis, Kafka, Vault/OpenBao) is misconfigured, unreachable or
+    /// refused the node's credentials.
     #[error("{backend}: {reason}")]
     Backend {
         /// Which backend: `redis`, `kafka`, `vault`.
         backend: &'static str,
-        /// What failed, naming the address (without credentials) and what is expected.
+        /// What failed, naming the address (without credentials) and what to check (never
+        /// a secret value).
         reason: String,
     },
     /// A key file or the keyring is unusable.

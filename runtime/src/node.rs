@@ -62,6 +62,10 @@ pub struct NodeConfig {
     pub host: HostConfig,
     /// Hosts (`host` or `host:port`) CALL_API / CALL_SERVICE may reach; `None` = any.
     pub http_allow: Option<Vec<String>>,
+    /// Redis for the node memory scope (L2); `None` = the in-process cache.
+    pub redis: Option<crate::backends::redis::RedisConfig>,
+    /// Vault / OpenBao KV v2 for secrets; `None` = the local secrets file.
+    pub vault: Option<crate::backends::vault::VaultConfig>,
 }
 
 impl NodeConfig {
@@ -75,6 +79,8 @@ impl NodeConfig {
             llm: None,
             host: HostConfig::default(),
             http_allow: None,
+            redis: None,
+            vault: None,
         }
     }
 }
@@ -217,8 +223,19 @@ impl Node {
         // Metrics recorded before the recorder exists would be lost.
         crate::metrics::handle();
         let store = EmbeddedStore::open(&config.data_dir)?;
-        let secrets: Arc<dyn SecretSource> =
-            Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?);
+        let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
+        let secrets: Arc<dyn SecretSource> = match &config.vault {
+            Some(vault) => Arc::new(crate::backends::vault::VaultSecrets::connect(vault)?),
+            None => Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?),
+        };
+        let node_memory: Arc<dyn eyeflow_actors::ports::NodeMemory> = match &config.redis {
+            Some(redis) => {
+                let redis = Arc::new(crate::backends::redis::RedisNodeMemory::connect(redis)?);
+                backends.push(redis.clone());
+                redis
+            }
+            None => Arc::new(InProcessNodeMemory::default()),
+        };
         let host_config = HostConfig {
             kv_durability: config.durability,
             ..config.host.clone()
@@ -251,7 +268,12 @@ impl Node {
                     endpoint
                         .api_key_secret
                         .as_deref()
-                        .and_then(|name| secrets.get(name)),
+                        .map(|name| secrets.get(name))
+                        .transpose()
+                        .map_err(|e| Error::Node {
+                            reason: format!("the LLM api key: {e}"),
+                        })?
+                        .flatten(),
                 )
                 .map_err(http_client_error)?,
             ),
@@ -265,7 +287,7 @@ impl Node {
             }),
             llm,
             events: events.clone(),
-            node_memory: Arc::new(InProcessNodeMemory::default()),
+            node_memory,
             cluster_memory: Arc::new(FjallClusterMemory::new(store.clone(), config.durability)),
             secrets,
             journal: journal.clone(),
@@ -308,7 +330,7 @@ impl Node {
                 resolved: std::sync::RwLock::new(BTreeMap::new()),
                 stats: Mutex::new(BTreeMap::new()),
                 in_flight: (Mutex::new(0), Condvar::new()),
-                backends: std::sync::RwLock::new(Vec::new()),
+                backends: std::sync::RwLock::new(backends),
             }),
         };
         node.reload_programs()?;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use eyeflow_actors::ports::CallError;
 pub use eyeflow_actors::ports::{Secret, SecretSource};
 
 use crate::{Error, Result};
@@ -52,8 +53,8 @@ impl LocalSecrets {
 }
 
 impl SecretSource for LocalSecrets {
-    fn get(&self, name: &str) -> Option<Secret> {
-        self.values.get(name).cloned()
+    fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+        Ok(self.values.get(name).cloned())
     }
 }
 
@@ -72,7 +73,10 @@ mod tests {
     #[test]
     fn secrets_never_print_their_value() {
         let secrets = LocalSecrets::from_pairs([("token", "hunter2")]);
-        let secret = secrets.get("token").expect("present");
+        let secret = secrets
+            .get("token")
+            .expect("a local read does not fail")
+            .expect("present");
         assert_eq!(secret.expose(), "hunter2");
         for shown in [
             format!("{secret}"),

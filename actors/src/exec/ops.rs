@@ -422,7 +422,7 @@ impl Run<'_> {
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         {
-            let secret = self.fx.secrets.get(&ins.secret).ok_or_else(|| {
+            let secret = self.fx.secrets.get(&ins.secret)?.ok_or_else(|| {
                 Failure::new(
                     ErrorClass::Denied,
                     format!("secret `{}` is not available", ins.secret),
@@ -493,7 +493,7 @@ impl Run<'_> {
         for (name, source) in &llm.slots {
             match source {
                 SlotSource::Vault(key) => {
-                    let secret = self.fx.secrets.get(key).ok_or_else(|| {
+                    let secret = self.fx.secrets.get(key)?.ok_or_else(|| {
                         Failure::new(
                             ErrorClass::Denied,
                             format!("secret `{key}` of slot `{name}` is not available"),

@@ -137,6 +137,8 @@ impl fmt::Display for Secret {
 
 /// Where named secrets come from (local file, Vault/OpenBao).
 pub trait SecretSource: Send + Sync {
-    /// The secret `name`, if the source holds it.
-    fn get(&self, name: &str) -> Option<Secret>;
+    /// The secret `name`: `Ok(None)` when the source does not hold it, `Denied` when the
+    /// source refuses this node access to it, `Unavailable` or `Timeout` when the source
+    /// cannot be reached. Error messages name the secret, never its value.
+    fn get(&self, name: &str) -> Result<Option<Secret>, CallError>;
 }

@@ -69,6 +69,7 @@ impl From<Error> for ApiError {
             Error::UnknownKey { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key"),
             Error::RevokedKey { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "revoked_key"),
             Error::BadSignature { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_signature"),
+            Error::Backend { .. } => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             Error::RevokedPlugin { .. } => (StatusCode::CONFLICT, "revoked"),

@@ -374,3 +374,13 @@ mod tests {
         assert!(err.to_string().contains("response_timeout_ms"), "{err}");
     }
 }
+
+impl crate::node::Backend for RedisNodeMemory {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn healthy(&self) -> bool {
+        RedisNodeMemory::healthy(self)
+    }
+}

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use eyeflow_actors::ports::CallErrorKind;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -299,7 +300,7 @@ impl http::Host for CallState {
             .collect();
         let body = crate::http::read_body(response, "http", timeout.as_millis()).map_err(|e| {
             match e.kind {
-                eyeflow_actors::ports::CallErrorKind::Timeout => PluginError::Timeout(e.message),
+                CallErrorKind::Timeout => PluginError::Timeout(e.message),
                 _ => PluginError::Unavailable(e.message),
             }
         })?;
@@ -319,13 +320,15 @@ impl secrets::Host for CallState {
                 self.label, self.plugin_id
             )));
         }
-        self.services
-            .secrets
-            .get(&name)
-            .map(|s| s.expose().to_owned())
-            .ok_or_else(|| {
-                PluginError::Unavailable(format!("secret `{name}` is not set on this node"))
-            })
+        // The source's message names the secret and the backend, never the value.
+        let secret = self.services.secrets.get(&name).map_err(|e| match e.kind {
+            CallErrorKind::Denied => PluginError::Denied(e.to_string()),
+            CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
+            _ => PluginError::Unavailable(e.to_string()),
+        })?;
+        secret.map(|s| s.expose().to_owned()).ok_or_else(|| {
+            PluginError::Unavailable(format!("secret `{name}` is not set on this node"))
+        })
     }
 }
 

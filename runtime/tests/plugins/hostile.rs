@@ -124,6 +124,28 @@ fn a_secret_not_granted_is_denied_and_never_shown() {
 }
 
 #[test]
+fn a_granted_secret_its_source_refuses_is_a_clear_error() {
+    let node = node();
+    for (name, kind) in [
+        ("denied-token", CallErrorKind::Denied),
+        ("unreachable-token", CallErrorKind::Unavailable),
+    ] {
+        node.host
+            .change_grant("fixture-hostile", &[GrantChange::AllowSecret(name.into())])
+            .unwrap();
+        let err = hostile(
+            &node,
+            "secret",
+            json!({"name": name}),
+            Duration::from_secs(5),
+        );
+        assert_eq!(err.kind, kind, "{err}");
+        assert!(err.message.contains(&format!("secret `{name}`")), "{err}");
+    }
+    good_plugin_still_works(&node);
+}
+
+#[test]
 fn revoking_a_grant_fails_the_next_call() {
     let node = node();
     let server = HttpServer::start(vec![("/x", 200, "{\"fine\":true}")]);

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use eyeflow_actors::ports::{CallError, CapabilityRef, PluginPort};
+use eyeflow_actors::ports::{
+    CallError, CallErrorKind, CapabilityRef, PluginPort, Secret, SecretSource,
+};
 use eyeflow_runtime::plugins::{HostConfig, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::EmbeddedStore;
@@ -115,7 +117,29 @@ fn open(dir: &Path, key: &SigningKey, config: HostConfig) -> PluginHost {
     let store = EmbeddedStore::open(dir).expect("store");
     store.trust_key(&key.verifying_key()).expect("trust");
     let secrets = LocalSecrets::from_pairs([("webhook-token", "s3cr3t-t0ken"), ("other", "x")]);
-    PluginHost::open(store, Arc::new(secrets), config).expect("host")
+    PluginHost::open(store, Arc::new(TestSecrets(secrets)), config).expect("host")
+}
+
+/// The node's secrets: those of the local file, except that the source refuses
+/// `denied-token` (as a Vault policy would) and cannot reach its backend for
+/// `unreachable-token`.
+struct TestSecrets(LocalSecrets);
+
+impl SecretSource for TestSecrets {
+    fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+        let refuse = |kind, why: &str| {
+            Err(CallError::new(
+                kind,
+                "vault at http://127.0.0.1:8200",
+                format!("secret `{name}`: {why}"),
+            ))
+        };
+        match name {
+            "denied-token" => refuse(CallErrorKind::Denied, "permission denied"),
+            "unreachable-token" => refuse(CallErrorKind::Unavailable, "connection refused"),
+            _ => self.0.get(name),
+        }
+    }
 }
 
 pub(crate) fn cap(id: &str, req: &str) -> CapabilityRef {

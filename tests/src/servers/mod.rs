@@ -3,6 +3,7 @@
 //! come from `scripts/install-services.sh` (the test command runs it).
 
 pub mod mosquitto;
+pub mod openbao;
 pub mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
