@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's second command). Installs what it needs on a fresh
-# machine: the firmware's cross target and wasm32-wasip2 for the plugins. Later issues add the servers the integration
-# tests talk to (Redis, Kafka-protocol broker, OpenBao, Mosquitto).
+# machine: the firmware's cross target, wasm32-wasip2 for the plugins, and the servers the
+# integration tests start on 127.0.0.1 (Redis, Mosquitto, OpenBao, the tansu Kafka-protocol
+# broker, cached under ~/.cache/eyeflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
   rustup target add thumbv7em-none-eabihf
 fi
+
+bash scripts/install-services.sh
+export PATH="$HOME/.cache/eyeflow/bin:$PATH"
 
 # The bundled plugins and test fixtures (components the host tests load).
 bash scripts/build-plugins.sh

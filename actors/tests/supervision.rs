@@ -30,8 +30,25 @@ async fn find(node: &ActorRef<NodeMsg>) -> Option<ActorRef<ProgramMsg>> {
     call!(registry, RegistryMsg::Find, "sup".to_owned(), None).expect("find")
 }
 
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
+/// Polls `count` until it reaches `expected` (a loaded machine may take a while to
+/// restart an actor); panics after 10 s.
+async fn settle<F, Fut>(expected: u64, mut count: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = count().await;
+        if got == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "restart count stuck at {got}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,9 +75,11 @@ async fn crashed_program_actors_are_restarted_then_the_registry_is() {
     for expected in 1..=2u64 {
         let actor = find(&node).await.unwrap();
         actor.cast(ProgramMsg::Crash).unwrap();
-        settle().await;
         let registry = call!(node, NodeMsg::Registry).unwrap();
-        assert_eq!(call!(registry, RegistryMsg::Restarts).unwrap(), expected);
+        settle(expected, || async {
+            call!(registry, RegistryMsg::Restarts).unwrap()
+        })
+        .await;
         let again = find(&node).await.expect("restarted");
         assert_ne!(again.get_id(), actor.get_id());
         assert_eq!(call!(again, ProgramMsg::Get).unwrap().version(), "1.1.0");
@@ -68,8 +87,10 @@ async fn crashed_program_actors_are_restarted_then_the_registry_is() {
     // The third within the window escalates: the node supervisor restarts the registry with
     // both programs.
     find(&node).await.unwrap().cast(ProgramMsg::Crash).unwrap();
-    settle().await;
-    assert_eq!(call!(node, NodeMsg::RegistryRestarts).unwrap(), 1);
+    settle(1, || async {
+        call!(node, NodeMsg::RegistryRestarts).unwrap()
+    })
+    .await;
     let registry = call!(node, NodeMsg::Registry).unwrap();
     let old = call!(
         registry,

@@ -1,0 +1,320 @@
+//! A node with its real backends and sources: Redis as the node memory scope through an
+//! outage, MQTT topics with wildcards as an event source, timers, and a start refused when
+//! a configured backend is unreachable.
+
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use eyeflow_actors::ports::ExecutionOutcome;
+use eyeflow_runtime::backends::redis::RedisConfig;
+use eyeflow_runtime::backends::vault::{VaultAuth, VaultConfig};
+use eyeflow_runtime::config::MqttSection;
+use eyeflow_runtime::node::{Node, NodeConfig};
+use eyeflow_runtime::sources::Timers;
+use eyeflow_runtime::sources::mqtt::MqttSource;
+use eyeflow_runtime::store::Durability;
+use eyeflow_tests::servers::free_port;
+use eyeflow_tests::servers::mosquitto::Mosquitto;
+use eyeflow_tests::servers::redis::RedisServer;
+use serde_json::{Value, json};
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[5; 32])
+}
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::embedded(dir);
+    config.durability = Durability::Buffered;
+    config
+}
+
+fn start(config: NodeConfig) -> Node {
+    let node = Node::start(config).expect("node starts");
+    node.trust(&key().verifying_key()).expect("trust");
+    node
+}
+
+fn deploy(node: &Node, rule: &str) {
+    let options = eyeflow_compiler::CompileOptions {
+        source_name: "rule.yaml".to_owned(),
+        compiled_by: "tests".to_owned(),
+        compiled_at: 1_700_000_000,
+    };
+    let program = eyeflow_compiler::compile_and_sign(rule, &options, &key()).expect("compiles");
+    node.deploy(&eyeflow_ir::encode(&program)).expect("deploys");
+}
+
+/// Waits until the execution that `event_id` started has finished; its outcome.
+fn finished(node: &Node, event_id: &str) -> ExecutionOutcome {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(execution) = node
+            .journal()
+            .execution_of_event(event_id)
+            .expect("journal")
+            && let Some((_, _, Some(outcome))) =
+                node.journal().execution(&execution).expect("journal")
+        {
+            return outcome;
+        }
+        assert!(Instant::now() < deadline, "{event_id} did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn returned(outcome: &ExecutionOutcome) -> &Value {
+    match outcome {
+        ExecutionOutcome::Completed { value } => value,
+        other => panic!("not completed: {other:?}"),
+    }
+}
+
+const CACHE_RULE: &str = r#"
+id: cache-user
+version: 1.0.0
+triggers:
+  - kind: manual
+instructions:
+  - id: remember
+    op: STORE
+    scope: node
+    key: last-reading
+    ttl_seconds: 60
+    expression: event.n
+    fallback: {strategy: skip}
+    next: recall
+  - id: recall
+    op: LOAD
+    scope: node
+    key: last-reading
+    default: 'null'
+    fallback: {strategy: value, value: '"cache-down"'}
+    next: done
+  - id: done
+    op: RETURN
+    expression: "{'recall': recall}"
+"#;
+
+#[test]
+fn redis_outage_fails_into_fallbacks_and_the_node_recovers() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(dir.path());
+    config.redis = Some(RedisConfig::new(redis.url()));
+    let node = start(config);
+    deploy(&node, CACHE_RULE);
+
+    node.submit("cache-user", "up-1", "test", json!({"n": 1}))
+        .expect("accepted");
+    assert_eq!(returned(&finished(&node, "up-1"))["recall"], 1);
+    assert_eq!(node.backend_health(), vec![("redis", true)]);
+
+    redis.stop();
+    for n in 0..3 {
+        let id = format!("down-{n}");
+        node.submit("cache-user", &id, "test", json!({"n": 10 + n}))
+            .expect("accepted while Redis is down");
+        assert_eq!(
+            returned(&finished(&node, &id))["recall"],
+            "cache-down",
+            "{id}"
+        );
+    }
+    assert_eq!(node.backend_health(), vec![("redis", false)]);
+    let audit = node.audit().entries(0, 1000).expect("audit");
+    assert!(
+        audit.iter().any(|e| e.entry.instruction_id == "recall"
+            && e.entry.fallback.as_deref() == Some("fallback_value")),
+        "the fallback is audited: {:?}",
+        audit
+            .iter()
+            .map(|e| (&e.entry.instruction_id, &e.entry.fallback))
+            .collect::<Vec<_>>()
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 100;
+    loop {
+        let id = format!("back-{n}");
+        node.submit("cache-user", &id, "test", json!({"n": n}))
+            .expect("accepted");
+        if returned(&finished(&node, &id))["recall"] == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node memory never recovered");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(node.backend_health(), vec![("redis", true)]);
+    node.shutdown(None).expect("shutdown");
+}
+
+#[test]
+fn an_unreachable_backend_fails_the_start_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dead = format!("redis://127.0.0.1:{}/", free_port());
+    let mut with_redis = config(dir.path());
+    with_redis.redis = Some(RedisConfig::new(dead.clone()));
+    let err = Node::start(with_redis).err().expect("refused").to_string();
+    assert!(err.starts_with("redis: ") && err.contains(&dead), "{err}");
+
+    let mut with_vault = config(dir.path());
+    let address = format!("http://127.0.0.1:{}", free_port());
+    with_vault.vault = Some(VaultConfig {
+        address: address.clone(),
+        mount: "secret".to_owned(),
+        prefix: "eyeflow/".to_owned(),
+        auth: VaultAuth::Token {
+            token_secret_env: "PATH".to_owned(),
+        },
+        cache_ttl_ms: 1000,
+        timeout_ms: 500,
+    });
+    let err = Node::start(with_vault).err().expect("refused").to_string();
+    assert!(err.starts_with("vault") && err.contains(&address), "{err}");
+}
+
+const MQTT_RULE: &str = r#"
+id: pressure-watch
+version: 1.0.0
+triggers:
+  - kind: mqtt
+    source: plant-a/+/pressure
+    filter: event.value > 8.0
+instructions:
+  - id: done
+    op: RETURN
+    expression: "{'value': event.value}"
+"#;
+
+fn publish(client: &rumqttc::Client, topic: &str, payload: &Value) {
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.to_string())
+        .expect("publish");
+}
+
+#[test]
+fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(config(dir.path()));
+    deploy(&node, MQTT_RULE);
+    let source = MqttSource::start(
+        node.clone(),
+        "node-1",
+        &MqttSection {
+            host: "127.0.0.1".to_owned(),
+            port: mosquitto.port(),
+            client_id: None,
+        },
+    );
+    node.add_backend(source.health());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.backend_health() != vec![("mqtt", true)] {
+        assert!(Instant::now() < deadline, "the MQTT source never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut options = rumqttc::MqttOptions::new("publisher", "127.0.0.1", mosquitto.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(options, 64);
+    std::thread::spawn(move || for _ in connection.iter() {});
+
+    // The subscription is made shortly after the deploy: retry the first message until it
+    // lands (same id, so it runs once).
+    let first = json!({"id": "m-1", "value": 9.1});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node
+        .journal()
+        .execution_of_event("m-1@pressure-watch")
+        .expect("journal")
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no MQTT event reached the node");
+        publish(&client, "plant-a/boiler-1/pressure", &first);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        returned(&finished(&node, "m-1@pressure-watch"))["value"],
+        9.1
+    );
+    publish(
+        &client,
+        "plant-a/boiler-2/pressure",
+        &json!({"id": "m-2", "value": 8.5}),
+    );
+    publish(
+        &client,
+        "plant-a/boiler-2/pressure",
+        &json!({"id": "m-3", "value": 7.0}),
+    );
+    publish(
+        &client,
+        "plant-b/boiler-2/pressure",
+        &json!({"id": "m-4", "value": 9.9}),
+    );
+    publish(
+        &client,
+        "plant-a/boiler-2/pressure",
+        &json!({"id": "m-2", "value": 8.5}),
+    );
+    assert_eq!(
+        returned(&finished(&node, "m-2@pressure-watch"))["value"],
+        8.5
+    );
+    node.wait_idle();
+    std::thread::sleep(Duration::from_millis(300));
+    let journal = node.journal();
+    assert!(
+        journal
+            .execution_of_event("m-3@pressure-watch")
+            .expect("journal")
+            .is_none(),
+        "filtered out"
+    );
+    assert!(
+        journal
+            .execution_of_event("m-4@pressure-watch")
+            .expect("journal")
+            .is_none(),
+        "other topic"
+    );
+    let executions = journal.counts().expect("counts").executions;
+    assert_eq!(
+        executions, 2,
+        "m-1 (repeated until subscribed) and m-2 (sent twice) ran once each"
+    );
+    source.stop();
+    node.shutdown(None).expect("shutdown");
+}
+
+#[test]
+fn timer_triggers_fire_on_schedule_with_distinct_event_ids() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(config(dir.path()));
+    deploy(
+        &node,
+        r#"
+id: ticker
+version: 1.0.0
+triggers:
+  - kind: timer
+    interval_ms: 100
+instructions:
+  - id: done
+    op: RETURN
+    expression: "{'at': event.scheduled_ms}"
+"#,
+    );
+    let timers = Timers::start(node.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.journal().counts().expect("counts").finished < 5 {
+        assert!(Instant::now() < deadline, "the timer did not fire 5 times");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    timers.stop();
+    node.wait_idle();
+    let counts = node.journal().counts().expect("counts");
+    assert_eq!(counts.executions, counts.finished);
+    node.shutdown(None).expect("shutdown");
+}
