@@ -239,6 +239,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_parse() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
+        let embedded = FileConfig::load(&examples.join("embedded.toml")).unwrap();
+        assert!(embedded.redis.is_none() && embedded.vault.is_none());
+        assert!(embedded.node.data_dir.unwrap().ends_with("eyeflow-data"));
+        let full = FileConfig::load(&examples.join("full.toml")).unwrap();
+        assert_eq!(full.node.id, "plant-a-1");
+        assert_eq!(full.redis.as_ref().unwrap().prefix, "eyeflow:plant-a-1:");
+        assert!(full.vault.is_some() && full.mqtt.is_some() && full.llm.is_some());
+        assert_eq!(full.listen().port(), 7070);
+    }
+
+    #[test]
     fn data_dir_is_required_somewhere() {
         let config: FileConfig = toml::from_str("").unwrap();
         let err = config.node_config(None).unwrap_err();
