@@ -72,6 +72,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     let key = node_key(&data_dir)?;
     let node = Node::start(config)?;
     let timers = eyeflow_runtime::sources::Timers::start(node.clone());
+    let polled = eyeflow_runtime::sources::PluginSources::start(node.clone());
     let mqtt = file.mqtt.as_ref().map(|section| {
         let source = MqttSource::start(node.clone(), &node_id, section);
         node.add_backend(source.health());
@@ -97,6 +98,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     tracing::info!("{signal}: draining");
     api.stop();
     timers.stop();
+    polled.stop();
     if let Some(mqtt) = mqtt {
         mqtt.stop();
     }

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result};
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 16] = [
+const KEYSPACES: [(Space, &str); 17] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -49,6 +49,7 @@ const KEYSPACES: [(Space, &str); 16] = [
     (Space::ClusterHistory, "cluster-history"),
     (Space::Events, "events"),
     (Space::EventKeys, "event-keys"),
+    (Space::SourceCursors, "source-cursors"),
 ];
 
 // `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
@@ -104,6 +105,8 @@ pub enum Space {
     Events,
     /// Emitted events: idempotency key → where the event landed.
     EventKeys,
+    /// Event sources: `program/trigger index` → the cursor of a polled plugin source.
+    SourceCursors,
 }
 
 /// How a commit is made durable before it returns (see the module documentation).

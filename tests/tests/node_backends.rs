@@ -318,3 +318,74 @@ instructions:
     assert_eq!(counts.executions, counts.finished);
     node.shutdown(None).expect("shutdown");
 }
+
+#[test]
+fn a_connector_plugin_is_polled_as_an_event_source_with_a_durable_cursor() {
+    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let manifest = std::fs::read(plugins.join("sensor-sim.json"))
+        .expect("built plugins (scripts/build-plugins.sh)");
+    let wasm = std::fs::read(plugins.join("sensor-sim.wasm")).expect("component");
+    let mut package = eyeflow_runtime::plugins::Package::new(manifest, wasm).expect("package");
+    package.sign(&key());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rule = r#"
+id: sensor-feed
+version: 1.0.0
+requires:
+  sensor-sim: ^1.0
+triggers:
+  - kind: plugin
+    source: sensor-sim
+instructions:
+  - id: done
+    op: RETURN
+    expression: "{'seen': true}"
+"#;
+    let node = start(config(dir.path()));
+    node.plugins()
+        .install(&package)
+        .expect("install sensor-sim");
+    deploy(&node, rule);
+    let sources = eyeflow_runtime::sources::PluginSources::start(node.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.journal().counts().expect("counts").finished < 150 {
+        assert!(Instant::now() < deadline, "the source was not polled twice");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sources.stop();
+    node.wait_idle();
+    let before = node.journal().counts().expect("counts");
+    assert_eq!(before.executions, before.finished);
+    let cursor = node
+        .store()
+        .get(
+            eyeflow_runtime::store::Space::SourceCursors,
+            b"sensor-feed/0",
+        )
+        .expect("store");
+    assert!(cursor.is_some(), "the cursor is kept");
+    node.shutdown(None).expect("shutdown");
+    drop(node);
+
+    // After a restart, polling resumes from the kept cursor.
+    let node = start(config(dir.path()));
+    let sources = eyeflow_runtime::sources::PluginSources::start(node.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.journal().counts().expect("counts").executions < before.executions + 100 {
+        assert!(Instant::now() < deadline, "no new events after the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sources.stop();
+    node.wait_idle();
+    let counts = node.journal().counts().expect("counts");
+    assert_eq!(counts.executions, counts.finished, "{counts:?}");
+    let moved = node
+        .store()
+        .get(
+            eyeflow_runtime::store::Space::SourceCursors,
+            b"sensor-feed/0",
+        )
+        .expect("store");
+    assert_ne!(moved, cursor, "the cursor advanced from where it was kept");
+    node.shutdown(None).expect("shutdown");
+}

@@ -327,6 +327,16 @@ impl Drop for OwnedRuntime {
     }
 }
 
+impl crate::node::Backend for RedisNodeMemory {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn healthy(&self) -> bool {
+        RedisNodeMemory::healthy(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,15 +382,5 @@ mod tests {
         config.response_timeout_ms = 0;
         let err = RedisNodeMemory::connect(&config).expect_err("zero timeout");
         assert!(err.to_string().contains("response_timeout_ms"), "{err}");
-    }
-}
-
-impl crate::node::Backend for RedisNodeMemory {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    fn healthy(&self) -> bool {
-        RedisNodeMemory::healthy(self)
     }
 }

@@ -1,0 +1,141 @@
+//! Connector plugins as event sources: each `plugin` trigger of an active program is polled
+//! (every `interval_ms`, default 1 s) through the plugin's `source` interface with the
+//! cursor kept in the embedded store. Events are journaled before the cursor advances, and
+//! each carries the id `plugin:<source>:<event id>@<program>`, so a poll repeated after a
+//! crash executes nothing twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use eyeflow_actors::exec::Trigger;
+use eyeflow_actors::ports::CapabilityRef;
+use eyeflow_ir::pb::TriggerKind;
+use serde_json::Value;
+
+use crate::node::Node;
+use crate::store::{Space, Write};
+
+/// How often the poller looks for due sources.
+const TICK: Duration = Duration::from_millis(50);
+/// Poll interval of a trigger without `interval_ms`.
+const DEFAULT_INTERVAL_MS: u64 = 1000;
+/// Events taken per poll.
+const BATCH: u32 = 100;
+/// Deadline of one poll call.
+const POLL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The poller thread.
+pub struct PluginSources {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PluginSources {
+    /// Starts polling the `plugin` triggers of `node`'s active programs.
+    pub fn start(node: Node) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("eyeflow-plugin-sources".to_owned())
+            .spawn(move || run(&node, &flag))
+            .map_err(|e| tracing::error!("cannot start the plugin source poller: {e}"))
+            .ok();
+        Self { stop, thread }
+    }
+
+    /// Stops polling (a poll in progress finishes first).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(node: &Node, stop: &AtomicBool) {
+    let mut next: BTreeMap<(String, usize), u64> = BTreeMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        let now = crate::now_ms();
+        for program in node.active_programs() {
+            for (index, trigger) in program.triggers().iter().enumerate() {
+                if trigger.kind != TriggerKind::Plugin || trigger.source.is_empty() {
+                    continue;
+                }
+                let key = (program.id().to_owned(), index);
+                if next.get(&key).is_some_and(|due| now < *due) {
+                    continue;
+                }
+                let interval = if trigger.interval_ms > 0 {
+                    trigger.interval_ms
+                } else {
+                    DEFAULT_INTERVAL_MS
+                };
+                next.insert(key, now + interval);
+                poll(node, program.id(), index, trigger);
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+/// One poll of one trigger: journal every accepted event, then advance the cursor.
+fn poll(node: &Node, program: &str, index: usize, trigger: &Trigger) {
+    let cursor_key = format!("{program}/{index}");
+    let cursor = match node
+        .store()
+        .get(Space::SourceCursors, cursor_key.as_bytes())
+    {
+        Ok(cursor) => cursor.map(|c| String::from_utf8_lossy(&c).into_owned()),
+        Err(e) => {
+            tracing::error!(program, "plugin source cursor unreadable: {e}");
+            return;
+        }
+    };
+    let source = CapabilityRef::new(&trigger.source, semver::VersionReq::STAR);
+    let batch = match node
+        .plugins()
+        .poll(&source, cursor.as_deref(), BATCH, POLL_DEADLINE)
+    {
+        Ok(batch) => batch,
+        Err(e) => {
+            tracing::warn!(program, source = %trigger.source, "plugin source poll failed: {e}");
+            return;
+        }
+    };
+    for event in &batch.events {
+        let payload: Value = serde_json::from_str(&event.payload)
+            .unwrap_or_else(|_| Value::String(event.payload.clone()));
+        match trigger.accepts(&payload) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(program, "plugin event {}: filter: {e}", event.id);
+                continue;
+            }
+        }
+        let id = format!("plugin:{}:{}@{program}", trigger.source, event.id);
+        if let Err(e) = node.submit(program, &id, &trigger.source, payload) {
+            // The cursor stays: the next poll delivers this event again.
+            tracing::error!(program, "plugin event {id} not accepted: {e}");
+            return;
+        }
+    }
+    if cursor.as_deref() != Some(batch.cursor.as_str())
+        && let Err(e) = node.store().commit(
+            [Write::Put(
+                Space::SourceCursors,
+                cursor_key.into_bytes(),
+                batch.cursor.into_bytes(),
+            )],
+            node.journal().durability(),
+        )
+    {
+        tracing::error!(
+            program,
+            "plugin source cursor not saved (events repeat, deduplicated): {e}"
+        );
+    }
+}
