@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result};
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 16] = [
+const KEYSPACES: [(Space, &str); 19] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -49,6 +49,9 @@ const KEYSPACES: [(Space, &str); 16] = [
     (Space::ClusterHistory, "cluster-history"),
     (Space::Events, "events"),
     (Space::EventKeys, "event-keys"),
+    (Space::KafkaOutbox, "kafka-outbox"),
+    (Space::KafkaOutboxKeys, "kafka-outbox-keys"),
+    (Space::KafkaCursors, "kafka-cursors"),
 ];
 
 // `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
@@ -104,6 +107,12 @@ pub enum Space {
     Events,
     /// Emitted events: idempotency key → where the event landed.
     EventKeys,
+    /// Kafka outbox: sequence number (8 bytes big-endian) → record not yet published.
+    KafkaOutbox,
+    /// Kafka outbox: idempotency key → sequence number it was appended under.
+    KafkaOutboxKeys,
+    /// Kafka publication cursors (how far the audit chain is published).
+    KafkaCursors,
 }
 
 /// How a commit is made durable before it returns (see the module documentation).

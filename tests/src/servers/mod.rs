@@ -2,6 +2,8 @@
 //! waited for until it accepts connections, and killed when its guard drops. The binaries
 //! come from `scripts/install-services.sh` (the test command runs it).
 
+pub mod tansu;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
