@@ -18,10 +18,11 @@
 //! | EMIT_EVENT | `events_topic_prefix` + topic | the event key | `event-id` = idempotency key | JSON |
 //! | audit entry | `audit_topic` | node id | `eyeflow-kind: audit-entry`, `audit-index`, `audit-hash` (hex) | canonical entry (the hashed bytes) |
 //! | checkpoint | `audit_topic` | node id | `eyeflow-kind: audit-checkpoint`, `audit-index`, `audit-hash` | JSON `{node_id, index, hash, time_ms, signature}` |
-//! | cluster memory | `memory_topic` | memory key | `event-id`, `eyeflow-node` | JSON `{key, value}` |
+//! | cluster memory | `memory_topic` | memory key | `eyeflow-node` | JSON `{node, key, value}` |
 //!
 //! A consumer checks the chain with `audit-hash = SHA-256(previous hash ‖ payload)`, and
-//! dedupes by `audit-index` or `event-id`: delivery is at least once (see [`publisher`]).
+//! dedupes by `audit-index` or `event-id`: delivery is at least once (a record confirmed
+//! after a failed one is sent again when the publisher resends from the failed one).
 
 mod memory;
 mod outbox;
@@ -91,8 +92,10 @@ pub struct KafkaConfig {
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// librdkafka's `message.timeout.ms`: how long the producer retries one message before
-    /// reporting it failed (it is then resent from the outbox); 0 = never give up.
-    #[serde(default)]
+    /// reporting it failed; the publisher then resends it from the outbox with a new
+    /// producer. 0 = never give up (a broker that lost the producer's state, e.g. after
+    /// losing its log, then blocks publication until the node restarts).
+    #[serde(default = "defaults::message_timeout_ms")]
     pub message_timeout_ms: u64,
     /// Longest wait between two attempts while the broker is unreachable, in ms.
     #[serde(default = "defaults::retry_backoff_max_ms")]
@@ -125,6 +128,9 @@ mod defaults {
     pub(super) fn connect_timeout_ms() -> u64 {
         5_000
     }
+    pub(super) fn message_timeout_ms() -> u64 {
+        60_000
+    }
     pub(super) fn retry_backoff_max_ms() -> u64 {
         5_000
     }
@@ -151,7 +157,7 @@ impl KafkaConfig {
             consumer_group: defaults::consumer_group(),
             source_topics: Vec::new(),
             connect_timeout_ms: defaults::connect_timeout_ms(),
-            message_timeout_ms: 0,
+            message_timeout_ms: defaults::message_timeout_ms(),
             retry_backoff_max_ms: defaults::retry_backoff_max_ms(),
             commit_interval_ms: defaults::commit_interval_ms(),
             session_timeout_ms: defaults::session_timeout_ms(),

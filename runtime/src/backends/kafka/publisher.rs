@@ -5,11 +5,12 @@
 //! A lane's *cursor* is its first unconfirmed id (outbox sequence number, chain index,
 //! checkpoint index). Audit cursors are kept in the `kafka-cursors` keyspace, so the chain
 //! is published by tailing it rather than by copying its entries into the outbox. When a
-//! delivery fails, the lane stops sending, lets what is in flight settle, and resends from
-//! its cursor after a backoff; a fatal producer error (the idempotence state is lost, e.g.
-//! `UNKNOWN_PRODUCER_ID` after a broker lost its log) rebuilds the producer first. Records
-//! confirmed after a failed one in the same lane can thus be sent twice: consumers dedupe by
-//! the `event-id` / `audit-index` headers.
+//! delivery fails (a message timed out, a fatal error), the publisher stops sending, lets
+//! what is in flight settle, drops the producer, and resends every lane from its cursor
+//! with a new producer after a backoff: a new producer id also gets past a broker that lost
+//! the old one's state (`UNKNOWN_PRODUCER_ID`, which librdkafka otherwise retries until the
+//! message timeout). Records confirmed after a failed one in the same lane can thus be sent
+//! twice: consumers dedupe by the `event-id` / `audit-index` headers.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -389,8 +390,7 @@ impl Publisher {
             }
             self.settle();
             if self.recovering && self.in_flight() == 0 {
-                self.rewind();
-                self.back_off();
+                self.restart_producer();
             } else if sent == 0 && self.in_flight() == 0 && self.producer.is_some() {
                 self.shared.report_idle(request);
                 self.probe();
@@ -584,13 +584,11 @@ impl Publisher {
                 "kafka publisher: the idempotent producer failed fatally ({code:?}: {reason}); \
                  rebuilding it and resending from the first unconfirmed record"
             );
-            self.drop_producer();
-            self.rewind();
-            self.back_off();
+            self.restart_producer();
         } else if !self.recovering {
             warn!(
                 "kafka publisher: delivery failed ({failure}); resending from the first \
-                 unconfirmed record once the {} in flight settle",
+                 unconfirmed record with a new producer once the {} in flight settle",
                 self.in_flight()
             );
             self.recovering = true;
@@ -661,6 +659,16 @@ impl Publisher {
         {
             error!("kafka publisher: saving the audit cursors: {e}");
         }
+    }
+
+    /// Drops the producer, rewinds every lane to its cursor and backs off; the next round
+    /// creates a new producer. A new producer gets a new producer id: librdkafka alone keeps
+    /// bumping the epoch of an id that a broker forgot (`UNKNOWN_PRODUCER_ID`) until the
+    /// messages time out.
+    fn restart_producer(&mut self) {
+        self.drop_producer();
+        self.rewind();
+        self.back_off();
     }
 
     fn rewind(&mut self) {

@@ -238,9 +238,10 @@ impl Worker {
                 }
             }
         }
+        // librdkafka stores `offset + 1`: the next one to consume.
         match self
             .consumer
-            .store_offset(&event.topic, event.partition, event.offset + 1)
+            .store_offset(&event.topic, event.partition, event.offset)
         {
             Ok(()) => self.uncommitted = true,
             // The partition moved to another member during a rebalance: it redelivers.
