@@ -21,7 +21,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::outbox::Outbox;
 use super::{HEADER_HASH, HEADER_INDEX, HEADER_KIND, KafkaConfig};
@@ -202,13 +202,16 @@ impl PublishContext {
 
 impl ClientContext for PublishContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
+        let unreachable = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-        ) {
-            self.shared.set_connected(false);
+        );
+        // librdkafka repeats these at every reconnection attempt: say it once per outage.
+        if !unreachable || self.shared.connected.swap(false, Ordering::Relaxed) {
+            warn!("kafka producer: {error}: {reason}");
+        } else {
+            debug!("kafka producer: {error}: {reason}");
         }
-        warn!("kafka producer: {error}: {reason}");
     }
 }
 
