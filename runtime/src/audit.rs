@@ -269,6 +269,15 @@ impl FjallAudit {
         load_checkpoints(&self.store)
     }
 
+    /// At most `max` checkpoints covering entry `from` or later, by index.
+    pub fn checkpoints_from(&self, from: u64, max: usize) -> Result<Vec<Checkpoint>> {
+        self.store
+            .scan_from(Space::AuditCheckpoints, b"", &from.to_be_bytes(), max)?
+            .into_iter()
+            .map(|(key, value)| decode_checkpoint(&key, &value))
+            .collect()
+    }
+
     fn append_entry(&self, entry: &AuditEntry) -> Result<AuditReceipt> {
         let body = canonical(entry);
         let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
@@ -490,13 +499,15 @@ fn load_checkpoints(store: &EmbeddedStore) -> Result<Vec<Checkpoint>> {
     store
         .scan(Space::AuditCheckpoints, b"")?
         .into_iter()
-        .map(|(key, value)| {
-            Checkpoint::from_bytes(&value).ok_or_else(|| Error::CorruptRecord {
-                key: format!("audit-checkpoints/{}", hex::encode(&key)),
-                reason: "checkpoint is not 112 bytes".into(),
-            })
-        })
+        .map(|(key, value)| decode_checkpoint(&key, &value))
         .collect()
+}
+
+fn decode_checkpoint(key: &[u8], value: &[u8]) -> Result<Checkpoint> {
+    Checkpoint::from_bytes(value).ok_or_else(|| Error::CorruptRecord {
+        key: format!("audit-checkpoints/{}", hex::encode(key)),
+        reason: "checkpoint is not 112 bytes".into(),
+    })
 }
 
 fn decode_index(key: &[u8]) -> Option<u64> {

@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub redis: Option<crate::backends::redis::RedisConfig>,
     /// `[vault]`: Vault / OpenBao KV v2 for secrets instead of the local secrets file.
     pub vault: Option<crate::backends::vault::VaultConfig>,
+    /// `[kafka]`: Kafka for EMIT_EVENT, cluster memory, the audit topic and source topics.
+    pub kafka: Option<crate::backends::kafka::KafkaConfig>,
 }
 
 /// `[node]`.
@@ -202,6 +204,7 @@ impl FileConfig {
         config.http_allow = self.node.http_allow.clone();
         config.redis = self.redis.clone();
         config.vault = self.vault.clone();
+        config.kafka = self.kafka.clone();
         config.llm = self.llm.as_ref().map(|llm| LlmEndpoint {
             base_url: llm.base_url.clone(),
             api_key_secret: llm.api_key_secret.clone(),

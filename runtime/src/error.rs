@@ -167,6 +167,22 @@ pub enum Error {
         /// a secret value).
         reason: String,
     },
+    /// A configuration value is unusable.
+    #[error("configuration {what}: {reason}")]
+    BadConfig {
+        /// The setting, as written in the configuration (`kafka.audit_topic`).
+        what: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A Kafka client could not be created or refused a request.
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        /// What the client was doing.
+        context: String,
+        /// The librdkafka error.
+        source: rdkafka::error::KafkaError,
+    },
     /// A key file or the keyring is unusable.
     #[error(transparent)]
     Ir(#[from] eyeflow_ir::Error),
@@ -176,6 +192,13 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+
+    pub(crate) fn kafka(
+        context: impl Into<String>,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+        let context = context.into();
+        move |source| Error::Kafka { context, source }
     }
 
     pub(crate) fn store(context: impl Into<String>) -> impl FnOnce(fjall::Error) -> Error {

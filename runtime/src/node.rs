@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub redis: Option<crate::backends::redis::RedisConfig>,
     /// Vault / OpenBao KV v2 for secrets; `None` = the local secrets file.
     pub vault: Option<crate::backends::vault::VaultConfig>,
+    /// Kafka for EMIT_EVENT, the cluster memory scope and the audit topic; `None` = the
+    /// local logs in the embedded store.
+    pub kafka: Option<crate::backends::kafka::KafkaConfig>,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
             http_allow: None,
             redis: None,
             vault: None,
+            kafka: None,
         }
     }
 }
@@ -177,6 +181,11 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether it answers now.
     fn healthy(&self) -> bool;
+    /// Whether the node is not ready while this backend is down (false for backends that
+    /// buffer, like Kafka's outbox).
+    fn required(&self) -> bool {
+        true
+    }
     /// Records waiting to be published, for backends with an outbox.
     fn backlog(&self) -> Option<u64> {
         None
@@ -252,6 +261,31 @@ impl Node {
             },
         )?);
         let events = Arc::new(FjallEventLog::new(store.clone(), config.durability));
+        let (sink, cluster_memory): (
+            Arc<dyn eyeflow_actors::ports::EventSink>,
+            Arc<dyn eyeflow_actors::ports::ClusterMemory>,
+        ) = match &config.kafka {
+            Some(kafka) => {
+                let kafka = Arc::new(crate::backends::kafka::Kafka::connect(
+                    kafka,
+                    store.clone(),
+                    config.durability,
+                    Some(audit.clone()),
+                    &config.node_id,
+                )?);
+                backends.push(kafka.clone());
+                let memory = crate::backends::kafka::KafkaClusterMemory::start(
+                    kafka.clone(),
+                    store.clone(),
+                    config.durability,
+                )?;
+                (kafka, Arc::new(memory))
+            }
+            None => (
+                events.clone(),
+                Arc::new(FjallClusterMemory::new(store.clone(), config.durability)),
+            ),
+        };
         let arbiter = Arbiter::new();
         let scheduler = Scheduler::new(
             SchedulerConfig {
@@ -286,9 +320,9 @@ impl Node {
                 allow: config.http_allow.clone(),
             }),
             llm,
-            events: events.clone(),
+            events: sink,
             node_memory,
-            cluster_memory: Arc::new(FjallClusterMemory::new(store.clone(), config.durability)),
+            cluster_memory,
             secrets,
             journal: journal.clone(),
             audit: Arc::new(crate::metrics::MeteredAudit::new(audit.clone())),
@@ -876,6 +910,15 @@ impl Node {
         self.backends()
             .iter()
             .map(|b| (b.name(), b.healthy()))
+            .collect()
+    }
+
+    /// Required backends that do not answer (the node is not ready without them).
+    pub fn backends_down(&self) -> Vec<&'static str> {
+        self.backends()
+            .iter()
+            .filter(|b| b.required() && !b.healthy())
+            .map(|b| b.name())
             .collect()
     }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use eyeflow_ir::pb::TriggerKind;
 use eyeflow_runtime::api::{self, ApiConfig, Role, TokenKey};
+use eyeflow_runtime::backends::kafka::{KafkaSource, SourceEvent};
 use eyeflow_runtime::config::FileConfig;
 use eyeflow_runtime::node::{Node, node_key};
 use eyeflow_runtime::sources::mqtt::MqttSource;
@@ -78,6 +80,22 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
         node.add_backend(source.health());
         source
     });
+    let kafka = match &file.kafka {
+        Some(config) if !config.source_topics.is_empty() => {
+            let ingest = node.clone();
+            Some(KafkaSource::start(config, move |event: &SourceEvent| {
+                ingest
+                    .ingest(
+                        TriggerKind::Kafka,
+                        &event.topic,
+                        &event.event_id,
+                        &event.payload,
+                    )
+                    .map(drop)
+            })?)
+        }
+        _ => None,
+    };
     let api = api::start(
         node.clone(),
         TokenKey::load_or_create(&data_dir)?,
@@ -101,6 +119,9 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     polled.stop();
     if let Some(mqtt) = mqtt {
         mqtt.stop();
+    }
+    if let Some(kafka) = kafka {
+        kafka.stop();
     }
     let drained = node.shutdown_within(
         Some(&key),

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result};
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 17] = [
+const KEYSPACES: [(Space, &str); 20] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -49,6 +49,9 @@ const KEYSPACES: [(Space, &str); 17] = [
     (Space::ClusterHistory, "cluster-history"),
     (Space::Events, "events"),
     (Space::EventKeys, "event-keys"),
+    (Space::KafkaOutbox, "kafka-outbox"),
+    (Space::KafkaOutboxKeys, "kafka-outbox-keys"),
+    (Space::KafkaCursors, "kafka-cursors"),
     (Space::SourceCursors, "source-cursors"),
 ];
 
@@ -105,6 +108,12 @@ pub enum Space {
     Events,
     /// Emitted events: idempotency key → where the event landed.
     EventKeys,
+    /// Kafka outbox: sequence number (8 bytes big-endian) → record not yet published.
+    KafkaOutbox,
+    /// Kafka outbox: idempotency key → sequence number it was appended under.
+    KafkaOutboxKeys,
+    /// Kafka publication cursors (how far the audit chain is published).
+    KafkaCursors,
     /// Event sources: `program/trigger index` → the cursor of a polled plugin source.
     SourceCursors,
 }

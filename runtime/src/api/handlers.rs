@@ -437,13 +437,9 @@ pub(crate) async fn healthz() -> HttpResponse {
 
 pub(crate) async fn readyz(state: State) -> Reply {
     let node = state.node.clone();
-    let backends = blocking(move || Ok(node.backend_health())).await?;
+    let (backends, down) =
+        blocking(move || Ok((node.backend_health(), node.backends_down()))).await?;
     let draining = !state.accepting.load(Ordering::SeqCst);
-    let down: Vec<&str> = backends
-        .iter()
-        .filter(|(_, up)| !up)
-        .map(|(name, _)| *name)
-        .collect();
     if draining || !down.is_empty() {
         let why = if draining {
             "the node is draining".to_owned()

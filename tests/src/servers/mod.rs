@@ -5,6 +5,7 @@
 pub mod mosquitto;
 pub mod openbao;
 pub mod redis;
+pub mod tansu;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
