@@ -404,37 +404,6 @@ fn unpublished_records_survive_a_restart_and_flush_publishes_the_backlog() -> Re
     Ok(())
 }
 
-/// Produces `count` messages on `topic` with `event-id` headers `ev-N`.
-fn produce(bootstrap: &str, topic: &str, count: u64) -> Result<()> {
-    // One message per batch: tansu's memory engine cannot fetch from an offset inside a
-    // batch, so a member resuming at a committed offset would wait forever.
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("batch.num.messages", "1")
-        .create()?;
-    for n in 0..count {
-        let key = format!("device-{}", n % 7);
-        let payload = json!({ "n": n }).to_string();
-        let id = format!("ev-{n}");
-        let headers = OwnedHeaders::new().insert(Header {
-            key: HEADER_EVENT_ID,
-            value: Some(&id),
-        });
-        producer
-            .send(
-                BaseRecord::to(topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(headers),
-            )
-            .map_err(|(e, _)| e)?;
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(PATIENCE)?;
-    Ok(())
-}
-
 /// The offsets group `group` committed on `topic`, summed over its `partitions`.
 fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Result<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -495,7 +464,7 @@ fn the_source_commits_only_journaled_events_and_a_new_member_loses_none() -> Res
     const FIRST_RUN: u64 = 80;
     let mut tansu = Tansu::start();
     tansu.create_topic("plant.events", 2);
-    produce(&tansu.bootstrap(), "plant.events", EVENTS)?;
+    tansu.produce("plant.events", EVENTS);
     let (_dir, store) = open_store()?;
     let journal = Arc::new(Journal {
         store,

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
 use super::{Process, find_binary, free_port, wait_for_port};
 
 /// How long the broker gets to listen, and a topic creation to succeed.
@@ -22,6 +26,40 @@ pub struct Tansu {
 }
 
 impl Tansu {
+    /// Produces `count` JSON messages `{"n": N}` on `topic`, keyed `device-{N % 7}`, with
+    /// `event-id` headers `ev-N`, and waits until the broker has them all.
+    pub fn produce(&self, topic: &str, count: u64) {
+        // One message per batch: tansu's memory engine cannot fetch from an offset inside a
+        // batch, so a consumer resuming at a committed offset would wait forever.
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("batch.num.messages", "1")
+            .create()
+            .expect("a producer for the test broker");
+        for n in 0..count {
+            let key = format!("device-{}", n % 7);
+            let payload = format!("{{\"n\": {n}}}");
+            let id = format!("ev-{n}");
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "event-id",
+                value: Some(&id),
+            });
+            let record = BaseRecord::to(topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            producer
+                .send(record)
+                .map_err(|(e, _)| e)
+                .expect("queue a test message");
+            producer.poll(Duration::ZERO);
+        }
+        producer
+            .flush(Duration::from_secs(120))
+            .expect("the test broker takes the messages");
+    }
+
     /// Starts a broker on a free port.
     pub fn start() -> Self {
         let mut tansu = Self::stopped();
