@@ -251,7 +251,10 @@ mod tests {
         assert_eq!(full.node.id, "plant-a-1");
         assert_eq!(full.redis.as_ref().unwrap().prefix, "eyeflow:plant-a-1:");
         assert!(full.vault.is_some() && full.mqtt.is_some() && full.llm.is_some());
-        assert_eq!(full.kafka.as_ref().unwrap().source_topics, ["plant-a.alarms"]);
+        assert_eq!(
+            full.kafka.as_ref().unwrap().source_topics,
+            ["plant-a.alarms"]
+        );
         assert_eq!(full.listen().port(), 7070);
     }
 

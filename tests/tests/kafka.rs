@@ -579,3 +579,62 @@ fn the_cluster_memory_scope_converges_across_nodes() -> Result<()> {
     b.stop();
     Ok(())
 }
+
+/// 1,000 executions of a node while the broker is down: once it returns, every audit entry
+/// of those executions arrives once, in chain order.
+#[test]
+fn executions_during_a_broker_outage_publish_their_audit_once_in_order() -> Result<()> {
+    let mut tansu = Tansu::start();
+    tansu.create_topic(AUDIT_TOPIC, 1);
+    tansu.create_topic(MEMORY_TOPIC, 1);
+    let dir = tempfile::tempdir()?;
+    let mut node_config = eyeflow_runtime::node::NodeConfig::embedded(dir.path());
+    node_config.node_id = "node-a".into();
+    node_config.durability = Durability::Buffered;
+    node_config.kafka = Some(config(&tansu));
+    let node = eyeflow_runtime::node::Node::start(node_config)?;
+    let key = SigningKey::from_bytes(&[33; 32]);
+    node.trust(&key.verifying_key())?;
+    let rule = r#"
+id: counter
+version: 1.0.0
+triggers:
+  - kind: manual
+instructions:
+  - id: next
+    op: EVAL
+    expression: event.n + 1
+    next: done
+  - id: done
+    op: RETURN
+    expression: "{'next': next}"
+"#;
+    let options = eyeflow_compiler::CompileOptions {
+        source_name: "counter.yaml".into(),
+        compiled_by: "tests".into(),
+        compiled_at: 1_700_000_000,
+    };
+    let program = eyeflow_compiler::compile_and_sign(rule, &options, &key)?;
+    node.deploy(&eyeflow_ir::encode(&program))?;
+
+    tansu.stop();
+    for n in 0..1000 {
+        node.submit("counter", &format!("e-{n}"), "test", json!({ "n": n }))?;
+    }
+    node.wait_idle();
+    let entries = node.audit().head().0;
+    ensure!(entries >= 2000, "two entries per execution, got {entries}");
+    ensure!(
+        node.backlogs() != vec![("kafka", 0)],
+        "the entries wait for the broker"
+    );
+
+    tansu.restart();
+    wait_until("the audit backlog drains", || {
+        Ok(node.backlogs() == vec![("kafka", 0)])
+    })?;
+    let messages = read_topic(&tansu.bootstrap(), AUDIT_TOPIC, usize::try_from(entries)?)?;
+    check_audit_messages(node.audit(), &messages, 0..entries)?;
+    node.shutdown(None)?;
+    Ok(())
+}
