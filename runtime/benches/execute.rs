@@ -65,6 +65,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 fn node(dir: &Path, durability: Durability) -> Node {
     let mut config = NodeConfig::embedded(dir);
     config.durability = durability;
+    start(config)
+}
+
+fn start(mut config: NodeConfig) -> Node {
     config.workers = 4;
     let node = Node::start(config).expect("node");
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
@@ -163,10 +167,44 @@ fn run(label: &str, durability: Durability) {
     node.shutdown(None).expect("shutdown");
 }
 
+/// `EXECUTE_PROFILE=N`: only N executions one at a time after the warm-up, for `valgrind
+/// --tool=callgrind`, `perf stat` or `strace -c` (compare two values of N for the cost of
+/// one execution). Without fsync, or with group commit when `EXECUTE_PROFILE_DURABLE` is set.
+fn profile(n: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::embedded(dir.path());
+    config.durability = if std::env::var_os("EXECUTE_PROFILE_DURABLE").is_some() {
+        Durability::GroupCommit
+    } else {
+        Durability::Buffered
+    };
+    // Valgrind cannot reserve the address space of a 64-instance pool.
+    config.host.max_concurrent_calls = 1;
+    let node = start(config);
+    for i in 0..50 + n {
+        node.submit(
+            "bench-ten",
+            &format!("p-{i}"),
+            "bench",
+            serde_json::json!({"value": i}),
+        )
+        .expect("submit");
+        node.wait_idle();
+    }
+    node.shutdown(None).expect("shutdown");
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries with `--bench` absent: keep that quick.
     if !std::env::args().any(|a| a == "--bench") {
         println!("execute bench: run with `cargo bench -p eyeflow-runtime --bench execute`");
+        return;
+    }
+    if let Some(n) = std::env::var("EXECUTE_PROFILE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        profile(n);
         return;
     }
     run("durable (group commit)", Durability::GroupCommit);
