@@ -72,6 +72,7 @@
 //! CALL_ACTION, CALL_API and CALL_SERVICE are held *before* acting; an LLM_CALL's *answer*
 //! is held (journaled first, then approved before later instructions see it).
 
+mod digest;
 mod engine;
 mod error;
 mod expr;
@@ -83,7 +84,7 @@ mod program;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use engine::digest;
+pub use digest::{canonical_json, digest};
 pub use error::Error;
 pub use ops::in_window;
 pub use program::{EvalError, Priority, Program, Trigger};
