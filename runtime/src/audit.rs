@@ -8,7 +8,7 @@
 //! Entry `n` (from 0) has `hash_n = SHA-256(hash_{n-1} ‖ canonical(entry_n))`, with
 //! `hash_{-1}` = 32 zero bytes. One chain per store: appends are serialized by one
 //! [`FjallAudit`] (open only one per store), and each returns only once durable according
-//! to its [`Durability`].
+//! to its [`AuditConfig::durability`].
 //!
 //! ## Canonical encoding of an entry
 //!
@@ -73,7 +73,9 @@ const VERIFY_BATCH: usize = 1024;
 /// How the audit chain commits and signs.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    /// Durability of each append.
+    /// Durability of each append. [`Durability::Buffered`]: the entry is written without a
+    /// flush of its own and reaches the OS with the store's next flushing write (the node
+    /// journals each step right after its entry: see [`EmbeddedStore::write`]).
     pub durability: Durability,
     /// Sign a checkpoint every this many entries (0: never); needs `signing_key`.
     pub checkpoint_every: u64,
@@ -291,11 +293,13 @@ impl FjallAudit {
         }
         // Written in chain order under the lock; made durable outside it so that
         // concurrent appends share a group commit.
-        self.store.commit(writes, Durability::Buffered)?;
+        self.store.write(writes)?;
         head.next = index + 1;
         head.hash = hash;
         drop(head);
-        self.store.persist(self.config.durability)?;
+        if self.config.durability != Durability::Buffered {
+            self.store.persist(self.config.durability)?;
+        }
         Ok(AuditReceipt { index, hash })
     }
 }

@@ -18,6 +18,14 @@
 //!   with the fsync's error);
 //! - [`Durability::Buffered`]: no fsync (the write reaches the OS only): for benchmarks and
 //!   data that may be lost on power failure.
+//!
+//! [`EmbeddedStore::write`] applies a set of writes atomically without flushing them: they
+//! are visible to readers at once and reach the OS (and the disk) with the next commit or
+//! [`EmbeddedStore::persist`] that flushes — every other write path does. The fjall journal
+//! is one sequential log, so a flush covers every write before it: a crash loses a suffix
+//! of lazy writes, never one in the middle. This is how the records that a durable record
+//! follows right away (a journal step's audit entry, a plugin's KV writes before its
+//! CALL_ACTION step, steps the executor may re-run) cost no system call of their own.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -263,13 +271,7 @@ impl EmbeddedStore {
             .map_err(Error::store("persist"))
     }
 
-    /// Applies `writes` atomically (all or none survive a crash), then makes them durable
-    /// as `durability` says before returning.
-    pub fn commit(
-        &self,
-        writes: impl IntoIterator<Item = Write>,
-        durability: Durability,
-    ) -> Result<()> {
+    fn batch(&self, writes: impl IntoIterator<Item = Write>) -> fjall::OwnedWriteBatch {
         let mut batch = self.db.batch();
         for write in writes {
             match write {
@@ -277,6 +279,27 @@ impl EmbeddedStore {
                 Write::Remove(space, key) => batch.remove(self.space(space), key),
             }
         }
+        batch
+    }
+
+    /// Applies `writes` atomically (all or none survive a crash) without flushing them: they
+    /// reach the OS and the disk with the next flushing commit or persist (see the module
+    /// documentation). For records that a durable one follows, or that may be lost.
+    pub fn write(&self, writes: impl IntoIterator<Item = Write>) -> Result<()> {
+        self.batch(writes)
+            .durability(None)
+            .commit()
+            .map_err(Error::store("write"))
+    }
+
+    /// Applies `writes` atomically (all or none survive a crash), then makes them durable
+    /// as `durability` says before returning.
+    pub fn commit(
+        &self,
+        writes: impl IntoIterator<Item = Write>,
+        durability: Durability,
+    ) -> Result<()> {
+        let batch = self.batch(writes);
         if durability != Durability::GroupCommit {
             batch.commit().map_err(Error::store("commit"))?;
             return self.persist(durability);
@@ -291,13 +314,16 @@ impl EmbeddedStore {
         self.wait_durable(state)
     }
 
-    /// Makes everything written so far durable as `durability` says (no-op for
-    /// [`Durability::Buffered`]).
+    /// Makes everything written so far durable as `durability` says (for
+    /// [`Durability::Buffered`]: flushed to the OS).
     pub fn persist(&self, durability: Durability) -> Result<()> {
         match durability {
             Durability::Sync => self.sync(),
             Durability::GroupCommit => self.wait_durable(self.group.lock()),
-            Durability::Buffered => Ok(()),
+            Durability::Buffered => self
+                .db
+                .persist(PersistMode::Buffer)
+                .map_err(Error::store("flush")),
         }
     }
 

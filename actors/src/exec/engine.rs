@@ -682,7 +682,8 @@ impl<'a> Run<'a> {
 
 /// Whether an instruction acts outside the execution (or is too costly to repeat): its
 /// step is journaled durably before the walk goes on. Other steps may be journaled lazily
-/// and simply run again if a crash loses them.
+/// and simply run again if a crash loses them. RETURN is followed by the durable end of the
+/// execution (`Journal::finish`), which carries its step.
 fn has_effect(ins: &super::program::Prepared) -> bool {
     use eyeflow_ir::pb::{IrOpcode, MemoryScope};
     match ins.opcode {
@@ -692,7 +693,8 @@ fn has_effect(ins: &super::program::Prepared) -> bool {
         | IrOpcode::Loop
         | IrOpcode::CallFunction
         | IrOpcode::LoadResource
-        | IrOpcode::Load => false,
+        | IrOpcode::Load
+        | IrOpcode::Return => false,
         // Execution and node scopes do not survive a crash anyway; cluster memory does.
         IrOpcode::Store => ins
             .memory

@@ -53,7 +53,11 @@
 //!
 //! Every attempt is journaled (`Journal::step`) and audited (`AuditLog::append`, inputs and
 //! outputs as SHA-256 digests of canonical JSON — secrets are never inputs) before the walk
-//! goes on; the end is journaled with `Journal::finish`. Steps inside loops are named
+//! goes on; the end is journaled with `Journal::finish`. The steps of instructions with an
+//! effect outside the execution (CALL_ACTION, CALL_API, CALL_SERVICE, LLM_CALL, EMIT_EVENT,
+//! cluster STORE) and pauses are durable before the walk goes on; the others are journaled
+//! with `Journal::step_lazy` and become durable with the next durable write (at the latest
+//! the end), a crash before it re-runs them. Steps inside loops are named
 //! `loop/iteration/id`. A failed attempt's record names the decision taken (`retry`,
 //! `fallback_value`, `fallback_model`, `skip`, `abort`, or none). Idempotency keys are
 //! `execution_id/instruction_id/attempt`.
