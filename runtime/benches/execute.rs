@@ -167,9 +167,11 @@ fn run(label: &str, durability: Durability) {
     node.shutdown(None).expect("shutdown");
 }
 
-/// `EXECUTE_PROFILE=N`: only N executions one at a time after the warm-up, for `valgrind
+/// `EXECUTE_PROFILE=N`: only N executions after the warm-up, for `valgrind
 /// --tool=callgrind`, `perf stat` or `strace -c` (compare two values of N for the cost of
-/// one execution). Without fsync, or with group commit when `EXECUTE_PROFILE_DURABLE` is set.
+/// one execution). One at a time, without fsync; `EXECUTE_PROFILE_DURABLE` set: with group
+/// commit; `EXECUTE_PROFILE_SATURATE` set: submitted from 4 threads as fast as possible, as
+/// in the saturation phase (with the full instance pool: not under valgrind).
 fn profile(n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = NodeConfig::embedded(dir.path());
@@ -178,18 +180,36 @@ fn profile(n: usize) {
     } else {
         Durability::Buffered
     };
-    // Valgrind cannot reserve the address space of a 64-instance pool.
-    config.host.max_concurrent_calls = 1;
+    let saturate = std::env::var_os("EXECUTE_PROFILE_SATURATE").is_some();
+    if !saturate {
+        // Valgrind cannot reserve the address space of a 64-instance pool.
+        config.host.max_concurrent_calls = 1;
+    }
     let node = start(config);
-    for i in 0..50 + n {
-        node.submit(
-            "bench-ten",
-            &format!("p-{i}"),
-            "bench",
-            serde_json::json!({"value": i}),
-        )
-        .expect("submit");
+    let submit = |name: String, i: usize| {
+        node.submit("bench-ten", &name, "bench", serde_json::json!({"value": i}))
+            .expect("submit");
+    };
+    for i in 0..50 {
+        submit(format!("warm-{i}"), i);
         node.wait_idle();
+    }
+    if saturate {
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                scope.spawn(move || {
+                    for i in 0..n / 4 {
+                        submit(format!("p-{t}-{i}"), i);
+                    }
+                });
+            }
+        });
+        node.wait_idle();
+    } else {
+        for i in 0..n {
+            submit(format!("p-{i}"), i);
+            node.wait_idle();
+        }
     }
     node.shutdown(None).expect("shutdown");
 }
