@@ -3,7 +3,9 @@
 //! with journal and audit on: durable (group commit) and without fsync. Prints executions per
 //! second, p50/p99 latency at low load (one at a time) and under saturation, and CPU per
 //! execution. Run: `cargo bench -p eyeflow-runtime --bench execute` (needs
-//! `scripts/build-plugins.sh`).
+//! `scripts/build-plugins.sh`); `EXECUTE_WORKERS=N` sets the node's worker slots (default
+//! 4: the scheduler's default on this 2-core machine). With group commit, throughput grows
+//! with the executions waiting on an fsync at once, hence with the worker slots.
 
 use std::path::Path;
 use std::time::Instant;
@@ -69,7 +71,10 @@ fn node(dir: &Path, durability: Durability) -> Node {
 }
 
 fn start(mut config: NodeConfig) -> Node {
-    config.workers = 4;
+    config.workers = std::env::var("EXECUTE_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(4);
     let node = Node::start(config).expect("node");
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     node.trust(&key.verifying_key()).expect("trust");
