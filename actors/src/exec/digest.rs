@@ -8,9 +8,17 @@ use sha2::{Digest, Sha256};
 
 /// Hex SHA-256 of the canonical JSON of `value`.
 pub fn digest(value: &Value) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(128);
     canonical_json(value, &mut out);
-    hex::encode(Sha256::digest(&out))
+    // By hand: `hex::encode` goes through a char iterator (≈ 2,000 instructions for these
+    // 32 bytes, more than the SHA-NI hash itself).
+    let mut text = String::with_capacity(64);
+    for byte in Sha256::digest(&out) {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 /// Appends the canonical JSON of `value` to `out`.
@@ -88,6 +96,10 @@ mod tests {
         assert_eq!(digest(&a), digest(&b));
         assert_ne!(digest(&a), digest(&json!({"b": 2})));
         assert_eq!(text(&a), r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
+        assert_eq!(
+            digest(&json!(null)),
+            "74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b"
+        );
     }
 
     #[test]
