@@ -3,7 +3,9 @@
 //! with journal and audit on: durable (group commit) and without fsync. Prints executions per
 //! second, p50/p99 latency at low load (one at a time) and under saturation, and CPU per
 //! execution. Run: `cargo bench -p eyeflow-runtime --bench execute` (needs
-//! `scripts/build-plugins.sh`).
+//! `scripts/build-plugins.sh`); `EXECUTE_WORKERS=N` sets the node's worker slots (default
+//! 4: the scheduler's default on this 2-core machine). With group commit, throughput grows
+//! with the executions waiting on an fsync at once, hence with the worker slots.
 
 use std::path::Path;
 use std::time::Instant;
@@ -65,7 +67,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 fn node(dir: &Path, durability: Durability) -> Node {
     let mut config = NodeConfig::embedded(dir);
     config.durability = durability;
-    config.workers = 4;
+    start(config)
+}
+
+fn start(mut config: NodeConfig) -> Node {
+    config.workers = std::env::var("EXECUTE_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(4);
     let node = Node::start(config).expect("node");
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     node.trust(&key.verifying_key()).expect("trust");
@@ -163,10 +172,64 @@ fn run(label: &str, durability: Durability) {
     node.shutdown(None).expect("shutdown");
 }
 
+/// `EXECUTE_PROFILE=N`: only N executions after the warm-up, for `valgrind
+/// --tool=callgrind`, `perf stat` or `strace -c` (compare two values of N for the cost of
+/// one execution). One at a time, without fsync; `EXECUTE_PROFILE_DURABLE` set: with group
+/// commit; `EXECUTE_PROFILE_SATURATE` set: submitted from 4 threads as fast as possible, as
+/// in the saturation phase (with the full instance pool: not under valgrind).
+fn profile(n: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::embedded(dir.path());
+    config.durability = if std::env::var_os("EXECUTE_PROFILE_DURABLE").is_some() {
+        Durability::GroupCommit
+    } else {
+        Durability::Buffered
+    };
+    let saturate = std::env::var_os("EXECUTE_PROFILE_SATURATE").is_some();
+    if !saturate {
+        // Valgrind cannot reserve the address space of a 64-instance pool.
+        config.host.max_concurrent_calls = 1;
+    }
+    let node = start(config);
+    let submit = |name: String, i: usize| {
+        node.submit("bench-ten", &name, "bench", serde_json::json!({"value": i}))
+            .expect("submit");
+    };
+    for i in 0..50 {
+        submit(format!("warm-{i}"), i);
+        node.wait_idle();
+    }
+    if saturate {
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                scope.spawn(move || {
+                    for i in 0..n / 4 {
+                        submit(format!("p-{t}-{i}"), i);
+                    }
+                });
+            }
+        });
+        node.wait_idle();
+    } else {
+        for i in 0..n {
+            submit(format!("p-{i}"), i);
+            node.wait_idle();
+        }
+    }
+    node.shutdown(None).expect("shutdown");
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries with `--bench` absent: keep that quick.
     if !std::env::args().any(|a| a == "--bench") {
         println!("execute bench: run with `cargo bench -p eyeflow-runtime --bench execute`");
+        return;
+    }
+    if let Some(n) = std::env::var("EXECUTE_PROFILE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        profile(n);
         return;
     }
     run("durable (group commit)", Durability::GroupCommit);

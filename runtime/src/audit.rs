@@ -8,7 +8,7 @@
 //! Entry `n` (from 0) has `hash_n = SHA-256(hash_{n-1} ‖ canonical(entry_n))`, with
 //! `hash_{-1}` = 32 zero bytes. One chain per store: appends are serialized by one
 //! [`FjallAudit`] (open only one per store), and each returns only once durable according
-//! to its [`Durability`].
+//! to its [`AuditConfig::durability`].
 //!
 //! ## Canonical encoding of an entry
 //!
@@ -73,7 +73,9 @@ const VERIFY_BATCH: usize = 1024;
 /// How the audit chain commits and signs.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    /// Durability of each append.
+    /// Durability of each append. [`Durability::Buffered`]: the entry is written without a
+    /// flush of its own and reaches the OS with the store's next flushing write (the node
+    /// journals each step right after its entry: see [`EmbeddedStore::write`]).
     pub durability: Durability,
     /// Sign a checkpoint every this many entries (0: never); needs `signing_key`.
     pub checkpoint_every: u64,
@@ -300,11 +302,13 @@ impl FjallAudit {
         }
         // Written in chain order under the lock; made durable outside it so that
         // concurrent appends share a group commit.
-        self.store.commit(writes, Durability::Buffered)?;
+        self.store.write(writes)?;
         head.next = index + 1;
         head.hash = hash;
         drop(head);
-        self.store.persist(self.config.durability)?;
+        if self.config.durability != Durability::Buffered {
+            self.store.persist(self.config.durability)?;
+        }
         Ok(AuditReceipt { index, hash })
     }
 }
@@ -420,11 +424,48 @@ pub fn verify_with(
     }))
 }
 
-/// The canonical bytes of `entry` (see the module documentation).
+/// The canonical bytes of `entry` (see the module documentation), written field by field
+/// in key order (the same bytes as [`canonical_json`] of its serde form, without building
+/// that form).
 pub fn canonical(entry: &AuditEntry) -> Vec<u8> {
-    // Serializing a struct of strings, integers and an option into a `Value` cannot fail.
-    let value = serde_json::to_value(entry).unwrap_or(Value::Null);
-    canonical_json(&value)
+    let mut out = Vec::with_capacity(320 + entry.instruction_id.len());
+    let mut first = true;
+    let mut key = |name: &str, out: &mut Vec<u8>| {
+        out.extend_from_slice(if first { b"{\"" } else { b",\"" });
+        first = false;
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+    };
+    let string = |s: &str, out: &mut Vec<u8>| canonical_json_str(s, out);
+    key("execution_id", &mut out);
+    string(&entry.execution_id, &mut out);
+    key("fallback", &mut out);
+    match &entry.fallback {
+        Some(fallback) => string(fallback, &mut out),
+        None => out.extend_from_slice(b"null"),
+    }
+    key("finished_ms", &mut out);
+    out.extend_from_slice(entry.finished_ms.to_string().as_bytes());
+    key("input_digest", &mut out);
+    string(&entry.input_digest, &mut out);
+    key("instruction_id", &mut out);
+    string(&entry.instruction_id, &mut out);
+    key("node_id", &mut out);
+    string(&entry.node_id, &mut out);
+    key("opcode", &mut out);
+    string(&entry.opcode, &mut out);
+    key("outcome", &mut out);
+    string(&entry.outcome, &mut out);
+    key("output_digest", &mut out);
+    string(&entry.output_digest, &mut out);
+    key("program_id", &mut out);
+    string(&entry.program_id, &mut out);
+    key("program_version", &mut out);
+    string(&entry.program_version, &mut out);
+    key("started_ms", &mut out);
+    out.extend_from_slice(entry.started_ms.to_string().as_bytes());
+    out.push(b'}');
+    out
 }
 
 /// Canonical JSON of `value`: object keys in ascending byte order, no whitespace, strings
@@ -432,43 +473,13 @@ pub fn canonical(entry: &AuditEntry) -> Vec<u8> {
 /// in decimal; floats in their shortest round-trip form).
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    write_canonical(value, &mut out);
+    eyeflow_actors::exec::canonical_json(value, &mut out);
     out
 }
 
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut fields: Vec<_> = map.iter().collect();
-            fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (key, value)) in fields.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(key.clone()), out);
-                out.push(b':');
-                write_canonical(value, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => write_scalar(scalar, out),
-    }
-}
-
-fn write_scalar(value: &Value, out: &mut Vec<u8>) {
-    // Writing a scalar `Value` into a `Vec` cannot fail.
-    let _ = serde_json::to_writer(out, value);
+fn canonical_json_str(s: &str, out: &mut Vec<u8>) {
+    // Writing a string into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 fn chain_hash(previous: &[u8; 32], body: &[u8]) -> [u8; 32] {
@@ -525,5 +536,46 @@ fn corrupt(key: &[u8], reason: &str) -> Error {
     Error::CorruptRecord {
         key: format!("audit/{}", hex::encode(key)),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(text: &str, fallback: Option<&str>) -> AuditEntry {
+        AuditEntry {
+            node_id: format!("node {text}"),
+            execution_id: "x0000000000000042".into(),
+            program_id: text.into(),
+            program_version: "1.0.0".into(),
+            instruction_id: format!("loop/3/{text}"),
+            opcode: "CALL_ACTION".into(),
+            input_digest: "ab".repeat(32),
+            output_digest: "cd".repeat(32),
+            outcome: "failed:timeout".into(),
+            fallback: fallback.map(str::to_owned),
+            started_ms: 0,
+            finished_ms: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn the_canonical_entry_is_the_canonical_json_of_its_serde_form() {
+        for (text, fallback) in [
+            ("plain", None),
+            (
+                "quote \" backslash \\ nl \n ctl \u{1f} del \u{7f} é 漢 /",
+                Some("retry"),
+            ),
+            ("", Some("\u{8}\u{c}\r\t")),
+        ] {
+            let entry = entry(text, fallback);
+            let value = serde_json::to_value(&entry).expect("serde form");
+            assert_eq!(
+                String::from_utf8(canonical(&entry)).expect("utf-8"),
+                String::from_utf8(canonical_json(&value)).expect("utf-8")
+            );
+        }
     }
 }

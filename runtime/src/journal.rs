@@ -19,7 +19,9 @@
 //!
 //! Every method writes one atomic batch and returns only after it is durable according to
 //! the journal's [`Durability`] (fsynced, alone or in a group commit, unless
-//! [`Durability::Buffered`]). A second `accept` of a known event id — even after a restart —
+//! [`Durability::Buffered`]), except `step_lazy`: its batch is written without a flush of
+//! its own and becomes durable with the next durable write (see [`EmbeddedStore::write`]).
+//! A second `accept` of a known event id — even after a restart —
 //! returns [`Accepted::Duplicate`] with the first execution's id (only once that first
 //! acceptance is durable).
 
@@ -184,20 +186,24 @@ impl FjallJournal {
         ];
         // Written under the lock (the dedupe check and the index write are one step);
         // made durable outside it so that concurrent acceptances share a group commit.
-        self.store.commit(writes, Durability::Buffered)?;
+        self.store.write(writes)?;
         *next_seq = seq + 1;
         drop(next_seq);
         self.store.persist(self.durability)?;
         Ok(Accepted::New { execution_id })
     }
 
-    fn write_step(&self, step: &StepRecord, durability: Durability) -> Result<()> {
+    /// Journals `step`: durably as the journal's durability says, or (`lazy`) written
+    /// for the next durable write to carry.
+    fn write_step(&self, step: &StepRecord, lazy: bool) -> Result<()> {
         let key = step_key(&step.execution_id, step.seq);
         let value = json(&key, step)?;
-        self.store.commit(
-            [Write::Put(Space::JournalSteps, key.into_bytes(), value)],
-            durability,
-        )
+        let write = [Write::Put(Space::JournalSteps, key.into_bytes(), value)];
+        if lazy {
+            self.store.write(write)
+        } else {
+            self.store.commit(write, self.durability)
+        }
     }
 
     fn write_finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<()> {
@@ -219,12 +225,11 @@ impl Journal for FjallJournal {
     }
 
     fn step(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.write_step(step, self.durability).map_err(call_error)
+        self.write_step(step, false).map_err(call_error)
     }
 
     fn step_lazy(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.write_step(step, Durability::Buffered)
-            .map_err(call_error)
+        self.write_step(step, true).map_err(call_error)
     }
 
     fn finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError> {

@@ -18,7 +18,16 @@
 //!   with the fsync's error);
 //! - [`Durability::Buffered`]: no fsync (the write reaches the OS only): for benchmarks and
 //!   data that may be lost on power failure.
+//!
+//! [`EmbeddedStore::write`] applies a set of writes atomically without flushing them: they
+//! are visible to readers at once and reach the OS (and the disk) with the next commit or
+//! [`EmbeddedStore::persist`] that flushes — every other write path does. The fjall journal
+//! is one sequential log, so a flush covers every write before it: a crash loses a suffix
+//! of lazy writes, never one in the middle. This is how the records that a durable record
+//! follows right away (a journal step's audit entry, a plugin's KV writes before its
+//! CALL_ACTION step, steps the executor may re-run) cost no system call of their own.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -148,6 +157,8 @@ struct GroupSync {
     synced: Condvar,
     /// Signalled when a group-commit write reaches the journal.
     written: Condvar,
+    /// The active fjall journal file (id, read-only handle), for fdatasync.
+    journal: Mutex<Option<(u64, Arc<File>)>>,
 }
 
 #[derive(Default)]
@@ -163,6 +174,8 @@ struct GroupState {
     /// Group-commit writes begun, and ended (written, or failed).
     begun: u64,
     ended: u64,
+    /// A leader waits for the writes begun to end (signal `written` when one ends).
+    gathering: bool,
 }
 
 /// How long a leader waits for the writes already under way to join its fsync.
@@ -269,10 +282,83 @@ impl EmbeddedStore {
             .collect()
     }
 
+    /// fdatasync of everything written so far. fjall's own `persist(SyncData)` holds its
+    /// journal lock through the fsync, stalling every writer (lazy ones included) for the
+    /// whole of it, so a group commit could not gather the next group meanwhile. Instead
+    /// fjall's buffer is flushed to the OS under its lock (a `write`), and the active journal
+    /// file is fsynced outside it. That file is the newest `<id>.jnl` of the store once the
+    /// flush is done: a journal holding flushed data that is no longer the newest was
+    /// rotated, and fjall fsyncs a journal (`SyncAll`) before it creates the next one.
     fn sync(&self) -> Result<()> {
         self.db
-            .persist(PersistMode::SyncData)
-            .map_err(Error::store("persist"))
+            .persist(PersistMode::Buffer)
+            .map_err(Error::store("flush"))?;
+        let journal = self.active_journal()?;
+        if let Err(e) = journal.sync_data() {
+            // The kernel reports a failed writeback to every descriptor of the file: let
+            // fjall's own fsync see it too, so that it poisons the database.
+            let _ = self.db.persist(PersistMode::SyncData);
+            return Err(Error::io(self.db_path())(e));
+        }
+        Ok(())
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    /// The newest journal file, opened once per journal.
+    fn active_journal(&self) -> Result<Arc<File>> {
+        let dir = self.db_path();
+        let newest = std::fs::read_dir(&dir)
+            .map_err(Error::io(&dir))?
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name();
+                name.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok()
+            })
+            .max()
+            .ok_or_else(|| Error::Io {
+                path: dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no fjall journal file in the store",
+                ),
+            })?;
+        let mut cached = self
+            .group
+            .journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((id, file)) = cached.as_ref()
+            && *id == newest
+        {
+            return Ok(file.clone());
+        }
+        let path = dir.join(format!("{newest}.jnl"));
+        let file = Arc::new(File::open(&path).map_err(Error::io(&path))?);
+        *cached = Some((newest, file.clone()));
+        Ok(file)
+    }
+
+    fn batch(&self, writes: impl IntoIterator<Item = Write>) -> fjall::OwnedWriteBatch {
+        let mut batch = self.db.batch();
+        for write in writes {
+            match write {
+                Write::Put(space, key, value) => batch.insert(self.space(space), key, value),
+                Write::Remove(space, key) => batch.remove(self.space(space), key),
+            }
+        }
+        batch
+    }
+
+    /// Applies `writes` atomically (all or none survive a crash) without flushing them: they
+    /// reach the OS and the disk with the next flushing commit or persist (see the module
+    /// documentation). For records that a durable one follows, or that may be lost.
+    pub fn write(&self, writes: impl IntoIterator<Item = Write>) -> Result<()> {
+        self.batch(writes)
+            .durability(None)
+            .commit()
+            .map_err(Error::store("write"))
     }
 
     /// Applies `writes` atomically (all or none survive a crash), then makes them durable
@@ -282,34 +368,37 @@ impl EmbeddedStore {
         writes: impl IntoIterator<Item = Write>,
         durability: Durability,
     ) -> Result<()> {
-        let mut batch = self.db.batch();
-        for write in writes {
-            match write {
-                Write::Put(space, key, value) => batch.insert(self.space(space), key, value),
-                Write::Remove(space, key) => batch.remove(self.space(space), key),
-            }
-        }
+        let batch = self.batch(writes);
         if durability != Durability::GroupCommit {
             batch.commit().map_err(Error::store("commit"))?;
             return self.persist(durability);
         }
-        // Announce the write so that a leader about to fsync waits for it.
+        // Announce the write so that a leader about to fsync waits for it. The batch is not
+        // flushed here: the leader's fsync flushes everything written before it.
         self.group.lock().begun += 1;
-        let written = batch.commit().map_err(Error::store("commit"));
+        let written = batch
+            .durability(None)
+            .commit()
+            .map_err(Error::store("commit"));
         let mut state = self.group.lock();
         state.ended += 1;
-        self.group.written.notify_all();
+        if state.gathering {
+            self.group.written.notify_all();
+        }
         written?;
         self.wait_durable(state)
     }
 
-    /// Makes everything written so far durable as `durability` says (no-op for
-    /// [`Durability::Buffered`]).
+    /// Makes everything written so far durable as `durability` says (for
+    /// [`Durability::Buffered`]: flushed to the OS).
     pub fn persist(&self, durability: Durability) -> Result<()> {
         match durability {
             Durability::Sync => self.sync(),
             Durability::GroupCommit => self.wait_durable(self.group.lock()),
-            Durability::Buffered => Ok(()),
+            Durability::Buffered => self
+                .db
+                .persist(PersistMode::Buffer)
+                .map_err(Error::store("flush")),
         }
     }
 
@@ -343,12 +432,14 @@ impl EmbeddedStore {
                     if left.is_zero() {
                         break;
                     }
+                    state.gathering = true;
                     state = group
                         .written
                         .wait_timeout(state, left)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
+                state.gathering = false;
                 // Every ticket issued so far was taken after its write reached the journal.
                 let target = state.issued;
                 drop(state);

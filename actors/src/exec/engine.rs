@@ -6,9 +6,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use eyeflow_ir::pb::{ErrorClass, IrOpcode, MemoryScope};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::Effects;
+use super::digest::digest;
 use super::expr::Vars;
 use super::fallback::{Decision, Failure, class_by_name, class_name};
 use super::program::{Program, is_entry};
@@ -63,45 +63,6 @@ pub(super) struct Run<'a> {
     pub(super) l1: Map<String, Value>,
     /// Whether L1 is visible as the `memory` variable (no instruction output is so named).
     l1_visible: bool,
-}
-
-/// Hex SHA-256 of the canonical JSON (keys sorted at every level, no spaces) of `value`.
-pub fn digest(value: &Value) -> String {
-    let mut out = String::new();
-    canonical(value, &mut out);
-    hex::encode(Sha256::digest(out.as_bytes()))
-}
-
-fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(fields) => {
-            let mut keys: Vec<&String> = fields.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (n, key) in keys.into_iter().enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                if let Some(v) = fields.get(key) {
-                    canonical(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (n, item) in items.iter().enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 impl<'a> Run<'a> {
@@ -721,7 +682,8 @@ impl<'a> Run<'a> {
 
 /// Whether an instruction acts outside the execution (or is too costly to repeat): its
 /// step is journaled durably before the walk goes on. Other steps may be journaled lazily
-/// and simply run again if a crash loses them.
+/// and simply run again if a crash loses them. RETURN is followed by the durable end of the
+/// execution (`Journal::finish`), which carries its step.
 fn has_effect(ins: &super::program::Prepared) -> bool {
     use eyeflow_ir::pb::{IrOpcode, MemoryScope};
     match ins.opcode {
@@ -731,30 +693,13 @@ fn has_effect(ins: &super::program::Prepared) -> bool {
         | IrOpcode::Loop
         | IrOpcode::CallFunction
         | IrOpcode::LoadResource
-        | IrOpcode::Load => false,
+        | IrOpcode::Load
+        | IrOpcode::Return => false,
         // Execution and node scopes do not survive a crash anyway; cluster memory does.
         IrOpcode::Store => ins
             .memory
             .as_ref()
             .is_none_or(|m| m.scope == MemoryScope::Cluster),
         _ => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn digests_ignore_key_order() {
-        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap();
-        let b = json!({"a": {"x": "s", "y": [1, 2]}, "b": 1});
-        assert_eq!(digest(&a), digest(&b));
-        assert_ne!(digest(&a), digest(&json!({"b": 2})));
-        let mut text = String::new();
-        canonical(&a, &mut text);
-        assert_eq!(text, r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
     }
 }

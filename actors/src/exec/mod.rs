@@ -53,7 +53,11 @@
 //!
 //! Every attempt is journaled (`Journal::step`) and audited (`AuditLog::append`, inputs and
 //! outputs as SHA-256 digests of canonical JSON — secrets are never inputs) before the walk
-//! goes on; the end is journaled with `Journal::finish`. Steps inside loops are named
+//! goes on; the end is journaled with `Journal::finish`. The steps of instructions with an
+//! effect outside the execution (CALL_ACTION, CALL_API, CALL_SERVICE, LLM_CALL, EMIT_EVENT,
+//! cluster STORE) and pauses are durable before the walk goes on; the others are journaled
+//! with `Journal::step_lazy` and become durable with the next durable write (at the latest
+//! the end), a crash before it re-runs them. Steps inside loops are named
 //! `loop/iteration/id`. A failed attempt's record names the decision taken (`retry`,
 //! `fallback_value`, `fallback_model`, `skip`, `abort`, or none). Idempotency keys are
 //! `execution_id/instruction_id/attempt`.
@@ -72,6 +76,7 @@
 //! CALL_ACTION, CALL_API and CALL_SERVICE are held *before* acting; an LLM_CALL's *answer*
 //! is held (journaled first, then approved before later instructions see it).
 
+mod digest;
 mod engine;
 mod error;
 mod expr;
@@ -83,7 +88,7 @@ mod program;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use engine::digest;
+pub use digest::{canonical_json, digest};
 pub use error::Error;
 pub use ops::in_window;
 pub use program::{EvalError, Priority, Program, Trigger};

@@ -8,8 +8,9 @@
 use eyeflow_plugin_sdk::{Capability, PluginError, Value, json, kv, log};
 
 /// How many applied idempotency keys are remembered.
-const KEEP_KEYS: usize = 256;
-const KEYS_INDEX: &str = "applied-keys";
+const KEEP_KEYS: u64 = 256;
+/// The next slot a remembered key takes (a counter; the slot is its value modulo KEEP_KEYS).
+const NEXT_SLOT: &str = "applied-next";
 
 struct ValveSim;
 
@@ -45,17 +46,18 @@ fn position_of(action: &str, input: &Value) -> Result<u64, PluginError> {
     }
 }
 
-/// Remember `output` as the result of `key`, forgetting the oldest keys beyond KEEP_KEYS.
+/// Remember `output` as the result of `key`. Keys take KEEP_KEYS slots in turn; the key
+/// that held the slot before is forgotten. A few small records per action, whatever the
+/// number of keys remembered.
 fn remember(key: &str, output: &Value) -> Result<(), PluginError> {
-    kv::set_json(&format!("applied/{key}"), output)?;
-    let mut keys: Vec<String> = kv::get_json(KEYS_INDEX)?.unwrap_or_default();
-    keys.push(key.to_owned());
-    if keys.len() > KEEP_KEYS {
-        for old in keys.drain(..keys.len() - KEEP_KEYS) {
-            kv::delete(&format!("applied/{old}"))?;
-        }
+    let next: u64 = kv::get_json(NEXT_SLOT)?.unwrap_or(0);
+    let slot = format!("applied-slot/{}", next % KEEP_KEYS);
+    if let Some(old) = kv::get(&slot)? {
+        kv::delete(&format!("applied/{}", String::from_utf8_lossy(&old)))?;
     }
-    kv::set_json(KEYS_INDEX, &keys)
+    kv::set(&slot, key.as_bytes())?;
+    kv::set_json(&format!("applied/{key}"), output)?;
+    kv::set_json(NEXT_SLOT, &(next + 1))
 }
 
 impl Capability for ValveSim {

@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::grants::Grant;
 use super::manifest::Import;
 use crate::secrets::SecretSource;
-use crate::store::{Durability, EmbeddedStore, Space, Write};
+use crate::store::{EmbeddedStore, Space, Write};
 
 /// Host bindings generated from `plugin-sdk/wit/plugin.wit`.
 #[allow(missing_docs)] // generated from the WIT, whose docs it carries where the WIT has them
@@ -43,15 +43,12 @@ pub(crate) struct Services {
     pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) http: reqwest::blocking::Client,
     pub(crate) started: Instant,
-    /// How plugin KV writes are made durable (the node's durability setting).
-    pub(crate) kv_durability: Durability,
 }
 
 impl Services {
     pub(crate) fn new(
         store: EmbeddedStore,
         secrets: Arc<dyn SecretSource>,
-        kv_durability: Durability,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::blocking::Client::builder()
             // A granted host must not be able to bounce the plugin to one that is not.
@@ -62,7 +59,6 @@ impl Services {
             secrets,
             http,
             started: Instant::now(),
-            kv_durability,
         })
     }
 }
@@ -138,6 +134,9 @@ pub(crate) struct CallState {
     pub(crate) deadline: Instant,
     pub(crate) limits: CallLimits,
     pub(crate) stderr: MemoryOutputPipe,
+    /// Whether the plugin wrote to its KV store during this call (written without a flush:
+    /// the host or the executor's next durable write makes them durable).
+    pub(crate) kv_written: bool,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -167,6 +166,7 @@ impl CallState {
             deadline,
             limits,
             stderr,
+            kv_written: false,
             wasi,
             table: ResourceTable::new(),
         }
@@ -349,23 +349,19 @@ impl kv::Host for CallState {
             )));
         }
         let key = self.kv_key(&key)?;
+        self.kv_written = true;
         self.services
             .store
-            .commit(
-                [Write::Put(Space::PluginKv, key, value)],
-                self.services.kv_durability,
-            )
+            .write([Write::Put(Space::PluginKv, key, value)])
             .map_err(store_error)
     }
 
     fn delete(&mut self, key: String) -> Result<(), PluginError> {
         let key = self.kv_key(&key)?;
+        self.kv_written = true;
         self.services
             .store
-            .commit(
-                [Write::Remove(Space::PluginKv, key)],
-                self.services.kv_durability,
-            )
+            .write([Write::Remove(Space::PluginKv, key)])
             .map_err(store_error)
     }
 }

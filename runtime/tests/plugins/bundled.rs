@@ -115,6 +115,34 @@ fn valve_sim_acts_keeps_state_and_honours_idempotency() {
 }
 
 #[test]
+fn valve_sim_remembers_the_last_256_idempotency_keys() {
+    let node = Node::new();
+    node.install("valve-sim");
+    let set = |position: u32, key: &str| {
+        node.host
+            .invoke(
+                &cap("valve-sim", "^1"),
+                "set",
+                &json!({"valve": "valve/v-9", "position": position}),
+                key,
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap()["position"]
+            .clone()
+    };
+    for n in 0..300 {
+        assert_eq!(set(n % 100, &format!("k{n}")), n % 100);
+    }
+    // Keys 44..300 are remembered: a replay returns the stored result without acting.
+    assert_eq!(set(5, "k299"), 299 % 100);
+    assert_eq!(set(99, "k44"), 44);
+    assert_eq!(set(7, "k300"), 7);
+    // k44 was the oldest: remembering k300 took its slot. k43 was forgotten before.
+    assert_eq!(set(99, "k44"), 99, "k44 was forgotten");
+    assert_eq!(set(98, "k43"), 98, "k43 was forgotten");
+}
+
+#[test]
 fn http_json_extracts_by_pointer_from_a_granted_host() {
     let node = Node::new();
     node.install("http-json");
