@@ -289,11 +289,14 @@ impl FjallAudit {
         record.extend_from_slice(&head.hash);
         record.extend_from_slice(&hash);
         record.extend_from_slice(&body);
-        let mut writes = vec![Write::Put(
-            Space::Audit,
-            index.to_be_bytes().to_vec(),
-            record,
-        )];
+        let mut writes = vec![
+            Write::Put(Space::Audit, index.to_be_bytes().to_vec(), record),
+            Write::Put(
+                Space::AuditByExecution,
+                execution_key(&entry.execution_id, Some(index)),
+                Vec::new(),
+            ),
+        ];
         if let Some(key) = &self.config.signing_key
             && self.config.checkpoint_every > 0
             && (index + 1).is_multiple_of(self.config.checkpoint_every)
@@ -310,6 +313,39 @@ impl FjallAudit {
             self.store.persist(self.config.durability)?;
         }
         Ok(AuditReceipt { index, hash })
+    }
+}
+
+/// `execution id ‖ 0 ‖ index (big-endian)`: the per-execution index key (the prefix alone
+/// without an index).
+fn execution_key(execution_id: &str, index: Option<u64>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(execution_id.len() + 9);
+    key.extend_from_slice(execution_id.as_bytes());
+    key.push(0);
+    if let Some(index) = index {
+        key.extend_from_slice(&index.to_be_bytes());
+    }
+    key
+}
+
+impl FjallAudit {
+    /// The entries of execution `execution_id`, in chain order (from the per-execution
+    /// index written with each entry).
+    pub fn of_execution(&self, execution_id: &str) -> Result<Vec<ChainedEntry>> {
+        let prefix = execution_key(execution_id, None);
+        let mut found = Vec::new();
+        for (key, _) in self.store.scan(Space::AuditByExecution, &prefix)? {
+            let index = key
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| Error::CorruptRecord {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "audit index key without an entry index".to_owned(),
+                })?;
+            found.extend(self.entries(index, 1)?);
+        }
+        Ok(found)
     }
 }
 

@@ -392,24 +392,6 @@ impl Node {
         &self.inner.audit
     }
 
-    /// The audit entries of `execution_id`, in chain order (a scan of the chain).
-    pub fn audit_of(&self, execution_id: &str) -> Result<Vec<crate::audit::ChainedEntry>> {
-        const PAGE: usize = 4096;
-        let mut found = Vec::new();
-        let mut from = 0;
-        loop {
-            let page = self.inner.audit.entries(from, PAGE)?;
-            let Some(last) = page.last() else {
-                return Ok(found);
-            };
-            from = last.index + 1;
-            found.extend(
-                page.into_iter()
-                    .filter(|e| e.entry.execution_id == execution_id),
-            );
-        }
-    }
-
     /// The local event log (EMIT_EVENT).
     pub fn event_log(&self) -> &FjallEventLog {
         &self.inner.events

@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result};
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 20] = [
+const KEYSPACES: [(Space, &str); 21] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -62,6 +62,7 @@ const KEYSPACES: [(Space, &str); 20] = [
     (Space::KafkaOutboxKeys, "kafka-outbox-keys"),
     (Space::KafkaCursors, "kafka-cursors"),
     (Space::SourceCursors, "source-cursors"),
+    (Space::AuditByExecution, "audit-by-execution"),
 ];
 
 // `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
@@ -125,6 +126,9 @@ pub enum Space {
     KafkaCursors,
     /// Event sources: `program/trigger index` → the cursor of a polled plugin source.
     SourceCursors,
+    /// Audit chain: `execution id ‖ 0 ‖ big-endian index` → nothing (which entries an
+    /// execution has).
+    AuditByExecution,
 }
 
 /// How a commit is made durable before it returns (see the module documentation).

@@ -237,7 +237,7 @@ pub(crate) async fn execution(state: State, id: web::Path<String>) -> Reply {
     let found = blocking(move || {
         let view = node.journal().execution(&lookup)?;
         let audit = match &view {
-            Some(_) => node.audit_of(&lookup)?,
+            Some(_) => node.audit().of_execution(&lookup)?,
             None => Vec::new(),
         };
         Ok(view.map(|v| (v, audit)))

@@ -250,3 +250,23 @@ fn concurrent_appends_form_one_chain() {
     let report = audit::verify(&open(dir.path()), None).unwrap().unwrap();
     assert_eq!(report.entries, 400);
 }
+
+#[test]
+fn an_executions_entries_are_found_by_its_id_in_chain_order() {
+    let (_dir, store) = temp_store();
+    let audit = FjallAudit::open(store, AuditConfig::default()).expect("audit");
+    // Two executions interleaved, and one whose id is a prefix of another's.
+    for i in 0..6u64 {
+        let mut e = entry(i);
+        e.execution_id = ["x1", "x10"][usize::from(i % 2 == 1)].to_owned();
+        audit.append(&e).expect("append");
+    }
+    let found = audit.of_execution("x1").expect("lookup");
+    assert_eq!(
+        found.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![0, 2, 4]
+    );
+    assert!(found.iter().all(|e| e.entry.execution_id == "x1"));
+    assert_eq!(audit.of_execution("x10").expect("lookup").len(), 3);
+    assert!(audit.of_execution("x").expect("lookup").is_empty());
+}
