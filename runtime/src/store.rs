@@ -374,8 +374,12 @@ impl EmbeddedStore {
     ) -> Result<()> {
         let batch = self.batch(writes);
         if durability != Durability::GroupCommit {
+            // fjall's default for a batch flushes it to the OS: all `Buffered` asks for.
             batch.commit().map_err(Error::store("commit"))?;
-            return self.persist(durability);
+            return match durability {
+                Durability::Sync => self.sync(),
+                Durability::GroupCommit | Durability::Buffered => Ok(()),
+            };
         }
         // Announce the write so that a leader about to fsync waits for it. The batch is not
         // flushed here: the leader's fsync flushes everything written before it.
