@@ -23,27 +23,34 @@ const TICK: Duration = Duration::from_millis(50);
 pub fn next_firing(trigger: &Trigger, after_ms: u64) -> Result<Option<u64>> {
     match trigger.kind {
         TriggerKind::Timer if trigger.interval_ms > 0 => {
-            // Aligned on the epoch, so that a restart computes the same instants.
-            let n = after_ms / trigger.interval_ms + 1;
-            Ok(Some(n.saturating_mul(trigger.interval_ms)))
+            Ok(Some(next_interval(trigger.interval_ms, after_ms)))
         }
-        TriggerKind::Cron => {
-            let cron = parse_cron(&trigger.cron)?;
-            let after = i64::try_from(after_ms)
-                .ok()
-                .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
-                .ok_or_else(|| Error::Node {
-                    reason: format!("time {after_ms} ms is out of range"),
-                })?;
-            let next = cron
-                .find_next_occurrence(&after, false)
-                .map_err(|e| Error::Node {
-                    reason: format!("cron `{}` has no next firing: {e}", trigger.cron),
-                })?;
-            Ok(u64::try_from(next.timestamp_millis()).ok())
-        }
+        TriggerKind::Cron => next_cron(&trigger.cron, after_ms),
         _ => Ok(None),
     }
+}
+
+/// The next multiple of `interval_ms` after `after_ms`: aligned on the epoch, so that a
+/// restart computes the same instants.
+fn next_interval(interval_ms: u64, after_ms: u64) -> u64 {
+    (after_ms / interval_ms + 1).saturating_mul(interval_ms)
+}
+
+/// The next firing of cron `expression` strictly after `after_ms` (UTC).
+fn next_cron(expression: &str, after_ms: u64) -> Result<Option<u64>> {
+    let cron = parse_cron(expression)?;
+    let after = i64::try_from(after_ms)
+        .ok()
+        .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+        .ok_or_else(|| Error::Node {
+            reason: format!("time {after_ms} ms is out of range"),
+        })?;
+    let next = cron
+        .find_next_occurrence(&after, false)
+        .map_err(|e| Error::Node {
+            reason: format!("cron `{expression}` has no next firing: {e}"),
+        })?;
+    Ok(u64::try_from(next.timestamp_millis()).ok())
 }
 
 /// Parses a cron expression (5 fields, or 6 with seconds first).
@@ -145,5 +152,41 @@ fn fire(node: &Node, program: &str, index: usize, trigger: &Trigger, scheduled: 
     };
     if let Err(e) = node.submit(program, &event_id, source, payload) {
         tracing::error!(program, "timer event {event_id} not accepted: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-30T14:35:10.500Z.
+    const NOW: u64 = 1_796_049_310_500;
+
+    #[test]
+    fn intervals_align_on_the_epoch() {
+        assert_eq!(next_interval(1000, NOW), 1_796_049_311_000);
+        assert_eq!(next_interval(1000, 1_796_049_311_000), 1_796_049_312_000);
+        assert_eq!(next_interval(60_000, NOW), 1_796_049_360_000);
+    }
+
+    #[test]
+    fn cron_expressions_with_five_or_six_fields() {
+        // Every minute at second 0 → 14:36:00.
+        assert_eq!(
+            next_cron("* * * * *", NOW).unwrap(),
+            Some(1_796_049_360_000)
+        );
+        // 6 fields, seconds first: 02:15:00 every day → tomorrow 02:15:00 UTC.
+        assert_eq!(
+            next_cron("0 15 2 * * *", NOW).unwrap(),
+            Some(1_796_091_300_000)
+        );
+        // Every 15 s → 14:35:15.
+        assert_eq!(
+            next_cron("*/15 * * * * *", NOW).unwrap(),
+            Some(1_796_049_315_000)
+        );
+        let err = next_cron("61 * * * *", NOW).unwrap_err().to_string();
+        assert!(err.contains("61 * * * *"), "{err}");
     }
 }
