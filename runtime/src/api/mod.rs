@@ -1,6 +1,6 @@
 //! The node's HTTP API (actix-web, JSON): programs, events, executions, approvals, audit,
 //! plugins, metrics and health, behind bearer tokens with roles. One route table
-//! ([`routes`]) drives the router, the role check and the OpenAPI document, so the three
+//! (`routes.rs`) drives the router, the role check and the OpenAPI document, so the three
 //! cannot disagree.
 
 pub mod auth;
