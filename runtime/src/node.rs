@@ -265,21 +265,26 @@ impl Node {
             Arc<dyn eyeflow_actors::ports::EventSink>,
             Arc<dyn eyeflow_actors::ports::ClusterMemory>,
         ) = match &config.kafka {
-            Some(kafka) => {
+            Some(kafka_config) => {
                 let kafka = Arc::new(crate::backends::kafka::Kafka::connect(
-                    kafka,
+                    kafka_config,
                     store.clone(),
                     config.durability,
                     Some(audit.clone()),
                     &config.node_id,
                 )?);
                 backends.push(kafka.clone());
-                let memory = crate::backends::kafka::KafkaClusterMemory::start(
-                    kafka.clone(),
-                    store.clone(),
-                    config.durability,
-                )?;
-                (kafka, Arc::new(memory))
+                let memory: Arc<dyn eyeflow_actors::ports::ClusterMemory> =
+                    if kafka_config.cluster_memory {
+                        Arc::new(crate::backends::kafka::KafkaClusterMemory::start(
+                            kafka.clone(),
+                            store.clone(),
+                            config.durability,
+                        )?)
+                    } else {
+                        Arc::new(FjallClusterMemory::new(store.clone(), config.durability))
+                    };
+                (kafka, memory)
             }
             None => (
                 events.clone(),

@@ -110,6 +110,10 @@ pub struct KafkaConfig {
     /// 1 MiB).
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Whether the cluster memory scope (L3) goes over `memory_topic` (default); `false`
+    /// keeps it in the node's embedded store.
+    #[serde(default = "defaults::cluster_memory")]
+    pub cluster_memory: bool,
 }
 
 mod defaults {
@@ -143,6 +147,9 @@ mod defaults {
     pub(super) fn max_message_bytes() -> usize {
         1_000_000
     }
+    pub(super) fn cluster_memory() -> bool {
+        true
+    }
 }
 
 impl KafkaConfig {
@@ -162,6 +169,7 @@ impl KafkaConfig {
             commit_interval_ms: defaults::commit_interval_ms(),
             session_timeout_ms: defaults::session_timeout_ms(),
             max_message_bytes: defaults::max_message_bytes(),
+            cluster_memory: defaults::cluster_memory(),
         }
     }
 
