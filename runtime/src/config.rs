@@ -174,8 +174,8 @@ impl FileConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_owned(),
+        let mut config: Self = toml::from_str(&text).map_err(|e| Error::BadConfig {
+            what: path.display().to_string(),
             reason: e.to_string(),
         })?;
         if let (Some(dir), Some(base)) = (&config.node.data_dir, path.parent())
@@ -191,8 +191,8 @@ impl FileConfig {
     pub fn node_config(&self, data_dir: Option<PathBuf>) -> Result<NodeConfig> {
         let dir = data_dir
             .or_else(|| self.node.data_dir.clone())
-            .ok_or_else(|| Error::Config {
-                path: PathBuf::from("node.toml"),
+            .ok_or_else(|| Error::BadConfig {
+                what: "[node] data_dir".to_owned(),
                 reason: "no data directory: set [node] data_dir or pass --data-dir".to_owned(),
             })?;
         let mut config = NodeConfig::embedded(dir);

@@ -149,14 +149,6 @@ pub enum Error {
         /// Why it cannot be done now.
         reason: String,
     },
-    /// The node's configuration file is unusable.
-    #[error("config {path}: {reason}")]
-    Config {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, naming the section or field.
-        reason: String,
-    },
     /// A production backend (Redis, Kafka, Vault/OpenBao) is misconfigured, unreachable or
     /// refused the node's credentials.
     #[error("{backend}: {reason}")]
@@ -167,10 +159,10 @@ pub enum Error {
         /// a secret value).
         reason: String,
     },
-    /// A configuration value is unusable.
+    /// The configuration (a file, or one of its values) is unusable.
     #[error("configuration {what}: {reason}")]
     BadConfig {
-        /// The setting, as written in the configuration (`kafka.audit_topic`).
+        /// The file or the setting, as written in the configuration (`kafka.audit_topic`).
         what: String,
         /// What is wrong and what is expected.
         reason: String,

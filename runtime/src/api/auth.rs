@@ -59,8 +59,8 @@ impl TokenKey {
             return bytes
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .map(Self)
-                .ok_or_else(|| Error::Config {
-                    path: path.clone(),
+                .ok_or_else(|| Error::BadConfig {
+                    what: path.display().to_string(),
                     reason: "not 64 hex digits".to_owned(),
                 });
         }

@@ -149,8 +149,8 @@ fn bind(
     .workers(config.workers.max(1))
     .disable_signals()
     .bind(config.listen)
-    .map_err(|e| Error::Config {
-        path: "[api] listen".into(),
+    .map_err(|e| Error::BadConfig {
+        what: "[api] listen".to_owned(),
         reason: format!("cannot listen on {}: {e}", config.listen),
     })?;
     Ok((server.addrs().first().copied(), server.run()))
