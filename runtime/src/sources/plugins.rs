@@ -5,9 +5,7 @@
 //! crash executes nothing twice.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use eyeflow_actors::exec::Trigger;
@@ -15,6 +13,7 @@ use eyeflow_actors::ports::CapabilityRef;
 use eyeflow_ir::pb::TriggerKind;
 use serde_json::Value;
 
+use super::Background;
 use crate::node::Node;
 use crate::store::{Space, Write};
 
@@ -28,30 +27,17 @@ const BATCH: u32 = 100;
 const POLL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The poller thread.
-pub struct PluginSources {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct PluginSources(Background);
 
 impl PluginSources {
     /// Starts polling the `plugin` triggers of `node`'s active programs.
     pub fn start(node: Node) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("eyeflow-plugin-sources".to_owned())
-            .spawn(move || run(&node, &flag))
-            .map_err(|e| tracing::error!("cannot start the plugin source poller: {e}"))
-            .ok();
-        Self { stop, thread }
+        Self(Background::spawn("eyeflow-plugin-sources", node, run))
     }
 
     /// Stops polling (a poll in progress finishes first).
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -4,15 +4,14 @@
 //! replayed; the next one after the start is.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use eyeflow_actors::exec::Trigger;
 use eyeflow_ir::pb::TriggerKind;
 use serde_json::json;
 
+use super::Background;
 use crate::node::Node;
 use crate::{Error, Result};
 
@@ -64,31 +63,18 @@ pub fn parse_cron(expression: &str) -> Result<croner::Cron> {
 }
 
 /// The timer thread.
-pub struct Timers {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Timers(Background);
 
 impl Timers {
     /// Starts firing the TIMER and CRON triggers of `node`'s active programs (programs
     /// deployed later are picked up at the next tick).
     pub fn start(node: Node) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("eyeflow-timers".to_owned())
-            .spawn(move || run(&node, &flag))
-            .map_err(|e| tracing::error!("cannot start the timer thread: {e}"))
-            .ok();
-        Self { stop, thread }
+        Self(Background::spawn("eyeflow-timers", node, run))
     }
 
     /// Stops firing.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 
