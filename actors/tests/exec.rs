@@ -169,24 +169,31 @@ impl SecretSource for FakeSecrets {
 
 #[derive(Default)]
 struct MemJournal {
+    /// Every step written, in order.
     steps: Mutex<Vec<StepRecord>>,
-    /// Instruction ids journaled with `step_lazy`.
-    lazy: Mutex<Vec<String>>,
+    /// How many of `steps` are durable.
+    durable: Mutex<usize>,
     finished: Mutex<Option<ExecutionOutcome>>,
     decisions: Mutex<HashMap<String, bool>>,
     broken: AtomicBool,
 }
-impl Journal for MemJournal {
-    fn step_lazy(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.lazy.lock().unwrap().push(step.instruction_id.clone());
-        self.step(step)
+impl MemJournal {
+    /// Instruction ids of the durable steps.
+    fn durable_ids(&self) -> Vec<String> {
+        let n = *self.durable.lock().unwrap();
+        self.steps.lock().unwrap()[..n]
+            .iter()
+            .map(|s| s.instruction_id.clone())
+            .collect()
     }
+}
+impl Journal for MemJournal {
     fn accept(&self, _e: &EventRecord) -> Result<Accepted, CallError> {
         Ok(Accepted::New {
             execution_id: "x".into(),
         })
     }
-    fn step(&self, step: &StepRecord) -> Result<(), CallError> {
+    fn steps(&self, steps: &[StepRecord], durable: bool) -> Result<(), CallError> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(CallError::new(
                 CallErrorKind::Unavailable,
@@ -194,10 +201,20 @@ impl Journal for MemJournal {
                 "disk full",
             ));
         }
-        self.steps.lock().unwrap().push(step.clone());
+        let mut all = self.steps.lock().unwrap();
+        all.extend_from_slice(steps);
+        if durable {
+            *self.durable.lock().unwrap() = all.len();
+        }
         Ok(())
     }
-    fn finish(&self, _id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError> {
+    fn finish(
+        &self,
+        _id: &str,
+        steps: &[StepRecord],
+        outcome: &ExecutionOutcome,
+    ) -> Result<(), CallError> {
+        self.steps(steps, true)?;
         *self.finished.lock().unwrap() = Some(outcome.clone());
         Ok(())
     }
@@ -223,6 +240,10 @@ impl AuditLog for MemAudit {
             index: entries.len() as u64 - 1,
             hash: [0; 32],
         })
+    }
+    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError> {
+        self.0.lock().unwrap().extend_from_slice(entries);
+        Ok(())
     }
 }
 
@@ -665,15 +686,89 @@ instructions:
   - {id: done, op: RETURN, expression: set.ok}
 "#;
 
+const TWO_ACTIONS: &str = r#"
+id: two
+version: 1.0.0
+requires: {valve-sim: ^1.0, sensor-sim: ^1.0}
+instructions:
+  - {id: read, op: LOAD_RESOURCE, capability: sensor-sim, params: {key: "'p'"}, next: open}
+  - {id: open, op: CALL_ACTION, capability: valve-sim, action: set, params: {valve: "'V-1'"}, next: check}
+  - {id: check, op: EVAL, expression: open.ok, next: close}
+  - {id: close, op: CALL_ACTION, capability: valve-sim, action: set, params: {valve: "'V-2'"}, next: done}
+  - {id: done, op: RETURN, expression: check}
+"#;
+
 #[test]
-fn only_steps_without_effects_are_journaled_lazily() {
-    let program = compile(ACTION);
+fn an_effect_is_durable_before_the_next_effect_starts() {
+    let program = compile(TWO_ACTIONS);
     let w = World::new();
+    let journal = w.journal.clone();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let at_invoke = seen.clone();
+    w.on_invoke(move |_, _, input| {
+        at_invoke
+            .lock()
+            .unwrap()
+            .push((input["valve"].clone(), journal.durable_ids()));
+        Ok(json!({"ok": true}))
+    });
     completed(w.run(&program, json!({})));
-    // The read may simply run again after a crash, and RETURN's step rides on the durable
-    // end of the execution that follows it; the action's step may not be lost.
-    assert_eq!(*w.journal.lazy.lock().unwrap(), ["read", "done"]);
-    assert_eq!(w.step_ids(), ["read", "set", "done"]);
+    // Nothing needs to be durable before the first effect (a crash re-runs the read); the
+    // first effect's step (and those before it) is durable before the second starts.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (json!("V-1"), Vec::<String>::new()),
+            (
+                json!("V-2"),
+                vec!["read".into(), "open".into(), "check".into()]
+            ),
+        ]
+    );
+    // The end carries the last effect's step and RETURN's, durably, with the outcome.
+    assert_eq!(
+        w.journal.durable_ids(),
+        ["read", "open", "check", "close", "done"]
+    );
+    assert!(w.journal.finished.lock().unwrap().is_some());
+    // Their audit entries were appended before the journal writes that cover them.
+    assert_eq!(w.audit.0.lock().unwrap().len(), 5);
+}
+
+#[test]
+fn a_failed_effect_attempt_is_durable_before_its_retry() {
+    let program = compile(
+        r#"
+id: r
+version: 1.0.0
+requires: {valve-sim: ^1.0}
+instructions:
+  - id: act
+    op: CALL_ACTION
+    capability: valve-sim
+    action: set
+    params: {v: "1"}
+    retry: {max_retries: 3, backoff_ms: 10}
+"#,
+    );
+    let w = World::new();
+    let journal = w.journal.clone();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let at_invoke = seen.clone();
+    w.on_invoke(move |_, _, _| {
+        let mut seen = at_invoke.lock().unwrap();
+        seen.push(journal.durable_ids());
+        if seen.len() < 3 {
+            Err(CallError::new(CallErrorKind::Unavailable, "v", "down"))
+        } else {
+            Ok(json!({"ok": true}))
+        }
+    });
+    completed(w.run(&program, json!({})));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0], Vec::<String>::new());
+    assert_eq!(seen[1], ["act"]);
+    assert_eq!(seen[2], ["act", "act"]);
 }
 
 #[test]

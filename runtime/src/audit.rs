@@ -280,39 +280,50 @@ impl FjallAudit {
             .collect()
     }
 
-    fn append_entry(&self, entry: &AuditEntry) -> Result<AuditReceipt> {
-        let body = canonical(entry);
+    /// Appends `entries` next to each other in one batch; their receipts.
+    fn append_entries(&self, entries: &[AuditEntry]) -> Result<Vec<AuditReceipt>> {
+        let bodies: Vec<Vec<u8>> = entries.iter().map(canonical).collect();
+        let mut writes = Vec::with_capacity(2 * entries.len() + 1);
+        let mut receipts = Vec::with_capacity(entries.len());
         let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = head.next;
-        let hash = chain_hash(&head.hash, &body);
-        let mut record = Vec::with_capacity(64 + body.len());
-        record.extend_from_slice(&head.hash);
-        record.extend_from_slice(&hash);
-        record.extend_from_slice(&body);
-        let mut writes = vec![
-            Write::Put(Space::Audit, index.to_be_bytes().to_vec(), record),
-            Write::Put(
+        let (mut index, mut previous) = (head.next, head.hash);
+        for (entry, body) in entries.iter().zip(bodies) {
+            let hash = chain_hash(&previous, &body);
+            let mut record = Vec::with_capacity(64 + body.len());
+            record.extend_from_slice(&previous);
+            record.extend_from_slice(&hash);
+            record.extend_from_slice(&body);
+            writes.push(Write::Put(
+                Space::Audit,
+                index.to_be_bytes().to_vec(),
+                record,
+            ));
+            writes.push(Write::Put(
                 Space::AuditByExecution,
                 execution_key(&entry.execution_id, Some(index)),
                 Vec::new(),
-            ),
-        ];
-        if let Some(key) = &self.config.signing_key
-            && self.config.checkpoint_every > 0
-            && (index + 1).is_multiple_of(self.config.checkpoint_every)
-        {
-            writes.push(checkpoint_write(&Checkpoint::sign(index, hash, key)));
+            ));
+            if let Some(key) = &self.config.signing_key
+                && self.config.checkpoint_every > 0
+                && (index + 1).is_multiple_of(self.config.checkpoint_every)
+            {
+                writes.push(checkpoint_write(&Checkpoint::sign(index, hash, key)));
+            }
+            receipts.push(AuditReceipt { index, hash });
+            (index, previous) = (index + 1, hash);
+        }
+        if writes.is_empty() {
+            return Ok(receipts);
         }
         // Written in chain order under the lock; made durable outside it so that
         // concurrent appends share a group commit.
         self.store.write(writes)?;
-        head.next = index + 1;
-        head.hash = hash;
+        (head.next, head.hash) = (index, previous);
         drop(head);
         if self.config.durability != Durability::Buffered {
             self.store.persist(self.config.durability)?;
         }
-        Ok(AuditReceipt { index, hash })
+        Ok(receipts)
     }
 }
 
@@ -351,9 +362,20 @@ impl FjallAudit {
 
 impl AuditLog for FjallAudit {
     fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError> {
-        self.append_entry(entry)
-            .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
+        let receipts = self
+            .append_entries(std::slice::from_ref(entry))
+            .map_err(audit_error)?;
+        Ok(receipts[0])
     }
+
+    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError> {
+        self.append_entries(entries).map(drop).map_err(audit_error)
+    }
+}
+
+/// A store failure at the port boundary: the audit chain is unavailable.
+fn audit_error(error: Error) -> CallError {
+    CallError::new(CallErrorKind::Unavailable, ORIGIN, error.to_string())
 }
 
 /// Recomputes the chain in `store` and checks it against its stored checkpoints (and their

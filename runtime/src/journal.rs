@@ -19,8 +19,9 @@
 //!
 //! Every method writes one atomic batch and returns only after it is durable according to
 //! the journal's [`Durability`] (fsynced, alone or in a group commit, unless
-//! [`Durability::Buffered`]), except `step_lazy`: its batch is written without a flush of
-//! its own and becomes durable with the next durable write (see [`EmbeddedStore::write`]).
+//! [`Durability::Buffered`]), except non-durable `steps`: their batch is written without a
+//! flush of its own and becomes durable with the next durable write (see
+//! [`EmbeddedStore::write`]).
 //! A second `accept` of a known event id — even after a restart —
 //! returns [`Accepted::Duplicate`] with the first execution's id (only once that first
 //! acceptance is durable).
@@ -193,30 +194,36 @@ impl FjallJournal {
         Ok(Accepted::New { execution_id })
     }
 
-    /// Journals `step`: durably as the journal's durability says, or (`lazy`) written
-    /// for the next durable write to carry.
-    fn write_step(&self, step: &StepRecord, lazy: bool) -> Result<()> {
-        let key = step_key(&step.execution_id, step.seq);
-        let value = json(&key, step)?;
-        let write = [Write::Put(Space::JournalSteps, key.into_bytes(), value)];
-        if lazy {
-            self.store.write(write)
+    /// Journals `steps` (one atomic batch): durably as the journal's durability says, or
+    /// written for the next durable write to carry.
+    fn write_steps(&self, steps: &[StepRecord], durable: bool) -> Result<()> {
+        let writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
+        if durable {
+            self.store.commit(writes, self.durability)
         } else {
-            self.store.commit(write, self.durability)
+            self.store.write(writes)
         }
     }
 
-    fn write_finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<()> {
+    fn write_finish(
+        &self,
+        execution_id: &str,
+        steps: &[StepRecord],
+        outcome: &ExecutionOutcome,
+    ) -> Result<()> {
         let id = execution_id.as_bytes().to_vec();
         let value = json(execution_id, outcome)?;
-        self.store.commit(
-            [
-                Write::Put(Space::JournalOutcomes, id.clone(), value),
-                Write::Remove(Space::JournalOpen, id),
-            ],
-            self.durability,
-        )
+        let mut writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
+        writes.push(Write::Put(Space::JournalOutcomes, id.clone(), value));
+        writes.push(Write::Remove(Space::JournalOpen, id));
+        self.store.commit(writes, self.durability)
     }
+}
+
+fn step_write(step: &StepRecord) -> Result<Write> {
+    let key = step_key(&step.execution_id, step.seq);
+    let value = json(&key, step)?;
+    Ok(Write::Put(Space::JournalSteps, key.into_bytes(), value))
 }
 
 impl Journal for FjallJournal {
@@ -224,16 +231,18 @@ impl Journal for FjallJournal {
         self.accept_event(event).map_err(call_error)
     }
 
-    fn step(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.write_step(step, false).map_err(call_error)
+    fn steps(&self, steps: &[StepRecord], durable: bool) -> Result<(), CallError> {
+        self.write_steps(steps, durable).map_err(call_error)
     }
 
-    fn step_lazy(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.write_step(step, true).map_err(call_error)
-    }
-
-    fn finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError> {
-        self.write_finish(execution_id, outcome).map_err(call_error)
+    fn finish(
+        &self,
+        execution_id: &str,
+        steps: &[StepRecord],
+        outcome: &ExecutionOutcome,
+    ) -> Result<(), CallError> {
+        self.write_finish(execution_id, steps, outcome)
+            .map_err(call_error)
     }
 
     fn decide(

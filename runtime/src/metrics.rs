@@ -62,18 +62,28 @@ impl<A> MeteredAudit<A> {
 impl<A: AuditLog> AuditLog for MeteredAudit<A> {
     fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError> {
         let receipt = self.inner.append(entry)?;
-        let took_ms = entry.finished_ms.saturating_sub(entry.started_ms);
-        metrics::histogram!("eyeflow_instruction_duration_seconds", "opcode" => entry.opcode.clone())
-            .record(Duration::from_millis(took_ms).as_secs_f64());
-        metrics::counter!("eyeflow_instructions_total", "opcode" => entry.opcode.clone(), "outcome" => entry.outcome.clone())
-            .increment(1);
-        if let Some(strategy) = &entry.fallback {
-            metrics::counter!("eyeflow_fallbacks_total", "strategy" => strategy.clone())
-                .increment(1);
-        }
-        metrics::counter!("eyeflow_audit_entries_total").increment(1);
+        meter(entry);
         Ok(receipt)
     }
+
+    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError> {
+        self.inner.append_all(entries)?;
+        entries.iter().for_each(meter);
+        Ok(())
+    }
+}
+
+/// Counts one appended entry: its instruction's duration, outcome and fallback.
+fn meter(entry: &AuditEntry) {
+    let took_ms = entry.finished_ms.saturating_sub(entry.started_ms);
+    metrics::histogram!("eyeflow_instruction_duration_seconds", "opcode" => entry.opcode.clone())
+        .record(Duration::from_millis(took_ms).as_secs_f64());
+    metrics::counter!("eyeflow_instructions_total", "opcode" => entry.opcode.clone(), "outcome" => entry.outcome.clone())
+        .increment(1);
+    if let Some(strategy) = &entry.fallback {
+        metrics::counter!("eyeflow_fallbacks_total", "strategy" => strategy.clone()).increment(1);
+    }
+    metrics::counter!("eyeflow_audit_entries_total").increment(1);
 }
 
 /// The resource arbiter, metered: time spent waiting for a permit, and timeouts.

@@ -1047,7 +1047,7 @@ fn late_report(node: &Node, execution_id: &str, admission: Admission) -> Report 
             admission.waited.as_millis()
         ),
     };
-    if let Err(e) = node.inner.journal.finish(execution_id, &outcome) {
+    if let Err(e) = node.inner.journal.finish(execution_id, &[], &outcome) {
         tracing::error!("cannot journal the end of {execution_id}: {e}");
     }
     Report::Finished(outcome)

@@ -311,9 +311,21 @@ impl EmbeddedStore {
         self.root.join("store")
     }
 
-    /// The newest journal file, opened once per journal.
+    /// The newest journal file, opened once per journal. fjall names the journal that
+    /// follows `<id>.jnl` `<id + 1>.jnl`: while that file does not exist, the cached one is
+    /// still the newest (one `stat` instead of a directory scan per fsync).
     fn active_journal(&self) -> Result<Arc<File>> {
         let dir = self.db_path();
+        if let Some((id, file)) = self
+            .group
+            .journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            && !dir.join(format!("{}.jnl", id + 1)).exists()
+        {
+            return Ok(file.clone());
+        }
         let newest = std::fs::read_dir(&dir)
             .map_err(Error::io(&dir))?
             .filter_map(|entry| {

@@ -63,7 +63,15 @@ pub(super) struct Run<'a> {
     pub(super) l1: Map<String, Value>,
     /// Whether L1 is visible as the `memory` variable (no instruction output is so named).
     l1_visible: bool,
+    /// Steps (with their audit entries) not yet handed to the journal.
+    unsaved: Vec<(AuditEntry, StepRecord)>,
+    /// One of them is an effect's: it must be durable before the next effect starts.
+    unsaved_effect: bool,
 }
+
+/// Unsaved steps past which they are written (not durably) to bound the memory of a long
+/// execution without effects.
+const SAVE_EVERY: usize = 64;
 
 impl<'a> Run<'a> {
     pub(super) fn new(
@@ -101,6 +109,8 @@ impl<'a> Run<'a> {
             outputs: HashMap::new(),
             l1: Map::new(),
             l1_visible,
+            unsaved: Vec::new(),
+            unsaved_effect: false,
         }
     }
 
@@ -120,10 +130,40 @@ impl<'a> Run<'a> {
             }
             Err(Stop::Journal(error)) => return super::Report::Interrupted { error },
         };
-        match self.fx.journal.finish(self.execution_id, &outcome) {
+        let ended = self
+            .save_audit()
+            .and_then(|steps| self.fx.journal.finish(self.execution_id, &steps, &outcome));
+        match ended {
             Ok(()) => super::Report::Finished(outcome),
             Err(error) => super::Report::Interrupted { error },
         }
+    }
+
+    /// Appends the audit entries of the unsaved steps to the chain and hands back the
+    /// steps, for the journal write that follows at once (and covers the entries).
+    fn save_audit(&mut self) -> Result<Vec<StepRecord>, CallError> {
+        let (entries, steps): (Vec<AuditEntry>, Vec<StepRecord>) =
+            std::mem::take(&mut self.unsaved).into_iter().unzip();
+        if !entries.is_empty() {
+            self.fx.audit.append_all(&entries)?;
+        }
+        Ok(steps)
+    }
+
+    /// Journals the unsaved steps; `durable`: before returning (and then no unsaved effect
+    /// is left).
+    fn save(&mut self, durable: bool) -> Result<(), Stop> {
+        let steps = self.save_audit().map_err(Stop::Journal)?;
+        if durable || !steps.is_empty() {
+            self.fx
+                .journal
+                .steps(&steps, durable)
+                .map_err(Stop::Journal)?;
+        }
+        if durable {
+            self.unsaved_effect = false;
+        }
+        Ok(())
     }
 
     /// Sets an L1 entry (and the `memory` variable).
@@ -257,16 +297,19 @@ impl<'a> Run<'a> {
             started_ms,
             finished_ms,
         };
-        // Audit first: the journal write after it (durable for effects) covers the entry.
-        self.fx.audit.append(&entry).map_err(Stop::Journal)?;
-        let lazy = !has_effect(ins) && !matches!(step.outcome, StepOutcome::AwaitingApproval);
-        if lazy {
-            self.fx.journal.step_lazy(&step).map_err(Stop::Journal)?;
-        } else {
-            self.fx.journal.step(&step).map_err(Stop::Journal)?;
-        }
+        let pause = matches!(step.outcome, StepOutcome::AwaitingApproval);
+        self.unsaved.push((entry, step));
         self.next_seq += 1;
-        Ok(())
+        if has_effect(ins) {
+            self.unsaved_effect = true;
+        }
+        if pause {
+            self.save(true)
+        } else if self.unsaved.len() >= SAVE_EVERY {
+            self.save(false)
+        } else {
+            Ok(())
+        }
     }
 
     /// Re-applies the in-memory effect of a replayed step (L1 STORE).
@@ -390,6 +433,10 @@ impl<'a> Run<'a> {
             } else {
                 None
             };
+            if self.unsaved_effect && has_effect(ins) {
+                // The results of earlier effects are durable before this one starts.
+                self.save(true)?;
+            }
             let started = self.fx.clock.now_ms();
             let mut inputs = Value::Null;
             let result = catch_unwind(AssertUnwindSafe(|| {
@@ -680,10 +727,11 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Whether an instruction acts outside the execution (or is too costly to repeat): its
-/// step is journaled durably before the walk goes on. Other steps may be journaled lazily
-/// and simply run again if a crash loses them. RETURN is followed by the durable end of the
-/// execution (`Journal::finish`), which carries its step.
+/// Whether an instruction acts outside the execution (or is too costly to repeat). Its
+/// step is durable before the next such instruction starts, before a pause and at the end
+/// of the execution (which carries the steps still unsaved then): a crash re-runs at most
+/// the last effect started, under the same idempotency key. The other steps are simply run
+/// again if a crash loses them.
 fn has_effect(ins: &super::program::Prepared) -> bool {
     use eyeflow_ir::pb::{IrOpcode, MemoryScope};
     match ins.opcode {

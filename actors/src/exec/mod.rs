@@ -51,13 +51,17 @@
 //!
 //! # Journal, audit, resume
 //!
-//! Every attempt is journaled (`Journal::step`) and audited (`AuditLog::append`, inputs and
-//! outputs as SHA-256 digests of canonical JSON — secrets are never inputs) before the walk
-//! goes on; the end is journaled with `Journal::finish`. The steps of instructions with an
-//! effect outside the execution (CALL_ACTION, CALL_API, CALL_SERVICE, LLM_CALL, EMIT_EVENT,
-//! cluster STORE) and pauses are durable before the walk goes on; the others are journaled
-//! with `Journal::step_lazy` and become durable with the next durable write (at the latest
-//! the end), a crash before it re-runs them. Steps inside loops are named
+//! Every attempt is journaled and audited (inputs and outputs as SHA-256 digests of
+//! canonical JSON — secrets are never inputs); the end is journaled with `Journal::finish`.
+//! An execution keeps its steps in memory and hands them over in one write per segment:
+//! before an instruction with an effect outside the execution (CALL_ACTION, CALL_API,
+//! CALL_SERVICE, LLM_CALL, EMIT_EVENT, cluster STORE) starts when an earlier effect's step
+//! is not yet durable, at a pause, and at the end (with the outcome), always durably; and
+//! every 64 steps without an effect, not durably. The audit entries of a segment are
+//! appended (`AuditLog::append_all`) right before its journal write, which covers them. So
+//! the result of every effect is durable before the next effect starts: a crash re-runs
+//! at most the last effect started (under the same idempotency key, as before) and the
+//! steps without effects since the last durable write. Steps inside loops are named
 //! `loop/iteration/id`. A failed attempt's record names the decision taken (`retry`,
 //! `fallback_value`, `fallback_model`, `skip`, `abort`, or none). Idempotency keys are
 //! `execution_id/instruction_id/attempt`.

@@ -1,8 +1,9 @@
 //! Durability ports: the journal of accepted events and instruction outcomes (the record of
 //! truth that a restarted node resumes from) and the audit chain.
 //!
-//! Every method returns only once its write is durable (or batched into a group commit
-//! that is durable before the call returns).
+//! Every write returns only once it is durable (or batched into a group commit that is
+//! durable before the call returns), except non-durable [`Journal::steps`] and audit
+//! entries, which a later durable journal write carries.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -124,17 +125,23 @@ pub struct PendingExecution {
 pub trait Journal: Send + Sync {
     /// Journals an accepted event, or reports that its id was seen before.
     fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError>;
-    /// Journals one instruction outcome.
-    fn step(&self, step: &StepRecord) -> Result<(), CallError>;
-    /// Journals the outcome of an instruction without external side effects (EVAL, BRANCH,
-    /// a read, execution-scope memory...). It may become durable only with the journal's
-    /// next durable write: losing it in a crash is harmless, the instruction runs again on
-    /// resume. Defaults to [`Journal::step`].
-    fn step_lazy(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.step(step)
+    /// Journals one instruction outcome (durably).
+    fn step(&self, step: &StepRecord) -> Result<(), CallError> {
+        self.steps(std::slice::from_ref(step), true)
     }
-    /// Journals the end of an execution.
-    fn finish(&self, execution_id: &str, outcome: &ExecutionOutcome) -> Result<(), CallError>;
+    /// Journals instruction outcomes of one execution, in order, as one atomic write.
+    /// `durable`: returns only once they are durable; otherwise they may become durable only
+    /// with the journal's next durable write (losing them in a crash is harmless: the
+    /// executor runs those instructions again on resume).
+    fn steps(&self, steps: &[StepRecord], durable: bool) -> Result<(), CallError>;
+    /// Journals the end of an execution, with its last `steps` (possibly none), durably and
+    /// atomically.
+    fn finish(
+        &self,
+        execution_id: &str,
+        steps: &[StepRecord],
+        outcome: &ExecutionOutcome,
+    ) -> Result<(), CallError>;
     /// Journals a human decision on `instruction_id` of a paused execution.
     fn decide(
         &self,
@@ -195,4 +202,6 @@ pub struct AuditReceipt {
 pub trait AuditLog: Send + Sync {
     /// Appends `entry` to the chain.
     fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError>;
+    /// Appends `entries` to the chain, in order and next to each other, as one write.
+    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError>;
 }

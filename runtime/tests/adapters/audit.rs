@@ -90,6 +90,39 @@ fn hashes_chain_from_zero_and_a_clean_chain_verifies() {
 }
 
 #[test]
+fn a_batch_of_entries_chains_like_single_appends() {
+    let config = || AuditConfig {
+        checkpoint_every: 4,
+        signing_key: Some(key()),
+        ..AuditConfig::default()
+    };
+    let (_dir, one_by_one) = temp_store();
+    let single = chain(&one_by_one, 10, config());
+    let (_dir2, batched) = temp_store();
+    let audit = FjallAudit::open(batched.clone(), config()).unwrap();
+    let entries: Vec<AuditEntry> = (0..10).map(entry).collect();
+    audit.append_all(&entries[..3]).unwrap();
+    audit.append_all(&[]).unwrap();
+    audit.append_all(&entries[3..]).unwrap();
+    assert_eq!(audit.head(), single.head());
+    let report = audit::verify(&batched, Some(&key().verifying_key()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.entries, 10);
+    // Checkpoints fall on the same entries, inside a batch too.
+    let indexes = |a: &FjallAudit| {
+        a.checkpoints()
+            .unwrap()
+            .iter()
+            .map(|c| c.index)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(indexes(&audit), [3, 7]);
+    assert_eq!(indexes(&audit), indexes(&single));
+    assert_eq!(audit.of_execution("x0000000000000004").unwrap().len(), 1);
+}
+
+#[test]
 fn an_empty_chain_verifies() {
     let (_dir, store) = temp_store();
     let report = audit::verify(&store, Some(&key().verifying_key()))

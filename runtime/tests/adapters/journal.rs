@@ -61,11 +61,17 @@ fn accept_step_finish_and_query() {
         }
     );
     // Steps arrive out of key order on purpose: seq 10 must sort after seq 9.
-    for seq in [0, 1, 10, 2, 9] {
+    for seq in [0, 1, 10] {
         journal.step(&step(&a, seq)).unwrap();
     }
+    journal.steps(&[step(&a, 2), step(&a, 9)], false).unwrap();
+    // The end carries the execution's last steps.
     journal
-        .finish(&b, &ExecutionOutcome::Completed { value: json!(1) })
+        .finish(
+            &b,
+            &[step(&b, 0), step(&b, 1)],
+            &ExecutionOutcome::Completed { value: json!(1) },
+        )
         .unwrap();
 
     let (ev, steps, outcome) = journal.execution(&a).unwrap().expect("execution a");
@@ -73,7 +79,8 @@ fn accept_step_finish_and_query() {
     let seqs: Vec<u64> = steps.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, [0, 1, 2, 9, 10]);
     assert_eq!(outcome, None);
-    let (_, _, outcome) = journal.execution(&b).unwrap().expect("execution b");
+    let (_, steps, outcome) = journal.execution(&b).unwrap().expect("execution b");
+    assert_eq!(steps, [step(&b, 0), step(&b, 1)]);
     assert_eq!(
         outcome,
         Some(ExecutionOutcome::Completed { value: json!(1) })
@@ -91,7 +98,7 @@ fn accept_step_finish_and_query() {
             executions: 2,
             pending: 1,
             finished: 1,
-            steps: 5
+            steps: 7
         }
     );
 }
@@ -126,6 +133,7 @@ fn reopen_keeps_events_steps_dedupe_and_pending_order() {
     journal
         .finish(
             &ids[3],
+            &[],
             &ExecutionOutcome::Failed {
                 class: "timeout".into(),
                 message: "valve".into(),
