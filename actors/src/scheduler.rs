@@ -15,6 +15,7 @@
 //! - `max_wait`: a job admitted later than its `max_wait` still runs, but is told so
 //!   ([`Admission::late`]) and takes its fallback instead of its normal path.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,9 @@ struct Queued {
 
 #[derive(Default)]
 struct State {
-    queue: Vec<Queued>,
+    /// Queued jobs by declared level, oldest first (no empty level is kept). Within a level
+    /// the oldest job is also the most aged, so only the heads compete for admission.
+    queue: BTreeMap<u32, VecDeque<Queued>>,
     seq: u64,
     running: usize,
     parked: usize,
@@ -100,21 +103,30 @@ impl Inner {
             .saturating_sub(u32::try_from(aged).unwrap_or(u32::MAX))
     }
 
-    /// Index of the job to run next.
-    fn next(&self, state: &State) -> Option<usize> {
+    /// Takes the job to run next off the queue.
+    fn next(&self, state: &mut State) -> Option<Queued> {
         let now = Instant::now();
-        state
+        let level = state
             .queue
             .iter()
-            .enumerate()
-            .min_by_key(|(_, job)| (self.effective(job, now), job.seq))
-            .map(|(i, _)| i)
+            .filter_map(|(level, jobs)| {
+                jobs.front()
+                    .map(|job| (self.effective(job, now), job.seq, *level))
+            })
+            .min()?
+            .2;
+        let jobs = state.queue.get_mut(&level)?;
+        let job = jobs.pop_front();
+        if jobs.is_empty() {
+            state.queue.remove(&level);
+        }
+        job
     }
 
     /// Whether a queued job of a strictly more urgent *declared* level waits. Aging orders
     /// admission among queued jobs but never preempts running work of the same level.
     fn more_urgent_waiting(&self, state: &State, level: u32) -> bool {
-        state.queue.iter().any(|job| job.priority < level)
+        state.queue.keys().next().is_some_and(|first| *first < level)
     }
 }
 
@@ -156,7 +168,7 @@ impl Scheduler {
         }
         state.seq += 1;
         let seq = state.seq;
-        state.queue.push(Queued {
+        state.queue.entry(priority).or_default().push_back(Queued {
             priority,
             seq,
             enqueued: Instant::now(),
@@ -176,12 +188,13 @@ impl Scheduler {
     }
 
     /// Jobs waiting per priority level.
-    pub fn queue_depth(&self) -> std::collections::BTreeMap<u32, usize> {
-        let mut depth = std::collections::BTreeMap::new();
-        for job in &self.inner.lock().queue {
-            *depth.entry(job.priority).or_insert(0) += 1;
-        }
-        depth
+    pub fn queue_depth(&self) -> BTreeMap<u32, usize> {
+        self.inner
+            .lock()
+            .queue
+            .iter()
+            .map(|(level, jobs)| (*level, jobs.len()))
+            .collect()
     }
 
     /// Stops intake and waits until every queued and running job has finished.
@@ -199,9 +212,8 @@ fn worker(inner: &Inner) {
     let mut state = inner.lock();
     loop {
         if state.running < inner.config.workers
-            && let Some(index) = inner.next(&state)
+            && let Some(job) = inner.next(&mut state)
         {
-            let job = state.queue.swap_remove(index);
             state.running += 1;
             drop(state);
             let waited = job.enqueued.elapsed();
