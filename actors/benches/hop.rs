@@ -1,8 +1,10 @@
 //! The cost of one actor hop (a ractor `call!` round trip to a program actor) against a
-//! direct call, measured from a worker thread as the node does it (`block_on`).
+//! direct call: from a worker thread (`block_on`, as the node's executions would), and from
+//! a task of the actors' own runtime (as one actor calls another).
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use eyeflow_actors::exec::Program;
@@ -40,6 +42,22 @@ fn hop(c: &mut Criterion) {
                     .block_on(async { call!(actor, ProgramMsg::Get) })
                     .expect("reply"),
             )
+        })
+    });
+    // The same call from a task of the actors' runtime (how an actor calls another):
+    // no thread hand-off, one task switch each way.
+    group.bench_function("actor_hop_in_runtime", |b| {
+        b.iter_custom(|iters| {
+            let actor = actor.clone();
+            runtime
+                .block_on(runtime.spawn(async move {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        black_box(call!(actor, ProgramMsg::Get).expect("reply"));
+                    }
+                    started.elapsed()
+                }))
+                .expect("task")
         })
     });
     group.bench_function("direct", |b| {

@@ -126,7 +126,11 @@ impl Inner {
     /// Whether a queued job of a strictly more urgent *declared* level waits. Aging orders
     /// admission among queued jobs but never preempts running work of the same level.
     fn more_urgent_waiting(&self, state: &State, level: u32) -> bool {
-        state.queue.keys().next().is_some_and(|first| *first < level)
+        state
+            .queue
+            .keys()
+            .next()
+            .is_some_and(|first| *first < level)
     }
 }
 
