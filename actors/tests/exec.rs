@@ -410,6 +410,23 @@ impl World {
         *self.plugins.invoke.lock().unwrap() = Box::new(f);
     }
 
+    /// Answers invocations with `answer(n)` (n from 1) and records, at each one, the
+    /// invoked valve and the ids of the steps durable at that moment.
+    fn durable_at_invokes(
+        &self,
+        answer: impl Fn(usize) -> Result<Value, CallError> + Send + Sync + 'static,
+    ) -> Arc<Mutex<Vec<(Value, Vec<String>)>>> {
+        let journal = self.journal.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let at_invoke = seen.clone();
+        self.on_invoke(move |_, _, input| {
+            let mut seen = at_invoke.lock().unwrap();
+            seen.push((input["valve"].clone(), journal.durable_ids()));
+            answer(seen.len())
+        });
+        seen
+    }
+
     fn run(&self, program: &Program, payload: Value) -> Report {
         self.resume(program, payload, &[])
     }
@@ -702,16 +719,7 @@ instructions:
 fn an_effect_is_durable_before_the_next_effect_starts() {
     let program = compile(TWO_ACTIONS);
     let w = World::new();
-    let journal = w.journal.clone();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let at_invoke = seen.clone();
-    w.on_invoke(move |_, _, input| {
-        at_invoke
-            .lock()
-            .unwrap()
-            .push((input["valve"].clone(), journal.durable_ids()));
-        Ok(json!({"ok": true}))
-    });
+    let seen = w.durable_at_invokes(|_| Ok(json!({"ok": true})));
     completed(w.run(&program, json!({})));
     // Nothing needs to be durable before the first effect (a crash re-runs the read); the
     // first effect's step (and those before it) is durable before the second starts.
@@ -735,10 +743,8 @@ fn an_effect_is_durable_before_the_next_effect_starts() {
     assert_eq!(w.audit.0.lock().unwrap().len(), 5);
 }
 
-#[test]
-fn a_failed_effect_attempt_is_durable_before_its_retry() {
-    let program = compile(
-        r#"
+/// One action retried up to 3 times.
+const RETRIED_ACTION: &str = r#"
 id: r
 version: 1.0.0
 requires: {valve-sim: ^1.0}
@@ -749,23 +755,21 @@ instructions:
     action: set
     params: {v: "1"}
     retry: {max_retries: 3, backoff_ms: 10}
-"#,
-    );
+"#;
+
+#[test]
+fn a_failed_effect_attempt_is_durable_before_its_retry() {
+    let program = compile(RETRIED_ACTION);
     let w = World::new();
-    let journal = w.journal.clone();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let at_invoke = seen.clone();
-    w.on_invoke(move |_, _, _| {
-        let mut seen = at_invoke.lock().unwrap();
-        seen.push(journal.durable_ids());
-        if seen.len() < 3 {
+    let seen = w.durable_at_invokes(|n| {
+        if n < 3 {
             Err(CallError::new(CallErrorKind::Unavailable, "v", "down"))
         } else {
             Ok(json!({"ok": true}))
         }
     });
     completed(w.run(&program, json!({})));
-    let seen = seen.lock().unwrap();
+    let seen: Vec<Vec<String>> = seen.lock().unwrap().iter().map(|s| s.1.clone()).collect();
     assert_eq!(seen[0], Vec::<String>::new());
     assert_eq!(seen[1], ["act"]);
     assert_eq!(seen[2], ["act", "act"]);
@@ -1447,20 +1451,7 @@ fn resume_replays_recorded_steps_without_repeating_effects() {
 
 #[test]
 fn resume_continues_retries_with_the_next_attempt() {
-    let program = compile(
-        r#"
-id: r
-version: 1.0.0
-requires: {valve-sim: ^1.0}
-instructions:
-  - id: act
-    op: CALL_ACTION
-    capability: valve-sim
-    action: set
-    params: {v: "1"}
-    retry: {max_retries: 3, backoff_ms: 10}
-"#,
-    );
+    let program = compile(RETRIED_ACTION);
     let w = World::new();
     w.on_invoke(|_, _, _| Err(CallError::new(CallErrorKind::Unavailable, "v", "down")));
     w.run(&program, json!({}));
