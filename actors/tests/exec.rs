@@ -167,6 +167,9 @@ impl SecretSource for FakeSecrets {
     }
 }
 
+/// At each plugin invocation: the invoked valve and the ids of the durable steps.
+type DurableAtInvokes = Arc<Mutex<Vec<(Value, Vec<String>)>>>;
+
 #[derive(Default)]
 struct MemJournal {
     /// Every step written, in order.
@@ -415,7 +418,7 @@ impl World {
     fn durable_at_invokes(
         &self,
         answer: impl Fn(usize) -> Result<Value, CallError> + Send + Sync + 'static,
-    ) -> Arc<Mutex<Vec<(Value, Vec<String>)>>> {
+    ) -> DurableAtInvokes {
         let journal = self.journal.clone();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let at_invoke = seen.clone();
