@@ -839,14 +839,22 @@ impl Node {
                     )
                 };
                 node.record(&event.program_id, &report, accepted.elapsed());
-                let mut n = lock(&node.inner.in_flight.0);
-                *n -= 1;
-                node.inner.in_flight.1.notify_all();
+                node.leave_flight();
             }),
         );
         if !submitted {
             // Draining: the execution stays journaled as pending and resumes at next start.
-            *lock(&self.inner.in_flight.0) -= 1;
+            self.leave_flight();
+        }
+    }
+
+    /// One execution less in flight; wakes `wait_idle` when none is left (not at every
+    /// execution: a wake-up is a context switch).
+    fn leave_flight(&self) {
+        let mut n = lock(&self.inner.in_flight.0);
+        *n -= 1;
+        if *n == 0 {
+            self.inner.in_flight.1.notify_all();
         }
     }
 
