@@ -4,8 +4,9 @@
 //! second, p50/p99 latency at low load (one at a time) and under saturation, and CPU per
 //! execution. Run: `cargo bench -p eyeflow-runtime --bench execute` (needs
 //! `scripts/build-plugins.sh`); `EXECUTE_WORKERS=N` sets the node's worker slots (default
-//! 4: the scheduler's default on this 2-core machine). With group commit, throughput grows
-//! with the executions waiting on an fsync at once, hence with the worker slots.
+//! 4: the scheduler's default on this 2-core machine) and `EXECUTE_SUBMITTERS=N` the threads
+//! submitting at once when saturating (default 4). With group commit, throughput grows with
+//! the writes waiting on an fsync at once, hence with both.
 
 use std::path::Path;
 use std::time::Instant;
@@ -62,6 +63,17 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted
         .get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize)
         .map_or(0.0, |us| *us as f64 / 1000.0)
+}
+
+/// Threads submitting at once in the saturation phase (`EXECUTE_SUBMITTERS`, default 4).
+/// Each waits for its acceptance to be durable, so with group commit they bound how many
+/// writes share one fsync.
+fn submitters() -> usize {
+    std::env::var("EXECUTE_SUBMITTERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(4)
 }
 
 fn node(dir: &Path, durability: Durability) -> Node {
@@ -126,15 +138,16 @@ fn run(label: &str, durability: Durability) {
     }
     low.sort_unstable();
 
-    // Saturation: submit as fast as possible from 4 threads.
-    let n = 2000;
+    // Saturation: submit as fast as possible from `submitters()` threads.
+    let threads = submitters();
+    let n = 2000 / threads * threads;
     let cpu = cpu_seconds();
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for t in 0..4 {
+        for t in 0..threads {
             let node = node.clone();
             scope.spawn(move || {
-                for i in 0..n / 4 {
+                for i in 0..n / threads {
                     node.submit(
                         "bench-ten",
                         &format!("sat-{t}-{i}"),
