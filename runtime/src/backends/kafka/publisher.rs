@@ -487,50 +487,51 @@ impl Publisher {
     }
 
     fn send_entry(&mut self, entry: &ChainedEntry) -> Sent {
-        let index = entry.index.to_string();
-        let hash = hex::encode(entry.hash);
-        let headers = [
-            (HEADER_KIND, "audit-entry"),
-            (HEADER_INDEX, index.as_str()),
-            (HEADER_HASH, hash.as_str()),
-        ];
-        let topic = self.config.audit_topic.clone();
-        let key = self.node_id.clone();
         let payload = canonical(&entry.entry);
-        self.send(
-            Origin::Entry(entry.index),
-            &topic,
-            Some(key.as_bytes()),
-            &headers,
+        self.send_audit(
+            (Origin::Entry(entry.index), entry.index),
+            "audit-entry",
+            &entry.hash,
             &payload,
         )
     }
 
     fn send_checkpoint(&mut self, checkpoint: &Checkpoint) -> Sent {
-        let index = checkpoint.index.to_string();
-        let hash = hex::encode(checkpoint.hash);
-        let headers = [
-            (HEADER_KIND, "audit-checkpoint"),
-            (HEADER_INDEX, index.as_str()),
-            (HEADER_HASH, hash.as_str()),
-        ];
         let payload = serde_json::json!({
             "node_id": self.node_id,
             "index": checkpoint.index,
-            "hash": hash,
+            "hash": hex::encode(checkpoint.hash),
             "time_ms": checkpoint.time_ms,
             "signature": hex::encode(checkpoint.signature),
         })
         .to_string();
-        let topic = self.config.audit_topic.clone();
-        let key = self.node_id.clone();
-        self.send(
-            Origin::Checkpoint(checkpoint.index),
-            &topic,
-            Some(key.as_bytes()),
-            &headers,
+        self.send_audit(
+            (Origin::Checkpoint(checkpoint.index), checkpoint.index),
+            "audit-checkpoint",
+            &checkpoint.hash,
             payload.as_bytes(),
         )
+    }
+
+    /// Sends one record of the audit chain (`kind`: entry or checkpoint) to the audit topic,
+    /// keyed by node, with its index and hash as headers.
+    fn send_audit(
+        &mut self,
+        (origin, index): (Origin, u64),
+        kind: &str,
+        hash: &[u8; 32],
+        payload: &[u8],
+    ) -> Sent {
+        let index = index.to_string();
+        let hash = hex::encode(hash);
+        let headers = [
+            (HEADER_KIND, kind),
+            (HEADER_INDEX, index.as_str()),
+            (HEADER_HASH, hash.as_str()),
+        ];
+        let topic = self.config.audit_topic.clone();
+        let key = self.node_id.clone();
+        self.send(origin, &topic, Some(key.as_bytes()), &headers, payload)
     }
 
     fn send(
