@@ -243,18 +243,37 @@ impl Daemon {
         self.json(self.client.request(method, self.url(path)), token)
     }
 
+    /// A POST of `body` as `content_type`.
+    fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::blocking::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+    }
+
+    /// POSTs `body` as `content_type`.
+    fn post_body(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        self.json(self.post(path, content_type, body), token)
+    }
+
     pub(crate) fn post_bytes(
         &self,
         path: &str,
         bytes: &[u8],
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let request = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/octet-stream")
-            .body(bytes.to_vec());
-        self.json(request, token)
+        self.post_body(path, "application/octet-stream", bytes.to_vec(), token)
     }
 
     pub(crate) fn post_text(
@@ -263,12 +282,7 @@ impl Daemon {
         text: &str,
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let request = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "text/yaml")
-            .body(text.to_owned());
-        self.json(request, token)
+        self.post_body(path, "text/yaml", text.as_bytes().to_vec(), token)
     }
 
     pub(crate) fn post_raw_json(
@@ -277,12 +291,7 @@ impl Daemon {
         bytes: &[u8],
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let request = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(bytes.to_vec());
-        self.json(request, token)
+        self.post_body(path, "application/json", bytes.to_vec(), token)
     }
 
     pub(crate) fn post_json(
@@ -292,11 +301,7 @@ impl Daemon {
         event_id: Option<&str>,
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string());
+        let mut request = self.post(path, "application/json", body.to_string().into_bytes());
         if let Some(id) = event_id {
             request = request.header("x-event-id", id);
         }
