@@ -11,9 +11,8 @@
 //! OpenBao backends).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -99,21 +98,8 @@ fn main() {
         work,
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
-        .args(["node", "--config", "node.toml"])
-        .current_dir(work)
-        .env("EYEFLOW_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let banner = lines.next().expect("banner").expect("line");
-    let url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("URL")
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, url) =
+        eyeflow_tests::node::start(Path::new(env!("CARGO_BIN_EXE_eyeflow")), work, "warn");
 
     let client = reqwest::blocking::Client::new();
     let plugins = repo().join("target/plugins");

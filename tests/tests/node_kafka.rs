@@ -2,9 +2,8 @@
 //! killed (`kill -9`) mid-stream and restarted — no event lost, none executed twice — and
 //! the audit chain published on `eyeflow.audit`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -63,21 +62,7 @@ fn eyeflow(args: &[&str], cwd: &Path) -> String {
 
 /// Starts the node; returns it and its API URL.
 fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(binary())
-        .args(["node", "--config", "node.toml"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("eyeflow node starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let banner = lines.next().expect("banner").expect("line");
-    let url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("URL in the banner")
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    eyeflow_tests::node::start(&binary(), dir, "info")
 }
 
 fn counts(url: &str, token: &str) -> Value {
