@@ -31,17 +31,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn eyeflow(args: &[&str], cwd: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("eyeflow runs");
-    assert!(
-        out.status.success(),
-        "eyeflow {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    eyeflow_tests::node::run(Path::new(env!("CARGO_BIN_EXE_eyeflow")), args, cwd)
 }
 
 fn repo() -> PathBuf {

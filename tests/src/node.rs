@@ -1,5 +1,5 @@
-//! A real `eyeflow node` child process: started with a configuration file, its API URL read
-//! from the banner line it prints once it serves.
+//! The real `eyeflow` binary as a child process: a client command, or a node started with a
+//! configuration file, its API URL read from the banner line it prints once it serves.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -25,4 +25,20 @@ pub fn start(binary: &Path, dir: &Path, log: &str) -> (Child, String) {
         .to_owned();
     std::thread::spawn(move || for _ in lines {});
     (child, url)
+}
+
+/// Runs `binary args` in `cwd` and returns its trimmed standard output; panics with its
+/// standard error when it fails.
+pub fn run(binary: &Path, args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(binary)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("eyeflow runs");
+    assert!(
+        out.status.success(),
+        "eyeflow {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

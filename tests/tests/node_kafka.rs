@@ -47,17 +47,7 @@ fn binary() -> PathBuf {
 }
 
 fn eyeflow(args: &[&str], cwd: &Path) -> String {
-    let out = Command::new(binary())
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("eyeflow runs");
-    assert!(
-        out.status.success(),
-        "eyeflow {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    eyeflow_tests::node::run(&binary(), args, cwd)
 }
 
 /// Starts the node; returns it and its API URL.
