@@ -47,6 +47,8 @@ struct FakePlugins {
     read: Mutex<Box<ReadFn>>,
     invoke: Mutex<Box<InvokeFn>>,
     calls: Mutex<Vec<PluginCall>>,
+    /// What each action declares for a resume (absent: ambiguous).
+    resume: Mutex<HashMap<String, OnResume>>,
 }
 
 impl PluginPort for FakePlugins {
@@ -82,6 +84,14 @@ impl PluginPort for FakePlugins {
             idem.into(),
         ));
         (self.invoke.lock().unwrap())(c, action, input)
+    }
+    fn on_resume(&self, _c: &CapabilityRef, action: &str) -> OnResume {
+        self.resume
+            .lock()
+            .unwrap()
+            .get(action)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -354,6 +364,7 @@ impl World {
                     Ok(json!({"ok": true, "action": action, "input": input}))
                 })),
                 calls: Mutex::default(),
+                resume: Mutex::default(),
             }),
             http: Arc::new(FakeHttp {
                 handler: Mutex::new(Box::new(|_| {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use eyeflow_actors::gates::{ResourceGate, ResourceHold};
 use eyeflow_actors::ports::{
-    AuditEntry, AuditLog, AuditReceipt, CallError, CallErrorKind, CapabilityRef, PluginPort,
+    AuditEntry, AuditLog, AuditReceipt, CallError, CallErrorKind, CapabilityRef, OnResume,
+    PluginPort,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
@@ -167,6 +168,10 @@ impl<P: PluginPort> PluginPort for MeteredPlugins<P> {
             .invoke(capability, action, input, idempotency_key, deadline);
         count_failure(capability, &result);
         result
+    }
+
+    fn on_resume(&self, capability: &CapabilityRef, action: &str) -> OnResume {
+        self.inner.on_resume(capability, action)
     }
 }
 

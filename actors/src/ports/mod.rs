@@ -13,4 +13,4 @@ pub use journal::{
     Accepted, AuditEntry, AuditLog, AuditReceipt, EventRecord, ExecutionOutcome, Journal,
     PendingExecution, StepOutcome, StepRecord,
 };
-pub use plugin::{CallError, CallErrorKind, CapabilityRef, PluginPort};
+pub use plugin::{CallError, CallErrorKind, CapabilityRef, OnResume, PluginPort};

@@ -103,6 +103,22 @@ impl CallError {
     }
 }
 
+/// What the executor does with an action whose intent was journaled but whose result was
+/// not (the node stopped during it): the capability declares it per action in its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnResume {
+    /// Invoke it again under the same idempotency key: the capability applies a key once
+    /// and answers a repeated key with the first result.
+    Reissue,
+    /// Invoke this read-only action of the same capability with the same input and take
+    /// its answer as the result (the device is read back, not driven again).
+    ReadBack(String),
+    /// Nothing declared: the step is recorded as ambiguous and the execution waits for an
+    /// operator's decision; it is never re-run silently.
+    #[default]
+    Ambiguous,
+}
+
 /// Connectors and capabilities as the SVM sees them. Calls are blocking (run them off the
 /// async workers); each call runs in a fresh sandboxed instance within `deadline`.
 pub trait PluginPort: Send + Sync {
@@ -125,4 +141,9 @@ pub trait PluginPort: Send + Sync {
         idempotency_key: &str,
         deadline: Duration,
     ) -> Result<Value, CallError>;
+
+    /// What `action` of the capability resolved from `capability` declares for a resume
+    /// that finds its intent journaled without a result ([`OnResume::Ambiguous`] when the
+    /// capability does not resolve).
+    fn on_resume(&self, capability: &CapabilityRef, action: &str) -> OnResume;
 }

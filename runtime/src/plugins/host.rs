@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef, PluginPort};
+use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef, OnResume, PluginPort};
 use semver::Version;
 use serde_json::Value;
 use wasmtime::component::{
@@ -731,6 +731,19 @@ impl PluginPort for PluginHost {
             deadline,
             KvWrites::LeftToJournal,
         )
+    }
+
+    fn on_resume(&self, capability: &CapabilityRef, action: &str) -> OnResume {
+        self.resolve(capability, Some(Kind::Capability))
+            .ok()
+            .and_then(|loaded| {
+                loaded
+                    .manifest
+                    .operations
+                    .get(action)
+                    .map(|op| op.on_resume.to_port())
+            })
+            .unwrap_or_default()
     }
 }
 

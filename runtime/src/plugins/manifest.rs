@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use eyeflow_actors::ports::OnResume;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -98,6 +99,39 @@ pub struct Operation {
     pub input: Value,
     /// JSON Schema of the output.
     pub output: Value,
+    /// What the runtime does with this action when the node stopped after journaling its
+    /// intent and before journaling its result (capabilities only; absent = `ambiguous`).
+    #[serde(default, skip_serializing_if = "Resume::is_ambiguous")]
+    pub on_resume: Resume,
+}
+
+/// An action's declaration for a resume that finds its result unknown (the manifest form of
+/// [`OnResume`]): `"reissue"`, `"ambiguous"` or `{"read_back": "<read-only action>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resume {
+    /// The capability applies an idempotency key once: invoke it again under the same key.
+    Reissue,
+    /// Read the device back with this action (same input) instead of driving it again.
+    ReadBack(String),
+    /// Neither: the operator decides.
+    #[default]
+    Ambiguous,
+}
+
+impl Resume {
+    fn is_ambiguous(&self) -> bool {
+        *self == Self::Ambiguous
+    }
+
+    /// The port's form.
+    pub fn to_port(&self) -> OnResume {
+        match self {
+            Self::Reissue => OnResume::Reissue,
+            Self::ReadBack(action) => OnResume::ReadBack(action.clone()),
+            Self::Ambiguous => OnResume::Ambiguous,
+        }
+    }
 }
 
 /// A plugin manifest (`eyeflow-plugin.json` beside the crate, inside the package).
@@ -215,6 +249,17 @@ impl Manifest {
                     )
                 })?;
             }
+            if let Resume::ReadBack(read) = &op.on_resume
+                && (read == name || !self.operations.contains_key(read))
+            {
+                return Err(bad(
+                    &label,
+                    &format!("operations.{name}.on_resume"),
+                    format!(
+                        "reads back with `{read}`, which is not another operation of this plugin"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -301,5 +346,25 @@ mod tests {
         );
         assert!(refused(|m| m["source"] = true.into()).contains("field `source`"));
         assert!(refused(|m| m["kind"] = "connector".into()).contains("`read`"));
+        assert!(
+            refused(|m| m["operations"]["open"]["on_resume"] = serde_json::json!({"read_back": "get"}))
+                .contains("operations.open.on_resume")
+        );
+        assert!(
+            refused(|m| m["operations"]["open"]["on_resume"] = "again".into())
+                .contains("unknown variant `again`")
+        );
+    }
+
+    #[test]
+    fn actions_declare_what_a_resume_does() {
+        let mut m = manifest();
+        m["operations"]["read"] = serde_json::json!({"input": {}, "output": {}, "on_resume": "reissue"});
+        m["operations"]["open"]["on_resume"] = serde_json::json!({"read_back": "read"});
+        let m = Manifest::from_json(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(m.operations["open"].on_resume.to_port(), OnResume::ReadBack("read".into()));
+        assert_eq!(m.operations["read"].on_resume.to_port(), OnResume::Reissue);
+        let plain = Manifest::from_json(&serde_json::to_vec(&manifest()).unwrap()).unwrap();
+        assert_eq!(plain.operations["open"].on_resume.to_port(), OnResume::Ambiguous);
     }
 }
