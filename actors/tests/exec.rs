@@ -189,14 +189,16 @@ struct MemJournal {
     finished: Mutex<Option<ExecutionOutcome>>,
     decisions: Mutex<HashMap<String, bool>>,
     broken: AtomicBool,
+    /// Audit entries, written with the steps.
+    audit: Mutex<Vec<AuditEntry>>,
 }
 impl MemJournal {
-    /// Instruction ids of the durable steps.
+    /// The durable steps as `instruction:status` (`set:started`, `set:done`...).
     fn durable_ids(&self) -> Vec<String> {
         let n = *self.durable.lock().unwrap();
         self.steps.lock().unwrap()[..n]
             .iter()
-            .map(|s| s.instruction_id.clone())
+            .map(|s| format!("{}:{}", s.instruction_id, s.outcome.audit_name()))
             .collect()
     }
 }
@@ -206,7 +208,12 @@ impl Journal for MemJournal {
             execution_id: "x".into(),
         })
     }
-    fn steps(&self, steps: &[StepRecord], durable: bool) -> Result<(), CallError> {
+    fn steps(
+        &self,
+        steps: &[StepRecord],
+        audit: &[AuditEntry],
+        durable: bool,
+    ) -> Result<(), CallError> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(CallError::new(
                 CallErrorKind::Unavailable,
@@ -216,6 +223,7 @@ impl Journal for MemJournal {
         }
         let mut all = self.steps.lock().unwrap();
         all.extend_from_slice(steps);
+        self.audit.lock().unwrap().extend_from_slice(audit);
         if durable {
             *self.durable.lock().unwrap() = all.len();
         }
@@ -225,9 +233,10 @@ impl Journal for MemJournal {
         &self,
         _id: &str,
         steps: &[StepRecord],
+        audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<(), CallError> {
-        self.steps(steps, true)?;
+        self.steps(steps, audit, true)?;
         *self.finished.lock().unwrap() = Some(outcome.clone());
         Ok(())
     }
@@ -240,23 +249,6 @@ impl Journal for MemJournal {
     }
     fn pending(&self) -> Result<Vec<PendingExecution>, CallError> {
         Ok(Vec::new())
-    }
-}
-
-#[derive(Default)]
-struct MemAudit(Mutex<Vec<AuditEntry>>);
-impl AuditLog for MemAudit {
-    fn append(&self, e: &AuditEntry) -> Result<AuditReceipt, CallError> {
-        let mut entries = self.0.lock().unwrap();
-        entries.push(e.clone());
-        Ok(AuditReceipt {
-            index: entries.len() as u64 - 1,
-            hash: [0; 32],
-        })
-    }
-    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError> {
-        self.0.lock().unwrap().extend_from_slice(entries);
-        Ok(())
     }
 }
 
@@ -306,7 +298,6 @@ struct World {
     node: Arc<Mem>,
     cluster: Arc<Mem>,
     journal: Arc<MemJournal>,
-    audit: Arc<MemAudit>,
     arbiter: Arc<FakeArbiter>,
     boundary: Arc<FakeBoundary>,
     secrets: Arc<FakeSecrets>,
@@ -385,7 +376,6 @@ impl World {
             node: Arc::default(),
             cluster: Arc::default(),
             journal: Arc::default(),
-            audit: Arc::default(),
             arbiter: Arc::default(),
             boundary: Arc::default(),
             secrets: Arc::new(secrets),
@@ -403,7 +393,6 @@ impl World {
             cluster_memory: self.cluster.clone(),
             secrets: self.secrets.clone(),
             journal: self.journal.clone(),
-            audit: self.audit.clone(),
             arbiter: self.arbiter.clone(),
             boundary: self.boundary.clone(),
             clock: self.clock.clone(),
@@ -543,7 +532,7 @@ fn eval_branch_merge_return() {
     assert_eq!(value, json!({"double": 2, "joined": {"small": "small"}}));
     assert!(!w.step_ids().contains(&"big".to_owned()));
     // One audit entry per step, digests are hex SHA-256.
-    let audit = w.audit.0.lock().unwrap();
+    let audit = w.journal.audit.lock().unwrap();
     assert_eq!(audit.len(), w.steps().len());
     assert!(
         audit
@@ -730,31 +719,51 @@ instructions:
 "#;
 
 #[test]
-fn an_effect_is_durable_before_the_next_effect_starts() {
+fn the_answers_an_effect_is_decided_on_and_its_intent_are_durable_before_it_starts() {
     let program = compile(TWO_ACTIONS);
     let w = World::new();
     let seen = w.durable_at_invokes(|_| Ok(json!({"ok": true})));
     completed(w.run(&program, json!({})));
-    // Nothing needs to be durable before the first effect (a crash re-runs the read); the
-    // first effect's step (and those before it) is durable before the second starts.
+    // Before the first effect: the resource it was decided on and its intent. Before the
+    // second: the first effect's result too, and the steps between them.
+    let durable = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     assert_eq!(
         *seen.lock().unwrap(),
         [
-            (json!("V-1"), Vec::<String>::new()),
+            (json!("V-1"), durable(&["read:done", "open:started"])),
             (
                 json!("V-2"),
-                vec!["read".into(), "open".into(), "check".into()]
+                durable(&[
+                    "read:done",
+                    "open:started",
+                    "open:done",
+                    "check:done",
+                    "close:started"
+                ])
             ),
         ]
     );
-    // The end carries the last effect's step and RETURN's, durably, with the outcome.
+    // The end carries the last effect's result and RETURN's, durably, with the outcome.
     assert_eq!(
         w.journal.durable_ids(),
-        ["read", "open", "check", "close", "done"]
+        [
+            "read:done",
+            "open:started",
+            "open:done",
+            "check:done",
+            "close:started",
+            "close:done",
+            "done:done"
+        ]
     );
     assert!(w.journal.finished.lock().unwrap().is_some());
-    // Their audit entries were appended before the journal writes that cover them.
-    assert_eq!(w.audit.0.lock().unwrap().len(), 5);
+    // Every step has its audit entry, written in the same journal write.
+    let audit = w.journal.audit.lock().unwrap();
+    let outcomes: Vec<String> = audit
+        .iter()
+        .map(|e| format!("{}:{}", e.instruction_id, e.outcome))
+        .collect();
+    assert_eq!(outcomes, w.journal.durable_ids());
 }
 
 /// One action retried up to 3 times.
@@ -784,9 +793,21 @@ fn a_failed_effect_attempt_is_durable_before_its_retry() {
     });
     completed(w.run(&program, json!({})));
     let seen: Vec<Vec<String>> = seen.lock().unwrap().iter().map(|s| s.1.clone()).collect();
-    assert_eq!(seen[0], Vec::<String>::new());
-    assert_eq!(seen[1], ["act"]);
-    assert_eq!(seen[2], ["act", "act"]);
+    assert_eq!(seen[0], ["act:started"]);
+    assert_eq!(
+        seen[1],
+        ["act:started", "act:failed:unavailable", "act:started"]
+    );
+    assert_eq!(
+        seen[2],
+        [
+            "act:started",
+            "act:failed:unavailable",
+            "act:started",
+            "act:failed:unavailable",
+            "act:started"
+        ]
+    );
 }
 
 #[test]
@@ -1017,7 +1038,7 @@ fn vault_secret_never_reaches_journal_or_audit() {
     });
     completed(w.run(&program, json!({"alarm": "x"})));
     let journal = serde_json::to_string(&w.steps()).unwrap();
-    let audit = serde_json::to_string(&*w.audit.0.lock().unwrap()).unwrap();
+    let audit = serde_json::to_string(&*w.journal.audit.lock().unwrap()).unwrap();
     assert!(!journal.contains(SECRET) && !audit.contains(SECRET));
     assert!(!format!("{:?}", w.steps()).contains(SECRET));
 }
@@ -1268,7 +1289,7 @@ fn abort_runs_compensation_in_reverse_order() {
     let throttle = w
         .steps()
         .into_iter()
-        .find(|s| s.instruction_id == "throttle")
+        .find(|s| s.instruction_id == "throttle" && matches!(s.outcome, StepOutcome::Failed { .. }))
         .unwrap();
     assert_eq!(throttle.fallback.as_deref(), Some("abort"));
 }
@@ -1383,7 +1404,11 @@ fn human_validation_pauses_then_approves_or_rejects() {
         json!("closed")
     );
     assert_eq!(w.invokes().len(), 1);
-    assert_eq!(w.step_ids(), ["before", "act", "act", "done"]);
+    assert_eq!(
+        w.step_ids(),
+        ["before", "act", "act", "act", "done"],
+        "awaiting, intent, result"
+    );
 
     // Rejected.
     let w = World::new();
@@ -1433,24 +1458,44 @@ instructions:
   - {id: done, op: RETURN, expression: "{'act': act.ok, 'p': memory.p}"}
 "#;
 
+/// The steps of `w` as `instruction:status`.
+fn statuses(steps: &[StepRecord]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|s| format!("{}:{}", s.instruction_id, s.outcome.audit_name()))
+        .collect()
+}
+
 #[test]
 fn resume_replays_recorded_steps_without_repeating_effects() {
     let program = compile(RESUMABLE);
     let full = World::new();
     let expected = completed(full.run(&program, json!({})));
     let history = full.steps();
-    assert_eq!(history.len(), 5);
+    assert_eq!(
+        statuses(&history),
+        [
+            "read:done",
+            "remember:done",
+            "act:started",
+            "act:done",
+            "notify:started",
+            "notify:done",
+            "done:done"
+        ]
+    );
 
-    // Crash after `act` was journaled: resuming repeats neither the read nor the action.
+    // Crash after `act`'s result was journaled: resuming repeats neither the read nor the
+    // action.
     let w = World::new();
-    let value = completed(w.resume(&program, json!({}), &history[..3]));
+    let value = completed(w.resume(&program, json!({}), &history[..4]));
     assert_eq!(value, expected);
     assert!(w.plugins.calls.lock().unwrap().is_empty());
     assert_eq!(w.events.0.lock().unwrap().len(), 1);
     let seqs: Vec<u64> = w.steps().iter().map(|s| s.seq).collect();
-    assert_eq!(seqs, [3, 4]);
+    assert_eq!(seqs, [4, 5, 6]);
 
-    // Crash during `act` (started, not recorded): re-run under the same idempotency key.
+    // Crash before `act`'s intent was journaled: it never started, so it runs normally.
     let w = World::new();
     completed(w.resume(&program, json!({}), &history[..2]));
     let invokes = w.invokes();
@@ -1461,6 +1506,158 @@ fn resume_replays_recorded_steps_without_repeating_effects() {
         json!({"v": 9.0}),
         "L1 restored from the journal"
     );
+    assert_eq!(statuses(&w.steps())[..2], ["act:started", "act:done"]);
+}
+
+#[test]
+fn an_effect_in_doubt_is_reissued_under_its_key_when_the_capability_declares_it() {
+    let program = compile(RESUMABLE);
+    let full = World::new();
+    completed(full.run(&program, json!({})));
+    // The node stopped during `act`: its intent is durable, its result is not.
+    let history = full.steps()[..3].to_vec();
+    let w = World::new();
+    w.plugins
+        .resume
+        .lock()
+        .unwrap()
+        .insert("set".into(), OnResume::Reissue);
+    completed(w.resume(&program, json!({}), &history));
+    let invokes = w.invokes();
+    assert_eq!(invokes.len(), 1);
+    assert_eq!(invokes[0].4, "exec-1/act/1", "the same idempotency key");
+    assert_eq!(invokes[0].3, json!({"v": 9.0}));
+    let steps = w.steps();
+    assert_eq!(statuses(&steps)[0], "act:done", "no second intent");
+    assert_eq!(
+        (steps[0].attempt, steps[0].fallback.as_deref()),
+        (1, Some("reissued"))
+    );
+}
+
+#[test]
+fn an_effect_in_doubt_is_read_back_when_the_capability_declares_a_read() {
+    let program = compile(RESUMABLE);
+    let full = World::new();
+    completed(full.run(&program, json!({})));
+    let history = full.steps()[..3].to_vec();
+    let w = World::new();
+    w.plugins
+        .resume
+        .lock()
+        .unwrap()
+        .insert("set".into(), OnResume::ReadBack("read".into()));
+    completed(w.resume(&program, json!({}), &history));
+    let actions: Vec<String> = w.invokes().into_iter().map(|c| c.2).collect();
+    assert_eq!(actions, ["read"], "read back, not driven again");
+    assert_eq!(w.steps()[0].fallback.as_deref(), Some("read_back"));
+}
+
+#[test]
+fn an_undeclared_effect_in_doubt_waits_for_an_operator_and_is_never_rerun_silently() {
+    let program = compile(RESUMABLE);
+    let full = World::new();
+    completed(full.run(&program, json!({})));
+    let history = full.steps()[..3].to_vec();
+
+    let w = World::new();
+    assert_eq!(
+        w.resume(&program, json!({}), &history),
+        Report::Paused {
+            instruction_id: "act".into()
+        }
+    );
+    assert!(w.invokes().is_empty());
+    assert_eq!(statuses(&w.steps()), ["act:ambiguous"]);
+    let ambiguous = &w.steps()[0];
+    assert_eq!(ambiguous.decision_id().as_deref(), Some("act#1"));
+    let audit = w.journal.audit.lock().unwrap().clone();
+    assert_eq!(audit.last().map(|e| e.outcome.as_str()), Some("ambiguous"));
+
+    // Undecided: paused again, the ambiguity not journaled twice.
+    let mut history2 = history.clone();
+    history2.extend(w.steps());
+    assert!(matches!(
+        w.resume(&program, json!({}), &history2),
+        Report::Paused { .. }
+    ));
+    assert_eq!(w.steps().len(), 1);
+    assert!(w.invokes().is_empty());
+
+    // Approved: issued again under the same key.
+    w.journal.decide("exec-1", "act#1", true).unwrap();
+    completed(w.resume(&program, json!({}), &history2));
+    let keys: Vec<String> = w.invokes().into_iter().map(|c| c.4).collect();
+    assert_eq!(keys, ["exec-1/act/1"]);
+
+    // Rejected: the execution ends there.
+    let w = World::new();
+    w.resume(&program, json!({}), &history);
+    let mut history3 = history.clone();
+    history3.extend(w.steps());
+    w.journal.decide("exec-1", "act#1", false).unwrap();
+    assert_eq!(
+        w.resume(&program, json!({}), &history3),
+        Report::Finished(ExecutionOutcome::Rejected {
+            instruction_id: "act".into()
+        })
+    );
+    assert!(w.invokes().is_empty());
+}
+
+/// The issue's case: the rule reads the valve it then acts on.
+const READS_WHAT_IT_ACTS_ON: &str = r#"
+id: guard
+version: 1.0.0
+requires: {valve-sim: ^1.0}
+instructions:
+  - {id: read, op: LOAD_RESOURCE, capability: valve-sim, params: {valve: "'V-101'"}, next: high}
+  - {id: high, op: BRANCH, condition: "read.position > 40", then: act, else: calm}
+  - {id: act, op: CALL_ACTION, capability: valve-sim, action: set, params: {valve: "'V-101'", position: "40"}, next: slow}
+  - {id: slow, op: LOAD_RESOURCE, capability: valve-sim, params: {valve: "'V-101'"}, next: acted}
+  - {id: acted, op: RETURN, expression: "'acted'"}
+  - {id: calm, op: RETURN, expression: "'no action'"}
+"#;
+
+#[test]
+fn a_resumed_execution_keeps_the_branch_it_took_before_acting() {
+    let program = compile(READS_WHAT_IT_ACTS_ON);
+    let full = World::new();
+    full.on_read(|_, _, _| Ok(json!({"position": 80})));
+    assert_eq!(completed(full.run(&program, json!({}))), json!("acted"));
+    // Killed during `slow`: the read, the branch and the action's intent are durable;
+    // the action's result is not. Meanwhile the valve moved to 40 (by this action).
+    let durable = full.steps()[..3].to_vec();
+    assert_eq!(
+        statuses(&durable),
+        ["read:done", "high:done", "act:started"]
+    );
+    let w = World::new();
+    w.on_read(|_, _, _| Ok(json!({"position": 40})));
+    w.plugins
+        .resume
+        .lock()
+        .unwrap()
+        .insert("set".into(), OnResume::Reissue);
+    assert_eq!(
+        completed(w.resume(&program, json!({}), &durable)),
+        json!("acted"),
+        "the arm it took"
+    );
+    let reads: Vec<String> = w
+        .plugins
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.0 == "read")
+        .map(|c| c.2.clone())
+        .collect();
+    assert_eq!(reads.len(), 1, "only `slow` is read again, not `read`");
+    assert_eq!(
+        statuses(&w.steps()),
+        ["act:done", "slow:done", "acted:done"]
+    );
 }
 
 #[test]
@@ -1469,7 +1666,16 @@ fn resume_continues_retries_with_the_next_attempt() {
     let w = World::new();
     w.on_invoke(|_, _, _| Err(CallError::new(CallErrorKind::Unavailable, "v", "down")));
     w.run(&program, json!({}));
-    let history: Vec<StepRecord> = w.steps()[..2].to_vec();
+    let history: Vec<StepRecord> = w.steps()[..4].to_vec();
+    assert_eq!(
+        statuses(&history),
+        [
+            "act:started",
+            "act:failed:unavailable",
+            "act:started",
+            "act:failed:unavailable"
+        ]
+    );
     let again = World::new();
     completed(again.resume(&program, json!({}), &history));
     let keys: Vec<String> = again.invokes().into_iter().map(|c| c.4).collect();

@@ -45,7 +45,7 @@ fn append(journal: &FjallJournal, seq: &AtomicU64, iters: u64, threads: u64) -> 
                 for _ in 0..share {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
                     journal
-                        .step(black_box(&step(&execution_id, n)))
+                        .steps(black_box(&[step(&execution_id, n)]), &[], true)
                         .expect("step");
                 }
             });
@@ -70,7 +70,9 @@ fn steps(c: &mut Criterion) {
             if threads == 1 {
                 b.iter(|| {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
-                    journal.step(black_box(&step("x0", n))).expect("step");
+                    journal
+                        .steps(black_box(&[step("x0", n)]), &[], true)
+                        .expect("step");
                 });
             } else {
                 b.iter_custom(|iters| append(&journal, &seq, iters, threads));

@@ -51,15 +51,12 @@
 use std::sync::{Mutex, PoisonError};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use eyeflow_actors::ports::{AuditEntry, AuditLog, AuditReceipt, CallError, CallErrorKind};
+use eyeflow_actors::ports::AuditEntry;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
-
-/// Origin named in the audit's [`CallError`]s.
-const ORIGIN: &str = "audit";
 
 /// Domain separation prefix of a checkpoint's signed payload.
 const CHECKPOINT_DOMAIN: &[u8; 28] = b"eyeflow-audit-checkpoint/v1\n";
@@ -150,6 +147,15 @@ impl Checkpoint {
             signature,
         })
     }
+}
+
+/// Where an appended entry landed in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditReceipt {
+    /// Index from 0.
+    pub index: u64,
+    /// `sha256(previous hash ‖ canonical(entry))`.
+    pub hash: [u8; 32],
 }
 
 /// One stored entry with its place in the chain.
@@ -280,10 +286,38 @@ impl FjallAudit {
             .collect()
     }
 
-    /// Appends `entries` next to each other in one batch; their receipts.
-    fn append_entries(&self, entries: &[AuditEntry]) -> Result<Vec<AuditReceipt>> {
+    /// Appends `entry` durably according to the audit's durability.
+    pub fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt> {
+        let receipts = self.append_all(std::slice::from_ref(entry))?;
+        receipts
+            .first()
+            .copied()
+            .ok_or_else(|| Error::CorruptRecord {
+                key: "audit".to_owned(),
+                reason: "an append gave no receipt".to_owned(),
+            })
+    }
+
+    /// Appends `entries` next to each other in one batch, durably according to the
+    /// audit's durability; their receipts.
+    pub fn append_all(&self, entries: &[AuditEntry]) -> Result<Vec<AuditReceipt>> {
+        let receipts = self.append_with(entries, Vec::new())?;
+        if self.config.durability != Durability::Buffered {
+            self.store.persist(self.config.durability)?;
+        }
+        Ok(receipts)
+    }
+
+    /// Appends `entries` next to each other and applies `with` (a journal segment, say) in
+    /// the same atomic store write, made durable by no one here: the caller persists. Both
+    /// are in the store or neither is.
+    pub fn append_with(
+        &self,
+        entries: &[AuditEntry],
+        with: Vec<Write>,
+    ) -> Result<Vec<AuditReceipt>> {
         let bodies: Vec<Vec<u8>> = entries.iter().map(canonical).collect();
-        let mut writes = Vec::with_capacity(2 * entries.len() + 1);
+        let mut writes = Vec::with_capacity(2 * entries.len() + 1 + with.len());
         let mut receipts = Vec::with_capacity(entries.len());
         let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
         let (mut index, mut previous) = (head.next, head.hash);
@@ -312,6 +346,7 @@ impl FjallAudit {
             receipts.push(AuditReceipt { index, hash });
             (index, previous) = (index + 1, hash);
         }
+        writes.extend(with);
         if writes.is_empty() {
             return Ok(receipts);
         }
@@ -319,10 +354,6 @@ impl FjallAudit {
         // concurrent appends share a group commit.
         self.store.write(writes)?;
         (head.next, head.hash) = (index, previous);
-        drop(head);
-        if self.config.durability != Durability::Buffered {
-            self.store.persist(self.config.durability)?;
-        }
         Ok(receipts)
     }
 }
@@ -358,24 +389,6 @@ impl FjallAudit {
         }
         Ok(found)
     }
-}
-
-impl AuditLog for FjallAudit {
-    fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError> {
-        let receipts = self
-            .append_entries(std::slice::from_ref(entry))
-            .map_err(audit_error)?;
-        Ok(receipts[0])
-    }
-
-    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError> {
-        self.append_entries(entries).map(drop).map_err(audit_error)
-    }
-}
-
-/// A store failure at the port boundary: the audit chain is unavailable.
-fn audit_error(error: Error) -> CallError {
-    CallError::new(CallErrorKind::Unavailable, ORIGIN, error.to_string())
 }
 
 /// Recomputes the chain in `store` and checks it against its stored checkpoints (and their

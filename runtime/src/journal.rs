@@ -26,14 +26,15 @@
 //! returns [`Accepted::Duplicate`] with the first execution's id (only once that first
 //! acceptance is durable).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use eyeflow_actors::ports::{
-    Accepted, CallError, CallErrorKind, EventRecord, ExecutionOutcome, Journal, PendingExecution,
-    StepRecord,
+    Accepted, AuditEntry, CallError, CallErrorKind, EventRecord, ExecutionOutcome, Journal,
+    PendingExecution, StepRecord,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::audit::FjallAudit;
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
 
@@ -70,6 +71,8 @@ pub struct FjallJournal {
     durability: Durability,
     /// Next acceptance sequence number; held while checking and writing the dedupe index.
     next_seq: Mutex<u64>,
+    /// The audit chain whose entries travel in the journal's step writes.
+    audit: Option<Arc<FjallAudit>>,
 }
 
 impl FjallJournal {
@@ -83,7 +86,40 @@ impl FjallJournal {
             store,
             durability,
             next_seq: Mutex::new(next_seq),
+            audit: None,
         })
+    }
+
+    /// This journal appending the audit entries of each step write to `audit`, in the
+    /// same atomic store write (both must be on this journal's store).
+    pub fn with_audit(mut self, audit: Arc<FjallAudit>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// One atomic write of `writes` with `entries` chained into the audit, then durable
+    /// when `durable` (as the journal's durability says).
+    fn write_with_audit(
+        &self,
+        writes: Vec<Write>,
+        entries: &[AuditEntry],
+        durable: bool,
+    ) -> Result<()> {
+        match (&self.audit, entries.is_empty()) {
+            (_, true) => self.store.write(writes)?,
+            (Some(audit), false) => {
+                audit.append_with(entries, writes)?;
+            }
+            (None, false) => {
+                return Err(Error::Node {
+                    reason: "audit entries given to a journal without an audit chain".into(),
+                });
+            }
+        }
+        if durable {
+            self.store.persist(self.durability)?;
+        }
+        Ok(())
     }
 
     /// The durability this journal commits with.
@@ -194,21 +230,23 @@ impl FjallJournal {
         Ok(Accepted::New { execution_id })
     }
 
-    /// Journals `steps` (one atomic batch): durably as the journal's durability says, or
-    /// written for the next durable write to carry.
-    fn write_steps(&self, steps: &[StepRecord], durable: bool) -> Result<()> {
+    /// Journals `steps` with `entries` (one atomic batch): durably as the journal's
+    /// durability says, or written for the next durable write to carry.
+    fn write_steps(
+        &self,
+        steps: &[StepRecord],
+        entries: &[AuditEntry],
+        durable: bool,
+    ) -> Result<()> {
         let writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
-        if durable {
-            self.store.commit(writes, self.durability)
-        } else {
-            self.store.write(writes)
-        }
+        self.write_with_audit(writes, entries, durable)
     }
 
     fn write_finish(
         &self,
         execution_id: &str,
         steps: &[StepRecord],
+        entries: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<()> {
         let id = execution_id.as_bytes().to_vec();
@@ -216,7 +254,7 @@ impl FjallJournal {
         let mut writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
         writes.push(Write::Put(Space::JournalOutcomes, id.clone(), value));
         writes.push(Write::Remove(Space::JournalOpen, id));
-        self.store.commit(writes, self.durability)
+        self.write_with_audit(writes, entries, true)
     }
 }
 
@@ -231,17 +269,23 @@ impl Journal for FjallJournal {
         self.accept_event(event).map_err(call_error)
     }
 
-    fn steps(&self, steps: &[StepRecord], durable: bool) -> Result<(), CallError> {
-        self.write_steps(steps, durable).map_err(call_error)
+    fn steps(
+        &self,
+        steps: &[StepRecord],
+        audit: &[AuditEntry],
+        durable: bool,
+    ) -> Result<(), CallError> {
+        self.write_steps(steps, audit, durable).map_err(call_error)
     }
 
     fn finish(
         &self,
         execution_id: &str,
         steps: &[StepRecord],
+        audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<(), CallError> {
-        self.write_finish(execution_id, steps, outcome)
+        self.write_finish(execution_id, steps, audit, outcome)
             .map_err(call_error)
     }
 

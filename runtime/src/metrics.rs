@@ -1,5 +1,5 @@
 //! Operator metrics in the Prometheus format: a process-wide recorder, and decorators around
-//! the ports (audit chain, resource gate, plugins) that count what passes through them —
+//! the ports (journal and its audit entries, resource gate, plugins) that count what passes through them —
 //! instruction latency by opcode, fallbacks by strategy, arbiter waits and timeouts, plugin
 //! traps. Gauges that are cheaper to read than to track (queue depth, outbox backlog,
 //! backend health) are set when `/metrics` is scraped.
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use eyeflow_actors::gates::{ResourceGate, ResourceHold};
 use eyeflow_actors::ports::{
-    AuditEntry, AuditLog, AuditReceipt, CallError, CallErrorKind, CapabilityRef, OnResume,
-    PluginPort,
+    Accepted, AuditEntry, CallError, CallErrorKind, CapabilityRef, EventRecord, ExecutionOutcome,
+    Journal, OnResume, PendingExecution, PluginPort, StepRecord,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
@@ -48,34 +48,76 @@ pub fn execution(program: &str, outcome: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-/// The audit chain, metered: every entry is one executed instruction attempt.
-pub struct MeteredAudit<A> {
-    inner: Arc<A>,
+/// The journal, metered through the audit entries its step writes carry: every entry is
+/// one instruction attempt, or an effect's intent (`started`), which counts only as an
+/// audit entry.
+pub struct MeteredJournal<J> {
+    inner: Arc<J>,
 }
 
-impl<A> MeteredAudit<A> {
+impl<J> MeteredJournal<J> {
     /// Meters `inner`.
-    pub fn new(inner: Arc<A>) -> Self {
+    pub fn new(inner: Arc<J>) -> Self {
         Self { inner }
     }
 }
 
-impl<A: AuditLog> AuditLog for MeteredAudit<A> {
-    fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError> {
-        let receipt = self.inner.append(entry)?;
-        meter(entry);
-        Ok(receipt)
+impl<J: Journal> Journal for MeteredJournal<J> {
+    fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError> {
+        self.inner.accept(event)
     }
 
-    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError> {
-        self.inner.append_all(entries)?;
-        entries.iter().for_each(meter);
+    fn steps(
+        &self,
+        steps: &[StepRecord],
+        audit: &[AuditEntry],
+        durable: bool,
+    ) -> Result<(), CallError> {
+        self.inner.steps(steps, audit, durable)?;
+        audit.iter().for_each(meter);
         Ok(())
+    }
+
+    fn finish(
+        &self,
+        execution_id: &str,
+        steps: &[StepRecord],
+        audit: &[AuditEntry],
+        outcome: &ExecutionOutcome,
+    ) -> Result<(), CallError> {
+        self.inner.finish(execution_id, steps, audit, outcome)?;
+        audit.iter().for_each(meter);
+        Ok(())
+    }
+
+    fn decide(
+        &self,
+        execution_id: &str,
+        instruction_id: &str,
+        approved: bool,
+    ) -> Result<(), CallError> {
+        self.inner.decide(execution_id, instruction_id, approved)
+    }
+
+    fn decision(
+        &self,
+        execution_id: &str,
+        instruction_id: &str,
+    ) -> Result<Option<bool>, CallError> {
+        self.inner.decision(execution_id, instruction_id)
+    }
+
+    fn pending(&self) -> Result<Vec<PendingExecution>, CallError> {
+        self.inner.pending()
     }
 }
 
-/// Counts one appended entry: its instruction's duration, outcome and fallback.
+/// Counts one journaled audit entry: its instruction's duration, outcome and fallback.
 fn meter(entry: &AuditEntry) {
+    metrics::counter!("eyeflow_audit_entries_total").increment(1);
+    if entry.outcome == "started" {
+        return;
+    }
     let took_ms = entry.finished_ms.saturating_sub(entry.started_ms);
     metrics::histogram!("eyeflow_instruction_duration_seconds", "opcode" => entry.opcode.clone())
         .record(Duration::from_millis(took_ms).as_secs_f64());
@@ -84,7 +126,6 @@ fn meter(entry: &AuditEntry) {
     if let Some(strategy) = &entry.fallback {
         metrics::counter!("eyeflow_fallbacks_total", "strategy" => strategy.clone()).increment(1);
     }
-    metrics::counter!("eyeflow_audit_entries_total").increment(1);
 }
 
 /// The resource arbiter, metered: time spent waiting for a permit, and timeouts.

@@ -250,9 +250,8 @@ impl Node {
             ..config.host.clone()
         };
         let host = PluginHost::open(store.clone(), secrets.clone(), host_config)?;
-        let journal = Arc::new(FjallJournal::open(store.clone(), config.durability)?);
-        // Audit entries are made durable by the journal write that follows each of them
-        // (one fjall journal): no fsync of their own.
+        // Executions' audit entries travel in the journal's step writes (one atomic batch,
+        // made durable by the journal): no fsync of their own.
         let audit = Arc::new(FjallAudit::open(
             store.clone(),
             AuditConfig {
@@ -260,6 +259,9 @@ impl Node {
                 ..AuditConfig::default()
             },
         )?);
+        let journal = Arc::new(
+            FjallJournal::open(store.clone(), config.durability)?.with_audit(audit.clone()),
+        );
         let events = Arc::new(FjallEventLog::new(store.clone(), config.durability));
         let (sink, cluster_memory): (
             Arc<dyn eyeflow_actors::ports::EventSink>,
@@ -329,8 +331,7 @@ impl Node {
             node_memory,
             cluster_memory,
             secrets,
-            journal: journal.clone(),
-            audit: Arc::new(crate::metrics::MeteredAudit::new(audit.clone())),
+            journal: Arc::new(crate::metrics::MeteredJournal::new(journal.clone())),
             arbiter: Arc::new(crate::metrics::MeteredGate::new(arbiter)),
             boundary: Arc::new(scheduler.clone()),
             clock: Arc::new(exec::SystemClock),
@@ -742,27 +743,24 @@ impl Node {
                 .ok_or_else(|| Error::NotFound {
                     what: format!("execution {execution_id}"),
                 })?;
-        let last = steps
+        // An approval is journaled under the instruction, the resolution of an ambiguous
+        // effect under `instruction#attempt`.
+        let waits_on = steps
             .iter()
             .rev()
-            .find(|s| s.instruction_id == instruction_id);
-        let waits = outcome.is_none()
-            && last.is_some_and(|s| {
-                matches!(
-                    s.outcome,
-                    eyeflow_actors::ports::StepOutcome::AwaitingApproval
-                )
-            });
-        if !waits {
+            .find(|s| s.instruction_id == instruction_id)
+            .and_then(|s| s.decision_id())
+            .filter(|_| outcome.is_none());
+        let Some(decision_id) = waits_on else {
             return Err(Error::Conflict {
                 what,
                 reason: "the instruction does not wait for a decision".to_owned(),
             });
-        }
+        };
         if let Some(made) = self
             .inner
             .journal
-            .decision(execution_id, instruction_id)
+            .decision(execution_id, &decision_id)
             .map_err(journal_error)?
         {
             return Err(Error::Conflict {
@@ -772,7 +770,7 @@ impl Node {
         }
         self.inner
             .journal
-            .decide(execution_id, instruction_id, approved)
+            .decide(execution_id, &decision_id, approved)
             .map_err(journal_error)?;
         let pending = self.inner.journal.pending().map_err(journal_error)?;
         if let Some(p) = pending.into_iter().find(|p| p.execution_id == execution_id) {
@@ -1055,7 +1053,7 @@ fn late_report(node: &Node, execution_id: &str, admission: Admission) -> Report 
             admission.waited.as_millis()
         ),
     };
-    if let Err(e) = node.inner.journal.finish(execution_id, &[], &outcome) {
+    if let Err(e) = node.inner.journal.finish(execution_id, &[], &[], &outcome) {
         tracing::error!("cannot journal the end of {execution_id}: {e}");
     }
     Report::Finished(outcome)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ed25519_dalek::SigningKey;
-use eyeflow_actors::ports::{AuditEntry, AuditLog, ClusterMemory, EventSink};
+use eyeflow_actors::ports::{AuditEntry, ClusterMemory, EventSink};
 use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
 use eyeflow_runtime::backends::kafka::{
     HEADER_EVENT_ID, HEADER_HASH, HEADER_INDEX, HEADER_KIND, Kafka, KafkaClusterMemory,

@@ -11,8 +11,11 @@ use super::Effects;
 use super::digest::digest;
 use super::expr::Vars;
 use super::fallback::{Decision, Failure, class_by_name, class_name};
-use super::program::{Program, is_entry};
-use crate::ports::{AuditEntry, CallError, EventRecord, ExecutionOutcome, StepOutcome, StepRecord};
+use super::program::{Prepared, Program, is_entry};
+use crate::ports::{
+    AuditEntry, CallError, EventRecord, ExecutionOutcome, OnResume, StepOutcome, StepRecord,
+    ambiguity_id,
+};
 
 /// Why the walk stopped before the end of a region.
 #[derive(Debug)]
@@ -36,6 +39,35 @@ pub(super) enum Resolved {
     Done(Value),
     /// It was skipped by a fallback (followers still run; its name is `null`).
     Skipped,
+}
+
+/// How the first attempt of an effect found in doubt on resume (intent journaled, result
+/// not) is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Resumption {
+    /// The same attempt again, under the same key, without a new intent.
+    Reissue,
+    /// This read-only action of the capability instead (CALL_ACTION only).
+    ReadBack(String),
+}
+
+impl Resumption {
+    /// The mark the attempt's result carries in its record's `fallback`.
+    fn mark(&self) -> &'static str {
+        match self {
+            Self::Reissue => "reissued",
+            Self::ReadBack(_) => "read_back",
+        }
+    }
+}
+
+/// The attempt of an instruction an opcode runs: where to journal its intent.
+pub(super) struct Attempt<'p> {
+    pub(super) idx: usize,
+    pub(super) path: &'p str,
+    pub(super) number: u32,
+    /// `execution_id/path/number`.
+    pub(super) key: String,
 }
 
 /// Per-region state of an instruction.
@@ -65,8 +97,11 @@ pub(super) struct Run<'a> {
     l1_visible: bool,
     /// Steps (with their audit entries) not yet handed to the journal.
     unsaved: Vec<(AuditEntry, StepRecord)>,
-    /// One of them is an effect's: it must be durable before the next effect starts.
-    unsaved_effect: bool,
+    /// Set while the first attempt of an effect in doubt runs again.
+    pub(super) resuming: Option<Resumption>,
+    /// The journal refused an intent: the attempt failed without acting, and the execution
+    /// must stop.
+    journal_failed: Option<CallError>,
 }
 
 /// Unsaved steps past which they are written (not durably) to bound the memory of a long
@@ -110,7 +145,8 @@ impl<'a> Run<'a> {
             l1: Map::new(),
             l1_visible,
             unsaved: Vec::new(),
-            unsaved_effect: false,
+            resuming: None,
+            journal_failed: None,
         }
     }
 
@@ -130,40 +166,57 @@ impl<'a> Run<'a> {
             }
             Err(Stop::Journal(error)) => return super::Report::Interrupted { error },
         };
+        let (entries, steps): (Vec<AuditEntry>, Vec<StepRecord>) =
+            std::mem::take(&mut self.unsaved).into_iter().unzip();
         let ended = self
-            .save_audit()
-            .and_then(|steps| self.fx.journal.finish(self.execution_id, &steps, &outcome));
+            .fx
+            .journal
+            .finish(self.execution_id, &steps, &entries, &outcome);
         match ended {
             Ok(()) => super::Report::Finished(outcome),
             Err(error) => super::Report::Interrupted { error },
         }
     }
 
-    /// Appends the audit entries of the unsaved steps to the chain and hands back the
-    /// steps, for the journal write that follows at once (and covers the entries).
-    fn save_audit(&mut self) -> Result<Vec<StepRecord>, CallError> {
+    /// Journals the unsaved steps with their audit entries, in one atomic write;
+    /// `durable`: before returning.
+    fn save(&mut self, durable: bool) -> Result<(), CallError> {
+        if self.unsaved.is_empty() && !durable {
+            return Ok(());
+        }
         let (entries, steps): (Vec<AuditEntry>, Vec<StepRecord>) =
             std::mem::take(&mut self.unsaved).into_iter().unzip();
-        if !entries.is_empty() {
-            self.fx.audit.append_all(&entries)?;
-        }
-        Ok(steps)
+        self.fx.journal.steps(&steps, &entries, durable)
     }
 
-    /// Journals the unsaved steps; `durable`: before returning (and then no unsaved effect
-    /// is left).
-    fn save(&mut self, durable: bool) -> Result<(), Stop> {
-        let steps = self.save_audit().map_err(Stop::Journal)?;
-        if durable || !steps.is_empty() {
-            self.fx
-                .journal
-                .steps(&steps, durable)
-                .map_err(Stop::Journal)?;
+    /// Journals the intent of the effect `at` is about to start — durably, with every
+    /// unsaved step — unless this attempt re-issues an intent already journaled. An error
+    /// means the effect must not start (the execution then stops: see `instruction`).
+    pub(super) fn intent(&mut self, at: &Attempt<'_>, input: &Value) -> Result<(), Failure> {
+        if self.resuming.is_some() {
+            return Ok(());
         }
-        if durable {
-            self.unsaved_effect = false;
-        }
-        Ok(())
+        let now = self.fx.clock.now_ms();
+        self.push(
+            at.idx,
+            at.path,
+            at.number,
+            StepOutcome::Started {
+                idempotency_key: at.key.clone(),
+                input: input.clone(),
+            },
+            None,
+            now,
+            input,
+        );
+        self.save(true).map_err(|e| {
+            let failure = Failure::new(
+                ErrorClass::Unavailable,
+                format!("the journal refused the intent of `{}`: {e}", at.path),
+            );
+            self.journal_failed = Some(e);
+            failure
+        })
     }
 
     /// Sets an L1 entry (and the `memory` variable).
@@ -253,7 +306,8 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Journals one step and its audit entry.
+    /// Journals one step and its audit entry: at once and durably when the execution then
+    /// waits for a decision, with the next write otherwise.
     #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
@@ -265,6 +319,29 @@ impl<'a> Run<'a> {
         started_ms: u64,
         inputs: &Value,
     ) -> Result<(), Stop> {
+        let pause = outcome.waits_for_decision();
+        self.push(idx, path, attempt, outcome, fallback, started_ms, inputs);
+        if pause {
+            self.save(true).map_err(Stop::Journal)
+        } else if self.unsaved.len() >= SAVE_EVERY {
+            self.save(false).map_err(Stop::Journal)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds one step and its audit entry to the unsaved segment.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        idx: usize,
+        path: &str,
+        attempt: u32,
+        outcome: StepOutcome,
+        fallback: Option<&str>,
+        started_ms: u64,
+        inputs: &Value,
+    ) {
         let finished_ms = self.fx.clock.now_ms();
         let step = StepRecord {
             execution_id: self.execution_id.to_owned(),
@@ -276,11 +353,9 @@ impl<'a> Run<'a> {
             started_ms,
             finished_ms,
         };
-        let (audit_outcome, output) = match &step.outcome {
-            StepOutcome::Done { output } => ("done".to_owned(), output.clone()),
-            StepOutcome::Skipped => ("skipped".to_owned(), Value::Null),
-            StepOutcome::Failed { class, .. } => (format!("failed:{class}"), Value::Null),
-            StepOutcome::AwaitingApproval => ("awaiting_approval".to_owned(), Value::Null),
+        let output = match &step.outcome {
+            StepOutcome::Done { output } => output,
+            _ => &Value::Null,
         };
         let ins = &self.program.instructions[idx];
         let entry = AuditEntry {
@@ -291,25 +366,14 @@ impl<'a> Run<'a> {
             instruction_id: path.to_owned(),
             opcode: ins.opcode.as_str_name().to_owned(),
             input_digest: digest(inputs),
-            output_digest: digest(&output),
-            outcome: audit_outcome,
+            output_digest: digest(output),
+            outcome: step.outcome.audit_name(),
             fallback: step.fallback.clone(),
             started_ms,
             finished_ms,
         };
-        let pause = matches!(step.outcome, StepOutcome::AwaitingApproval);
         self.unsaved.push((entry, step));
         self.next_seq += 1;
-        if has_effect(ins) {
-            self.unsaved_effect = true;
-        }
-        if pause {
-            self.save(true)
-        } else if self.unsaved.len() >= SAVE_EVERY {
-            self.save(false)
-        } else {
-            Ok(())
-        }
     }
 
     /// Re-applies the in-memory effect of a replayed step (L1 STORE).
@@ -371,9 +435,19 @@ impl<'a> Run<'a> {
         let mut done = None;
         let mut awaiting = false;
         let mut pending: Option<(Decision, Failure)> = None;
+        // An effect's intent without a result yet (attempt), and whether a resume already
+        // found it ambiguous.
+        let mut in_doubt: Option<u32> = None;
+        let mut ambiguous = false;
         for r in &records {
             attempt = attempt.max(r.attempt);
             match &r.outcome {
+                StepOutcome::Started { .. } => in_doubt = Some(r.attempt),
+                StepOutcome::Ambiguous { .. } => ambiguous = true,
+                _ => (in_doubt, ambiguous) = (None, false),
+            }
+            match &r.outcome {
+                StepOutcome::Started { .. } | StepOutcome::Ambiguous { .. } => {}
                 StepOutcome::Done { output } => done = Some(output.clone()),
                 StepOutcome::Skipped => return Ok(Resolved::Skipped),
                 StepOutcome::AwaitingApproval => awaiting = true,
@@ -426,6 +500,14 @@ impl<'a> Run<'a> {
             ins.priority.level,
             ins.priority.preemptible,
         );
+        let mut resume = match in_doubt {
+            Some(n) => {
+                let how = self.in_doubt(idx, &path, n, ambiguous)?;
+                attempt = n - 1;
+                Some(how)
+            }
+            None => None,
+        };
         loop {
             attempt += 1;
             let model = if switched {
@@ -433,10 +515,8 @@ impl<'a> Run<'a> {
             } else {
                 None
             };
-            if self.unsaved_effect && has_effect(ins) {
-                // The results of earlier effects are durable before this one starts.
-                self.save(true)?;
-            }
+            self.resuming = resume.take();
+            let mark = self.resuming.as_ref().map(Resumption::mark);
             let started = self.fx.clock.now_ms();
             let mut inputs = Value::Null;
             let result = catch_unwind(AssertUnwindSafe(|| {
@@ -453,6 +533,10 @@ impl<'a> Run<'a> {
                     format!("`{}` panicked: {what}", ins.id),
                 ))
             });
+            self.resuming = None;
+            if let Some(error) = self.journal_failed.take() {
+                return Err(Stop::Journal(error));
+            }
             match result {
                 Ok(output) => {
                     self.record(
@@ -462,7 +546,7 @@ impl<'a> Run<'a> {
                         StepOutcome::Done {
                             output: output.clone(),
                         },
-                        switched.then_some("fallback_model"),
+                        mark.or(switched.then_some("fallback_model")),
                         started,
                         &inputs,
                     )?;
@@ -500,6 +584,79 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// How an effect whose intent attempt `n` is journaled without a result runs again, by
+    /// what it declares (see the module docs); pauses (after journaling `Ambiguous` once)
+    /// while an operator has not decided, stops on a rejection.
+    fn in_doubt(
+        &mut self,
+        idx: usize,
+        path: &str,
+        n: u32,
+        already_ambiguous: bool,
+    ) -> Result<Resumption, Stop> {
+        let ins = &self.program.instructions[idx];
+        let declared = if already_ambiguous {
+            OnResume::Ambiguous
+        } else {
+            self.on_resume(ins)
+        };
+        match declared {
+            OnResume::Reissue => return Ok(Resumption::Reissue),
+            OnResume::ReadBack(action) => return Ok(Resumption::ReadBack(action)),
+            OnResume::Ambiguous => {}
+        }
+        match self
+            .fx
+            .journal
+            .decision(self.execution_id, &ambiguity_id(path, n))
+            .map_err(Stop::Journal)?
+        {
+            Some(true) => Ok(Resumption::Reissue),
+            Some(false) => Err(Stop::Rejected(path.to_owned())),
+            None => {
+                if !already_ambiguous {
+                    let now = self.fx.clock.now_ms();
+                    let idempotency_key = format!("{}/{path}/{n}", self.execution_id);
+                    self.record(
+                        idx,
+                        path,
+                        n,
+                        StepOutcome::Ambiguous { idempotency_key },
+                        None,
+                        now,
+                        &Value::Null,
+                    )?;
+                }
+                Err(Stop::Paused(path.to_owned()))
+            }
+        }
+    }
+
+    /// What an effect declares for a resume that finds its result unknown.
+    fn on_resume(&self, ins: &Prepared) -> OnResume {
+        match ins.opcode {
+            IrOpcode::CallAction => match &ins.capability {
+                Some(capability) => self.fx.plugins.on_resume(capability, &ins.action),
+                None => OnResume::Ambiguous,
+            },
+            // The Idempotency-Key header is sent, but only these methods are idempotent
+            // whatever the server does with it.
+            IrOpcode::CallApi | IrOpcode::CallService => {
+                let method = ins.http.as_ref().map_or("GET", |h| h.method.as_str());
+                let idempotent = ["", "GET", "HEAD", "PUT", "DELETE", "OPTIONS"]
+                    .iter()
+                    .any(|m| method.eq_ignore_ascii_case(m));
+                if idempotent {
+                    OnResume::Reissue
+                } else {
+                    OnResume::Ambiguous
+                }
+            }
+            // The event sink drops a repeated key; a cluster STORE puts the same value.
+            _ => OnResume::Reissue,
         }
     }
 
@@ -724,30 +881,5 @@ impl<'a> Run<'a> {
             &Value::Null,
         )?;
         self.conclude(idx, path, prefix, 1, decision, failure)
-    }
-}
-
-/// Whether an instruction acts outside the execution (or is too costly to repeat). Its
-/// step is durable before the next such instruction starts, before a pause and at the end
-/// of the execution (which carries the steps still unsaved then): a crash re-runs at most
-/// the last effect started, under the same idempotency key. The other steps are simply run
-/// again if a crash loses them.
-fn has_effect(ins: &super::program::Prepared) -> bool {
-    use eyeflow_ir::pb::{IrOpcode, MemoryScope};
-    match ins.opcode {
-        IrOpcode::Eval
-        | IrOpcode::Branch
-        | IrOpcode::Merge
-        | IrOpcode::Loop
-        | IrOpcode::CallFunction
-        | IrOpcode::LoadResource
-        | IrOpcode::Load
-        | IrOpcode::Return => false,
-        // Execution and node scopes do not survive a crash anyway; cluster memory does.
-        IrOpcode::Store => ins
-            .memory
-            .as_ref()
-            .is_none_or(|m| m.scope == MemoryScope::Cluster),
-        _ => true,
     }
 }

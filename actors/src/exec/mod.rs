@@ -53,24 +53,39 @@
 //!
 //! Every attempt is journaled and audited (inputs and outputs as SHA-256 digests of
 //! canonical JSON — secrets are never inputs); the end is journaled with `Journal::finish`.
-//! An execution keeps its steps in memory and hands them over in one write per segment:
-//! before an instruction with an effect outside the execution (CALL_ACTION, CALL_API,
-//! CALL_SERVICE, LLM_CALL, EMIT_EVENT, cluster STORE) starts when an earlier effect's step
-//! is not yet durable, at a pause, and at the end (with the outcome), always durably; and
-//! every 64 steps without an effect, not durably. The audit entries of a segment are
-//! appended (`AuditLog::append_all`) right before its journal write, which covers them. So
-//! the result of every effect is durable before the next effect starts: a crash re-runs
-//! at most the last effect started (under the same idempotency key, as before) and the
-//! steps without effects since the last durable write. Steps inside loops are named
+//! An execution keeps its steps in memory and hands them to the journal in one atomic
+//! write per segment, **with their audit entries in the same write**: a step and its entry
+//! are durable together or lost together.
+//!
+//! **Write-ahead for effects.** An instruction that acts outside the execution (CALL_ACTION,
+//! CALL_API, CALL_SERVICE, EMIT_EVENT, cluster STORE) journals its *intent* — a `Started`
+//! step with its idempotency key and input, audited as `started` — durably, together with
+//! every earlier unsaved step, right before the effect starts (after its permit, its time
+//! window and its human approval). So every answer the effect was decided on (resources
+//! read, LLM answers, HTTP answers, memory reads, the clock of the time window) is durable
+//! before the effect, and the effect's result is durable before the next effect (whose
+//! intent write carries it), at a pause and at the end. Steps without effects are written
+//! not durably every 64 steps, to bound memory. Steps inside loops are named
 //! `loop/iteration/id`. A failed attempt's record names the decision taken (`retry`,
 //! `fallback_value`, `fallback_model`, `skip`, `abort`, or none). Idempotency keys are
 //! `execution_id/instruction_id/attempt`.
 //!
 //! Given the `history` of an interrupted execution, [`execute`] replays it: an instruction
 //! with a recorded result is not run again (its effect is not repeated; an L1 STORE is
-//! re-applied in memory); one whose attempts failed continues with the next attempt number;
-//! an attempt that was started but not recorded is run again under the same idempotency key.
-//! Untaken BRANCH arms are not journaled: the replayed BRANCH results decide them again.
+//! re-applied in memory), so a resumed execution takes the decisions it took before; one
+//! whose attempts failed continues with the next attempt number; an attempt that was
+//! started but not recorded and had no intent journaled runs again (it had no effect). An
+//! effect whose **intent is journaled without a result** is resolved by what it declares:
+//! CALL_ACTION asks the capability ([`OnResume`](crate::ports::OnResume)): `Reissue` runs
+//! the same attempt again under the same key (without re-checking the time window the
+//! intent passed; the result is recorded with fallback `reissued`), `ReadBack(action)`
+//! invokes that read-only action with the same input and records its answer (fallback
+//! `read_back`), otherwise an `Ambiguous` step is journaled and audited and the execution
+//! pauses for an operator: approving issues it again under the same key, rejecting ends the
+//! execution `Rejected`. CALL_API / CALL_SERVICE are reissued for the idempotent HTTP
+//! methods (GET, HEAD, PUT, DELETE, OPTIONS) and ambiguous otherwise; EMIT_EVENT (the sink
+//! drops a repeated key) and cluster STORE (the same value again) are reissued. Untaken
+//! BRANCH arms are not journaled: the replayed BRANCH results decide them again.
 //!
 //! # Human validation
 //!
@@ -99,8 +114,8 @@ pub use program::{EvalError, Priority, Program, Trigger};
 
 use crate::gates::{Boundary, ResourceGate};
 use crate::ports::{
-    AuditLog, CallError, ClusterMemory, EventRecord, EventSink, ExecutionOutcome, HttpPort,
-    Journal, LlmPort, NodeMemory, PluginPort, SecretSource, StepRecord,
+    CallError, ClusterMemory, EventRecord, EventSink, ExecutionOutcome, HttpPort, Journal, LlmPort,
+    NodeMemory, PluginPort, SecretSource, StepRecord,
 };
 
 /// Time as the engine sees it: time windows, backoff waits, postcondition polling, step
@@ -147,10 +162,8 @@ pub struct Effects {
     pub cluster_memory: Arc<dyn ClusterMemory>,
     /// Secrets.
     pub secrets: Arc<dyn SecretSource>,
-    /// The journal.
+    /// The journal, which also appends the audit entries of each segment it writes.
     pub journal: Arc<dyn Journal>,
-    /// The audit chain.
-    pub audit: Arc<dyn AuditLog>,
     /// Resource permits.
     pub arbiter: Arc<dyn ResourceGate>,
     /// The scheduler's instruction boundary.
@@ -173,12 +186,13 @@ pub enum Report {
     /// The execution ended; the outcome is journaled (`Journal::finish`).
     Finished(ExecutionOutcome),
     /// The execution waits for a human decision on `instruction_id` (journaled as
-    /// `AwaitingApproval`); call [`execute`] again with the journaled steps once decided.
+    /// `AwaitingApproval`, or `Ambiguous` for an effect whose result a crash left
+    /// unknown); call [`execute`] again with the journaled steps once decided.
     Paused {
         /// The instruction (path id) awaiting the decision.
         instruction_id: String,
     },
-    /// The journal or the audit log failed: the execution stopped at its last durable step
+    /// The journal (with the audit chain) failed: the execution stopped at its last durable step
     /// and is still pending; resume it later from the journal.
     Interrupted {
         /// The durability failure.

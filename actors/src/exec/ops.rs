@@ -6,7 +6,7 @@ use std::time::Duration;
 use eyeflow_ir::pb::{ErrorClass, IrOpcode, MemoryScope, TimeWindow};
 use serde_json::{Map, Value, json};
 
-use super::engine::Run;
+use super::engine::{Attempt, Resumption, Run};
 use super::expr::Expr;
 use super::fallback::Failure;
 use super::program::{Prepared, SlotSource, text_of};
@@ -160,7 +160,12 @@ impl Run<'_> {
     ) -> Result<Value, Failure> {
         let program = self.program;
         let ins = &program.instructions[idx];
-        let idempotency_key = format!("{}/{path}/{attempt}", self.execution_id);
+        let at = Attempt {
+            idx,
+            path,
+            number: attempt,
+            key: format!("{}/{path}/{attempt}", self.execution_id),
+        };
         let deadline_ms = self.fx.clock.now_ms().saturating_add(
             u64::try_from(ins.timeout.unwrap_or(DEFAULT_DEADLINE).as_millis()).unwrap_or(u64::MAX),
         );
@@ -226,9 +231,8 @@ impl Run<'_> {
                     None => String::new(),
                 };
                 *inputs = json!({"topic": topic, "key": key, "payload": payload});
-                self.fx
-                    .events
-                    .emit(topic, &key, &payload, &idempotency_key)?;
+                self.intent(&at, inputs)?;
+                self.fx.events.emit(topic, &key, &payload, &at.key)?;
                 Ok(payload)
             }
             IrOpcode::Store => {
@@ -243,7 +247,10 @@ impl Run<'_> {
                     MemoryScope::Node => {
                         self.fx.node_memory.set(&memory.key, &value, memory.ttl)?
                     }
-                    MemoryScope::Cluster => self.fx.cluster_memory.put(&memory.key, &value)?,
+                    MemoryScope::Cluster => {
+                        self.intent(&at, inputs)?;
+                        self.fx.cluster_memory.put(&memory.key, &value)?
+                    }
                     _ => self.set_l1(&memory.key, value.clone()),
                 }
                 Ok(value)
@@ -283,9 +290,9 @@ impl Run<'_> {
                 )?;
                 Ok(out)
             }
-            IrOpcode::CallAction => self.call_action(ins, &idempotency_key, deadline_ms, inputs),
+            IrOpcode::CallAction => self.call_action(ins, &at, deadline_ms, inputs),
             IrOpcode::CallApi | IrOpcode::CallService => {
-                self.call_http(ins, &idempotency_key, deadline_ms, inputs)
+                self.call_http(ins, &at, deadline_ms, inputs)
             }
             IrOpcode::LlmCall => self.call_llm(ins, model, deadline_ms, inputs),
             IrOpcode::Loop | IrOpcode::Unspecified => Err(Failure::new(
@@ -295,10 +302,12 @@ impl Run<'_> {
         }
     }
 
+    /// CALL_ACTION: permit, time window (not re-checked when a resume re-issues an intent
+    /// that passed it), intent, invoke (or the declared read-back), postcondition.
     fn call_action(
         &mut self,
         ins: &Prepared,
-        idempotency_key: &str,
+        at: &Attempt<'_>,
         deadline_ms: u64,
         inputs: &mut Value,
     ) -> Result<Value, Failure> {
@@ -315,7 +324,7 @@ impl Run<'_> {
             .as_ref()
             .ok_or_else(|| invalid_input("CALL_ACTION without a capability"))?;
         let _hold = self.hold(ins)?;
-        if let Some(window) = &ins.time_window {
+        if let Some(window) = ins.time_window.as_ref().filter(|_| self.resuming.is_none()) {
             let now = self.fx.clock.now_ms();
             if !in_window(window, now) {
                 return Err(Failure::new(
@@ -332,10 +341,15 @@ impl Run<'_> {
             }
         }
         let remaining = self.remaining(deadline_ms, &ins.id)?;
-        let out =
-            self.fx
-                .plugins
-                .invoke(capability, &ins.action, &params, idempotency_key, remaining)?;
+        self.intent(at, inputs)?;
+        let action = match &self.resuming {
+            Some(Resumption::ReadBack(read)) => read.clone(),
+            _ => ins.action.clone(),
+        };
+        let out = self
+            .fx
+            .plugins
+            .invoke(capability, &action, &params, &at.key, remaining)?;
         check_schema(
             ins.output_schema.as_ref(),
             &out,
@@ -393,7 +407,7 @@ impl Run<'_> {
     fn call_http(
         &mut self,
         ins: &Prepared,
-        idempotency_key: &str,
+        at: &Attempt<'_>,
         deadline_ms: u64,
         inputs: &mut Value,
     ) -> Result<Value, Failure> {
@@ -441,13 +455,14 @@ impl Run<'_> {
             http.method.to_ascii_uppercase()
         };
         let request = HttpRequest {
-            idempotency_key: (method != "GET").then(|| idempotency_key.to_owned()),
+            idempotency_key: (method != "GET").then(|| at.key.clone()),
             method,
             url: http.url.clone(),
             headers,
             body,
             timeout,
         };
+        self.intent(at, inputs)?;
         let response = self.fx.http.send(&request)?;
         let class = match response.status {
             200..=299 => None,

@@ -2,8 +2,8 @@
 //! truth that a restarted node resumes from) and the audit chain.
 //!
 //! Every write returns only once it is durable (or batched into a group commit that is
-//! durable before the call returns), except non-durable [`Journal::steps`] and audit
-//! entries, which a later durable journal write carries.
+//! durable before the call returns), except non-durable [`Journal::steps`], which a later
+//! durable journal write carries. Audit entries travel in the journal's own writes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -64,6 +64,42 @@ pub enum StepOutcome {
     },
     /// It waits for a human decision.
     AwaitingApproval,
+    /// The intent of an effect, journaled durably (with every earlier step) right before the
+    /// effect starts: a resume that finds it without a result knows the effect may have
+    /// happened.
+    Started {
+        /// The key the effect is issued under (`execution/instruction/attempt`).
+        idempotency_key: String,
+        /// What the effect is given (the audit entry holds its digest).
+        input: Value,
+    },
+    /// A resume found the intent of an effect without its result, and the effect declares
+    /// no safe way to learn it: the execution waits for an operator (approve = issue it
+    /// again under the same key, reject = end the execution).
+    Ambiguous {
+        /// The key the effect was issued under.
+        idempotency_key: String,
+    },
+}
+
+impl StepOutcome {
+    /// The audit chain's name for it: `done`, `skipped`, `failed:<class>`,
+    /// `awaiting_approval`, `started`, `ambiguous`.
+    pub fn audit_name(&self) -> String {
+        match self {
+            Self::Done { .. } => "done".to_owned(),
+            Self::Skipped => "skipped".to_owned(),
+            Self::Failed { class, .. } => format!("failed:{class}"),
+            Self::AwaitingApproval => "awaiting_approval".to_owned(),
+            Self::Started { .. } => "started".to_owned(),
+            Self::Ambiguous { .. } => "ambiguous".to_owned(),
+        }
+    }
+
+    /// Whether the execution waits for a human decision after this step.
+    pub fn waits_for_decision(&self) -> bool {
+        matches!(self, Self::AwaitingApproval | Self::Ambiguous { .. })
+    }
 }
 
 /// One journaled instruction outcome.
@@ -85,6 +121,24 @@ pub struct StepRecord {
     pub started_ms: u64,
     /// End, Unix milliseconds.
     pub finished_ms: u64,
+}
+
+impl StepRecord {
+    /// The id a human decision on this step is journaled under, when the step waits for
+    /// one: the instruction path for an approval, `path#attempt` for an ambiguous effect
+    /// (so that an instruction's approval is never read as the resolution of its effect).
+    pub fn decision_id(&self) -> Option<String> {
+        match self.outcome {
+            StepOutcome::AwaitingApproval => Some(self.instruction_id.clone()),
+            StepOutcome::Ambiguous { .. } => Some(ambiguity_id(&self.instruction_id, self.attempt)),
+            _ => None,
+        }
+    }
+}
+
+/// The decision id of an ambiguous effect: `path#attempt`.
+pub fn ambiguity_id(path: &str, attempt: u32) -> String {
+    format!("{path}#{attempt}")
 }
 
 /// How an execution ended.
@@ -121,25 +175,30 @@ pub struct PendingExecution {
     pub steps: Vec<StepRecord>,
 }
 
-/// The journal (embedded: fjall; the record of truth).
+/// The journal (embedded: fjall; the record of truth) and, in the same atomic writes, the
+/// audit chain: the steps of a segment and their audit entries are durable together or
+/// lost together, so a resumed execution never audits one step twice.
 pub trait Journal: Send + Sync {
     /// Journals an accepted event, or reports that its id was seen before.
     fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError>;
-    /// Journals one instruction outcome (durably).
-    fn step(&self, step: &StepRecord) -> Result<(), CallError> {
-        self.steps(std::slice::from_ref(step), true)
-    }
-    /// Journals instruction outcomes of one execution, in order, as one atomic write.
-    /// `durable`: returns only once they are durable; otherwise they may become durable only
-    /// with the journal's next durable write (losing them in a crash is harmless: the
-    /// executor runs those instructions again on resume).
-    fn steps(&self, steps: &[StepRecord], durable: bool) -> Result<(), CallError>;
-    /// Journals the end of an execution, with its last `steps` (possibly none), durably and
-    /// atomically.
+    /// Journals instruction outcomes of one execution, in order, with their audit entries
+    /// appended to the chain, as one atomic write. `durable`: returns only once they are
+    /// durable; otherwise they may become durable only with the journal's next durable
+    /// write (losing them in a crash is harmless: they hold no answer an effect acted on,
+    /// and the executor runs those instructions again on resume).
+    fn steps(
+        &self,
+        steps: &[StepRecord],
+        audit: &[AuditEntry],
+        durable: bool,
+    ) -> Result<(), CallError>;
+    /// Journals the end of an execution, with its last `steps` (possibly none) and their
+    /// audit entries, durably and atomically.
     fn finish(
         &self,
         execution_id: &str,
         steps: &[StepRecord],
+        audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<(), CallError>;
     /// Journals a human decision on `instruction_id` of a paused execution.
@@ -176,7 +235,8 @@ pub struct AuditEntry {
     pub input_digest: String,
     /// Hex SHA-256 of the canonical JSON of its output.
     pub output_digest: String,
-    /// `done`, `skipped`, `failed:<class>`, `awaiting_approval`.
+    /// [`StepOutcome::audit_name`]: `done`, `skipped`, `failed:<class>`,
+    /// `awaiting_approval`, `started` (an effect's intent), `ambiguous`.
     pub outcome: String,
     /// Fallback strategy taken, if any.
     pub fallback: Option<String>,
@@ -184,24 +244,4 @@ pub struct AuditEntry {
     pub started_ms: u64,
     /// End, Unix milliseconds.
     pub finished_ms: u64,
-}
-
-/// Where an appended entry landed in the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditReceipt {
-    /// Index from 0.
-    pub index: u64,
-    /// `sha256(previous hash ‖ canonical(entry))`.
-    pub hash: [u8; 32],
-}
-
-/// The audit chain (embedded: fjall; published to Kafka by the node service). The executor
-/// appends an attempt's entry before journaling the attempt, so a durable journal write
-/// also covers the entries before it: an entry is never missing for a journaled step (an
-/// attempt re-run after a crash may appear twice).
-pub trait AuditLog: Send + Sync {
-    /// Appends `entry` to the chain.
-    fn append(&self, entry: &AuditEntry) -> Result<AuditReceipt, CallError>;
-    /// Appends `entries` to the chain, in order and next to each other, as one write.
-    fn append_all(&self, entries: &[AuditEntry]) -> Result<(), CallError>;
 }

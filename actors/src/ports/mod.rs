@@ -10,7 +10,7 @@ pub use effects::{
     LlmRequest, NodeMemory, Secret, SecretSource,
 };
 pub use journal::{
-    Accepted, AuditEntry, AuditLog, AuditReceipt, EventRecord, ExecutionOutcome, Journal,
-    PendingExecution, StepOutcome, StepRecord,
+    Accepted, AuditEntry, EventRecord, ExecutionOutcome, Journal, PendingExecution, StepOutcome,
+    StepRecord, ambiguity_id,
 };
 pub use plugin::{CallError, CallErrorKind, CapabilityRef, OnResume, PluginPort};

@@ -256,6 +256,13 @@ pub(crate) async fn execution(state: State, id: web::Path<String>) -> Reply {
         {
             "awaiting_approval"
         }
+        // A crash left an effect's result unknown and it declares no safe retry.
+        None if steps
+            .last()
+            .is_some_and(|s| matches!(s.outcome, StepOutcome::Ambiguous { .. })) =>
+        {
+            "ambiguous"
+        }
         None => "running",
     };
     let audit: Vec<Value> = audit

@@ -347,8 +347,10 @@ mod tests {
         assert!(refused(|m| m["source"] = true.into()).contains("field `source`"));
         assert!(refused(|m| m["kind"] = "connector".into()).contains("`read`"));
         assert!(
-            refused(|m| m["operations"]["open"]["on_resume"] = serde_json::json!({"read_back": "get"}))
-                .contains("operations.open.on_resume")
+            refused(
+                |m| m["operations"]["open"]["on_resume"] = serde_json::json!({"read_back": "get"})
+            )
+            .contains("operations.open.on_resume")
         );
         assert!(
             refused(|m| m["operations"]["open"]["on_resume"] = "again".into())
@@ -359,12 +361,19 @@ mod tests {
     #[test]
     fn actions_declare_what_a_resume_does() {
         let mut m = manifest();
-        m["operations"]["read"] = serde_json::json!({"input": {}, "output": {}, "on_resume": "reissue"});
+        m["operations"]["read"] =
+            serde_json::json!({"input": {}, "output": {}, "on_resume": "reissue"});
         m["operations"]["open"]["on_resume"] = serde_json::json!({"read_back": "read"});
         let m = Manifest::from_json(&serde_json::to_vec(&m).unwrap()).unwrap();
-        assert_eq!(m.operations["open"].on_resume.to_port(), OnResume::ReadBack("read".into()));
+        assert_eq!(
+            m.operations["open"].on_resume.to_port(),
+            OnResume::ReadBack("read".into())
+        );
         assert_eq!(m.operations["read"].on_resume.to_port(), OnResume::Reissue);
         let plain = Manifest::from_json(&serde_json::to_vec(&manifest()).unwrap()).unwrap();
-        assert_eq!(plain.operations["open"].on_resume.to_port(), OnResume::Ambiguous);
+        assert_eq!(
+            plain.operations["open"].on_resume.to_port(),
+            OnResume::Ambiguous
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! after tampering with the stored bytes, checkpoints detecting truncation.
 
 use ed25519_dalek::SigningKey;
-use eyeflow_actors::ports::{AuditEntry, AuditLog};
+use eyeflow_actors::ports::AuditEntry;
 use eyeflow_runtime::audit::{self, AuditConfig, FjallAudit, canonical};
 use eyeflow_runtime::store::{Durability, EmbeddedStore, Space};
 use sha2::{Digest, Sha256};

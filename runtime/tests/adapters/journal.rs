@@ -62,14 +62,17 @@ fn accept_step_finish_and_query() {
     );
     // Steps arrive out of key order on purpose: seq 10 must sort after seq 9.
     for seq in [0, 1, 10] {
-        journal.step(&step(&a, seq)).unwrap();
+        journal.steps(&[step(&a, seq)], &[], true).unwrap();
     }
-    journal.steps(&[step(&a, 2), step(&a, 9)], false).unwrap();
+    journal
+        .steps(&[step(&a, 2), step(&a, 9)], &[], false)
+        .unwrap();
     // The end carries the execution's last steps.
     journal
         .finish(
             &b,
             &[step(&b, 0), step(&b, 1)],
+            &[],
             &ExecutionOutcome::Completed { value: json!(1) },
         )
         .unwrap();
@@ -127,12 +130,13 @@ fn reopen_keeps_events_steps_dedupe_and_pending_order() {
         .collect();
     for (i, id) in ids.iter().enumerate() {
         for seq in 0..u64::try_from(i % 3).unwrap() {
-            journal.step(&step(id, seq)).unwrap();
+            journal.steps(&[step(id, seq)], &[], true).unwrap();
         }
     }
     journal
         .finish(
             &ids[3],
+            &[],
             &[],
             &ExecutionOutcome::Failed {
                 class: "timeout".into(),
@@ -204,7 +208,7 @@ fn group_commit_keeps_every_step_of_8_threads() {
             let journal = &journal;
             scope.spawn(move || {
                 for seq in 0..STEPS {
-                    journal.step(&step(id, seq)).unwrap();
+                    journal.steps(&[step(id, seq)], &[], true).unwrap();
                 }
             });
         }
@@ -233,7 +237,7 @@ fn abort_child() {
     let journal = FjallJournal::open(store, Durability::GroupCommit).unwrap();
     let id = new_id(journal.accept(&event("crash")).unwrap());
     for seq in 0..5 {
-        journal.step(&step(&id, seq)).unwrap();
+        journal.steps(&[step(&id, seq)], &[], true).unwrap();
     }
     // No destructor runs: fjall gets no chance to flush at drop.
     std::process::abort();

@@ -94,7 +94,15 @@ fn a_trapping_or_runaway_plugin_falls_back_and_the_node_serves_on() {
         }
     );
     let (_, steps, _) = node.journal().execution(&executions[0]).unwrap().unwrap();
-    let failed = &steps[0];
+    assert!(
+        matches!(
+            &steps[0].outcome,
+            eyeflow_actors::ports::StepOutcome::Started { .. }
+        ),
+        "the intent first: {:?}",
+        steps[0]
+    );
+    let failed = &steps[1];
     assert_eq!(
         failed.fallback.as_deref(),
         Some("fallback_value"),
