@@ -2,20 +2,27 @@
 //! slots, and preemption at instruction boundaries.
 //!
 //! - Levels: 0 critical, 64 high, 128 normal, 192 low, 255 background (lower = more urgent).
-//! - Admission: a free slot takes the most urgent queued job, then the oldest.
-//! - Preemption: at each instruction boundary ([`Boundary::checkpoint`]) a *preemptible*
-//!   execution gives its slot up while a more urgent job waits and no slot is free; it
-//!   resumes when no more urgent job waits and a slot is free. Non-preemptible executions
-//!   are never parked. An execution holding a resource that a more urgent execution waits
-//!   for runs at that waiter's level (priority inheritance through the [`Arbiter`]).
-//! - No starvation: for admission, a queued job's level improves by one for every `aging`
-//!   it has waited (default 100 ms), so a BACKGROUND job reaches the CRITICAL level after at
-//!   most 255 × 100 ms = 25.5 s and is then served in arrival order. Aging only orders the
-//!   queue: preemption compares declared levels, so equal-level work never thrashes.
+//! - One order for every free slot: queued jobs and parked executions compete by
+//!   (effective level, arrival), where arrival is the order of [`Scheduler::submit`] and the
+//!   effective level is the declared one improved by one for every `aging` (default 100 ms)
+//!   since that submission. A free slot goes to the first in this order.
+//! - Preemption: at each instruction boundary ([`Boundary::checkpoint`], found by the id
+//!   given to `submit`) a *preemptible* execution gives its slot up when no slot is free
+//!   and the first waiting candidate has a strictly more urgent *declared* level, so
+//!   equal-level work never thrashes, and also comes before it in the order above, since
+//!   otherwise the slot would come straight back to it (a NORMAL execution accepted more
+//!   than 12.8 s ago is no longer parked, even for CRITICAL work). Non-preemptible
+//!   executions are never parked. An execution holding a resource that a more urgent
+//!   execution waits for runs at that waiter's level (priority inheritance through the
+//!   [`Arbiter`]).
+//! - Parked resumption: a parked execution keeps its arrival, so it takes a freed slot
+//!   before any queued job of the same or a lower declared level accepted after it.
+//! - No starvation: a BACKGROUND job reaches the CRITICAL level after at most
+//!   255 × 100 ms = 25.5 s of waiting and is then served in arrival order.
 //! - `max_wait`: a job admitted later than its `max_wait` still runs, but is told so
 //!   ([`Admission::late`]) and takes its fallback instead of its normal path.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -39,7 +46,8 @@ pub type Job = Box<dyn FnOnce(Admission) + Send + 'static>;
 pub struct SchedulerConfig {
     /// Worker slots (executions running at once).
     pub workers: usize,
-    /// Waiting this long improves a queued job's level by one.
+    /// Each `aging` since its submission improves a job's level by one in the admission
+    /// order (queued or parked).
     pub aging: Duration,
 }
 
@@ -53,11 +61,42 @@ impl Default for SchedulerConfig {
 }
 
 struct Queued {
-    priority: u32,
+    id: String,
     seq: u64,
     enqueued: Instant,
     max_wait: Duration,
     job: Job,
+}
+
+/// The arrival of an admitted execution, which it keeps when it is parked.
+#[derive(Clone, Copy)]
+struct Ticket {
+    seq: u64,
+    enqueued: Instant,
+}
+
+/// An execution parked at a boundary, waiting to be handed a slot.
+struct Parked {
+    enqueued: Instant,
+    /// Notified when the slot is handed over (one per parked execution: a grant wakes only
+    /// its receiver).
+    resume: Arc<Condvar>,
+}
+
+/// Where the first candidate for a free slot waits.
+#[derive(Clone, Copy)]
+enum Waiting {
+    Queued,
+    /// Under its `State::parked` key.
+    Parked((u64, u64)),
+}
+
+#[derive(Clone, Copy)]
+struct Candidate {
+    /// (effective level, arrival seq): the one order of admission.
+    key: (u32, u64),
+    declared: u32,
+    waiting: Waiting,
 }
 
 #[derive(Default)]
@@ -65,16 +104,28 @@ struct State {
     /// Queued jobs by declared level, oldest first (no empty level is kept). Within a level
     /// the oldest job is also the most aged, so only the heads compete for admission.
     queue: BTreeMap<u32, VecDeque<Queued>>,
+    /// Parked executions by the level they parked at, then (arrival seq, park number); as in
+    /// the queue only the first of each level competes. The park number tells apart two
+    /// executions admitted under the same id.
+    parked: BTreeMap<u32, BTreeMap<(u64, u64), Parked>>,
+    /// Admitted executions whose job has not returned (running or parked), by id.
+    tickets: HashMap<String, Ticket>,
     seq: u64,
+    parks: u64,
+    /// Slots taken, including those handed to a parked execution that has not woken yet.
     running: usize,
-    parked: usize,
+    /// Executions parked and not yet handed a slot (each holds a thread).
+    parked_count: usize,
     threads: usize,
     closed: bool,
 }
 
 struct Inner {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Idle worker threads wait here.
+    idle: Condvar,
+    /// `drain` waits here.
+    settled: Condvar,
     config: SchedulerConfig,
     arbiter: Arbiter,
 }
@@ -90,47 +141,73 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.changed
-            .wait(guard)
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn effective(&self, job: &Queued, now: Instant) -> u32 {
-        let aged = now.saturating_duration_since(job.enqueued).as_nanos()
+    fn effective(&self, level: u32, enqueued: Instant, now: Instant) -> u32 {
+        let aged = now.saturating_duration_since(enqueued).as_nanos()
             / self.config.aging.as_nanos().max(1);
-        job.priority
-            .saturating_sub(u32::try_from(aged).unwrap_or(u32::MAX))
+        level.saturating_sub(u32::try_from(aged).unwrap_or(u32::MAX))
     }
 
-    /// Takes the job to run next off the queue.
-    fn next(&self, state: &mut State) -> Option<Queued> {
-        let now = Instant::now();
-        let level = state
-            .queue
-            .iter()
-            .filter_map(|(level, jobs)| {
-                jobs.front()
-                    .map(|job| (self.effective(job, now), job.seq, *level))
+    /// The first in the admission order among queued jobs and parked executions. Within a
+    /// level arrival order is also aging order (seq and enqueue instant are taken together),
+    /// so only the first of each level needs comparing.
+    fn first_waiting(&self, state: &State, now: Instant) -> Option<Candidate> {
+        let queued = state.queue.iter().filter_map(|(level, jobs)| {
+            jobs.front().map(|job| Candidate {
+                key: (self.effective(*level, job.enqueued, now), job.seq),
+                declared: *level,
+                waiting: Waiting::Queued,
             })
-            .min()?
-            .2;
+        });
+        let parked = state.parked.iter().filter_map(|(level, executions)| {
+            executions.iter().next().map(|(at, parked)| Candidate {
+                key: (self.effective(*level, parked.enqueued, now), at.0),
+                declared: *level,
+                waiting: Waiting::Parked(*at),
+            })
+        });
+        queued.chain(parked).min_by_key(|candidate| candidate.key)
+    }
+
+    /// Fills free slots in admission order: parked executions are handed theirs here; stops
+    /// at the first queued job, which needs a worker thread, and returns its level.
+    fn hand_over(&self, state: &mut State, now: Instant) -> Option<u32> {
+        while state.running < self.config.workers {
+            let first = self.first_waiting(state, now)?;
+            let Waiting::Parked(at) = first.waiting else {
+                return Some(first.declared);
+            };
+            let executions = state.parked.get_mut(&first.declared)?;
+            let parked = executions.remove(&at);
+            if executions.is_empty() {
+                state.parked.remove(&first.declared);
+            }
+            state.parked_count -= 1;
+            state.running += 1;
+            if let Some(parked) = parked {
+                parked.resume.notify_one();
+            }
+        }
+        None
+    }
+
+    /// Takes the job a worker should run next (its slot counted), after handing free slots
+    /// to parked executions that come first.
+    fn next(&self, state: &mut State) -> Option<Queued> {
+        let level = self.hand_over(state, Instant::now())?;
         let jobs = state.queue.get_mut(&level)?;
-        let job = jobs.pop_front();
+        let job = jobs.pop_front()?;
         if jobs.is_empty() {
             state.queue.remove(&level);
         }
-        job
-    }
-
-    /// Whether a queued job of a strictly more urgent *declared* level waits. Aging orders
-    /// admission among queued jobs but never preempts running work of the same level.
-    fn more_urgent_waiting(&self, state: &State, level: u32) -> bool {
-        state
-            .queue
-            .keys()
-            .next()
-            .is_some_and(|first| *first < level)
+        state.running += 1;
+        state.tickets.insert(
+            job.id.clone(),
+            Ticket {
+                seq: job.seq,
+                enqueued: job.enqueued,
+            },
+        );
+        Some(job)
     }
 }
 
@@ -140,7 +217,8 @@ impl Scheduler {
         let scheduler = Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
-                changed: Condvar::new(),
+                idle: Condvar::new(),
+                settled: Condvar::new(),
                 config,
                 arbiter,
             }),
@@ -163,9 +241,10 @@ impl Scheduler {
         }
     }
 
-    /// Queues `job` at `priority`; returns false (and drops the job) once the scheduler is
-    /// closed.
-    pub fn submit(&self, priority: u32, max_wait: Duration, job: Job) -> bool {
+    /// Queues `job`, the execution `id`, at `priority`; returns false (and drops the job)
+    /// once the scheduler is closed. The execution's boundaries
+    /// ([`Boundary::checkpoint`] with the same `id`) keep the arrival it gets here.
+    pub fn submit(&self, id: &str, priority: u32, max_wait: Duration, job: Job) -> bool {
         let mut state = self.inner.lock();
         if state.closed {
             return false;
@@ -173,20 +252,18 @@ impl Scheduler {
         state.seq += 1;
         let seq = state.seq;
         state.queue.entry(priority).or_default().push_back(Queued {
-            priority,
+            id: id.to_owned(),
             seq,
             enqueued: Instant::now(),
             max_wait,
             job,
         });
-        // One condition variable serves idle workers, parked executions and `drain`: wake
-        // a single worker only when no one else waits on it.
-        let only_workers_wait = state.parked == 0 && !state.closed;
+        // Without a free slot the job waits for a running one to end or park, and whoever
+        // frees the slot hands it over.
+        let slot_free = state.running < self.inner.config.workers;
         drop(state);
-        if only_workers_wait {
-            self.inner.changed.notify_one();
-        } else {
-            self.inner.changed.notify_all();
+        if slot_free {
+            self.inner.idle.notify_one();
         }
         true
     }
@@ -201,13 +278,17 @@ impl Scheduler {
             .collect()
     }
 
-    /// Stops intake and waits until every queued and running job has finished.
+    /// Stops intake and waits until every queued, running and parked job has finished.
     pub fn drain(&self) {
         let mut state = self.inner.lock();
         state.closed = true;
-        self.inner.changed.notify_all();
-        while !state.queue.is_empty() || state.running > 0 || state.parked > 0 {
-            state = self.inner.wait(state);
+        self.inner.idle.notify_all();
+        while !state.queue.is_empty() || state.running > 0 || state.parked_count > 0 {
+            state = self
+                .inner
+                .settled
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -215,40 +296,53 @@ impl Scheduler {
 fn worker(inner: &Inner) {
     let mut state = inner.lock();
     loop {
-        if state.running < inner.config.workers
-            && let Some(job) = inner.next(&mut state)
-        {
-            state.running += 1;
+        if let Some(job) = inner.next(&mut state) {
             drop(state);
-            let waited = job.enqueued.elapsed();
+            let Queued {
+                id,
+                seq,
+                enqueued,
+                max_wait,
+                job,
+                ..
+            } = job;
+            let waited = enqueued.elapsed();
             let admission = Admission {
                 waited,
-                late: waited > job.max_wait,
+                late: waited > max_wait,
             };
             // A panicking job must not take the worker (and its slot) down with it.
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.job)(admission)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(admission)));
             if outcome.is_err() {
                 tracing::error!("a scheduled job panicked; the worker carries on");
             }
             state = inner.lock();
-            state.running -= 1;
-            // This worker takes the next job itself; others only care when executions are
-            // parked (a slot came free) or a drain waits.
-            if state.parked > 0 || state.closed {
-                inner.changed.notify_all();
+            // Another execution admitted under the same id keeps its own ticket.
+            if state
+                .tickets
+                .get(&id)
+                .is_some_and(|ticket| ticket.seq == seq)
+            {
+                state.tickets.remove(&id);
             }
+            state.running -= 1;
+            if state.closed {
+                inner.settled.notify_all();
+            }
+            // The loop hands the freed slot over (to a parked execution or to this thread).
             continue;
         }
         // Extra threads started for parked executions retire when idle.
-        if state.threads > inner.config.workers + state.parked
+        if state.threads > inner.config.workers + state.parked_count
             || (state.closed && state.queue.is_empty())
         {
             state.threads -= 1;
-            inner.changed.notify_all();
             return;
         }
-        state = inner.wait(state);
+        state = inner
+            .idle
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner);
     }
 }
 
@@ -257,31 +351,55 @@ impl Boundary for Scheduler {
         if !preemptible {
             return;
         }
-        let level = self
-            .inner
+        let inner = &self.inner;
+        let level = inner
             .arbiter
             .inherited_priority(execution_id)
             .map_or(priority, |inherited| inherited.min(priority));
-        let mut state = self.inner.lock();
-        if !(self.inner.more_urgent_waiting(&state, level)
-            && state.running >= self.inner.config.workers)
-        {
+        let mut state = inner.lock();
+        if state.running < inner.config.workers {
             return;
         }
-        // Give the slot to the more urgent job; make sure a thread is there to take it.
+        // Only an execution this scheduler admitted holds a slot it can give up.
+        let Some(ticket) = state.tickets.get(execution_id).copied() else {
+            return;
+        };
+        let now = Instant::now();
+        let own = (inner.effective(level, ticket.enqueued, now), ticket.seq);
+        let yields = inner
+            .first_waiting(&state, now)
+            .is_some_and(|first| first.declared < level && first.key < own);
+        if !yields {
+            return;
+        }
+        state.parks += 1;
+        let at = (ticket.seq, state.parks);
+        let resume = Arc::new(Condvar::new());
+        state.parked.entry(level).or_default().insert(
+            at,
+            Parked {
+                enqueued: ticket.enqueued,
+                resume: resume.clone(),
+            },
+        );
+        state.parked_count += 1;
         state.running -= 1;
-        state.parked += 1;
-        if state.threads < self.inner.config.workers + state.parked {
+        // Give the slot to the first candidate; make sure a thread is there to take it.
+        if state.threads < inner.config.workers + state.parked_count {
             self.spawn_worker(&mut state);
         }
-        self.inner.changed.notify_all();
-        while self.inner.more_urgent_waiting(&state, level)
-            || state.running >= self.inner.config.workers
-        {
-            state = self.inner.wait(state);
+        if inner.hand_over(&mut state, now).is_some() {
+            inner.idle.notify_one();
         }
-        state.parked -= 1;
-        state.running += 1;
+        // Whoever frees a slot while this execution comes first hands it over (and counts
+        // it in `running`), removing the entry.
+        while state
+            .parked
+            .get(&level)
+            .is_some_and(|executions| executions.contains_key(&at))
+        {
+            state = resume.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
     }
 }
 
@@ -309,6 +427,7 @@ mod tests {
         let g = gate.clone();
         // Occupy the only slot until every job is queued.
         s.submit(
+            "gate",
             128,
             Duration::from_secs(60),
             Box::new(move |_| {
@@ -327,6 +446,7 @@ mod tests {
         ] {
             let order = order.clone();
             s.submit(
+                name,
                 level,
                 Duration::from_secs(60),
                 Box::new(move |_| order.lock().unwrap().push(name)),
@@ -348,6 +468,7 @@ mod tests {
         let started_at_step = Arc::new(Mutex::new(None));
         let (s2, step) = (s.clone(), low_step.clone());
         s.submit(
+            "low",
             192,
             Duration::from_secs(60),
             Box::new(move |_| {
@@ -364,6 +485,7 @@ mod tests {
         let submitted_at = low_step.load(Ordering::SeqCst);
         let (step, started) = (low_step.clone(), started_at_step.clone());
         s.submit(
+            "crit",
             0,
             Duration::from_secs(60),
             Box::new(move |_| {
@@ -391,6 +513,7 @@ mod tests {
         let started = Arc::new(AtomicUsize::new(0));
         let st = started.clone();
         s.submit(
+            "high",
             64,
             Duration::from_secs(60),
             Box::new(move |_| {
@@ -407,6 +530,7 @@ mod tests {
         }
         let t = trace.clone();
         s.submit(
+            "crit",
             0,
             Duration::from_secs(60),
             Box::new(move |_| t.lock().unwrap().push("crit".into())),
@@ -430,12 +554,14 @@ mod tests {
         let admissions = Arc::new(Mutex::new(Vec::new()));
         let a = admissions.clone();
         s.submit(
+            "normal",
             128,
             Duration::from_secs(60),
             Box::new(|_| std::thread::sleep(Duration::from_millis(300))),
         );
         // Queued first at BACKGROUND; by the time the slot frees up it has aged past a fresh LOW job.
         s.submit(
+            "bg",
             255,
             Duration::from_millis(50),
             Box::new(move |adm| a.lock().unwrap().push(("bg", adm.late))),
@@ -443,6 +569,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(280));
         let a = admissions.clone();
         s.submit(
+            "low",
             192,
             Duration::from_secs(60),
             Box::new(move |adm| a.lock().unwrap().push(("low", adm.late))),
@@ -454,10 +581,16 @@ mod tests {
     #[test]
     fn a_panicking_job_does_not_lose_the_slot() {
         let s = scheduler(1);
-        s.submit(128, Duration::from_secs(1), Box::new(|_| panic!("boom")));
+        s.submit(
+            "boom",
+            128,
+            Duration::from_secs(1),
+            Box::new(|_| panic!("boom")),
+        );
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         s.submit(
+            "after",
             128,
             Duration::from_secs(1),
             Box::new(move |_| {
@@ -466,5 +599,210 @@ mod tests {
         );
         s.drain();
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    /// One job of a generated plan: submitted up front, or by job `parent.0` right before
+    /// its checkpoint `parent.1`.
+    #[derive(Debug, Clone)]
+    struct Planned {
+        level: u32,
+        preemptible: bool,
+        checkpoints: usize,
+        parent: Option<(usize, usize)>,
+    }
+
+    fn plan() -> impl proptest::strategy::Strategy<Value = Vec<Planned>> {
+        use proptest::prelude::*;
+        let job = (
+            proptest::sample::select(vec![0u32, 64, 128, 192, 255]),
+            any::<bool>(),
+            0usize..=3,
+            proptest::option::weighted(0.6, (any::<usize>(), any::<usize>())),
+        );
+        proptest::collection::vec(job, 1..=8).prop_map(|jobs| {
+            let mut plan: Vec<Planned> = Vec::new();
+            for (i, (level, preemptible, checkpoints, parent)) in jobs.into_iter().enumerate() {
+                let parent = parent.and_then(|(p, c)| {
+                    let p = p.checked_rem(i)?;
+                    let of = plan[p].checkpoints;
+                    (of > 0).then(|| (p, c % of))
+                });
+                plan.push(Planned {
+                    level,
+                    preemptible,
+                    checkpoints,
+                    parent,
+                });
+            }
+            plan
+        })
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Event {
+        Submit(usize),
+        Start(usize),
+        CpEnter(usize),
+        CpExit(usize),
+        End(usize),
+    }
+
+    struct Run {
+        scheduler: Scheduler,
+        plan: Vec<Planned>,
+        log: Mutex<Vec<Event>>,
+    }
+
+    impl Run {
+        fn log(&self, event: Event) {
+            self.log.lock().unwrap().push(event);
+        }
+
+        /// Submissions are serial (the test thread while a gate holds the only slot, then
+        /// the one running job), so the log's order of `Submit` is the order of seqs.
+        fn submit(self: &Arc<Self>, i: usize) {
+            self.log(Event::Submit(i));
+            let run = self.clone();
+            let submitted = self.scheduler.submit(
+                &format!("job-{i}"),
+                self.plan[i].level,
+                Duration::from_secs(60),
+                Box::new(move |_| run.job(i)),
+            );
+            assert!(submitted);
+        }
+
+        fn job(self: &Arc<Self>, i: usize) {
+            self.log(Event::Start(i));
+            let me = &self.plan[i];
+            for c in 0..me.checkpoints {
+                let children = self.plan.iter().enumerate();
+                for (child, _) in children.filter(|(_, p)| p.parent == Some((i, c))) {
+                    self.submit(child);
+                }
+                self.log(Event::CpEnter(i));
+                self.scheduler
+                    .checkpoint(&format!("job-{i}"), me.level, me.preemptible);
+                self.log(Event::CpExit(i));
+            }
+            self.log(Event::End(i));
+        }
+    }
+
+    /// Runs `plan` on one slot and checks the order of starts against the parked jobs.
+    /// `urgent_child_first`: a strictly more urgent child submitted right before a
+    /// preemptible job's checkpoint starts before that checkpoint returns (holds when aging
+    /// never reorders, i.e. with a huge `aging`).
+    fn check(
+        plan: Vec<Planned>,
+        aging: Duration,
+        urgent_child_first: bool,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prop_assert;
+        let run = Arc::new(Run {
+            scheduler: Scheduler::new(SchedulerConfig { workers: 1, aging }, Arbiter::new()),
+            plan,
+            log: Mutex::new(Vec::new()),
+        });
+        // The gate (first in every order) holds the slot while the roots are submitted.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let g = gate.clone();
+        run.scheduler.submit(
+            "gate",
+            0,
+            Duration::from_secs(60),
+            Box::new(move |_| {
+                let mut open = g.0.lock().unwrap();
+                while !*open {
+                    open = g.1.wait(open).unwrap();
+                }
+            }),
+        );
+        for i in 0..run.plan.len() {
+            if run.plan[i].parent.is_none() {
+                run.submit(i);
+            }
+        }
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let n = run.plan.len();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ended = || {
+            let log = run.log.lock().unwrap();
+            log.iter().filter(|e| matches!(e, Event::End(_))).count()
+        };
+        while ended() < n {
+            prop_assert!(Instant::now() < deadline, "jobs did not all end");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        run.scheduler.drain();
+
+        let log = run.log.lock().unwrap().clone();
+        let level = |i: usize| run.plan[i].level;
+        let mut rank = vec![0; n];
+        let submits = log.iter().filter_map(|e| match e {
+            Event::Submit(i) => Some(*i),
+            _ => None,
+        });
+        for (r, i) in submits.enumerate() {
+            rank[i] = r;
+        }
+        let start = |k: usize| log.iter().position(|e| *e == Event::Start(k));
+        for (a, event) in log.iter().enumerate() {
+            let Event::CpEnter(j) = *event else { continue };
+            let b = a + log[a..]
+                .iter()
+                .position(|e| *e == Event::CpExit(j))
+                .expect("a checkpoint returns");
+            for event in &log[a..b] {
+                if let Event::Start(k) = *event {
+                    prop_assert!(
+                        !(rank[k] > rank[j] && level(k) >= level(j)),
+                        "job {k} (level {}) accepted after job {j} (level {}) started while \
+                         {j} was at a checkpoint: {log:?}",
+                        level(k),
+                        level(j)
+                    );
+                }
+            }
+        }
+        if urgent_child_first {
+            for (child, planned) in run.plan.iter().enumerate() {
+                let Some((j, c)) = planned.parent else {
+                    continue;
+                };
+                if !(run.plan[j].preemptible && planned.level < level(j)) {
+                    continue;
+                }
+                let exit = log
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| **e == Event::CpExit(j))
+                    .nth(c)
+                    .map(|(at, _)| at);
+                prop_assert!(
+                    start(child) < exit,
+                    "job {child} (level {}) did not start while its parent {j} (level {}) \
+                     was parked at checkpoint {c}: {log:?}",
+                    planned.level,
+                    level(j)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+
+        #[test]
+        fn later_work_never_overtakes_a_parked_execution(plan in plan()) {
+            check(plan, Duration::from_secs(3600), true)?;
+        }
+
+        #[test]
+        fn later_work_never_overtakes_a_parked_execution_while_aging(plan in plan()) {
+            check(plan, Duration::from_millis(1), false)?;
+        }
     }
 }

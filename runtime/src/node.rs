@@ -821,7 +821,10 @@ impl Node {
         *lock(&self.inner.in_flight.0) += 1;
         let node = self.clone();
         let accepted = Instant::now();
+        // The scheduler keeps the execution's arrival under its id for its boundaries.
+        let id = execution_id.clone();
         let submitted = self.inner.scheduler.submit(
+            &id,
             level,
             max_wait,
             Box::new(move |admission: Admission| {
