@@ -105,21 +105,18 @@ impl FjallJournal {
         entries: &[AuditEntry],
         durable: bool,
     ) -> Result<()> {
-        match (&self.audit, entries.is_empty()) {
-            (_, true) => self.store.write(writes)?,
-            (Some(audit), false) => {
-                audit.append_with(entries, writes)?;
-            }
-            (None, false) => {
-                return Err(Error::Node {
-                    reason: "audit entries given to a journal without an audit chain".into(),
-                });
-            }
-        }
+        let write = || match (&self.audit, entries.is_empty()) {
+            (_, true) => self.store.write(writes),
+            (Some(audit), false) => audit.append_with(entries, writes).map(drop),
+            (None, false) => Err(Error::Node {
+                reason: "audit entries given to a journal without an audit chain".into(),
+            }),
+        };
         if durable {
-            self.store.persist(self.durability)?;
+            self.store.commit_with(self.durability, write)
+        } else {
+            write()
         }
-        Ok(())
     }
 
     /// The durability this journal commits with.

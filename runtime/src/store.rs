@@ -385,28 +385,40 @@ impl EmbeddedStore {
         durability: Durability,
     ) -> Result<()> {
         let batch = self.batch(writes);
+        self.commit_with(durability, || {
+            batch
+                .durability(None)
+                .commit()
+                .map_err(Error::store("commit"))
+        })
+    }
+
+    /// Runs `write` — which writes to this store without flushing, e.g. [`Self::write`]
+    /// under a lock of its own — then makes everything written so far durable as
+    /// `durability` says. Under group commit the write is announced first, so that a
+    /// leader about to fsync waits (briefly) for it to join.
+    pub fn commit_with<T>(
+        &self,
+        durability: Durability,
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         if durability != Durability::GroupCommit {
-            // fjall's default for a batch flushes it to the OS: all `Buffered` asks for.
-            batch.commit().map_err(Error::store("commit"))?;
-            return match durability {
-                Durability::Sync => self.sync(),
-                Durability::GroupCommit | Durability::Buffered => Ok(()),
-            };
+            let value = write()?;
+            self.persist(durability)?;
+            return Ok(value);
         }
         // Announce the write so that a leader about to fsync waits for it. The batch is not
         // flushed here: the leader's fsync flushes everything written before it.
         self.group.lock().begun += 1;
-        let written = batch
-            .durability(None)
-            .commit()
-            .map_err(Error::store("commit"));
+        let written = write();
         let mut state = self.group.lock();
         state.ended += 1;
         if state.gathering {
             self.group.written.notify_all();
         }
-        written?;
-        self.wait_durable(state)
+        let value = written?;
+        self.wait_durable(state)?;
+        Ok(value)
     }
 
     /// Makes everything written so far durable as `durability` says (for

@@ -4,3 +4,18 @@
 
 pub mod node;
 pub mod servers;
+
+use std::time::{Duration, Instant};
+
+/// Calls `f` until it returns `Some`, or panics after `timeout` naming `what` (tests poll
+/// for a condition; they never sleep and then assert).
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,9 +1,212 @@
 //! The real `eyeflow` binary as a child process: a client command, or a node started with a
-//! configuration file, its API URL read from the banner line it prints once it serves.
+//! configuration file, its API URL read from the banner line it prints once it serves; and
+//! [`Workdir`], a node's directory for one test (trusted key, config, tokens) with the API
+//! calls the tests make (install plugins, deploy rules, send events, read executions).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use ed25519_dalek::SigningKey;
+use eyeflow_runtime::plugins::Package;
+use serde_json::Value;
+
+/// The `eyeflow` binary cargo built for this workspace (beside the running test's
+/// executable, in `target/<profile>/`).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let binary = profile.join("eyeflow");
+    assert!(
+        binary.exists(),
+        "{} missing: build the workspace first",
+        binary.display()
+    );
+    binary
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_path_buf()
+}
+
+/// A node's working directory for one test: `admin.key`/`admin.pub` trusted by the data
+/// directory `data`, `node.toml`, and admin and operator tokens.
+pub struct Workdir {
+    dir: tempfile::TempDir,
+    /// The key that signs the test's plugins and programs.
+    pub key: SigningKey,
+    /// An admin token.
+    pub admin: String,
+    /// An operator token.
+    pub operator: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Workdir {
+    /// A new directory whose `node.toml` serves the API on a free port with the data
+    /// directory `data`, plus `extra` (more TOML, appended).
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = SigningKey::from_bytes(&[42; 32]);
+        eyeflow_ir::keys::write_keypair(&dir.path().join("admin"), &key).expect("key");
+        run(
+            &binary(),
+            &["keys", "trust", "admin.pub", "--data-dir", "data"],
+            dir.path(),
+        );
+        std::fs::write(
+            dir.path().join("node.toml"),
+            format!("[node]\ndata_dir = \"data\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n{extra}"),
+        )
+        .expect("config");
+        let token = |role: &str| {
+            run(
+                &binary(),
+                &["tokens", "issue", "--role", role, "--data-dir", "data"],
+                dir.path(),
+            )
+        };
+        let (admin, operator) = (token("admin"), token("operator"));
+        Self {
+            dir,
+            key,
+            admin,
+            operator,
+            client: reqwest::blocking::Client::new(),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The node's data directory.
+    pub fn data(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// Starts `eyeflow node` here; returns it and its API URL.
+    pub fn start(&self) -> (Child, String) {
+        start(&binary(), self.path(), "warn")
+    }
+
+    /// Installs bundled plugin `name` (from `target/plugins`, signed with the test key) on
+    /// the node at `url`, granting HTTP to `grant_http` hosts.
+    pub fn install(&self, url: &str, name: &str, grant_http: &[&str]) {
+        let plugins = repo().join("target/plugins");
+        let manifest = std::fs::read(plugins.join(format!("{name}.json")))
+            .expect("built plugins (scripts/build-plugins.sh)");
+        let wasm = std::fs::read(plugins.join(format!("{name}.wasm"))).expect("component");
+        let mut package = Package::new(manifest, wasm).expect("package");
+        package.sign(&self.key);
+        let response = self
+            .client
+            .post(format!(
+                "{url}/api/plugins?grant_http={}",
+                grant_http.join(",")
+            ))
+            .bearer_auth(&self.admin)
+            .body(package.to_bytes())
+            .send()
+            .expect("install");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "install {name}: {status} {}",
+            response.text().unwrap_or_default()
+        );
+    }
+
+    /// Compiles `rule`, signs it with the test key and deploys it on the node at `url`.
+    pub fn deploy(&self, url: &str, rule: &str) {
+        let options = eyeflow_compiler::CompileOptions {
+            source_name: "test.yaml".to_owned(),
+            compiled_by: "tests".to_owned(),
+            compiled_at: 1_700_000_000,
+        };
+        let program =
+            eyeflow_compiler::compile_and_sign(rule, &options, &self.key).expect("compiles");
+        let response = self
+            .client
+            .post(format!("{url}/api/programs"))
+            .bearer_auth(&self.admin)
+            .body(eyeflow_ir::encode(&program))
+            .send()
+            .expect("deploy");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "deploy: {status} {}",
+            response.text().unwrap_or_default()
+        );
+    }
+
+    /// Posts `body` to webhook `source` as event `event_id`; the execution id it started
+    /// when the node accepted it (202), `None` when the node did not answer or refused.
+    pub fn send(&self, url: &str, source: &str, event_id: &str, body: &Value) -> Option<String> {
+        let response = self
+            .client
+            .post(format!("{url}/api/events/{source}"))
+            .bearer_auth(&self.operator)
+            .header("x-event-id", event_id)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .ok()?;
+        if response.status().as_u16() != 202 {
+            return None;
+        }
+        let answer: Value = serde_json::from_str(&response.text().ok()?).ok()?;
+        answer["routed"][0]["execution_id"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// `GET /api/executions/{id}`, or `None` when the node does not answer.
+    pub fn execution(&self, url: &str, id: &str) -> Option<Value> {
+        self.get(url, &format!("/api/executions/{id}"))
+    }
+
+    /// `GET /api/executions` (counts), or `None` when the node does not answer.
+    pub fn counts(&self, url: &str) -> Option<Value> {
+        self.get(url, "/api/executions")
+    }
+
+    fn get(&self, url: &str, path: &str) -> Option<Value> {
+        self.client
+            .get(format!("{url}{path}"))
+            .bearer_auth(&self.admin)
+            .send()
+            .ok()?
+            .text()
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+    }
+
+    /// Stops the node with SIGTERM (a drain) and waits for it.
+    pub fn stop(&self, mut node: Child) {
+        let status = Command::new("kill")
+            .args(["-TERM", &node.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = node.wait().expect("node exits");
+        assert!(exit.success(), "the node stopped with {exit}");
+    }
+
+    /// Runs `eyeflow args` here.
+    pub fn eyeflow(&self, args: &[&str]) -> String {
+        run(&binary(), args, self.path())
+    }
+}
 
 /// Starts `binary node --config node.toml` in `dir` (which holds `node.toml` and the data
 /// directory it names) with `EYEFLOW_LOG` at `log`; returns the child and its API URL. The

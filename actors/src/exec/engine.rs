@@ -503,7 +503,7 @@ impl<'a> Run<'a> {
         let mut resume = match in_doubt {
             Some(n) => {
                 let how = self.in_doubt(idx, &path, n, ambiguous)?;
-                attempt = n - 1;
+                attempt = n.saturating_sub(1);
                 Some(how)
             }
             None => None,

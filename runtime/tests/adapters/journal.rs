@@ -1,12 +1,14 @@
-//! The fjall journal: dedupe, steps, decisions, pending executions, durability across a
-//! reopen and across an abort, and group commit under concurrency.
+//! The fjall journal: dedupe, steps (with their audit entries, in the same writes),
+//! decisions, pending executions, durability across a reopen and across an abort, and group
+//! commit under concurrency.
 
 use std::process::Command;
 use std::sync::Arc;
 
 use eyeflow_actors::ports::{
-    Accepted, EventRecord, ExecutionOutcome, Journal, StepOutcome, StepRecord,
+    Accepted, AuditEntry, EventRecord, ExecutionOutcome, Journal, StepOutcome, StepRecord,
 };
+use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
 use eyeflow_runtime::journal::{FjallJournal, JournalCounts};
 use eyeflow_runtime::store::Durability;
 use serde_json::json;
@@ -262,4 +264,70 @@ fn nothing_acknowledged_is_lost_on_abort() {
         journal.accept(&event("crash")).unwrap(),
         Accepted::Duplicate { .. }
     ));
+}
+
+fn audit_entry(execution_id: &str, seq: u64) -> AuditEntry {
+    AuditEntry {
+        node_id: "node-1".into(),
+        execution_id: execution_id.into(),
+        program_id: "cooling".into(),
+        program_version: "1.0.0".into(),
+        instruction_id: format!("i{seq}"),
+        opcode: "EVAL".into(),
+        input_digest: String::new(),
+        output_digest: String::new(),
+        outcome: "done".into(),
+        fallback: None,
+        started_ms: 1,
+        finished_ms: 2,
+    }
+}
+
+#[test]
+fn steps_and_their_audit_entries_are_written_together_and_survive_a_reopen_together() {
+    let (dir, store) = temp_store();
+    let audit = Arc::new(FjallAudit::open(store.clone(), AuditConfig::default()).unwrap());
+    let journal = FjallJournal::open(store, Durability::Sync)
+        .unwrap()
+        .with_audit(audit.clone());
+    let a = new_id(journal.accept(&event("e1")).unwrap());
+    journal
+        .steps(
+            &[step(&a, 0), step(&a, 1)],
+            &[audit_entry(&a, 0), audit_entry(&a, 1)],
+            true,
+        )
+        .unwrap();
+    journal
+        .finish(
+            &a,
+            &[step(&a, 2)],
+            &[audit_entry(&a, 2)],
+            &ExecutionOutcome::Completed { value: json!(null) },
+        )
+        .unwrap();
+    assert_eq!(audit.head().0, 3);
+    drop((journal, audit));
+
+    let store = open(dir.path());
+    let audit = FjallAudit::open(store.clone(), AuditConfig::default()).unwrap();
+    let journal = FjallJournal::open(store, Durability::Sync).unwrap();
+    let (_, steps, _) = journal.execution(&a).unwrap().expect("journaled");
+    let audited: Vec<String> = audit
+        .of_execution(&a)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry.instruction_id)
+        .collect();
+    let journaled: Vec<String> = steps.into_iter().map(|s| s.instruction_id).collect();
+    assert_eq!(audited, journaled);
+
+    // A journal without an audit chain refuses entries instead of dropping them.
+    let refused = journal
+        .steps(&[step(&a, 3)], &[audit_entry(&a, 3)], true)
+        .unwrap_err();
+    assert!(
+        refused.message.contains("without an audit chain"),
+        "{refused}"
+    );
 }
