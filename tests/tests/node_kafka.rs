@@ -2,13 +2,14 @@
 //! killed (`kill -9`) mid-stream and restarted — no event lost, none executed twice — and
 //! the audit chain published on `eyeflow.audit`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use eyeflow_runtime::journal::FjallJournal;
 use eyeflow_runtime::store::{Durability, EmbeddedStore};
+use eyeflow_tests::node::binary;
 use eyeflow_tests::servers::tansu::Tansu;
 use serde_json::Value;
 
@@ -29,22 +30,6 @@ instructions:
     op: RETURN
     expression: "{'n': event.n, 'next': seen}"
 "#;
-
-/// The `eyeflow` binary cargo built for this workspace (beside this test's executable).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let binary = debug.join("eyeflow");
-    assert!(
-        binary.exists(),
-        "{} missing: build the workspace first",
-        binary.display()
-    );
-    binary
-}
 
 fn eyeflow(args: &[&str], cwd: &Path) -> String {
     eyeflow_tests::node::run(&binary(), args, cwd)

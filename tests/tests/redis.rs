@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use eyeflow_actors::ports::{CallErrorKind, NodeMemory};
 use eyeflow_runtime::backends::redis::{RedisConfig, RedisNodeMemory};
+use eyeflow_tests::eventually;
 use eyeflow_tests::servers::free_port;
 use eyeflow_tests::servers::redis::RedisServer;
 use serde_json::{Value, json};
@@ -48,18 +49,6 @@ fn raw(server: &RedisServer, args: &[&str]) -> Option<String> {
         }
         (":", n) | ("+", n) => Some(n.to_owned()),
         _ => panic!("unexpected redis reply {line:?}"),
-    }
-}
-
-/// Calls `f` until it returns `Some`, or panics after `timeout` naming `what`.
-fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(start.elapsed() < timeout, "{what} not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
