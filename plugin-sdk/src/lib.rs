@@ -3,7 +3,7 @@
 //!
 //! A plugin is a `cdylib` crate built for `wasm32-wasip2`, plus an `eyeflow-plugin.json`
 //! manifest. This crate owns the WIT contract (`wit/plugin.wit`, package
-//! `eyeflow:plugin@1.1.0`, worlds `capability` and `connector`; older versions in
+//! `eyeflow:plugin@1.2.0`, worlds `capability` and `connector`; older versions in
 //! `wit/archive/`) and turns it into plain Rust:
 //!
 //! - implement [`Capability`] or [`Connector`] on a unit struct, with `serde_json`
@@ -12,7 +12,9 @@
 //!   JSON becomes `invalid-input`, output that cannot be written becomes `internal`;
 //! - call the host through [`log`], [`http`], [`secrets`], [`kv`] and [`clock`]. A
 //!   component imports only the interfaces it calls; list exactly those in the
-//!   manifest's `imports`, or the host refuses the plugin.
+//!   manifest's `imports`, or the host refuses the plugin;
+//! - act once per idempotency key with [`apply_once`]: the same key may arrive twice
+//!   after a crash (module [`once`]).
 //!
 //! It sits outside the `ir ← actors ← runtime` chain: the runtime reads the same WIT on
 //! the host side. On the host target the crate only builds (imports panic if called).
@@ -20,10 +22,12 @@
 //! # Example
 //!
 //! A capability that counts how often a named counter was bumped, acting once per
-//! idempotency key (manifest `imports`: `["log", "kv"]`):
+//! idempotency key (manifest `"wit": "1.2.0"`, `imports`: `["log", "kv"]`, and
+//! `"on_resume": "reissue"` on `bump`, since a repeated key is answered, not re-applied):
 //!
 //! ```
-//! use eyeflow_plugin_sdk::{Capability, PluginError, Value, json, kv, log};
+//! use eyeflow_plugin_sdk::kv::{self, Write};
+//! use eyeflow_plugin_sdk::{Capability, PluginError, Value, apply_once, json, log};
 //!
 //! struct Counter;
 //!
@@ -39,15 +43,12 @@
 //!         let name = input["name"]
 //!             .as_str()
 //!             .ok_or_else(|| PluginError::invalid_input("`name` must be a string"))?;
-//!         let done_key = format!("done/{key}");
-//!         if let Some(previous) = kv::get_json::<Value>(&done_key)? {
-//!             return Ok(previous); // replayed after a crash: act once
-//!         }
-//!         let count = kv::get_json::<u64>(name)?.unwrap_or(0) + 1;
-//!         kv::set_json(name, &count)?;
-//!         let output = json!({"name": name, "count": count});
-//!         kv::set_json(&done_key, &output)?;
-//!         log::info(&format!("{name} bumped to {count}"));
+//!         // A key seen before (replayed after a crash) gets its first result back.
+//!         let output = apply_once(key, || {
+//!             let count = kv::get_json::<u64>(name)?.unwrap_or(0) + 1;
+//!             Ok((json!({"name": name, "count": count}), vec![Write::set_json(name, &count)?]))
+//!         })?;
+//!         log::info(&format!("{name} is at {} (key {key})", output["count"]));
 //!         Ok(output)
 //!     }
 //! }
@@ -74,10 +75,12 @@ pub mod clock;
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod once;
 pub mod secrets;
 
 pub use error::PluginError;
 pub use export::{Batch, Capability, Connector, Event};
+pub use once::apply_once;
 pub use serde_json::{self, Value, json};
 
 /// Export `$ty`, which implements [`Capability`], as the `eyeflow:plugin/actions`

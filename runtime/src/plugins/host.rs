@@ -62,7 +62,9 @@ pub struct HostConfig {
     /// `describe` call are made durable before the call returns; those of an `invoke` by the
     /// durable journal write of its CALL_ACTION step, which the executor makes right after
     /// the call, before anything else happens in the execution (one fsync for both; the
-    /// store's journal is one log, so that write covers the KV writes before it).
+    /// store's journal is one log, so that write covers the KV writes before it). A
+    /// `set-if-absent` batch is made durable with it before the import returns, whatever
+    /// the call.
     pub kv_durability: crate::store::Durability,
 }
 
@@ -248,10 +250,13 @@ impl PluginHost {
         config: HostConfig,
     ) -> Result<Self> {
         let engine = engine(&config)?;
-        let services = Services::new(store.clone(), secrets).map_err(|e| Error::Wasm {
-            plugin: "(host)".into(),
-            reason: format!("HTTP client: {e}"),
-        })?;
+        let services =
+            Services::new(store.clone(), secrets, config.kv_durability).map_err(|e| {
+                Error::Wasm {
+                    plugin: "(host)".into(),
+                    reason: format!("HTTP client: {e}"),
+                }
+            })?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = (config.deadline == DeadlineMode::Epoch).then(|| {
             let engine = engine.clone();

@@ -2,7 +2,8 @@
 //! each call's store carries. Every import re-checks the grant in force when the call
 //! started; HTTP requests are bounded by the call's own deadline.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use eyeflow_actors::ports::CallErrorKind;
@@ -14,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::grants::Grant;
 use super::manifest::Import;
 use crate::secrets::SecretSource;
-use crate::store::{EmbeddedStore, Space, Write};
+use crate::store::{Durability, EmbeddedStore, Space, Write};
 
 /// Host bindings generated from `plugin-sdk/wit/plugin.wit`.
 #[allow(missing_docs)] // generated from the WIT, whose docs it carries where the WIT has them
@@ -32,6 +33,10 @@ use bindings::eyeflow::plugin::{clock, http, kv, log, secrets, types};
 const KV_MAX_KEY: usize = 1024;
 /// Largest value in the plugin scratch store.
 const KV_MAX_VALUE: usize = 1024 * 1024;
+/// Most writes in one `set-if-absent` batch (besides its own key).
+const KV_MAX_BATCH_WRITES: usize = 64;
+/// Most bytes of keys and values in one `set-if-absent` batch, its own key included.
+const KV_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Longest log line kept.
 const LOG_MAX: usize = 4096;
 /// Captured guest stderr (panic messages), per call.
@@ -43,12 +48,18 @@ pub(crate) struct Services {
     pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) http: reqwest::blocking::Client,
     pub(crate) started: Instant,
+    /// How `set-if-absent` makes its batch durable before it returns.
+    pub(crate) kv_durability: Durability,
+    /// Held by `set-if-absent` from reading its key to writing its batch, so that two
+    /// calls cannot both find the key absent. Plain `set` and `delete` do not take it.
+    kv_check_and_write: Mutex<()>,
 }
 
 impl Services {
     pub(crate) fn new(
         store: EmbeddedStore,
         secrets: Arc<dyn SecretSource>,
+        kv_durability: Durability,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::blocking::Client::builder()
             // A granted host must not be able to bounce the plugin to one that is not.
@@ -59,6 +70,8 @@ impl Services {
             secrets,
             http,
             started: Instant::now(),
+            kv_durability,
+            kv_check_and_write: Mutex::new(()),
         })
     }
 }
@@ -187,6 +200,82 @@ impl CallState {
         full.push(0);
         full.extend_from_slice(key.as_bytes());
         Ok(full)
+    }
+
+    /// The store key of a `set-if-absent` and its batch (that key first), once every limit
+    /// is checked. Messages name a write by its position and never show a value.
+    fn kv_batch(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        writes: Vec<kv::Write>,
+    ) -> Result<(Vec<u8>, Vec<Write>), PluginError> {
+        let refuse = |why: String| PluginError::InvalidInput(format!("set-if-absent: {why}"));
+        if writes.len() > KV_MAX_BATCH_WRITES {
+            return Err(refuse(format!(
+                "{} writes; expected at most {KV_MAX_BATCH_WRITES}",
+                writes.len()
+            )));
+        }
+        let bytes = writes.iter().fold(key.len() + value.len(), |sum, w| {
+            sum.saturating_add(w.key.len())
+                .saturating_add(w.value.as_ref().map_or(0, Vec::len))
+        });
+        if bytes > KV_MAX_BATCH_BYTES {
+            return Err(refuse(format!(
+                "a batch of {bytes} bytes of keys and values; expected at most {KV_MAX_BATCH_BYTES}"
+            )));
+        }
+        let full = self.kv_key(key).map_err(|e| refuse(message(e)))?;
+        check_kv_value(&value).map_err(|e| refuse(message(e)))?;
+        // Two writes of one batch to the same key would leave the outcome to the store's
+        // ordering within a batch: refused instead.
+        let mut seen = HashMap::with_capacity(writes.len());
+        let mut batch = Vec::with_capacity(writes.len() + 1);
+        batch.push(Write::Put(Space::PluginKv, full.clone(), value));
+        for (i, write) in writes.into_iter().enumerate() {
+            let n = i + 1;
+            if write.key == key {
+                return Err(refuse(format!(
+                    "write {n} has the key that is set if absent"
+                )));
+            }
+            if let Some(first) = seen.insert(write.key.clone(), n) {
+                return Err(refuse(format!("writes {first} and {n} have the same key")));
+            }
+            let full = self
+                .kv_key(&write.key)
+                .map_err(|e| refuse(format!("write {n}: {}", message(e))))?;
+            batch.push(match write.value {
+                Some(value) => {
+                    check_kv_value(&value)
+                        .map_err(|e| refuse(format!("write {n}: {}", message(e))))?;
+                    Write::Put(Space::PluginKv, full, value)
+                }
+                None => Write::Remove(Space::PluginKv, full),
+            });
+        }
+        Ok((full, batch))
+    }
+}
+
+fn check_kv_value(value: &[u8]) -> Result<(), PluginError> {
+    if value.len() > KV_MAX_VALUE {
+        return Err(PluginError::InvalidInput(format!(
+            "kv value of {} bytes; expected at most {KV_MAX_VALUE}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn message(error: PluginError) -> String {
+    match error {
+        PluginError::InvalidInput(m)
+        | PluginError::Unavailable(m)
+        | PluginError::Timeout(m)
+        | PluginError::Denied(m)
+        | PluginError::Internal(m) => m,
     }
 }
 
@@ -342,12 +431,7 @@ impl kv::Host for CallState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), PluginError> {
-        if value.len() > KV_MAX_VALUE {
-            return Err(PluginError::InvalidInput(format!(
-                "kv value of {} bytes; expected at most {KV_MAX_VALUE}",
-                value.len()
-            )));
-        }
+        check_kv_value(&value)?;
         let key = self.kv_key(&key)?;
         self.kv_written = true;
         self.services
@@ -363,6 +447,44 @@ impl kv::Host for CallState {
             .store
             .write([Write::Remove(Space::PluginKv, key)])
             .map_err(store_error)
+    }
+
+    fn set_if_absent(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        writes: Vec<kv::Write>,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        let (key, batch) = self.kv_batch(&key, value, writes)?;
+        if self.remaining().is_zero() {
+            return Err(PluginError::Timeout(
+                "the call's deadline passed before set-if-absent; nothing was written".into(),
+            ));
+        }
+        let services = &self.services;
+        let held = {
+            let _check_and_write = services
+                .kv_check_and_write
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let held = services
+                .store
+                .get(Space::PluginKv, &key)
+                .map_err(store_error)?;
+            if held.is_none() {
+                // One batch: the key and the writes survive a crash together or not at all.
+                services.store.write(batch).map_err(store_error)?;
+            }
+            held
+        };
+        // Durable before returning, whichever way it went: a value found may be one that
+        // another call wrote a moment ago and is still making durable. (An fsync cannot be
+        // interrupted; the call's deadline was checked before.)
+        services
+            .store
+            .persist(services.kv_durability)
+            .map_err(store_error)?;
+        Ok(held)
     }
 }
 

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// The WIT package version this host implements; plugins built for `1.x` with x ≤ 1 load.
-pub const HOST_WIT_VERSION: Version = Version::new(1, 1, 0);
+/// The WIT package version this host implements; plugins built for `1.x` with x ≤ 2 load.
+pub const HOST_WIT_VERSION: Version = Version::new(1, 2, 0);
 
 /// Longest accepted manifest, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
@@ -330,10 +330,23 @@ mod tests {
     }
 
     #[test]
+    fn every_older_minor_wit_is_accepted() {
+        for wit in ["1.0.0", "1.1.0", "1.2.0"] {
+            let mut m = manifest();
+            m["wit"] = wit.into();
+            assert!(
+                Manifest::from_json(&serde_json::to_vec(&m).unwrap()).is_ok(),
+                "wit {wit}"
+            );
+        }
+        assert!(refused(|m| m["wit"] = "1.3.0".into()).contains("expected 1.x at most 1.2.0"));
+    }
+
+    #[test]
     fn bad_manifests_say_which_field() {
         assert!(refused(|m| m["id"] = "Valve_Sim".into()).contains("field `id`"));
         assert!(refused(|m| m["wit"] = "2.0.0".into()).contains("field `wit`"));
-        assert!(refused(|m| m["wit"] = "1.9.0".into()).contains("this host implements 1.1.0"));
+        assert!(refused(|m| m["wit"] = "1.9.0".into()).contains("this host implements 1.2.0"));
         assert!(refused(|m| m["provides"] = serde_json::json!([])).contains("field `provides`"));
         assert!(
             refused(|m| m["imports"] = serde_json::json!(["sockets"]))

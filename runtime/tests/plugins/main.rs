@@ -4,6 +4,7 @@
 mod bundled;
 mod hostile;
 mod node;
+mod once;
 mod packages;
 mod support;
 mod upgrade;

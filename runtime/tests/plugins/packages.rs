@@ -236,3 +236,20 @@ fn a_plugin_built_for_the_older_wit_still_loads() {
         .unwrap();
     assert_eq!(out["legacy"], true);
 }
+
+#[test]
+fn a_plugin_built_for_wit_1_1_links_its_kv_and_clock_and_runs() {
+    let mut node = Node::new();
+    node.install("fixture-legacy-1-1");
+    let calls = |node: &Node| {
+        node.invoke("fixture-legacy-1-1", "count", serde_json::json!({}))
+            .unwrap()
+    };
+    assert_eq!(
+        calls(&node),
+        serde_json::json!({"wit": "1.1.0", "calls": 1})
+    );
+    assert_eq!(calls(&node)["calls"], 2);
+    node.reopen();
+    assert_eq!(calls(&node)["calls"], 3);
+}

@@ -87,19 +87,25 @@ impl Node {
         self.host = open(self.dir.path(), &self.key, config);
     }
 
+    /// Invokes `action` under the idempotency key `e1/i1/1`.
     pub(crate) fn invoke(
         &self,
         capability: &str,
         action: &str,
         input: Value,
     ) -> Result<Value, CallError> {
-        self.host.invoke(
-            &cap(capability, "*"),
-            action,
-            &input,
-            "e1/i1/1",
-            Duration::from_secs(5),
-        )
+        self.invoke_with_key(capability, action, input, "e1/i1/1")
+    }
+
+    /// Invokes `action` under `idempotency_key`.
+    pub(crate) fn invoke_with_key(
+        &self,
+        capability: &str,
+        action: &str,
+        input: Value,
+        idempotency_key: &str,
+    ) -> Result<Value, CallError> {
+        invoke(&self.host, capability, action, input, idempotency_key)
     }
 
     pub(crate) fn read(
@@ -113,7 +119,26 @@ impl Node {
     }
 }
 
-fn open(dir: &Path, key: &SigningKey, config: HostConfig) -> PluginHost {
+/// Invokes `action` of `capability` (any version) on `host` under `idempotency_key`.
+pub(crate) fn invoke(
+    host: &PluginHost,
+    capability: &str,
+    action: &str,
+    input: Value,
+    idempotency_key: &str,
+) -> Result<Value, CallError> {
+    host.invoke(
+        &cap(capability, "*"),
+        action,
+        &input,
+        idempotency_key,
+        Duration::from_secs(5),
+    )
+}
+
+/// A host on the store in `dir` whose keyring trusts `key` (what [`Node`] opens; for a test
+/// that shares a data directory with another process).
+pub(crate) fn open(dir: &Path, key: &SigningKey, config: HostConfig) -> PluginHost {
     let store = EmbeddedStore::open(dir).expect("store");
     store.trust_key(&key.verifying_key()).expect("trust");
     let secrets = LocalSecrets::from_pairs([("webhook-token", "s3cr3t-t0ken"), ("other", "x")]);
