@@ -1,16 +1,17 @@
 //! `valve-sim`: simulated valves with a position from 0 (closed) to 100 (open).
 //!
 //! Actions `open`, `close`, `set` (`{"valve", "position"}`) and `read`. A valve's state
-//! lives in the plugin KV under `state/<valve>` so a postcondition can read it back. An
-//! action applied under an idempotency key already seen returns the stored result
-//! instead of acting again; the last `KEEP_KEYS` keys are remembered.
+//! `{"valve", "position", "open", "actions"}` lives in the plugin KV under `state/<valve>`
+//! so a postcondition can read it back; `actions` counts the actions applied to the valve,
+//! so a repeat that acted twice shows. `open`, `close` and `set` go through
+//! [`apply_once`]: an idempotency key applied before is answered with its first result and
+//! changes nothing. Its record (`once/<key>`) is kept forever, so at least as long as the
+//! node keeps executions. Two actions on one valve under different keys at the same instant
+//! are not ordered here (the last commit wins, and `actions` may count one of them): a
+//! program orders them with the valve's `resource_key` permit.
 
-use eyeflow_plugin_sdk::{Capability, PluginError, Value, json, kv, log};
-
-/// How many applied idempotency keys are remembered.
-const KEEP_KEYS: u64 = 256;
-/// The next slot a remembered key takes (a counter; the slot is its value modulo KEEP_KEYS).
-const NEXT_SLOT: &str = "applied-next";
+use eyeflow_plugin_sdk::kv::{self, Write};
+use eyeflow_plugin_sdk::{Capability, PluginError, Value, apply_once, json, log};
 
 struct ValveSim;
 
@@ -27,9 +28,15 @@ fn state_key(valve: &str) -> String {
     format!("state/{valve}")
 }
 
+/// The valve's state; a never-touched valve is closed. A state written by valve-sim before
+/// `actions` was counted reads as 0 actions.
 fn current(valve: &str) -> Result<Value, PluginError> {
-    Ok(kv::get_json::<Value>(&state_key(valve))?
-        .unwrap_or_else(|| json!({"valve": valve, "position": 0, "open": false})))
+    let mut state = kv::get_json::<Value>(&state_key(valve))?
+        .unwrap_or_else(|| json!({"valve": valve, "position": 0, "open": false}));
+    if state.get("actions").is_none() {
+        state["actions"] = json!(0);
+    }
+    Ok(state)
 }
 
 fn position_of(action: &str, input: &Value) -> Result<u64, PluginError> {
@@ -46,20 +53,6 @@ fn position_of(action: &str, input: &Value) -> Result<u64, PluginError> {
     }
 }
 
-/// Remember `output` as the result of `key`. Keys take KEEP_KEYS slots in turn; the key
-/// that held the slot before is forgotten. A few small records per action, whatever the
-/// number of keys remembered.
-fn remember(key: &str, output: &Value) -> Result<(), PluginError> {
-    let next: u64 = kv::get_json(NEXT_SLOT)?.unwrap_or(0);
-    let slot = format!("applied-slot/{}", next % KEEP_KEYS);
-    if let Some(old) = kv::get(&slot)? {
-        kv::delete(&format!("applied/{}", String::from_utf8_lossy(&old)))?;
-    }
-    kv::set(&slot, key.as_bytes())?;
-    kv::set_json(&format!("applied/{key}"), output)?;
-    kv::set_json(NEXT_SLOT, &(next + 1))
-}
-
 impl Capability for ValveSim {
     fn describe() -> Value {
         json!({
@@ -70,7 +63,7 @@ impl Capability for ValveSim {
                 "set": {"input": {"valve": "string", "position": "0..100"}, "side_effects": ["valve position := position"]},
                 "read": {"input": {"valve": "string"}, "side_effects": []},
             },
-            "output": {"valve": "string", "position": "0..100", "open": "bool"},
+            "output": {"valve": "string", "position": "0..100", "open": "bool", "actions": "actions applied to the valve"},
         })
     }
 
@@ -85,20 +78,23 @@ impl Capability for ValveSim {
             )));
         }
         let position = position_of(action, &input)?;
-        if !idempotency_key.is_empty()
-            && let Some(done) = kv::get_json::<Value>(&format!("applied/{idempotency_key}"))?
-        {
+        let mut applied = None;
+        let state = apply_once(idempotency_key, || {
+            let actions = current(valve)?["actions"].as_u64().unwrap_or(0) + 1;
+            let state = json!({
+                "valve": valve, "position": position, "open": position > 0, "actions": actions,
+            });
+            applied = Some(state.clone());
+            let write = Write::set_json(state_key(valve), &state)?;
+            Ok((state, vec![write]))
+        })?;
+        if applied.as_ref() == Some(&state) {
+            log::info(&format!("{valve}: {action} -> position {position}"));
+        } else {
             log::info(&format!(
                 "{valve}: {action} already applied under {idempotency_key}"
             ));
-            return Ok(done);
         }
-        let state = json!({"valve": valve, "position": position, "open": position > 0});
-        kv::set_json(&state_key(valve), &state)?;
-        if !idempotency_key.is_empty() {
-            remember(idempotency_key, &state)?;
-        }
-        log::info(&format!("{valve}: {action} -> position {position}"));
         Ok(state)
     }
 }

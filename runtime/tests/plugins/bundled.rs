@@ -1,6 +1,6 @@
 //! The four bundled plugins through the real host: reads, actions, errors, schemas.
 
-use eyeflow_actors::ports::{CallErrorKind, PluginPort};
+use eyeflow_actors::ports::{CallErrorKind, OnResume, PluginPort};
 use eyeflow_runtime::plugins::GrantChange;
 use serde_json::json;
 
@@ -72,31 +72,39 @@ fn valve_sim_acts_keeps_state_and_honours_idempotency() {
     node.install("valve-sim");
     let valve = json!({"valve": "valve/v-101"});
     let invoke = |node: &Node, action: &str, input: serde_json::Value, key: &str| {
-        node.host.invoke(
-            &cap("valve-sim", "^1"),
-            action,
-            &input,
-            key,
-            std::time::Duration::from_secs(5),
-        )
+        node.invoke_with_key("valve-sim", action, input, key)
     };
-    invoke(&node, "open", valve.clone(), "e1/i1/1").unwrap();
+    let fresh = invoke(&node, "read", valve.clone(), "e1/i0/1").unwrap();
     assert_eq!(
-        invoke(&node, "read", valve.clone(), "e1/i2/1").unwrap()["position"],
-        100
+        fresh,
+        json!({"valve": "valve/v-101", "position": 0, "open": false, "actions": 0})
     );
-    invoke(
+    invoke(&node, "open", valve.clone(), "e1/i1/1").unwrap();
+    let state = invoke(&node, "read", valve.clone(), "e1/i2/1").unwrap();
+    assert_eq!(
+        (&state["position"], &state["actions"]),
+        (&json!(100), &json!(1))
+    );
+    let set = invoke(
         &node,
         "set",
         json!({"valve": "valve/v-101", "position": 40}),
         "e1/i3/1",
     )
     .unwrap();
-    // A replay of an old idempotency key does not act again.
-    invoke(&node, "open", valve.clone(), "e1/i1/1").unwrap();
     assert_eq!(
-        invoke(&node, "read", valve.clone(), "e1/i4/1").unwrap()["position"],
-        40
+        set,
+        json!({"valve": "valve/v-101", "position": 40, "open": true, "actions": 2})
+    );
+    // A replay of an old idempotency key does not act again: it gets its first result.
+    let replay = invoke(&node, "open", valve.clone(), "e1/i1/1").unwrap();
+    assert_eq!(
+        (&replay["position"], &replay["actions"]),
+        (&json!(100), &json!(1))
+    );
+    assert_eq!(
+        invoke(&node, "read", valve.clone(), "e1/i4/1").unwrap(),
+        set
     );
     let err = invoke(
         &node,
@@ -108,38 +116,47 @@ fn valve_sim_acts_keeps_state_and_honours_idempotency() {
     assert_eq!(err.kind, CallErrorKind::InvalidInput, "{err}");
     // State lives in the plugin's KV in the node store: it survives a restart.
     node.reopen();
-    assert_eq!(
-        invoke(&node, "read", valve, "e2/i1/1").unwrap()["position"],
-        40
-    );
+    assert_eq!(invoke(&node, "read", valve, "e2/i1/1").unwrap(), set);
 }
 
 #[test]
-fn valve_sim_remembers_the_last_256_idempotency_keys() {
+fn valve_sim_applies_a_key_once_however_many_keys_came_after() {
     let node = Node::new();
     node.install("valve-sim");
     let set = |position: u32, key: &str| {
-        node.host
-            .invoke(
-                &cap("valve-sim", "^1"),
-                "set",
-                &json!({"valve": "valve/v-9", "position": position}),
-                key,
-                std::time::Duration::from_secs(5),
-            )
-            .unwrap()["position"]
-            .clone()
+        node.invoke_with_key(
+            "valve-sim",
+            "set",
+            json!({"valve": "valve/v-9", "position": position}),
+            key,
+        )
+        .unwrap()
     };
     for n in 0..300 {
-        assert_eq!(set(n % 100, &format!("k{n}")), n % 100);
+        assert_eq!(set(n % 100, &format!("k{n}"))["actions"], n + 1);
     }
-    // Keys 44..300 are remembered: a replay returns the stored result without acting.
-    assert_eq!(set(5, "k299"), 299 % 100);
-    assert_eq!(set(99, "k44"), 44);
-    assert_eq!(set(7, "k300"), 7);
-    // k44 was the oldest: remembering k300 took its slot. k43 was forgotten before.
-    assert_eq!(set(99, "k44"), 99, "k44 was forgotten");
-    assert_eq!(set(98, "k43"), 98, "k43 was forgotten");
+    // Every key is remembered (the 1.0 valve-sim forgot all but the last 256).
+    let first = set(99, "k0");
+    assert_eq!(
+        (&first["position"], &first["actions"]),
+        (&json!(0), &json!(1))
+    );
+    assert_eq!(set(99, "k44")["position"], 44);
+    let state = node
+        .invoke_with_key("valve-sim", "read", json!({"valve": "valve/v-9"}), "r")
+        .unwrap();
+    assert_eq!(
+        (&state["position"], &state["actions"]),
+        (&json!(99), &json!(300))
+    );
+    // Its actions tell the runtime that a repeated key is answered, not re-applied.
+    for action in ["open", "close", "set", "read"] {
+        assert_eq!(
+            node.host.on_resume(&cap("valve-sim", "^1"), action),
+            OnResume::Reissue,
+            "{action}"
+        );
+    }
 }
 
 #[test]

@@ -1,10 +1,17 @@
-//! Acting once: the KV's `set-if-absent` through a real plugin (fixture-kv) and the SDK's
-//! `apply_once`.
+//! Acting once: the KV's `set-if-absent` through a real plugin (fixture-kv), the SDK's
+//! `apply_once`, and valve-sim applying one idempotency key once across a `kill -9`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use eyeflow_actors::ports::{CallError, CallErrorKind};
+use eyeflow_runtime::plugins::HostConfig;
 use serde_json::{Value, json};
 
-use crate::support::Node;
+use crate::support::{Node, invoke, key, open, signed};
 
 fn kv(node: &Node, action: &str, input: Value) -> Result<Value, CallError> {
     node.invoke_with_key("fixture-kv", action, input, "e1/i1/1")
@@ -154,4 +161,131 @@ fn apply_once_returns_the_first_result_of_a_key() {
     assert_eq!(apply(4, ""), json!({"n": 4}));
     assert_eq!(apply(5, ""), json!({"n": 5}));
     assert_eq!(get(&node, "x"), json!("5"));
+}
+
+/// Set in the child process of the kill -9 test: the data directory it works in.
+const CHILD_DATA_DIR: &str = "EYEFLOW_TEST_ONCE_CHILD_DATA_DIR";
+/// The line the child prints once every action returned.
+const READY: &str = "READY: 401 actions acknowledged";
+
+/// The 400 other actions: (key, action, input), a third of them on the valve of key K.
+fn other_actions() -> Vec<(String, &'static str, Value)> {
+    (0..400)
+        .map(|i| {
+            let key = format!("e2/i{i}/1");
+            match i % 3 {
+                0 => (key, "set", json!({"valve": "valve/k", "position": i % 101})),
+                1 => (key, "open", json!({"valve": "valve/other"})),
+                _ => (key, "close", json!({"valve": format!("valve/o-{}", i % 7)})),
+            }
+        })
+        .collect()
+}
+
+/// The child: installs valve-sim on the shared data directory, acts under K and 400 other
+/// keys, says READY and waits to be killed (or for its stdin to close: parent gone).
+fn act_then_wait_for_kill(dir: &str) {
+    let host = open(std::path::Path::new(dir), &key(1), HostConfig::default());
+    host.install(&signed("valve-sim", &key(1)))
+        .expect("install");
+    invoke(
+        &host,
+        "valve-sim",
+        "set",
+        json!({"valve": "valve/k", "position": 40}),
+        "e1/k/1",
+    )
+    .expect("set under K");
+    for (key, action, input) in other_actions() {
+        invoke(&host, "valve-sim", action, input, &key).expect("other action");
+    }
+    println!("{READY}");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+/// Kills the child if the test fails before it does.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn valve_sim_applies_one_key_once_after_400_other_actions_and_a_kill_9() {
+    if let Ok(dir) = std::env::var(CHILD_DATA_DIR) {
+        return act_then_wait_for_kill(&dir);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    // This very test, in a child process: libtest names it without the crate.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name =
+        format!("{module}::valve_sim_applies_one_key_once_after_400_other_actions_and_a_kill_9");
+    let child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_DATA_DIR, dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the child");
+    let mut child = ChildGuard(child);
+    let (lines, rx) = mpsc::channel();
+    let stdout = child.0.stdout.take().expect("child stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            // libtest's `test NAME ... ` may precede it on the same line.
+            Ok(line) if line.ends_with(READY) => break,
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                let _ = child.0.kill();
+                let mut stderr = String::new();
+                if let Some(mut err) = child.0.stderr.take() {
+                    let _ = err.read_to_string(&mut stderr);
+                }
+                panic!("the child never said READY ({e}); stdout: {seen:#?}; stderr: {stderr}");
+            }
+        }
+    }
+    child.0.kill().expect("kill -9 the child");
+    let status = child.0.wait().expect("wait for the child");
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    let host = open(dir.path(), &key(1), HostConfig::default());
+    let read = |key: &str| {
+        invoke(&host, "valve-sim", "read", json!({"valve": "valve/k"}), key).expect("read")
+    };
+    let before = read("e3/read/1");
+    // Every acknowledged action survived the kill: K's and a third of the others.
+    let last_set = other_actions()
+        .into_iter()
+        .rev()
+        .find(|(_, _, input)| input["valve"] == "valve/k")
+        .map(|(_, _, input)| input["position"].clone());
+    assert_eq!(before["position"], last_set.expect("a set on valve/k"));
+    assert_eq!(before["actions"], 1 + 134, "{before}");
+    let again = invoke(
+        &host,
+        "valve-sim",
+        "set",
+        json!({"valve": "valve/k", "position": 90}),
+        "e1/k/1",
+    )
+    .expect("set under K again");
+    assert_eq!(
+        again,
+        json!({"valve": "valve/k", "position": 40, "open": true, "actions": 1}),
+        "K is answered with its first result"
+    );
+    assert_eq!(read("e3/read/2"), before, "the repeat changed nothing");
 }
