@@ -1,5 +1,6 @@
-//! The embedded audit chain: [`FjallAudit`] implements the [`AuditLog`] port over the
-//! `audit` keyspace of the [`EmbeddedStore`]; [`verify`] recomputes the whole chain and names
+//! The embedded audit chain: [`FjallAudit`] keeps it in the `audit` keyspace of the
+//! [`EmbeddedStore`] (executions' entries arrive in the journal's own writes, see
+//! [`crate::journal`]); [`verify`] recomputes the whole chain and names
 //! the first broken entry; signed [`Checkpoint`]s of the chain head make truncation and forks
 //! detectable by anyone holding the node's public key.
 //!

@@ -60,11 +60,11 @@ pub struct HostConfig {
     pub deadline: DeadlineMode,
     /// Durability of the plugins' scratch KV writes. Those of a `read`, `poll` or
     /// `describe` call are made durable before the call returns; those of an `invoke` by the
-    /// durable journal write of its CALL_ACTION step, which the executor makes right after
-    /// the call, before anything else happens in the execution (one fsync for both; the
-    /// store's journal is one log, so that write covers the KV writes before it). A
-    /// `set-if-absent` batch is made durable with it before the import returns, whatever
-    /// the call.
+    /// execution's next durable journal write (the next effect's intent, a pause or the
+    /// end; the store's journal is one log, so that write covers the KV writes before it:
+    /// a crash loses them only together with the CALL_ACTION's result, and the resume
+    /// re-issues it under the same key). A `set-if-absent` batch is made durable with it
+    /// before the import returns, whatever the call.
     pub kv_durability: crate::store::Durability,
 }
 
