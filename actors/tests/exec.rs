@@ -1509,19 +1509,25 @@ fn resume_replays_recorded_steps_without_repeating_effects() {
     assert_eq!(statuses(&w.steps())[..2], ["act:started", "act:done"]);
 }
 
-#[test]
-fn an_effect_in_doubt_is_reissued_under_its_key_when_the_capability_declares_it() {
+/// RESUMABLE as the node left it when it stopped during `act` (its intent durable, its
+/// result not), and a world whose `set` declares `declared` for a resume.
+fn stopped_during_act(declared: OnResume) -> (Program, Vec<StepRecord>, World) {
     let program = compile(RESUMABLE);
     let full = World::new();
     completed(full.run(&program, json!({})));
-    // The node stopped during `act`: its intent is durable, its result is not.
     let history = full.steps()[..3].to_vec();
     let w = World::new();
     w.plugins
         .resume
         .lock()
         .unwrap()
-        .insert("set".into(), OnResume::Reissue);
+        .insert("set".into(), declared);
+    (program, history, w)
+}
+
+#[test]
+fn an_effect_in_doubt_is_reissued_under_its_key_when_the_capability_declares_it() {
+    let (program, history, w) = stopped_during_act(OnResume::Reissue);
     completed(w.resume(&program, json!({}), &history));
     let invokes = w.invokes();
     assert_eq!(invokes.len(), 1);
@@ -1537,16 +1543,7 @@ fn an_effect_in_doubt_is_reissued_under_its_key_when_the_capability_declares_it(
 
 #[test]
 fn an_effect_in_doubt_is_read_back_when_the_capability_declares_a_read() {
-    let program = compile(RESUMABLE);
-    let full = World::new();
-    completed(full.run(&program, json!({})));
-    let history = full.steps()[..3].to_vec();
-    let w = World::new();
-    w.plugins
-        .resume
-        .lock()
-        .unwrap()
-        .insert("set".into(), OnResume::ReadBack("read".into()));
+    let (program, history, w) = stopped_during_act(OnResume::ReadBack("read".into()));
     completed(w.resume(&program, json!({}), &history));
     let actions: Vec<String> = w.invokes().into_iter().map(|c| c.2).collect();
     assert_eq!(actions, ["read"], "read back, not driven again");
@@ -1555,12 +1552,7 @@ fn an_effect_in_doubt_is_read_back_when_the_capability_declares_a_read() {
 
 #[test]
 fn an_undeclared_effect_in_doubt_waits_for_an_operator_and_is_never_rerun_silently() {
-    let program = compile(RESUMABLE);
-    let full = World::new();
-    completed(full.run(&program, json!({})));
-    let history = full.steps()[..3].to_vec();
-
-    let w = World::new();
+    let (program, history, w) = stopped_during_act(OnResume::Ambiguous);
     assert_eq!(
         w.resume(&program, json!({}), &history),
         Report::Paused {

@@ -240,3 +240,85 @@ fn deploy_refuses_missing_capabilities_and_unsigned_or_tampered_programs() {
         Some(&1)
     );
 }
+
+#[test]
+fn an_effect_a_crash_left_in_doubt_waits_for_an_operator_whose_approval_reissues_it() {
+    use eyeflow_actors::ports::{EventRecord, Journal, StepOutcome, StepRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let (node, key) = hostile_node(dir.path());
+    let program =
+        eyeflow_compiler::compile_and_sign(&RULE.replace("WHAT", "ok"), &options(), &key).unwrap();
+    node.deploy(&eyeflow_ir::encode(&program)).unwrap();
+    // What a node killed during the action leaves: the event and the action's intent,
+    // durable; no result. (fixture-hostile declares nothing for a resume.)
+    let event = EventRecord {
+        event_id: "ev-doubt".into(),
+        source: "test".into(),
+        program_id: "hostile-guard".into(),
+        program_version: "1.0.0".into(),
+        payload: json!({}),
+        priority: 128,
+        accepted_at_ms: 0,
+    };
+    let journal = node.journal();
+    let execution = match journal.accept(&event).unwrap() {
+        eyeflow_actors::ports::Accepted::New { execution_id } => execution_id,
+        other => panic!("{other:?}"),
+    };
+    let key_of_act = format!("{execution}/act/1");
+    let intent = StepRecord {
+        execution_id: execution.clone(),
+        seq: 0,
+        instruction_id: "act".into(),
+        attempt: 1,
+        outcome: StepOutcome::Started {
+            idempotency_key: key_of_act.clone(),
+            input: json!({"action": "ok", "params": {}}),
+        },
+        fallback: None,
+        started_ms: 0,
+        finished_ms: 0,
+    };
+    journal.steps(&[intent], &[], true).unwrap();
+    node.shutdown(None).unwrap();
+    drop(node);
+
+    let mut config = NodeConfig::embedded(dir.path());
+    config.workers = 2;
+    let node = Node::start(config).expect("node restarts");
+    node.wait_idle();
+    let (_, steps, ended) = node.journal().execution(&execution).unwrap().unwrap();
+    assert!(ended.is_none(), "it waits, it does not re-run the action");
+    assert_eq!(
+        steps.last().map(|s| &s.outcome),
+        Some(&StepOutcome::Ambiguous {
+            idempotency_key: key_of_act
+        })
+    );
+    let audit = node.audit().of_execution(&execution).unwrap();
+    assert_eq!(
+        audit.last().map(|e| e.entry.outcome.as_str()),
+        Some("ambiguous")
+    );
+    // The operator checked the device: issue it again under the same key.
+    node.decide(&execution, "act", true).unwrap();
+    node.wait_idle();
+    assert_eq!(
+        outcome(&node, &execution),
+        ExecutionOutcome::Completed {
+            value: json!({"ok": true})
+        }
+    );
+    let (_, steps, _) = node.journal().execution(&execution).unwrap().unwrap();
+    let done = steps
+        .iter()
+        .find(|s| matches!(s.outcome, StepOutcome::Done { .. }));
+    assert_eq!(
+        done.map(|s| (s.attempt, s.fallback.as_deref())),
+        Some((1, Some("reissued")))
+    );
+    assert!(
+        node.decide(&execution, "act", true).is_err(),
+        "no second decision"
+    );
+}
