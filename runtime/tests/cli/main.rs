@@ -245,7 +245,7 @@ fn plugin_operator_loop_sign_inspect_trust_install_list_revoke() {
 
     let out = eyeflow(&["plugin", "inspect", "valve.efp"], cwd);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("valve-sim@1.0.0"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("valve-sim@1.1.0"), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("signature   none"),
         "{}",
@@ -285,7 +285,7 @@ fn plugin_operator_loop_sign_inspect_trust_install_list_revoke() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("installed valve-sim@1.0.0"),
+        stdout(&out).contains("installed valve-sim@1.1.0"),
         "{}",
         stdout(&out)
     );
@@ -293,13 +293,13 @@ fn plugin_operator_loop_sign_inspect_trust_install_list_revoke() {
     let out = eyeflow(&["plugin", "list", "--data-dir", &data], cwd);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("valve-sim@1.0.0") && stdout(&out).contains("ready"),
+        stdout(&out).contains("valve-sim@1.1.0") && stdout(&out).contains("ready"),
         "{}",
         stdout(&out)
     );
 
     let out = eyeflow(
-        &["plugin", "revoke", "valve-sim@1.0.0", "--data-dir", &data],
+        &["plugin", "revoke", "valve-sim@1.1.0", "--data-dir", &data],
         cwd,
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -310,7 +310,7 @@ fn plugin_operator_loop_sign_inspect_trust_install_list_revoke() {
         cwd,
     );
     assert!(
-        stderr(&out).contains("valve-sim@1.0.0 is revoked"),
+        stderr(&out).contains("valve-sim@1.1.0 is revoked"),
         "{}",
         stderr(&out)
     );
