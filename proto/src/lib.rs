@@ -32,6 +32,7 @@
 pub mod canonical;
 pub mod codec;
 mod error;
+pub mod expression;
 pub mod json;
 pub mod keys;
 pub mod pb;
