@@ -31,24 +31,10 @@ pub(crate) fn check(rule: &Rule, specs: &[&Spec], dag: &Dag, source: &Source<'_>
 }
 
 fn header(rule: &Rule, source: &Source<'_>) -> Result<()> {
-    if rule.id.trim().is_empty() || rule.id.chars().any(char::is_whitespace) {
-        return Err(source.rule(
-            rule.id.span(),
-            format!(
-                "rule id `{}` is empty or has spaces; expected a name such as `valve-guard`",
-                rule.id.as_str()
-            ),
-        ));
-    }
-    semver::Version::parse(&rule.version).map_err(|e| {
-        source.rule(
-            rule.version.span(),
-            format!(
-                "version `{}` is not semver ({e}); expected MAJOR.MINOR.PATCH such as 1.0.0",
-                rule.version.as_str()
-            ),
-        )
-    })?;
+    eyeflow_ir::validate::check_program_id(&rule.id)
+        .map_err(|reason| source.rule(rule.id.span(), format!("rule id {reason}")))?;
+    eyeflow_ir::validate::check_program_version(&rule.version)
+        .map_err(|reason| source.rule(rule.version.span(), format!("version {reason}")))?;
     for (capability, requirement) in &rule.requires {
         if capability.trim().is_empty() {
             return Err(source.rule(

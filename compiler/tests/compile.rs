@@ -472,6 +472,52 @@ instructions:
     }
 
     #[test]
+    fn program_ids_that_are_paths() {
+        for (id, fragment) in [
+            ("\"../../x\"", "has the character '/'"),
+            ("/tmp/x", "has the character '/'"),
+            ("plant/valve", "has the character '/'"),
+            ("..x", "does not start with a letter or a digit"),
+            ("a..b", "contains \"..\""),
+            ("Valve", "has the character 'V'"),
+            ("\"\"", "rule id is empty"),
+        ] {
+            let source = BASE.replace("id: base\n", &format!("id: {id}\n"));
+            let err = fails(&source, fragment, 1);
+            assert_eq!(err.position().column, 5, "{err}");
+            assert!(err.to_string().contains("rule id"), "{err}");
+        }
+        let long = BASE.replace("id: base\n", &format!("id: {}\n", "a".repeat(64)));
+        fails(&long, "is 64 bytes long", 1);
+        compile_ok(
+            "ok.yaml",
+            &BASE.replace("id: base\n", &format!("id: {}\n", "a".repeat(63))),
+        );
+        compile_ok(
+            "ok.yaml",
+            &BASE.replace("id: base\n", "id: plant-a.valve_2\n"),
+        );
+    }
+
+    #[test]
+    fn versions_are_strict_semver() {
+        for (version, fragment) in [
+            ("1.0", "is not semver"),
+            ("v1.0.0", "is not semver"),
+            ("01.0.0", "is not semver"),
+            ("1.0.0+build.5", "has build metadata"),
+        ] {
+            let source = BASE.replace("version: 1.0.0\n", &format!("version: {version}\n"));
+            let err = fails(&source, fragment, 2);
+            assert_eq!(err.position().column, 10, "{err}");
+        }
+        compile_ok(
+            "ok.yaml",
+            &BASE.replace("version: 1.0.0\n", "version: 1.1.0-rc.1\n"),
+        );
+    }
+
+    #[test]
     fn bad_semver_requirement() {
         let source = BASE.replace("valve-sim: ^1.0", "valve-sim: version one");
         fails(

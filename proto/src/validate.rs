@@ -1,6 +1,8 @@
 //! Structural validation of a decoded program, before any of it runs: unique ids,
 //! references that resolve, an acyclic graph except declared bounded LOOPs, valid
-//! priorities, positive timeouts, and the fields each opcode needs.
+//! priorities, positive timeouts, and the fields each opcode needs. Program ids and
+//! versions follow a strict grammar ([`check_program_id`], [`check_program_version`]) because
+//! runtimes use them as keys and in messages; they never become file names.
 
 use std::collections::HashMap;
 
@@ -23,6 +25,70 @@ pub fn validate(program: &LlmIrProgram) -> Result<()> {
     check_acyclic(program, &index)
 }
 
+/// Longest program id, in bytes.
+pub const MAX_PROGRAM_ID_LEN: usize = 63;
+
+/// Longest program version, in bytes.
+pub const MAX_PROGRAM_VERSION_LEN: usize = 64;
+
+/// Checks a program id: 1 to [`MAX_PROGRAM_ID_LEN`] characters among `a-z`, `0-9`, `-`,
+/// `_` and `.`, starting with a letter or a digit, without `..`. So an id is never a path
+/// (no `/`, no backslash, not absolute, no parent step), never hidden, and reads the same
+/// on every file system. Returns what is wrong and what is expected.
+pub fn check_program_id(id: &str) -> std::result::Result<(), String> {
+    const EXPECTED: &str = "expected 1 to 63 characters among a-z, 0-9, '-', '_' and '.', starting with a letter or a digit, without \"..\" (such as `valve-guard`)";
+    if id.is_empty() {
+        return Err(format!("is empty; {EXPECTED}"));
+    }
+    if id.len() > MAX_PROGRAM_ID_LEN {
+        return Err(format!("is {} bytes long; {EXPECTED}", id.len()));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "\"{}\" has the character {bad:?}; {EXPECTED}",
+            id.escape_debug()
+        ));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "\"{id}\" does not start with a letter or a digit; {EXPECTED}"
+        ));
+    }
+    if id.contains("..") {
+        return Err(format!("\"{id}\" contains \"..\"; {EXPECTED}"));
+    }
+    Ok(())
+}
+
+/// Checks a program version: semantic versioning 2.0.0 `MAJOR.MINOR.PATCH` with an optional
+/// pre-release (`1.0.0-rc.1`), no build metadata (`+...`, which semver ignores for
+/// precedence, so two uploads would share one version), at most
+/// [`MAX_PROGRAM_VERSION_LEN`] bytes. Returns the parsed version, or what is wrong and what
+/// is expected.
+pub fn check_program_version(version: &str) -> std::result::Result<semver::Version, String> {
+    const EXPECTED: &str =
+        "expected MAJOR.MINOR.PATCH with an optional pre-release, such as 1.0.0 or 1.1.0-rc.1";
+    if version.len() > MAX_PROGRAM_VERSION_LEN {
+        return Err(format!(
+            "is {} bytes long, above {MAX_PROGRAM_VERSION_LEN}; {EXPECTED}",
+            version.len()
+        ));
+    }
+    let parsed = semver::Version::parse(version).map_err(|e| {
+        format!(
+            "\"{}\" is not semver ({e}); {EXPECTED}",
+            version.escape_debug()
+        )
+    })?;
+    if !parsed.build.is_empty() {
+        return Err(format!("\"{version}\" has build metadata; {EXPECTED}"));
+    }
+    Ok(parsed)
+}
+
 fn program_field(field: &'static str, reason: impl Into<String>) -> Error {
     Error::InvalidProgramField {
         field,
@@ -31,21 +97,8 @@ fn program_field(field: &'static str, reason: impl Into<String>) -> Error {
 }
 
 fn validate_header(program: &LlmIrProgram) -> Result<()> {
-    if program.program_id.trim().is_empty() {
-        return Err(program_field(
-            "program_id",
-            "is empty; expected a program id",
-        ));
-    }
-    semver::Version::parse(&program.version).map_err(|e| {
-        program_field(
-            "version",
-            format!(
-                "\"{}\" is not semver (expected MAJOR.MINOR.PATCH): {e}",
-                program.version
-            ),
-        )
-    })?;
+    check_program_id(&program.program_id).map_err(|reason| program_field("program_id", reason))?;
+    check_program_version(&program.version).map_err(|reason| program_field("version", reason))?;
     if program.instructions.is_empty() {
         return Err(program_field(
             "instructions",

@@ -555,7 +555,17 @@ fn demo(args: DemoArgs) -> CliResult {
     let mut all_opcodes = Vec::new();
     for file in &files {
         let source = read_rule(file)?;
-        let options = compile_options(file, Some("eyeflow demo".to_owned()))?;
+        let mut options = compile_options(file, Some("eyeflow demo".to_owned()))?;
+        // A rerun on the same data directory must sign the same bytes: the node refuses
+        // other bytes under a version it has deployed.
+        if let Some(modified) = std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+        {
+            options.compiled_at = modified;
+        }
         let started = Instant::now();
         let program =
             eyeflow_compiler::compile_and_sign(&source, &options, &key).map_err(compile_error)?;

@@ -137,8 +137,53 @@ pub struct ProgramInfo {
     pub version: String,
     /// Signing key id.
     pub key_id: String,
+    /// SHA-256 of the signed program bytes, lowercase hex: what was deployed, and the name
+    /// of its file under `DATA_DIR/programs`.
+    pub sha256: String,
     /// Number of instructions.
     pub instructions: usize,
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, so a crash
+/// leaves either no file or the whole one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("bin.tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
+    file.write_all(bytes).map_err(Error::io(&tmp))?;
+    file.sync_all().map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))
+}
+
+/// A deployed version's file in `DATA_DIR/programs`, named `<sha256>.bin` after the signed
+/// bytes: nothing the program says about itself becomes a path.
+#[derive(Debug, Clone)]
+struct Stored {
+    sha256: String,
+    key_id: String,
+    /// The file deploy wrote (or, for a data directory of the earlier layout that could
+    /// not be renamed, the file it was loaded from): what undeploy removes.
+    file: PathBuf,
+}
+
+/// A program that passed every deploy check, not yet served.
+struct Prepared {
+    info: ProgramInfo,
+    program: Program,
+}
+
+/// What the deploy checks concluded.
+enum Checked {
+    /// A version the node does not serve yet.
+    New(Prepared),
+    /// These exact bytes are deployed already.
+    Deployed(ProgramInfo),
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Outcome counters and latencies of one program.
@@ -169,6 +214,9 @@ struct Inner {
     /// against ≈ 4 ns for this lookup, so executions read the cache; deploys fill it.
     resolved: std::sync::RwLock<BTreeMap<String, BTreeMap<semver::Version, Arc<Program>>>>,
     stats: Mutex<BTreeMap<String, ProgramStats>>,
+    /// Deployed versions' files, by id and version. Held across a whole deploy or undeploy,
+    /// so two uploads of one version cannot both pass the conflict check.
+    stored: Mutex<BTreeMap<(String, String), Stored>>,
     in_flight: (Mutex<usize>, Condvar),
     /// External backends in use (empty on embedded defaults).
     backends: std::sync::RwLock<Vec<Arc<dyn Backend>>>,
@@ -369,6 +417,7 @@ impl Node {
                 supervisor,
                 resolved: std::sync::RwLock::new(BTreeMap::new()),
                 stats: Mutex::new(BTreeMap::new()),
+                stored: Mutex::new(BTreeMap::new()),
                 in_flight: (Mutex::new(0), Condvar::new()),
                 backends: std::sync::RwLock::new(backends),
             }),
@@ -407,6 +456,9 @@ impl Node {
         self.inner.config.data_dir.join("programs")
     }
 
+    /// Serves every program file of `DATA_DIR/programs` again. Files are named
+    /// `<sha256>.bin`; a file of the earlier layout (`<id>@<version>.bin`) is renamed to its
+    /// digest once it loads, and kept under its old name when the rename fails.
     fn reload_programs(&self) -> Result<()> {
         let dir = self.programs_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -414,34 +466,160 @@ impl Node {
         };
         let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
+        let mut stored = lock(&self.inner.stored);
         for file in files
             .iter()
             .filter(|f| f.extension().is_some_and(|x| x == "bin"))
         {
             let bytes = std::fs::read(file).map_err(Error::io(file))?;
-            if let Err(e) = self.register(&bytes) {
+            let prepared = match self.prepare(&bytes, &stored) {
+                Ok(Checked::New(prepared)) => prepared,
+                // The same bytes under two names (a rename cut short): the other is served.
+                Ok(Checked::Deployed(_)) => {
+                    self.drop_duplicate(file, &bytes);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(program = %file.display(), "deployed program no longer loads: {e}");
+                    continue;
+                }
+            };
+            let info = prepared.info.clone();
+            if let Err(e) = self.serve(prepared) {
                 tracing::error!(program = %file.display(), "deployed program no longer loads: {e}");
+                continue;
             }
+            let file = self.migrate(&dir, file, &bytes, &info.sha256);
+            stored.insert(
+                (info.id.clone(), info.version.clone()),
+                Stored {
+                    sha256: info.sha256,
+                    key_id: info.key_id,
+                    file,
+                },
+            );
         }
         Ok(())
     }
 
+    /// Where a loaded program file should live: `<sha256>.bin`. A file under another name
+    /// (the earlier layout) is written under its digest and removed; on failure it stays
+    /// where it is, and that path is returned.
+    fn migrate(&self, dir: &Path, file: &Path, bytes: &[u8], sha256: &str) -> PathBuf {
+        let target = dir.join(format!("{sha256}.bin"));
+        if file == target {
+            return target;
+        }
+        let moved = if target.exists() {
+            Ok(())
+        } else {
+            write_atomically(&target, bytes)
+        }
+        .and_then(|()| std::fs::remove_file(file).map_err(Error::io(file)));
+        match moved {
+            Ok(()) => {
+                tracing::info!(from = %file.display(), to = %target.display(), "program file renamed to its digest");
+                target
+            }
+            Err(e) => {
+                tracing::warn!(program = %file.display(), "cannot rename the program file to its digest: {e}");
+                file.to_owned()
+            }
+        }
+    }
+
+    /// Removes a second file holding bytes already served from their digest-named file.
+    fn drop_duplicate(&self, file: &Path, bytes: &[u8]) {
+        let target = self
+            .programs_dir()
+            .join(format!("{}.bin", sha256_hex(bytes)));
+        if file != target
+            && target.exists()
+            && let Err(e) = std::fs::remove_file(file)
+        {
+            tracing::warn!(program = %file.display(), "cannot remove a duplicate program file: {e}");
+        }
+    }
+
     /// Deploys a signed program: decode, signature against the node keyring, IR version,
-    /// structure, and every required capability resolvable in the plugin catalog. The
-    /// program is kept in the data directory and becomes the active version of its id.
+    /// structure (program id and version grammar included), and every required capability
+    /// resolvable in the plugin catalog. The program is kept in the data directory as
+    /// `programs/<sha256>.bin` and becomes the active version of its id. The same bytes
+    /// again change nothing; other bytes under a deployed id and version are refused
+    /// ([`Error::Conflict`]): a version names one content.
     pub fn deploy(&self, bytes: &[u8]) -> Result<ProgramInfo> {
-        let info = self.register(bytes)?;
+        let mut stored = lock(&self.inner.stored);
+        let prepared = match self.prepare(bytes, &stored)? {
+            Checked::New(prepared) => prepared,
+            Checked::Deployed(info) => return Ok(info),
+        };
+        let info = prepared.info.clone();
         let dir = self.programs_dir();
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let path = dir.join(format!("{}@{}.bin", info.id, info.version));
-        std::fs::write(&path, bytes).map_err(Error::io(&path))?;
+        let path = dir.join(format!("{}.bin", info.sha256));
+        write_atomically(&path, bytes)?;
+        if let Err(e) = self.serve(prepared) {
+            if let Err(removed) = std::fs::remove_file(&path) {
+                tracing::warn!(program = %path.display(), "cannot remove the file of a program that failed to start: {removed}");
+            }
+            return Err(e);
+        }
+        stored.insert(
+            (info.id.clone(), info.version.clone()),
+            Stored {
+                sha256: info.sha256.clone(),
+                key_id: info.key_id.clone(),
+                file: path,
+            },
+        );
         Ok(info)
     }
 
-    fn register(&self, bytes: &[u8]) -> Result<ProgramInfo> {
+    /// Every deploy check, without serving: [`Checked::Deployed`] when these exact bytes
+    /// are deployed already, [`Error::Conflict`] when other bytes are under the same id and
+    /// version.
+    fn prepare(
+        &self,
+        bytes: &[u8],
+        stored: &BTreeMap<(String, String), Stored>,
+    ) -> Result<Checked> {
         let keyring = self.inner.store.keyring()?;
         let loaded = eyeflow_ir::load(bytes, &keyring, &Limits::default())?;
         let ir = loaded.program;
+        // `load` validated both; checked again here because they key the node's state.
+        eyeflow_ir::validate::check_program_id(&ir.program_id).map_err(|reason| {
+            Error::Ir(eyeflow_ir::Error::InvalidProgramField {
+                field: "program_id",
+                reason,
+            })
+        })?;
+        let version =
+            eyeflow_ir::validate::check_program_version(&ir.version).map_err(|reason| {
+                Error::Ir(eyeflow_ir::Error::InvalidProgramField {
+                    field: "version",
+                    reason,
+                })
+            })?;
+        let sha256 = sha256_hex(bytes);
+        if let Some(deployed) = stored.get(&(ir.program_id.clone(), version.to_string())) {
+            if deployed.sha256 == sha256 {
+                return Ok(Checked::Deployed(ProgramInfo {
+                    id: ir.program_id,
+                    version: version.to_string(),
+                    key_id: loaded.key_id,
+                    sha256,
+                    instructions: ir.instructions.len(),
+                }));
+            }
+            return Err(Error::Conflict {
+                what: format!("program {}@{version}", ir.program_id),
+                reason: format!(
+                    "already deployed with sha256 {} (signed by key {}); this upload has sha256 {sha256}; \
+                     deploy it under a new version, or undeploy {}@{version} first",
+                    deployed.sha256, deployed.key_id, ir.program_id
+                ),
+            });
+        }
         for required in &ir.required_capabilities {
             let version =
                 semver::VersionReq::parse(&required.version_req).map_err(|e| Error::Refused {
@@ -461,10 +639,6 @@ impl Node {
                 });
             }
         }
-        let version = semver::Version::parse(&ir.version).map_err(|e| Error::Refused {
-            program: ir.program_id.clone(),
-            reason: format!("version `{}` is not semver: {e}", ir.version),
-        })?;
         let ir = Arc::new(ir);
         let program = Program::prepare(ir.clone()).map_err(|e| Error::Refused {
             program: ir.program_id.clone(),
@@ -482,8 +656,16 @@ impl Node {
             id: ir.program_id.clone(),
             version: version.to_string(),
             key_id: loaded.key_id,
+            sha256,
             instructions: ir.instructions.len(),
         };
+        Ok(Checked::New(Prepared { info, program }))
+    }
+
+    /// Hands a prepared program to the supervision tree and caches it once its actor
+    /// answers.
+    fn serve(&self, prepared: Prepared) -> Result<()> {
+        let Prepared { info, program } = prepared;
         let supervisor = self.inner.supervisor.clone();
         let deployed = Arc::new(program);
         self.inner
@@ -500,7 +682,7 @@ impl Node {
                 ),
             })?;
         self.cache(served);
-        Ok(info)
+        Ok(())
     }
 
     /// Deployed programs (every version; the highest is active).
@@ -511,6 +693,7 @@ impl Node {
                 ractor::call!(supervisor, NodeMsg::Registry).map_err(|e| e.to_string())?;
             ractor::call!(registry, RegistryMsg::List).map_err(|e| e.to_string())
         });
+        let stored = lock(&self.inner.stored);
         listed
             .unwrap_or_default()
             .iter()
@@ -518,6 +701,10 @@ impl Node {
                 id: p.id().to_owned(),
                 version: p.version().to_owned(),
                 key_id: p.ir().signing_key_id.clone(),
+                sha256: stored
+                    .get(&(p.id().to_owned(), p.version().to_owned()))
+                    .map(|s| s.sha256.clone())
+                    .unwrap_or_default(),
                 instructions: p.ir().instructions.len(),
             })
             .collect()
@@ -586,6 +773,7 @@ impl Node {
     /// executions is unfinished (running, queued or awaiting approval), so accepted work is
     /// never orphaned. Returns how many versions were removed.
     pub fn undeploy(&self, id: &str, version: Option<&str>) -> Result<usize> {
+        let mut stored = lock(&self.inner.stored);
         let concerned =
             |program: &str, v: &str| program == id && version.is_none_or(|want| v == want);
         let busy = self
@@ -620,17 +808,18 @@ impl Node {
                 versions.retain(|v, _| !concerned(pid, &v.to_string()));
                 !versions.is_empty()
             });
-        let dir = self.programs_dir();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-                let name = path
-                    .file_stem()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default();
-                if let Some((pid, v)) = name.rsplit_once('@')
-                    && concerned(pid, v)
-                {
-                    std::fs::remove_file(&path).map_err(Error::io(&path))?;
+        // Exactly the files deploy wrote (or reload found) for these versions.
+        let gone: Vec<(String, String)> = stored
+            .keys()
+            .filter(|(pid, v)| concerned(pid, v))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(entry) = stored.remove(&key) {
+                match std::fs::remove_file(&entry.file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&entry.file)(e)),
                 }
             }
         }

@@ -303,6 +303,87 @@ fn opcodes_need_their_fields() {
 }
 
 #[test]
+fn program_ids_that_are_paths_are_refused_even_signed() {
+    let key = keys::generate().expect("key");
+    let mut keyring = Keyring::new();
+    keyring.trust(key.verifying_key());
+    for id in [
+        "../../x",
+        "../../../../x",
+        "/tmp/x",
+        "plant/valve",
+        "a\\b",
+        ".hidden",
+        "a..b",
+        "Valve",
+        "valve guard",
+        "",
+    ] {
+        let mut program = sample_program();
+        program.program_id = id.to_owned();
+        keys::sign(&mut program, &key);
+        let err = load(&encode(&program), &keyring, &Limits::default())
+            .expect_err("a path-like id must be refused");
+        assert!(
+            matches!(
+                err,
+                Error::InvalidProgramField {
+                    field: "program_id",
+                    ..
+                }
+            ),
+            "{id:?}: {err}"
+        );
+        assert!(err.to_string().contains("\"program_id\""), "{err}");
+    }
+    let long = "a".repeat(64);
+    assert!(
+        refused(|p| p.program_id = long)
+            .to_string()
+            .contains("64 bytes")
+    );
+    for ok in [
+        "valve-guard",
+        "a",
+        "plant-a.valve_2",
+        "0day",
+        &"a".repeat(63),
+    ] {
+        let mut program = sample_program();
+        program.program_id = ok.to_owned();
+        validate(&program).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+    }
+}
+
+#[test]
+fn versions_are_strict_semver() {
+    for version in ["1.0", "v1.0.0", "01.0.0", "1.0.0+build", "1.0.0 ", ""] {
+        let err = refused(|p| p.version = version.to_owned());
+        assert!(
+            matches!(
+                err,
+                Error::InvalidProgramField {
+                    field: "version",
+                    ..
+                }
+            ),
+            "{version:?}: {err}"
+        );
+    }
+    let long = format!("1.0.0-{}", "a".repeat(60));
+    assert!(
+        refused(|p| p.version = long)
+            .to_string()
+            .contains("bytes long")
+    );
+    for ok in ["1.0.0", "0.3.0", "2.1.0-rc.1"] {
+        let mut program = sample_program();
+        program.version = ok.to_owned();
+        validate(&program).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+    }
+}
+
+#[test]
 fn header_fields() {
     let err = refused(|p| p.version = "one".into());
     assert!(

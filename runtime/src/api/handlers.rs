@@ -107,34 +107,72 @@ pub(crate) async fn compile(
 pub(crate) async fn deploy(state: State, payload: web::Payload) -> Reply {
     let bytes = read_body(payload, state.config.max_upload_bytes).await?;
     let node = state.node.clone();
-    let info = blocking(move || node.deploy(&bytes)).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "id": info.id,
-        "version": info.version,
-        "key_id": info.key_id,
-        "instructions": info.instructions,
-    })))
+    let info = web::block(move || node.deploy(&bytes))
+        .await
+        .map_err(|e| ApiError::internal(format!("worker pool: {e}")))?
+        .map_err(deploy_error)?;
+    Ok(HttpResponse::Created().json(program_json(&info, None)))
 }
 
-pub(crate) async fn programs(state: State) -> Reply {
+/// A program id or version outside the grammar is the request's fault (400, naming the
+/// field); every other refusal keeps its usual status.
+fn deploy_error(e: crate::Error) -> ApiError {
+    if let crate::Error::Ir(eyeflow_ir::Error::InvalidProgramField {
+        field: "program_id" | "version",
+        ..
+    }) = &e
+    {
+        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_program_id", e.to_string());
+    }
+    ApiError::from(e)
+}
+
+/// One deployed version as the API shows it; `active` when known.
+fn program_json(p: &crate::node::ProgramInfo, active: Option<bool>) -> Value {
+    let mut body = json!({
+        "id": p.id,
+        "version": p.version,
+        "key_id": p.key_id,
+        "sha256": p.sha256,
+        "instructions": p.instructions,
+    });
+    if let Some(active) = active {
+        body["active"] = json!(active);
+    }
+    body
+}
+
+/// Deployed versions, each with whether it is its id's active one.
+async fn listed_programs(state: &State) -> Result<Vec<Value>, ApiError> {
     let node = state.node.clone();
     let (all, active) = blocking(move || Ok((node.programs(), node.active_programs()))).await?;
-    let listed: Vec<Value> = all
+    Ok(all
         .iter()
         .map(|p| {
             let is_active = active
                 .iter()
                 .any(|a| a.id() == p.id && a.version() == p.version);
-            json!({
-                "id": p.id,
-                "version": p.version,
-                "key_id": p.key_id,
-                "instructions": p.instructions,
-                "active": is_active,
-            })
+            program_json(p, Some(is_active))
         })
-        .collect();
+        .collect())
+}
+
+pub(crate) async fn programs(state: State) -> Reply {
+    let listed = listed_programs(&state).await?;
     Ok(HttpResponse::Ok().json(json!({ "programs": listed })))
+}
+
+pub(crate) async fn program(state: State, id: web::Path<String>) -> Reply {
+    let id = id.into_inner();
+    let versions: Vec<Value> = listed_programs(&state)
+        .await?
+        .into_iter()
+        .filter(|p| p["id"] == id.as_str())
+        .collect();
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("program {id} is not deployed")));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "id": id, "versions": versions })))
 }
 
 /// Query of `DELETE /api/programs/{id}`.

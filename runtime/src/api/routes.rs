@@ -69,7 +69,7 @@ pub(crate) fn table() -> Vec<Spec> {
             Some(Admin),
             Binary,
             201,
-            "Deploy a signed program (protobuf bytes)",
+            "Deploy a signed program (protobuf bytes); the same bytes again change nothing, other bytes under a deployed id and version get 409",
             || web::post().to(h::deploy),
         ),
         spec(
@@ -78,8 +78,17 @@ pub(crate) fn table() -> Vec<Spec> {
             Some(Viewer),
             Empty,
             200,
-            "List deployed program versions",
+            "List deployed program versions: id, version, signer's key_id, sha256 of the signed bytes, active",
             || web::get().to(h::programs),
+        ),
+        spec(
+            Method::GET,
+            "/api/programs/{id}",
+            Some(Viewer),
+            Empty,
+            200,
+            "The deployed versions of a program: version, signer's key_id, sha256 of the signed bytes, active",
+            || web::get().to(h::program),
         ),
         spec(
             Method::DELETE,

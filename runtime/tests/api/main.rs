@@ -246,6 +246,198 @@ fn programs_events_approvals_audit_and_plugins_through_the_api() {
     assert!(body["plugins"][0]["runnable"] == false, "{body}");
 }
 
+/// A rule that needs no plugin: returns `event.x + 1`.
+const PLUS_ONE: &str = r#"
+id: plus
+version: 2.0.0
+triggers:
+  - kind: webhook
+    source: numbers
+instructions:
+  - id: done
+    op: RETURN
+    expression: "{'y': event.x + 1}"
+"#;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.map(|e| e.expect("entry").path()) {
+        if entry.is_dir() {
+            found.extend(files_under(&entry));
+        } else {
+            found.push(entry);
+        }
+    }
+    found
+}
+
+#[test]
+fn program_ids_never_become_paths_and_a_version_names_one_content() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    let admin = Some(node.admin.as_str());
+    let viewer = Some(node.viewer.as_str());
+    let programs = setup.dir().join("data/programs");
+    let tag = format!("eyeflow-ids-{}", std::process::id());
+    let before = files_under(setup.dir());
+
+    // Ids the compiler refuses, built and signed by hand: 400 naming the field, no file.
+    for id in [
+        format!("../../{tag}"),
+        format!("../../../../{tag}"),
+        format!("/tmp/{tag}"),
+        format!("plant/{tag}"),
+    ] {
+        let mut program = setup.draft(PLUS_ONE);
+        program.program_id = id.clone();
+        let (status, body) = node.post_bytes("/api/programs", &setup.sign(program), admin);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{id}: {body}");
+        assert_eq!(error_code(&body), "invalid_program_id", "{body}");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("\"program_id\""), "{message}");
+    }
+    let mut program = setup.draft(PLUS_ONE);
+    program.version = "2.0.0+other".to_owned();
+    let (status, body) = node.post_bytes("/api/programs", &setup.sign(program), admin);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "invalid_program_id", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("\"version\""), "{message}");
+    let outside_data = |files: Vec<std::path::PathBuf>| -> Vec<std::path::PathBuf> {
+        let data = setup.dir().join("data");
+        files
+            .into_iter()
+            .filter(|f| !f.starts_with(&data))
+            .collect()
+    };
+    assert_eq!(
+        outside_data(files_under(setup.dir())),
+        outside_data(before),
+        "a refused deploy writes nothing outside the data directory"
+    );
+    assert!(files_under(&programs).is_empty(), "nor a program file");
+    for outside in [
+        setup.dir().join(format!("{tag}@2.0.0.bin")),
+        std::path::PathBuf::from(format!("/tmp/{tag}@2.0.0.bin")),
+    ] {
+        assert!(!outside.exists(), "{} written", outside.display());
+    }
+    let (_, body) = node.get("/api/programs", viewer);
+    assert_eq!(body["programs"], json!([]), "{body}");
+
+    // Deployed under its digest, with the signer's key id; the same bytes again change
+    // nothing.
+    let first = setup.compile(PLUS_ONE);
+    let digest = sha256_hex(&first);
+    for _ in 0..2 {
+        let (status, body) = node.post_bytes("/api/programs", &first, admin);
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["sha256"], digest.as_str(), "{body}");
+        assert_eq!(body["key_id"], setup.key_id().as_str(), "{body}");
+    }
+    assert_eq!(
+        files_under(&programs),
+        vec![programs.join(format!("{digest}.bin"))]
+    );
+
+    // Other bytes under plus@2.0.0: 409 naming the deployed digest; the running code stays.
+    let second = setup.compile(&PLUS_ONE.replace("event.x + 1", "event.x + 2"));
+    let (status, body) = node.post_bytes("/api/programs", &second, admin);
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "conflict");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains(&digest), "{message}");
+    assert!(message.contains(&sha256_hex(&second)), "{message}");
+    assert_eq!(files_under(&programs).len(), 1);
+    let (status, body) = node.post_json("/api/events/numbers", &json!({"x": 7}), None, admin);
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let execution = body["routed"][0]["execution_id"]
+        .as_str()
+        .expect("execution");
+    let view = node.wait_for(&format!("/api/executions/{execution}"), viewer, |v| {
+        v["status"] == "completed"
+    });
+    assert_eq!(view["outcome"]["value"]["y"], 8, "{view}");
+
+    // The list and the program show digest and key id.
+    let (status, body) = node.get("/api/programs", viewer);
+    assert_eq!(status, StatusCode::OK);
+    let listed = &body["programs"][0];
+    assert_eq!(listed["id"], "plus");
+    assert_eq!(listed["sha256"], digest.as_str(), "{body}");
+    assert_eq!(listed["key_id"], setup.key_id().as_str(), "{body}");
+    let (status, body) = node.get("/api/programs/plus", viewer);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["versions"][0]["version"], "2.0.0", "{body}");
+    assert_eq!(body["versions"][0]["sha256"], digest.as_str(), "{body}");
+    assert_eq!(body["versions"][0]["key_id"], setup.key_id().as_str());
+    assert_eq!(body["versions"][0]["active"], true);
+    let (status, body) = node.get("/api/programs/nope", viewer);
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Undeploy removes the file deploy wrote; then the other bytes deploy.
+    let (status, body) = node.request(reqwest::Method::DELETE, "/api/programs/plus", admin);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(files_under(&programs), Vec::<std::path::PathBuf>::new());
+    let (status, body) = node.post_bytes("/api/programs", &second, admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[test]
+fn a_data_dir_of_the_earlier_layout_still_loads() {
+    let setup = Setup::new();
+    let bytes = setup.compile(PLUS_ONE);
+    let digest = sha256_hex(&bytes);
+    // Before digests, deploy wrote `programs/<id>@<version>.bin`.
+    let programs = setup.dir().join("data/programs");
+    std::fs::create_dir_all(&programs).expect("programs dir");
+    std::fs::write(programs.join("plus@2.0.0.bin"), &bytes).expect("old file");
+    let node = Daemon::start(&setup, &[]);
+    let viewer = Some(node.viewer.as_str());
+    let (status, body) = node.get("/api/programs/plus", viewer);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["versions"][0]["sha256"], digest.as_str(), "{body}");
+    assert_eq!(
+        files_under(&programs),
+        vec![programs.join(format!("{digest}.bin"))],
+        "renamed to its digest"
+    );
+    let (status, body) = node.post_json(
+        "/api/events/numbers",
+        &json!({"x": 1}),
+        None,
+        Some(&node.operator),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = node.request(
+        reqwest::Method::DELETE,
+        "/api/programs/plus",
+        Some(&node.admin),
+    );
+    // An execution may still be running: undeploy waits for none.
+    let (status, body) = if status == StatusCode::OK {
+        (status, body)
+    } else {
+        node.wait_for("/api/executions", viewer, |v| v["pending"] == 0);
+        node.request(
+            reqwest::Method::DELETE,
+            "/api/programs/plus",
+            Some(&node.admin),
+        )
+    };
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(files_under(&programs), Vec::<std::path::PathBuf>::new());
+}
+
 #[test]
 fn the_openapi_document_matches_the_served_routes() {
     let setup = Setup::new();

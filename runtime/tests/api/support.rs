@@ -120,6 +120,27 @@ impl Setup {
         eyeflow_ir::encode(&program)
     }
 
+    /// `rule` compiled, not signed: a program to edit by hand before [`Setup::sign`].
+    pub(crate) fn draft(&self, rule: &str) -> eyeflow_ir::pb::LlmIrProgram {
+        let options = eyeflow_compiler::CompileOptions {
+            source_name: "rule.yaml".to_owned(),
+            compiled_by: "tests".to_owned(),
+            compiled_at: 1_700_000_000,
+        };
+        eyeflow_compiler::compile(rule, &options).expect("rule compiles")
+    }
+
+    /// `program` signed by the trusted key, encoded: whatever the compiler would refuse.
+    pub(crate) fn sign(&self, mut program: eyeflow_ir::pb::LlmIrProgram) -> Vec<u8> {
+        eyeflow_ir::keys::sign(&mut program, &self.key);
+        eyeflow_ir::encode(&program)
+    }
+
+    /// Key id of the trusted key.
+    pub(crate) fn key_id(&self) -> String {
+        eyeflow_ir::keys::key_id(&self.key.verifying_key())
+    }
+
     /// Writes `bytes` under the work directory; returns the path.
     pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> String {
         let path = self.dir.path().join(name);

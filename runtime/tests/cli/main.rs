@@ -167,6 +167,55 @@ fn verify_refuses_other_key_tamper_and_drafts() {
 }
 
 #[test]
+fn program_ids_that_are_paths_are_refused_at_compile_and_at_verify() {
+    let dir = signed_setup();
+    let source = std::fs::read_to_string(example("valve-guard.yaml")).expect("example");
+    let line = source
+        .lines()
+        .position(|l| l.starts_with("id:"))
+        .expect("an id line")
+        + 1;
+    let key = eyeflow_ir::keys::read_signing_key(&dir.path().join("admin.key")).expect("key");
+    let signed = std::fs::read(dir.path().join("valve.bin")).expect("program");
+    let program = eyeflow_ir::decode(&signed, &eyeflow_ir::Limits::default()).expect("decodes");
+    for id in ["../../x", "/tmp/x", "plant/valve"] {
+        let rule = source.replacen("id: valve-guard", &format!("id: \"{id}\""), 1);
+        std::fs::write(dir.path().join("bad.yaml"), rule).expect("write");
+        let out = eyeflow(
+            &["compile", "bad.yaml", "--key", "admin.key", "-o", "bad.bin"],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(3), "{id}: {}", stderr(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains(&format!("bad.yaml:{line}:5:")),
+            "{message}"
+        );
+        assert!(message.contains("rule id"), "{message}");
+        assert!(!dir.path().join("bad.bin").exists(), "nothing is written");
+
+        // The same id signed by hand: `ir verify` refuses it, naming the field.
+        let mut edited = program.clone();
+        edited.program_id = id.to_owned();
+        eyeflow_ir::keys::sign(&mut edited, &key);
+        std::fs::write(dir.path().join("hand.bin"), eyeflow_ir::encode(&edited)).expect("write");
+        let out = eyeflow(
+            &[
+                "ir",
+                "verify",
+                "--file",
+                "hand.bin",
+                "--pubkey",
+                "admin.pub",
+            ],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(4), "{id}: {}", stdout(&out));
+        assert!(stderr(&out).contains("\"program_id\""), "{}", stderr(&out));
+    }
+}
+
+#[test]
 fn compile_errors_point_at_the_source() {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = std::fs::read_to_string(example("valve-guard.yaml")).expect("example");
