@@ -14,6 +14,14 @@ pub(crate) fn check(source: &Source<'_>, expr: &Text, what: &str) -> Result<()> 
             message: format!("{what} is empty; expected a CEL expression"),
         });
     }
+    // The parser recurses on nesting (deep input overflows the stack and aborts the
+    // process) and slows down exponentially with nested calls: bound the text first.
+    if let Err(e) = eyeflow_ir::expression::check(expr.as_str()) {
+        return Err(Error::Expression {
+            at: source.at(expr.span()),
+            message: format!("{what}: {e}"),
+        });
+    }
     // The generated CEL parser panics on some malformed input instead of returning an error:
     // contain it so a bad rule is a compile error, not a crash.
     let parsed = std::panic::catch_unwind(|| {

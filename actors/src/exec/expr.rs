@@ -20,6 +20,9 @@ pub(crate) struct Expr {
 impl Expr {
     /// Compiles `source`; the message says what does not parse.
     pub(crate) fn compile(source: &str) -> Result<Self, String> {
+        // A signed program can carry what the compiler would refuse: bound the text before
+        // the recursive parser sees it (see `eyeflow_ir::expression`).
+        eyeflow_ir::expression::check(source).map_err(|e| e.to_string())?;
         // The parser is third-party code run on program text: a panic is a parse error.
         let parsed = std::panic::catch_unwind(|| Program::compile(source))
             .map_err(|_| "the CEL parser failed on this expression".to_owned())?;

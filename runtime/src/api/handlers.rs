@@ -63,6 +63,9 @@ fn accepting(state: &State) -> Result<(), ApiError> {
     }
 }
 
+/// How long `POST /api/rules/compile` waits for a compile.
+const COMPILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Query of `POST /api/rules/compile`.
 #[derive(Deserialize)]
 pub(crate) struct CompileQuery {
@@ -82,13 +85,29 @@ pub(crate) async fn compile(
         compiled_by: "api".to_owned(),
         compiled_at: i64::try_from(crate::now_ms() / 1000).unwrap_or(i64::MAX),
     };
-    let program = eyeflow_compiler::compile(&text, &options).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "compile_error",
-            e.to_string(),
-        )
-    })?;
+    // Off the HTTP workers (a compile is CPU work on operator input), within a time limit:
+    // the expression limits bound the work, the deadline bounds the wait.
+    let compiling = web::block(move || eyeflow_compiler::compile(&text, &options));
+    let program = match actix_web::rt::time::timeout(COMPILE_DEADLINE, compiling).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "compile_timeout",
+                format!(
+                    "the rule did not compile within {} s; simplify its expressions",
+                    COMPILE_DEADLINE.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(e)) => return Err(ApiError::internal(format!("worker pool: {e}"))),
+        Ok(Ok(compiled)) => compiled.map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "compile_error",
+                e.to_string(),
+            )
+        })?,
+    };
     let requires: Vec<Value> = program
         .required_capabilities
         .iter()
