@@ -201,6 +201,19 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A key file holds the other kind of key than the one this use needs (a public key
+    /// given to sign, a secret key given to trust or verify).
+    #[error("key file {path} holds a {found}, but a {expected} is needed here: {hint}")]
+    WrongKeyKind {
+        /// Path of the file.
+        path: String,
+        /// What the file holds.
+        found: crate::keys::KeyKind,
+        /// What was expected.
+        expected: crate::keys::KeyKind,
+        /// What to give instead.
+        hint: &'static str,
+    },
 }
 
 /// Result with the IR crate's [`Error`].

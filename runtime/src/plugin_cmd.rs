@@ -265,7 +265,8 @@ pub(crate) fn run(command: PluginCommand) -> anyhow::Result<()> {
     }
 }
 
-/// `eyeflow keys trust FILE.pub`.
+/// `eyeflow keys trust FILE.pub`: only a public key file; a secret one is refused, never
+/// read for its public half.
 pub(crate) fn trust(file: &Path, data_dir: &DataDir) -> anyhow::Result<()> {
     let key = keys::read_verifying_key(file)?;
     let id = data_dir.store()?.trust_key(&key)?;
@@ -326,6 +327,8 @@ fn new(name: &str, kind: NewKind, parent: &Path, sdk: Option<PathBuf>) -> anyhow
 }
 
 fn build(dir: &Path, key: Option<&Path>) -> anyhow::Result<()> {
+    // Read the key first: a wrong file should fail before a release build, not after.
+    let key = key.map(keys::read_signing_key).transpose()?;
     let manifest_path = dir.join("eyeflow-plugin.json");
     let manifest = std::fs::read(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -355,8 +358,8 @@ fn build(dir: &Path, key: Option<&Path>) -> anyhow::Result<()> {
     let component =
         std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
     let mut package = Package::new(manifest, component)?;
-    if let Some(key) = key {
-        package.sign(&keys::read_signing_key(key)?);
+    if let Some(key) = &key {
+        package.sign(key);
     }
     let out_dir = target_dir.join("eyeflow");
     std::fs::create_dir_all(&out_dir)

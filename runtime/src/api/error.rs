@@ -1,8 +1,9 @@
 //! The API's error body: every failure is JSON `{"error": {"code", "message"}}` with the
 //! matching HTTP status, and every runtime error maps to one code.
 
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
 use crate::Error;
@@ -39,10 +40,65 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 415 with code `unsupported_media_type`.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
     /// 500 with code `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+}
+
+/// `web::Query`, `web::Path` and `web::Json` answer in this API's JSON shape, not actix's
+/// plain text: install these on the app so that extractor refusals carry a code too.
+pub(crate) fn extractor_configs() -> (web::QueryConfig, web::PathConfig, web::JsonConfig) {
+    (
+        web::QueryConfig::default().error_handler(query_error),
+        web::PathConfig::default().error_handler(path_error),
+        web::JsonConfig::default().error_handler(json_error),
+    )
+}
+
+fn query_error(e: QueryPayloadError, req: &HttpRequest) -> actix_web::Error {
+    let reason = match &e {
+        QueryPayloadError::Deserialize(inner) => inner.to_string(),
+        other => other.to_string(),
+    };
+    ApiError::bad_request(format!(
+        "bad query string `{}`: {reason}",
+        req.query_string()
+    ))
+    .into()
+}
+
+fn path_error(e: PathError, req: &HttpRequest) -> actix_web::Error {
+    let reason = match &e {
+        PathError::Deserialize(inner) => inner.to_string(),
+        other => other.to_string(),
+    };
+    ApiError::bad_request(format!("bad path `{}`: {reason}", req.path())).into()
+}
+
+fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let status = e.status_code();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    ApiError::new(
+        status,
+        code,
+        format!("the body is not the expected JSON: {e}"),
+    )
+    .into()
 }
 
 impl ResponseError for ApiError {

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use eyeflow_actors::ports::{Accepted, ExecutionOutcome, StepOutcome};
 use eyeflow_ir::pb::TriggerKind;
@@ -49,6 +49,36 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     let bytes = read_body(payload, state.config.max_body_bytes).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
+}
+
+/// Refuses with 415 a body that is not declared `application/json` (UTF-8, the only
+/// charset JSON has).
+fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_json = match req.mime_type() {
+        Ok(Some(mime)) => {
+            mime.type_() == actix_web::mime::APPLICATION
+                && mime.subtype() == actix_web::mime::JSON
+                && mime.suffix().is_none()
+                && mime
+                    .get_param(actix_web::mime::CHARSET)
+                    .is_none_or(|c| c == actix_web::mime::UTF_8)
+        }
+        _ => false,
+    };
+    if is_json {
+        return Ok(());
+    }
+    Err(ApiError::unsupported_media_type(match declared {
+        Some(declared) => {
+            format!("the body must be `application/json` (UTF-8); the request says `{declared}`")
+        }
+        None => "the body must be `application/json` (UTF-8); the request has no Content-Type"
+            .to_owned(),
+    }))
 }
 
 fn accepting(state: &State) -> Result<(), ApiError> {
@@ -225,6 +255,7 @@ pub(crate) async fn event(
     payload: web::Payload,
 ) -> Reply {
     accepting(&state)?;
+    require_json(&req)?;
     let body: Value = read_json(&state, payload).await?;
     let event_id = match req.headers().get("x-event-id") {
         Some(v) => v

@@ -133,8 +133,12 @@ fn bind(
     config: &ApiConfig,
 ) -> Result<(Option<SocketAddr>, actix_web::dev::Server)> {
     let server = HttpServer::new(move || {
+        let (query, path, json) = error::extractor_configs();
         let mut app = App::new()
             .app_data(data.clone())
+            .app_data(query)
+            .app_data(path)
+            .app_data(json)
             .wrap(from_fn(authorize))
             .default_service(web::to(handlers::no_route));
         for (path, routes) in routes::by_path() {

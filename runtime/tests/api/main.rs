@@ -438,6 +438,109 @@ fn a_data_dir_of_the_earlier_layout_still_loads() {
     assert_eq!(files_under(&programs), Vec::<std::path::PathBuf>::new());
 }
 
+const ECHO_RULE: &str = r#"
+id: echo
+version: 1.0.0
+triggers:
+  - kind: webhook
+    source: echo
+instructions:
+  - id: done
+    op: RETURN
+    expression: event.n
+"#;
+
+#[test]
+fn extractor_refusals_are_json_with_a_code() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    let viewer = Some(node.viewer.as_str());
+    let admin = Some(node.admin.as_str());
+    let operator = Some(node.operator.as_str());
+    // Query strings actix's extractor refuses: once plain text, now JSON.
+    for path in [
+        "/api/audit?from=abc",
+        "/api/audit?limit=-1",
+        "/api/audit?from=1&from=2",
+    ] {
+        let (status, body) = node.get(path, viewer);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(error_code(&body), "bad_request", "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("query")),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = node.request(
+        reqwest::Method::DELETE,
+        "/api/programs/x?version=1&version=2",
+        admin,
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "bad_request");
+    // A path segment that does not parse, an id that is not UTF-8.
+    let (status, body) = node.request(
+        reqwest::Method::POST,
+        "/api/plugins/valve-sim/not-semver/revoke",
+        admin,
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "bad_request");
+    let (status, body) = node.get("/api/executions/%FF%FE", viewer);
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_code(&body), "not_found");
+    // JSON bodies that do not parse or have the wrong shape.
+    let (status, body) =
+        node.post_raw_json("/api/executions/x/approvals/y", b"{not json", operator);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "bad_request");
+    let (status, body) = node.post_raw_json("/api/events/echo", b"[1, 2", operator);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "bad_request");
+}
+
+#[test]
+fn events_need_a_json_content_type() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    let (admin, operator) = (Some(node.admin.as_str()), Some(node.operator.as_str()));
+    let (status, body) = node.post_bytes("/api/programs", &setup.compile(ECHO_RULE), admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let event = br#"{"n": 7}"#;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/json; charset=latin1"),
+        Some("not a media type"),
+        None,
+    ] {
+        let (status, body) = node.post_as("/api/events/echo", content_type, event, operator);
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {body}"
+        );
+        assert_eq!(error_code(&body), "unsupported_media_type", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("application/json")),
+            "{body}"
+        );
+    }
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON; charset=UTF-8",
+    ] {
+        let (status, body) = node.post_as("/api/events/echo", Some(content_type), event, operator);
+        assert_eq!(status, StatusCode::ACCEPTED, "{content_type}: {body}");
+        assert!(body["routed"][0]["execution_id"].is_string(), "{body}");
+    }
+}
+
 #[test]
 fn the_openapi_document_matches_the_served_routes() {
     let setup = Setup::new();

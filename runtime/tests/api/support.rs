@@ -306,6 +306,22 @@ impl Daemon {
         self.post_body(path, "text/yaml", text.as_bytes().to_vec(), token)
     }
 
+    /// POSTs `body` with `content_type` (`None`: no Content-Type header at all).
+    pub(crate) fn post_as(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let request = self.client.post(self.url(path)).body(body.to_vec());
+        let request = match content_type {
+            Some(content_type) => request.header("content-type", content_type),
+            None => request,
+        };
+        self.json(request, token)
+    }
+
     pub(crate) fn post_raw_json(
         &self,
         path: &str,

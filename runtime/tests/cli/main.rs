@@ -166,6 +166,140 @@ fn verify_refuses_other_key_tamper_and_drafts() {
     assert!(stderr(&out).contains("is unsigned"), "{}", stderr(&out));
 }
 
+/// The exit code and stderr of a command that must fail naming `file` and its kind.
+fn refused_for_kind(out: &Output, file: &str, found: &str, expected: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    let err = stderr(out);
+    assert!(
+        err.contains(&format!(
+            "{file} holds a {found}, but a {expected} is needed"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn compile_and_verify_refuse_a_key_file_of_the_other_kind() {
+    let dir = signed_setup();
+    let rule = example("valve-guard.yaml");
+    let out = eyeflow(
+        &["compile", &rule, "--key", "admin.pub", "-o", "mixed.bin"],
+        dir.path(),
+    );
+    refused_for_kind(&out, "admin.pub", "public key", "secret key");
+    assert!(!dir.path().join("mixed.bin").exists(), "nothing signed");
+    let out = eyeflow(
+        &[
+            "ir",
+            "verify",
+            "--file",
+            "valve.bin",
+            "--pubkey",
+            "admin.key",
+        ],
+        dir.path(),
+    );
+    refused_for_kind(&out, "admin.key", "secret key", "public key");
+}
+
+#[test]
+fn keys_trust_refuses_a_secret_key_file() {
+    let dir = signed_setup();
+    let cwd = dir.path();
+    let out = eyeflow(&["keys", "trust", "admin.key", "--data-dir", "data"], cwd);
+    refused_for_kind(&out, "admin.key", "secret key", "public key");
+    // Every seed: before kinds, about half of them "trusted" a key nobody holds.
+    for n in 0..8 {
+        let name = format!("k{n}");
+        assert!(
+            eyeflow(&["keys", "gen", "--out", &name], cwd)
+                .status
+                .success()
+        );
+        let out = eyeflow(
+            &[
+                "keys",
+                "trust",
+                &format!("{name}.key"),
+                "--data-dir",
+                "data",
+            ],
+            cwd,
+        );
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stdout(&out));
+    }
+    let out = eyeflow(&["keys", "trust", "admin.pub", "--data-dir", "data"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("trusted key "), "{}", stdout(&out));
+}
+
+#[test]
+fn plugin_sign_refuses_a_public_key_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cwd = dir.path();
+    assert!(
+        eyeflow(&["keys", "gen", "--out", "publisher"], cwd)
+            .status
+            .success()
+    );
+    unsigned_package("valve-sim", &cwd.join("valve.efp"));
+    let before = std::fs::read(cwd.join("valve.efp")).expect("package");
+    let out = eyeflow(
+        &["plugin", "sign", "valve.efp", "--key", "publisher.pub"],
+        cwd,
+    );
+    refused_for_kind(&out, "publisher.pub", "public key", "secret key");
+    assert_eq!(
+        std::fs::read(cwd.join("valve.efp")).expect("package"),
+        before,
+        "the package is left as it was"
+    );
+    let out = eyeflow(
+        &["plugin", "sign", "valve.efp", "--key", "publisher.key"],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn key_files_of_earlier_versions_still_sign_and_verify() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cwd = dir.path();
+    // What `keys gen` wrote before key files had a kind line.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let id = eyeflow_ir::keys::key_id(&key.verifying_key());
+    let secret = format!(
+        "# eyeflow ed25519 secret key {id}: keep private\n{}\n",
+        hex::encode(key.to_bytes())
+    );
+    let public = format!(
+        "# eyeflow ed25519 public key {id}\n{}\n",
+        hex::encode(key.verifying_key().as_bytes())
+    );
+    std::fs::write(cwd.join("old.key"), secret).expect("write");
+    std::fs::write(cwd.join("old.pub"), public).expect("write");
+    let rule = example("valve-guard.yaml");
+    let out = eyeflow(&["compile", &rule, "--key", "old.key", "-o", "v.bin"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+    let out = eyeflow(
+        &["ir", "verify", "--file", "v.bin", "--pubkey", "old.pub"],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(&["keys", "trust", "old.key", "--data-dir", "data"], cwd);
+    refused_for_kind(&out, "old.key", "secret key", "public key");
+    // Bare hex says nothing of its kind: refused, with how to convert.
+    std::fs::write(cwd.join("bare.key"), hex::encode(key.to_bytes())).expect("write");
+    let out = eyeflow(&["compile", &rule, "--key", "bare.key", "-o", "b.bin"], cwd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("add the first line `eyeflow-secret-key-v1`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn program_ids_that_are_paths_are_refused_at_compile_and_at_verify() {
     let dir = signed_setup();
