@@ -101,7 +101,18 @@ struct FakeHttp {
     requests: Mutex<Vec<HttpRequest>>,
 }
 impl HttpPort for FakeHttp {
+    fn admit(&self, r: &HttpRequest) -> Result<(), CallError> {
+        if r.url.contains("forbidden.example") {
+            return Err(CallError::new(
+                CallErrorKind::Denied,
+                "forbidden.example",
+                "not allowed by this node's configuration",
+            ));
+        }
+        Ok(())
+    }
     fn send(&self, r: &HttpRequest) -> Result<HttpResponse, CallError> {
+        self.admit(r)?;
         self.requests.lock().unwrap().push(r.clone());
         (self.handler.lock().unwrap())(r)
     }
@@ -871,6 +882,16 @@ fn call_api_sends_body_and_credential() {
     )));
     let journal = serde_json::to_string(&w.steps()).unwrap();
     assert!(!journal.contains("api-token-value"));
+}
+
+#[test]
+fn an_http_call_the_egress_refuses_journals_no_intent_and_cannot_be_in_doubt() {
+    let program = compile(&API.replace("api.example", "forbidden.example"));
+    let w = World::new();
+    let (class, _) = failed(w.run(&program, json!({"n": 3})));
+    assert_eq!(class, "denied");
+    assert!(w.http.requests.lock().unwrap().is_empty(), "nothing sent");
+    assert_eq!(statuses(&w.steps()), ["post:failed:denied"]);
 }
 
 #[test]

@@ -36,39 +36,50 @@ impl ReqwestHttp {
     }
 }
 
+/// What a request is checked into before it leaves: its URL, its origin (`host:port`, for
+/// errors) and its method.
+fn checked(request: &HttpRequest) -> Result<(reqwest::Url, String, reqwest::Method), CallError> {
+    let url = reqwest::Url::parse(&request.url).map_err(|e| {
+        CallError::new(
+            CallErrorKind::InvalidInput,
+            "http",
+            format!("URL `{}`: {e}", request.url),
+        )
+    })?;
+    let origin = match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => "http".to_owned(),
+    };
+    let fail = |kind, message: String| CallError::new(kind, origin.as_str(), message);
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(fail(
+            CallErrorKind::InvalidInput,
+            format!("URL scheme `{}` (expected http or https)", url.scheme()),
+        ));
+    }
+    if request.timeout.is_zero() {
+        return Err(fail(
+            CallErrorKind::Timeout,
+            "the deadline has passed".into(),
+        ));
+    }
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+        fail(
+            CallErrorKind::InvalidInput,
+            format!("HTTP method `{}`", request.method),
+        )
+    })?;
+    Ok((url, origin, method))
+}
+
 impl HttpPort for ReqwestHttp {
+    fn admit(&self, request: &HttpRequest) -> Result<(), CallError> {
+        checked(request).map(drop)
+    }
+
     fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError> {
-        let url = reqwest::Url::parse(&request.url).map_err(|e| {
-            CallError::new(
-                CallErrorKind::InvalidInput,
-                "http",
-                format!("URL `{}`: {e}", request.url),
-            )
-        })?;
-        let origin = match (url.host_str(), url.port_or_known_default()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => "http".to_owned(),
-        };
-        let fail = |kind, message: String| CallError::new(kind, origin.as_str(), message);
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(fail(
-                CallErrorKind::InvalidInput,
-                format!("URL scheme `{}` (expected http or https)", url.scheme()),
-            ));
-        }
-        if request.timeout.is_zero() {
-            return Err(fail(
-                CallErrorKind::Timeout,
-                "the deadline has passed".into(),
-            ));
-        }
-        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
-            fail(
-                CallErrorKind::InvalidInput,
-                format!("HTTP method `{}`", request.method),
-            )
-        })?;
+        let (url, origin, method) = checked(request)?;
         let mut builder = self.client.request(method, url).timeout(request.timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());

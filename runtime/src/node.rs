@@ -97,11 +97,10 @@ struct Egress {
 }
 
 impl eyeflow_actors::ports::HttpPort for Egress {
-    fn send(
+    fn admit(
         &self,
         request: &eyeflow_actors::ports::HttpRequest,
-    ) -> std::result::Result<eyeflow_actors::ports::HttpResponse, eyeflow_actors::ports::CallError>
-    {
+    ) -> std::result::Result<(), eyeflow_actors::ports::CallError> {
         if let Some(allow) = &self.allow {
             let url = url::Url::parse(&request.url).ok();
             let host = url
@@ -124,6 +123,15 @@ impl eyeflow_actors::ports::HttpPort for Egress {
                 ));
             }
         }
+        self.inner.admit(request)
+    }
+
+    fn send(
+        &self,
+        request: &eyeflow_actors::ports::HttpRequest,
+    ) -> std::result::Result<eyeflow_actors::ports::HttpResponse, eyeflow_actors::ports::CallError>
+    {
+        self.admit(request)?;
         self.inner.send(request)
     }
 }

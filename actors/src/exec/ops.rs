@@ -462,6 +462,8 @@ impl Run<'_> {
             body,
             timeout,
         };
+        // A request the egress policy refuses never leaves: no intent, nothing in doubt.
+        self.fx.http.admit(&request)?;
         self.intent(at, inputs)?;
         let response = self.fx.http.send(&request)?;
         let class = match response.status {

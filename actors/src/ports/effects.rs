@@ -40,7 +40,11 @@ pub struct HttpResponse {
 /// Outgoing HTTP. Non-2xx answers are returned as responses, not errors; transport failures
 /// are errors (`Unavailable`, `Timeout`).
 pub trait HttpPort: Send + Sync {
-    /// Sends `request`.
+    /// Whether `request` may leave at all (the node's egress policy, the URL's form),
+    /// decided before anything is sent: a refusal here is certain to have had no effect, so
+    /// the executor checks it before journaling the call's intent.
+    fn admit(&self, request: &HttpRequest) -> Result<(), CallError>;
+    /// Sends `request` (admitting it first).
     fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError>;
 }
 

@@ -3,8 +3,10 @@
 //! Action `notify` with `{"url", "message", "severity"?, "source"?, "auth_secret"?}`
 //! POSTs `{"message", "severity", "source"}` to `url` (a granted host). With
 //! `auth_secret` the named secret is sent as `Authorization: Bearer`. The idempotency
-//! key goes out as `Idempotency-Key` so the receiver can drop a replay. Returns
-//! `{"status"}`; a non-2xx answer is `unavailable`.
+//! key goes out as `Idempotency-Key` so the receiver can drop a replay; that is why the
+//! manifest declares `"on_resume": "reissue"`: after a crash a notification whose result
+//! was not journaled is sent again under the same key. Returns `{"status"}`; a non-2xx
+//! answer is `unavailable`.
 
 use eyeflow_plugin_sdk::http::{self, Request};
 use eyeflow_plugin_sdk::{Capability, PluginError, Value, json, secrets};
