@@ -19,7 +19,9 @@ pub(crate) fn check(source: &Source<'_>, expr: &Text, what: &str) -> Result<()> 
     if let Err(e) = eyeflow_ir::expression::check(expr.as_str()) {
         return Err(Error::Expression {
             at: source.at(expr.span()),
-            message: format!("{what}: {e}"),
+            message: format!(
+                "{what}: {e}; expected a simpler expression (split it over several instructions)"
+            ),
         });
     }
     // The generated CEL parser panics on some malformed input instead of returning an error:

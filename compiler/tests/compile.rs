@@ -288,6 +288,20 @@ mod broken {
     }
 
     #[test]
+    fn expressions_nested_past_the_limit() {
+        let deep = format!("{}event.x{}", "(".repeat(300), ")".repeat(300));
+        let source = format!(
+            "id: deep\nversion: 1.0.0\ninstructions:\n  - id: done\n    op: RETURN\n    expression: \"{deep}\"\n"
+        );
+        fails(&source, "nests brackets deeper than 16 levels", 6);
+        let calls = format!("{}1{}", "int(".repeat(40), ")".repeat(40));
+        let source = format!(
+            "id: calls\nversion: 1.0.0\ninstructions:\n  - id: done\n    op: RETURN\n    expression: \"{calls}\"\n"
+        );
+        fails(&source, "deeper than 16 levels", 6);
+    }
+
+    #[test]
     fn base_compiles() {
         compile_ok("base.yaml", BASE);
     }

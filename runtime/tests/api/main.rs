@@ -720,3 +720,35 @@ fn sigterm_drains_and_loses_nothing() {
     assert_eq!(verified["signatures_checked"], true, "{verified}");
     assert!(verified["checkpoints"].as_u64() >= Some(1), "{verified}");
 }
+
+#[test]
+fn expressions_nested_past_the_limit_are_refused_and_the_node_serves_on() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    let admin = Some(node.admin.as_str());
+    // 300 nested parentheses aborted the process on an HTTP worker before the limit.
+    let deep = format!("{}event.x{}", "(".repeat(300), ")".repeat(300));
+    let rule = PLUS_ONE.replace("{'y': event.x + 1}", &deep);
+    let (status, body) = node.post_text("/api/rules/compile", &rule, admin);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_code(&body), "compile_error", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("deeper than 16 levels"), "{message}");
+    // Exponential in nested calls: refused at once, not after minutes.
+    let calls = format!("{}event.x{}", "int(".repeat(40), ")".repeat(40));
+    let (status, body) = node.post_text(
+        "/api/rules/compile",
+        &PLUS_ONE.replace("{'y': event.x + 1}", &calls),
+        admin,
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // The same expression in a program signed by a trusted key is refused at deploy.
+    let mut program = setup.draft(PLUS_ONE);
+    program.instructions[0].expression = deep;
+    let (status, body) = node.post_bytes("/api/programs", &setup.sign(program), admin);
+    assert!(status.is_client_error(), "{status} {body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("deeper than 16 levels"), "{message}");
+    let (status, _) = node.get("/healthz", None);
+    assert_eq!(status, StatusCode::OK, "the node serves on");
+}
