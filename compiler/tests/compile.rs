@@ -773,24 +773,14 @@ instructions:
 /// refused, never a panic, a stack overflow or a hang.
 #[test]
 fn mutated_rules_are_refused_or_compiled_never_a_crash() {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        // xorshift64*: deterministic, so a failure reproduces.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
+    let mut rng = eyeflow_ir::testing::Xorshift::new(0x9e37_79b9_7f4a_7c15);
     for (name, source) in examples() {
         for _ in 0..150 {
             let mut bytes = source.clone().into_bytes();
-            for _ in 0..(1 + next() % 4) {
-                let at = usize::try_from(next() % bytes.len() as u64).unwrap_or(0);
-                match next() % 4 {
-                    0 => {
-                        bytes[at] =
-                            b"(){}[]:'\"-!|&?\n 9x"[usize::try_from(next() % 18).unwrap_or(0)]
-                    }
+            for _ in 0..=rng.below(4) {
+                let at = rng.below(bytes.len());
+                match rng.below(4) {
+                    0 => bytes[at] = b"(){}[]:'\"-!|&?\n 9x"[rng.below(18)],
                     1 => {
                         bytes.remove(at);
                     }

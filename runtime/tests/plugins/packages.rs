@@ -259,19 +259,12 @@ fn a_plugin_built_for_wit_1_1_links_its_kv_and_clock_and_runs() {
 #[test]
 fn mangled_packages_are_refused_never_a_crash() {
     let bytes = signed("valve-sim", &key(1)).to_bytes();
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    };
-    let len = bytes.len() as u64;
+    let mut rng = eyeflow_ir::testing::Xorshift::new(0x2545_f491_4f6c_dd1d);
     for _ in 0..400 {
         let mut mangled = bytes.clone();
-        let at = usize::try_from(next() % len).unwrap_or(0);
-        match next() % 3 {
-            0 => mangled[at] ^= 1 << (next() % 8),
+        let at = rng.below(bytes.len());
+        match rng.below(3) {
+            0 => mangled[at] ^= 1 << rng.below(8),
             1 => mangled.truncate(at),
             _ => mangled
                 .splice(at..at, bytes[..at.min(64)].iter().copied())
