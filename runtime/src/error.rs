@@ -98,6 +98,21 @@ pub enum Error {
         /// `id@version`.
         plugin: String,
     },
+    /// A package for an installed plugin id signed by another key than the one pinned for
+    /// that id: publishers change only through an explicit transfer.
+    #[error(
+        "plugin {plugin} is published by key {pinned}, this package is signed by key {offered}; an admin can move the id to the new key with `eyeflow plugin transfer {id} --to-key {offered}` (its grants are cleared)"
+    )]
+    PublisherChanged {
+        /// `id@version` of the package.
+        plugin: String,
+        /// The plugin id.
+        id: String,
+        /// The key pinned for the id.
+        pinned: String,
+        /// The key that signed the package.
+        offered: String,
+    },
     /// No such plugin in the catalog.
     #[error("plugin {plugin} is not installed")]
     NotInstalled {

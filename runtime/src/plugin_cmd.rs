@@ -9,9 +9,10 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use eyeflow_ir::keys;
+use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
 use eyeflow_runtime::plugins::{GrantChange, HostConfig, Installed, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
-use eyeflow_runtime::store::EmbeddedStore;
+use eyeflow_runtime::store::{Durability, EmbeddedStore};
 
 /// The template `plugin new` copies, embedded so the command works from any directory.
 const TEMPLATE: [(&str, &str); 6] = [
@@ -194,6 +195,24 @@ pub(crate) enum PluginCommand {
         #[command(flatten)]
         data_dir: DataDir,
     },
+    /// Move plugin ID to another publisher key: packages signed by KEYID install under ID
+    /// from now on, the previous key's are refused; ID's grant is cleared (grant again);
+    /// recorded in the audit chain.
+    Transfer {
+        /// Plugin id.
+        id: String,
+        /// Id of the new publisher's key (trusted: `eyeflow keys trust`).
+        #[arg(long = "to-key")]
+        to_key: String,
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// Transfer on a running node through its API (URL) instead of a data directory.
+        #[arg(long = "node", env = "EYEFLOW_NODE")]
+        node: Option<String>,
+        /// Bearer token for `--node` (admin role).
+        #[arg(long, env = "EYEFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 /// Runs a plugin command.
@@ -262,7 +281,50 @@ pub(crate) fn run(command: PluginCommand) -> anyhow::Result<()> {
             println!("{id}: {}", serde_json::to_string(&grant)?);
             Ok(())
         }
+        PluginCommand::Transfer {
+            id,
+            to_key,
+            node: Some(url),
+            token,
+            ..
+        } => {
+            let body = serde_json::to_vec(&serde_json::json!({ "key_id": to_key }))?;
+            let path = format!("/api/plugins/{}/transfer", crate::cli::path_segment(&id));
+            crate::node_cmd::Remote { url, token }
+                .send(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(("application/json", body)),
+                    &[],
+                )
+                .map(drop)
+                .map_err(|f| f.error)
+        }
+        PluginCommand::Transfer {
+            id,
+            to_key,
+            data_dir,
+            node: None,
+            ..
+        } => transfer(&id, &to_key, &data_dir),
     }
+}
+
+fn transfer(id: &str, to_key: &str, data_dir: &DataDir) -> anyhow::Result<()> {
+    let host = data_dir.host()?;
+    let audit = FjallAudit::open(
+        host.catalog().store().clone(),
+        AuditConfig {
+            durability: Durability::Sync,
+            ..AuditConfig::default()
+        },
+    )?;
+    let transfer = host.transfer(id, to_key, &audit)?;
+    println!(
+        "transferred {} from key {} to key {}; its grant is cleared (grant again with `eyeflow plugin grant {}`)",
+        transfer.id, transfer.from, transfer.to, transfer.id
+    );
+    Ok(())
 }
 
 /// `eyeflow keys trust FILE.pub`: only a public key file; a secret one is refused, never

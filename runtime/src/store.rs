@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result};
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 21] = [
+const KEYSPACES: [(Space, &str); 22] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -63,6 +63,7 @@ const KEYSPACES: [(Space, &str); 21] = [
     (Space::KafkaCursors, "kafka-cursors"),
     (Space::SourceCursors, "source-cursors"),
     (Space::AuditByExecution, "audit-by-execution"),
+    (Space::Publishers, "publishers"),
 ];
 
 // `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
@@ -129,6 +130,8 @@ pub enum Space {
     /// Audit chain: `execution id ‖ 0 ‖ big-endian index` → nothing (which entries an
     /// execution has).
     AuditByExecution,
+    /// Plugin id → the publisher key pinned for it (at first install or by a transfer).
+    Publishers,
 }
 
 /// How a commit is made durable before it returns (see the module documentation).

@@ -130,6 +130,7 @@ impl From<Error> for ApiError {
             Error::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             Error::RevokedPlugin { .. } => (StatusCode::CONFLICT, "revoked"),
             Error::VersionConflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            Error::PublisherChanged { .. } => (StatusCode::CONFLICT, "publisher_changed"),
             Error::NotInstalled { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Error::Incompatible { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "incompatible"),
             Error::Wasm { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),

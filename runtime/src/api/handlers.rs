@@ -518,6 +518,34 @@ pub(crate) async fn plugin_revoke(state: State, path: web::Path<(String, String)
     Ok(HttpResponse::Ok().json(json!({ "plugin": format!("{id}@{version}"), "revoked": true })))
 }
 
+/// Body of `POST /api/plugins/{id}/transfer`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransferBody {
+    /// Id of the new publisher's key.
+    key_id: String,
+}
+
+pub(crate) async fn plugin_transfer(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Reply {
+    require_json(&req)?;
+    let body: TransferBody = read_json(&state, payload).await?;
+    let id = path.into_inner();
+    let node = state.node.clone();
+    let transfer =
+        blocking(move || node.plugins().transfer(&id, &body.key_id, node.audit())).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "plugin": transfer.id,
+        "from": transfer.from,
+        "to": transfer.to,
+        "grant_cleared": true,
+    })))
+}
+
 pub(crate) async fn metrics(state: State) -> Reply {
     let node = state.node.clone();
     let text = blocking(move || Ok(crate::metrics::render(&node))).await?;

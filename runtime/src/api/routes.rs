@@ -181,6 +181,15 @@ pub(crate) fn table() -> Vec<Spec> {
             || web::post().to(h::plugin_revoke),
         ),
         spec(
+            Method::POST,
+            "/api/plugins/{id}/transfer",
+            Some(Admin),
+            Json,
+            200,
+            "Move a plugin id to another publisher key ({\"key_id\"}); clears its grant; audited",
+            || web::post().to(h::plugin_transfer),
+        ),
+        spec(
             Method::GET,
             "/metrics",
             Some(Viewer),

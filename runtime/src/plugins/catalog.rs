@@ -1,11 +1,14 @@
 //! The persisted catalog: every plugin version ever installed on this node, its state
 //! (installed or revoked), its package digest and signing key, and the package files
-//! themselves under `DATA_DIR/plugins/packages`.
+//! themselves under `DATA_DIR/plugins/packages`, and the publisher key pinned for each id
+//! (see [`Publisher`]).
 
 use std::path::PathBuf;
 
+use eyeflow_actors::ports::AuditEntry;
 use semver::Version;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::grants::{Grant, GrantChange};
 use super::manifest::Manifest;
@@ -36,6 +39,68 @@ pub struct Entry {
     pub state: State,
     /// When it was installed, Unix milliseconds.
     pub installed_at_ms: u64,
+}
+
+/// The publisher key pinned for a plugin id: only packages signed by it install under that
+/// id until an admin transfers the id to another key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publisher {
+    /// Id of the pinned key.
+    pub key_id: String,
+    /// How it was pinned.
+    pub pinned_by: PinnedBy,
+    /// When, Unix milliseconds.
+    pub pinned_at_ms: u64,
+}
+
+/// How a publisher key came to be pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinnedBy {
+    /// The first installed version of the id was signed by it.
+    Install,
+    /// A data directory from before pinning: the key of the newest catalogued version.
+    Catalog,
+    /// An admin transferred the id to it.
+    Transfer,
+}
+
+/// A publisher transfer an admin made: plugin `id` moved from key `from` to key `to`, its
+/// grant cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    /// The plugin id.
+    pub id: String,
+    /// The key pinned before.
+    pub from: String,
+    /// The key pinned now.
+    pub to: String,
+}
+
+impl Transfer {
+    /// Its audit entry: opcode `PLUGIN_TRANSFER`, instruction id the plugin id, input the
+    /// digest of `{"from", "to"}`, output the digest of the new pin and the cleared grant.
+    /// An operator action, not an execution's step: node, execution and program are empty.
+    pub fn audit_entry(&self, at_ms: u64) -> AuditEntry {
+        let digest = |value: serde_json::Value| {
+            hex::encode(Sha256::digest(crate::audit::canonical_json(&value)))
+        };
+        AuditEntry {
+            node_id: String::new(),
+            execution_id: String::new(),
+            program_id: String::new(),
+            program_version: String::new(),
+            instruction_id: self.id.clone(),
+            opcode: "PLUGIN_TRANSFER".to_owned(),
+            input_digest: digest(serde_json::json!({ "from": self.from, "to": self.to })),
+            output_digest: digest(serde_json::json!({ "key_id": self.to, "grant": null })),
+            outcome: "done".to_owned(),
+            fallback: None,
+            started_ms: at_ms,
+            finished_ms: at_ms,
+        }
+    }
 }
 
 /// The catalog over the embedded store.
@@ -136,6 +201,51 @@ impl Catalog {
             });
         }
         Ok(package)
+    }
+
+    /// The publisher pinned for `id`. A data directory from before pinning has versions but
+    /// no pin: the key of the newest catalogued version (unrevoked if any) is pinned then,
+    /// durably. `None` when no version of `id` was ever catalogued.
+    pub fn publisher(&self, id: &str) -> Result<Option<Publisher>> {
+        if let Some(publisher) = self.store.get_json(Space::Publishers, id)? {
+            return Ok(Some(publisher));
+        }
+        let versions: Vec<Entry> = self.store.scan_json(Space::Catalog, &format!("{id}\0"))?;
+        let newest = |state: Option<State>| {
+            versions
+                .iter()
+                .filter(|e| e.manifest.id == id && state.is_none_or(|s| e.state == s))
+                .max_by(|a, b| a.manifest.version.cmp(&b.manifest.version))
+        };
+        let Some(entry) = newest(Some(State::Installed)).or_else(|| newest(None)) else {
+            return Ok(None);
+        };
+        let publisher = Publisher {
+            key_id: entry.key_id.clone(),
+            pinned_by: PinnedBy::Catalog,
+            pinned_at_ms: crate::now_ms(),
+        };
+        self.store.put_json(Space::Publishers, id, &publisher)?;
+        tracing::info!(plugin = %id, key = %publisher.key_id, "publisher pinned from the catalog");
+        Ok(Some(publisher))
+    }
+
+    /// Pins `key_id` as the publisher of `id` at its first install.
+    pub fn pin(&self, id: &str, key_id: &str) -> Result<Publisher> {
+        let publisher = Publisher {
+            key_id: key_id.to_owned(),
+            pinned_by: PinnedBy::Install,
+            pinned_at_ms: crate::now_ms(),
+        };
+        self.store.put_json(Space::Publishers, id, &publisher)?;
+        Ok(publisher)
+    }
+
+    /// Every catalogued plugin id (each once).
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self.entries()?.into_iter().map(|e| e.manifest.id).collect();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// The grant of plugin `id`, if any.

@@ -294,6 +294,10 @@ impl PluginHost {
 
     fn load_catalog(&self) -> Result<()> {
         let keyring = self.inner.catalog.store().keyring()?;
+        // A data directory from before publisher pinning: pin each id now.
+        for id in self.inner.catalog.ids()? {
+            self.inner.catalog.publisher(&id)?;
+        }
         for entry in self.inner.catalog.entries()? {
             if entry.state == State::Revoked {
                 continue;
@@ -334,6 +338,17 @@ impl PluginHost {
         let keyring = self.inner.catalog.store().keyring()?;
         let key_id = package.verify(&keyring)?;
         let manifest = &package.manifest;
+        let publisher = self.inner.catalog.publisher(&manifest.id)?;
+        if let Some(pinned) = &publisher
+            && pinned.key_id != key_id
+        {
+            return Err(Error::PublisherChanged {
+                plugin: label,
+                id: manifest.id.clone(),
+                pinned: pinned.key_id.clone(),
+                offered: key_id,
+            });
+        }
         if let Some(existing) = self.inner.catalog.entry(&manifest.id, &manifest.version)? {
             if existing.state == State::Revoked {
                 return Err(Error::RevokedPlugin { plugin: label });
@@ -355,6 +370,9 @@ impl PluginHost {
         }
         let loaded = self.prepare(package, &key_id)?;
         self.inner.catalog.record(package, &key_id)?;
+        if publisher.is_none() {
+            self.inner.catalog.pin(&manifest.id, &key_id)?;
+        }
         write(&self.inner.problems).remove(&label);
         self.publish(loaded);
         tracing::info!(plugin = %label, key = %key_id, "plugin installed");
@@ -377,6 +395,17 @@ impl PluginHost {
     /// the new grant.
     pub fn change_grant(&self, id: &str, changes: &[GrantChange]) -> Result<Grant> {
         let _admin = lock(&self.inner.admin);
+        // No grant after a transfer: start from what the newest loaded version's manifest
+        // asks for, as its installation would have.
+        if self.inner.catalog.grant(id)?.is_none()
+            && let Some(newest) = read(&self.inner.live)
+                .get(id)
+                .and_then(|versions| versions.values().next_back().cloned())
+        {
+            self.inner
+                .catalog
+                .set_grant(id, &Grant::initial(&newest.manifest))?;
+        }
         let grant = self.inner.catalog.change_grant(id, changes)?;
         let current: Vec<Arc<Loaded>> = read(&self.inner.live)
             .get(id)
@@ -393,6 +422,92 @@ impl PluginHost {
             self.publish(relinked);
         }
         Ok(grant)
+    }
+
+    /// Moves plugin `id` to the publisher key `to_key` (trusted, not revoked): from now on
+    /// only packages signed by it install under `id`, and those of the previous key are
+    /// refused. The grant of `id` is cleared (the next installed version starts from the
+    /// initial grant of its manifest; loaded versions are relinked without HTTP hosts or
+    /// secrets), and the transfer is appended to `audit` in the same atomic write as the
+    /// new pin, made durable before this returns.
+    pub fn transfer(
+        &self,
+        id: &str,
+        to_key: &str,
+        audit: &crate::audit::FjallAudit,
+    ) -> Result<super::catalog::Transfer> {
+        let _admin = lock(&self.inner.admin);
+        let catalog = &self.inner.catalog;
+        let from = catalog
+            .publisher(id)?
+            .ok_or_else(|| Error::NotInstalled {
+                plugin: id.to_owned(),
+            })?
+            .key_id;
+        match catalog.store().keyring()?.key(to_key) {
+            eyeflow_ir::keys::KeyState::Active(_) => {}
+            eyeflow_ir::keys::KeyState::Revoked => {
+                return Err(Error::RevokedKey {
+                    plugin: id.to_owned(),
+                    key_id: to_key.to_owned(),
+                });
+            }
+            eyeflow_ir::keys::KeyState::Unknown => {
+                return Err(Error::UnknownKey {
+                    plugin: id.to_owned(),
+                    key_id: to_key.to_owned(),
+                });
+            }
+        }
+        if from == to_key {
+            return Err(Error::Conflict {
+                what: format!("transfer of plugin {id}"),
+                reason: format!("it is already published by key {to_key}"),
+            });
+        }
+        let transfer = super::catalog::Transfer {
+            id: id.to_owned(),
+            from,
+            to: to_key.to_owned(),
+        };
+        let now = crate::now_ms();
+        let publisher = super::catalog::Publisher {
+            key_id: transfer.to.clone(),
+            pinned_by: super::catalog::PinnedBy::Transfer,
+            pinned_at_ms: now,
+        };
+        let pin = serde_json::to_vec(&publisher).map_err(|e| Error::CorruptRecord {
+            key: id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        audit.append_with(
+            &[transfer.audit_entry(now)],
+            vec![
+                crate::store::Write::Put(
+                    crate::store::Space::Publishers,
+                    id.as_bytes().to_vec(),
+                    pin,
+                ),
+                crate::store::Write::Remove(crate::store::Space::Grants, id.as_bytes().to_vec()),
+            ],
+        )?;
+        catalog.store().persist(crate::store::Durability::Sync)?;
+        let current: Vec<Arc<Loaded>> = read(&self.inner.live)
+            .get(id)
+            .map(|versions| versions.values().cloned().collect())
+            .unwrap_or_default();
+        for loaded in current {
+            let relinked = self.link(
+                &loaded.manifest,
+                loaded.key_id.clone(),
+                loaded.component.clone(),
+                loaded.from_cache,
+                &Grant::initial(&loaded.manifest),
+            )?;
+            self.publish(relinked);
+        }
+        tracing::warn!(plugin = %id, from = %transfer.from, to = %transfer.to, "plugin publisher transferred; grant cleared");
+        Ok(transfer)
     }
 
     /// Every catalogued version with its state.

@@ -542,6 +542,118 @@ fn events_need_a_json_content_type() {
 }
 
 #[test]
+fn a_plugin_changes_publisher_only_through_an_audited_transfer() {
+    let setup = Setup::new();
+    let other = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+    eyeflow_ir::keys::write_keypair(&setup.dir().join("other"), &other).expect("key files");
+    let out = eyeflow(
+        &["keys", "trust", "other.pub", "--data-dir", "data"],
+        setup.dir(),
+    );
+    assert!(out.status.success(), "keys trust: {}", stderr(&out));
+    let (first, second) = (
+        setup.key_id(),
+        eyeflow_ir::keys::key_id(&other.verifying_key()),
+    );
+    let node = Daemon::start(&setup, &["max_upload_bytes = 400000"]);
+    let admin = Some(node.admin.as_str());
+    let grant_of = |version: &str| {
+        let (_, body) = node.get("/api/plugins", admin);
+        body["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .find(|p| p["plugin"] == format!("fixture-echo@{version}"))
+            .map(|p| p["grant"].clone())
+            .unwrap_or_else(|| panic!("fixture-echo@{version} not listed: {body}"))
+    };
+
+    let (status, body) = node.post_bytes(
+        "/api/plugins?grant_secret=token",
+        &setup.package("fixture-echo"),
+        admin,
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = node.post_bytes(
+        "/api/plugins",
+        &setup.package_by("fixture-echo-v2", &other, None),
+        admin,
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "publisher_changed", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(&first) && message.contains(&second),
+        "{message}"
+    );
+    assert_eq!(grant_of("1.0.0")["secrets"], serde_json::json!(["token"]));
+
+    let transfer = serde_json::json!({ "key_id": second });
+    let path = "/api/plugins/fixture-echo/transfer";
+    let (status, _) = node.post_json(path, &transfer, None, Some(&node.operator));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = node.post_json("/api/plugins/nope/transfer", &transfer, None, admin);
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = node.post_json(path, &transfer, None, admin);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["from"].as_str(), body["to"].as_str()),
+        (Some(first.as_str()), Some(second.as_str()))
+    );
+    assert_eq!(grant_of("1.0.0")["secrets"], serde_json::json!([]));
+
+    let (status, body) = node.post_bytes(
+        "/api/plugins",
+        &setup.package_by("fixture-echo-v2", &other, None),
+        admin,
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(grant_of("2.0.0")["secrets"], serde_json::json!([]));
+    let (status, body) = node.post_bytes(
+        "/api/plugins",
+        &setup.package_by("fixture-echo-v2", setup.key(), Some("3.0.0")),
+        admin,
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "publisher_changed", "{body}");
+
+    // Back to the first key from the client, through the API.
+    let out = eyeflow(
+        &[
+            "plugin",
+            "transfer",
+            "fixture-echo",
+            "--to-key",
+            &first,
+            "--node",
+            node.url.as_str(),
+            "--token",
+            node.admin.as_str(),
+        ],
+        setup.dir(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, body) = node.post_bytes(
+        "/api/plugins",
+        &setup.package_by("fixture-echo-v2", setup.key(), Some("3.0.0")),
+        admin,
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (_, body) = node.get("/api/audit", admin);
+    let transfers: Vec<&Value> = body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["entry"]["opcode"] == "PLUGIN_TRANSFER")
+        .collect();
+    assert_eq!(transfers.len(), 2, "{body}");
+    assert_eq!(transfers[0]["entry"]["instruction_id"], "fixture-echo");
+    let (_, body) = node.get("/api/audit/verify", admin);
+    assert_eq!(body["ok"], true, "{body}");
+}
+
+#[test]
 fn the_openapi_document_matches_the_served_routes() {
     let setup = Setup::new();
     let node = Daemon::start(&setup, &[]);

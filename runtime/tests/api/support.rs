@@ -97,6 +97,28 @@ impl Setup {
         package.to_bytes()
     }
 
+    /// A built plugin as a package file's bytes signed by `key`, with `version` as its
+    /// version when given.
+    pub(crate) fn package_by(
+        &self,
+        name: &str,
+        key: &SigningKey,
+        version: Option<&str>,
+    ) -> Vec<u8> {
+        let (manifest, wasm) = self.parts(name);
+        let manifest = match version {
+            None => manifest,
+            Some(version) => {
+                let mut value: Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+                value["version"] = version.into();
+                serde_json::to_vec(&value).expect("JSON")
+            }
+        };
+        let mut package = Package::new(manifest, wasm).expect("package");
+        package.sign(key);
+        package.to_bytes()
+    }
+
     pub(crate) fn unsigned_package(&self, name: &str) -> Vec<u8> {
         let (manifest, wasm) = self.parts(name);
         Package::new(manifest, wasm).expect("package").to_bytes()
@@ -134,6 +156,11 @@ impl Setup {
     pub(crate) fn sign(&self, mut program: eyeflow_ir::pb::LlmIrProgram) -> Vec<u8> {
         eyeflow_ir::keys::sign(&mut program, &self.key);
         eyeflow_ir::encode(&program)
+    }
+
+    /// The trusted key.
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
     }
 
     /// Key id of the trusted key.

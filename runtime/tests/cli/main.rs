@@ -499,6 +499,111 @@ fn plugin_operator_loop_sign_inspect_trust_install_list_revoke() {
     );
 }
 
+/// `key id XYZ` as `keys gen` prints it.
+fn generated_key_id(out: &Output) -> String {
+    let text = stdout(out);
+    let after = text.split("key id ").nth(1).expect("a key id is printed");
+    after
+        .split(|c: char| c.is_whitespace() || c == ')' || c == ',')
+        .next()
+        .expect("key id")
+        .to_owned()
+}
+
+#[test]
+fn plugin_transfer_moves_an_id_to_another_publisher_and_clears_its_grant() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cwd = dir.path();
+    let data = cwd.join("data").display().to_string();
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let out = eyeflow(&["keys", "gen", "--out", name], cwd);
+        assert!(out.status.success(), "{}", stderr(&out));
+        ids.push(generated_key_id(&out));
+        let out = eyeflow(
+            &["keys", "trust", &format!("{name}.pub"), "--data-dir", &data],
+            cwd,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (first, second) = (&ids[0], &ids[1]);
+    let sign = |plugin: &str, file: &str, key: &str| {
+        unsigned_package(plugin, &cwd.join(file));
+        let out = eyeflow(&["plugin", "sign", file, "--key", key], cwd);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    sign("fixture-echo", "v1.efp", "first.key");
+    sign("fixture-echo-v2", "v2-second.efp", "second.key");
+    let install = |file: &str| eyeflow(&["plugin", "install", file, "--data-dir", &data], cwd);
+
+    let out = eyeflow(
+        &[
+            "plugin",
+            "install",
+            "v1.efp",
+            "--data-dir",
+            &data,
+            "--grant-secret",
+            "token",
+        ],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = install("v2-second.efp");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    for part in [
+        "fixture-echo@2.0.0",
+        first.as_str(),
+        second.as_str(),
+        "eyeflow plugin transfer fixture-echo --to-key",
+    ] {
+        assert!(stderr(&out).contains(part), "`{part}`: {}", stderr(&out));
+    }
+
+    let out = eyeflow(
+        &[
+            "plugin",
+            "transfer",
+            "fixture-echo",
+            "--to-key",
+            second,
+            "--data-dir",
+            &data,
+        ],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("grant is cleared"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = install("v2-second.efp");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(&["plugin", "list", "--data-dir", &data], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("key {second}")),
+        "{}",
+        stdout(&out)
+    );
+
+    // The first key's packages are refused now.
+    sign("fixture-echo-v2", "v2-first.efp", "first.key");
+    let out = install("v2-first.efp");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("is published by key"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = eyeflow(&["audit", "verify", "--data-dir", &data], cwd);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
 #[test]
 fn plugin_new_and_build_from_any_directory() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -6,5 +6,6 @@ mod hostile;
 mod node;
 mod once;
 mod packages;
+mod publishers;
 mod support;
 mod upgrade;
