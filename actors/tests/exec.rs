@@ -1064,6 +1064,97 @@ fn vault_secret_never_reaches_journal_or_audit() {
     assert!(!format!("{:?}", w.steps()).contains(SECRET));
 }
 
+/// Everything the journal and the audit hold for the run of `w`, as text.
+fn stored(w: &World) -> String {
+    format!(
+        "{}\n{}\n{:?}",
+        serde_json::to_string(&w.steps()).unwrap(),
+        serde_json::to_string(&*w.journal.audit.lock().unwrap()).unwrap(),
+        w.journal.finished.lock().unwrap()
+    )
+}
+
+#[test]
+fn a_provider_error_quoting_the_prompt_stores_the_secret_name_only() {
+    let program = compile(LLM);
+    let w = World::new();
+    // Both models fail with an error that quotes the whole request, vault slot included.
+    *w.llm.handler.lock().unwrap() = Box::new(|r| {
+        Err(CallError::new(
+            CallErrorKind::ModelUnavailable,
+            "llm",
+            format!("model refused the request {:?}", r.messages),
+        ))
+    });
+    let (class, message) = failed(w.run(&program, json!({"alarm": "x"})));
+    assert_eq!(class, "model_unavailable");
+    let name = "[secret:kv/plant-a/triage-guidelines]";
+    assert!(
+        message.contains(name) && !message.contains(SECRET),
+        "{message}"
+    );
+    let steps = w.steps();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    for step in &steps {
+        let StepOutcome::Failed { message, .. } = &step.outcome else {
+            panic!("expected a failure, got {step:?}");
+        };
+        assert!(
+            message.contains(name) && !message.contains(SECRET),
+            "{message}"
+        );
+    }
+    let all = stored(&w);
+    assert!(!all.contains(SECRET), "{all}");
+    assert_eq!(w.journal.audit.lock().unwrap().len(), steps.len());
+    // The model was given the value itself.
+    assert!(
+        w.llm.requests.lock().unwrap()[0].messages[0]
+            .content
+            .contains(SECRET)
+    );
+}
+
+#[test]
+fn an_answer_that_echoes_the_secret_is_stored_scrubbed() {
+    let program = compile(&LLM.replace("classify.severity", "classify.summary"));
+    let w = World::new();
+    *w.llm.handler.lock().unwrap() = Box::new(|r| {
+        Ok(json!({"severity": "minor", "summary": r.messages[0].content}).to_string())
+    });
+    let value = completed(w.run(&program, json!({"alarm": "x"})));
+    assert_eq!(
+        value,
+        json!("Guidelines: [secret:kv/plant-a/triage-guidelines]")
+    );
+    let all = stored(&w);
+    assert!(!all.contains(SECRET), "{all}");
+    assert!(
+        all.contains("[secret:kv/plant-a/triage-guidelines]"),
+        "{all}"
+    );
+}
+
+#[test]
+fn an_http_error_quoting_the_credential_stores_the_secret_name_only() {
+    let program = compile(API);
+    let w = World::new();
+    *w.http.handler.lock().unwrap() = Box::new(|r| {
+        Err(CallError::new(
+            CallErrorKind::Unavailable,
+            "api.example",
+            format!("proxy refused {:?}", r.headers),
+        ))
+    });
+    let (class, message) = failed(w.run(&program, json!({"n": 1})));
+    assert_eq!(class, "unavailable");
+    assert!(
+        message.contains("Bearer [secret:kv/api]") && !message.contains("api-token-value"),
+        "{message}"
+    );
+    assert!(!stored(&w).contains("api-token-value"));
+}
+
 #[test]
 fn fallback_model_switches_models() {
     let program = compile(LLM);

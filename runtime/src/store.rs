@@ -197,7 +197,7 @@ impl GroupSync {
 impl EmbeddedStore {
     /// Opens (or creates) the store under `data_dir/store`.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir))?;
+        secure_data_dir(data_dir)?;
         let path = data_dir.join("store");
         let db = Database::builder(&path)
             .open()
@@ -590,4 +590,43 @@ fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
         key: key.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// Makes `data_dir` private to the node's user before anything is opened in it: the
+/// process's umask becomes `077` (every file created afterwards — the store's own, program
+/// files, caches — is `0600`, every directory `0700`), the directory is created `0700`, and
+/// what a previous run left in it is tightened to those modes. A no-op off Unix.
+pub fn secure_data_dir(data_dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(Error::io(data_dir))?;
+        // Walked with a heap stack; symbolic links are left alone (never followed).
+        let mut stack = vec![data_dir.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path).map_err(Error::io(&path))?;
+            let mode = if meta.is_dir() {
+                for entry in std::fs::read_dir(&path).map_err(Error::io(&path))? {
+                    stack.push(entry.map_err(Error::io(&path))?.path());
+                }
+                0o700
+            } else if meta.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            if meta.permissions().mode() & 0o777 != mode {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(Error::io(&path))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir))?;
+    Ok(())
 }

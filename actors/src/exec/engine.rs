@@ -12,6 +12,7 @@ use super::digest::digest;
 use super::expr::Vars;
 use super::fallback::{Decision, Failure, class_by_name, class_name};
 use super::program::{Prepared, Program, is_entry};
+use super::scrub::Scrubber;
 use crate::ports::{
     AuditEntry, CallError, EventRecord, ExecutionOutcome, OnResume, StepOutcome, StepRecord,
     ambiguity_id,
@@ -102,6 +103,9 @@ pub(super) struct Run<'a> {
     /// The journal refused an intent: the attempt failed without acting, and the execution
     /// must stop.
     journal_failed: Option<CallError>,
+    /// Every secret resolved so far: their values are taken out of each attempt's message
+    /// and output before they are journaled.
+    pub(super) scrubber: Scrubber,
 }
 
 /// Unsaved steps past which they are written (not durably) to bound the memory of a long
@@ -147,6 +151,7 @@ impl<'a> Run<'a> {
             unsaved: Vec::new(),
             resuming: None,
             journal_failed: None,
+            scrubber: Scrubber::new(),
         }
     }
 
@@ -533,6 +538,17 @@ impl<'a> Run<'a> {
                     format!("`{}` panicked: {what}", ins.id),
                 ))
             });
+            // Secret values never reach the journal, the audit, the outcome or later steps.
+            let result = match result {
+                Ok(mut output) => {
+                    self.scrubber.scrub_value(&mut output);
+                    Ok(output)
+                }
+                Err(mut failure) => {
+                    self.scrubber.scrub_string(&mut failure.message);
+                    Err(failure)
+                }
+            };
             self.resuming = None;
             if let Some(error) = self.journal_failed.take() {
                 return Err(Stop::Journal(error));

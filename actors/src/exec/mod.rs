@@ -53,6 +53,9 @@
 //!
 //! Every attempt is journaled and audited (inputs and outputs as SHA-256 digests of
 //! canonical JSON — secrets are never inputs); the end is journaled with `Journal::finish`.
+//! Every secret value resolved during the execution (vault slots, `Authorization` secrets)
+//! is replaced by `[secret:NAME]` in each attempt's failure message and output before they
+//! are journaled ([`Scrubber`]): a provider's error quoting the prompt stores no secret.
 //! An execution keeps its steps in memory and hands them to the journal in one atomic
 //! write per segment, **with their audit entries in the same write**: a step and its entry
 //! are durable together or lost together.
@@ -103,6 +106,7 @@ pub mod fallback;
 pub mod functions;
 mod ops;
 mod program;
+mod scrub;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -111,6 +115,7 @@ pub use digest::{canonical_json, digest};
 pub use error::Error;
 pub use ops::in_window;
 pub use program::{EvalError, Priority, Program, Trigger};
+pub use scrub::Scrubber;
 
 use crate::gates::{Boundary, ResourceGate};
 use crate::ports::{

@@ -442,6 +442,7 @@ impl Run<'_> {
                     format!("secret `{}` is not available", ins.secret),
                 )
             })?;
+            self.scrubber.add(&ins.secret, &secret);
             headers.push((
                 "Authorization".to_owned(),
                 format!("Bearer {}", secret.expose()),
@@ -516,6 +517,7 @@ impl Run<'_> {
                             format!("secret `{key}` of slot `{name}` is not available"),
                         )
                     })?;
+                    self.scrubber.add(key, &secret);
                     audited.insert(name.clone(), Value::String(format!("vault:{key}")));
                     values.push((name.clone(), secret.expose().to_owned()));
                 }

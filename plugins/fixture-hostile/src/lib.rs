@@ -1,6 +1,8 @@
 //! Test fixture `fixture-hostile`: one capability whose actions attack the sandbox so
 //! the host's limits can be tested: `spin` (endless loop), `bomb` (unbounded memory),
-//! `trap` (panic), `http` (GET `input.url`), `secret` (read secret `input.name`), `ok`.
+//! `trap` (panic), `http` (GET `input.url`), `secret` (read secret `input.name`; with
+//! `input.echo` = `output`, `error`, `log` or `panic` it hands the value back that way, to test
+//! that the host scrubs it), `ok`.
 
 use std::hint::black_box;
 
@@ -47,7 +49,18 @@ impl Capability for Hostile {
             }
             "secret" => {
                 let value = secrets::get(string_field(&input, "name")?)?;
-                Ok(json!({"length": value.len()}))
+                match input["echo"].as_str() {
+                    Some("output") => Ok(json!({"value": value, "nested": [{"again": value}]})),
+                    Some("error") => Err(PluginError::unavailable(format!(
+                        "upstream refused the token {value}"
+                    ))),
+                    Some("log") => {
+                        log::warn(&format!("using token {value}"));
+                        Ok(json!({"length": value.len()}))
+                    }
+                    Some("panic") => panic!("fixture-hostile: token {value}"),
+                    _ => Ok(json!({"length": value.len()})),
+                }
             }
             "ok" => Ok(json!({"ok": true})),
             other => Err(PluginError::invalid_input(format!(

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use eyeflow_actors::exec::Scrubber;
 use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef, OnResume, PluginPort};
 use semver::Version;
 use serde_json::Value;
@@ -676,14 +677,16 @@ impl PluginHost {
     }
 
     /// Runs `f` against a fresh instance of `loaded` within `deadline`; then, unless `kv` is
-    /// [`KvWrites::LeftToJournal`], makes the plugin's KV writes durable.
+    /// [`KvWrites::LeftToJournal`], makes the plugin's KV writes durable. Also returns the
+    /// secrets the call read: the caller scrubs them from what the plugin returned (a failure
+    /// of the call is scrubbed here).
     fn call<R>(
         &self,
         loaded: &Loaded,
         deadline: Duration,
         kv: KvWrites,
         f: impl FnOnce(&mut Store<CallState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
-    ) -> std::result::Result<R, CallError> {
+    ) -> std::result::Result<(R, Scrubber), CallError> {
         let err = |kind, message: String| CallError::new(kind, &*loaded.label, message);
         let pre = loaded
             .pre
@@ -728,7 +731,15 @@ impl PluginHost {
                 .persist(self.inner.config.kv_durability)
                 .map_err(|e| err(CallErrorKind::Unavailable, format!("scratch store: {e}")))?;
         }
-        outcome.map_err(|e| classify(&store, e, deadline, started.elapsed(), &loaded.label))
+        match outcome {
+            Ok(r) => Ok((r, std::mem::take(&mut store.data_mut().scrubber))),
+            // A trap's message quotes the guest's stderr (a panic message, say).
+            Err(e) => {
+                let mut error = classify(&store, e, deadline, started.elapsed(), &loaded.label);
+                store.data().scrubber.scrub_string(&mut error.message);
+                Err(error)
+            }
+        }
     }
 
     /// Calls the `describe` export of the newest loaded version of plugin `id`.
@@ -742,7 +753,7 @@ impl PluginHost {
                 *describe
             }
         };
-        let text = self.call(
+        let (text, scrubber) = self.call(
             &loaded,
             Duration::from_secs(5),
             KvWrites::Persist,
@@ -751,7 +762,7 @@ impl PluginHost {
                 Ok(func.call(&mut *store, ())?.0)
             },
         )?;
-        parse_output(&loaded, &text)
+        output(&loaded, Ok(text), &scrubber)
     }
 
     /// Polls the event source resolved from `source` after `cursor`.
@@ -774,12 +785,20 @@ impl PluginHost {
             ));
         };
         let cursor = cursor.map(str::to_owned);
-        let result = self.call(&loaded, deadline, KvWrites::Persist, |store, instance| {
-            let func = instance
+        let (result, scrubber) =
+            self.call(&loaded, deadline, KvWrites::Persist, |store, instance| {
+                let func = instance
                 .get_typed_func::<(Option<String>, u32), (std::result::Result<Batch, PluginError>,)>(&mut *store, index)?;
-            Ok(func.call(&mut *store, (cursor, max_events))?.0)
-        })?;
-        result.map_err(|e| plugin_error(&loaded, e))
+                Ok(func.call(&mut *store, (cursor, max_events))?.0)
+            })?;
+        let mut batch = result.map_err(|e| plugin_error(&loaded, e, &scrubber))?;
+        if !scrubber.is_empty() {
+            for event in &mut batch.events {
+                scrubber.scrub_string(&mut event.key);
+                scrubber.scrub_string(&mut event.payload);
+            }
+        }
+        Ok(batch)
     }
 }
 
@@ -822,15 +841,16 @@ impl PluginPort for PluginHost {
         };
         check_input(&loaded, "read", params)?;
         let params = params.to_string();
-        let result = self.call(&loaded, deadline, KvWrites::Persist, |store, instance| {
-            let func = instance
-                .get_typed_func::<(&str, &str), (std::result::Result<String, PluginError>,)>(
-                    &mut *store,
-                    index,
-                )?;
-            Ok(func.call(&mut *store, (key, &params))?.0)
-        })?;
-        let output = parse_output(&loaded, &result.map_err(|e| plugin_error(&loaded, e))?)?;
+        let (result, scrubber) =
+            self.call(&loaded, deadline, KvWrites::Persist, |store, instance| {
+                let func = instance
+                    .get_typed_func::<(&str, &str), (std::result::Result<String, PluginError>,)>(
+                        &mut *store,
+                        index,
+                    )?;
+                Ok(func.call(&mut *store, (key, &params))?.0)
+            })?;
+        let output = output(&loaded, result, &scrubber)?;
         check_output(&loaded, "read", &output)?;
         Ok(output)
     }
@@ -887,7 +907,7 @@ impl PluginHost {
         };
         check_input(&loaded, action, input)?;
         let input = input.to_string();
-        let result = self.call(&loaded, deadline, kv, |store, instance| {
+        let (result, scrubber) = self.call(&loaded, deadline, kv, |store, instance| {
             let func = instance
                 .get_typed_func::<(&str, &str, &str), (std::result::Result<String, PluginError>,)>(
                     &mut *store,
@@ -895,7 +915,7 @@ impl PluginHost {
                 )?;
             Ok(func.call(&mut *store, (action, &input, idempotency_key))?.0)
         })?;
-        let output = parse_output(&loaded, &result.map_err(|e| plugin_error(&loaded, e))?)?;
+        let output = output(&loaded, result, &scrubber)?;
         check_output(&loaded, action, &output)?;
         Ok(output)
     }
@@ -969,14 +989,28 @@ fn parse_output(loaded: &Loaded, text: &str) -> std::result::Result<Value, CallE
     })
 }
 
-fn plugin_error(loaded: &Loaded, error: PluginError) -> CallError {
-    let (kind, message) = match error {
+/// What a call returned, as JSON, with the secrets it read replaced by `[secret:NAME]`
+/// (before any schema check, whose message may quote the output).
+fn output(
+    loaded: &Loaded,
+    result: std::result::Result<String, PluginError>,
+    scrubber: &Scrubber,
+) -> std::result::Result<Value, CallError> {
+    let text = result.map_err(|e| plugin_error(loaded, e, scrubber))?;
+    let mut value = parse_output(loaded, &text)?;
+    scrubber.scrub_value(&mut value);
+    Ok(value)
+}
+
+fn plugin_error(loaded: &Loaded, error: PluginError, scrubber: &Scrubber) -> CallError {
+    let (kind, mut message) = match error {
         PluginError::InvalidInput(m) => (CallErrorKind::InvalidInput, m),
         PluginError::Unavailable(m) => (CallErrorKind::Unavailable, m),
         PluginError::Timeout(m) => (CallErrorKind::Timeout, m),
         PluginError::Denied(m) => (CallErrorKind::Denied, m),
         PluginError::Internal(m) => (CallErrorKind::Internal, m),
     };
+    scrubber.scrub_string(&mut message);
     CallError::new(kind, &*loaded.label, message)
 }
 

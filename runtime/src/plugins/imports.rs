@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use eyeflow_actors::exec::Scrubber;
 use eyeflow_actors::ports::CallErrorKind;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
@@ -150,6 +151,9 @@ pub(crate) struct CallState {
     /// Whether the plugin wrote to its KV store during this call (written without a flush:
     /// the host or the executor's next durable write makes them durable).
     pub(crate) kv_written: bool,
+    /// The secrets the plugin read during this call: their values are taken out of its
+    /// logs, its error and its output.
+    pub(crate) scrubber: Scrubber,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -180,6 +184,7 @@ impl CallState {
             limits,
             stderr,
             kv_written: false,
+            scrubber: Scrubber::new(),
             wasi,
             table: ResourceTable::new(),
         }
@@ -315,6 +320,7 @@ impl types::Host for CallState {}
 impl log::Host for CallState {
     fn log(&mut self, level: log::Level, message: String) {
         let mut message = message;
+        self.scrubber.scrub_string(&mut message);
         if message.len() > LOG_MAX {
             let mut cut = LOG_MAX;
             while !message.is_char_boundary(cut) {
@@ -415,9 +421,11 @@ impl secrets::Host for CallState {
             CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
             _ => PluginError::Unavailable(e.to_string()),
         })?;
-        secret.map(|s| s.expose().to_owned()).ok_or_else(|| {
+        let secret = secret.ok_or_else(|| {
             PluginError::Unavailable(format!("secret `{name}` is not set on this node"))
-        })
+        })?;
+        self.scrubber.add(&name, &secret);
+        Ok(secret.expose().to_owned())
     }
 }
 

@@ -864,3 +864,57 @@ fn expressions_nested_past_the_limit_are_refused_and_the_node_serves_on() {
     let (status, _) = node.get("/healthz", None);
     assert_eq!(status, StatusCode::OK, "the node serves on");
 }
+
+#[cfg(unix)]
+#[test]
+fn the_data_dir_is_private_to_the_node_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let data = setup.dir().join("data");
+    // What an earlier version (or an operator) left readable is tightened at start.
+    std::fs::write(
+        data.join("secrets.json"),
+        r#"{"kv/api": "api-token-value"}"#,
+    )
+    .unwrap();
+    for path in [data.clone(), data.join("secrets.json")] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut node = Daemon::start(&setup, &[]);
+    let admin = Some(node.admin.as_str());
+    let (status, body) = node.post_bytes("/api/plugins", &setup.package("valve-sim"), admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = node.post_bytes("/api/programs", &setup.compile(BULK_RULE), admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for n in 0..20 {
+        let (status, body) = node.post_json(
+            "/api/events/bulk",
+            &json!({ "n": n }),
+            Some(&format!("bulk-{n}")),
+            Some(&node.operator),
+        );
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.journal_summary()["finished"] != 20 {
+        assert!(Instant::now() < deadline, "{}", node.journal_summary());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(node.sigterm().success());
+    let mut stack = vec![data];
+    let (mut dirs, mut files) = (0, 0);
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            dirs += 1;
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            files += 1;
+        }
+    }
+    // The store, the programs and the keys were all walked.
+    assert!(dirs >= 3 && files >= 5, "{dirs} directories, {files} files");
+}

@@ -124,6 +124,54 @@ fn a_secret_not_granted_is_denied_and_never_shown() {
 }
 
 #[test]
+fn a_granted_secret_never_comes_back_from_the_plugin() {
+    let node = node();
+    node.host
+        .change_grant(
+            "fixture-hostile",
+            &[GrantChange::AllowSecret("webhook-token".into())],
+        )
+        .unwrap();
+    let name = "[secret:webhook-token]";
+    // In the output, at any depth.
+    let out = node
+        .invoke(
+            "fixture-hostile",
+            "secret",
+            json!({"name": "webhook-token", "echo": "output"}),
+        )
+        .expect("granted");
+    assert_eq!(out, json!({"value": name, "nested": [{"again": name}]}));
+    // In its error, and in a panic's message (a trap quotes the guest's stderr).
+    for (echo, kind) in [
+        ("error", CallErrorKind::Unavailable),
+        ("panic", CallErrorKind::Trap),
+    ] {
+        let err = hostile(
+            &node,
+            "secret",
+            json!({"name": "webhook-token", "echo": echo}),
+            Duration::from_secs(5),
+        );
+        assert_eq!(err.kind, kind, "{err}");
+        assert!(!err.to_string().contains("s3cr3t-t0ken"), "{err}");
+        if echo == "error" {
+            assert!(err.message.contains(name), "{err}");
+        }
+    }
+    // A call that only logs it still works (the log line is scrubbed).
+    let out = node
+        .invoke(
+            "fixture-hostile",
+            "secret",
+            json!({"name": "webhook-token", "echo": "log"}),
+        )
+        .expect("granted");
+    assert_eq!(out["length"], "s3cr3t-t0ken".len());
+    good_plugin_still_works(&node);
+}
+
+#[test]
 fn a_granted_secret_its_source_refuses_is_a_clear_error() {
     let node = node();
     for (name, kind) in [
