@@ -232,7 +232,13 @@ fn read_key_file(path: &Path, expected: KeyKind) -> Result<[u8; 32]> {
             format!("not a key file: larger than {MAX_KEY_FILE_BYTES} bytes"),
         ));
     }
-    let parsed = parse_key_text(path, &text)?;
+    key_from_text(path, &text, expected)
+}
+
+/// The key bytes of a key file's `text` (`path` names it in errors), refused unless it holds
+/// a key of the `expected` kind whose id matches the one it claims.
+fn key_from_text(path: &Path, text: &str, expected: KeyKind) -> Result<[u8; 32]> {
+    let parsed = parse_key_text(path, text)?;
     if parsed.kind != expected {
         let hint = match expected {
             KeyKind::Secret => {
@@ -289,6 +295,20 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey> {
 /// Reads a public key written by [`write_keypair`]; a secret key file is refused.
 pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey> {
     VerifyingKey::from_bytes(&read_key_file(path, KeyKind::Public)?)
+        .map_err(|e| key_error(path, format!("not a valid ed25519 public key: {e}")))
+}
+
+/// Parses the text of a public key file (as [`write_keypair`] writes it) received from
+/// elsewhere — an upload — named `name` in errors; a secret key is refused.
+pub fn parse_verifying_key(name: &str, text: &str) -> Result<VerifyingKey> {
+    let path = Path::new(name);
+    if text.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(key_error(
+            path,
+            format!("not a key file: larger than {MAX_KEY_FILE_BYTES} bytes"),
+        ));
+    }
+    VerifyingKey::from_bytes(&key_from_text(path, text, KeyKind::Public)?)
         .map_err(|e| key_error(path, format!("not a valid ed25519 public key: {e}")))
 }
 

@@ -91,6 +91,34 @@ impl Default for AuditConfig {
     }
 }
 
+/// The audit entry of an operator action (a key trusted or revoked, a plugin transferred):
+/// `opcode` names the action, `subject` what it concerns (in `instruction_id`), `input` and
+/// `output` are digested like an instruction's. Not an execution's step: node, execution and
+/// program are empty.
+pub fn operator_entry(
+    opcode: &str,
+    subject: &str,
+    input: &Value,
+    output: &Value,
+    at_ms: u64,
+) -> AuditEntry {
+    let digest = |value: &Value| hex::encode(Sha256::digest(canonical_json(value)));
+    AuditEntry {
+        node_id: String::new(),
+        execution_id: String::new(),
+        program_id: String::new(),
+        program_version: String::new(),
+        instruction_id: subject.to_owned(),
+        opcode: opcode.to_owned(),
+        input_digest: digest(input),
+        output_digest: digest(output),
+        outcome: "done".to_owned(),
+        fallback: None,
+        started_ms: at_ms,
+        finished_ms: at_ms,
+    }
+}
+
 /// A signed statement of the chain head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {

@@ -185,19 +185,33 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Trust a publisher's public key (NAME.pub) in a data directory's keyring.
+    /// Trust a publisher's public key (NAME.pub) in a data directory's keyring, or on a
+    /// running node with `--node`.
     Trust {
         /// The public key file.
         file: PathBuf,
         #[command(flatten)]
         data_dir: crate::plugin_cmd::DataDir,
+        /// Trust it on a running node through its API (URL) instead of a data directory.
+        #[arg(long = "node", env = "EYEFLOW_NODE")]
+        node: Option<String>,
+        /// Bearer token for `--node` (admin role).
+        #[arg(long, env = "EYEFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
-    /// Revoke a key id in a data directory's keyring: its packages are refused.
+    /// Revoke a key id: its programs and packages are refused, and on a running node
+    /// (`--node`) its deployed programs take no new event, at once.
     Revoke {
         /// The key id (16 hex characters).
         id: String,
         #[command(flatten)]
         data_dir: crate::plugin_cmd::DataDir,
+        /// Revoke it on a running node through its API (URL) instead of a data directory.
+        #[arg(long = "node", env = "EYEFLOW_NODE")]
+        node: Option<String>,
+        /// Bearer token for `--node` (admin role).
+        #[arg(long, env = "EYEFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -286,10 +300,48 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             command: KeysCommand::Gen { out },
         } => keys_gen(&out),
         Command::Keys {
-            command: KeysCommand::Trust { file, data_dir },
+            command:
+                KeysCommand::Trust {
+                    file,
+                    node: Some(url),
+                    token,
+                    ..
+                },
+        } => {
+            // Checked here, so a secret key file never leaves this machine.
+            eyeflow_ir::keys::read_verifying_key(&file)?;
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            crate::node_cmd::Remote { url, token }
+                .send(
+                    reqwest::Method::POST,
+                    "/api/keys",
+                    Some(("text/plain", text)),
+                    &[],
+                )
+                .map(drop)
+        }
+        Command::Keys {
+            command: KeysCommand::Trust { file, data_dir, .. },
         } => Ok(crate::plugin_cmd::trust(&file, &data_dir)?),
         Command::Keys {
-            command: KeysCommand::Revoke { id, data_dir },
+            command:
+                KeysCommand::Revoke {
+                    id,
+                    node: Some(url),
+                    token,
+                    ..
+                },
+        } => crate::node_cmd::Remote { url, token }
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/api/keys/{}", path_segment(&id)),
+                None,
+                &[],
+            )
+            .map(drop),
+        Command::Keys {
+            command: KeysCommand::Revoke { id, data_dir, .. },
         } => Ok(crate::plugin_cmd::revoke_key(&id, &data_dir)?),
         Command::Executions {
             command: ExecutionsCommand::Summary { data_dir },

@@ -226,6 +226,8 @@ struct Inner {
     /// so two uploads of one version cannot both pass the conflict check.
     stored: Mutex<BTreeMap<(String, String), Stored>>,
     in_flight: (Mutex<usize>, Condvar),
+    /// Ids of the revoked publisher keys: their deployed programs take no new event.
+    revoked: std::sync::RwLock<std::collections::BTreeSet<String>>,
     /// External backends in use (empty on embedded defaults).
     backends: std::sync::RwLock<Vec<Arc<dyn Backend>>>,
 }
@@ -411,6 +413,7 @@ impl Node {
             .map_err(|e| Error::Node {
                 reason: format!("cannot start the supervision tree: {e}"),
             })?;
+        let revoked = revoked_ids(&store)?;
         let node = Self {
             inner: Arc::new(Inner {
                 config,
@@ -426,6 +429,7 @@ impl Node {
                 resolved: std::sync::RwLock::new(BTreeMap::new()),
                 stats: Mutex::new(BTreeMap::new()),
                 stored: Mutex::new(BTreeMap::new()),
+                revoked: std::sync::RwLock::new(revoked),
                 in_flight: (Mutex::new(0), Condvar::new()),
                 backends: std::sync::RwLock::new(backends),
             }),
@@ -834,7 +838,8 @@ impl Node {
         Ok(removed)
     }
 
-    /// The active (highest) version of every deployed program.
+    /// The active (highest) version of every deployed program whose signing key is not
+    /// revoked: the programs that take new events.
     pub fn active_programs(&self) -> Vec<Arc<Program>> {
         self.inner
             .resolved
@@ -842,7 +847,16 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .filter_map(|versions| versions.values().next_back().cloned())
+            .filter(|program| !self.signer_revoked(&program.ir().signing_key_id))
             .collect()
+    }
+
+    fn signer_revoked(&self, key_id: &str) -> bool {
+        self.inner
+            .revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(key_id)
     }
 
     /// Routes an event from a source to every active program with a trigger of `kind` on
@@ -912,6 +926,15 @@ impl Node {
             program: program_id.to_owned(),
             reason: "not deployed".to_owned(),
         })?;
+        let signer = &program.ir().signing_key_id;
+        if self.signer_revoked(signer) {
+            return Err(Error::Refused {
+                program: format!("{}@{}", program.id(), program.version()),
+                reason: format!(
+                    "it is signed by key {signer}, which has been revoked: it takes no new event"
+                ),
+            });
+        }
         let event = EventRecord {
             event_id: event_id.to_owned(),
             source: source.to_owned(),
@@ -1194,15 +1217,73 @@ impl Node {
         Ok(())
     }
 
-    /// Trusts `key` for programs and plugins.
+    /// Trusts `key` for programs and plugins (audited as `KEY_TRUST`; trusting a revoked
+    /// key again does not lift its revocation).
     pub fn trust(&self, key: &ed25519_dalek::VerifyingKey) -> Result<String> {
-        self.inner.store.trust_key(key)
+        let id = self.inner.store.trust_key(key)?;
+        self.audit_operator("KEY_TRUST", &id)?;
+        Ok(id)
+    }
+
+    /// Revokes publisher key `id` at once: programs and plugins signed by it are refused
+    /// from now on, and its deployed programs take no new event (executions already
+    /// accepted finish, or wait for their decision, as before). Audited as `KEY_REVOKE`.
+    /// Returns false when the keyring does not hold the key.
+    pub fn revoke(&self, id: &str) -> Result<bool> {
+        if !self.inner.store.revoke_key(id)? {
+            return Ok(false);
+        }
+        *self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = revoked_ids(&self.inner.store)?;
+        self.audit_operator("KEY_REVOKE", id)?;
+        Ok(true)
+    }
+
+    /// The keyring: `(key id, revoked)` of every key ever trusted.
+    pub fn keys(&self) -> Result<Vec<(String, bool)>> {
+        let keyring = self.inner.store.keyring()?;
+        let revoked = revoked_ids(&self.inner.store)?;
+        let mut ids: Vec<(String, bool)> = keyring
+            .active_ids()
+            .map(|id| (id.to_owned(), false))
+            .collect();
+        ids.extend(revoked.into_iter().map(|id| (id, true)));
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Appends the audit entry of an operator action on key `id`, durably.
+    fn audit_operator(&self, opcode: &str, id: &str) -> Result<()> {
+        let entry = crate::audit::operator_entry(
+            opcode,
+            id,
+            &serde_json::json!({ "key_id": id }),
+            &Value::Null,
+            crate::now_ms(),
+        );
+        self.inner.audit.append(&entry)?;
+        self.inner.store.persist(Durability::Sync)
     }
 
     /// The node's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
     }
+}
+
+/// Ids of the revoked keys of `store`'s keyring.
+fn revoked_ids(store: &EmbeddedStore) -> Result<std::collections::BTreeSet<String>> {
+    let keyring = store.keyring()?;
+    let active: std::collections::BTreeSet<&str> = keyring.active_ids().collect();
+    Ok(store
+        .scan(crate::store::Space::Keyring, b"")?
+        .into_iter()
+        .map(|(id, _)| String::from_utf8_lossy(&id).into_owned())
+        .filter(|id| !active.contains(id.as_str()))
+        .collect())
 }
 
 /// Where [`Node::ingest`] routed an event for one program with a matching trigger.

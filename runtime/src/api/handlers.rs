@@ -609,3 +609,36 @@ pub(crate) async fn method_not_allowed(req: HttpRequest) -> Reply {
         ),
     ))
 }
+
+pub(crate) async fn keys(state: State) -> Reply {
+    let node = state.node.clone();
+    let keys = blocking(move || node.keys()).await?;
+    let keys: Vec<Value> = keys
+        .into_iter()
+        .map(|(id, revoked)| json!({ "key_id": id, "revoked": revoked }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "keys": keys })))
+}
+
+pub(crate) async fn key_trust(state: State, payload: web::Payload) -> Reply {
+    let bytes = read_body(payload, 4096).await?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("the key file is not UTF-8 text"))?;
+    let key = eyeflow_ir::keys::parse_verifying_key("the uploaded key", &text)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let node = state.node.clone();
+    let id = blocking(move || node.trust(&key)).await?;
+    Ok(HttpResponse::Created().json(json!({ "key_id": id })))
+}
+
+pub(crate) async fn key_revoke(state: State, path: web::Path<String>) -> Reply {
+    let id = path.into_inner();
+    let node = state.node.clone();
+    let key = id.clone();
+    if !blocking(move || node.revoke(&key)).await? {
+        return Err(ApiError::not_found(format!(
+            "key {id} is not in the node's keyring"
+        )));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "key_id": id, "revoked": true })))
+}

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use eyeflow_actors::ports::AuditEntry;
 use semver::Version;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::grants::{Grant, GrantChange};
 use super::manifest::Manifest;
@@ -83,23 +82,13 @@ impl Transfer {
     /// digest of `{"from", "to"}`, output the digest of the new pin and the cleared grant.
     /// An operator action, not an execution's step: node, execution and program are empty.
     pub fn audit_entry(&self, at_ms: u64) -> AuditEntry {
-        let digest = |value: serde_json::Value| {
-            hex::encode(Sha256::digest(crate::audit::canonical_json(&value)))
-        };
-        AuditEntry {
-            node_id: String::new(),
-            execution_id: String::new(),
-            program_id: String::new(),
-            program_version: String::new(),
-            instruction_id: self.id.clone(),
-            opcode: "PLUGIN_TRANSFER".to_owned(),
-            input_digest: digest(serde_json::json!({ "from": self.from, "to": self.to })),
-            output_digest: digest(serde_json::json!({ "key_id": self.to, "grant": null })),
-            outcome: "done".to_owned(),
-            fallback: None,
-            started_ms: at_ms,
-            finished_ms: at_ms,
-        }
+        crate::audit::operator_entry(
+            "PLUGIN_TRANSFER",
+            &self.id,
+            &serde_json::json!({ "from": self.from, "to": self.to }),
+            &serde_json::json!({ "key_id": self.to, "grant": null }),
+            at_ms,
+        )
     }
 }
 

@@ -918,3 +918,118 @@ fn the_data_dir_is_private_to_the_node_user() {
     // The store, the programs and the keys were all walked.
     assert!(dirs >= 3 && files >= 5, "{dirs} directories, {files} files");
 }
+
+#[test]
+fn keys_are_trusted_and_revoked_on_a_running_node_at_once_and_audited() {
+    let setup = Setup::new();
+    let node = Daemon::start(&setup, &[]);
+    let (admin, operator) = (Some(node.admin.as_str()), Some(node.operator.as_str()));
+    let publisher = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let (_, public) =
+        eyeflow_ir::keys::write_keypair(&setup.dir().join("publisher"), &publisher).unwrap();
+    let key_id = eyeflow_ir::keys::key_id(&publisher.verifying_key());
+    let sign = |program: &mut eyeflow_ir::pb::LlmIrProgram| {
+        eyeflow_ir::keys::sign(program, &publisher);
+        eyeflow_ir::encode(program)
+    };
+
+    // Not trusted yet: its program is refused.
+    let mut plus = setup.draft(PLUS_ONE);
+    let (status, _) = node.post_bytes("/api/programs", &sign(&mut plus), admin);
+    assert!(status.is_client_error(), "{status}");
+    // A secret key file is refused as a key to trust, naming the mix-up.
+    let secret = std::fs::read_to_string(setup.dir().join("publisher.key")).unwrap();
+    let (status, body) = node.post_text("/api/keys", &secret, admin);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secret key"),
+        "{body}"
+    );
+    // Operators may not trust keys; admins may, while the node runs.
+    let text = std::fs::read_to_string(&public).unwrap();
+    let (status, _) = node.post_text("/api/keys", &text, operator);
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = node.post_text("/api/keys", &text, admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["key_id"], key_id.as_str());
+    let (status, body) = node.post_bytes("/api/programs", &sign(&mut plus), admin);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = node.post_json("/api/events/numbers", &json!({"x": 1}), None, operator);
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // Revoked: at once, its deployed program takes no new event and its new programs are
+    // refused.
+    let (status, body) = node.request(
+        reqwest::Method::DELETE,
+        &format!("/api/keys/{key_id}"),
+        admin,
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = node.post_json("/api/events/numbers", &json!({"x": 2}), None, operator);
+    assert_eq!(status, StatusCode::NOT_FOUND, "no listener is left: {body}");
+    let mut newer = setup.draft(&PLUS_ONE.replace("2.0.0", "2.0.1"));
+    let (status, body) = node.post_bytes("/api/programs", &sign(&mut newer), admin);
+    assert!(status.is_client_error(), "{status} {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{body}"
+    );
+    let (_, body) = node.get("/api/keys", admin);
+    assert!(
+        body["keys"]
+            .as_array()
+            .is_some_and(|keys| keys.contains(&json!({"key_id": key_id, "revoked": true}))),
+        "{body}"
+    );
+    let (status, _) = node.request(reqwest::Method::DELETE, "/api/keys/0000000000000000", admin);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The same from the CLI against the running node (no data-dir lock in the way).
+    let second = ed25519_dalek::SigningKey::from_bytes(&[78; 32]);
+    eyeflow_ir::keys::write_keypair(&setup.dir().join("second"), &second).unwrap();
+    let second_id = eyeflow_ir::keys::key_id(&second.verifying_key());
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eyeflow"))
+            .args(args)
+            .args(["--node", &node.url, "--token", &node.admin])
+            .current_dir(setup.dir())
+            .output()
+            .expect("eyeflow runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&["keys", "trust", "second.pub"]);
+    cli(&["keys", "revoke", &second_id]);
+    let (_, body) = node.get("/api/keys", admin);
+    assert!(
+        body["keys"]
+            .as_array()
+            .is_some_and(|keys| keys.contains(&json!({"key_id": second_id, "revoked": true}))),
+        "{body}"
+    );
+
+    // Every operator action is in the chain, which verifies.
+    let (_, audit) = node.get("/api/audit?limit=1000", admin);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["entry"]["instruction_id"] == key_id.as_str())
+                .filter_map(|e| e["entry"]["opcode"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(actions, ["KEY_TRUST", "KEY_REVOKE"], "{audit}");
+    let (status, body) = node.get("/api/audit/verify", admin);
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
