@@ -408,20 +408,7 @@ impl PluginHost {
                 .set_grant(id, &Grant::initial(&newest.manifest))?;
         }
         let grant = self.inner.catalog.change_grant(id, changes)?;
-        let current: Vec<Arc<Loaded>> = read(&self.inner.live)
-            .get(id)
-            .map(|versions| versions.values().cloned().collect())
-            .unwrap_or_default();
-        for loaded in current {
-            let relinked = self.link(
-                &loaded.manifest,
-                loaded.key_id.clone(),
-                loaded.component.clone(),
-                loaded.from_cache,
-                &grant,
-            )?;
-            self.publish(relinked);
-        }
+        self.relink(id, |_| grant.clone())?;
         Ok(grant)
     }
 
@@ -493,20 +480,7 @@ impl PluginHost {
             ],
         )?;
         catalog.store().persist(crate::store::Durability::Sync)?;
-        let current: Vec<Arc<Loaded>> = read(&self.inner.live)
-            .get(id)
-            .map(|versions| versions.values().cloned().collect())
-            .unwrap_or_default();
-        for loaded in current {
-            let relinked = self.link(
-                &loaded.manifest,
-                loaded.key_id.clone(),
-                loaded.component.clone(),
-                loaded.from_cache,
-                &Grant::initial(&loaded.manifest),
-            )?;
-            self.publish(relinked);
-        }
+        self.relink(id, |loaded| Grant::initial(&loaded.manifest))?;
         tracing::warn!(plugin = %id, from = %transfer.from, to = %transfer.to, "plugin publisher transferred; grant cleared");
         Ok(transfer)
     }
@@ -740,6 +714,26 @@ impl PluginHost {
                 Err(error)
             }
         }
+    }
+
+    /// Links every loaded version of plugin `id` again with the grant `grant_for` gives it
+    /// (calls in flight finish on the old link).
+    fn relink(&self, id: &str, grant_for: impl Fn(&Loaded) -> Grant) -> Result<()> {
+        let current: Vec<Arc<Loaded>> = read(&self.inner.live)
+            .get(id)
+            .map(|versions| versions.values().cloned().collect())
+            .unwrap_or_default();
+        for loaded in current {
+            let relinked = self.link(
+                &loaded.manifest,
+                loaded.key_id.clone(),
+                loaded.component.clone(),
+                loaded.from_cache,
+                &grant_for(&loaded),
+            )?;
+            self.publish(relinked);
+        }
+        Ok(())
     }
 
     /// Calls the `describe` export of the newest loaded version of plugin `id`.
