@@ -524,6 +524,39 @@ pub fn verify_with(
     }))
 }
 
+/// Whether a chain that verified as `report` reaches `head` — an entry index and its hash
+/// kept outside the node (printed by `eyeflow audit head`): a chain cut before it, by a
+/// truncation or by a recovery that dropped a corrupt record and everything after it, or
+/// one whose entry there has another hash, is broken.
+pub fn reaches(
+    store: &EmbeddedStore,
+    report: &VerifyReport,
+    head: (u64, [u8; 32]),
+) -> Result<std::result::Result<(), AuditBroken>> {
+    let (index, hash) = head;
+    if report.entries <= index {
+        return Ok(Err(AuditBroken {
+            index: report.entries,
+            reason: format!(
+                "chain truncated: it ends before entry {} but the head kept elsewhere is entry {index}",
+                report.entries
+            ),
+        }));
+    }
+    let stored = store
+        .scan_from(Space::Audit, b"", &index.to_be_bytes(), 1)?
+        .into_iter()
+        .next()
+        .and_then(|(_, value)| split_record(&value).map(|(_, stored, _)| stored));
+    if stored != Some(hash) {
+        return Ok(Err(AuditBroken {
+            index,
+            reason: "fork: the hash of this entry differs from the head kept elsewhere".into(),
+        }));
+    }
+    Ok(Ok(()))
+}
+
 /// The canonical bytes of `entry` (see the module documentation), written field by field
 /// in key order (the same bytes as [`canonical_json`] of its serde form, without building
 /// that form).

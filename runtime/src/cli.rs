@@ -254,13 +254,23 @@ enum ExecutionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Recompute the chain; exit 5 naming the first broken entry.
+    /// Recompute the chain on a copy of the store (the data directory is never modified);
+    /// exit 5 naming the first broken entry.
     Verify {
         #[command(flatten)]
         data_dir: crate::plugin_cmd::DataDir,
         /// The node's public key: also check the signed checkpoints.
         #[arg(long)]
         pubkey: Option<PathBuf>,
+        /// A head kept elsewhere (`INDEX:HASH`, from `eyeflow audit head`): the chain must
+        /// reach that entry with that hash.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Print the chain's head as `INDEX:HASH`, to keep outside the node for `verify --head`.
+    Head {
+        #[command(flatten)]
+        data_dir: crate::plugin_cmd::DataDir,
     },
 }
 
@@ -347,8 +357,16 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             command: ExecutionsCommand::Summary { data_dir },
         } => executions_summary(&data_dir),
         Command::Audit {
-            command: AuditCommand::Verify { data_dir, pubkey },
-        } => audit_verify(&data_dir, pubkey.as_deref()),
+            command:
+                AuditCommand::Verify {
+                    data_dir,
+                    pubkey,
+                    head,
+                },
+        } => audit_verify(&data_dir, pubkey.as_deref(), head.as_deref()),
+        Command::Audit {
+            command: AuditCommand::Head { data_dir },
+        } => audit_head(&data_dir),
         Command::Plugin { command } => Ok(crate::plugin_cmd::run(command)?),
         Command::Compile {
             rule,
@@ -833,20 +851,82 @@ fn print_summary(node: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn audit_verify(data_dir: &crate::plugin_cmd::DataDir, pubkey: Option<&Path>) -> CliResult {
+/// `INDEX:HASH` (64 hex digits).
+fn parse_head(text: &str) -> anyhow::Result<(u64, [u8; 32])> {
+    let parsed = text.split_once(':').and_then(|(index, hash)| {
+        let hash = <[u8; 32]>::try_from(hex::decode(hash).ok()?).ok()?;
+        Some((index.parse().ok()?, hash))
+    });
+    parsed.ok_or_else(|| {
+        anyhow::anyhow!("--head `{text}`: expected INDEX:HASH, the output of `eyeflow audit head`")
+    })
+}
+
+/// A copy of the data directory's store in a temporary directory: verification opens the
+/// copy, so the store's own recovery never rewrites the original (fjall drops a journal
+/// suffix it cannot read), and the original stays byte for byte as it was.
+fn store_copy(data_dir: &Path) -> anyhow::Result<tempfile::TempDir> {
+    fn copy(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), target)?;
+            }
+        }
+        Ok(())
+    }
+    let store = data_dir.join("store");
+    if !store.is_dir() {
+        anyhow::bail!("{} holds no store", data_dir.display());
+    }
+    let temp = tempfile::tempdir().context("cannot make a temporary directory")?;
+    copy(&store, &temp.path().join("store"))
+        .with_context(|| format!("cannot copy {}", store.display()))?;
+    Ok(temp)
+}
+
+fn audit_verify(
+    data_dir: &crate::plugin_cmd::DataDir,
+    pubkey: Option<&Path>,
+    head: Option<&str>,
+) -> CliResult {
     let key = pubkey.map(keys::read_verifying_key).transpose()?;
+    let head = head.map(parse_head).transpose()?;
     let path = data_dir.path()?;
-    let store = eyeflow_runtime::store::EmbeddedStore::open(&path)
-        .with_context(|| format!("cannot open data directory {}", path.display()))?;
-    match eyeflow_runtime::audit::verify(&store, key.as_ref()).context("reading the audit chain")? {
+    let copy = store_copy(&path)?;
+    let store = eyeflow_runtime::store::EmbeddedStore::open(copy.path())
+        .with_context(|| format!("cannot open the store of {}", path.display()))?;
+    let verified = eyeflow_runtime::audit::verify(&store, key.as_ref())
+        .context("reading the audit chain")?
+        .and_then(|report| match head {
+            None => Ok(report),
+            Some(head) => match eyeflow_runtime::audit::reaches(&store, &report, head) {
+                Ok(Ok(())) => Ok(report),
+                Ok(Err(broken)) => Err(broken),
+                Err(e) => Err(eyeflow_runtime::audit::AuditBroken {
+                    index: head.0,
+                    reason: format!("cannot read the entry: {e}"),
+                }),
+            },
+        });
+    match verified {
         Ok(report) => {
             println!(
-                "audit chain verified: {} entries, head {}, {} checkpoints{}",
+                "audit chain verified: {} entries, head {}, {} checkpoints{}{}",
                 report.entries,
                 hex::encode(report.head_hash),
                 report.checkpoints,
                 if report.signatures_checked {
                     " (signatures checked)"
+                } else {
+                    ""
+                },
+                if head.is_some() {
+                    " (reaches the head given)"
                 } else {
                     ""
                 }
@@ -858,6 +938,20 @@ fn audit_verify(data_dir: &crate::plugin_cmd::DataDir, pubkey: Option<&Path>) ->
             error: broken.into(),
         }),
     }
+}
+
+fn audit_head(data_dir: &crate::plugin_cmd::DataDir) -> CliResult {
+    let path = data_dir.path()?;
+    let copy = store_copy(&path)?;
+    let store = eyeflow_runtime::store::EmbeddedStore::open(copy.path())
+        .with_context(|| format!("cannot open the store of {}", path.display()))?;
+    let audit = eyeflow_runtime::audit::FjallAudit::open(store, Default::default())?;
+    let (next, hash) = audit.head();
+    let Some(index) = next.checked_sub(1) else {
+        return Err(anyhow::anyhow!("the audit chain of {} is empty", path.display()).into());
+    };
+    println!("{index}:{}", hex::encode(hash));
+    Ok(())
 }
 
 fn executions_summary(data_dir: &crate::plugin_cmd::DataDir) -> CliResult {

@@ -751,3 +751,129 @@ fn audit_verify_names_a_tampered_entry() {
         stderr(&out)
     );
 }
+
+/// Every file under `dir` with its SHA-256, by path.
+fn fingerprint(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read file");
+                files.push((
+                    path,
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                ));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_never_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
+        .args([
+            "demo",
+            "--data-dir",
+            &data.display().to_string(),
+            "--events",
+            "12",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .expect("demo");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head_out = eyeflow(&["audit", "head", "--data-dir", "data"], dir.path());
+    assert!(head_out.status.success(), "{}", stderr(&head_out));
+    let head = stdout(&head_out).trim().to_owned();
+    let entries: u64 = head
+        .split(':')
+        .next()
+        .and_then(|i| i.parse().ok())
+        .expect("INDEX:HASH");
+    let all = format!("audit chain verified: {} entries", entries + 1);
+    let out = eyeflow(
+        &["audit", "verify", "--data-dir", "data", "--head", &head],
+        dir.path(),
+    );
+    assert!(stdout(&out).contains(&all), "{}", stdout(&out));
+
+    // Flip one byte at many offsets of every store file, each in a fresh copy: verify either
+    // fails naming the damage, or verifies every entry up to the head — never fewer — and
+    // leaves the copy byte for byte as it was.
+    // The largest files: the journal and the segments that hold the entries (each run
+    // starts a process and opens a store, so the budget is a few dozen runs).
+    let mut files: Vec<(u64, std::path::PathBuf)> = fingerprint(&data.join("store"))
+        .into_iter()
+        .filter_map(|(path, _)| Some((std::fs::metadata(&path).ok()?.len(), path)))
+        .filter(|(len, _)| *len > 0)
+        .collect();
+    files.sort();
+    let files: Vec<std::path::PathBuf> = files.into_iter().rev().take(8).map(|(_, p)| p).collect();
+    let mut runs = 0;
+    let (mut failed, mut intact) = (0, 0);
+    for file in &files {
+        let len = std::fs::metadata(file).expect("size").len();
+        for step in 0..3u64 {
+            let offset = len * step / 3 + len / 7;
+            let work = tempfile::tempdir().expect("temp dir");
+            let copy = work.path().join("data");
+            copy_dir(&data, &copy);
+            let target = copy.join(file.strip_prefix(&data).expect("under data"));
+            let mut bytes = std::fs::read(&target).expect("read");
+            let at = usize::try_from(offset.min(len - 1)).expect("offset");
+            bytes[at] ^= 0x5a;
+            std::fs::write(&target, &bytes).expect("write");
+            let before = fingerprint(&copy);
+            let out = eyeflow(
+                &["audit", "verify", "--data-dir", "data", "--head", &head],
+                work.path(),
+            );
+            runs += 1;
+            if out.status.success() {
+                assert!(
+                    stdout(&out).contains(&all),
+                    "{} at {at}: passed with fewer entries: {}",
+                    target.display(),
+                    stdout(&out)
+                );
+                intact += 1;
+            } else {
+                assert!(
+                    !stderr(&out).trim().is_empty(),
+                    "{} at {at}: failed without saying why",
+                    target.display()
+                );
+                failed += 1;
+            }
+            assert_eq!(fingerprint(&copy), before, "verify changed the store");
+        }
+    }
+    assert!(runs >= 12, "{runs} runs over {} files", files.len());
+    assert!(
+        failed > 0,
+        "no flip was detected: the test flips nothing that matters"
+    );
+    eprintln!("{runs} flipped copies: {failed} refused, {intact} verified in full");
+}
+
+/// Copies directory `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
