@@ -372,6 +372,11 @@ impl Keyring {
         }
     }
 
+    /// Every key id the keyring holds, in order, with whether it is revoked.
+    pub fn ids(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.keys.iter().map(|(id, k)| (id.as_str(), k.revoked))
+    }
+
     /// Ids of the keys that are trusted and not revoked.
     pub fn active_ids(&self) -> impl Iterator<Item = &str> {
         self.keys

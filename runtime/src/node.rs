@@ -1244,15 +1244,13 @@ impl Node {
 
     /// The keyring: `(key id, revoked)` of every key ever trusted.
     pub fn keys(&self) -> Result<Vec<(String, bool)>> {
-        let keyring = self.inner.store.keyring()?;
-        let revoked = revoked_ids(&self.inner.store)?;
-        let mut ids: Vec<(String, bool)> = keyring
-            .active_ids()
-            .map(|id| (id.to_owned(), false))
-            .collect();
-        ids.extend(revoked.into_iter().map(|id| (id, true)));
-        ids.sort();
-        Ok(ids)
+        Ok(self
+            .inner
+            .store
+            .keyring()?
+            .ids()
+            .map(|(id, revoked)| (id.to_owned(), revoked))
+            .collect())
     }
 
     /// Appends the audit entry of an operator action on key `id`, durably.
@@ -1276,13 +1274,11 @@ impl Node {
 
 /// Ids of the revoked keys of `store`'s keyring.
 fn revoked_ids(store: &EmbeddedStore) -> Result<std::collections::BTreeSet<String>> {
-    let keyring = store.keyring()?;
-    let active: std::collections::BTreeSet<&str> = keyring.active_ids().collect();
     Ok(store
-        .scan(crate::store::Space::Keyring, b"")?
-        .into_iter()
-        .map(|(id, _)| String::from_utf8_lossy(&id).into_owned())
-        .filter(|id| !active.contains(id.as_str()))
+        .keyring()?
+        .ids()
+        .filter(|(_, revoked)| *revoked)
+        .map(|(id, _)| id.to_owned())
         .collect())
 }
 
