@@ -272,6 +272,13 @@ enum AuditCommand {
         #[command(flatten)]
         data_dir: crate::plugin_cmd::DataDir,
     },
+    /// Accept what a damaged store lost (the node refuses to start on it and says why):
+    /// opens it as it is, appends a `STORE_REPAIR` audit entry naming the loss, and lets the
+    /// node start again. The journal files as they were stay in `damaged-<ms>/`.
+    Repair {
+        #[command(flatten)]
+        data_dir: crate::plugin_cmd::DataDir,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -367,6 +374,9 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Audit {
             command: AuditCommand::Head { data_dir },
         } => audit_head(&data_dir),
+        Command::Audit {
+            command: AuditCommand::Repair { data_dir },
+        } => audit_repair(&data_dir),
         Command::Plugin { command } => Ok(crate::plugin_cmd::run(command)?),
         Command::Compile {
             rule,
@@ -886,6 +896,14 @@ fn store_copy(data_dir: &Path) -> anyhow::Result<tempfile::TempDir> {
     let temp = tempfile::tempdir().context("cannot make a temporary directory")?;
     copy(&store, &temp.path().join("store"))
         .with_context(|| format!("cannot copy {}", store.display()))?;
+    let mark = data_dir.join(eyeflow_runtime::store::mark::MARK_FILE);
+    if mark.exists() {
+        std::fs::copy(
+            &mark,
+            temp.path().join(eyeflow_runtime::store::mark::MARK_FILE),
+        )
+        .with_context(|| format!("cannot copy {}", mark.display()))?;
+    }
     Ok(temp)
 }
 
@@ -951,6 +969,40 @@ fn audit_head(data_dir: &crate::plugin_cmd::DataDir) -> CliResult {
         return Err(anyhow::anyhow!("the audit chain of {} is empty", path.display()).into());
     };
     println!("{index}:{}", hex::encode(hash));
+    Ok(())
+}
+
+fn audit_repair(data_dir: &crate::plugin_cmd::DataDir) -> CliResult {
+    let path = data_dir.path()?;
+    let (store, damage) = eyeflow_runtime::store::EmbeddedStore::open_repairing(&path)
+        .with_context(|| format!("cannot open the store of {}", path.display()))?;
+    let Some((what, kept)) = damage else {
+        println!(
+            "the store of {} is not damaged: nothing to repair",
+            path.display()
+        );
+        return Ok(());
+    };
+    let audit = eyeflow_runtime::audit::FjallAudit::open(
+        store,
+        eyeflow_runtime::audit::AuditConfig {
+            durability: eyeflow_runtime::store::Durability::Sync,
+            ..Default::default()
+        },
+    )?;
+    let receipt = audit.append(&eyeflow_runtime::audit::operator_entry(
+        "STORE_REPAIR",
+        &path.display().to_string(),
+        &serde_json::json!({ "damage": what }),
+        &serde_json::json!({ "kept": kept.display().to_string(), "head": audit.head().0 }),
+        eyeflow_runtime::now_ms(),
+    ))?;
+    println!(
+        "repaired {}: {what}; audited as entry {} (STORE_REPAIR); the journal files as they were are in {}",
+        path.display(),
+        receipt.index,
+        kept.display()
+    );
     Ok(())
 }
 

@@ -32,6 +32,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The store lost records that were durable (a corrupt record fjall's recovery cut, a
+    /// truncated file): the node does not start on it.
+    #[error(
+        "the store of {dir} is damaged: {damage}; the node will not start on it — \
+         `eyeflow audit repair --data-dir {dir}` accepts the loss (audited)",
+        dir = .data_dir.display()
+    )]
+    StoreDamaged {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// What was lost, with positions.
+        damage: String,
+    },
     /// A plugin package is malformed (framing, sizes, manifest).
     #[error("plugin package {what}: {reason}")]
     BadPackage {

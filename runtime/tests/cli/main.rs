@@ -832,28 +832,32 @@ fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_n
             bytes[at] ^= 0x5a;
             std::fs::write(&target, &bytes).expect("write");
             let before = fingerprint(&copy);
-            let out = eyeflow(
-                &["audit", "verify", "--data-dir", "data", "--head", &head],
-                work.path(),
-            );
-            runs += 1;
-            if out.status.success() {
-                assert!(
-                    stdout(&out).contains(&all),
-                    "{} at {at}: passed with fewer entries: {}",
-                    target.display(),
-                    stdout(&out)
-                );
-                intact += 1;
-            } else {
-                assert!(
-                    !stderr(&out).trim().is_empty(),
-                    "{} at {at}: failed without saying why",
-                    target.display()
-                );
-                failed += 1;
+            // With the head kept elsewhere, and with only what the data directory holds
+            // (the store's own mark of what was durable).
+            for args in [
+                &["audit", "verify", "--data-dir", "data", "--head", &head][..],
+                &["audit", "verify", "--data-dir", "data"][..],
+            ] {
+                let out = eyeflow(args, work.path());
+                runs += 1;
+                if out.status.success() {
+                    assert!(
+                        stdout(&out).contains(&all),
+                        "{} at {at} ({args:?}): passed with fewer entries: {}",
+                        target.display(),
+                        stdout(&out)
+                    );
+                    intact += 1;
+                } else {
+                    assert!(
+                        !stderr(&out).trim().is_empty(),
+                        "{} at {at}: failed without saying why",
+                        target.display()
+                    );
+                    failed += 1;
+                }
+                assert_eq!(fingerprint(&copy), before, "verify changed the store");
             }
-            assert_eq!(fingerprint(&copy), before, "verify changed the store");
         }
     }
     assert!(runs >= 12, "{runs} runs over {} files", files.len());
@@ -862,6 +866,95 @@ fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_n
         "no flip was detected: the test flips nothing that matters"
     );
     eprintln!("{runs} flipped copies: {failed} refused, {intact} verified in full");
+}
+
+#[test]
+fn a_store_that_lost_durable_records_is_refused_until_an_audited_repair() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
+        .args([
+            "demo",
+            "--data-dir",
+            &data.display().to_string(),
+            "--events",
+            "6",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .expect("demo");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head = stdout(&eyeflow(
+        &["audit", "head", "--data-dir", "data"],
+        dir.path(),
+    ));
+    let last: u64 = head
+        .split(':')
+        .next()
+        .and_then(|i| i.trim().parse().ok())
+        .expect("INDEX:HASH");
+
+    // Cut the store's journal in the middle of what it wrote (a truncated copy, a disk
+    // that lost a tail): fjall's recovery would take the cut for a torn write.
+    let journal = std::fs::read_dir(data.join("store"))
+        .expect("store")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "jnl"))
+        .expect("a journal file");
+    let bytes = std::fs::read(&journal).expect("journal");
+    let written = bytes.iter().rposition(|b| *b != 0).expect("written bytes") + 1;
+    std::fs::write(&journal, &bytes[..written / 2]).expect("cut");
+
+    // Every command that opens the store refuses it, naming what was lost; the node too.
+    let out = eyeflow(&["executions", "summary", "--data-dir", "data"], dir.path());
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let refused = stderr(&out);
+    assert!(
+        refused.contains(&format!("audit entry {last} was durable but is gone"))
+            && refused.contains("audit repair"),
+        "{refused}"
+    );
+    let out = eyeflow(
+        &["node", "--data-dir", "data", "--listen", "127.0.0.1:0"],
+        dir.path(),
+    );
+    assert!(!out.status.success(), "the node started on a damaged store");
+    assert!(stderr(&out).contains("is damaged"), "{}", stderr(&out));
+    let kept: Vec<_> = std::fs::read_dir(&data)
+        .expect("data dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("damaged-"))
+        .collect();
+    assert!(!kept.is_empty(), "the journal as it was is not kept");
+    let out = eyeflow(&["audit", "verify", "--data-dir", "data"], dir.path());
+    assert!(!out.status.success(), "verify passed a damaged store");
+
+    // The operator accepts the loss: audited, and the store opens again.
+    let out = eyeflow(&["audit", "repair", "--data-dir", "data"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("STORE_REPAIR"), "{}", stdout(&out));
+    let out = eyeflow(&["executions", "summary", "--data-dir", "data"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(&["audit", "repair", "--data-dir", "data"], dir.path());
+    assert!(stdout(&out).contains("not damaged"), "{}", stdout(&out));
+    // A head kept elsewhere still shows what the repair accepted.
+    let out = eyeflow(
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            "data",
+            "--head",
+            head.trim(),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("truncated") || stderr(&out).contains("fork"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Copies directory `from` to `to`.

@@ -40,6 +40,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{Error, Result};
 
+pub mod mark;
+
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
 const KEYSPACES: [(Space, &str); 22] = [
     (Space::Catalog, "catalog"),
@@ -166,6 +168,8 @@ struct GroupSync {
     written: Condvar,
     /// The active fjall journal file (id, read-only handle), for fdatasync.
     journal: Mutex<Option<(u64, Arc<File>)>>,
+    /// Records how far each fsync reached (see [`mark`]).
+    mark: Mutex<Option<mark::MarkWriter>>,
 }
 
 #[derive(Default)]
@@ -195,13 +199,55 @@ impl GroupSync {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store under `data_dir/store`.
+    /// Opens (or creates) the store under `data_dir/store`, refusing it with
+    /// [`Error::StoreDamaged`] when recovery lost records that were durable (see [`mark`]).
     pub fn open(data_dir: &Path) -> Result<Self> {
+        let (store, damage) = Self::open_checked(data_dir, false)?;
+        debug_assert!(damage.is_none());
+        Ok(store)
+    }
+
+    /// Opens the store accepting what recovery lost: the store and, when something was
+    /// lost, what (in words, with positions) and where the journal files as they were are
+    /// kept. For an operator's explicit repair only; the mark restarts from the store as
+    /// it is now.
+    pub fn open_repairing(data_dir: &Path) -> Result<(Self, Option<(String, PathBuf)>)> {
+        Self::open_checked(data_dir, true)
+    }
+
+    fn open_checked(
+        data_dir: &Path,
+        accept_damage: bool,
+    ) -> Result<(Self, Option<(String, PathBuf)>)> {
         secure_data_dir(data_dir)?;
         let path = data_dir.join("store");
-        let db = Database::builder(&path)
-            .open()
-            .map_err(Error::store(format!("open {}", path.display())))?;
+        let mut damage = Vec::new();
+        let marked = match mark::read(data_dir) {
+            Err(Error::StoreDamaged { damage: what, .. }) if accept_damage => {
+                damage.push(what);
+                None
+            }
+            other => other?,
+        };
+        let before = mark::journals(&path)?;
+        let preserved = mark::Preserved::take(data_dir, &path, &before)?;
+        let db = match Database::builder(&path).open() {
+            Ok(db) => db,
+            Err(e) => {
+                // fjall refuses before it cuts anything.
+                let _ = preserved.discard();
+                let context = if matches!(e, fjall::Error::JournalRecovery(_)) {
+                    format!(
+                        "open {}: a record of the store's journal is corrupt and the store \
+                         refuses to recover past it; restore the data directory from a backup",
+                        path.display()
+                    )
+                } else {
+                    format!("open {}", path.display())
+                };
+                return Err(Error::store(context)(e));
+            }
+        };
         let spaces = KEYSPACES
             .iter()
             .map(|(_, name)| {
@@ -209,12 +255,53 @@ impl EmbeddedStore {
                     .map_err(Error::store(format!("open keyspace {name}")))
             })
             .collect::<Result<Arc<[Keyspace]>>>()?;
-        Ok(Self {
+        let store = Self {
             spaces,
             db,
             root: data_dir.to_path_buf(),
             group: Arc::default(),
-        })
+        };
+        if let Some(marked) = marked {
+            let (space, key) = mark::key(marked);
+            let cuts = mark::cuts(&before, &mark::journals(&path)?);
+            damage.extend(mark::damage(
+                marked,
+                store.get(space, &key)?.as_deref(),
+                &cuts,
+            ));
+        }
+        let damage = if damage.is_empty() {
+            preserved.discard()?;
+            None
+        } else {
+            let kept = preserved.keep(data_dir)?;
+            let what = damage.join("; ");
+            if !accept_damage {
+                return Err(Error::StoreDamaged {
+                    data_dir: data_dir.to_path_buf(),
+                    damage: format!(
+                        "{what}; the journal files as they were are kept in {}",
+                        kept.display()
+                    ),
+                });
+            }
+            Some((what, kept))
+        };
+        if damage.is_some() {
+            // Repaired: the mark restarts from the store as it is now.
+            let old = data_dir.join(mark::MARK_FILE);
+            std::fs::remove_file(&old).map_err(Error::io(&old))?;
+        }
+        let writer = mark::MarkWriter::open(data_dir, marked.filter(|_| damage.is_none()))?;
+        *store
+            .group
+            .mark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(writer);
+        if damage.is_some() {
+            store.sync()?;
+        }
+        Ok((store, damage))
     }
 
     /// The data directory this store lives in.
@@ -297,6 +384,10 @@ impl EmbeddedStore {
     /// flush is done: a journal holding flushed data that is no longer the newest was
     /// rotated, and fjall fsyncs a journal (`SyncAll`) before it creates the next one.
     fn sync(&self) -> Result<()> {
+        // The audit chain's last record now is flushed below: the mark of this fsync.
+        let marked = self
+            .last(Space::Audit, b"")?
+            .and_then(|(key, value)| mark::Mark::of(&key, &value));
         self.db
             .persist(PersistMode::Buffer)
             .map_err(Error::store("flush"))?;
@@ -306,6 +397,18 @@ impl EmbeddedStore {
             // fjall's own fsync see it too, so that it poisons the database.
             let _ = self.db.persist(PersistMode::SyncData);
             return Err(Error::io(self.db_path())(e));
+        }
+        if let Some(marked) = marked
+            && let Some(writer) = self
+                .group
+                .mark
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            && let Err(e) = writer.record(marked)
+        {
+            // The data is durable; only the next open's check of it is weaker.
+            tracing::warn!("cannot record the store's mark: {e}");
         }
         Ok(())
     }
