@@ -182,7 +182,7 @@ fn run(label: &str, durability: Durability) {
         percentile(&all, 0.99),
         cpu * 1e6 / n as f64,
     );
-    node.shutdown(None).expect("shutdown");
+    node.shutdown().expect("shutdown");
 }
 
 /// `EXECUTE_PROFILE=N`: only N executions after the warm-up, for `valgrind
@@ -229,7 +229,7 @@ fn profile(n: usize) {
             node.wait_idle();
         }
     }
-    node.shutdown(None).expect("shutdown");
+    node.shutdown().expect("shutdown");
 }
 
 fn main() {

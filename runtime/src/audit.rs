@@ -144,6 +144,46 @@ impl Checkpoint {
             .is_ok()
     }
 
+    /// The checkpoint as JSON — the form the Kafka audit topic carries and
+    /// `eyeflow audit checkpoint` writes: `{node_id, index, hash, time_ms, signature}`, hash
+    /// and signature in lowercase hex.
+    pub fn to_json(&self, node_id: &str) -> Value {
+        serde_json::json!({
+            "node_id": node_id,
+            "index": self.index,
+            "hash": hex::encode(self.hash),
+            "time_ms": self.time_ms,
+            "signature": hex::encode(self.signature),
+        })
+    }
+
+    /// Reads the JSON form of [`Checkpoint::to_json`]; what is wrong, in words.
+    pub fn from_json(value: &Value) -> std::result::Result<Self, String> {
+        let number = |field: &str| {
+            value
+                .get(field)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("field `{field}`: expected an unsigned integer"))
+        };
+        fn bytes<const N: usize>(
+            value: &Value,
+            field: &str,
+        ) -> std::result::Result<[u8; N], String> {
+            value
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(|text| hex::decode(text).ok())
+                .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+                .ok_or_else(|| format!("field `{field}`: expected {N} bytes in hex"))
+        }
+        Ok(Self {
+            index: number("index")?,
+            hash: bytes(value, "hash")?,
+            time_ms: number("time_ms")?,
+            signature: bytes(value, "signature")?,
+        })
+    }
+
     fn sign(index: u64, hash: [u8; 32], key: &SigningKey) -> Self {
         let time_ms = crate::now_ms();
         let signature = key.sign(&payload(index, &hash, time_ms)).to_bytes();

@@ -266,6 +266,20 @@ enum AuditCommand {
         /// reach that entry with that hash.
         #[arg(long)]
         head: Option<String>,
+        /// A signed checkpoint kept elsewhere (a file from `eyeflow audit checkpoint`, or a
+        /// checkpoint message's value from the Kafka audit topic); repeatable. Needs
+        /// `--pubkey`: its signature is checked, and the chain must reach it with its hash.
+        #[arg(long, requires = "pubkey")]
+        checkpoint: Vec<PathBuf>,
+    },
+    /// Have a running node sign a checkpoint of its audit chain's head now, and print it
+    /// (or write it to `--output`) to keep outside the node.
+    Checkpoint {
+        #[command(flatten)]
+        remote: crate::node_cmd::Remote,
+        /// Also write the checkpoint to this file.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Print the chain's head as `INDEX:HASH`, to keep outside the node for `verify --head`.
     Head {
@@ -369,8 +383,20 @@ pub(crate) fn run(cli: Cli) -> CliResult {
                     data_dir,
                     pubkey,
                     head,
+                    checkpoint,
                 },
-        } => audit_verify(&data_dir, pubkey.as_deref(), head.as_deref()),
+        } => audit_verify(&data_dir, pubkey.as_deref(), head.as_deref(), &checkpoint),
+        Command::Audit {
+            command: AuditCommand::Checkpoint { remote, output },
+        } => {
+            let checkpoint =
+                remote.send(reqwest::Method::POST, "/api/audit/checkpoint", None, &[])?;
+            if let Some(output) = output {
+                std::fs::write(&output, format!("{checkpoint}\n"))
+                    .with_context(|| format!("cannot write {}", output.display()))?;
+            }
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Head { data_dir },
         } => audit_head(&data_dir),
@@ -672,6 +698,7 @@ fn demo(args: DemoArgs) -> CliResult {
     );
 
     let mut config = NodeConfig::embedded(&data_dir);
+    config.audit_key = Some(key.clone());
     // The example rules name plant hosts that do not exist here: keep the demo off the
     // network, so those calls fail fast as `denied` and take their fallbacks.
     config.http_allow = Some(Vec::new());
@@ -739,7 +766,7 @@ fn demo(args: DemoArgs) -> CliResult {
         took.as_secs_f64()
     );
     print_summary(&node)?;
-    node.shutdown(Some(&key))?;
+    node.shutdown()?;
     match eyeflow_runtime::audit::verify(node.store(), Some(&key.verifying_key()))? {
         Ok(report) => println!(
             "audit chain verified: {} entries, {} signed checkpoints, head {}",
@@ -861,6 +888,16 @@ fn print_summary(node: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A checkpoint file: the JSON of `eyeflow audit checkpoint` or of the Kafka audit topic.
+fn read_checkpoint(file: &Path) -> anyhow::Result<eyeflow_runtime::audit::Checkpoint> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read checkpoint {}", file.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("checkpoint {}: not JSON", file.display()))?;
+    eyeflow_runtime::audit::Checkpoint::from_json(&value)
+        .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", file.display()))
+}
+
 /// `INDEX:HASH` (64 hex digits).
 fn parse_head(text: &str) -> anyhow::Result<(u64, [u8; 32])> {
     let parsed = text.split_once(':').and_then(|(index, hash)| {
@@ -911,14 +948,19 @@ fn audit_verify(
     data_dir: &crate::plugin_cmd::DataDir,
     pubkey: Option<&Path>,
     head: Option<&str>,
+    checkpoints: &[PathBuf],
 ) -> CliResult {
     let key = pubkey.map(keys::read_verifying_key).transpose()?;
     let head = head.map(parse_head).transpose()?;
+    let published = checkpoints
+        .iter()
+        .map(|file| read_checkpoint(file))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let path = data_dir.path()?;
     let copy = store_copy(&path)?;
     let store = eyeflow_runtime::store::EmbeddedStore::open(copy.path())
         .with_context(|| format!("cannot open the store of {}", path.display()))?;
-    let verified = eyeflow_runtime::audit::verify(&store, key.as_ref())
+    let verified = eyeflow_runtime::audit::verify_with(&store, key.as_ref(), &published)
         .context("reading the audit chain")?
         .and_then(|report| match head {
             None => Ok(report),
@@ -943,8 +985,8 @@ fn audit_verify(
                 } else {
                     ""
                 },
-                if head.is_some() {
-                    " (reaches the head given)"
+                if head.is_some() || !published.is_empty() {
+                    " (reaches what was kept elsewhere)"
                 } else {
                     ""
                 }

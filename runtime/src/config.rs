@@ -57,6 +57,10 @@ pub struct NodeSection {
     /// (default 30 000 ms).
     #[serde(default = "default_drain_ms")]
     pub drain_timeout_ms: u64,
+    /// The secret key file (`eyeflow keys gen`) that signs the audit chain's checkpoints;
+    /// absent = `node.key` in the data directory, generated on first start. Relative paths
+    /// are taken from the config file's folder.
+    pub audit_key: Option<PathBuf>,
 }
 
 impl Default for NodeSection {
@@ -68,6 +72,7 @@ impl Default for NodeSection {
             durability: DurabilityName::default(),
             http_allow: None,
             drain_timeout_ms: default_drain_ms(),
+            audit_key: None,
         }
     }
 }
@@ -178,10 +183,14 @@ impl FileConfig {
             what: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        if let (Some(dir), Some(base)) = (&config.node.data_dir, path.parent())
-            && dir.is_relative()
-        {
-            config.node.data_dir = Some(base.join(dir));
+        if let Some(base) = path.parent() {
+            for relative in [&mut config.node.data_dir, &mut config.node.audit_key]
+                .into_iter()
+                .flatten()
+                .filter(|p| p.is_relative())
+            {
+                *relative = base.join(&*relative);
+            }
         }
         Ok(config)
     }

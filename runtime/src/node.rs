@@ -69,6 +69,10 @@ pub struct NodeConfig {
     /// Kafka for EMIT_EVENT, the cluster memory scope and the audit topic; `None` = the
     /// local logs in the embedded store.
     pub kafka: Option<crate::backends::kafka::KafkaConfig>,
+    /// The key that signs the audit chain's checkpoints (every
+    /// [`AuditConfig::checkpoint_every`] entries, on demand, and at shutdown); `None` = no
+    /// checkpoints. See [`audit_key`].
+    pub audit_key: Option<ed25519_dalek::SigningKey>,
 }
 
 impl NodeConfig {
@@ -85,6 +89,7 @@ impl NodeConfig {
             redis: None,
             vault: None,
             kafka: None,
+            audit_key: None,
         }
     }
 }
@@ -314,6 +319,7 @@ impl Node {
             store.clone(),
             AuditConfig {
                 durability: Durability::Buffered,
+                signing_key: config.audit_key.clone(),
                 ..AuditConfig::default()
             },
         )?);
@@ -1172,21 +1178,18 @@ impl Node {
         }
     }
 
-    /// Stops intake, lets running and queued executions finish, and signs the audit head.
-    pub fn shutdown(&self, key: Option<&ed25519_dalek::SigningKey>) -> Result<()> {
+    /// Stops intake, lets running and queued executions finish, and signs the audit head
+    /// (with [`NodeConfig::audit_key`]).
+    pub fn shutdown(&self) -> Result<()> {
         self.inner.scheduler.drain();
-        self.close(key, Duration::from_secs(10))
+        self.close(Duration::from_secs(10))
     }
 
     /// Like [`Node::shutdown`], but waits at most `timeout` for queued and running
     /// executions: what has not finished by then stays journaled as pending and resumes at
     /// the next start (side effects carry their idempotency keys). Returns whether every
     /// execution finished.
-    pub fn shutdown_within(
-        &self,
-        key: Option<&ed25519_dalek::SigningKey>,
-        timeout: Duration,
-    ) -> Result<bool> {
+    pub fn shutdown_within(&self, timeout: Duration) -> Result<bool> {
         let scheduler = self.inner.scheduler.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -1201,20 +1204,32 @@ impl Node {
                 timeout.as_millis()
             );
         }
-        self.close(key, timeout)?;
+        self.close(timeout)?;
         Ok(drained)
     }
 
-    fn close(&self, key: Option<&ed25519_dalek::SigningKey>, flush_for: Duration) -> Result<()> {
+    fn close(&self, flush_for: Duration) -> Result<()> {
         self.inner.supervisor.stop(Some("node shutdown".to_owned()));
-        if let Some(key) = key {
-            self.inner.audit.checkpoint(key)?;
-        }
+        self.checkpoint()?;
         self.inner.store.persist(Durability::Sync)?;
         for backend in self.backends() {
             backend.flush(flush_for);
         }
         Ok(())
+    }
+
+    /// The node id written into audit entries.
+    pub fn node_id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    /// Signs and stores a checkpoint of the audit chain's head with
+    /// [`NodeConfig::audit_key`]; `None` when the node has no key or the chain is empty.
+    pub fn checkpoint(&self) -> Result<Option<crate::audit::Checkpoint>> {
+        match &self.inner.config.audit_key {
+            Some(key) => self.inner.audit.checkpoint(key),
+            None => Ok(None),
+        }
     }
 
     /// Trusts `key` for programs and plugins (audited as `KEY_TRUST`; trusting a revoked
@@ -1341,10 +1356,15 @@ pub fn development_key(data_dir: &Path) -> Result<ed25519_dalek::SigningKey> {
     key_in(data_dir, "dev")
 }
 
-/// The node's own key (audit checkpoints): `node.key` in the data directory, generated on
-/// first start.
-pub fn node_key(data_dir: &Path) -> Result<ed25519_dalek::SigningKey> {
-    key_in(data_dir, "node")
+/// The key that signs the audit chain's checkpoints: the secret key file `configured`
+/// (`[node] audit_key`, best kept outside the data directory, so that whoever can rewrite
+/// the store cannot sign a checkpoint of the rewrite), else `node.key` in the data
+/// directory, generated on first start.
+pub fn audit_key(configured: Option<&Path>, data_dir: &Path) -> Result<ed25519_dalek::SigningKey> {
+    match configured {
+        Some(path) => Ok(keys::read_signing_key(path)?),
+        None => key_in(data_dir, "node"),
+    }
 }
 
 fn key_in(data_dir: &Path, name: &str) -> Result<ed25519_dalek::SigningKey> {

@@ -10,7 +10,7 @@ use eyeflow_ir::pb::TriggerKind;
 use eyeflow_runtime::api::{self, ApiConfig, Role, TokenKey};
 use eyeflow_runtime::backends::kafka::{KafkaSource, SourceEvent};
 use eyeflow_runtime::config::FileConfig;
-use eyeflow_runtime::node::{Node, node_key};
+use eyeflow_runtime::node::{Node, audit_key};
 use eyeflow_runtime::sources::mqtt::MqttSource;
 use serde_json::Value;
 
@@ -69,9 +69,10 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
         .data_dir
         .or_else(|| file.node.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("eyeflow-data"));
-    let config = file.node_config(Some(data_dir.clone()))?;
+    let mut config = file.node_config(Some(data_dir.clone()))?;
     let node_id = config.node_id.clone();
-    let key = node_key(&data_dir)?;
+    let key = audit_key(file.node.audit_key.as_deref(), &data_dir)?;
+    config.audit_key = Some(key.clone());
     let node = Node::start(config)?;
     let timers = eyeflow_runtime::sources::Timers::start(node.clone());
     let polled = eyeflow_runtime::sources::PluginSources::start(node.clone());
@@ -123,10 +124,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     if let Some(kafka) = kafka {
         kafka.stop();
     }
-    let drained = node.shutdown_within(
-        Some(&key),
-        Duration::from_millis(file.node.drain_timeout_ms),
-    )?;
+    let drained = node.shutdown_within(Duration::from_millis(file.node.drain_timeout_ms))?;
     println!(
         "eyeflow node {node_id} stopped ({}; audit head signed)",
         if drained {

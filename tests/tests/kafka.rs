@@ -642,6 +642,6 @@ instructions:
     })?;
     let messages = read_topic(&tansu.bootstrap(), AUDIT_TOPIC, usize::try_from(entries)?)?;
     check_audit_messages(node.audit(), &messages, 0..entries)?;
-    node.shutdown(None)?;
+    node.shutdown()?;
     Ok(())
 }

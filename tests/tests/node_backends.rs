@@ -147,7 +147,7 @@ fn redis_outage_fails_into_fallbacks_and_the_node_recovers() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(node.backend_health(), vec![("redis", true)]);
-    node.shutdown(None).expect("shutdown");
+    node.shutdown().expect("shutdown");
 }
 
 #[test]
@@ -285,7 +285,7 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         "m-1 (repeated until subscribed) and m-2 (sent twice) ran once each"
     );
     source.stop();
-    node.shutdown(None).expect("shutdown");
+    node.shutdown().expect("shutdown");
 }
 
 #[test]
@@ -316,7 +316,7 @@ instructions:
     node.wait_idle();
     let counts = node.journal().counts().expect("counts");
     assert_eq!(counts.executions, counts.finished);
-    node.shutdown(None).expect("shutdown");
+    node.shutdown().expect("shutdown");
 }
 
 #[test]
@@ -364,7 +364,7 @@ instructions:
         )
         .expect("store");
     assert!(cursor.is_some(), "the cursor is kept");
-    node.shutdown(None).expect("shutdown");
+    node.shutdown().expect("shutdown");
     drop(node);
 
     // After a restart, polling resumes from the kept cursor.
@@ -387,5 +387,5 @@ instructions:
         )
         .expect("store");
     assert_ne!(moved, cursor, "the cursor advanced from where it was kept");
-    node.shutdown(None).expect("shutdown");
+    node.shutdown().expect("shutdown");
 }

@@ -419,6 +419,21 @@ pub(crate) async fn audit(state: State, query: web::Query<AuditQuery>) -> Reply 
     })))
 }
 
+pub(crate) async fn audit_checkpoint(state: State) -> Reply {
+    let node = state.node.clone();
+    let checkpoint = blocking(move || node.checkpoint()).await?;
+    match checkpoint {
+        Some(checkpoint) => {
+            Ok(HttpResponse::Created().json(checkpoint.to_json(state.node.node_id())))
+        }
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no-checkpoint",
+            "no checkpoint to sign: the audit chain is empty or the node has no audit key",
+        )),
+    }
+}
+
 pub(crate) async fn audit_verify(state: State) -> Reply {
     let node = state.node.clone();
     let key = state.config.audit_key;

@@ -155,6 +155,15 @@ pub(crate) fn table() -> Vec<Spec> {
         ),
         spec(
             Method::POST,
+            "/api/audit/checkpoint",
+            Some(Operator),
+            Empty,
+            201,
+            "Sign a checkpoint of the audit chain's head now; keep it outside the node for `eyeflow audit verify --checkpoint`",
+            || web::post().to(h::audit_checkpoint),
+        ),
+        spec(
+            Method::POST,
             "/api/plugins",
             Some(Admin),
             Binary,

@@ -280,7 +280,7 @@ fn an_effect_a_crash_left_in_doubt_waits_for_an_operator_whose_approval_reissues
         finished_ms: 0,
     };
     journal.steps(&[intent], &[], true).unwrap();
-    node.shutdown(None).unwrap();
+    node.shutdown().unwrap();
     drop(node);
 
     let mut config = NodeConfig::embedded(dir.path());

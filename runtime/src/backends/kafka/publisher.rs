@@ -497,14 +497,7 @@ impl Publisher {
     }
 
     fn send_checkpoint(&mut self, checkpoint: &Checkpoint) -> Sent {
-        let payload = serde_json::json!({
-            "node_id": self.node_id,
-            "index": checkpoint.index,
-            "hash": hex::encode(checkpoint.hash),
-            "time_ms": checkpoint.time_ms,
-            "signature": hex::encode(checkpoint.signature),
-        })
-        .to_string();
+        let payload = checkpoint.to_json(&self.node_id).to_string();
         self.send_audit(
             (Origin::Checkpoint(checkpoint.index), checkpoint.index),
             "audit-checkpoint",

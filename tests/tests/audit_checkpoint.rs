@@ -1,0 +1,177 @@
+//! Checkpoints kept outside the node: signed by a key that lives outside the data
+//! directory (`[node] audit_key`), fetched from a running node with `eyeflow audit
+//! checkpoint`, and given back to `eyeflow audit verify --checkpoint`, which fails on a
+//! store rolled back before them, on a forged one and on another key's.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use eyeflow_tests::eventually;
+use eyeflow_tests::node::{Workdir, binary, start};
+use serde_json::{Value, json};
+
+const RULE: &str = r#"
+id: tally
+version: 1.0.0
+triggers:
+  - {kind: webhook, source: tally}
+instructions:
+  - {id: sum, op: EVAL, expression: "event.a + 1", next: done}
+  - {id: done, op: RETURN, expression: "sum"}
+"#;
+
+fn verify(dir: &Path, data: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "audit",
+        "verify",
+        "--data-dir",
+        data,
+        "--pubkey",
+        "keys/audit.pub",
+    ];
+    args.extend_from_slice(extra);
+    std::process::Command::new(binary())
+        .args(&args)
+        .current_dir(dir)
+        .output()
+        .expect("eyeflow runs")
+}
+
+fn run_events(work: &Workdir, url: &str, from: u32, to: u32) {
+    for n in from..to {
+        let id = work
+            .send(url, "tally", &format!("e-{n}"), &json!({"a": n}))
+            .expect("accepted");
+        let view = eventually("the execution finishes", Duration::from_secs(60), || {
+            work.execution(url, &id)
+                .filter(|v| v["outcome"].is_object())
+        });
+        assert_eq!(view["outcome"]["value"], json!(n + 1), "{view}");
+    }
+}
+
+#[test]
+fn checkpoints_kept_outside_the_node_catch_a_rolled_back_store() {
+    let work = Workdir::new("");
+    let dir = work.path();
+    std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+    let key = SigningKey::from_bytes(&[7; 32]);
+    eyeflow_ir::keys::write_keypair(&dir.join("keys/audit"), &key).expect("audit key");
+    std::fs::write(
+        dir.join("node.toml"),
+        "[node]\ndata_dir = \"data\"\naudit_key = \"keys/audit.key\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+
+    let (node, url) = start(&binary(), dir, "warn");
+    work.deploy(&url, RULE);
+    run_events(&work, &url, 0, 3);
+    let first = work.eyeflow(&[
+        "audit",
+        "checkpoint",
+        "--node",
+        &url,
+        "--token",
+        &work.operator,
+        "-o",
+        "first.json",
+    ]);
+    let first: Value = serde_json::from_str(&first).expect("checkpoint JSON");
+    assert!(first["index"].as_u64().is_some(), "{first}");
+    work.stop(node);
+    assert!(
+        !work.data().join("node.key").exists(),
+        "the node made its own key though one was configured"
+    );
+    // The store as it was then, kept aside.
+    let rollback = dir.join("rollback");
+    copy_dir(&work.data(), &rollback);
+
+    let (node, url) = start(&binary(), dir, "warn");
+    run_events(&work, &url, 3, 6);
+    work.eyeflow(&[
+        "audit",
+        "checkpoint",
+        "--node",
+        &url,
+        "--token",
+        &work.operator,
+        "-o",
+        "second.json",
+    ]);
+    work.stop(node);
+
+    // The store holds both checkpoints' entries: verified against each.
+    let out = verify(
+        dir,
+        "data",
+        &["--checkpoint", "first.json", "--checkpoint", "second.json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reaches what was kept elsewhere"));
+
+    // The rolled-back store verifies on its own, but not against the later checkpoint.
+    let out = verify(dir, "rollback", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = verify(dir, "rollback", &["--checkpoint", "second.json"]);
+    assert!(!out.status.success(), "a rolled-back store passed");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A checkpoint with another hash, or signed by another key, is refused.
+    let text = std::fs::read_to_string(dir.join("second.json")).expect("second");
+    let mut forged: Value = serde_json::from_str(&text).expect("json");
+    let hash = forged["hash"].as_str().expect("hash").to_owned();
+    let flipped = if hash.starts_with('0') { "1" } else { "0" };
+    forged["hash"] = Value::String(format!("{flipped}{}", &hash[1..]));
+    std::fs::write(dir.join("forged.json"), forged.to_string()).expect("forged");
+    let out = verify(dir, "data", &["--checkpoint", "forged.json"]);
+    assert!(!out.status.success(), "a forged checkpoint passed");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = SigningKey::from_bytes(&[8; 32]);
+    eyeflow_ir::keys::write_keypair(&dir.join("keys/other"), &other).expect("other key");
+    let out = std::process::Command::new(binary())
+        .args([
+            "audit",
+            "verify",
+            "--data-dir",
+            "data",
+            "--pubkey",
+            "keys/other.pub",
+            "--checkpoint",
+            "second.json",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("eyeflow runs");
+    assert!(!out.status.success(), "another key's checkpoint passed");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
