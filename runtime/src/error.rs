@@ -156,6 +156,14 @@ pub enum Error {
         /// Why, and what is expected.
         reason: String,
     },
+    /// An event was refused before it was journaled (too deep, too large).
+    #[error("event {event} refused: {reason}")]
+    BadEvent {
+        /// The event id.
+        event: String,
+        /// Why, naming the limit.
+        reason: String,
+    },
     /// The node could not do what was asked (journal failure, ...).
     #[error("node: {reason}")]
     Node {

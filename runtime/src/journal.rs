@@ -11,6 +11,7 @@
 //! | `journal-steps` | `execution_id/seq` (seq zero-padded to 20 digits) | JSON `StepRecord` |
 //! | `journal-decisions` | `execution_id/instruction_id` | `1` approved, `0` rejected |
 //! | `journal-outcomes` | execution id | JSON `ExecutionOutcome` |
+//! | `journal-quarantine` | `keyspace/key` | a record that could not be read back |
 //!
 //! Execution ids are `x` followed by the acceptance sequence number zero-padded to 16
 //! digits (`x0000000000000042`): unique in one store, ordered by acceptance.
@@ -25,6 +26,15 @@
 //! A second `accept` of a known event id — even after a restart —
 //! returns [`Accepted::Duplicate`] with the first execution's id (only once that first
 //! acceptance is durable).
+//!
+//! ## Records it cannot read
+//!
+//! Every record is checked at write time to read back (its JSON nests less deeply than
+//! the reader's limit; values in it are bounded by `eyeflow_actors::exec::bounds`). A
+//! record that still cannot be read (a disk error, a record from a faulty version) never
+//! stops the node: an open execution with one is moved aside — its records copied to
+//! `journal-quarantine`, the execution finished `failed` (class `internal`) naming them —
+//! instead of being resumed on a partial history; a finished execution's view skips it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -158,37 +168,115 @@ impl FjallJournal {
         })
     }
 
-    /// Every accepted, unfinished execution, oldest first, with its steps.
+    /// Every accepted, unfinished execution, oldest first, with its steps. One with a
+    /// record that cannot be read is quarantined and finished `failed` instead (see the
+    /// module documentation).
     pub fn pending_executions(&self) -> Result<Vec<PendingExecution>> {
         let mut pending = Vec::new();
         for (key, _) in self.store.scan(Space::JournalOpen, b"")? {
             let id = utf8("journal-open", key)?;
-            let record: ExecutionRecord = self
-                .store
-                .get_json(Space::JournalExecutions, &id)?
-                .ok_or_else(|| Error::CorruptRecord {
-                    key: format!("journal-open/{id}"),
-                    reason: "open execution without its event".into(),
-                })?;
-            pending.push((record.seq, id, record.event));
+            let record = match self.store.get(Space::JournalExecutions, id.as_bytes())? {
+                None => Err((
+                    "journal-executions".to_owned(),
+                    Vec::new(),
+                    "missing".to_owned(),
+                )),
+                Some(bytes) => serde_json::from_slice::<ExecutionRecord>(&bytes)
+                    .map_err(|e| (format!("journal-executions/{id}"), bytes, e.to_string())),
+            };
+            let (steps, mut unreadable) = self.read_steps(&id)?;
+            let record = record.map_err(|bad| unreadable.push(bad)).ok();
+            match record {
+                Some(record) if unreadable.is_empty() => {
+                    pending.push((record.seq, id, record.event, steps));
+                }
+                _ => self.quarantine(&id, unreadable)?,
+            }
         }
         // Keys are fixed-width acceptance numbers; sort anyway in case the format changes.
-        pending.sort_by_key(|(seq, _, _)| *seq);
-        pending
+        pending.sort_by_key(|(seq, _, _, _)| *seq);
+        Ok(pending
             .into_iter()
-            .map(|(_, execution_id, event)| {
-                Ok(PendingExecution {
-                    steps: self.steps(&execution_id)?,
-                    execution_id,
-                    event,
-                })
+            .map(|(_, execution_id, event, steps)| PendingExecution {
+                steps,
+                execution_id,
+                event,
             })
-            .collect()
+            .collect())
+    }
+
+    /// Moves the unreadable records of open execution `id` to `journal-quarantine` and
+    /// finishes it `failed`, in one durable batch.
+    fn quarantine(&self, id: &str, unreadable: Vec<(String, Vec<u8>, String)>) -> Result<()> {
+        let named: Vec<String> = unreadable
+            .iter()
+            .map(|(key, _, why)| format!("{key} ({why})"))
+            .collect();
+        tracing::error!(
+            execution = id,
+            "journal records unreadable, quarantined; the execution is failed: {}",
+            named.join("; ")
+        );
+        let outcome = ExecutionOutcome::Failed {
+            class: "internal".to_owned(),
+            message: format!(
+                "its journal records could not be read back and were quarantined: {}",
+                named.join("; ")
+            ),
+        };
+        let mut writes = Vec::with_capacity(unreadable.len() * 2 + 2);
+        for (key, bytes, _) in unreadable {
+            if let Some(step) = key.strip_prefix("journal-steps/") {
+                writes.push(Write::Remove(Space::JournalSteps, step.as_bytes().to_vec()));
+            }
+            writes.push(Write::Put(
+                Space::JournalQuarantine,
+                key.into_bytes(),
+                bytes,
+            ));
+        }
+        writes.push(Write::Put(
+            Space::JournalOutcomes,
+            id.as_bytes().to_vec(),
+            json(id, &outcome)?,
+        ));
+        writes.push(Write::Remove(Space::JournalOpen, id.as_bytes().to_vec()));
+        self.store.commit(writes, self.durability)
+    }
+
+    /// The steps of `execution_id` that read back, and the ones that do not (key, bytes,
+    /// why).
+    #[allow(clippy::type_complexity)]
+    fn read_steps(
+        &self,
+        execution_id: &str,
+    ) -> Result<(Vec<StepRecord>, Vec<(String, Vec<u8>, String)>)> {
+        let (mut steps, mut unreadable) = (Vec::new(), Vec::new());
+        for (key, bytes) in self
+            .store
+            .scan(Space::JournalSteps, format!("{execution_id}/").as_bytes())?
+        {
+            match serde_json::from_slice::<StepRecord>(&bytes) {
+                Ok(step) => steps.push(step),
+                Err(e) => unreadable.push((
+                    format!("journal-steps/{}", String::from_utf8_lossy(&key)),
+                    bytes,
+                    e.to_string(),
+                )),
+            }
+        }
+        Ok((steps, unreadable))
     }
 
     fn steps(&self, execution_id: &str) -> Result<Vec<StepRecord>> {
-        self.store
-            .scan_json(Space::JournalSteps, &format!("{execution_id}/"))
+        let (steps, unreadable) = self.read_steps(execution_id)?;
+        for (key, _, why) in unreadable {
+            tracing::error!(
+                execution = execution_id,
+                "journal record {key} unreadable: {why}"
+            );
+        }
+        Ok(steps)
     }
 
     fn accept_event(&self, event: &EventRecord) -> Result<Accepted> {
@@ -355,11 +443,52 @@ fn decision_key(execution_id: &str, instruction_id: &str) -> Vec<u8> {
     format!("{execution_id}/{instruction_id}").into_bytes()
 }
 
+/// Deepest nesting the journal writes: below serde_json's reader limit (128), so that every
+/// record it writes reads back.
+const MAX_RECORD_DEPTH: usize = 120;
+
 fn json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::CorruptRecord {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::CorruptRecord {
         key: key.to_owned(),
         reason: e.to_string(),
-    })
+    })?;
+    let depth = json_depth(&bytes);
+    if depth > MAX_RECORD_DEPTH {
+        return Err(Error::CorruptRecord {
+            key: key.to_owned(),
+            reason: format!(
+                "refused at write time: it nests {depth} levels deep and could not be read back (limit {MAX_RECORD_DEPTH})"
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The nesting depth of the JSON text `bytes` (brackets outside strings).
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn utf8(key: &str, bytes: Vec<u8>) -> Result<String> {

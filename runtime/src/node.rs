@@ -928,6 +928,13 @@ impl Node {
         source: &str,
         payload: Value,
     ) -> Result<Accepted> {
+        // A payload the journal could not hold is refused before anything is written.
+        if let Some(reason) = eyeflow_actors::exec::bounds::check(&payload, "the payload") {
+            return Err(Error::BadEvent {
+                event: event_id.to_owned(),
+                reason,
+            });
+        }
         let program = self.find(program_id, None).ok_or_else(|| Error::Refused {
             program: program_id.to_owned(),
             reason: "not deployed".to_owned(),

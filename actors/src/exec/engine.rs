@@ -539,13 +539,18 @@ impl<'a> Run<'a> {
                 ))
             });
             // Secret values never reach the journal, the audit, the outcome or later steps.
+            // Nor does a value the journal could not hold (see `bounds`).
             let result = match result {
                 Ok(mut output) => {
                     self.scrubber.scrub_value(&mut output);
-                    Ok(output)
+                    match super::bounds::check(&output, &format!("the result of `{}`", ins.id)) {
+                        None => Ok(output),
+                        Some(why) => Err(Failure::new(ErrorClass::InvalidOutput, why)),
+                    }
                 }
                 Err(mut failure) => {
                     self.scrubber.scrub_string(&mut failure.message);
+                    super::bounds::cut_message(&mut failure.message);
                     Err(failure)
                 }
             };

@@ -98,6 +98,7 @@
 //! CALL_ACTION, CALL_API and CALL_SERVICE are held *before* acting; an LLM_CALL's *answer*
 //! is held (journaled first, then approved before later instructions see it).
 
+pub mod bounds;
 mod digest;
 mod engine;
 mod error;

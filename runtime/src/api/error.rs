@@ -118,6 +118,7 @@ impl From<Error> for ApiError {
         let (status, code) = match &e {
             Error::Ir(ir) => ir_status(ir),
             Error::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            Error::BadEvent { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_event"),
             Error::BadPackage { .. } | Error::BadManifest { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_package")
             }

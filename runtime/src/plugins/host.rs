@@ -786,6 +786,16 @@ impl PluginHost {
                 Ok(func.call(&mut *store, (cursor, max_events))?.0)
             })?;
         let mut batch = result.map_err(|e| plugin_error(&loaded, e, &scrubber))?;
+        if batch.events.len() > usize::try_from(max_events).unwrap_or(usize::MAX) {
+            return Err(CallError::new(
+                CallErrorKind::InvalidOutput,
+                &*loaded.label,
+                format!(
+                    "poll returned {} events; it was asked for at most {max_events} (none taken)",
+                    batch.events.len()
+                ),
+            ));
+        }
         if !scrubber.is_empty() {
             for event in &mut batch.events {
                 scrubber.scrub_string(&mut event.key);
@@ -974,6 +984,14 @@ fn schema_errors(schema: &jsonschema::Validator, value: &Value) -> std::result::
 }
 
 fn parse_output(loaded: &Loaded, text: &str) -> std::result::Result<Value, CallError> {
+    let limit = eyeflow_actors::exec::bounds::MAX_BYTES;
+    if text.len() > limit {
+        return Err(CallError::new(
+            CallErrorKind::InvalidOutput,
+            &*loaded.label,
+            format!("returned {} bytes; at most {limit} are taken", text.len()),
+        ));
+    }
     serde_json::from_str(text).map_err(|e| {
         CallError::new(
             CallErrorKind::Internal,

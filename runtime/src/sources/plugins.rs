@@ -1,8 +1,11 @@
 //! Connector plugins as event sources: each `plugin` trigger of an active program is polled
-//! (every `interval_ms`, default 1 s) through the plugin's `source` interface with the
-//! cursor kept in the embedded store. Events are journaled before the cursor advances, and
-//! each carries the id `plugin:<source>:<event id>@<program>`, so a poll repeated after a
-//! crash executes nothing twice.
+//! (every `interval_ms`, default 1 s, at least 100 ms) through the plugin's `source`
+//! interface with the cursor kept in the embedded store. Each trigger is polled on a thread
+//! of its own, so a slow or hanging source delays no other. A poll asks for at most 100
+//! events; a plugin that returns more is refused (the host checks it), which bounds a
+//! source's rate to 100 events per interval. Events are journaled before the cursor
+//! advances, and each carries the id `plugin:<source>:<event id>@<program>`, so a poll
+//! repeated after a crash executes nothing twice.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +24,8 @@ use crate::store::{Space, Write};
 const TICK: Duration = Duration::from_millis(50);
 /// Poll interval of a trigger without `interval_ms`.
 const DEFAULT_INTERVAL_MS: u64 = 1000;
+/// Shortest poll interval.
+const MIN_INTERVAL_MS: u64 = 100;
 /// Events taken per poll.
 const BATCH: u32 = 100;
 /// Deadline of one poll call.
@@ -43,7 +48,9 @@ impl PluginSources {
 
 fn run(node: &Node, stop: &AtomicBool) {
     let mut next: BTreeMap<(String, usize), u64> = BTreeMap::new();
+    let mut polling: BTreeMap<(String, usize), std::thread::JoinHandle<()>> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
+        polling.retain(|_, poll| !poll.is_finished());
         let now = crate::now_ms();
         for program in node.active_programs() {
             for (index, trigger) in program.triggers().iter().enumerate() {
@@ -51,19 +58,35 @@ fn run(node: &Node, stop: &AtomicBool) {
                     continue;
                 }
                 let key = (program.id().to_owned(), index);
-                if next.get(&key).is_some_and(|due| now < *due) {
+                if polling.contains_key(&key) || next.get(&key).is_some_and(|due| now < *due) {
                     continue;
                 }
                 let interval = if trigger.interval_ms > 0 {
-                    trigger.interval_ms
+                    trigger.interval_ms.max(MIN_INTERVAL_MS)
                 } else {
                     DEFAULT_INTERVAL_MS
                 };
-                next.insert(key, now + interval);
-                poll(node, program.id(), index, trigger);
+                next.insert(key.clone(), now + interval);
+                let (node, program) = (node.clone(), program.clone());
+                match std::thread::Builder::new()
+                    .name("eyeflow-source-poll".into())
+                    .spawn(move || {
+                        if let Some(trigger) = program.triggers().get(index) {
+                            poll(&node, program.id(), index, trigger);
+                        }
+                    }) {
+                    Ok(handle) => {
+                        polling.insert(key, handle);
+                    }
+                    Err(e) => tracing::error!("cannot start a source poll: {e}"),
+                }
             }
         }
         std::thread::sleep(TICK);
+    }
+    // A poll in progress finishes first.
+    for (_, poll) in polling {
+        let _ = poll.join();
     }
 }
 
@@ -103,10 +126,17 @@ fn poll(node: &Node, program: &str, index: usize, trigger: &Trigger) {
             }
         }
         let id = format!("plugin:{}:{}@{program}", trigger.source, event.id);
-        if let Err(e) = node.submit(program, &id, &trigger.source, payload) {
-            // The cursor stays: the next poll delivers this event again.
-            tracing::error!(program, "plugin event {id} not accepted: {e}");
-            return;
+        match node.submit(program, &id, &trigger.source, payload) {
+            Ok(_) => {}
+            // It can never be accepted: skipped, so that it does not hold the source.
+            Err(e @ crate::Error::BadEvent { .. }) => {
+                tracing::error!(program, "plugin event {id} skipped: {e}");
+            }
+            Err(e) => {
+                // The cursor stays: the next poll delivers this event again.
+                tracing::error!(program, "plugin event {id} not accepted: {e}");
+                return;
+            }
         }
     }
     if cursor.as_deref() != Some(batch.cursor.as_str())

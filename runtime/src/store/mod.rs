@@ -43,7 +43,7 @@ use crate::{Error, Result};
 pub mod mark;
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 22] = [
+const KEYSPACES: [(Space, &str); 23] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -66,6 +66,7 @@ const KEYSPACES: [(Space, &str); 22] = [
     (Space::SourceCursors, "source-cursors"),
     (Space::AuditByExecution, "audit-by-execution"),
     (Space::Publishers, "publishers"),
+    (Space::JournalQuarantine, "journal-quarantine"),
 ];
 
 // `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
@@ -134,6 +135,9 @@ pub enum Space {
     AuditByExecution,
     /// Plugin id → the publisher key pinned for it (at first install or by a transfer).
     Publishers,
+    /// Journal: `keyspace/key` → a record that could not be read back, moved aside with its
+    /// execution marked failed.
+    JournalQuarantine,
 }
 
 /// How a commit is made durable before it returns (see the module documentation).

@@ -331,3 +331,102 @@ fn steps_and_their_audit_entries_are_written_together_and_survive_a_reopen_toget
         "{refused}"
     );
 }
+
+/// A value nested `2 × pairs` levels deep (an object holding an array, `pairs` times).
+fn nested(pairs: usize) -> serde_json::Value {
+    let mut value = json!("leaf");
+    for _ in 0..pairs {
+        value = json!({ "k": [value] });
+    }
+    value
+}
+
+#[test]
+fn values_at_the_limits_read_back_and_deeper_records_are_refused_at_write_time() {
+    use eyeflow_actors::exec::bounds;
+    let (dir, store) = temp_store();
+    let journal = FjallJournal::open(store, Durability::Sync).unwrap();
+    let id = new_id(journal.accept(&event("deep")).unwrap());
+    // A result at the executor's depth limit and one near its size limit.
+    let deep = nested(bounds::MAX_DEPTH / 2);
+    assert_eq!(bounds::check(&deep, "x"), None);
+    let big = json!({ "blob": "x".repeat(bounds::MAX_BYTES - 100) });
+    assert_eq!(bounds::check(&big, "x"), None);
+    let mut at_limit = [step(&id, 0), step(&id, 1)];
+    at_limit[0].outcome = StepOutcome::Done {
+        output: deep.clone(),
+    };
+    at_limit[1].outcome = StepOutcome::Done {
+        output: big.clone(),
+    };
+    journal.steps(&at_limit, &[], true).unwrap();
+    drop(journal);
+    let journal = FjallJournal::open(open(dir.path()), Durability::Sync).unwrap();
+    let pending = journal.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].steps, at_limit.to_vec(), "read back as written");
+    // Deeper than the reader could take: refused when written, naming why.
+    let mut too_deep = step(&id, 2);
+    too_deep.outcome = StepOutcome::Done { output: nested(70) };
+    let refused = journal.steps(&[too_deep], &[], true).unwrap_err();
+    assert!(
+        refused.message.contains("could not be read back"),
+        "{refused}"
+    );
+    assert_eq!(journal.pending().unwrap()[0].steps.len(), 2);
+}
+
+#[test]
+fn an_open_execution_with_an_unreadable_record_is_quarantined_and_failed_not_fatal() {
+    use eyeflow_runtime::store::{Space, Write};
+    let (dir, store) = temp_store();
+    let journal = FjallJournal::open(store.clone(), Durability::Sync).unwrap();
+    let good = new_id(journal.accept(&event("good")).unwrap());
+    let bad = new_id(journal.accept(&event("bad")).unwrap());
+    journal
+        .steps(&[step(&good, 0), step(&bad, 0)], &[], true)
+        .unwrap();
+    // A record written by a faulty version (or damaged on disk): not JSON any more.
+    let key = format!("{bad}/{:020}", 1);
+    store
+        .commit(
+            [Write::Put(
+                Space::JournalSteps,
+                key.clone().into_bytes(),
+                b"{\"seq\": [[[".to_vec(),
+            )],
+            Durability::Sync,
+        )
+        .unwrap();
+    drop((journal, store));
+
+    let store = open(dir.path());
+    let journal = FjallJournal::open(store.clone(), Durability::Sync).unwrap();
+    let pending = journal.pending().unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| p.execution_id.as_str())
+            .collect::<Vec<_>>(),
+        [good.as_str()],
+        "the readable execution resumes; the other does not"
+    );
+    let (_, steps, outcome) = journal.execution(&bad).unwrap().expect("still shown");
+    assert_eq!(steps.len(), 1, "its readable step is kept");
+    match outcome {
+        Some(ExecutionOutcome::Failed { class, message }) => {
+            assert_eq!(class, "internal");
+            assert!(message.contains(&key), "{message}");
+        }
+        other => panic!("not failed: {other:?}"),
+    }
+    let kept = store
+        .get(
+            Space::JournalQuarantine,
+            format!("journal-steps/{key}").as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some(&b"{\"seq\": [[["[..]));
+    // And a second reopen finds nothing left to quarantine.
+    assert_eq!(journal.pending().unwrap().len(), 1);
+}
