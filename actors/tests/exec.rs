@@ -1309,7 +1309,7 @@ fn each_error_kind_maps_to_its_class() {
         (Denied, "denied"),
         (Internal, "internal"),
         (Trap, "internal"),
-        (ResourceExhausted, "unavailable"),
+        (ResourceExhausted, "resource_exhausted"),
         (NotFound, "unavailable"),
         (RateLimited, "rate_limit"),
         (ModelUnavailable, "model_unavailable"),

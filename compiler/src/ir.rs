@@ -31,7 +31,7 @@ const STRATEGIES: [(&str, FallbackStrategy); 5] = [
 ];
 
 /// Error class names (`retry.on`, `fallback.on`).
-const ERROR_CLASSES: [(&str, ErrorClass); 11] = [
+const ERROR_CLASSES: [(&str, ErrorClass); 12] = [
     ("timeout", ErrorClass::Timeout),
     ("unavailable", ErrorClass::Unavailable),
     ("rate_limit", ErrorClass::RateLimit),
@@ -43,6 +43,7 @@ const ERROR_CLASSES: [(&str, ErrorClass); 11] = [
     ("postcondition_failed", ErrorClass::PostconditionFailed),
     ("outside_time_window", ErrorClass::OutsideTimeWindow),
     ("internal", ErrorClass::Internal),
+    ("resource_exhausted", ErrorClass::ResourceExhausted),
 ];
 
 /// Memory scope names.

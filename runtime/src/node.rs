@@ -308,8 +308,14 @@ impl Node {
             }
             None => Arc::new(InProcessNodeMemory::default()),
         };
+        // One plugin's calls never take every worker: one is always left to the others.
         let host_config = HostConfig {
             kv_durability: config.durability,
+            max_calls_per_plugin: config
+                .host
+                .max_calls_per_plugin
+                .min(config.workers.saturating_sub(1))
+                .max(1),
             ..config.host.clone()
         };
         let host = PluginHost::open(store.clone(), secrets.clone(), host_config)?;

@@ -1,7 +1,8 @@
 //! The fallback engine: what happens when an instruction attempt fails.
 //!
 //! 1. The failure gets an IR [`ErrorClass`] ([`class_of`] maps a port's [`CallErrorKind`]).
-//! 2. **Retry**: while the instruction's `retry` covers the class (`retry_on`, empty = all)
+//! 2. **Retry**: while the instruction's `retry` covers the class (`retry_on`; empty = every
+//!    class but `resource_exhausted`, which a retry would only repeat)
 //!    and fewer than `max_retries` retries were made, wait `backoff_ms × multiplier^(n-1)`
 //!    (capped at `max_backoff_ms`) through the [`Clock`](super::Clock) and try again.
 //! 3. Then the **strategy**: the `fallback` config when its `on_errors` covers the class
@@ -23,9 +24,8 @@ use crate::ports::{CallError, CallErrorKind};
 pub fn class_of(kind: CallErrorKind) -> ErrorClass {
     match kind {
         CallErrorKind::InvalidInput => ErrorClass::InvalidInput,
-        CallErrorKind::Unavailable | CallErrorKind::ResourceExhausted | CallErrorKind::NotFound => {
-            ErrorClass::Unavailable
-        }
+        CallErrorKind::Unavailable | CallErrorKind::NotFound => ErrorClass::Unavailable,
+        CallErrorKind::ResourceExhausted => ErrorClass::ResourceExhausted,
         CallErrorKind::Timeout => ErrorClass::Timeout,
         CallErrorKind::Denied => ErrorClass::Denied,
         CallErrorKind::Internal | CallErrorKind::Trap => ErrorClass::Internal,
@@ -50,12 +50,13 @@ pub fn class_name(class: ErrorClass) -> &'static str {
         ErrorClass::PostconditionFailed => "postcondition_failed",
         ErrorClass::OutsideTimeWindow => "outside_time_window",
         ErrorClass::Internal => "internal",
+        ErrorClass::ResourceExhausted => "resource_exhausted",
     }
 }
 
 /// The class named `name` (inverse of [`class_name`]).
 pub(crate) fn class_by_name(name: &str) -> Option<ErrorClass> {
-    (0..=11)
+    (0..=12)
         .filter_map(|n| ErrorClass::try_from(n).ok())
         .find(|c| class_name(*c) == name)
 }
@@ -174,7 +175,11 @@ impl Policy {
     /// made (since the last model switch) and `switched` says whether the model was switched.
     pub(crate) fn decide(&self, class: ErrorClass, retries: u32, switched: bool) -> Decision {
         if let Some(retry) = &self.retry {
-            let covered = retry.retry_on.is_empty() || retry.retry_on.contains(&(class as i32));
+            let covered = if retry.retry_on.is_empty() {
+                class != ErrorClass::ResourceExhausted
+            } else {
+                retry.retry_on.contains(&(class as i32))
+            };
             if covered && retries < retry.max_retries {
                 return Decision::Retry {
                     delay: backoff(retry, retries + 1),
@@ -254,7 +259,7 @@ mod tests {
             (Denied, "denied"),
             (Internal, "internal"),
             (Trap, "internal"),
-            (ResourceExhausted, "unavailable"),
+            (ResourceExhausted, "resource_exhausted"),
             (NotFound, "unavailable"),
             (RateLimited, "rate_limit"),
             (ModelUnavailable, "model_unavailable"),
@@ -263,7 +268,7 @@ mod tests {
         for (kind, name) in pairs {
             assert_eq!(class_name(class_of(kind)), name, "{kind:?}");
         }
-        for n in 1..=11 {
+        for n in 1..=12 {
             let class = ErrorClass::try_from(n).unwrap();
             assert_eq!(class_by_name(class_name(class)), Some(class));
         }

@@ -22,7 +22,8 @@ use super::catalog::{Catalog, Entry, State};
 use super::grants::{Grant, GrantChange};
 use super::imports::bindings::exports::eyeflow::plugin::source::Batch;
 use super::imports::bindings::eyeflow::plugin::types::PluginError;
-use super::imports::{CallLimits, CallState, Services, link};
+use super::imports::{CallLimits, CallState, Quotas, Services, link};
+
 use super::manifest::{HOST_WIT_VERSION, Import, Kind, Manifest};
 use super::package::Package;
 use crate::secrets::SecretSource;
@@ -67,6 +68,11 @@ pub struct HostConfig {
     /// re-issues it under the same key). A `set-if-absent` batch is made durable with it
     /// before the import returns, whatever the call.
     pub kv_durability: crate::store::Durability,
+    /// Calls of one plugin that may run at once (the node sets it below its worker count,
+    /// so that one plugin's calls cannot take every worker).
+    pub max_calls_per_plugin: usize,
+    /// Per-plugin quotas: KV keys and bytes, log bytes.
+    pub quotas: Quotas,
 }
 
 impl Default for HostConfig {
@@ -78,7 +84,74 @@ impl Default for HostConfig {
             max_wasm_stack: 512 * 1024,
             deadline: DeadlineMode::Epoch,
             kv_durability: crate::store::Durability::GroupCommit,
+            max_calls_per_plugin: 32,
+            quotas: Quotas::default(),
         }
+    }
+}
+
+/// How many calls of each plugin run now, bounded per plugin.
+struct Slots {
+    limit: usize,
+    held: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+    freed: std::sync::Condvar,
+}
+
+/// A running call's slot, given back on drop.
+struct Slot<'a> {
+    slots: &'a Slots,
+    plugin: Arc<str>,
+}
+
+impl Slots {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            held: std::sync::Mutex::default(),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// A slot for a call of `plugin`, waiting until `until` at most for one to free.
+    fn acquire(&self, plugin: &Arc<str>, until: Instant) -> Option<Slot<'_>> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let running = held.entry(plugin.clone()).or_insert(0);
+            if *running < self.limit {
+                *running += 1;
+                return Some(Slot {
+                    slots: self,
+                    plugin: plugin.clone(),
+                });
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            held = self
+                .freed
+                .wait_timeout(held, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(running) = held.get_mut(&self.plugin) {
+            *running = running.saturating_sub(1);
+        }
+        drop(held);
+        self.slots.freed.notify_all();
     }
 }
 
@@ -110,6 +183,14 @@ fn keep_resident() -> usize {
 
 /// Epoch tick period.
 const TICK: Duration = Duration::from_millis(1);
+
+/// What a call that returned leaves besides its result.
+struct Finished {
+    /// The secrets it read, to take out of what it returned.
+    scrubber: Scrubber,
+    /// Whether a KV write was refused for the plugin's quota.
+    over_quota: bool,
+}
 
 /// Who makes a call's plugin KV writes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +271,36 @@ struct Inner {
     admin: std::sync::Mutex<()>,
     stop: Arc<AtomicBool>,
     ticker: std::sync::Mutex<Option<JoinHandle<()>>>,
+    runtime: CallRuntime,
+    slots: Slots,
+}
+
+/// The runtime the calls run on (asynchronous WASI, deadline timers). Shut down in the
+/// background when the host goes: a runtime dropped from an async context would panic.
+struct CallRuntime(Option<tokio::runtime::Runtime>);
+
+impl CallRuntime {
+    fn new() -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eyeflow-plugin-io")
+            .enable_all()
+            .build()
+            .map(|runtime| Self(Some(runtime)))
+    }
+
+    /// Runs `future` to its end on the calling thread (`None` once shut down).
+    fn block_on<F: std::future::Future>(&self, future: F) -> Option<F::Output> {
+        self.0.as_ref().map(|runtime| runtime.block_on(future))
+    }
+}
+
+impl Drop for CallRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -251,13 +362,11 @@ impl PluginHost {
         config: HostConfig,
     ) -> Result<Self> {
         let engine = engine(&config)?;
-        let services =
-            Services::new(store.clone(), secrets, config.kv_durability).map_err(|e| {
-                Error::Wasm {
-                    plugin: "(host)".into(),
-                    reason: format!("HTTP client: {e}"),
-                }
-            })?;
+        let services = Services::new(store.clone(), secrets, config.kv_durability, config.quotas)
+            .map_err(|e| Error::Wasm {
+            plugin: "(host)".into(),
+            reason: format!("HTTP client: {e}"),
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = (config.deadline == DeadlineMode::Epoch).then(|| {
             let engine = engine.clone();
@@ -275,6 +384,7 @@ impl PluginHost {
             .transpose()
             .map_err(Error::io("(epoch ticker thread)"))?;
         let cache = ComponentCache::new(store.data_dir().join("plugins").join("cache"), &engine);
+        let slots = Slots::new(config.max_calls_per_plugin);
         let host = Self {
             inner: Arc::new(Inner {
                 engine,
@@ -287,6 +397,8 @@ impl PluginHost {
                 admin: std::sync::Mutex::new(()),
                 stop,
                 ticker: std::sync::Mutex::new(ticker),
+                runtime: CallRuntime::new().map_err(Error::io("(plugin call runtime)"))?,
+                slots,
             }),
         };
         host.load_catalog()?;
@@ -650,29 +762,56 @@ impl PluginHost {
             })
     }
 
-    /// Runs `f` against a fresh instance of `loaded` within `deadline`; then, unless `kv` is
-    /// [`KvWrites::LeftToJournal`], makes the plugin's KV writes durable. Also returns the
-    /// secrets the call read: the caller scrubs them from what the plugin returned (a failure
-    /// of the call is scrubbed here).
-    fn call<R>(
+    /// Calls export `index` of a fresh instance of `loaded` with `params` within
+    /// `deadline`; then, unless `kv` is [`KvWrites::LeftToJournal`], makes the plugin's KV
+    /// writes durable. Also returns the secrets the call read: the caller scrubs them from
+    /// what the plugin returned (a failure of the call is scrubbed here).
+    ///
+    /// The deadline holds whatever the guest does: the call runs as a future on the host's
+    /// runtime (WASI's blocking calls — a sleep, a poll — are asynchronous there) under a
+    /// timer that drops it at the deadline, and a running guest checks the wall clock at
+    /// every epoch tick. At most [`HostConfig::max_calls_per_plugin`] calls of one plugin
+    /// run at once: a call past that waits for a slot within its own deadline, then fails as
+    /// `rate-limited`.
+    fn call<P, R>(
         &self,
         loaded: &Loaded,
         deadline: Duration,
         kv: KvWrites,
-        f: impl FnOnce(&mut Store<CallState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
-    ) -> std::result::Result<(R, Scrubber), CallError> {
+        index: &ComponentExportIndex,
+        params: P,
+    ) -> std::result::Result<(R, Finished), CallError>
+    where
+        P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower + Send + Sync,
+        R: wasmtime::component::ComponentNamedList
+            + wasmtime::component::Lift
+            + Send
+            + Sync
+            + 'static,
+    {
         let err = |kind, message: String| CallError::new(kind, &*loaded.label, message);
         let pre = loaded
             .pre
             .as_ref()
             .map_err(|why| err(CallErrorKind::Denied, why.clone()))?;
         let started = Instant::now();
+        let end = started + deadline;
+        let _slot = self.inner.slots.acquire(&loaded.id, end).ok_or_else(|| {
+            err(
+                CallErrorKind::RateLimited,
+                format!(
+                    "{} calls of this plugin already run (the limit per plugin) and none ended within the deadline of {} ms",
+                    self.inner.config.max_calls_per_plugin,
+                    deadline.as_millis()
+                ),
+            )
+        })?;
         let state = CallState::new(
             loaded.id.clone(),
             loaded.label.clone(),
             loaded.grant.clone(),
             self.inner.services.clone(),
-            started + deadline,
+            end,
             CallLimits::new(
                 self.inner.config.memory_limit,
                 self.inner.config.table_elements,
@@ -682,8 +821,16 @@ impl PluginHost {
         store.limiter(|state| &mut state.limits);
         match self.inner.config.deadline {
             DeadlineMode::Epoch => {
-                let ticks = deadline.as_millis().div_ceil(TICK.as_millis()).max(1);
-                store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+                // Ticks only say when to look: the wall clock decides, so a tick source
+                // slowed by load cannot stretch the deadline.
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    if Instant::now() >= end {
+                        Err(Trap::Interrupt.into())
+                    } else {
+                        Ok(wasmtime::UpdateDeadline::Continue(1))
+                    }
+                });
             }
             DeadlineMode::Fuel { units_per_ms } => {
                 let fuel = u64::try_from(deadline.as_millis())
@@ -695,10 +842,29 @@ impl PluginHost {
             }
             DeadlineMode::Unbounded => {}
         }
-        let outcome = pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(&mut store, &instance));
-        if kv == KvWrites::Persist && store.data().kv_written {
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let func = instance.get_typed_func::<P, R>(&mut store, index)?;
+            func.call_async(&mut store, params).await
+        };
+        let bounded = self.inner.config.deadline != DeadlineMode::Unbounded;
+        let outcome = self
+            .inner
+            .runtime
+            .block_on(async {
+                if bounded {
+                    // The timer fires while the guest waits in the host (a WASI sleep or
+                    // poll): the call is dropped there.
+                    tokio::time::timeout_at(end.into(), run)
+                        .await
+                        .unwrap_or_else(|_| Err(Trap::Interrupt.into()))
+                } else {
+                    run.await
+                }
+            })
+            .unwrap_or_else(|| Err(wasmtime::format_err!("the plugin host is shut down")));
+        store.data_mut().kv.finish(outcome.is_ok());
+        if kv == KvWrites::Persist && store.data().kv_written() {
             self.inner
                 .services
                 .store
@@ -706,7 +872,13 @@ impl PluginHost {
                 .map_err(|e| err(CallErrorKind::Unavailable, format!("scratch store: {e}")))?;
         }
         match outcome {
-            Ok(r) => Ok((r, std::mem::take(&mut store.data_mut().scrubber))),
+            Ok(r) => Ok((
+                r,
+                Finished {
+                    scrubber: std::mem::take(&mut store.data_mut().scrubber),
+                    over_quota: store.data().kv.over_quota,
+                },
+            )),
             // A trap's message quotes the guest's stderr (a panic message, say).
             Err(e) => {
                 let mut error = classify(&store, e, deadline, started.elapsed(), &loaded.label);
@@ -747,16 +919,20 @@ impl PluginHost {
                 *describe
             }
         };
-        let (text, scrubber) = self.call(
+        let ((text,), finished) = self.call::<(), (String,)>(
             &loaded,
             Duration::from_secs(5),
             KvWrites::Persist,
-            |store, instance| {
-                let func = instance.get_typed_func::<(), (String,)>(&mut *store, &index)?;
-                Ok(func.call(&mut *store, ())?.0)
-            },
+            &index,
+            (),
         )?;
-        output(&loaded, Ok(text), &scrubber)
+        output(&loaded, Ok(text), &finished)
+    }
+
+    /// Log bytes of plugin `id` dropped since the host opened (over its per-call or
+    /// per-second quota).
+    pub fn log_bytes_dropped(&self, id: &str) -> u64 {
+        self.inner.services.log_bytes_dropped(id)
     }
 
     /// Polls the event source resolved from `source` after `cursor`.
@@ -779,13 +955,15 @@ impl PluginHost {
             ));
         };
         let cursor = cursor.map(str::to_owned);
-        let (result, scrubber) =
-            self.call(&loaded, deadline, KvWrites::Persist, |store, instance| {
-                let func = instance
-                .get_typed_func::<(Option<String>, u32), (std::result::Result<Batch, PluginError>,)>(&mut *store, index)?;
-                Ok(func.call(&mut *store, (cursor, max_events))?.0)
-            })?;
-        let mut batch = result.map_err(|e| plugin_error(&loaded, e, &scrubber))?;
+        let ((result,), finished) = self
+            .call::<(Option<String>, u32), (std::result::Result<Batch, PluginError>,)>(
+                &loaded,
+                deadline,
+                KvWrites::Persist,
+                index,
+                (cursor, max_events),
+            )?;
+        let mut batch = result.map_err(|e| plugin_error(&loaded, e, &finished))?;
         if batch.events.len() > usize::try_from(max_events).unwrap_or(usize::MAX) {
             return Err(CallError::new(
                 CallErrorKind::InvalidOutput,
@@ -796,10 +974,10 @@ impl PluginHost {
                 ),
             ));
         }
-        if !scrubber.is_empty() {
+        if !finished.scrubber.is_empty() {
             for event in &mut batch.events {
-                scrubber.scrub_string(&mut event.key);
-                scrubber.scrub_string(&mut event.payload);
+                finished.scrubber.scrub_string(&mut event.key);
+                finished.scrubber.scrub_string(&mut event.payload);
             }
         }
         Ok(batch)
@@ -845,16 +1023,15 @@ impl PluginPort for PluginHost {
         };
         check_input(&loaded, "read", params)?;
         let params = params.to_string();
-        let (result, scrubber) =
-            self.call(&loaded, deadline, KvWrites::Persist, |store, instance| {
-                let func = instance
-                    .get_typed_func::<(&str, &str), (std::result::Result<String, PluginError>,)>(
-                        &mut *store,
-                        index,
-                    )?;
-                Ok(func.call(&mut *store, (key, &params))?.0)
-            })?;
-        let output = output(&loaded, result, &scrubber)?;
+        let ((result,), finished) = self
+            .call::<(&str, &str), (std::result::Result<String, PluginError>,)>(
+                &loaded,
+                deadline,
+                KvWrites::Persist,
+                index,
+                (key, &params),
+            )?;
+        let output = output(&loaded, result, &finished)?;
         check_output(&loaded, "read", &output)?;
         Ok(output)
     }
@@ -911,15 +1088,15 @@ impl PluginHost {
         };
         check_input(&loaded, action, input)?;
         let input = input.to_string();
-        let (result, scrubber) = self.call(&loaded, deadline, kv, |store, instance| {
-            let func = instance
-                .get_typed_func::<(&str, &str, &str), (std::result::Result<String, PluginError>,)>(
-                    &mut *store,
-                    index,
-                )?;
-            Ok(func.call(&mut *store, (action, &input, idempotency_key))?.0)
-        })?;
-        let output = output(&loaded, result, &scrubber)?;
+        let ((result,), finished) = self
+            .call::<(&str, &str, &str), (std::result::Result<String, PluginError>,)>(
+                &loaded,
+                deadline,
+                kv,
+                index,
+                (action, &input, idempotency_key),
+            )?;
+        let output = output(&loaded, result, &finished)?;
         check_output(&loaded, action, &output)?;
         Ok(output)
     }
@@ -1006,15 +1183,18 @@ fn parse_output(loaded: &Loaded, text: &str) -> std::result::Result<Value, CallE
 fn output(
     loaded: &Loaded,
     result: std::result::Result<String, PluginError>,
-    scrubber: &Scrubber,
+    finished: &Finished,
 ) -> std::result::Result<Value, CallError> {
-    let text = result.map_err(|e| plugin_error(loaded, e, scrubber))?;
+    let scrubber = &finished.scrubber;
+    let text = result.map_err(|e| plugin_error(loaded, e, finished))?;
     let mut value = parse_output(loaded, &text)?;
     scrubber.scrub_value(&mut value);
     Ok(value)
 }
 
-fn plugin_error(loaded: &Loaded, error: PluginError, scrubber: &Scrubber) -> CallError {
+/// The plugin's own error, classified; after a write refused for its KV quota, whatever it
+/// says is `resource-exhausted`.
+fn plugin_error(loaded: &Loaded, error: PluginError, finished: &Finished) -> CallError {
     let (kind, mut message) = match error {
         PluginError::InvalidInput(m) => (CallErrorKind::InvalidInput, m),
         PluginError::Unavailable(m) => (CallErrorKind::Unavailable, m),
@@ -1022,7 +1202,12 @@ fn plugin_error(loaded: &Loaded, error: PluginError, scrubber: &Scrubber) -> Cal
         PluginError::Denied(m) => (CallErrorKind::Denied, m),
         PluginError::Internal(m) => (CallErrorKind::Internal, m),
     };
-    scrubber.scrub_string(&mut message);
+    let kind = if finished.over_quota {
+        CallErrorKind::ResourceExhausted
+    } else {
+        kind
+    };
+    finished.scrubber.scrub_string(&mut message);
     CallError::new(kind, &*loaded.label, message)
 }
 

@@ -10,8 +10,8 @@ use eyeflow_actors::exec::Scrubber;
 use eyeflow_actors::ports::CallErrorKind;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::grants::Grant;
 use super::manifest::Import;
@@ -40,7 +40,7 @@ const KV_MAX_BATCH_WRITES: usize = 64;
 const KV_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Longest log line kept.
 const LOG_MAX: usize = 4096;
-/// Captured guest stderr (panic messages), per call.
+/// Captured guest stderr (panic messages), per call; the rest is dropped.
 pub(crate) const STDERR_CAPTURE: usize = 8 * 1024;
 
 /// What every call shares: the store, the secrets source and the HTTP client.
@@ -52,8 +52,53 @@ pub(crate) struct Services {
     /// How `set-if-absent` makes its batch durable before it returns.
     pub(crate) kv_durability: Durability,
     /// Held by `set-if-absent` from reading its key to writing its batch, so that two
-    /// calls cannot both find the key absent. Plain `set` and `delete` do not take it.
+    /// calls cannot both find the key absent, and by a call applying its writes.
     kv_check_and_write: Mutex<()>,
+    /// Per-plugin quotas of the KV store and of logs.
+    pub(crate) quotas: Quotas,
+    /// KV keys and bytes each plugin holds (counted on its first write after a start).
+    kv_usage: Mutex<HashMap<Arc<str>, KvUsage>>,
+    /// Log bytes of each plugin in the current second, and how many were dropped.
+    log_usage: Mutex<HashMap<Arc<str>, LogWindow>>,
+}
+
+/// Per-plugin quotas.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    /// Most keys a plugin's KV store holds.
+    pub kv_keys: u64,
+    /// Most bytes (keys and values) a plugin's KV store holds.
+    pub kv_bytes: u64,
+    /// Most log bytes one call writes; the rest is dropped (and counted).
+    pub log_bytes_per_call: usize,
+    /// Most log bytes a plugin writes per second, all calls together.
+    pub log_bytes_per_second: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            kv_keys: 100_000,
+            kv_bytes: 64 * 1024 * 1024,
+            log_bytes_per_call: 64 * 1024,
+            log_bytes_per_second: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct KvUsage {
+    keys: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LogWindow {
+    second: u64,
+    bytes: usize,
+    dropped: u64,
+    /// Every byte dropped since the start.
+    total_dropped: u64,
 }
 
 impl Services {
@@ -61,6 +106,7 @@ impl Services {
         store: EmbeddedStore,
         secrets: Arc<dyn SecretSource>,
         kv_durability: Durability,
+        quotas: Quotas,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::blocking::Client::builder()
             // A granted host must not be able to bounce the plugin to one that is not.
@@ -73,7 +119,227 @@ impl Services {
             started: Instant::now(),
             kv_durability,
             kv_check_and_write: Mutex::new(()),
+            quotas,
+            kv_usage: Mutex::new(HashMap::new()),
+            log_usage: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The KV keys and bytes `plugin` holds (a scan of its keys the first time).
+    fn kv_usage(&self, plugin: &Arc<str>) -> Result<KvUsage, PluginError> {
+        let mut usage = self.kv_usage.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = usage.get(plugin) {
+            return Ok(*found);
+        }
+        let mut prefix = plugin.as_bytes().to_vec();
+        prefix.push(0);
+        let mut counted = KvUsage::default();
+        for (key, value) in self
+            .store
+            .scan(Space::PluginKv, &prefix)
+            .map_err(store_error)?
+        {
+            counted.keys += 1;
+            counted.bytes += (key.len() - prefix.len() + value.len()) as u64;
+        }
+        usage.insert(plugin.clone(), counted);
+        Ok(counted)
+    }
+
+    fn add_kv_usage(&self, plugin: &Arc<str>, keys: i64, bytes: i64) {
+        let mut usage = self.kv_usage.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = usage.entry(plugin.clone()).or_default();
+        entry.keys = entry.keys.saturating_add_signed(keys);
+        entry.bytes = entry.bytes.saturating_add_signed(bytes);
+    }
+
+    /// Takes `bytes` of `plugin`'s log budget for this second; false when it is spent (the
+    /// line is then dropped and counted).
+    fn log_budget(&self, plugin: &Arc<str>, bytes: usize) -> bool {
+        let second = crate::now_ms() / 1000;
+        let mut usage = self
+            .log_usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let window = usage.entry(plugin.clone()).or_default();
+        if window.second != second {
+            if window.dropped > 0 {
+                tracing::warn!(
+                    plugin = &**plugin,
+                    "{} log bytes dropped in the last second (over {} per second)",
+                    window.dropped,
+                    self.quotas.log_bytes_per_second
+                );
+            }
+            *window = LogWindow {
+                second,
+                total_dropped: window.total_dropped,
+                ..LogWindow::default()
+            };
+        }
+        if window.bytes + bytes > self.quotas.log_bytes_per_second {
+            window.dropped += bytes as u64;
+            window.total_dropped += bytes as u64;
+            return false;
+        }
+        window.bytes += bytes;
+        true
+    }
+
+    /// Counts `bytes` of `plugin`'s log dropped for its per-call budget.
+    fn log_dropped(&self, plugin: &Arc<str>, bytes: usize) {
+        let mut usage = self
+            .log_usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        usage.entry(plugin.clone()).or_default().total_dropped += bytes as u64;
+    }
+
+    /// Log bytes of `plugin` dropped since the start, for its quotas.
+    pub(crate) fn log_bytes_dropped(&self, plugin: &str) -> u64 {
+        self.log_usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(plugin)
+            .map_or(0, |window| window.total_dropped)
+    }
+}
+
+/// A guest's stderr: the first [`STDERR_CAPTURE`] bytes are kept (a panic message), the
+/// rest dropped — never a trap for writing too much.
+#[derive(Clone, Default)]
+pub(crate) struct CappedPipe(Arc<Mutex<Vec<u8>>>);
+
+impl CappedPipe {
+    pub(crate) fn contents(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl tokio::io::AsyncWrite for CappedPipe {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = STDERR_CAPTURE.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..buf.len().min(room)]);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for CappedPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CappedPipe {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+/// The clocks a plugin without the `clock` grant sees: stopped at zero.
+struct Stopped;
+
+impl HostWallClock for Stopped {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Stopped {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A call's KV writes, applied together when it ends well and dropped when it fails (a
+/// trap, a deadline): reads within the call see them first.
+#[derive(Default)]
+pub(crate) struct KvBuffer {
+    /// Full store key → value (`None`: deleted).
+    writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Change of the plugin's key count and bytes if they are applied.
+    keys: i64,
+    bytes: i64,
+    /// Whether writes reached the store during this call (applied, or by set-if-absent).
+    written: bool,
+    /// Whether a write was refused for the plugin's quota.
+    pub(crate) over_quota: bool,
+    applier: Option<(Arc<Services>, Arc<str>)>,
+}
+
+impl KvBuffer {
+    /// Applies the writes (`ok`) or drops them. Applied writes are not flushed: the host
+    /// or the executor's next durable journal write makes them durable.
+    pub(crate) fn finish(&mut self, ok: bool) {
+        if !ok {
+            self.writes.clear();
+            (self.keys, self.bytes) = (0, 0);
+            return;
+        }
+        let Some((services, _)) = self.applier.clone() else {
+            return;
+        };
+        let _applying = services
+            .kv_check_and_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.apply();
+    }
+
+    /// Writes the buffered writes as one batch (the caller holds `kv_check_and_write`).
+    fn apply(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        let Some((services, plugin)) = self.applier.clone() else {
+            return;
+        };
+        if writes.is_empty() {
+            return;
+        }
+        let batch: Vec<Write> = writes
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => Write::Put(Space::PluginKv, key, value),
+                None => Write::Remove(Space::PluginKv, key),
+            })
+            .collect();
+        match services.store.write(batch) {
+            Ok(()) => {
+                self.written = true;
+                services.add_kv_usage(&plugin, self.keys, self.bytes);
+            }
+            Err(e) => tracing::error!(plugin = &*plugin, "plugin KV writes not applied: {e}"),
+        }
+        (self.keys, self.bytes) = (0, 0);
     }
 }
 
@@ -147,10 +413,11 @@ pub(crate) struct CallState {
     pub(crate) services: Arc<Services>,
     pub(crate) deadline: Instant,
     pub(crate) limits: CallLimits,
-    pub(crate) stderr: MemoryOutputPipe,
-    /// Whether the plugin wrote to its KV store during this call (written without a flush:
-    /// the host or the executor's next durable write makes them durable).
-    pub(crate) kv_written: bool,
+    pub(crate) stderr: CappedPipe,
+    /// The call's KV writes, applied when it ends well.
+    pub(crate) kv: KvBuffer,
+    /// Log bytes this call wrote.
+    log_bytes: usize,
     /// The secrets the plugin read during this call: their values are taken out of its
     /// logs, its error and its output.
     pub(crate) scrubber: Scrubber,
@@ -167,14 +434,22 @@ impl CallState {
         deadline: Instant,
         limits: CallLimits,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
-        // No preopened directories, no environment, no arguments, no network.
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
+        let stderr = CappedPipe::default();
+        // No preopened directories, no environment, no arguments, no network; the time
+        // only with the `clock` grant.
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if !grant.imports.contains(&Import::Clock) {
+            wasi.wall_clock(Stopped).monotonic_clock(Stopped);
+        }
+        let wasi = wasi.build();
+        let kv = KvBuffer {
+            applier: Some((services.clone(), plugin_id.clone())),
+            ..KvBuffer::default()
+        };
         Self {
             plugin_id,
             label,
@@ -183,7 +458,8 @@ impl CallState {
             deadline,
             limits,
             stderr,
-            kv_written: false,
+            kv,
+            log_bytes: 0,
             scrubber: Scrubber::new(),
             wasi,
             table: ResourceTable::new(),
@@ -192,6 +468,49 @@ impl CallState {
 
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether KV writes reached the store during this call.
+    pub(crate) fn kv_written(&self) -> bool {
+        self.kv.written
+    }
+
+    /// The value of full key `key` as this call sees it (its own writes first).
+    fn kv_read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+        match self.kv.writes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self
+                .services
+                .store
+                .get(Space::PluginKv, key)
+                .map_err(store_error),
+        }
+    }
+
+    /// Buffers a write of full key `key`, within the plugin's quota.
+    fn kv_buffer(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), PluginError> {
+        let short = (key.len() - self.plugin_id.len() - 1) as i64;
+        let old = self.kv_read(&key)?.map(|v| v.len() as i64 + short);
+        let new = value.as_ref().map(|v| v.len() as i64 + short);
+        let keys = i64::from(new.is_some()) - i64::from(old.is_some());
+        let bytes = new.unwrap_or(0) - old.unwrap_or(0);
+        let usage = self.services.kv_usage(&self.plugin_id)?;
+        let quotas = self.services.quotas;
+        let after_keys = (usage.keys as i64).saturating_add(self.kv.keys + keys);
+        let after_bytes = (usage.bytes as i64).saturating_add(self.kv.bytes + bytes);
+        if (keys > 0 && after_keys > quotas.kv_keys as i64)
+            || (bytes > 0 && after_bytes > quotas.kv_bytes as i64)
+        {
+            self.kv.over_quota = true;
+            return Err(PluginError::Unavailable(format!(
+                "kv quota reached: this plugin may hold {} keys and {} bytes (it would hold {after_keys} keys, {after_bytes} bytes)",
+                quotas.kv_keys, quotas.kv_bytes
+            )));
+        }
+        self.kv.keys += keys;
+        self.kv.bytes += bytes;
+        self.kv.writes.insert(key, value);
+        Ok(())
     }
 
     fn kv_key(&self, key: &str) -> Result<Vec<u8>, PluginError> {
@@ -295,7 +614,7 @@ impl WasiView for CallState {
 
 /// Adds WASI (sandboxed) and the granted eyeflow interfaces to `linker`.
 pub(crate) fn link(linker: &mut Linker<CallState>, grant: &Grant) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
     types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
     for import in &grant.imports {
         match import {
@@ -319,6 +638,16 @@ impl types::Host for CallState {}
 
 impl log::Host for CallState {
     fn log(&mut self, level: log::Level, message: String) {
+        let quotas = self.services.quotas;
+        let bytes = message.len().min(LOG_MAX);
+        if self.log_bytes + bytes > quotas.log_bytes_per_call {
+            self.services.log_dropped(&self.plugin_id, bytes);
+            return;
+        }
+        if !self.services.log_budget(&self.plugin_id, bytes) {
+            return;
+        }
+        self.log_bytes += bytes;
         let mut message = message;
         self.scrubber.scrub_string(&mut message);
         if message.len() > LOG_MAX {
@@ -370,7 +699,9 @@ impl http::Host for CallState {
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        let response = builder.send().map_err(|e| {
+        // A blocking client inside the call's future: the runtime is told (the request is
+        // bounded by the call's deadline itself).
+        let response = tokio::task::block_in_place(|| builder.send()).map_err(|e| {
             if e.is_timeout() {
                 PluginError::Timeout(format!(
                     "HTTP request timed out after {} ms",
@@ -393,11 +724,12 @@ impl http::Host for CallState {
                 })
             })
             .collect();
-        let body = crate::http::read_body(response, "http", timeout.as_millis()).map_err(|e| {
-            match e.kind {
-                CallErrorKind::Timeout => PluginError::Timeout(e.message),
-                _ => PluginError::Unavailable(e.message),
-            }
+        let body = tokio::task::block_in_place(|| {
+            crate::http::read_body(response, "http", timeout.as_millis())
+        })
+        .map_err(|e| match e.kind {
+            CallErrorKind::Timeout => PluginError::Timeout(e.message),
+            _ => PluginError::Unavailable(e.message),
         })?;
         Ok(http::Response {
             status,
@@ -416,11 +748,13 @@ impl secrets::Host for CallState {
             )));
         }
         // The source's message names the secret and the backend, never the value.
-        let secret = self.services.secrets.get(&name).map_err(|e| match e.kind {
-            CallErrorKind::Denied => PluginError::Denied(e.to_string()),
-            CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
-            _ => PluginError::Unavailable(e.to_string()),
-        })?;
+        let secret = tokio::task::block_in_place(|| self.services.secrets.get(&name)).map_err(
+            |e| match e.kind {
+                CallErrorKind::Denied => PluginError::Denied(e.to_string()),
+                CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
+                _ => PluginError::Unavailable(e.to_string()),
+            },
+        )?;
         let secret = secret.ok_or_else(|| {
             PluginError::Unavailable(format!("secret `{name}` is not set on this node"))
         })?;
@@ -432,29 +766,18 @@ impl secrets::Host for CallState {
 impl kv::Host for CallState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, PluginError> {
         let key = self.kv_key(&key)?;
-        self.services
-            .store
-            .get(Space::PluginKv, &key)
-            .map_err(store_error)
+        self.kv_read(&key)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), PluginError> {
         check_kv_value(&value)?;
         let key = self.kv_key(&key)?;
-        self.kv_written = true;
-        self.services
-            .store
-            .write([Write::Put(Space::PluginKv, key, value)])
-            .map_err(store_error)
+        self.kv_buffer(key, Some(value))
     }
 
     fn delete(&mut self, key: String) -> Result<(), PluginError> {
         let key = self.kv_key(&key)?;
-        self.kv_written = true;
-        self.services
-            .store
-            .write([Write::Remove(Space::PluginKv, key)])
-            .map_err(store_error)
+        self.kv_buffer(key, None)
     }
 
     fn set_if_absent(
@@ -469,19 +792,40 @@ impl kv::Host for CallState {
                 "the call's deadline passed before set-if-absent; nothing was written".into(),
             ));
         }
-        let services = &self.services;
+        let held = self.kv_read(&key)?;
+        let before = (self.kv.writes.clone(), self.kv.keys, self.kv.bytes);
+        if held.is_none() {
+            // Within the quota like any write; then written at once, with the call's
+            // earlier writes, as one batch.
+            for write in batch {
+                let (key, value) = match write {
+                    Write::Put(_, key, value) => (key, Some(value)),
+                    Write::Remove(_, key) => (key, None),
+                };
+                if let Err(e) = self.kv_buffer(key, value) {
+                    (self.kv.writes, self.kv.keys, self.kv.bytes) = before;
+                    return Err(e);
+                }
+            }
+        }
+        let services = self.services.clone();
         let held = {
             let _check_and_write = services
                 .kv_check_and_write
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let held = services
-                .store
-                .get(Space::PluginKv, &key)
-                .map_err(store_error)?;
+            let held = match held {
+                Some(held) => Some(held),
+                None => services
+                    .store
+                    .get(Space::PluginKv, &key)
+                    .map_err(store_error)?,
+            };
             if held.is_none() {
                 // One batch: the key and the writes survive a crash together or not at all.
-                services.store.write(batch).map_err(store_error)?;
+                self.kv.apply();
+            } else {
+                (self.kv.writes, self.kv.keys, self.kv.bytes) = before;
             }
             held
         };

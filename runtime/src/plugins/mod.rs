@@ -18,6 +18,7 @@ pub mod package;
 
 pub use grants::{Grant, GrantChange};
 pub use host::{DeadlineMode, HostConfig, Installed, PluginHost, PluginInfo};
+pub use imports::Quotas;
 pub use imports::bindings::exports::eyeflow::plugin::source::{Batch, Event};
 pub use manifest::{Import, Kind, Manifest};
 pub use package::Package;

@@ -248,3 +248,187 @@ fn a_plugin_linked_without_its_grant_cannot_run() {
 fn good_plugin_still_works_echo(node: &Node) {
     assert!(node.invoke("fixture-echo", "ping", json!({})).is_ok());
 }
+
+/// A host with small quotas for the tests below.
+fn quota_node(config: HostConfig) -> Node {
+    let node = Node::with_config(config);
+    node.install("fixture-hostile");
+    node.install("fixture-echo");
+    node
+}
+
+#[test]
+fn a_blocking_sleep_stops_at_the_deadline() {
+    let node = node();
+    let started = Instant::now();
+    let err = hostile(
+        &node,
+        "sleep",
+        json!({"ms": 20_000}),
+        Duration::from_millis(100),
+    );
+    let took = started.elapsed();
+    assert_eq!(err.kind, CallErrorKind::Timeout, "{err}");
+    // The sleep asked for 20 s: the call ended at its deadline, not at the sleep's end.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    good_plugin_still_works(&node);
+}
+
+#[test]
+fn deep_and_huge_results_are_refused_with_the_limit_named() {
+    let node = node();
+    let err = hostile(
+        &node,
+        "huge",
+        json!({"bytes": 2 * 1024 * 1024}),
+        Duration::from_secs(10),
+    );
+    assert_eq!(err.kind, CallErrorKind::InvalidOutput, "{err}");
+    assert!(err.message.contains("at most"), "{err}");
+    let err = hostile(
+        &node,
+        "deep",
+        json!({"depth": 500}),
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(
+            err.kind,
+            CallErrorKind::Internal | CallErrorKind::InvalidOutput
+        ),
+        "{err}"
+    );
+    good_plugin_still_works(&node);
+}
+
+#[test]
+fn kv_writes_past_the_quota_are_refused_and_a_trap_leaves_none() {
+    let node = quota_node(HostConfig {
+        quotas: eyeflow_runtime::plugins::Quotas {
+            kv_keys: 50,
+            kv_bytes: 64 * 1024,
+            ..Default::default()
+        },
+        ..HostConfig::default()
+    });
+    // A trap drops the call's writes.
+    let err = hostile(
+        &node,
+        "kv_then_trap",
+        json!({"n": 5}),
+        Duration::from_secs(10),
+    );
+    assert_eq!(err.kind, CallErrorKind::Trap, "{err}");
+    // Within the quota writes land (a call that returns, even with an error, keeps them).
+    node.invoke("fixture-hostile", "kv_spam", json!({"n": 40, "size": 100}))
+        .expect("within the quota");
+    // Past it, the write is refused, the plugin told, and its error classed as exhaustion.
+    let err = hostile(
+        &node,
+        "kv_spam",
+        json!({"n": 1000, "size": 100}),
+        Duration::from_secs(10),
+    );
+    assert_eq!(err.kind, CallErrorKind::ResourceExhausted, "{err}");
+    // Keys 0 to 39 exist (rewriting them takes no new key): refused at the 51st key.
+    assert!(
+        err.message.contains("after 50 keys") && err.message.contains("kv quota"),
+        "{err}"
+    );
+    let store = node.host.catalog().store();
+    let kept = store
+        .scan(
+            eyeflow_runtime::store::Space::PluginKv,
+            b"fixture-hostile\0",
+        )
+        .expect("scan");
+    assert_eq!(kept.len(), 50, "the quota of 50 keys holds");
+    assert!(
+        kept.iter()
+            .all(|(key, _)| !key.windows(8).any(|w| w == b"partial/")),
+        "a trapped call's writes were applied"
+    );
+    good_plugin_still_works(&node);
+}
+
+#[test]
+fn logs_past_the_quota_are_dropped_and_counted_and_stderr_never_traps() {
+    let node = node();
+    node.invoke("fixture-hostile", "log_spam", json!({"lines": 100}))
+        .expect("a chatty call still succeeds");
+    // 100 lines of 4 KiB against 64 KiB per call.
+    let dropped = node.host.log_bytes_dropped("fixture-hostile");
+    assert!(dropped >= 300 * 1024, "{dropped} bytes dropped");
+    node.invoke("fixture-hostile", "stderr", json!({"bytes": 100 * 1024}))
+        .expect("100 KiB on stderr do not trap");
+    good_plugin_still_works(&node);
+}
+
+#[test]
+fn without_the_clock_grant_the_clocks_are_stopped() {
+    let node = node();
+    let out = node
+        .invoke("fixture-hostile", "time", json!({}))
+        .expect("time");
+    assert_eq!(out["wall_s"], 0, "{out}");
+}
+
+#[test]
+fn one_plugin_runs_at_most_its_share_of_calls_at_once() {
+    let node = std::sync::Arc::new(quota_node(HostConfig {
+        max_calls_per_plugin: 1,
+        ..HostConfig::default()
+    }));
+    let busy = {
+        let node = node.clone();
+        std::thread::spawn(move || {
+            hostile(
+                &node,
+                "sleep",
+                json!({"ms": 60_000}),
+                Duration::from_secs(3),
+            )
+        })
+    };
+    // Another call of the same plugin waits for the slot within its deadline, then fails.
+    let err = eyeflow_tests::eventually(
+        "the first call holds the slot",
+        Duration::from_secs(10),
+        || {
+            let err = node
+                .host
+                .invoke(
+                    &cap("fixture-hostile", "^1"),
+                    "ok",
+                    &json!({}),
+                    "e/i/2",
+                    Duration::from_millis(100),
+                )
+                .err()?;
+            (err.kind == CallErrorKind::RateLimited).then_some(err)
+        },
+    );
+    assert!(err.message.contains("limit per plugin"), "{err}");
+    // Another plugin is not held.
+    node.invoke("fixture-echo", "ping", json!({}))
+        .expect("echo runs meanwhile");
+    assert_eq!(busy.join().expect("thread").kind, CallErrorKind::Timeout);
+    good_plugin_still_works(&node);
+}
+
+#[test]
+fn a_source_that_returns_more_than_asked_is_refused() {
+    let node = Node::new();
+    node.install("fixture-flood");
+    let err = node
+        .host
+        .poll(
+            &cap("fixture-flood", "*"),
+            None,
+            100,
+            Duration::from_secs(5),
+        )
+        .expect_err("10,000 events for 100 asked");
+    assert_eq!(err.kind, CallErrorKind::InvalidOutput, "{err}");
+    assert!(err.message.contains("at most 100"), "{err}");
+}
