@@ -275,6 +275,31 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_without_on_leaves_resource_exhaustion_out() {
+        let open = IrInstruction {
+            retry: Some(retry(3, &[])),
+            ..Default::default()
+        };
+        let policy = Policy::new(&open, Value::Null);
+        assert!(matches!(
+            policy.decide(ErrorClass::Unavailable, 0, false),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(
+            policy.decide(ErrorClass::ResourceExhausted, 0, false),
+            Decision::Fail
+        );
+        let named = IrInstruction {
+            retry: Some(retry(3, &[ErrorClass::ResourceExhausted])),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Policy::new(&named, Value::Null).decide(ErrorClass::ResourceExhausted, 0, false),
+            Decision::Retry { .. }
+        ));
+    }
+
+    #[test]
     fn retry_then_strategy() {
         let ins = IrInstruction {
             retry: Some(retry(2, &[ErrorClass::Timeout])),

@@ -110,6 +110,8 @@ fn poll(node: &Node, program: &str, index: usize, trigger: &Trigger) {
     {
         Ok(batch) => batch,
         Err(e) => {
+            metrics::counter!("eyeflow_source_poll_failures_total", "source" => trigger.source.clone(), "kind" => e.kind.as_str())
+                .increment(1);
             tracing::warn!(program, source = %trigger.source, "plugin source poll failed: {e}");
             return;
         }
