@@ -43,7 +43,11 @@ fn spin(host: &PluginHost, deadline: Duration) -> Duration {
     let err = host
         .invoke(&hostile, "spin", &json!({}), "e/i/1", deadline)
         .expect_err("spin never returns");
-    assert_eq!(err.kind, eyeflow_actors::ports::CallErrorKind::Timeout, "{err}");
+    assert_eq!(
+        err.kind,
+        eyeflow_actors::ports::CallErrorKind::Timeout,
+        "{err}"
+    );
     started.elapsed().saturating_sub(deadline)
 }
 
@@ -68,8 +72,10 @@ fn main() {
         )
         .expect("host"),
     );
-    host.install(&package(&key, "fixture-hostile")).expect("install");
-    host.install(&package(&key, "fixture-echo")).expect("install");
+    host.install(&package(&key, "fixture-hostile"))
+        .expect("install");
+    host.install(&package(&key, "fixture-echo"))
+        .expect("install");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("deadline overshoot (1 tick = 1 ms), {cores} cores");
 
@@ -82,7 +88,9 @@ fn main() {
             .map(|_| {
                 let host = host.clone();
                 std::thread::spawn(move || {
-                    (0..rounds).map(|_| spin(&host, deadline)).collect::<Vec<_>>()
+                    (0..rounds)
+                        .map(|_| spin(&host, deadline))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect::<Vec<_>>()
@@ -102,8 +110,14 @@ fn main() {
         (0..n)
             .map(|_| {
                 let started = Instant::now();
-                host.invoke(&echo, "ping", &json!({"n": 1}), "e/i/1", Duration::from_secs(5))
-                    .expect("echo");
+                host.invoke(
+                    &echo,
+                    "ping",
+                    &json!({"n": 1}),
+                    "e/i/1",
+                    Duration::from_secs(5),
+                )
+                .expect("echo");
                 started.elapsed()
             })
             .collect()

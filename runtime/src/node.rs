@@ -1068,7 +1068,14 @@ impl Node {
             max_wait,
             Box::new(move |admission: Admission| {
                 let report = if admission.late {
-                    late_report(&node, &execution_id, admission)
+                    exec::execute_late(
+                        &program,
+                        &execution_id,
+                        &event,
+                        &history,
+                        &node.inner.effects,
+                        admission.waited,
+                    )
                 } else {
                     exec::execute(
                         &program,
@@ -1346,22 +1353,6 @@ pub fn source_matches(kind: TriggerKind, pattern: &str, source: &str) -> bool {
         }
     }
     levels.next().is_none()
-}
-
-/// An execution admitted after its `max_wait`: journaled as failed (`timeout`) without
-/// running its instructions.
-fn late_report(node: &Node, execution_id: &str, admission: Admission) -> Report {
-    let outcome = ExecutionOutcome::Failed {
-        class: "timeout".to_owned(),
-        message: format!(
-            "waited {} ms for a worker, more than max_wait",
-            admission.waited.as_millis()
-        ),
-    };
-    if let Err(e) = node.inner.journal.finish(execution_id, &[], &[], &outcome) {
-        tracing::error!("cannot journal the end of {execution_id}: {e}");
-    }
-    Report::Finished(outcome)
 }
 
 /// A development key for `demo`: generated once per data directory.

@@ -106,6 +106,9 @@ pub(super) struct Run<'a> {
     /// Every secret resolved so far: their values are taken out of each attempt's message
     /// and output before they are journaled.
     pub(super) scrubber: Scrubber,
+    /// Admitted past its `max_wait` (why, in words): the first instruction to run fails
+    /// with `timeout` and takes its fallback.
+    pub(super) late: Option<String>,
 }
 
 /// Unsaved steps past which they are written (not durably) to bound the memory of a long
@@ -152,6 +155,7 @@ impl<'a> Run<'a> {
             resuming: None,
             journal_failed: None,
             scrubber: Scrubber::new(),
+            late: None,
         }
     }
 
@@ -488,6 +492,28 @@ impl<'a> Run<'a> {
         }
         if let Some((decision, failure)) = pending {
             return self.conclude(idx, &path, prefix, attempt, decision, failure);
+        }
+        if attempt == 0
+            && let Some(message) = self.late.take()
+        {
+            // Admitted past max_wait: this instruction fails `timeout` at once and takes its
+            // fallback (no retry: waiting again would only be later).
+            let failure = Failure::new(ErrorClass::Timeout, message);
+            let decision = ins.policy.decide(ErrorClass::Timeout, u32::MAX, true);
+            let now = self.fx.clock.now_ms();
+            self.record(
+                idx,
+                &path,
+                1,
+                StepOutcome::Failed {
+                    class: class_name(failure.class).to_owned(),
+                    message: failure.message.clone(),
+                },
+                decision.name(),
+                now,
+                &Value::Null,
+            )?;
+            return self.conclude(idx, &path, prefix, 1, decision, failure);
         }
         if ins.opcode == IrOpcode::Loop {
             self.fx.boundary.checkpoint(

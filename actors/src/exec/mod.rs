@@ -218,3 +218,23 @@ pub fn execute(
 ) -> Report {
     engine::Run::new(program, execution_id, event, history, effects).run()
 }
+
+/// [`execute`] for an execution admitted `waited` after its arrival, past its priority's
+/// `max_wait`: the first instruction to run fails with `timeout` (the message says how
+/// long it waited) and its fallback decides — a value or a skip lets the execution go
+/// on, none fails it.
+pub fn execute_late(
+    program: &Program,
+    execution_id: &str,
+    event: &EventRecord,
+    history: &[StepRecord],
+    effects: &Effects,
+    waited: std::time::Duration,
+) -> Report {
+    let mut run = engine::Run::new(program, execution_id, event, history, effects);
+    run.late = Some(format!(
+        "waited {} ms for a worker, more than its max_wait",
+        waited.as_millis()
+    ));
+    run.run()
+}
