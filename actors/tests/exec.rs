@@ -845,6 +845,36 @@ fn load_resource_and_call_action() {
 }
 
 #[test]
+fn an_action_the_signed_program_does_not_permit_never_runs() {
+    let mut ir = eyeflow_compiler::compile(
+        ACTION,
+        &CompileOptions {
+            source_name: "test.yaml".into(),
+            compiled_by: "test".into(),
+            compiled_at: 0,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for ins in &mut ir.instructions {
+        ins.permissions = None;
+    }
+    // The validator refuses it at load, naming the permission.
+    let refused = eyeflow_ir::validate::validate(&ir).expect_err("refused at load");
+    assert!(refused.to_string().contains("can_actuate"), "{refused}");
+    // Prepared anyway (as a bug elsewhere would), the executor refuses the instruction.
+    let program = Program::prepare(Arc::new(ir)).unwrap();
+    let w = World::new();
+    let (class, message) = failed(w.run(&program, json!({})));
+    assert_eq!(class, "denied");
+    assert!(message.contains("can_actuate"), "{message}");
+    let calls = w.plugins.calls.lock().unwrap().clone();
+    assert!(
+        calls.iter().all(|c| c.0 != "invoke"),
+        "the action ran: {calls:?}"
+    );
+}
+
+#[test]
 fn busy_resource_is_a_resource_timeout() {
     let program = compile(ACTION);
     let w = World::new();

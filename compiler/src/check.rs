@@ -345,7 +345,7 @@ fn resources(rule: &Rule, specs: &[&Spec], dag: &Dag, source: &Source<'_>) -> Re
     let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, ins) in rule.instructions.iter().enumerate() {
         if let Some(key) = &ins.resource_key
-            && specs[i].side_effect
+            && specs[i].side_effect()
         {
             by_key.entry(key.as_str()).or_default().push(i);
         }

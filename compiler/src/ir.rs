@@ -248,19 +248,7 @@ fn instruction(
         .as_ref()
         .map(|scope| memory(ins, scope, source))
         .transpose()?;
-    let permissions = PermissionFlags {
-        can_actuate: opcode == IrOpcode::CallAction,
-        can_call_external: matches!(
-            opcode,
-            IrOpcode::CallApi | IrOpcode::CallService | IrOpcode::LlmCall
-        ),
-        can_read_secrets: ins.secret.is_some() || ins.slots.values().any(|s| s.vault.is_some()),
-        can_write_cluster_memory: opcode == IrOpcode::Store
-            && memory
-                .as_ref()
-                .is_some_and(|m| m.scope == MemoryScope::Cluster as i32),
-    };
-    Ok(IrInstruction {
+    let mut built = IrInstruction {
         instruction_id: id.to_owned(),
         opcode: opcode as i32,
         comment: text(&ins.comment),
@@ -272,7 +260,7 @@ fn instruction(
         fallback,
         retry,
         timeout,
-        permissions: (permissions != PermissionFlags::default()).then_some(permissions),
+        permissions: None,
         sequence_number: dag.sequence[i],
         is_parallel: dag.has_parallel_peer(i),
         branch_condition: text(&ins.condition),
@@ -337,7 +325,12 @@ fn instruction(
             topic: topic.to_string(),
             key_expr: text(&ins.event_key),
         }),
-    })
+    };
+    // The permissions it needs, as the IR's opcode table says (the validator and the
+    // executor check them against the same table).
+    let needed = eyeflow_ir::opcode::needed(&built);
+    built.permissions = (needed != PermissionFlags::default()).then_some(needed);
+    Ok(built)
 }
 
 /// The dispatch metadata of instructions that call out (`None` for pure instructions).

@@ -1,5 +1,8 @@
-//! The opcode table: for each of the 14 IR opcodes, the YAML fields it accepts and needs and
-//! whether it has side effects. Adding an opcode means adding one row here.
+//! The YAML side of the opcode table: for each of the 14 IR opcodes, the YAML fields it
+//! accepts and needs. Whether it can fail, what it changes outside its execution and the
+//! permission it needs come from the IR's own table ([`eyeflow_ir::opcode`]), which the
+//! validator and the executor read too. Adding an opcode means adding one row there and one
+//! here.
 
 use eyeflow_ir::pb::IrOpcode;
 use marked_yaml::Span;
@@ -27,11 +30,6 @@ pub(crate) struct Spec {
     fields: &'static [&'static str],
     /// Fields that must be present, each with what it should hold.
     required: &'static [(&'static str, &'static str)],
-    /// Whether `retry`, `fallback`, `timeout_ms` and `on_timeout` apply.
-    can_fail: bool,
-    /// Whether the instruction changes something outside the execution (checked for
-    /// parallel use of one resource key).
-    pub(crate) side_effect: bool,
 }
 
 const SPECS: &[Spec] = &[
@@ -47,8 +45,6 @@ const SPECS: &[Spec] = &[
             "output_schema",
         ],
         required: &[("capability", "the id of a connector declared in `requires`")],
-        can_fail: true,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::CallFunction,
@@ -61,8 +57,6 @@ const SPECS: &[Spec] = &[
             "output_schema",
         ],
         required: &[("function", "the name of a built-in function")],
-        can_fail: true,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::CallService,
@@ -83,8 +77,6 @@ const SPECS: &[Spec] = &[
             ("service", "the name of the service called"),
             ("http", "a request with at least `url`"),
         ],
-        can_fail: true,
-        side_effect: true,
     },
     Spec {
         opcode: IrOpcode::CallAction,
@@ -109,8 +101,6 @@ const SPECS: &[Spec] = &[
             ),
             ("action", "the name of the capability's action"),
         ],
-        can_fail: true,
-        side_effect: true,
     },
     Spec {
         opcode: IrOpcode::CallApi,
@@ -127,8 +117,6 @@ const SPECS: &[Spec] = &[
             "requires_human_validation",
         ],
         required: &[("http", "a request with at least `url`")],
-        can_fail: true,
-        side_effect: true,
     },
     Spec {
         opcode: IrOpcode::LlmCall,
@@ -150,15 +138,11 @@ const SPECS: &[Spec] = &[
             ("model", "the name of the model to call"),
             ("prompt", "a prompt template"),
         ],
-        can_fail: true,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::Eval,
         fields: &["next", "output", "expression"],
         required: &[("expression", "a CEL expression")],
-        can_fail: false,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::Branch,
@@ -170,15 +154,11 @@ const SPECS: &[Spec] = &[
                 "the id of the instruction run when the condition holds",
             ),
         ],
-        can_fail: false,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::Merge,
         fields: &["next"],
         required: &[],
-        can_fail: false,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::Loop,
@@ -193,22 +173,16 @@ const SPECS: &[Spec] = &[
             "on_timeout",
         ],
         required: &[("body", "the ids of the instructions run per iteration")],
-        can_fail: false,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::Return,
         fields: &["expression"],
         required: &[],
-        can_fail: false,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::EmitEvent,
         fields: &["next", "topic", "event_key", "expression"],
         required: &[("topic", "the topic the event is emitted on")],
-        can_fail: true,
-        side_effect: false,
     },
     Spec {
         opcode: IrOpcode::Store,
@@ -226,8 +200,6 @@ const SPECS: &[Spec] = &[
             ("key", "the memory key"),
             ("expression", "a CEL expression giving the value stored"),
         ],
-        can_fail: true,
-        side_effect: true,
     },
     Spec {
         opcode: IrOpcode::Load,
@@ -236,20 +208,30 @@ const SPECS: &[Spec] = &[
             ("scope", "`execution`, `node` or `cluster`"),
             ("key", "the memory key"),
         ],
-        can_fail: true,
-        side_effect: false,
     },
 ];
 
 impl Spec {
+    /// Whether `retry`, `fallback`, `timeout_ms` and `on_timeout` apply (the IR table's
+    /// `can_fail`).
+    fn can_fail(&self) -> bool {
+        eyeflow_ir::opcode::spec(self.opcode).is_some_and(|row| row.can_fail)
+    }
+
+    /// Whether the instruction changes something outside the execution (checked for
+    /// parallel use of one resource key).
+    pub(crate) fn side_effect(&self) -> bool {
+        eyeflow_ir::opcode::spec(self.opcode).is_some_and(|row| row.effect.is_effect())
+    }
+
     fn accepts(&self, field: &str) -> bool {
         UNIVERSAL.contains(&field)
             || self.fields.contains(&field)
-            || (self.can_fail && FAILURE.contains(&field))
+            || (self.can_fail() && FAILURE.contains(&field))
     }
 
     fn accepted(&self) -> Vec<&'static str> {
-        let failure: &[&str] = if self.can_fail { FAILURE } else { &[] };
+        let failure: &[&str] = if self.can_fail() { FAILURE } else { &[] };
         UNIVERSAL
             .iter()
             .chain(self.fields)

@@ -183,6 +183,19 @@ pub enum Error {
         /// Missing field.
         field: &'static str,
     },
+    /// An instruction needs a permission its program does not carry (signed
+    /// `PermissionFlags`).
+    #[error(
+        "instruction \"{instruction}\": {opcode} needs permission {permission}, which the program does not carry"
+    )]
+    MissingPermission {
+        /// Instruction id.
+        instruction: String,
+        /// Opcode name.
+        opcode: &'static str,
+        /// The missing flag (`can_actuate`, ...).
+        permission: &'static str,
+    },
     /// A field has a value outside its domain.
     #[error("instruction \"{instruction}\": field \"{field}\" {reason}")]
     InvalidField {

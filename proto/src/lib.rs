@@ -35,6 +35,7 @@ mod error;
 pub mod expression;
 pub mod json;
 pub mod keys;
+pub mod opcode;
 pub mod pb;
 pub mod testing;
 pub mod validate;

@@ -62,6 +62,7 @@ pub fn sample_program() -> LlmIrProgram {
         execution_timeout_ms: 5000,
         on_timeout: FallbackStrategy::Abort as i32,
     });
+    close.permissions = Some(crate::opcode::needed(&close));
     let mut done = instruction("done", IrOpcode::Return, &[]);
     done.expression = "{'pressure': read_pressure.value}".into();
     LlmIrProgram {

@@ -379,94 +379,59 @@ fn validate_instruction(
         positive(id, "postcondition.deadline_ms", i64::from(post.deadline_ms))?;
     }
 
-    let dispatch = ins.dispatch_metadata.as_ref();
-    let dispatch_field =
-        |get: fn(&crate::pb::DispatchMetadata) -> &str| dispatch.map(get).unwrap_or("").is_empty();
+    if opcode == IrOpcode::Loop
+        && ins
+            .r#loop
+            .as_ref()
+            .is_none_or(|config| config.max_iterations == 0)
+    {
+        return Err(Error::UnboundedLoop {
+            instruction: id.to_owned(),
+        });
+    }
+    // What every opcode needs, from the opcode table.
+    if let Some(row) = crate::opcode::spec(opcode)
+        && let Some(field) = row.required.iter().find(|f| !f.present(ins))
+    {
+        return Err(missing(field.name()));
+    }
+    if let Some(permission) = crate::opcode::missing(ins) {
+        return Err(Error::MissingPermission {
+            instruction: id.to_owned(),
+            opcode: name,
+            permission: permission.name(),
+        });
+    }
+    // What the table cannot say: references, counts and domains.
     match opcode {
-        IrOpcode::LoadResource | IrOpcode::CallAction => {
-            if dispatch_field(|d| &d.capability_id) {
-                return Err(missing("dispatch_metadata.capability_id"));
-            }
-        }
-        IrOpcode::CallFunction => {
-            if dispatch_field(|d| &d.action_name) {
-                return Err(missing("dispatch_metadata.action_name"));
-            }
-        }
-        IrOpcode::CallApi | IrOpcode::CallService => {
-            if ins.http.as_ref().is_none_or(|h| h.url.is_empty()) {
-                return Err(missing("http.url"));
-            }
-        }
-        IrOpcode::LlmCall => {
-            if dispatch_field(|d| &d.model) {
-                return Err(missing("dispatch_metadata.model"));
-            }
-            if dispatch_field(|d| &d.prompt_template) {
-                return Err(missing("dispatch_metadata.prompt_template"));
-            }
-        }
-        IrOpcode::Eval => {
-            if ins.expression.is_empty() {
-                return Err(missing("expression"));
-            }
-        }
         IrOpcode::Branch => {
-            if ins.branch_condition.is_empty() {
-                return Err(missing("branch_condition"));
-            }
-            if ins.branch_true_id.is_empty() {
-                return Err(missing("branch_true_id"));
-            }
             exists("branch_true_id", &ins.branch_true_id)?;
             if !ins.branch_false_id.is_empty() {
                 exists("branch_false_id", &ins.branch_false_id)?;
             }
         }
-        IrOpcode::Merge => {
-            if ins.depends_on.len() < 2 {
-                return Err(invalid(
-                    id,
-                    "depends_on",
-                    "of a MERGE must name at least two instructions",
-                ));
-            }
+        IrOpcode::Merge if ins.depends_on.len() < 2 => {
+            return Err(invalid(
+                id,
+                "depends_on",
+                "of a MERGE must name at least two instructions",
+            ));
         }
         IrOpcode::Loop => {
-            let Some(config) = &ins.r#loop else {
-                return Err(Error::UnboundedLoop {
-                    instruction: id.to_owned(),
-                });
-            };
-            if config.max_iterations == 0 {
-                return Err(Error::UnboundedLoop {
-                    instruction: id.to_owned(),
-                });
-            }
-            if config.body.is_empty() {
-                return Err(missing("loop.body"));
-            }
-            for member in &config.body {
+            for member in ins.r#loop.iter().flat_map(|config| &config.body) {
                 exists("loop.body", member)?;
                 if member == id {
                     return Err(invalid(id, "loop.body", "cannot contain the LOOP itself"));
                 }
             }
         }
-        IrOpcode::Return => {}
-        IrOpcode::EmitEvent => {
-            if ins.emit.as_ref().is_none_or(|e| e.topic.is_empty()) {
-                return Err(missing("emit.topic"));
-            }
-        }
         IrOpcode::Store | IrOpcode::Load => {
-            let Some(memory) = &ins.memory else {
-                return Err(missing("memory"));
-            };
-            if !matches!(
-                MemoryScope::try_from(memory.scope),
-                Ok(MemoryScope::Execution | MemoryScope::Node | MemoryScope::Cluster)
-            ) {
+            if let Some(memory) = &ins.memory
+                && !matches!(
+                    MemoryScope::try_from(memory.scope),
+                    Ok(MemoryScope::Execution | MemoryScope::Node | MemoryScope::Cluster)
+                )
+            {
                 return Err(invalid(
                     id,
                     "memory.scope",
@@ -476,14 +441,8 @@ fn validate_instruction(
                     ),
                 ));
             }
-            if memory.key.is_empty() {
-                return Err(missing("memory.key"));
-            }
-            if opcode == IrOpcode::Store && ins.expression.is_empty() {
-                return Err(missing("expression"));
-            }
         }
-        IrOpcode::Unspecified => unreachable!("refused above"),
+        _ => {}
     }
     Ok(())
 }

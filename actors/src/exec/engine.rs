@@ -494,6 +494,33 @@ impl<'a> Run<'a> {
             return self.conclude(idx, &path, prefix, attempt, decision, failure);
         }
         if attempt == 0
+            && let Some(permission) = ins.missing_permission
+        {
+            // Never run: the signed program does not grant what this instruction does.
+            let failure = Failure::new(
+                ErrorClass::Denied,
+                format!(
+                    "`{}` needs permission {}, which the program does not carry",
+                    ins.id,
+                    permission.name()
+                ),
+            );
+            let now = self.fx.clock.now_ms();
+            self.record(
+                idx,
+                &path,
+                1,
+                StepOutcome::Failed {
+                    class: class_name(failure.class).to_owned(),
+                    message: failure.message.clone(),
+                },
+                None,
+                now,
+                &Value::Null,
+            )?;
+            return self.conclude(idx, &path, prefix, 1, Decision::Fail, failure);
+        }
+        if attempt == 0
             && let Some(message) = self.late.take()
         {
             // Admitted past max_wait: this instruction fails `timeout` at once and takes its

@@ -212,6 +212,9 @@ pub(crate) struct Prepared {
     pub(crate) time_window: Option<TimeWindow>,
     pub(crate) compensation: Vec<usize>,
     pub(crate) priority: Priority,
+    /// A permission the instruction needs and its signed flags lack (the validator refuses
+    /// such a program at load; the executor refuses the instruction at run too).
+    pub(crate) missing_permission: Option<eyeflow_ir::opcode::Permission>,
     pub(crate) policy: Policy,
     pub(crate) timeout: Option<Duration>,
     pub(crate) resource_key: String,
@@ -709,6 +712,7 @@ fn prepare_instruction(
         .unwrap_or(Value::Null);
     Ok(Prepared {
         id: id.to_owned(),
+        missing_permission: eyeflow_ir::opcode::missing(ins),
         opcode,
         output: if ins.output_var.is_empty() {
             id.to_owned()

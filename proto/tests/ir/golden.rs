@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 const SEED: [u8; 32] = [7; 32];
 const KEY_ID: &str = "fe812c12f3ab4ce6";
-const PAYLOAD_SHA256: &str = "e0cacf41c5dc365457e4b84c3ff7a45cbfa80409c3cca3044d9b7d36085a1337";
-const SIGNATURE: &str = "79e189449bb0acba0689dcbd9064d5fd40fc2dec97fe027de71a980e479894f97f311cfafa4514d571c247950f094a90e6d2effb290bf0a05be36b7c71dabf0d";
-const PROGRAM_SHA256: &str = "398115df39cf3539ff0ff132c5fc2df2fe800dd3bb500ff63e511a1d077597b4";
+const PAYLOAD_SHA256: &str = "64960b829787e55dc65d0edfd30250ec0e8ab7c5fc5edf3cd01574054696f9ff";
+const SIGNATURE: &str = "f5c201b08d26429e3f9ac705bf4358e69c984e01414a2130a0a3b602253b79b894e736df98576387378e1f6286c3ca114f97ca21bb646b839480e2c8185cb200";
+const PROGRAM_SHA256: &str = "ed4086b2a01f9eff5afb5805d84e511b456d951e2ad8dc8182686c8d6029cb2d";
 
 fn signed() -> eyeflow_ir::pb::LlmIrProgram {
     let mut program = sample_program();

@@ -131,6 +131,20 @@ fn with_loop(max_iterations: Option<u32>) -> LlmIrProgram {
 }
 
 #[test]
+fn an_instruction_needing_a_permission_the_program_lacks_is_refused() {
+    let mut program = sample_program();
+    find(&mut program, "close_valve").permissions = None;
+    assert_eq!(
+        validate(&program).expect_err("no can_actuate"),
+        Error::MissingPermission {
+            instruction: "close_valve".into(),
+            opcode: "CALL_ACTION",
+            permission: "can_actuate",
+        }
+    );
+}
+
+#[test]
 fn bounded_loop_back_edge_is_allowed() {
     validate(&with_loop(Some(16))).expect("a bounded loop with a back edge is valid");
 }
