@@ -57,6 +57,10 @@ pub struct NodeSection {
     /// (default 30 000 ms).
     #[serde(default = "default_drain_ms")]
     pub drain_timeout_ms: u64,
+    /// Most executions queued or running at once (default 4096): past it, new events get
+    /// 503 `overloaded` with `Retry-After` (Kafka and MQTT consumption waits) instead of
+    /// being accepted to wait.
+    pub max_backlog: Option<usize>,
     /// The secret key file (`eyeflow keys gen`) that signs the audit chain's checkpoints;
     /// absent = `node.key` in the data directory, generated on first start. Relative paths
     /// are taken from the config file's folder.
@@ -72,6 +76,7 @@ impl Default for NodeSection {
             durability: DurabilityName::default(),
             http_allow: None,
             drain_timeout_ms: default_drain_ms(),
+            max_backlog: None,
             audit_key: None,
         }
     }
@@ -210,6 +215,9 @@ impl FileConfig {
             config.workers = workers.max(1);
         }
         config.durability = self.node.durability.into();
+        if let Some(backlog) = self.node.max_backlog {
+            config.max_backlog = backlog.max(1);
+        }
         config.http_allow = self.node.http_allow.clone();
         config.redis = self.redis.clone();
         config.vault = self.vault.clone();

@@ -164,6 +164,14 @@ pub enum Error {
         /// Why, naming the limit.
         reason: String,
     },
+    /// The node's backlog is full: the event was not journaled; send it again later.
+    #[error(
+        "node overloaded: {backlog} executions are queued or running (the limit); the event was not accepted, send it again later"
+    )]
+    Overloaded {
+        /// The backlog limit reached.
+        backlog: usize,
+    },
     /// The node could not do what was asked (journal failure, ...).
     #[error("node: {reason}")]
     Node {

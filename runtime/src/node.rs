@@ -45,6 +45,9 @@ pub struct LlmEndpoint {
     pub api_key_secret: Option<String>,
 }
 
+/// Default [`NodeConfig::max_backlog`].
+pub const DEFAULT_MAX_BACKLOG: usize = 4096;
+
 /// How to assemble a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -69,6 +72,10 @@ pub struct NodeConfig {
     /// Kafka for EMIT_EVENT, the cluster memory scope and the audit topic; `None` = the
     /// local logs in the embedded store.
     pub kafka: Option<crate::backends::kafka::KafkaConfig>,
+    /// Most executions queued or running at once: past it, new events are refused
+    /// ([`Error::Overloaded`]; the API answers 503 with `Retry-After`) instead of being
+    /// accepted to wait past their `max_wait`.
+    pub max_backlog: usize,
     /// The key that signs the audit chain's checkpoints (every
     /// [`AuditConfig::checkpoint_every`] entries, on demand, and at shutdown); `None` = no
     /// checkpoints. See [`audit_key`].
@@ -89,6 +96,7 @@ impl NodeConfig {
             redis: None,
             vault: None,
             kafka: None,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             audit_key: None,
         }
     }
@@ -940,6 +948,11 @@ impl Node {
                 event: event_id.to_owned(),
                 reason,
             });
+        }
+        // Nor is work accepted that would only wait past its max_wait.
+        let backlog = self.inner.config.max_backlog;
+        if self.in_flight() >= backlog {
+            return Err(Error::Overloaded { backlog });
         }
         let program = self.find(program_id, None).ok_or_else(|| Error::Refused {
             program: program_id.to_owned(),

@@ -85,14 +85,21 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
         Some(config) if !config.source_topics.is_empty() => {
             let ingest = node.clone();
             Some(KafkaSource::start(config, move |event: &SourceEvent| {
-                ingest
-                    .ingest(
-                        TriggerKind::Kafka,
-                        &event.topic,
-                        &event.event_id,
-                        &event.payload,
-                    )
-                    .map(drop)
+                match ingest.ingest(
+                    TriggerKind::Kafka,
+                    &event.topic,
+                    &event.event_id,
+                    &event.payload,
+                ) {
+                    Ok(_) => Ok(()),
+                    // It can never be accepted: skipped, so that it does not hold the
+                    // partition. (Overloaded and the rest: retried, consumption waits.)
+                    Err(e @ eyeflow_runtime::Error::BadEvent { .. }) => {
+                        tracing::error!("kafka event {} skipped: {e}", event.event_id);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             })?)
         }
         _ => None,

@@ -110,3 +110,75 @@ fn a_late_execution_takes_its_fallback() {
     );
     work.stop(node);
 }
+
+#[test]
+fn past_its_backlog_the_node_pushes_back_and_every_accepted_event_runs() {
+    let work = Workdir::new("");
+    std::fs::write(
+        work.path().join("node.toml"),
+        "[node]\ndata_dir = \"data\"\nworkers = 1\nmax_backlog = 2\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    let (node, url) = start(&binary(), work.path(), "warn");
+    work.install(&url, "fixture-hostile", &[]);
+    work.deploy(&url, BUSY);
+    let client = reqwest::blocking::Client::new();
+    let post = |id: &str| {
+        client
+            .post(format!("{url}/api/events/busy"))
+            .bearer_auth(&work.operator)
+            .header("x-event-id", id)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .expect("the node answers")
+    };
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for n in 0..6 {
+        let response = post(&format!("e-{n}"));
+        match response.status().as_u16() {
+            202 => {
+                let body: Value =
+                    serde_json::from_str(&response.text().expect("body")).expect("json");
+                accepted.push(
+                    body["routed"][0]["execution_id"]
+                        .as_str()
+                        .expect("execution id")
+                        .to_owned(),
+                );
+            }
+            503 => {
+                assert_eq!(
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+                let body: Value =
+                    serde_json::from_str(&response.text().expect("body")).expect("json");
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                refused.get_or_insert(n);
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let first_refused = refused.expect("the backlog of 2 pushed back");
+    assert!(accepted.len() >= 2 && accepted.len() < 6, "{accepted:?}");
+    // Every accepted event runs to its end; the refused one is accepted once there is room.
+    for id in &accepted {
+        assert_eq!(finished(&work, &url, id)["outcome"]["status"], "completed");
+    }
+    eventually("accepted once there is room", PATIENCE, || {
+        let response = post(&format!("e-{first_refused}"));
+        (response.status().as_u16() == 202).then_some(())
+    });
+    let counts = work.counts(&url).expect("counts");
+    assert_eq!(
+        counts["executions"].as_u64(),
+        Some(accepted.len() as u64 + 1),
+        "{counts}"
+    );
+    work.stop(node);
+}

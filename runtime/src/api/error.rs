@@ -107,8 +107,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+        let mut response = HttpResponse::build(self.status);
+        // Overloaded or draining: the client may send it again shortly.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(json!({ "error": { "code": self.code, "message": self.message } }))
     }
 }
 
@@ -119,6 +123,7 @@ impl From<Error> for ApiError {
             Error::Ir(ir) => ir_status(ir),
             Error::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
             Error::BadEvent { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_event"),
+            Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::BadPackage { .. } | Error::BadManifest { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_package")
             }
