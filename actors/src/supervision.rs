@@ -102,7 +102,7 @@ impl Actor for ProgramActor {
 /// Messages of the program registry.
 pub enum RegistryMsg {
     /// Registers (or replaces) a program version; replies once its actor runs.
-    Deploy(Arc<Program>, RpcReplyPort<()>),
+    Deploy(Arc<Program>, RpcReplyPort<Result<(), String>>),
     /// The program actor of `id@version` (highest version when `None`).
     Find(
         String,
@@ -115,7 +115,7 @@ pub enum RegistryMsg {
     List(RpcReplyPort<Vec<Arc<Program>>>),
     /// Stops and forgets program `id` (one version, or all when `None`); replies with how
     /// many versions were removed.
-    Undeploy(String, Option<String>, RpcReplyPort<usize>),
+    Undeploy(String, Option<String>, RpcReplyPort<Result<usize, String>>),
 }
 
 /// The registry: one supervised actor per deployed program version.
@@ -181,12 +181,18 @@ impl Actor for ProgramRegistry {
         match message {
             RegistryMsg::Deploy(program, reply) => {
                 let key = (program.id().to_owned(), version_of(&program));
-                let actor = Self::spawn(&myself, program.clone()).await?;
-                state.specs.insert(key.clone(), program);
-                if let Some(old) = state.actors.insert(key, actor) {
-                    old.stop(None);
-                }
-                let _ = reply.send(());
+                // A failed spawn is the caller's answer, never the registry's end.
+                let answer = match Self::spawn(&myself, program.clone()).await {
+                    Ok(actor) => {
+                        state.specs.insert(key.clone(), program);
+                        if let Some(old) = state.actors.insert(key, actor) {
+                            old.stop(None);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot start the program actor: {e}")),
+                };
+                let _ = reply.send(answer);
             }
             RegistryMsg::Find(id, version, reply) => {
                 let found = state
@@ -220,7 +226,7 @@ impl Actor for ProgramRegistry {
                         actor.stop(Some("undeployed".to_owned()));
                     }
                 }
-                let _ = reply.send(removed.len());
+                let _ = reply.send(Ok(removed.len()));
             }
         }
         Ok(())
@@ -245,9 +251,17 @@ impl Actor for ProgramRegistry {
             return Ok(());
         }
         if let Some(program) = state.specs.get(&key).cloned() {
-            let actor = Self::spawn(&myself, program).await?;
-            state.actors.insert(key, actor);
-            state.restarts += 1;
+            match Self::spawn(&myself, program).await {
+                Ok(actor) => {
+                    state.actors.insert(key, actor);
+                    state.restarts += 1;
+                }
+                Err(e) => {
+                    // Cannot restart it: escalate, as past the restart budget.
+                    tracing::error!("cannot restart a program actor ({e}); the registry escalates");
+                    myself.stop(Some(format!("restart failed: {e}")));
+                }
+            }
         }
         Ok(())
     }
@@ -263,17 +277,21 @@ fn find_key(
         .map(|(key, _)| key.clone())
 }
 
+/// How long any call into the supervision tree waits for its answer (milliseconds): an
+/// actor that does not answer fails the call instead of hanging its caller.
+pub const CALL_TIMEOUT_MS: u64 = 5_000;
+
 /// Messages of the node supervisor.
 pub enum NodeMsg {
     /// The current program registry.
     Registry(RpcReplyPort<ActorRef<RegistryMsg>>),
     /// Deploys a program through the registry and remembers it for registry restarts.
-    Deploy(Arc<Program>, RpcReplyPort<()>),
+    Deploy(Arc<Program>, RpcReplyPort<Result<(), String>>),
     /// How many times the registry was restarted.
     RegistryRestarts(RpcReplyPort<u64>),
     /// Undeploys program `id` (one version, or every version when `None`); replies with
     /// how many versions were removed.
-    Undeploy(String, Option<String>, RpcReplyPort<usize>),
+    Undeploy(String, Option<String>, RpcReplyPort<Result<usize, String>>),
 }
 
 /// The node supervisor: restarts the program registry (with every deployed program) when
@@ -340,8 +358,15 @@ impl Actor for NodeSupervisor {
                     .deployed
                     .retain(|p| !(p.id() == program.id() && p.version() == program.version()));
                 state.deployed.push(program.clone());
-                ractor::call!(state.registry, RegistryMsg::Deploy, program)?;
-                let _ = reply.send(());
+                let answer = ractor::call_t!(
+                    state.registry,
+                    RegistryMsg::Deploy,
+                    CALL_TIMEOUT_MS,
+                    program
+                )
+                .map_err(|e| format!("program registry: {e}"))
+                .and_then(|deployed| deployed);
+                let _ = reply.send(answer);
             }
             NodeMsg::RegistryRestarts(reply) => {
                 let _ = reply.send(state.restarts);
@@ -350,7 +375,15 @@ impl Actor for NodeSupervisor {
                 state.deployed.retain(|p| {
                     !(p.id() == id && version.as_ref().is_none_or(|want| p.version() == want))
                 });
-                let removed = ractor::call!(state.registry, RegistryMsg::Undeploy, id, version)?;
+                let removed = ractor::call_t!(
+                    state.registry,
+                    RegistryMsg::Undeploy,
+                    CALL_TIMEOUT_MS,
+                    id,
+                    version
+                )
+                .map_err(|e| format!("program registry: {e}"))
+                .and_then(|removed| removed);
                 let _ = reply.send(removed);
             }
         }

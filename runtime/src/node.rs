@@ -19,7 +19,7 @@ use eyeflow_actors::ports::{
 };
 use eyeflow_actors::scheduler::{Admission, Scheduler, SchedulerConfig};
 use eyeflow_actors::supervision::{
-    NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
+    CALL_TIMEOUT_MS, NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
 };
 use eyeflow_ir::pb::TriggerKind;
 use eyeflow_ir::{Limits, keys};
@@ -702,8 +702,11 @@ impl Node {
         let deployed = Arc::new(program);
         self.inner
             .actors
-            .block_on(async move { ractor::call!(supervisor, NodeMsg::Deploy, deployed) })
-            .map_err(actor_error)?;
+            .block_on(async move {
+                ractor::call_t!(supervisor, NodeMsg::Deploy, CALL_TIMEOUT_MS, deployed)
+            })
+            .map_err(actor_error)?
+            .map_err(|reason| Error::Node { reason })?;
         // Resolve once through the actors (proves the program actor serves it), then cache.
         let served = self
             .lookup(&info.id, Some(&info.version))
@@ -721,9 +724,9 @@ impl Node {
     pub fn programs(&self) -> Vec<ProgramInfo> {
         let supervisor = self.inner.supervisor.clone();
         let listed = self.inner.actors.block_on(async move {
-            let registry =
-                ractor::call!(supervisor, NodeMsg::Registry).map_err(|e| e.to_string())?;
-            ractor::call!(registry, RegistryMsg::List).map_err(|e| e.to_string())
+            let registry = ractor::call_t!(supervisor, NodeMsg::Registry, CALL_TIMEOUT_MS)
+                .map_err(|e| e.to_string())?;
+            ractor::call_t!(registry, RegistryMsg::List, CALL_TIMEOUT_MS).map_err(|e| e.to_string())
         });
         let stored = lock(&self.inner.stored);
         listed
@@ -784,12 +787,12 @@ impl Node {
         let supervisor = self.inner.supervisor.clone();
         let (id, version) = (id.to_owned(), version.map(str::to_owned));
         let found = self.inner.actors.block_on(async move {
-            let registry =
-                ractor::call!(supervisor, NodeMsg::Registry).map_err(|e| e.to_string())?;
-            match ractor::call!(registry, RegistryMsg::Find, id, version)
+            let registry = ractor::call_t!(supervisor, NodeMsg::Registry, CALL_TIMEOUT_MS)
+                .map_err(|e| e.to_string())?;
+            match ractor::call_t!(registry, RegistryMsg::Find, CALL_TIMEOUT_MS, id, version)
                 .map_err(|e| e.to_string())?
             {
-                Some(actor) => ractor::call!(actor, ProgramMsg::Get)
+                Some(actor) => ractor::call_t!(actor, ProgramMsg::Get, CALL_TIMEOUT_MS)
                     .map(Some)
                     .map_err(|e| e.to_string()),
                 None => Ok(None),
@@ -830,8 +833,17 @@ impl Node {
         let removed = self
             .inner
             .actors
-            .block_on(async move { ractor::call!(supervisor, NodeMsg::Undeploy, pid, pversion) })
-            .map_err(actor_error)?;
+            .block_on(async move {
+                ractor::call_t!(
+                    supervisor,
+                    NodeMsg::Undeploy,
+                    CALL_TIMEOUT_MS,
+                    pid,
+                    pversion
+                )
+            })
+            .map_err(actor_error)?
+            .map_err(|reason| Error::Node { reason })?;
         self.inner
             .resolved
             .write()
