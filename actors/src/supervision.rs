@@ -116,6 +116,30 @@ pub enum RegistryMsg {
     /// Stops and forgets program `id` (one version, or all when `None`); replies with how
     /// many versions were removed.
     Undeploy(String, Option<String>, RpcReplyPort<Result<usize, String>>),
+    /// The registry and its program actors, as [`ActorInfo`]s under `node/registry`.
+    Tree(RpcReplyPort<Vec<ActorInfo>>),
+    /// Crash the program actor `id@version` (its registry restarts it); replies whether it
+    /// exists.
+    CrashProgram(String, RpcReplyPort<bool>),
+    /// Crash the registry itself (the node supervisor restarts it).
+    Crash,
+}
+
+/// One live actor of the tree, as `GET /api/actors` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ActorInfo {
+    /// Slash-separated from `node`: `node`, `node/registry`, `node/registry/<id>@<version>`.
+    pub path: String,
+    /// `node`, `registry` or `program`.
+    pub kind: &'static str,
+    /// How many times its supervisor restarted it.
+    pub restarts: u64,
+    /// A program actor's program id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// A program actor's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The registry: one supervised actor per deployed program version.
@@ -130,6 +154,8 @@ pub struct RegistryState {
     actors: BTreeMap<(String, semver::Version), ActorRef<ProgramMsg>>,
     budget: RestartBudget,
     restarts: u64,
+    /// Restarts of each program actor.
+    restarted: BTreeMap<(String, semver::Version), u64>,
 }
 
 fn version_of(program: &Program) -> semver::Version {
@@ -162,6 +188,7 @@ impl Actor for ProgramRegistry {
             actors: BTreeMap::new(),
             budget: RestartBudget::default(),
             restarts: 0,
+            restarted: BTreeMap::new(),
         };
         for program in programs {
             let key = (program.id().to_owned(), version_of(&program));
@@ -228,6 +255,34 @@ impl Actor for ProgramRegistry {
                 }
                 let _ = reply.send(Ok(removed.len()));
             }
+            RegistryMsg::Tree(reply) => {
+                let mut tree = vec![ActorInfo {
+                    path: "node/registry".to_owned(),
+                    kind: "registry",
+                    restarts: 0,
+                    program: None,
+                    version: None,
+                }];
+                tree.extend(state.actors.keys().map(|key| ActorInfo {
+                    path: format!("node/registry/{}@{}", key.0, key.1),
+                    kind: "program",
+                    restarts: state.restarted.get(key).copied().unwrap_or(0),
+                    program: Some(key.0.clone()),
+                    version: Some(key.1.to_string()),
+                }));
+                let _ = reply.send(tree);
+            }
+            RegistryMsg::CrashProgram(name, reply) => {
+                let found = state
+                    .actors
+                    .iter()
+                    .find(|((id, version), _)| format!("{id}@{version}") == name);
+                if let Some((_, actor)) = found {
+                    let _ = actor.cast(ProgramMsg::Crash);
+                }
+                let _ = reply.send(found.is_some());
+            }
+            RegistryMsg::Crash => panic!("the program registry crashed on request"),
         }
         Ok(())
     }
@@ -253,6 +308,7 @@ impl Actor for ProgramRegistry {
         if let Some(program) = state.specs.get(&key).cloned() {
             match Self::spawn(&myself, program).await {
                 Ok(actor) => {
+                    *state.restarted.entry(key.clone()).or_insert(0) += 1;
                     state.actors.insert(key, actor);
                     state.restarts += 1;
                 }
@@ -292,6 +348,11 @@ pub enum NodeMsg {
     /// Undeploys program `id` (one version, or every version when `None`); replies with
     /// how many versions were removed.
     Undeploy(String, Option<String>, RpcReplyPort<Result<usize, String>>),
+    /// Every live actor of the tree.
+    Tree(RpcReplyPort<Result<Vec<ActorInfo>, String>>),
+    /// Crashes the actor at `path` as a bug would, so that its supervisor restarts it
+    /// (`node/registry` or `node/registry/<id>@<version>`); why not, otherwise.
+    Restart(String, RpcReplyPort<Result<(), String>>),
 }
 
 /// The node supervisor: restarts the program registry (with every deployed program) when
@@ -385,6 +446,55 @@ impl Actor for NodeSupervisor {
                 .map_err(|e| format!("program registry: {e}"))
                 .and_then(|removed| removed);
                 let _ = reply.send(removed);
+            }
+            NodeMsg::Tree(reply) => {
+                let tree = ractor::call_t!(state.registry, RegistryMsg::Tree, CALL_TIMEOUT_MS)
+                    .map(|mut below| {
+                        if let Some(registry) = below.first_mut() {
+                            registry.restarts = state.restarts;
+                        }
+                        let mut tree = vec![ActorInfo {
+                            path: "node".to_owned(),
+                            kind: "node",
+                            restarts: 0,
+                            program: None,
+                            version: None,
+                        }];
+                        tree.append(&mut below);
+                        tree
+                    })
+                    .map_err(|e| format!("program registry: {e}"));
+                let _ = reply.send(tree);
+            }
+            NodeMsg::Restart(path, reply) => {
+                let answer = match path.as_str() {
+                    "node" => Err(
+                        "`node` is the root of the tree: restarting it means restarting the process"
+                            .to_owned(),
+                    ),
+                    "node/registry" => state
+                        .registry
+                        .cast(RegistryMsg::Crash)
+                        .map_err(|e| format!("program registry: {e}")),
+                    other => match other.strip_prefix("node/registry/") {
+                        Some(name) => ractor::call_t!(
+                            state.registry,
+                            RegistryMsg::CrashProgram,
+                            CALL_TIMEOUT_MS,
+                            name.to_owned()
+                        )
+                        .map_err(|e| format!("program registry: {e}"))
+                        .and_then(|found| {
+                            if found {
+                                Ok(())
+                            } else {
+                                Err(format!("no actor at `{other}`"))
+                            }
+                        }),
+                        None => Err(format!("no actor at `{other}`")),
+                    },
+                };
+                let _ = reply.send(answer);
             }
         }
         Ok(())

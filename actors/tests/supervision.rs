@@ -64,8 +64,12 @@ async fn crashed_program_actors_are_restarted_then_the_registry_is() {
         },
     };
     let (node, _handle) = Actor::spawn(None, supervisor, ()).await.unwrap();
-    call!(node, NodeMsg::Deploy, program("1.0.0")).unwrap().expect("deployed");
-    call!(node, NodeMsg::Deploy, program("1.1.0")).unwrap().expect("deployed");
+    call!(node, NodeMsg::Deploy, program("1.0.0"))
+        .unwrap()
+        .expect("deployed");
+    call!(node, NodeMsg::Deploy, program("1.1.0"))
+        .unwrap()
+        .expect("deployed");
 
     let actor = find(&node).await.expect("deployed");
     let got = call!(actor, ProgramMsg::Get).unwrap();

@@ -134,6 +134,15 @@ enum Command {
         #[command(subcommand)]
         command: crate::node_cmd::TokensCommand,
     },
+    /// The supervision tree of a running node (one line per live actor: path, kind,
+    /// restarts); `--restart PATH` crashes that actor so that its supervisor restarts it.
+    Actors {
+        #[command(flatten)]
+        remote: crate::node_cmd::Remote,
+        /// Crash the actor at this path (`node/registry`, `node/registry/<id>@<version>`).
+        #[arg(long)]
+        restart: Option<String>,
+    },
     /// Deploy a signed program to a running node.
     Deploy {
         /// The signed program file.
@@ -420,6 +429,21 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Demo(args) => demo(args),
         Command::Node(args) => crate::node_cmd::node(args),
         Command::Tokens { command } => crate::node_cmd::tokens(command),
+        Command::Actors { remote, restart } => {
+            match restart {
+                Some(path) => remote.send(
+                    reqwest::Method::POST,
+                    "/api/actors/restart",
+                    Some((
+                        "application/json",
+                        serde_json::json!({ "path": path }).to_string().into_bytes(),
+                    )),
+                    &[],
+                )?,
+                None => remote.send(reqwest::Method::GET, "/api/actors", None, &[])?,
+            };
+            Ok(())
+        }
         Command::Deploy { program, remote } => {
             let bytes = read_program(&program)?;
             remote

@@ -1263,6 +1263,38 @@ impl Node {
         Ok(())
     }
 
+    /// Every live actor of the supervision tree.
+    pub fn actors(&self) -> Result<Vec<eyeflow_actors::supervision::ActorInfo>> {
+        let supervisor = self.inner.supervisor.clone();
+        self.inner
+            .actors
+            .block_on(async move { ractor::call_t!(supervisor, NodeMsg::Tree, CALL_TIMEOUT_MS) })
+            .map_err(actor_error)?
+            .map_err(|reason| Error::Node { reason })
+    }
+
+    /// Crashes the actor at `path` so that its supervisor restarts it (an operator's tool,
+    /// and how tests inject faults).
+    pub fn restart_actor(&self, path: &str) -> Result<()> {
+        if !self.actors()?.iter().any(|actor| actor.path == path) {
+            return Err(Error::NotFound {
+                what: format!("actor `{path}`"),
+            });
+        }
+        let supervisor = self.inner.supervisor.clone();
+        let asked = path.to_owned();
+        self.inner
+            .actors
+            .block_on(async move {
+                ractor::call_t!(supervisor, NodeMsg::Restart, CALL_TIMEOUT_MS, asked)
+            })
+            .map_err(actor_error)?
+            .map_err(|reason| Error::Conflict {
+                what: format!("restart {path}"),
+                reason,
+            })
+    }
+
     /// The node id written into audit entries.
     pub fn node_id(&self) -> &str {
         &self.inner.config.node_id

@@ -419,6 +419,27 @@ pub(crate) async fn audit(state: State, query: web::Query<AuditQuery>) -> Reply 
     })))
 }
 
+pub(crate) async fn actors(state: State) -> Reply {
+    let node = state.node.clone();
+    let tree = blocking(move || node.actors()).await?;
+    Ok(HttpResponse::Ok().json(tree))
+}
+
+/// Body of `POST /api/actors/restart`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestartActor {
+    path: String,
+}
+
+pub(crate) async fn restart_actor(state: State, payload: web::Payload) -> Reply {
+    let asked: RestartActor = read_json(&state, payload).await?;
+    let node = state.node.clone();
+    let path = asked.path.clone();
+    blocking(move || node.restart_actor(&path)).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "restarting": asked.path })))
+}
+
 pub(crate) async fn audit_checkpoint(state: State) -> Reply {
     let node = state.node.clone();
     let checkpoint = blocking(move || node.checkpoint()).await?;

@@ -1,0 +1,132 @@
+//! The supervision tree of a real node: listed by `GET /api/actors` (and `eyeflow actors`),
+//! actors crashed through `POST /api/actors/restart` come back, and every event accepted
+//! meanwhile ends in exactly one finished execution.
+
+use std::time::Duration;
+
+use eyeflow_tests::eventually;
+use eyeflow_tests::node::Workdir;
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+const PLAIN: &str = r#"
+id: plain
+version: 1.0.0
+triggers:
+  - {kind: webhook, source: plain}
+instructions:
+  - {id: sum, op: EVAL, expression: "event.a + 1", next: done}
+  - {id: done, op: RETURN, expression: "sum"}
+"#;
+
+fn tree(work: &Workdir, url: &str) -> Vec<Value> {
+    let text = work.eyeflow(&["actors", "--node", url, "--token", &work.admin]);
+    serde_json::from_str::<Value>(&text)
+        .expect("a JSON array")
+        .as_array()
+        .cloned()
+        .expect("array")
+}
+
+fn restarts(tree: &[Value], path: &str) -> Option<u64> {
+    tree.iter()
+        .find(|a| a["path"] == path)
+        .and_then(|a| a["restarts"].as_u64())
+}
+
+#[test]
+fn crashed_actors_come_back_and_no_accepted_event_is_lost() {
+    let work = Workdir::new("");
+    let (node, url) = work.start();
+    work.deploy(&url, PLAIN);
+    let program = "node/registry/plain@1.0.0";
+    let listed = tree(&work, &url);
+    let kinds: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap_or(""),
+                a["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("node", "node"),
+            ("node/registry", "registry"),
+            (program, "program")
+        ]
+    );
+
+    let mut accepted = Vec::new();
+    let mut send = |n: u32| {
+        if let Some(id) = work.send(&url, "plain", &format!("e-{n}"), &json!({"a": n})) {
+            accepted.push((n, id));
+        }
+    };
+    for n in 0..20 {
+        send(n);
+    }
+    work.eyeflow(&[
+        "actors",
+        "--node",
+        &url,
+        "--token",
+        &work.admin,
+        "--restart",
+        program,
+    ]);
+    eventually("the program actor restarted", PATIENCE, || {
+        (restarts(&tree(&work, &url), program)? == 1).then_some(())
+    });
+    for n in 20..40 {
+        send(n);
+    }
+    work.eyeflow(&[
+        "actors",
+        "--node",
+        &url,
+        "--token",
+        &work.admin,
+        "--restart",
+        "node/registry",
+    ]);
+    eventually("the registry restarted with its programs", PATIENCE, || {
+        let listed = tree(&work, &url);
+        (restarts(&listed, "node/registry")? == 1 && restarts(&listed, program).is_some())
+            .then_some(())
+    });
+    for n in 40..60 {
+        send(n);
+    }
+    assert_eq!(accepted.len(), 60, "every event was accepted");
+    for (n, id) in &accepted {
+        let view = eventually(&format!("execution {id} finished"), PATIENCE, || {
+            work.execution(&url, id)
+                .filter(|v| v["outcome"].is_object())
+        });
+        assert_eq!(view["outcome"]["value"], json!(n + 1), "{view}");
+    }
+    let counts = work.counts(&url).expect("counts");
+    assert_eq!(counts["executions"], 60, "{counts}");
+    assert_eq!(counts["finished"], 60, "{counts}");
+
+    // The root cannot be restarted, an unknown path is not found.
+    let client = reqwest::blocking::Client::new();
+    let restart = |path: &str| {
+        client
+            .post(format!("{url}/api/actors/restart"))
+            .bearer_auth(&work.admin)
+            .header("content-type", "application/json")
+            .body(json!({ "path": path }).to_string())
+            .send()
+            .expect("answer")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(restart("node"), 409);
+    assert_eq!(restart("node/registry/nope@1.0.0"), 404);
+    work.stop(node);
+}
