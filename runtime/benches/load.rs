@@ -6,7 +6,10 @@
 //! `/api/events/boiler-1-pressure` for `EYEFLOW_LOAD_SECS` seconds (default 60), each with
 //! its own event id. Then the node drains (SIGTERM) and the bench reads its data directory:
 //! every 202 must be one journaled, finished execution (zero lost), and the latency from
-//! acceptance to the execution's last audit entry gives p50/p99. `EYEFLOW_LOAD_CONFIG` names
+//! acceptance to the execution's last audit entry gives p50/p99. It reports *completed*
+//! executions per second (from the first acceptance to the last end), how every execution
+//! ended (completed, failed by class), how many were admitted past their `max_wait`, the
+//! requests refused as `overloaded` (503), and the node's peak RSS. `EYEFLOW_LOAD_CONFIG` names
 //! a TOML file whose sections are appended to the node's config (e.g. Redis, Kafka,
 //! OpenBao backends).
 
@@ -130,11 +133,13 @@ fn main() {
     );
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let overloaded = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|c| {
             let (accepted, refused, stop) = (accepted.clone(), refused.clone(), stop.clone());
+            let overloaded = overloaded.clone();
             let (url, token) = (url.clone(), operator.clone());
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::new();
@@ -151,6 +156,9 @@ fn main() {
                     match response {
                         Ok(r) if r.status().as_u16() == 202 => {
                             accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) if r.status().as_u16() == 503 => {
+                            overloaded.fetch_add(1, Ordering::Relaxed);
                         }
                         _ => {
                             refused.fetch_add(1, Ordering::Relaxed);
@@ -169,8 +177,21 @@ fn main() {
     let accepted = accepted.load(Ordering::Relaxed);
     let refused = refused.load(Ordering::Relaxed);
 
-    // Drain, then read the record of truth.
+    // Peak RSS of the node so far (the load is over; the drain only finishes work).
     let pid = child.id().to_string();
+    let peak_rss_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    // Drain, then read the record of truth.
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -202,10 +223,46 @@ fn main() {
         }
     }
     latencies.sort_unstable();
+    // How each execution ended, and which were admitted late.
+    let mut ended: std::collections::BTreeMap<String, u64> = Default::default();
+    let (mut first_accepted, mut last_end) = (u64::MAX, 0u64);
+    let mut late = 0u64;
+    for (execution, end) in &last {
+        let Some((event, steps, outcome)) = journal.execution(execution).expect("execution") else {
+            continue;
+        };
+        first_accepted = first_accepted.min(event.accepted_at_ms);
+        last_end = last_end.max(*end);
+        if steps.iter().any(|s| {
+            matches!(&s.outcome, eyeflow_actors::ports::StepOutcome::Failed { message, .. }
+                if message.contains("for a worker"))
+        }) {
+            late += 1;
+        }
+        let name = match outcome {
+            Some(eyeflow_actors::ports::ExecutionOutcome::Completed { .. }) => {
+                "completed".to_owned()
+            }
+            Some(eyeflow_actors::ports::ExecutionOutcome::Failed { class, .. }) => {
+                format!("failed:{class}")
+            }
+            Some(eyeflow_actors::ports::ExecutionOutcome::Rejected { .. }) => "rejected".to_owned(),
+            None => "unfinished".to_owned(),
+        };
+        *ended.entry(name).or_default() += 1;
+    }
+    let completed = ended.get("completed").copied().unwrap_or(0);
+    let span_s = (last_end.saturating_sub(first_accepted) as f64 / 1000.0).max(0.001);
     println!(
-        "accepted {accepted} events in {:.1} s = {:.0} events/s; refused/failed requests {refused}",
+        "accepted {accepted} events in {:.1} s = {:.0} events/s; 503 overloaded {}; other refused/failed requests {refused}",
         elapsed.as_secs_f64(),
-        accepted as f64 / elapsed.as_secs_f64()
+        accepted as f64 / elapsed.as_secs_f64(),
+        overloaded.load(Ordering::Relaxed)
+    );
+    println!(
+        "completed {completed} executions in {span_s:.1} s = {:.0} completed/s; ended: {ended:?}; admitted past max_wait: {late}; node peak RSS {} MiB",
+        completed as f64 / span_s,
+        peak_rss_kib / 1024
     );
     println!(
         "journal: {} executions, {} finished, {} pending; lost {}",
