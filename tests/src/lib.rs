@@ -7,6 +7,20 @@ pub mod servers;
 
 use std::time::{Duration, Instant};
 
+/// Copies directory `from` to `to` (a data directory, say), recursively.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
 /// Calls `f` until it returns `Some`, or panics after `timeout` naming `what` (tests poll
 /// for a condition; they never sleep and then assert).
 pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

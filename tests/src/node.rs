@@ -36,6 +36,18 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// A rule that only computes (webhook `plain`, `{"a": n}` → `n + 1`): the healthy program
+/// beside the one a test stresses.
+pub const PLAIN_RULE: &str = r#"
+id: plain
+version: 1.0.0
+triggers:
+  - {kind: webhook, source: plain}
+instructions:
+  - {id: sum, op: EVAL, expression: "event.a + 1", next: done}
+  - {id: done, op: RETURN, expression: "sum"}
+"#;
+
 /// A node's working directory for one test: `admin.key`/`admin.pub` trusted by the data
 /// directory `data`, `node.toml`, and admin and operator tokens.
 pub struct Workdir {

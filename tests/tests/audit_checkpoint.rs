@@ -7,19 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use eyeflow_tests::copy_dir;
 use eyeflow_tests::eventually;
-use eyeflow_tests::node::{Workdir, binary, start};
+use eyeflow_tests::node::{PLAIN_RULE, Workdir, binary, start};
 use serde_json::{Value, json};
-
-const RULE: &str = r#"
-id: tally
-version: 1.0.0
-triggers:
-  - {kind: webhook, source: tally}
-instructions:
-  - {id: sum, op: EVAL, expression: "event.a + 1", next: done}
-  - {id: done, op: RETURN, expression: "sum"}
-"#;
 
 fn verify(dir: &Path, data: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -41,7 +32,7 @@ fn verify(dir: &Path, data: &str, extra: &[&str]) -> std::process::Output {
 fn run_events(work: &Workdir, url: &str, from: u32, to: u32) {
     for n in from..to {
         let id = work
-            .send(url, "tally", &format!("e-{n}"), &json!({"a": n}))
+            .send(url, "plain", &format!("e-{n}"), &json!({"a": n}))
             .expect("accepted");
         let view = eventually("the execution finishes", Duration::from_secs(60), || {
             work.execution(url, &id)
@@ -49,6 +40,20 @@ fn run_events(work: &Workdir, url: &str, from: u32, to: u32) {
         });
         assert_eq!(view["outcome"]["value"], json!(n + 1), "{view}");
     }
+}
+
+/// `eyeflow audit checkpoint` against the node at `url`, written to `file`; its output.
+fn checkpoint(work: &Workdir, url: &str, file: &str) -> String {
+    work.eyeflow(&[
+        "audit",
+        "checkpoint",
+        "--node",
+        url,
+        "--token",
+        &work.operator,
+        "-o",
+        file,
+    ])
 }
 
 #[test]
@@ -65,18 +70,9 @@ fn checkpoints_kept_outside_the_node_catch_a_rolled_back_store() {
     .expect("config");
 
     let (node, url) = start(&binary(), dir, "warn");
-    work.deploy(&url, RULE);
+    work.deploy(&url, PLAIN_RULE);
     run_events(&work, &url, 0, 3);
-    let first = work.eyeflow(&[
-        "audit",
-        "checkpoint",
-        "--node",
-        &url,
-        "--token",
-        &work.operator,
-        "-o",
-        "first.json",
-    ]);
+    let first = checkpoint(&work, &url, "first.json");
     let first: Value = serde_json::from_str(&first).expect("checkpoint JSON");
     assert!(first["index"].as_u64().is_some(), "{first}");
     work.stop(node);
@@ -90,16 +86,7 @@ fn checkpoints_kept_outside_the_node_catch_a_rolled_back_store() {
 
     let (node, url) = start(&binary(), dir, "warn");
     run_events(&work, &url, 3, 6);
-    work.eyeflow(&[
-        "audit",
-        "checkpoint",
-        "--node",
-        &url,
-        "--token",
-        &work.operator,
-        "-o",
-        "second.json",
-    ]);
+    checkpoint(&work, &url, "second.json");
     work.stop(node);
 
     // The store holds both checkpoints' entries: verified against each.
@@ -161,17 +148,4 @@ fn checkpoints_kept_outside_the_node_catch_a_rolled_back_store() {
         .output()
         .expect("eyeflow runs");
     assert!(!out.status.success(), "another key's checkpoint passed");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }

@@ -5,20 +5,10 @@
 use std::time::Duration;
 
 use eyeflow_tests::eventually;
-use eyeflow_tests::node::Workdir;
+use eyeflow_tests::node::{PLAIN_RULE, Workdir};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-const PLAIN: &str = r#"
-id: plain
-version: 1.0.0
-triggers:
-  - {kind: webhook, source: plain}
-instructions:
-  - {id: sum, op: EVAL, expression: "event.a + 1", next: done}
-  - {id: done, op: RETURN, expression: "sum"}
-"#;
 
 fn tree(work: &Workdir, url: &str) -> Vec<Value> {
     let text = work.eyeflow(&["actors", "--node", url, "--token", &work.admin]);
@@ -27,6 +17,19 @@ fn tree(work: &Workdir, url: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .expect("array")
+}
+
+/// `eyeflow actors --restart PATH` against the node at `url`.
+fn crash(work: &Workdir, url: &str, path: &str) {
+    work.eyeflow(&[
+        "actors",
+        "--node",
+        url,
+        "--token",
+        &work.admin,
+        "--restart",
+        path,
+    ]);
 }
 
 fn restarts(tree: &[Value], path: &str) -> Option<u64> {
@@ -39,7 +42,7 @@ fn restarts(tree: &[Value], path: &str) -> Option<u64> {
 fn crashed_actors_come_back_and_no_accepted_event_is_lost() {
     let work = Workdir::new("");
     let (node, url) = work.start();
-    work.deploy(&url, PLAIN);
+    work.deploy(&url, PLAIN_RULE);
     let program = "node/registry/plain@1.0.0";
     let listed = tree(&work, &url);
     let kinds: Vec<(&str, &str)> = listed
@@ -69,30 +72,14 @@ fn crashed_actors_come_back_and_no_accepted_event_is_lost() {
     for n in 0..20 {
         send(n);
     }
-    work.eyeflow(&[
-        "actors",
-        "--node",
-        &url,
-        "--token",
-        &work.admin,
-        "--restart",
-        program,
-    ]);
+    crash(&work, &url, program);
     eventually("the program actor restarted", PATIENCE, || {
         (restarts(&tree(&work, &url), program)? == 1).then_some(())
     });
     for n in 20..40 {
         send(n);
     }
-    work.eyeflow(&[
-        "actors",
-        "--node",
-        &url,
-        "--token",
-        &work.admin,
-        "--restart",
-        "node/registry",
-    ]);
+    crash(&work, &url, "node/registry");
     eventually("the registry restarted with its programs", PATIENCE, || {
         let listed = tree(&work, &url);
         (restarts(&listed, "node/registry")? == 1 && restarts(&listed, program).is_some())

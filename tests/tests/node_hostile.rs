@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use eyeflow_tests::eventually;
-use eyeflow_tests::node::Workdir;
+use eyeflow_tests::node::{PLAIN_RULE, Workdir};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -28,16 +28,6 @@ triggers:
   - {kind: webhook, source: sleepy}
 instructions:
   - {id: nap, op: CALL_ACTION, capability: fixture-hostile, action: sleep, params: {ms: "20000"}, timeout_ms: 200}
-"#;
-
-const PLAIN: &str = r#"
-id: plain
-version: 1.0.0
-triggers:
-  - {kind: webhook, source: plain}
-instructions:
-  - {id: sum, op: EVAL, expression: "event.a + 1", next: done}
-  - {id: done, op: RETURN, expression: "sum"}
 "#;
 
 const FLOOD: &str = r#"
@@ -66,7 +56,7 @@ fn a_deep_result_fails_its_execution_and_the_node_always_restarts() {
     let (node, url) = work.start();
     work.install(&url, "fixture-hostile", &[]);
     work.deploy(&url, DEEP);
-    work.deploy(&url, PLAIN);
+    work.deploy(&url, PLAIN_RULE);
     // 127 levels: under the plugin host's JSON parser limit, past the executor's bound.
     let id = work
         .send(&url, "deep", "d-1", &json!({"depth": 127}))
@@ -109,7 +99,7 @@ fn a_sleeping_plugin_stops_at_its_deadline_and_others_run_meanwhile() {
     let (node, url) = work.start();
     work.install(&url, "fixture-hostile", &[]);
     work.deploy(&url, SLEEPY);
-    work.deploy(&url, PLAIN);
+    work.deploy(&url, PLAIN_RULE);
     let sleepers: Vec<String> = (0..4)
         .map(|n| {
             work.send(&url, "sleepy", &format!("s-{n}"), &json!({}))
@@ -143,7 +133,7 @@ fn a_flooding_source_journals_nothing_and_the_node_serves_on() {
     let (node, url) = work.start();
     work.install(&url, "fixture-flood", &[]);
     work.deploy(&url, FLOOD);
-    work.deploy(&url, PLAIN);
+    work.deploy(&url, PLAIN_RULE);
     // Polls come and are refused (10,000 events for 100 asked) while a plain program runs.
     let id = work
         .send(&url, "plain", "p-1", &json!({"a": 1}))

@@ -506,41 +506,17 @@ impl<'a> Run<'a> {
                 ),
             );
             let now = self.fx.clock.now_ms();
-            self.record(
-                idx,
-                &path,
-                1,
-                StepOutcome::Failed {
-                    class: class_name(failure.class).to_owned(),
-                    message: failure.message.clone(),
-                },
-                None,
-                now,
-                &Value::Null,
-            )?;
-            return self.conclude(idx, &path, prefix, 1, Decision::Fail, failure);
+            return self.refuse(idx, (&path, prefix), now, failure, Decision::Fail);
         }
         if attempt == 0
             && let Some(message) = self.late.take()
         {
             // Admitted past max_wait: this instruction fails `timeout` at once and takes its
             // fallback (no retry: waiting again would only be later).
-            let failure = Failure::new(ErrorClass::Timeout, message);
             let decision = ins.policy.decide(ErrorClass::Timeout, u32::MAX, true);
+            let failure = Failure::new(ErrorClass::Timeout, message);
             let now = self.fx.clock.now_ms();
-            self.record(
-                idx,
-                &path,
-                1,
-                StepOutcome::Failed {
-                    class: class_name(failure.class).to_owned(),
-                    message: failure.message.clone(),
-                },
-                decision.name(),
-                now,
-                &Value::Null,
-            )?;
-            return self.conclude(idx, &path, prefix, 1, decision, failure);
+            return self.refuse(idx, (&path, prefix), now, failure, decision);
         }
         if ins.opcode == IrOpcode::Loop {
             self.fx.boundary.checkpoint(
@@ -732,6 +708,31 @@ impl<'a> Run<'a> {
             // The event sink drops a repeated key; a cluster STORE puts the same value.
             _ => OnResume::Reissue,
         }
+    }
+
+    /// Fails instruction `idx` as one attempt started at `started` (journaled and audited
+    /// as failed with `decision`'s name), then applies `decision`.
+    fn refuse(
+        &mut self,
+        idx: usize,
+        (path, prefix): (&str, &str),
+        started: u64,
+        failure: Failure,
+        decision: Decision,
+    ) -> Result<Resolved, Stop> {
+        self.record(
+            idx,
+            path,
+            1,
+            StepOutcome::Failed {
+                class: class_name(failure.class).to_owned(),
+                message: failure.message.clone(),
+            },
+            decision.name(),
+            started,
+            &Value::Null,
+        )?;
+        self.conclude(idx, path, prefix, 1, decision, failure)
     }
 
     /// Applies a final decision (journaled as the last failed attempt's fallback).
@@ -942,18 +943,6 @@ impl<'a> Run<'a> {
         } else {
             Decision::Fail
         };
-        self.record(
-            idx,
-            path,
-            1,
-            StepOutcome::Failed {
-                class: class_name(failure.class).to_owned(),
-                message: failure.message.clone(),
-            },
-            decision.name(),
-            started,
-            &Value::Null,
-        )?;
-        self.conclude(idx, path, prefix, 1, decision, failure)
+        self.refuse(idx, (path, prefix), started, failure, decision)
     }
 }

@@ -774,8 +774,8 @@ fn fingerprint(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
     files
 }
 
-#[test]
-fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_never_writes() {
+/// A directory holding `data`, the data directory of a demo run of `events` events.
+fn demo_dir(events: u32) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let out = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
@@ -784,12 +784,18 @@ fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_n
             "--data-dir",
             &data.display().to_string(),
             "--events",
-            "12",
+            &events.to_string(),
         ])
         .current_dir(repo_root())
         .output()
         .expect("demo");
     assert!(out.status.success(), "{}", stderr(&out));
+    (dir, data)
+}
+
+#[test]
+fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_never_writes() {
+    let (dir, data) = demo_dir(12);
     let head_out = eyeflow(&["audit", "head", "--data-dir", "data"], dir.path());
     assert!(head_out.status.success(), "{}", stderr(&head_out));
     let head = stdout(&head_out).trim().to_owned();
@@ -825,7 +831,7 @@ fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_n
             let offset = len * step / 3 + len / 7;
             let work = tempfile::tempdir().expect("temp dir");
             let copy = work.path().join("data");
-            copy_dir(&data, &copy);
+            eyeflow_tests::copy_dir(&data, &copy);
             let target = copy.join(file.strip_prefix(&data).expect("under data"));
             let mut bytes = std::fs::read(&target).expect("read");
             let at = usize::try_from(offset.min(len - 1)).expect("offset");
@@ -870,20 +876,7 @@ fn audit_verify_with_a_head_kept_elsewhere_never_passes_with_fewer_entries_and_n
 
 #[test]
 fn a_store_that_lost_durable_records_is_refused_until_an_audited_repair() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_eyeflow"))
-        .args([
-            "demo",
-            "--data-dir",
-            &data.display().to_string(),
-            "--events",
-            "6",
-        ])
-        .current_dir(repo_root())
-        .output()
-        .expect("demo");
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (dir, data) = demo_dir(6);
     let head = stdout(&eyeflow(
         &["audit", "head", "--data-dir", "data"],
         dir.path(),
@@ -955,18 +948,4 @@ fn a_store_that_lost_durable_records_is_refused_until_an_audited_repair() {
         "{}",
         stderr(&out)
     );
-}
-
-/// Copies directory `from` to `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
