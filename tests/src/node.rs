@@ -59,6 +59,28 @@ pub struct Workdir {
     /// An operator token.
     pub operator: String,
     client: reqwest::blocking::Client,
+    /// Nodes started here: killed when the test ends, even by a panic (a node left running
+    /// would hold the test's output open and hang the run).
+    started: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let pids = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for pid in pids.iter() {
+            // Only if it is still our node (a stopped one's pid may be reused).
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(4).any(|w| w == b"node"));
+            if ours {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }
 
 impl Workdir {
@@ -92,6 +114,7 @@ impl Workdir {
             admin,
             operator,
             client: reqwest::blocking::Client::new(),
+            started: std::sync::Mutex::default(),
         }
     }
 
@@ -105,9 +128,15 @@ impl Workdir {
         self.path().join("data")
     }
 
-    /// Starts `eyeflow node` here; returns it and its API URL.
+    /// Starts `eyeflow node` here (with the `node.toml` here); returns it and its API URL.
+    /// It is killed when this directory goes, if a test ends without stopping it.
     pub fn start(&self) -> (Child, String) {
-        start(&binary(), self.path(), "warn")
+        let (child, url) = start(&binary(), self.path(), "warn");
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(child.id());
+        (child, url)
     }
 
     /// Installs bundled plugin `name` (from `target/plugins`, signed with the test key) on

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use eyeflow_tests::copy_dir;
 use eyeflow_tests::eventually;
-use eyeflow_tests::node::{PLAIN_RULE, Workdir, binary, start};
+use eyeflow_tests::node::{PLAIN_RULE, Workdir, binary};
 use serde_json::{Value, json};
 
 fn verify(dir: &Path, data: &str, extra: &[&str]) -> std::process::Output {
@@ -69,7 +69,7 @@ fn checkpoints_kept_outside_the_node_catch_a_rolled_back_store() {
     )
     .expect("config");
 
-    let (node, url) = start(&binary(), dir, "warn");
+    let (node, url) = work.start();
     work.deploy(&url, PLAIN_RULE);
     run_events(&work, &url, 0, 3);
     let first = checkpoint(&work, &url, "first.json");
@@ -84,7 +84,7 @@ fn checkpoints_kept_outside_the_node_catch_a_rolled_back_store() {
     let rollback = dir.join("rollback");
     copy_dir(&work.data(), &rollback);
 
-    let (node, url) = start(&binary(), dir, "warn");
+    let (node, url) = work.start();
     run_events(&work, &url, 3, 6);
     checkpoint(&work, &url, "second.json");
     work.stop(node);

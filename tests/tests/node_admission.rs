@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eyeflow_tests::eventually;
-use eyeflow_tests::node::{Workdir, binary, start};
+use eyeflow_tests::node::Workdir;
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -58,7 +58,7 @@ fn a_late_execution_takes_its_fallback() {
         "[node]\ndata_dir = \"data\"\nworkers = 1\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
     )
     .expect("config");
-    let (node, url) = start(&binary(), work.path(), "warn");
+    let (node, url) = work.start();
     work.install(&url, "fixture-hostile", &[]);
     work.deploy(&url, BUSY);
     work.deploy(&url, HURRIED);
@@ -119,7 +119,7 @@ fn past_its_backlog_the_node_pushes_back_and_every_accepted_event_runs() {
         "[node]\ndata_dir = \"data\"\nworkers = 1\nmax_backlog = 2\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
     )
     .expect("config");
-    let (node, url) = start(&binary(), work.path(), "warn");
+    let (node, url) = work.start();
     work.install(&url, "fixture-hostile", &[]);
     work.deploy(&url, BUSY);
     let client = reqwest::blocking::Client::new();
