@@ -164,13 +164,12 @@ pub enum Error {
         /// Why, naming the limit.
         reason: String,
     },
-    /// The node's backlog is full: the event was not journaled; send it again later.
-    #[error(
-        "node overloaded: {backlog} executions are queued or running (the limit); the event was not accepted, send it again later"
-    )]
+    /// The node's backlog is full, or would make the event wait past its `max_wait`: the
+    /// event was not journaled; send it again later.
+    #[error("node overloaded: {reason}; the event was not accepted, send it again later")]
     Overloaded {
-        /// The backlog limit reached.
-        backlog: usize,
+        /// Which limit, with figures.
+        reason: String,
     },
     /// The node could not do what was asked (journal failure, ...).
     #[error("node: {reason}")]

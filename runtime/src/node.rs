@@ -239,6 +239,10 @@ struct Inner {
     /// so two uploads of one version cannot both pass the conflict check.
     stored: Mutex<BTreeMap<(String, String), Stored>>,
     in_flight: (Mutex<usize>, Condvar),
+    /// Moving average of how long an execution holds its worker, microseconds: with the
+    /// queue's length it predicts how long new work would wait, and work that would wait
+    /// past its `max_wait` is refused ([`Error::Overloaded`]).
+    service_us: std::sync::atomic::AtomicU64,
     /// Ids of the revoked publisher keys: their deployed programs take no new event.
     revoked: std::sync::RwLock<std::collections::BTreeSet<String>>,
     /// External backends in use (empty on embedded defaults).
@@ -451,6 +455,7 @@ impl Node {
                 stored: Mutex::new(BTreeMap::new()),
                 revoked: std::sync::RwLock::new(revoked),
                 in_flight: (Mutex::new(0), Condvar::new()),
+                service_us: std::sync::atomic::AtomicU64::new(0),
                 backends: std::sync::RwLock::new(backends),
             }),
         };
@@ -961,10 +966,15 @@ impl Node {
                 reason,
             });
         }
-        // Nor is work accepted that would only wait past its max_wait.
-        let backlog = self.inner.config.max_backlog;
-        if self.in_flight() >= backlog {
-            return Err(Error::Overloaded { backlog });
+        // Nor is work accepted that would only wait past its max_wait: past the backlog
+        // limit, or while the work admitted last waited longer than this program may.
+        let (backlog, in_flight) = (self.inner.config.max_backlog, self.in_flight());
+        if in_flight >= backlog {
+            return Err(Error::Overloaded {
+                reason: format!(
+                    "{in_flight} executions are queued or running (the limit is {backlog})"
+                ),
+            });
         }
         let program = self.find(program_id, None).ok_or_else(|| Error::Refused {
             program: program_id.to_owned(),
@@ -976,6 +986,25 @@ impl Node {
                 program: format!("{}@{}", program.id(), program.version()),
                 reason: format!(
                     "it is signed by key {signer}, which has been revoked: it takes no new event"
+                ),
+            });
+        }
+        // The wait new work would have: the executions ahead of it, each holding a worker
+        // for the average service time. Past half its max_wait (a margin for what is
+        // accepted meanwhile), it is refused.
+        let workers = self.inner.config.workers.max(1);
+        let service_us = self
+            .inner
+            .service_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let ahead = u64::try_from(in_flight.saturating_sub(workers)).unwrap_or(u64::MAX);
+        let predicted_ms = ahead.saturating_mul(service_us) / (workers as u64) / 1000;
+        let may_wait =
+            u64::try_from(program.default_priority().max_wait.as_millis()).unwrap_or(u64::MAX);
+        if ahead > 0 && predicted_ms.saturating_mul(2) >= may_wait {
+            return Err(Error::Overloaded {
+                reason: format!(
+                    "{ahead} executions wait for a worker, about {predicted_ms} ms: half or more of this program's max_wait of {may_wait} ms"
                 ),
             });
         }
@@ -1092,6 +1121,7 @@ impl Node {
             level,
             max_wait,
             Box::new(move |admission: Admission| {
+                let started = Instant::now();
                 let report = if admission.late {
                     exec::execute_late(
                         &program,
@@ -1110,6 +1140,14 @@ impl Node {
                         &node.inner.effects,
                     )
                 };
+                // An execution that paused holds no worker while it waits: counted as run.
+                let held = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let average = &node.inner.service_us;
+                let old = average.load(std::sync::atomic::Ordering::Relaxed);
+                average.store(
+                    if old == 0 { held } else { (old * 7 + held) / 8 },
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 node.record(&event.program_id, &report, accepted.elapsed());
                 node.leave_flight();
             }),

@@ -142,7 +142,8 @@ impl From<Error> for ApiError {
             Error::Wasm { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_component"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        if status.is_server_error() {
+        // Pushing back (overloaded, draining) is the node working as meant, not a failure.
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!("API request failed: {message}");
         }
         Self::new(status, code, message)
