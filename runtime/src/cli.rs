@@ -766,12 +766,18 @@ fn demo(args: DemoArgs) -> CliResult {
         let reading: serde_json::Value =
             serde_json::from_str(&reading.payload).context("sensor-sim event payload")?;
         let payload = demo_payload(&reading);
-        match node.submit(
-            program,
-            &format!("{program}/{}", readings.events[i].id),
-            "demo",
-            payload,
-        )? {
+        let event_id = format!("{program}/{}", readings.events[i].id);
+        // The node refuses work it could not start in time: the demo waits, as a client
+        // told `Retry-After` would.
+        let accepted = loop {
+            match node.submit(program, &event_id, "demo", payload.clone()) {
+                Err(eyeflow_runtime::Error::Overloaded { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        match accepted {
             eyeflow_actors::ports::Accepted::New { .. } => new += 1,
             eyeflow_actors::ports::Accepted::Duplicate { .. } => duplicate += 1,
         }
