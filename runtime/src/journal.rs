@@ -157,14 +157,20 @@ impl FjallJournal {
             .transpose()
     }
 
-    /// Record counts (full scans: for status pages, not hot paths).
+    /// Record counts (full scans: for status pages, not hot paths). Counted while executions
+    /// are accepted and finish, in an order that never shows more finished (or finished and
+    /// pending) than accepted: finished first, then pending (an execution finishing in
+    /// between is counted in neither, never in both), accepted last (it only grows).
     pub fn counts(&self) -> Result<JournalCounts> {
+        let finished = self.store.count(Space::JournalOutcomes)?;
+        let pending = self.store.count(Space::JournalOpen)?;
+        let steps = self.store.count(Space::JournalSteps)?;
         let executions = self.store.count(Space::JournalExecutions)?;
         Ok(JournalCounts {
             executions,
-            pending: self.store.count(Space::JournalOpen)?,
-            finished: self.store.count(Space::JournalOutcomes)?,
-            steps: self.store.count(Space::JournalSteps)?,
+            pending,
+            finished,
+            steps,
         })
     }
 
