@@ -125,6 +125,20 @@ pub enum RegistryMsg {
     Crash,
 }
 
+/// Why an actor was not restarted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestartRefused {
+    /// No live actor has that path.
+    #[error("no actor at `{0}`")]
+    NoSuchActor(String),
+    /// The root: restarting it means restarting the process.
+    #[error("`node` is the root of the tree: restarting it means restarting the process")]
+    Root,
+    /// The registry did not answer.
+    #[error("program registry: {0}")]
+    Unavailable(String),
+}
+
 /// One live actor of the tree, as `GET /api/actors` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ActorInfo {
@@ -352,7 +366,7 @@ pub enum NodeMsg {
     Tree(RpcReplyPort<Result<Vec<ActorInfo>, String>>),
     /// Crashes the actor at `path` as a bug would, so that its supervisor restarts it
     /// (`node/registry` or `node/registry/<id>@<version>`); why not, otherwise.
-    Restart(String, RpcReplyPort<Result<(), String>>),
+    Restart(String, RpcReplyPort<Result<(), RestartRefused>>),
 }
 
 /// The node supervisor: restarts the program registry (with every deployed program) when
@@ -467,15 +481,14 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(tree);
             }
             NodeMsg::Restart(path, reply) => {
+                let unavailable =
+                    |e: &dyn std::fmt::Display| RestartRefused::Unavailable(e.to_string());
                 let answer = match path.as_str() {
-                    "node" => Err(
-                        "`node` is the root of the tree: restarting it means restarting the process"
-                            .to_owned(),
-                    ),
+                    "node" => Err(RestartRefused::Root),
                     "node/registry" => state
                         .registry
                         .cast(RegistryMsg::Crash)
-                        .map_err(|e| format!("program registry: {e}")),
+                        .map_err(|e| unavailable(&e)),
                     other => match other.strip_prefix("node/registry/") {
                         Some(name) => ractor::call_t!(
                             state.registry,
@@ -483,15 +496,13 @@ impl Actor for NodeSupervisor {
                             CALL_TIMEOUT_MS,
                             name.to_owned()
                         )
-                        .map_err(|e| format!("program registry: {e}"))
+                        .map_err(|e| unavailable(&e))
                         .and_then(|found| {
-                            if found {
-                                Ok(())
-                            } else {
-                                Err(format!("no actor at `{other}`"))
-                            }
+                            found
+                                .then_some(())
+                                .ok_or_else(|| RestartRefused::NoSuchActor(other.to_owned()))
                         }),
-                        None => Err(format!("no actor at `{other}`")),
+                        None => Err(RestartRefused::NoSuchActor(other.to_owned())),
                     },
                 };
                 let _ = reply.send(answer);

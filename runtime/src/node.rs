@@ -1314,11 +1314,7 @@ impl Node {
     /// Crashes the actor at `path` so that its supervisor restarts it (an operator's tool,
     /// and how tests inject faults).
     pub fn restart_actor(&self, path: &str) -> Result<()> {
-        if !self.actors()?.iter().any(|actor| actor.path == path) {
-            return Err(Error::NotFound {
-                what: format!("actor `{path}`"),
-            });
-        }
+        use eyeflow_actors::supervision::RestartRefused;
         let supervisor = self.inner.supervisor.clone();
         let asked = path.to_owned();
         self.inner
@@ -1327,9 +1323,14 @@ impl Node {
                 ractor::call_t!(supervisor, NodeMsg::Restart, CALL_TIMEOUT_MS, asked)
             })
             .map_err(actor_error)?
-            .map_err(|reason| Error::Conflict {
-                what: format!("restart {path}"),
-                reason,
+            .map_err(|refused| match refused {
+                RestartRefused::NoSuchActor(_) => Error::NotFound {
+                    what: format!("actor `{path}`"),
+                },
+                other => Error::Conflict {
+                    what: format!("restart {path}"),
+                    reason: other.to_string(),
+                },
             })
     }
 

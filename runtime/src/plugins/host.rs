@@ -863,7 +863,10 @@ impl PluginHost {
                 }
             })
             .unwrap_or_else(|| Err(wasmtime::format_err!("the plugin host is shut down")));
-        store.data_mut().kv.finish(outcome.is_ok());
+        let state = store.data_mut();
+        state
+            .kv
+            .finish(outcome.is_ok(), &state.services, &state.plugin_id);
         if kv == KvWrites::Persist && store.data().kv_written() {
             self.inner
                 .services

@@ -52,7 +52,8 @@ pub(crate) struct Services {
     /// How `set-if-absent` makes its batch durable before it returns.
     pub(crate) kv_durability: Durability,
     /// Held by `set-if-absent` from reading its key to writing its batch, so that two
-    /// calls cannot both find the key absent, and by a call applying its writes.
+    /// calls cannot both find the key absent. A call applying its plain writes does not take
+    /// it.
     kv_check_and_write: Mutex<()>,
     /// Per-plugin quotas of the KV store and of logs.
     pub(crate) quotas: Quotas,
@@ -294,34 +295,23 @@ pub(crate) struct KvBuffer {
     written: bool,
     /// Whether a write was refused for the plugin's quota.
     pub(crate) over_quota: bool,
-    applier: Option<(Arc<Services>, Arc<str>)>,
 }
 
 impl KvBuffer {
     /// Applies the writes (`ok`) or drops them. Applied writes are not flushed: the host
     /// or the executor's next durable journal write makes them durable.
-    pub(crate) fn finish(&mut self, ok: bool) {
-        if !ok {
+    pub(crate) fn finish(&mut self, ok: bool, services: &Services, plugin: &Arc<str>) {
+        if ok {
+            self.apply(services, plugin);
+        } else {
             self.writes.clear();
             (self.keys, self.bytes) = (0, 0);
-            return;
         }
-        let Some((services, _)) = self.applier.clone() else {
-            return;
-        };
-        let _applying = services
-            .kv_check_and_write
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.apply();
     }
 
-    /// Writes the buffered writes as one batch (the caller holds `kv_check_and_write`).
-    fn apply(&mut self) {
+    /// Writes the buffered writes of `plugin` as one batch.
+    fn apply(&mut self, services: &Services, plugin: &Arc<str>) {
         let writes = std::mem::take(&mut self.writes);
-        let Some((services, plugin)) = self.applier.clone() else {
-            return;
-        };
         if writes.is_empty() {
             return;
         }
@@ -335,9 +325,9 @@ impl KvBuffer {
         match services.store.write(batch) {
             Ok(()) => {
                 self.written = true;
-                services.add_kv_usage(&plugin, self.keys, self.bytes);
+                services.add_kv_usage(plugin, self.keys, self.bytes);
             }
-            Err(e) => tracing::error!(plugin = &*plugin, "plugin KV writes not applied: {e}"),
+            Err(e) => tracing::error!(plugin = &**plugin, "plugin KV writes not applied: {e}"),
         }
         (self.keys, self.bytes) = (0, 0);
     }
@@ -446,10 +436,6 @@ impl CallState {
             wasi.wall_clock(Stopped).monotonic_clock(Stopped);
         }
         let wasi = wasi.build();
-        let kv = KvBuffer {
-            applier: Some((services.clone(), plugin_id.clone())),
-            ..KvBuffer::default()
-        };
         Self {
             plugin_id,
             label,
@@ -458,7 +444,7 @@ impl CallState {
             deadline,
             limits,
             stderr,
-            kv,
+            kv: KvBuffer::default(),
             log_bytes: 0,
             scrubber: Scrubber::new(),
             wasi,
@@ -823,7 +809,7 @@ impl kv::Host for CallState {
             };
             if held.is_none() {
                 // One batch: the key and the writes survive a crash together or not at all.
-                self.kv.apply();
+                self.kv.apply(&services, &self.plugin_id);
             } else {
                 (self.kv.writes, self.kv.keys, self.kv.bytes) = before;
             }
