@@ -74,12 +74,17 @@ fn ms(d: Duration) -> String {
 }
 
 fn run() -> Vec<Record> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
     let scheduler = Scheduler::new(
         SchedulerConfig {
             workers: WORKERS,
             ..SchedulerConfig::default()
         },
         Arbiter::new(),
+        runtime.handle().clone(),
     );
     let (records, received) = mpsc::channel();
     let mut random = 0x9E37_79B9_7F4A_7C15_u64;
@@ -102,28 +107,30 @@ fn run() -> Vec<Record> {
             level,
             Duration::from_secs(3600),
             Box::new(move |_| {
-                let started = Instant::now();
-                let mut parks = Vec::new();
-                for _ in 0..SEGMENTS {
-                    let entered = Instant::now();
-                    boundary.checkpoint(&job_id, level, true);
-                    let left = Instant::now();
-                    if left - entered > PARKED {
-                        parks.push((entered, left));
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let mut parks = Vec::new();
+                    for _ in 0..SEGMENTS {
+                        let entered = Instant::now();
+                        boundary.checkpoint(&job_id, level, true).await;
+                        let left = Instant::now();
+                        if left - entered > PARKED {
+                            parks.push((entered, left));
+                        }
+                        tokio::time::sleep(SEGMENT).await;
                     }
-                    std::thread::sleep(SEGMENT);
-                }
-                let record = Record {
-                    index,
-                    level,
-                    accepted,
-                    started,
-                    ended: Instant::now(),
-                    parks,
-                };
-                records
-                    .send(record)
-                    .expect("the bench collects every record");
+                    let record = Record {
+                        index,
+                        level,
+                        accepted,
+                        started,
+                        ended: Instant::now(),
+                        parks,
+                    };
+                    records
+                        .send(record)
+                        .expect("the bench collects every record");
+                })
             }),
         );
         assert!(submitted, "the scheduler is open");

@@ -37,11 +37,12 @@ impl std::fmt::Debug for ResourceHold {
 }
 
 /// Grants exclusive use of a resource key.
+#[async_trait::async_trait]
 pub trait ResourceGate: Send + Sync {
     /// Waits for `key` (served by `priority`, lower = more urgent, then arrival) for at most
     /// `max_wait`; `CallErrorKind::Timeout` with origin `arbiter` when it expires (the
     /// executor classifies it as `ResourceTimeout`).
-    fn acquire(
+    async fn acquire(
         &self,
         key: &str,
         holder: &str,
@@ -51,9 +52,10 @@ pub trait ResourceGate: Send + Sync {
 }
 
 /// The scheduler's hook at every instruction boundary.
+#[async_trait::async_trait]
 pub trait Boundary: Send + Sync {
     /// Called before each instruction of an execution running at `priority`. A preemptible
-    /// execution may be parked here while more urgent work runs; a non-preemptible one
-    /// returns at once.
-    fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool);
+    /// execution may be parked here (its task waits, holding no thread) while more urgent
+    /// work runs; a non-preemptible one returns at once.
+    async fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool);
 }

@@ -21,10 +21,20 @@
 //!   255 × 100 ms = 25.5 s of waiting and is then served in arrival order.
 //! - `max_wait`: a job admitted later than its `max_wait` still runs, but is told so
 //!   ([`Admission::late`]) and takes its fallback instead of its normal path.
+//!
+//! Jobs are futures, run as tasks of the runtime the scheduler is given (the node's actor
+//! runtime): a slot is a permit to run, not a thread, and a parked execution is a task
+//! waiting for its slot to be handed back. A job that waits on the world (a plugin call, an
+//! fsync, a backoff timer) keeps its slot but no thread.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
 
 use crate::arbiter::Arbiter;
 use crate::gates::Boundary;
@@ -38,13 +48,13 @@ pub struct Admission {
     pub late: bool,
 }
 
-/// A unit of work: usually one execution.
-pub type Job = Box<dyn FnOnce(Admission) + Send + 'static>;
+/// A unit of work, usually one execution: given its admission, the future to run.
+pub type Job = Box<dyn FnOnce(Admission) -> BoxFuture<'static, ()> + Send + 'static>;
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Worker slots (executions running at once).
+    /// Slots: executions running at once (parked ones not counted).
     pub workers: usize,
     /// Each `aging` since its submission improves a job's level by one in the admission
     /// order (queued or parked).
@@ -78,9 +88,8 @@ struct Ticket {
 /// An execution parked at a boundary, waiting to be handed a slot.
 struct Parked {
     enqueued: Instant,
-    /// Notified when the slot is handed over (one per parked execution: a grant wakes only
-    /// its receiver).
-    resume: Arc<Condvar>,
+    /// Told when the slot is handed over (a grant wakes only its receiver).
+    resume: oneshot::Sender<()>,
 }
 
 /// Where the first candidate for a free slot waits.
@@ -114,20 +123,19 @@ struct State {
     parks: u64,
     /// Slots taken, including those handed to a parked execution that has not woken yet.
     running: usize,
-    /// Executions parked and not yet handed a slot (each holds a thread).
+    /// Executions parked and not yet handed a slot.
     parked_count: usize,
-    threads: usize,
     closed: bool,
 }
 
 struct Inner {
     state: Mutex<State>,
-    /// Idle worker threads wait here.
-    idle: Condvar,
     /// `drain` waits here.
     settled: Condvar,
     config: SchedulerConfig,
     arbiter: Arbiter,
+    /// Where jobs run.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The scheduler. Cheap to clone.
@@ -169,7 +177,7 @@ impl Inner {
     }
 
     /// Fills free slots in admission order: parked executions are handed theirs here; stops
-    /// at the first queued job, which needs a worker thread, and returns its level.
+    /// at the first queued job, which needs a task, and returns its level.
     fn hand_over(&self, state: &mut State, now: Instant) -> Option<u32> {
         while state.running < self.config.workers {
             let first = self.first_waiting(state, now)?;
@@ -182,15 +190,17 @@ impl Inner {
                 state.parked.remove(&first.declared);
             }
             state.parked_count -= 1;
-            state.running += 1;
-            if let Some(parked) = parked {
-                parked.resume.notify_one();
+            // A parked execution whose task is gone (dropped at shutdown) takes no slot.
+            if let Some(parked) = parked
+                && parked.resume.send(()).is_ok()
+            {
+                state.running += 1;
             }
         }
         None
     }
 
-    /// Takes the job a worker should run next (its slot counted), after handing free slots
+    /// Takes the job a task should run next (its slot counted), after handing free slots
     /// to parked executions that come first.
     fn next(&self, state: &mut State) -> Option<Queued> {
         let level = self.hand_over(state, Instant::now())?;
@@ -211,33 +221,74 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Starts a task for every queued job that gets a free slot.
+    fn start(self: &Arc<Self>, state: &mut State) {
+        while let Some(job) = self.next(state) {
+            self.runtime.spawn(run(self.clone(), job));
+        }
+    }
+}
+
+/// Runs `job`, then the jobs that the slot it frees goes to, as one task.
+async fn run(inner: Arc<Inner>, mut job: Queued) {
+    loop {
+        let Queued {
+            id,
+            seq,
+            enqueued,
+            max_wait,
+            job: work,
+        } = job;
+        let waited = enqueued.elapsed();
+        let admission = Admission {
+            waited,
+            late: waited > max_wait,
+        };
+        // A panicking job must not take its slot down with it.
+        let ran = match std::panic::catch_unwind(AssertUnwindSafe(|| work(admission))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await.is_ok(),
+            Err(_) => false,
+        };
+        if !ran {
+            tracing::error!("a scheduled job panicked; its slot is handed on");
+        }
+        let mut state = inner.lock();
+        // Another execution admitted under the same id keeps its own ticket.
+        if state
+            .tickets
+            .get(&id)
+            .is_some_and(|ticket| ticket.seq == seq)
+        {
+            state.tickets.remove(&id);
+        }
+        state.running -= 1;
+        // The freed slot goes to the first in order: a parked execution, or the next job
+        // (run by this task).
+        match inner.next(&mut state) {
+            Some(next) => job = next,
+            None => {
+                if state.closed {
+                    inner.settled.notify_all();
+                }
+                return;
+            }
+        }
+    }
+}
+
 impl Scheduler {
-    /// A scheduler with `config.workers` slots; `arbiter` provides priority inheritance.
-    pub fn new(config: SchedulerConfig, arbiter: Arbiter) -> Self {
-        let scheduler = Self {
+    /// A scheduler with `config.workers` slots whose jobs run on `runtime`; `arbiter`
+    /// provides priority inheritance.
+    pub fn new(config: SchedulerConfig, arbiter: Arbiter, runtime: tokio::runtime::Handle) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
-                idle: Condvar::new(),
                 settled: Condvar::new(),
                 config,
                 arbiter,
+                runtime,
             }),
-        };
-        for _ in 0..scheduler.inner.config.workers.max(1) {
-            scheduler.spawn_worker(&mut scheduler.inner.lock());
-        }
-        scheduler
-    }
-
-    fn spawn_worker(&self, state: &mut State) {
-        state.threads += 1;
-        let inner = self.inner.clone();
-        let spawned = std::thread::Builder::new()
-            .name("eyeflow-worker".into())
-            .spawn(move || worker(&inner));
-        if let Err(e) = spawned {
-            state.threads -= 1;
-            tracing::error!("cannot start a worker thread: {e}");
         }
     }
 
@@ -260,11 +311,7 @@ impl Scheduler {
         });
         // Without a free slot the job waits for a running one to end or park, and whoever
         // frees the slot hands it over.
-        let slot_free = state.running < self.inner.config.workers;
-        drop(state);
-        if slot_free {
-            self.inner.idle.notify_one();
-        }
+        self.inner.start(&mut state);
         true
     }
 
@@ -279,10 +326,10 @@ impl Scheduler {
     }
 
     /// Stops intake and waits until every queued, running and parked job has finished.
+    /// Blocking: call it from outside the scheduler's runtime.
     pub fn drain(&self) {
         let mut state = self.inner.lock();
         state.closed = true;
-        self.inner.idle.notify_all();
         while !state.queue.is_empty() || state.running > 0 || state.parked_count > 0 {
             state = self
                 .inner
@@ -293,61 +340,9 @@ impl Scheduler {
     }
 }
 
-fn worker(inner: &Inner) {
-    let mut state = inner.lock();
-    loop {
-        if let Some(job) = inner.next(&mut state) {
-            drop(state);
-            let Queued {
-                id,
-                seq,
-                enqueued,
-                max_wait,
-                job,
-                ..
-            } = job;
-            let waited = enqueued.elapsed();
-            let admission = Admission {
-                waited,
-                late: waited > max_wait,
-            };
-            // A panicking job must not take the worker (and its slot) down with it.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(admission)));
-            if outcome.is_err() {
-                tracing::error!("a scheduled job panicked; the worker carries on");
-            }
-            state = inner.lock();
-            // Another execution admitted under the same id keeps its own ticket.
-            if state
-                .tickets
-                .get(&id)
-                .is_some_and(|ticket| ticket.seq == seq)
-            {
-                state.tickets.remove(&id);
-            }
-            state.running -= 1;
-            if state.closed {
-                inner.settled.notify_all();
-            }
-            // The loop hands the freed slot over (to a parked execution or to this thread).
-            continue;
-        }
-        // Extra threads started for parked executions retire when idle.
-        if state.threads > inner.config.workers + state.parked_count
-            || (state.closed && state.queue.is_empty())
-        {
-            state.threads -= 1;
-            return;
-        }
-        state = inner
-            .idle
-            .wait(state)
-            .unwrap_or_else(PoisonError::into_inner);
-    }
-}
-
+#[async_trait::async_trait]
 impl Boundary for Scheduler {
-    fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool) {
+    async fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool) {
         if !preemptible {
             return;
         }
@@ -356,49 +351,44 @@ impl Boundary for Scheduler {
             .arbiter
             .inherited_priority(execution_id)
             .map_or(priority, |inherited| inherited.min(priority));
-        let mut state = inner.lock();
-        if state.running < inner.config.workers {
-            return;
-        }
-        // Only an execution this scheduler admitted holds a slot it can give up.
-        let Some(ticket) = state.tickets.get(execution_id).copied() else {
-            return;
+        let resumed = {
+            let mut state = inner.lock();
+            if state.running < inner.config.workers {
+                return;
+            }
+            // Only an execution this scheduler admitted holds a slot it can give up.
+            let Some(ticket) = state.tickets.get(execution_id).copied() else {
+                return;
+            };
+            let now = Instant::now();
+            let own = (inner.effective(level, ticket.enqueued, now), ticket.seq);
+            let yields = inner
+                .first_waiting(&state, now)
+                .is_some_and(|first| first.declared < level && first.key < own);
+            if !yields {
+                return;
+            }
+            state.parks += 1;
+            let at = (ticket.seq, state.parks);
+            let (resume, resumed) = oneshot::channel();
+            state.parked.entry(level).or_default().insert(
+                at,
+                Parked {
+                    enqueued: ticket.enqueued,
+                    resume,
+                },
+            );
+            state.parked_count += 1;
+            state.running -= 1;
+            // Give the slot to the first candidate.
+            inner.start(&mut state);
+            resumed
         };
-        let now = Instant::now();
-        let own = (inner.effective(level, ticket.enqueued, now), ticket.seq);
-        let yields = inner
-            .first_waiting(&state, now)
-            .is_some_and(|first| first.declared < level && first.key < own);
-        if !yields {
-            return;
-        }
-        state.parks += 1;
-        let at = (ticket.seq, state.parks);
-        let resume = Arc::new(Condvar::new());
-        state.parked.entry(level).or_default().insert(
-            at,
-            Parked {
-                enqueued: ticket.enqueued,
-                resume: resume.clone(),
-            },
-        );
-        state.parked_count += 1;
-        state.running -= 1;
-        // Give the slot to the first candidate; make sure a thread is there to take it.
-        if state.threads < inner.config.workers + state.parked_count {
-            self.spawn_worker(&mut state);
-        }
-        if inner.hand_over(&mut state, now).is_some() {
-            inner.idle.notify_one();
-        }
         // Whoever frees a slot while this execution comes first hands it over (and counts
-        // it in `running`), removing the entry.
-        while state
-            .parked
-            .get(&level)
-            .is_some_and(|executions| executions.contains_key(&at))
-        {
-            state = resume.wait(state).unwrap_or_else(PoisonError::into_inner);
+        // it in `running`).
+        let _ = resumed.await;
+        if inner.lock().closed {
+            inner.settled.notify_all();
         }
     }
 }
@@ -409,6 +399,18 @@ mod tests {
 
     use super::*;
 
+    /// A runtime of its own for each test's scheduler (jobs of some tests block a thread).
+    fn runtime() -> tokio::runtime::Handle {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        std::mem::forget(runtime);
+        handle
+    }
+
     fn scheduler(workers: usize) -> Scheduler {
         Scheduler::new(
             SchedulerConfig {
@@ -416,7 +418,13 @@ mod tests {
                 aging: Duration::from_secs(3600),
             },
             Arbiter::new(),
+            runtime(),
         )
+    }
+
+    /// A job that runs `f` (blocking its thread, as a test may).
+    fn job(f: impl FnOnce(Admission) + Send + 'static) -> Job {
+        Box::new(move |admission| Box::pin(async move { f(admission) }))
     }
 
     #[test]
@@ -430,7 +438,7 @@ mod tests {
             "gate",
             128,
             Duration::from_secs(60),
-            Box::new(move |_| {
+            job(move |_| {
                 let mut open = g.0.lock().unwrap();
                 while !*open {
                     open = g.1.wait(open).unwrap();
@@ -449,7 +457,7 @@ mod tests {
                 name,
                 level,
                 Duration::from_secs(60),
-                Box::new(move |_| order.lock().unwrap().push(name)),
+                job(move |_| order.lock().unwrap().push(name)),
             );
         }
         *gate.0.lock().unwrap() = true;
@@ -472,11 +480,13 @@ mod tests {
             192,
             Duration::from_secs(60),
             Box::new(move |_| {
-                for i in 1..=200 {
-                    s2.checkpoint("low", 192, true);
-                    std::thread::sleep(Duration::from_millis(2));
-                    step.store(i, Ordering::SeqCst);
-                }
+                Box::pin(async move {
+                    for i in 1..=200 {
+                        s2.checkpoint("low", 192, true).await;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        step.store(i, Ordering::SeqCst);
+                    }
+                })
             }),
         );
         while low_step.load(Ordering::SeqCst) < 5 {
@@ -488,7 +498,7 @@ mod tests {
             "crit",
             0,
             Duration::from_secs(60),
-            Box::new(move |_| {
+            job(move |_| {
                 *started.lock().unwrap() = Some(step.load(Ordering::SeqCst));
             }),
         );
@@ -517,12 +527,14 @@ mod tests {
             64,
             Duration::from_secs(60),
             Box::new(move |_| {
-                st.store(1, Ordering::SeqCst);
-                for i in 0..20 {
-                    s2.checkpoint("high", 64, false);
-                    std::thread::sleep(Duration::from_millis(1));
-                    t.lock().unwrap().push(format!("high-{i}"));
-                }
+                Box::pin(async move {
+                    st.store(1, Ordering::SeqCst);
+                    for i in 0..20 {
+                        s2.checkpoint("high", 64, false).await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        t.lock().unwrap().push(format!("high-{i}"));
+                    }
+                })
             }),
         );
         while started.load(Ordering::SeqCst) == 0 {
@@ -533,7 +545,7 @@ mod tests {
             "crit",
             0,
             Duration::from_secs(60),
-            Box::new(move |_| t.lock().unwrap().push("crit".into())),
+            job(move |_| t.lock().unwrap().push("crit".into())),
         );
         s.drain();
         assert_eq!(
@@ -550,6 +562,7 @@ mod tests {
                 aging: Duration::from_millis(1),
             },
             Arbiter::new(),
+            runtime(),
         );
         let admissions = Arc::new(Mutex::new(Vec::new()));
         let a = admissions.clone();
@@ -557,14 +570,14 @@ mod tests {
             "normal",
             128,
             Duration::from_secs(60),
-            Box::new(|_| std::thread::sleep(Duration::from_millis(300))),
+            job(|_| std::thread::sleep(Duration::from_millis(300))),
         );
         // Queued first at BACKGROUND; by the time the slot frees up it has aged past a fresh LOW job.
         s.submit(
             "bg",
             255,
             Duration::from_millis(50),
-            Box::new(move |adm| a.lock().unwrap().push(("bg", adm.late))),
+            job(move |adm| a.lock().unwrap().push(("bg", adm.late))),
         );
         std::thread::sleep(Duration::from_millis(280));
         let a = admissions.clone();
@@ -572,7 +585,7 @@ mod tests {
             "low",
             192,
             Duration::from_secs(60),
-            Box::new(move |adm| a.lock().unwrap().push(("low", adm.late))),
+            job(move |adm| a.lock().unwrap().push(("low", adm.late))),
         );
         s.drain();
         assert_eq!(*admissions.lock().unwrap(), [("bg", true), ("low", false)]);
@@ -581,19 +594,14 @@ mod tests {
     #[test]
     fn a_panicking_job_does_not_lose_the_slot() {
         let s = scheduler(1);
-        s.submit(
-            "boom",
-            128,
-            Duration::from_secs(1),
-            Box::new(|_| panic!("boom")),
-        );
+        s.submit("boom", 128, Duration::from_secs(1), job(|_| panic!("boom")));
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         s.submit(
             "after",
             128,
             Duration::from_secs(1),
-            Box::new(move |_| {
+            job(move |_| {
                 r.fetch_add(1, Ordering::SeqCst);
             }),
         );
@@ -667,12 +675,12 @@ mod tests {
                 &format!("job-{i}"),
                 self.plan[i].level,
                 Duration::from_secs(60),
-                Box::new(move |_| run.job(i)),
+                Box::new(move |_| Box::pin(run.job(i))),
             );
             assert!(submitted);
         }
 
-        fn job(self: &Arc<Self>, i: usize) {
+        async fn job(self: Arc<Self>, i: usize) {
             self.log(Event::Start(i));
             let me = &self.plan[i];
             for c in 0..me.checkpoints {
@@ -682,7 +690,8 @@ mod tests {
                 }
                 self.log(Event::CpEnter(i));
                 self.scheduler
-                    .checkpoint(&format!("job-{i}"), me.level, me.preemptible);
+                    .checkpoint(&format!("job-{i}"), me.level, me.preemptible)
+                    .await;
                 self.log(Event::CpExit(i));
             }
             self.log(Event::End(i));
@@ -700,7 +709,11 @@ mod tests {
     ) -> Result<(), proptest::test_runner::TestCaseError> {
         use proptest::prop_assert;
         let run = Arc::new(Run {
-            scheduler: Scheduler::new(SchedulerConfig { workers: 1, aging }, Arbiter::new()),
+            scheduler: Scheduler::new(
+                SchedulerConfig { workers: 1, aging },
+                Arbiter::new(),
+                runtime(),
+            ),
             plan,
             log: Mutex::new(Vec::new()),
         });
@@ -711,7 +724,7 @@ mod tests {
             "gate",
             0,
             Duration::from_secs(60),
-            Box::new(move |_| {
+            job(move |_| {
                 let mut open = g.0.lock().unwrap();
                 while !*open {
                     open = g.1.wait(open).unwrap();

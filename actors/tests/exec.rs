@@ -27,11 +27,12 @@ struct FakeClock {
     sleeps: Mutex<Vec<u64>>,
 }
 
+#[async_trait::async_trait]
 impl Clock for FakeClock {
     fn now_ms(&self) -> u64 {
         self.now.load(Ordering::SeqCst)
     }
-    fn sleep(&self, d: Duration) {
+    async fn sleep(&self, d: Duration) {
         self.sleeps.lock().unwrap().push(d.as_millis() as u64);
         self.now.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
     }
@@ -51,8 +52,9 @@ struct FakePlugins {
     resume: Mutex<HashMap<String, OnResume>>,
 }
 
+#[async_trait::async_trait]
 impl PluginPort for FakePlugins {
-    fn read(
+    async fn read(
         &self,
         c: &CapabilityRef,
         key: &str,
@@ -68,7 +70,7 @@ impl PluginPort for FakePlugins {
         ));
         (self.read.lock().unwrap())(c, key, params)
     }
-    fn invoke(
+    async fn invoke(
         &self,
         c: &CapabilityRef,
         action: &str,
@@ -100,6 +102,7 @@ struct FakeHttp {
     handler: Mutex<Box<HttpFn>>,
     requests: Mutex<Vec<HttpRequest>>,
 }
+#[async_trait::async_trait]
 impl HttpPort for FakeHttp {
     fn admit(&self, r: &HttpRequest) -> Result<(), CallError> {
         if r.url.contains("forbidden.example") {
@@ -111,7 +114,7 @@ impl HttpPort for FakeHttp {
         }
         Ok(())
     }
-    fn send(&self, r: &HttpRequest) -> Result<HttpResponse, CallError> {
+    async fn send(&self, r: &HttpRequest) -> Result<HttpResponse, CallError> {
         self.admit(r)?;
         self.requests.lock().unwrap().push(r.clone());
         (self.handler.lock().unwrap())(r)
@@ -123,8 +126,9 @@ struct FakeLlm {
     handler: Mutex<Box<LlmFn>>,
     requests: Mutex<Vec<LlmRequest>>,
 }
+#[async_trait::async_trait]
 impl LlmPort for FakeLlm {
-    fn complete(&self, r: &LlmRequest) -> Result<String, CallError> {
+    async fn complete(&self, r: &LlmRequest) -> Result<String, CallError> {
         self.requests.lock().unwrap().push(r.clone());
         (self.handler.lock().unwrap())(r)
     }
@@ -132,8 +136,15 @@ impl LlmPort for FakeLlm {
 
 #[derive(Default)]
 struct FakeEvents(Mutex<Vec<(String, String, Value, String)>>);
+#[async_trait::async_trait]
 impl EventSink for FakeEvents {
-    fn emit(&self, topic: &str, key: &str, payload: &Value, idem: &str) -> Result<(), CallError> {
+    async fn emit(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &Value,
+        idem: &str,
+    ) -> Result<(), CallError> {
         self.0
             .lock()
             .unwrap()
@@ -144,11 +155,12 @@ impl EventSink for FakeEvents {
 
 #[derive(Default)]
 struct Mem(Mutex<HashMap<String, (Value, Option<Duration>)>>);
+#[async_trait::async_trait]
 impl NodeMemory for Mem {
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
         Ok(self.0.lock().unwrap().get(key).map(|v| v.0.clone()))
     }
-    fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
         self.0
             .lock()
             .unwrap()
@@ -156,11 +168,12 @@ impl NodeMemory for Mem {
         Ok(())
     }
 }
+#[async_trait::async_trait]
 impl ClusterMemory for Mem {
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
         Ok(self.0.lock().unwrap().get(key).map(|v| v.0.clone()))
     }
-    fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
         self.0
             .lock()
             .unwrap()
@@ -175,8 +188,9 @@ struct FakeSecrets {
     /// Names the source refuses to give, with the kind of error it answers.
     refused: Mutex<HashMap<String, CallErrorKind>>,
 }
+#[async_trait::async_trait]
 impl SecretSource for FakeSecrets {
-    fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
         if let Some(kind) = self.refused.lock().unwrap().get(name) {
             return Err(CallError::new(
                 *kind,
@@ -213,13 +227,14 @@ impl MemJournal {
             .collect()
     }
 }
+#[async_trait::async_trait]
 impl Journal for MemJournal {
     fn accept(&self, _e: &EventRecord) -> Result<Accepted, CallError> {
         Ok(Accepted::New {
             execution_id: "x".into(),
         })
     }
-    fn steps(
+    async fn steps(
         &self,
         steps: &[StepRecord],
         audit: &[AuditEntry],
@@ -240,14 +255,14 @@ impl Journal for MemJournal {
         }
         Ok(())
     }
-    fn finish(
+    async fn finish(
         &self,
         _id: &str,
         steps: &[StepRecord],
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<(), CallError> {
-        self.steps(steps, audit, true)?;
+        self.steps(steps, audit, true).await?;
         *self.finished.lock().unwrap() = Some(outcome.clone());
         Ok(())
     }
@@ -269,8 +284,9 @@ struct FakeArbiter {
     acquired: Mutex<Vec<(String, u32, Duration)>>,
     held: Arc<AtomicU64>,
 }
+#[async_trait::async_trait]
 impl ResourceGate for FakeArbiter {
-    fn acquire(
+    async fn acquire(
         &self,
         key: &str,
         _holder: &str,
@@ -294,8 +310,9 @@ impl ResourceGate for FakeArbiter {
 
 #[derive(Default)]
 struct FakeBoundary(Mutex<Vec<(u32, bool)>>);
+#[async_trait::async_trait]
 impl Boundary for FakeBoundary {
-    fn checkpoint(&self, _e: &str, priority: u32, preemptible: bool) {
+    async fn checkpoint(&self, _e: &str, priority: u32, preemptible: bool) {
         self.0.lock().unwrap().push((priority, preemptible));
     }
 }
@@ -455,7 +472,17 @@ impl World {
             priority: 128,
             accepted_at_ms: 0,
         };
-        exec::execute(program, "exec-1", &event, history, &self.effects())
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(exec::execute(
+                program,
+                "exec-1",
+                &event,
+                history,
+                &self.effects(),
+            ))
     }
 
     fn steps(&self) -> Vec<StepRecord> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use eyeflow_actors::ports::{CapabilityRef, PluginPort};
+use eyeflow_actors::ports::CapabilityRef;
 use eyeflow_runtime::plugins::{HostConfig, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::EmbeddedStore;

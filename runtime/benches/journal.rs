@@ -44,9 +44,12 @@ fn append(journal: &FjallJournal, seq: &AtomicU64, iters: u64, threads: u64) -> 
                 let execution_id = format!("x{t:016}");
                 for _ in 0..share {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
-                    journal
-                        .steps(black_box(&[step(&execution_id, n)]), &[], true)
-                        .expect("step");
+                    eyeflow_tests::wait(journal.steps(
+                        black_box(&[step(&execution_id, n)]),
+                        &[],
+                        true,
+                    ))
+                    .expect("step");
                 }
             });
         }
@@ -70,8 +73,7 @@ fn steps(c: &mut Criterion) {
             if threads == 1 {
                 b.iter(|| {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
-                    journal
-                        .steps(black_box(&[step("x0", n)]), &[], true)
+                    eyeflow_tests::wait(journal.steps(black_box(&[step("x0", n)]), &[], true))
                         .expect("step");
                 });
             } else {

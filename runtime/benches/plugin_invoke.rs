@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
-use eyeflow_actors::ports::{CapabilityRef, PluginPort};
+use eyeflow_actors::ports::CapabilityRef;
 use eyeflow_runtime::plugins::{DeadlineMode, HostConfig, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::EmbeddedStore;

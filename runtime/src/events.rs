@@ -134,23 +134,26 @@ impl FjallEventLog {
     }
 }
 
+#[async_trait::async_trait]
 impl EventSink for FjallEventLog {
-    fn emit(
+    async fn emit(
         &self,
         topic: &str,
         key: &str,
         payload: &Value,
         idempotency_key: &str,
     ) -> Result<(), CallError> {
-        let Some(prefix) = topic_prefix(topic).filter(|_| !topic.is_empty()) else {
-            return Err(CallError::new(
-                CallErrorKind::InvalidInput,
-                ORIGIN,
-                format!("topic must be 1 to 65535 bytes, not {}", topic.len()),
-            ));
-        };
-        self.append(prefix, topic, key, payload, idempotency_key)
-            .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
+        crate::blocking::run(|| {
+            let Some(prefix) = topic_prefix(topic).filter(|_| !topic.is_empty()) else {
+                return Err(CallError::new(
+                    CallErrorKind::InvalidInput,
+                    ORIGIN,
+                    format!("topic must be 1 to 65535 bytes, not {}", topic.len()),
+                ));
+            };
+            self.append(prefix, topic, key, payload, idempotency_key)
+                .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
+        })
     }
 }
 

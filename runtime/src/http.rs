@@ -73,38 +73,41 @@ fn checked(request: &HttpRequest) -> Result<(reqwest::Url, String, reqwest::Meth
     Ok((url, origin, method))
 }
 
+#[async_trait::async_trait]
 impl HttpPort for ReqwestHttp {
     fn admit(&self, request: &HttpRequest) -> Result<(), CallError> {
         checked(request).map(drop)
     }
 
-    fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError> {
-        let (url, origin, method) = checked(request)?;
-        let mut builder = self.client.request(method, url).timeout(request.timeout);
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        if let Some(key) = &request.idempotency_key {
-            builder = builder.header("Idempotency-Key", key.as_str());
-        }
-        if let Some(body) = &request.body {
-            let names_type = request
-                .headers
-                .iter()
-                .any(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
-            if !names_type {
-                builder = builder.header(CONTENT_TYPE, "application/json");
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError> {
+        crate::blocking::run(|| {
+            let (url, origin, method) = checked(request)?;
+            let mut builder = self.client.request(method, url).timeout(request.timeout);
+            for (name, value) in &request.headers {
+                builder = builder.header(name.as_str(), value.as_str());
             }
-            builder = builder.body(body.to_string());
-        }
-        let response = builder
-            .send()
-            .map_err(|e| transport_error(&e, &origin, request.timeout.as_millis()))?;
-        let status = response.status().as_u16();
-        let body = read_body(response, &origin, request.timeout.as_millis())?;
-        Ok(HttpResponse {
-            status,
-            body: body_value(&body),
+            if let Some(key) = &request.idempotency_key {
+                builder = builder.header("Idempotency-Key", key.as_str());
+            }
+            if let Some(body) = &request.body {
+                let names_type = request
+                    .headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
+                if !names_type {
+                    builder = builder.header(CONTENT_TYPE, "application/json");
+                }
+                builder = builder.body(body.to_string());
+            }
+            let response = builder
+                .send()
+                .map_err(|e| transport_error(&e, &origin, request.timeout.as_millis()))?;
+            let status = response.status().as_u16();
+            let body = read_body(response, &origin, request.timeout.as_millis())?;
+            Ok(HttpResponse {
+                status,
+                body: body_value(&body),
+            })
         })
     }
 }

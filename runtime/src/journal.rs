@@ -355,29 +355,32 @@ fn step_write(step: &StepRecord) -> Result<Write> {
     Ok(Write::Put(Space::JournalSteps, key.into_bytes(), value))
 }
 
+#[async_trait::async_trait]
 impl Journal for FjallJournal {
     fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError> {
         self.accept_event(event).map_err(call_error)
     }
 
-    fn steps(
+    async fn steps(
         &self,
         steps: &[StepRecord],
         audit: &[AuditEntry],
         durable: bool,
     ) -> Result<(), CallError> {
-        self.write_steps(steps, audit, durable).map_err(call_error)
+        crate::blocking::run(|| self.write_steps(steps, audit, durable).map_err(call_error))
     }
 
-    fn finish(
+    async fn finish(
         &self,
         execution_id: &str,
         steps: &[StepRecord],
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<(), CallError> {
-        self.write_finish(execution_id, steps, audit, outcome)
-            .map_err(call_error)
+        crate::blocking::run(|| {
+            self.write_finish(execution_id, steps, audit, outcome)
+                .map_err(call_error)
+        })
     }
 
     fn decide(

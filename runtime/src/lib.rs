@@ -19,6 +19,7 @@
 pub mod api;
 pub mod audit;
 pub mod backends;
+mod blocking;
 pub mod config;
 mod error;
 pub mod events;

@@ -110,8 +110,9 @@ impl Default for InProcessNodeMemory {
     }
 }
 
+#[async_trait::async_trait]
 impl NodeMemory for InProcessNodeMemory {
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
         let now = Instant::now();
         let mut cache = self.lock();
         match cache.entries.get(key) {
@@ -124,7 +125,7 @@ impl NodeMemory for InProcessNodeMemory {
         }
     }
 
-    fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
         let now = Instant::now();
         let mut cache = self.lock();
         cache.remove(key);
@@ -237,15 +238,28 @@ impl FjallClusterMemory {
     }
 }
 
-impl ClusterMemory for FjallClusterMemory {
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+impl FjallClusterMemory {
+    /// The latest value under `key` (a read of the store: it does not block).
+    pub(crate) fn value(&self, key: &str) -> Result<Option<Value>, CallError> {
         self.latest(key)
             .map(|latest| latest.map(|l| l.value))
             .map_err(call_error)
     }
 
-    fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    /// Appends a value for `key`, durable as the scope's durability says (blocking).
+    pub(crate) fn record(&self, key: &str, value: &Value) -> Result<(), CallError> {
         self.append(key, value).map_err(call_error)
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterMemory for FjallClusterMemory {
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+        self.value(key)
+    }
+
+    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+        crate::blocking::run(|| self.record(key, value))
     }
 }
 

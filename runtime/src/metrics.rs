@@ -62,30 +62,33 @@ impl<J> MeteredJournal<J> {
     }
 }
 
+#[async_trait::async_trait]
 impl<J: Journal> Journal for MeteredJournal<J> {
     fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError> {
         self.inner.accept(event)
     }
 
-    fn steps(
+    async fn steps(
         &self,
         steps: &[StepRecord],
         audit: &[AuditEntry],
         durable: bool,
     ) -> Result<(), CallError> {
-        self.inner.steps(steps, audit, durable)?;
+        self.inner.steps(steps, audit, durable).await?;
         audit.iter().for_each(meter);
         Ok(())
     }
 
-    fn finish(
+    async fn finish(
         &self,
         execution_id: &str,
         steps: &[StepRecord],
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<(), CallError> {
-        self.inner.finish(execution_id, steps, audit, outcome)?;
+        self.inner
+            .finish(execution_id, steps, audit, outcome)
+            .await?;
         audit.iter().for_each(meter);
         Ok(())
     }
@@ -140,8 +143,9 @@ impl<G> MeteredGate<G> {
     }
 }
 
+#[async_trait::async_trait]
 impl<G: ResourceGate> ResourceGate for MeteredGate<G> {
-    fn acquire(
+    async fn acquire(
         &self,
         key: &str,
         holder: &str,
@@ -149,7 +153,7 @@ impl<G: ResourceGate> ResourceGate for MeteredGate<G> {
         max_wait: Duration,
     ) -> Result<ResourceHold, CallError> {
         let start = Instant::now();
-        let result = self.inner.acquire(key, holder, priority, max_wait);
+        let result = self.inner.acquire(key, holder, priority, max_wait).await;
         metrics::histogram!("eyeflow_arbiter_wait_seconds").record(start.elapsed().as_secs_f64());
         if result.is_err() {
             metrics::counter!("eyeflow_arbiter_timeouts_total", "resource" => key.to_owned())
@@ -183,20 +187,21 @@ fn count_failure<T>(capability: &CapabilityRef, result: &Result<T, CallError>) {
     }
 }
 
+#[async_trait::async_trait]
 impl<P: PluginPort> PluginPort for MeteredPlugins<P> {
-    fn read(
+    async fn read(
         &self,
         connector: &CapabilityRef,
         key: &str,
         params: &Value,
         deadline: Duration,
     ) -> Result<Value, CallError> {
-        let result = self.inner.read(connector, key, params, deadline);
+        let result = self.inner.read(connector, key, params, deadline).await;
         count_failure(connector, &result);
         result
     }
 
-    fn invoke(
+    async fn invoke(
         &self,
         capability: &CapabilityRef,
         action: &str,
@@ -206,7 +211,8 @@ impl<P: PluginPort> PluginPort for MeteredPlugins<P> {
     ) -> Result<Value, CallError> {
         let result = self
             .inner
-            .invoke(capability, action, input, idempotency_key, deadline);
+            .invoke(capability, action, input, idempotency_key, deadline)
+            .await;
         count_failure(capability, &result);
         result
     }

@@ -109,6 +109,7 @@ struct Egress {
     allow: Option<Vec<String>>,
 }
 
+#[async_trait::async_trait]
 impl eyeflow_actors::ports::HttpPort for Egress {
     fn admit(
         &self,
@@ -139,13 +140,13 @@ impl eyeflow_actors::ports::HttpPort for Egress {
         self.inner.admit(request)
     }
 
-    fn send(
+    async fn send(
         &self,
         request: &eyeflow_actors::ports::HttpRequest,
     ) -> std::result::Result<eyeflow_actors::ports::HttpResponse, eyeflow_actors::ports::CallError>
     {
         self.admit(request)?;
-        self.inner.send(request)
+        self.inner.send(request).await
     }
 }
 
@@ -375,6 +376,13 @@ impl Node {
                 Arc::new(FjallClusterMemory::new(store.clone(), config.durability)),
             ),
         };
+        // The actor runtime: the supervision tree and every execution run as its tasks, on
+        // one thread per core.
+        let actors = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("eyeflow-actors")
+            .enable_all()
+            .build()
+            .map_err(Error::io("(actor runtime)"))?;
         let arbiter = Arbiter::new();
         let scheduler = Scheduler::new(
             SchedulerConfig {
@@ -382,6 +390,7 @@ impl Node {
                 ..SchedulerConfig::default()
             },
             arbiter.clone(),
+            actors.handle().clone(),
         );
         let llm: Arc<dyn eyeflow_actors::ports::LlmPort> = match &config.llm {
             None => Arc::new(NoLlm),
@@ -391,7 +400,7 @@ impl Node {
                     endpoint
                         .api_key_secret
                         .as_deref()
-                        .map(|name| secrets.get(name))
+                        .map(|name| crate::blocking::wait(secrets.get(name)))
                         .transpose()
                         .map_err(|e| Error::Node {
                             reason: format!("the LLM api key: {e}"),
@@ -418,12 +427,6 @@ impl Node {
             boundary: Arc::new(scheduler.clone()),
             clock: Arc::new(exec::SystemClock),
         };
-        let actors = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("eyeflow-actors")
-            .enable_all()
-            .build()
-            .map_err(Error::io("(actor runtime)"))?;
         let (supervisor, _) = actors
             .block_on(Actor::spawn(
                 // Unnamed: names are process-global and several nodes may share a process.
@@ -1121,35 +1124,33 @@ impl Node {
             level,
             max_wait,
             Box::new(move |admission: Admission| {
-                let started = Instant::now();
-                let report = if admission.late {
-                    exec::execute_late(
-                        &program,
-                        &execution_id,
-                        &event,
-                        &history,
-                        &node.inner.effects,
-                        admission.waited,
-                    )
-                } else {
-                    exec::execute(
-                        &program,
-                        &execution_id,
-                        &event,
-                        &history,
-                        &node.inner.effects,
-                    )
-                };
-                // An execution that paused holds no worker while it waits: counted as run.
-                let held = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let average = &node.inner.service_us;
-                let old = average.load(std::sync::atomic::Ordering::Relaxed);
-                average.store(
-                    if old == 0 { held } else { (old * 7 + held) / 8 },
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                node.record(&event.program_id, &report, accepted.elapsed());
-                node.leave_flight();
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let effects = &node.inner.effects;
+                    let report = if admission.late {
+                        exec::execute_late(
+                            &program,
+                            &execution_id,
+                            &event,
+                            &history,
+                            effects,
+                            admission.waited,
+                        )
+                        .await
+                    } else {
+                        exec::execute(&program, &execution_id, &event, &history, effects).await
+                    };
+                    // An execution that paused holds no slot while it waits: counted as run.
+                    let held = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let average = &node.inner.service_us;
+                    let old = average.load(std::sync::atomic::Ordering::Relaxed);
+                    average.store(
+                        if old == 0 { held } else { (old * 7 + held) / 8 },
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    node.record(&event.program_id, &report, accepted.elapsed());
+                    node.leave_flight();
+                })
             }),
         );
         if !submitted {

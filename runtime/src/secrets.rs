@@ -52,8 +52,9 @@ impl LocalSecrets {
     }
 }
 
+#[async_trait::async_trait]
 impl SecretSource for LocalSecrets {
-    fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
         Ok(self.values.get(name).cloned())
     }
 }
@@ -73,8 +74,7 @@ mod tests {
     #[test]
     fn secrets_never_print_their_value() {
         let secrets = LocalSecrets::from_pairs([("token", "hunter2")]);
-        let secret = secrets
-            .get("token")
+        let secret = crate::blocking::wait(secrets.get("token"))
             .expect("a local read does not fail")
             .expect("present");
         assert_eq!(secret.expose(), "hunter2");

@@ -21,6 +21,22 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Waits for `future`, a call through one of the node's (asynchronous) ports, as the node's
+/// actor runtime would run it: on a multi-threaded runtime, where an adapter whose client
+/// blocks may block.
+pub fn wait<F: std::future::Future>(future: F) -> F::Output {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime for the tests")
+        })
+        .block_on(future)
+}
+
 /// Calls `f` until it returns `Some`, or panics after `timeout` naming `what` (tests poll
 /// for a condition; they never sleep and then assert).
 pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

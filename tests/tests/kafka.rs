@@ -274,17 +274,15 @@ fn emitted_events_arrive_in_order_once() -> Result<()> {
     assert!(kafka.connected(), "the broker answered at start");
     for n in 0..100 {
         let key = format!("x{n}/emit/0");
-        kafka
-            .emit("orders", "valve-7", &json!({ "n": n }), &key)
+        eyeflow_tests::wait(kafka.emit("orders", "valve-7", &json!({ "n": n }), &key))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if n % 10 == 0 {
             // A retried EMIT_EVENT with the same idempotency key is dropped.
-            kafka
-                .emit("orders", "valve-7", &json!({ "n": -1 }), &key)
+            eyeflow_tests::wait(kafka.emit("orders", "valve-7", &json!({ "n": -1 }), &key))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
-    let refused = kafka.emit("bad topic!", "k", &json!({}), "x/bad/0");
+    let refused = eyeflow_tests::wait(kafka.emit("bad topic!", "k", &json!({}), "x/bad/0"));
     assert!(refused.is_err(), "an illegal topic name is refused");
     assert_eq!(kafka.flush(PATIENCE), 0, "flush publishes everything");
     assert_eq!(kafka.backlog(), 0);
@@ -360,14 +358,13 @@ fn unpublished_records_survive_a_restart_and_flush_publishes_the_backlog() -> Re
     let (_dir, store) = open_store()?;
     let emit = |kafka: &Kafka, range: std::ops::Range<u64>| -> Result<()> {
         for n in range {
-            kafka
-                .emit(
-                    "orders",
-                    &format!("k{}", n % 5),
-                    &json!({ "n": n }),
-                    &format!("e{n}"),
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eyeflow_tests::wait(kafka.emit(
+                "orders",
+                &format!("k{}", n % 5),
+                &json!({ "n": n }),
+                &format!("e{n}"),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         Ok(())
     };
@@ -545,10 +542,10 @@ fn the_cluster_memory_scope_converges_across_nodes() -> Result<()> {
     let (_a_dir, a) = start("node-a")?;
     let (_b_dir, b) = start("node-b")?;
     let get = |memory: &KafkaClusterMemory, key: &str| -> Result<Option<Value>> {
-        memory.get(key).map_err(|e| anyhow::anyhow!("{e}"))
+        eyeflow_tests::wait(memory.get(key)).map_err(|e| anyhow::anyhow!("{e}"))
     };
     let put = |memory: &KafkaClusterMemory, key: &str, value: Value| -> Result<()> {
-        memory.put(key, &value).map_err(|e| anyhow::anyhow!("{e}"))
+        eyeflow_tests::wait(memory.put(key, &value)).map_err(|e| anyhow::anyhow!("{e}"))
     };
 
     put(&a, "line-3/setpoint", json!(40))?;

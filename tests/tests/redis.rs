@@ -66,13 +66,19 @@ fn json_values_round_trip_as_compact_json_under_the_prefix() {
     ];
     for (i, value) in values.iter().enumerate() {
         let key = format!("k{i}");
-        memory.set(&key, value, HOUR).unwrap();
-        assert_eq!(memory.get(&key).unwrap().as_ref(), Some(value));
+        eyeflow_tests::wait(memory.set(&key, value, HOUR)).unwrap();
+        assert_eq!(
+            eyeflow_tests::wait(memory.get(&key)).unwrap().as_ref(),
+            Some(value)
+        );
     }
-    assert_eq!(memory.get("never-set").unwrap(), None);
+    assert_eq!(eyeflow_tests::wait(memory.get("never-set")).unwrap(), None);
 
-    memory.set("k0", &json!({"replaced": 1}), HOUR).unwrap();
-    assert_eq!(memory.get("k0").unwrap(), Some(json!({"replaced": 1})));
+    eyeflow_tests::wait(memory.set("k0", &json!({"replaced": 1}), HOUR)).unwrap();
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("k0")).unwrap(),
+        Some(json!({"replaced": 1}))
+    );
     assert_eq!(
         raw(&server, &["GET", "eyeflow:k0"]).as_deref(),
         Some(r#"{"replaced":1}"#)
@@ -89,20 +95,23 @@ fn json_values_round_trip_as_compact_json_under_the_prefix() {
 fn entries_expire_after_their_ttl() {
     let server = RedisServer::start();
     let memory = memory(&server, "eyeflow:");
-    memory
-        .set("short", &json!("soon gone"), Duration::from_millis(300))
+    eyeflow_tests::wait(memory.set("short", &json!("soon gone"), Duration::from_millis(300)))
         .unwrap();
-    memory.set("long", &json!("stays"), HOUR).unwrap();
+    eyeflow_tests::wait(memory.set("long", &json!("stays"), HOUR)).unwrap();
     eventually("expiry of `short`", Duration::from_secs(10), || {
-        memory.get("short").unwrap().is_none().then_some(())
+        eyeflow_tests::wait(memory.get("short"))
+            .unwrap()
+            .is_none()
+            .then_some(())
     });
-    assert_eq!(memory.get("long").unwrap(), Some(json!("stays")));
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("long")).unwrap(),
+        Some(json!("stays"))
+    );
 
     // A zero TTL stores nothing and drops the previous value, as in the embedded scope.
-    memory
-        .set("long", &json!("replaced"), Duration::ZERO)
-        .unwrap();
-    assert_eq!(memory.get("long").unwrap(), None);
+    eyeflow_tests::wait(memory.set("long", &json!("replaced"), Duration::ZERO)).unwrap();
+    assert_eq!(eyeflow_tests::wait(memory.get("long")).unwrap(), None);
 }
 
 #[test]
@@ -110,11 +119,17 @@ fn prefixes_isolate_two_adapters_on_one_server() {
     let server = RedisServer::start();
     let a = memory(&server, "node-a:");
     let b = memory(&server, "node-b:");
-    a.set("shared-key", &json!("from a"), HOUR).unwrap();
-    assert_eq!(b.get("shared-key").unwrap(), None);
-    b.set("shared-key", &json!("from b"), HOUR).unwrap();
-    assert_eq!(a.get("shared-key").unwrap(), Some(json!("from a")));
-    assert_eq!(b.get("shared-key").unwrap(), Some(json!("from b")));
+    eyeflow_tests::wait(a.set("shared-key", &json!("from a"), HOUR)).unwrap();
+    assert_eq!(eyeflow_tests::wait(b.get("shared-key")).unwrap(), None);
+    eyeflow_tests::wait(b.set("shared-key", &json!("from b"), HOUR)).unwrap();
+    assert_eq!(
+        eyeflow_tests::wait(a.get("shared-key")).unwrap(),
+        Some(json!("from a"))
+    );
+    assert_eq!(
+        eyeflow_tests::wait(b.get("shared-key")).unwrap(),
+        Some(json!("from b"))
+    );
     assert_eq!(
         raw(&server, &["GET", "node-a:shared-key"]).as_deref(),
         Some(r#""from a""#)
@@ -144,7 +159,7 @@ fn connecting_to_a_dead_port_fails_naming_redis_and_the_url() {
 fn outage_fails_fast_with_unavailable_and_recovers_on_the_same_port() {
     let mut server = RedisServer::start();
     let memory = memory(&server, "eyeflow:");
-    memory.set("before", &json!(1), HOUR).unwrap();
+    eyeflow_tests::wait(memory.set("before", &json!(1), HOUR)).unwrap();
     assert!(memory.healthy());
 
     server.stop();
@@ -152,7 +167,7 @@ fn outage_fails_fast_with_unavailable_and_recovers_on_the_same_port() {
     let bound = Duration::from_secs(5);
     for attempt in 0..3 {
         let start = Instant::now();
-        let err = memory.get("before").unwrap_err();
+        let err = eyeflow_tests::wait(memory.get("before")).unwrap_err();
         assert_eq!(err.kind, CallErrorKind::Unavailable, "{err}");
         assert_eq!(err.origin, "redis");
         assert!(
@@ -162,7 +177,7 @@ fn outage_fails_fast_with_unavailable_and_recovers_on_the_same_port() {
         );
 
         let start = Instant::now();
-        let err = memory.set("during", &json!(attempt), HOUR).unwrap_err();
+        let err = eyeflow_tests::wait(memory.set("during", &json!(attempt), HOUR)).unwrap_err();
         assert_eq!(err.kind, CallErrorKind::Unavailable, "{err}");
         assert_eq!(err.origin, "redis");
         assert!(
@@ -175,11 +190,14 @@ fn outage_fails_fast_with_unavailable_and_recovers_on_the_same_port() {
 
     server.restart();
     eventually("recovery after restart", Duration::from_secs(15), || {
-        memory.set("after", &json!("back"), HOUR).ok()
+        eyeflow_tests::wait(memory.set("after", &json!("back"), HOUR)).ok()
     });
-    assert_eq!(memory.get("after").unwrap(), Some(json!("back")));
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("after")).unwrap(),
+        Some(json!("back"))
+    );
     // The restarted server persisted nothing.
-    assert_eq!(memory.get("before").unwrap(), None);
+    assert_eq!(eyeflow_tests::wait(memory.get("before")).unwrap(), None);
     assert!(memory.healthy());
 }
 
@@ -198,12 +216,12 @@ fn signal(server: &RedisServer, signal: &str) {
 fn a_frozen_server_times_calls_out_instead_of_hanging_them() {
     let server = RedisServer::start();
     let memory = memory(&server, "eyeflow:");
-    memory.set("k", &json!("v"), HOUR).unwrap();
+    eyeflow_tests::wait(memory.set("k", &json!("v"), HOUR)).unwrap();
 
     // A stopped process keeps its socket: connections and writes succeed, answers never come.
     signal(&server, "STOP");
     let start = Instant::now();
-    let err = memory.get("k").unwrap_err();
+    let err = eyeflow_tests::wait(memory.get("k")).unwrap_err();
     let elapsed = start.elapsed();
     signal(&server, "CONT");
     assert_eq!(err.kind, CallErrorKind::Unavailable, "{err}");
@@ -211,7 +229,7 @@ fn a_frozen_server_times_calls_out_instead_of_hanging_them() {
     assert!(elapsed < Duration::from_secs(5), "get took {elapsed:?}");
 
     let value = eventually("answers after SIGCONT", Duration::from_secs(15), || {
-        memory.get("k").ok()
+        eyeflow_tests::wait(memory.get("k")).ok()
     });
     assert_eq!(value, Some(json!("v")));
 }

@@ -57,8 +57,7 @@ fn connect_approle(bao: &OpenBao, role: (String, String), cache_ttl_ms: u64) -> 
 }
 
 fn value(secrets: &VaultSecrets, name: &str) -> Option<String> {
-    secrets
-        .get(name)
+    eyeflow_tests::wait(secrets.get(name))
         .unwrap_or_else(|e| panic!("reading {name}: {e}"))
         .map(|s| s.expose().to_owned())
 }
@@ -80,7 +79,10 @@ fn token_auth_reads_a_secret() {
         value(&secrets, "db-password").as_deref(),
         Some("pw-1234-abcd")
     );
-    let shown = format!("{secrets:?} {:?}", secrets.get("db-password"));
+    let shown = format!(
+        "{secrets:?} {:?}",
+        eyeflow_tests::wait(secrets.get("db-password"))
+    );
     assert!(
         !shown.contains("pw-1234-abcd") && !shown.contains(&token),
         "{shown}"
@@ -113,7 +115,8 @@ fn denied_path_names_the_secret_and_not_its_value() {
     let token = bao.create_token(&["only-allowed"], "1h");
     let secrets = connect_token(&bao.addr(), &token, 30_000).expect("connect");
     assert_eq!(value(&secrets, "allowed/a").as_deref(), Some("value-a"));
-    let err: CallError = secrets.get("forbidden").expect_err("denied by the policy");
+    let err: CallError =
+        eyeflow_tests::wait(secrets.get("forbidden")).expect_err("denied by the policy");
     assert_eq!(err.kind, CallErrorKind::Denied);
     let text = err.to_string();
     assert!(text.contains("`forbidden`"), "{text}");
@@ -214,7 +217,7 @@ fn vault_going_away_is_unavailable() {
     let token = bao.create_token(&["eyeflow-read"], "1h");
     let secrets = connect_token(&bao.addr(), &token, 0).expect("connect");
     bao.stop();
-    let err = secrets.get("db-password").expect_err("Vault is down");
+    let err = eyeflow_tests::wait(secrets.get("db-password")).expect_err("Vault is down");
     assert_eq!(err.kind, CallErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("`db-password`"), "{err}");
 }

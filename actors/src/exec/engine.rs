@@ -2,7 +2,9 @@
 //! the fallback engine's decisions, compensation, human validation.
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 
 use eyeflow_ir::pb::{ErrorClass, IrOpcode, MemoryScope};
 use serde_json::{Map, Value};
@@ -160,9 +162,9 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the program to its end and journals the outcome.
-    pub(super) fn run(mut self) -> super::Report {
+    pub(super) async fn run(mut self) -> super::Report {
         let top = self.program.top.clone();
-        let outcome = match self.region(&top, "") {
+        let outcome = match self.region(&top, "").await {
             Ok(()) => ExecutionOutcome::Completed { value: Value::Null },
             Err(Stop::Return(value)) => ExecutionOutcome::Completed { value },
             Err(Stop::Fail(f)) => ExecutionOutcome::Failed {
@@ -180,7 +182,8 @@ impl<'a> Run<'a> {
         let ended = self
             .fx
             .journal
-            .finish(self.execution_id, &steps, &entries, &outcome);
+            .finish(self.execution_id, &steps, &entries, &outcome)
+            .await;
         match ended {
             Ok(()) => super::Report::Finished(outcome),
             Err(error) => super::Report::Interrupted { error },
@@ -189,19 +192,19 @@ impl<'a> Run<'a> {
 
     /// Journals the unsaved steps with their audit entries, in one atomic write;
     /// `durable`: before returning.
-    fn save(&mut self, durable: bool) -> Result<(), CallError> {
+    async fn save(&mut self, durable: bool) -> Result<(), CallError> {
         if self.unsaved.is_empty() && !durable {
             return Ok(());
         }
         let (entries, steps): (Vec<AuditEntry>, Vec<StepRecord>) =
             std::mem::take(&mut self.unsaved).into_iter().unzip();
-        self.fx.journal.steps(&steps, &entries, durable)
+        self.fx.journal.steps(&steps, &entries, durable).await
     }
 
     /// Journals the intent of the effect `at` is about to start — durably, with every
     /// unsaved step — unless this attempt re-issues an intent already journaled. An error
     /// means the effect must not start (the execution then stops: see `instruction`).
-    pub(super) fn intent(&mut self, at: &Attempt<'_>, input: &Value) -> Result<(), Failure> {
+    pub(super) async fn intent(&mut self, at: &Attempt<'_>, input: &Value) -> Result<(), Failure> {
         if self.resuming.is_some() {
             return Ok(());
         }
@@ -218,7 +221,7 @@ impl<'a> Run<'a> {
             now,
             input,
         );
-        self.save(true).map_err(|e| {
+        self.save(true).await.map_err(|e| {
             let failure = Failure::new(
                 ErrorClass::Unavailable,
                 format!("the journal refused the intent of `{}`: {e}", at.path),
@@ -254,7 +257,7 @@ impl<'a> Run<'a> {
 
     /// Runs the instructions of one region (the top level or one loop iteration) in
     /// deterministic order: the first ready member by (sequence_number, id) runs next.
-    pub(super) fn region(&mut self, members: &[usize], prefix: &str) -> Result<(), Stop> {
+    pub(super) async fn region(&mut self, members: &[usize], prefix: &str) -> Result<(), Stop> {
         let program = self.program;
         let mut state: HashMap<usize, State> = HashMap::new();
         let mut chosen: HashMap<usize, Option<usize>> = HashMap::new();
@@ -287,7 +290,7 @@ impl<'a> Run<'a> {
                 state.insert(m, State::Dead);
                 continue;
             }
-            let resolved = self.instruction(m, prefix)?;
+            let resolved = self.instruction(m, prefix).await?;
             if ins.opcode == IrOpcode::Branch {
                 let taken = matches!(resolved, Resolved::Done(Value::Bool(true)));
                 chosen.insert(
@@ -318,7 +321,7 @@ impl<'a> Run<'a> {
     /// Journals one step and its audit entry: at once and durably when the execution then
     /// waits for a decision, with the next write otherwise.
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    async fn record(
         &mut self,
         idx: usize,
         path: &str,
@@ -331,9 +334,9 @@ impl<'a> Run<'a> {
         let pause = outcome.waits_for_decision();
         self.push(idx, path, attempt, outcome, fallback, started_ms, inputs);
         if pause {
-            self.save(true).map_err(Stop::Journal)
+            self.save(true).await.map_err(Stop::Journal)
         } else if self.unsaved.len() >= SAVE_EVERY {
-            self.save(false).map_err(Stop::Journal)
+            self.save(false).await.map_err(Stop::Journal)
         } else {
             Ok(())
         }
@@ -401,7 +404,7 @@ impl<'a> Run<'a> {
 
     /// The human decision on `path`: `Ok(true)` to go on; otherwise the stop (pause, after
     /// journaling AwaitingApproval once, or rejection).
-    fn approval(
+    async fn approval(
         &mut self,
         idx: usize,
         path: &str,
@@ -423,7 +426,8 @@ impl<'a> Run<'a> {
                         None,
                         now,
                         &Value::Null,
-                    )?;
+                    )
+                    .await?;
                 }
                 Err(Stop::Paused(path.to_owned()))
             }
@@ -431,7 +435,7 @@ impl<'a> Run<'a> {
     }
 
     /// Runs (or replays) one instruction, with retries, fallbacks and compensation.
-    pub(super) fn instruction(&mut self, idx: usize, prefix: &str) -> Result<Resolved, Stop> {
+    pub(super) async fn instruction(&mut self, idx: usize, prefix: &str) -> Result<Resolved, Stop> {
         let program = self.program;
         let ins = &program.instructions[idx];
         let path = format!("{prefix}{}", ins.id);
@@ -485,13 +489,15 @@ impl<'a> Run<'a> {
         let validate_after = ins.requires_validation && ins.opcode == IrOpcode::LlmCall;
         if let Some(output) = done {
             if validate_after {
-                self.approval(idx, &path, attempt, awaiting)?;
+                self.approval(idx, &path, attempt, awaiting).await?;
             }
             self.replay(idx, &output);
             return Ok(Resolved::Done(output));
         }
         if let Some((decision, failure)) = pending {
-            return self.conclude(idx, &path, prefix, attempt, decision, failure);
+            return self
+                .conclude(idx, &path, prefix, attempt, decision, failure)
+                .await;
         }
         if attempt == 0
             && let Some(permission) = ins.missing_permission
@@ -506,7 +512,9 @@ impl<'a> Run<'a> {
                 ),
             );
             let now = self.fx.clock.now_ms();
-            return self.refuse(idx, (&path, prefix), now, failure, Decision::Fail);
+            return self
+                .refuse(idx, (&path, prefix), now, failure, Decision::Fail)
+                .await;
         }
         if attempt == 0
             && let Some(message) = self.late.take()
@@ -516,27 +524,35 @@ impl<'a> Run<'a> {
             let decision = ins.policy.decide(ErrorClass::Timeout, u32::MAX, true);
             let failure = Failure::new(ErrorClass::Timeout, message);
             let now = self.fx.clock.now_ms();
-            return self.refuse(idx, (&path, prefix), now, failure, decision);
+            return self
+                .refuse(idx, (&path, prefix), now, failure, decision)
+                .await;
         }
         if ins.opcode == IrOpcode::Loop {
-            self.fx.boundary.checkpoint(
+            self.fx
+                .boundary
+                .checkpoint(
+                    self.execution_id,
+                    ins.priority.level,
+                    ins.priority.preemptible,
+                )
+                .await;
+            return self.run_loop(idx, &path, prefix).await;
+        }
+        if ins.requires_validation && !validate_after {
+            self.approval(idx, &path, 0, awaiting).await?;
+        }
+        self.fx
+            .boundary
+            .checkpoint(
                 self.execution_id,
                 ins.priority.level,
                 ins.priority.preemptible,
-            );
-            return self.run_loop(idx, &path, prefix);
-        }
-        if ins.requires_validation && !validate_after {
-            self.approval(idx, &path, 0, awaiting)?;
-        }
-        self.fx.boundary.checkpoint(
-            self.execution_id,
-            ins.priority.level,
-            ins.priority.preemptible,
-        );
+            )
+            .await;
         let mut resume = match in_doubt {
             Some(n) => {
-                let how = self.in_doubt(idx, &path, n, ambiguous)?;
+                let how = self.in_doubt(idx, &path, n, ambiguous).await?;
                 attempt = n.saturating_sub(1);
                 Some(how)
             }
@@ -553,20 +569,21 @@ impl<'a> Run<'a> {
             let mark = self.resuming.as_ref().map(Resumption::mark);
             let started = self.fx.clock.now_ms();
             let mut inputs = Value::Null;
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                self.attempt(idx, &path, attempt, model.as_deref(), &mut inputs)
-            }))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                Err(Failure::new(
-                    ErrorClass::Internal,
-                    format!("`{}` panicked: {what}", ins.id),
-                ))
-            });
+            let result =
+                AssertUnwindSafe(self.attempt(idx, &path, attempt, model.as_deref(), &mut inputs))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".to_owned());
+                        Err(Failure::new(
+                            ErrorClass::Internal,
+                            format!("`{}` panicked: {what}", ins.id),
+                        ))
+                    });
             // Secret values never reach the journal, the audit, the outcome or later steps.
             // Nor does a value the journal could not hold (see `bounds`).
             let result = match result {
@@ -599,9 +616,10 @@ impl<'a> Run<'a> {
                         mark.or(switched.then_some("fallback_model")),
                         started,
                         &inputs,
-                    )?;
+                    )
+                    .await?;
                     if validate_after {
-                        self.approval(idx, &path, attempt, false)?;
+                        self.approval(idx, &path, attempt, false).await?;
                     }
                     return Ok(Resolved::Done(output));
                 }
@@ -618,10 +636,11 @@ impl<'a> Run<'a> {
                         decision.name(),
                         started,
                         &inputs,
-                    )?;
+                    )
+                    .await?;
                     match decision {
                         Decision::Retry { delay } => {
-                            self.fx.clock.sleep(delay);
+                            self.fx.clock.sleep(delay).await;
                             retries += 1;
                         }
                         Decision::Model(_) => {
@@ -629,7 +648,9 @@ impl<'a> Run<'a> {
                             retries = 0;
                         }
                         other => {
-                            return self.conclude(idx, &path, prefix, attempt, other, failure);
+                            return self
+                                .conclude(idx, &path, prefix, attempt, other, failure)
+                                .await;
                         }
                     }
                 }
@@ -640,7 +661,7 @@ impl<'a> Run<'a> {
     /// How an effect whose intent attempt `n` is journaled without a result runs again, by
     /// what it declares (see the module docs); pauses (after journaling `Ambiguous` once)
     /// while an operator has not decided, stops on a rejection.
-    fn in_doubt(
+    async fn in_doubt(
         &mut self,
         idx: usize,
         path: &str,
@@ -678,7 +699,8 @@ impl<'a> Run<'a> {
                         None,
                         now,
                         &Value::Null,
-                    )?;
+                    )
+                    .await?;
                 }
                 Err(Stop::Paused(path.to_owned()))
             }
@@ -712,7 +734,7 @@ impl<'a> Run<'a> {
 
     /// Fails instruction `idx` as one attempt started at `started` (journaled and audited
     /// as failed with `decision`'s name), then applies `decision`.
-    fn refuse(
+    async fn refuse(
         &mut self,
         idx: usize,
         (path, prefix): (&str, &str),
@@ -731,12 +753,13 @@ impl<'a> Run<'a> {
             decision.name(),
             started,
             &Value::Null,
-        )?;
-        self.conclude(idx, path, prefix, 1, decision, failure)
+        )
+        .await?;
+        self.conclude(idx, path, prefix, 1, decision, failure).await
     }
 
     /// Applies a final decision (journaled as the last failed attempt's fallback).
-    fn conclude(
+    async fn conclude(
         &mut self,
         idx: usize,
         path: &str,
@@ -758,7 +781,8 @@ impl<'a> Run<'a> {
                     Some("fallback_value"),
                     now,
                     &Value::Null,
-                )?;
+                )
+                .await?;
                 Ok(Resolved::Done(value))
             }
             Decision::Skip => {
@@ -770,11 +794,12 @@ impl<'a> Run<'a> {
                     Some("skip"),
                     now,
                     &Value::Null,
-                )?;
+                )
+                .await?;
                 Ok(Resolved::Skipped)
             }
             Decision::Abort => {
-                self.compensate(idx, prefix)?;
+                self.compensate(idx, prefix).await?;
                 Err(Stop::Fail(Failure::new(
                     failure.class,
                     format!("aborted at `{path}`: {}", failure.message),
@@ -788,10 +813,11 @@ impl<'a> Run<'a> {
 
     /// Runs the compensation steps of `owner` in reverse order, best effort: a failing step
     /// does not stop the others.
-    fn compensate(&mut self, owner: usize, prefix: &str) -> Result<(), Stop> {
+    async fn compensate(&mut self, owner: usize, prefix: &str) -> Result<(), Stop> {
         let steps = self.program.instructions[owner].compensation.clone();
         for step in steps.into_iter().rev() {
-            match self.instruction(step, prefix) {
+            // Boxed: compensation recurses through `instruction`.
+            match Box::pin(self.instruction(step, prefix)).await {
                 Ok(resolved) => self.bind(step, &resolved),
                 Err(Stop::Fail(_) | Stop::Return(_) | Stop::Rejected(_)) => {}
                 Err(stop) => return Err(stop),
@@ -804,18 +830,20 @@ impl<'a> Run<'a> {
     /// `max_iterations` times), each iteration a region whose steps are journaled as
     /// `loop/iteration/id`. Its result is the list of per-iteration objects (body output
     /// name → value, for the body instructions that ran).
-    fn run_loop(&mut self, idx: usize, path: &str, prefix: &str) -> Result<Resolved, Stop> {
+    async fn run_loop(&mut self, idx: usize, path: &str, prefix: &str) -> Result<Resolved, Stop> {
         let program = self.program;
         let ins = &program.instructions[idx];
         let Some(l) = &ins.looping else {
-            return self.conclude(
-                idx,
-                path,
-                prefix,
-                1,
-                Decision::Fail,
-                Failure::new(ErrorClass::Internal, "LOOP without a loop config"),
-            );
+            return self
+                .conclude(
+                    idx,
+                    path,
+                    prefix,
+                    1,
+                    Decision::Fail,
+                    Failure::new(ErrorClass::Internal, "LOOP without a loop config"),
+                )
+                .await;
         };
         let started = self.fx.clock.now_ms();
         let items = match &l.items {
@@ -823,46 +851,52 @@ impl<'a> Run<'a> {
             Some(expr) => match expr.eval(&self.vars) {
                 Ok(Value::Array(items)) if items.len() <= l.max_iterations as usize => Some(items),
                 Ok(Value::Array(items)) => {
-                    return self.loop_failed(
-                        idx,
-                        path,
-                        prefix,
-                        started,
-                        Failure::new(
-                            ErrorClass::InvalidInput,
-                            format!(
-                                "LOOP `{}` has {} items, more than max_iterations {}",
-                                ins.id,
-                                items.len(),
-                                l.max_iterations
+                    return self
+                        .loop_failed(
+                            idx,
+                            path,
+                            prefix,
+                            started,
+                            Failure::new(
+                                ErrorClass::InvalidInput,
+                                format!(
+                                    "LOOP `{}` has {} items, more than max_iterations {}",
+                                    ins.id,
+                                    items.len(),
+                                    l.max_iterations
+                                ),
                             ),
-                        ),
-                    );
+                        )
+                        .await;
                 }
                 Ok(other) => {
-                    return self.loop_failed(
-                        idx,
-                        path,
-                        prefix,
-                        started,
-                        Failure::new(
-                            ErrorClass::InvalidInput,
-                            format!(
-                                "LOOP `{}`: items_expr gave {}, expected a list",
-                                ins.id,
-                                super::expr::kind_of(&other)
+                    return self
+                        .loop_failed(
+                            idx,
+                            path,
+                            prefix,
+                            started,
+                            Failure::new(
+                                ErrorClass::InvalidInput,
+                                format!(
+                                    "LOOP `{}`: items_expr gave {}, expected a list",
+                                    ins.id,
+                                    super::expr::kind_of(&other)
+                                ),
                             ),
-                        ),
-                    );
+                        )
+                        .await;
                 }
                 Err(e) => {
-                    return self.loop_failed(
-                        idx,
-                        path,
-                        prefix,
-                        started,
-                        Failure::new(ErrorClass::InvalidInput, e),
-                    );
+                    return self
+                        .loop_failed(
+                            idx,
+                            path,
+                            prefix,
+                            started,
+                            Failure::new(ErrorClass::InvalidInput, e),
+                        )
+                        .await;
                 }
             },
         };
@@ -880,7 +914,7 @@ impl<'a> Run<'a> {
                             limit.as_millis()
                         ),
                     );
-                    return self.loop_failed(idx, path, prefix, started, failure);
+                    return self.loop_failed(idx, path, prefix, started, failure).await;
                 }
             }
             if let Some(cond) = &l.while_condition {
@@ -889,7 +923,7 @@ impl<'a> Run<'a> {
                     Ok(false) => break,
                     Err(e) => {
                         let failure = Failure::new(ErrorClass::InvalidInput, e);
-                        return self.loop_failed(idx, path, prefix, started, failure);
+                        return self.loop_failed(idx, path, prefix, started, failure).await;
                     }
                 }
             }
@@ -899,7 +933,8 @@ impl<'a> Run<'a> {
             if let Some(items) = &items {
                 self.vars.set(&l.item_var, &items[n]);
             }
-            self.region(&l.body, &format!("{path}/{n}/"))?;
+            // Boxed: a loop body recurses through `region`.
+            Box::pin(self.region(&l.body, &format!("{path}/{n}/"))).await?;
             let mut round = Map::new();
             for &member in &l.body {
                 if let Some(v) = self.outputs.get(&member) {
@@ -925,11 +960,12 @@ impl<'a> Run<'a> {
             None,
             started,
             &Value::Null,
-        )?;
+        )
+        .await?;
         Ok(Resolved::Done(output))
     }
 
-    fn loop_failed(
+    async fn loop_failed(
         &mut self,
         idx: usize,
         path: &str,
@@ -944,5 +980,6 @@ impl<'a> Run<'a> {
             Decision::Fail
         };
         self.refuse(idx, (path, prefix), started, failure, decision)
+            .await
     }
 }

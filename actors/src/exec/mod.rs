@@ -126,17 +126,19 @@ use crate::ports::{
 
 /// Time as the engine sees it: time windows, backoff waits, postcondition polling, step
 /// timestamps.
+#[async_trait::async_trait]
 pub trait Clock: Send + Sync {
     /// Now, Unix milliseconds.
     fn now_ms(&self) -> u64;
-    /// Blocks for `duration`.
-    fn sleep(&self, duration: Duration);
+    /// Waits for `duration`: a timer of the actor runtime, never a sleeping thread.
+    async fn sleep(&self, duration: Duration);
 }
 
-/// The system clock and `std::thread::sleep`.
+/// The system clock and the actor runtime's timers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+#[async_trait::async_trait]
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now()
@@ -144,8 +146,8 @@ impl Clock for SystemClock {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    fn sleep(&self, duration: Duration) {
-        std::thread::sleep(duration);
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
     }
 }
 
@@ -207,23 +209,25 @@ pub enum Report {
 }
 
 /// Runs execution `execution_id` of `program` for `event`, resuming after the steps of
-/// `history` (empty for a new execution), until it finishes or pauses. Blocking: call it
-/// on a worker thread.
-pub fn execute(
+/// `history` (empty for a new execution), until it finishes or pauses. A future: the node
+/// runs it as a task of its actor runtime; it waits on the world without holding a thread.
+pub async fn execute(
     program: &Program,
     execution_id: &str,
     event: &EventRecord,
     history: &[StepRecord],
     effects: &Effects,
 ) -> Report {
-    engine::Run::new(program, execution_id, event, history, effects).run()
+    engine::Run::new(program, execution_id, event, history, effects)
+        .run()
+        .await
 }
 
 /// [`execute`] for an execution admitted `waited` after its arrival, past its priority's
 /// `max_wait`: the first instruction to run fails with `timeout` (the message says how
 /// long it waited) and its fallback decides — a value or a skip lets the execution go
 /// on, none fails it.
-pub fn execute_late(
+pub async fn execute_late(
     program: &Program,
     execution_id: &str,
     event: &EventRecord,
@@ -236,5 +240,5 @@ pub fn execute_late(
         "waited {} ms for a worker, more than its max_wait",
         waited.as_millis()
     ));
-    run.run()
+    run.run().await
 }

@@ -120,7 +120,7 @@ impl Run<'_> {
         Ok(Duration::from_millis(deadline_ms - now))
     }
 
-    fn hold(&self, ins: &Prepared) -> Result<Option<ResourceHold>, Failure> {
+    async fn hold(&self, ins: &Prepared) -> Result<Option<ResourceHold>, Failure> {
         if ins.resource_key.is_empty() {
             return Ok(None);
         }
@@ -132,6 +132,7 @@ impl Run<'_> {
                 ins.priority.level,
                 ins.priority.max_wait,
             )
+            .await
             .map(Some)
             .map_err(|e| {
                 if e.kind == CallErrorKind::Timeout {
@@ -150,7 +151,7 @@ impl Run<'_> {
     }
 
     /// One attempt of instruction `idx`; `inputs` receives what the audit digests.
-    pub(super) fn attempt(
+    pub(super) async fn attempt(
         &mut self,
         idx: usize,
         path: &str,
@@ -231,8 +232,8 @@ impl Run<'_> {
                     None => String::new(),
                 };
                 *inputs = json!({"topic": topic, "key": key, "payload": payload});
-                self.intent(&at, inputs)?;
-                self.fx.events.emit(topic, &key, &payload, &at.key)?;
+                self.intent(&at, inputs).await?;
+                self.fx.events.emit(topic, &key, &payload, &at.key).await?;
                 Ok(payload)
             }
             IrOpcode::Store => {
@@ -242,14 +243,17 @@ impl Run<'_> {
                     .as_ref()
                     .ok_or_else(|| invalid_input("STORE without a memory access"))?;
                 *inputs = json!({"key": memory.key, "value": value});
-                let _hold = self.hold(ins)?;
+                let _hold = self.hold(ins).await?;
                 match memory.scope {
                     MemoryScope::Node => {
-                        self.fx.node_memory.set(&memory.key, &value, memory.ttl)?
+                        self.fx
+                            .node_memory
+                            .set(&memory.key, &value, memory.ttl)
+                            .await?
                     }
                     MemoryScope::Cluster => {
-                        self.intent(&at, inputs)?;
-                        self.fx.cluster_memory.put(&memory.key, &value)?
+                        self.intent(&at, inputs).await?;
+                        self.fx.cluster_memory.put(&memory.key, &value).await?
                     }
                     _ => self.set_l1(&memory.key, value.clone()),
                 }
@@ -262,8 +266,8 @@ impl Run<'_> {
                     .ok_or_else(|| invalid_input("LOAD without a memory access"))?;
                 *inputs = json!({"key": memory.key});
                 let found = match memory.scope {
-                    MemoryScope::Node => self.fx.node_memory.get(&memory.key)?,
-                    MemoryScope::Cluster => self.fx.cluster_memory.get(&memory.key)?,
+                    MemoryScope::Node => self.fx.node_memory.get(&memory.key).await?,
+                    MemoryScope::Cluster => self.fx.cluster_memory.get(&memory.key).await?,
                     _ => self.l1.get(&memory.key).cloned(),
                 };
                 Ok(found.unwrap_or_else(|| memory.default.clone()))
@@ -279,9 +283,13 @@ impl Run<'_> {
                     .capability
                     .as_ref()
                     .ok_or_else(|| invalid_input("LOAD_RESOURCE without a capability"))?;
-                let _hold = self.hold(ins)?;
+                let _hold = self.hold(ins).await?;
                 let remaining = self.remaining(deadline_ms, &ins.id)?;
-                let out = self.fx.plugins.read(connector, &key, &params, remaining)?;
+                let out = self
+                    .fx
+                    .plugins
+                    .read(connector, &key, &params, remaining)
+                    .await?;
                 check_schema(
                     ins.output_schema.as_ref(),
                     &out,
@@ -290,11 +298,11 @@ impl Run<'_> {
                 )?;
                 Ok(out)
             }
-            IrOpcode::CallAction => self.call_action(ins, &at, deadline_ms, inputs),
+            IrOpcode::CallAction => self.call_action(ins, &at, deadline_ms, inputs).await,
             IrOpcode::CallApi | IrOpcode::CallService => {
-                self.call_http(ins, &at, deadline_ms, inputs)
+                self.call_http(ins, &at, deadline_ms, inputs).await
             }
-            IrOpcode::LlmCall => self.call_llm(ins, model, deadline_ms, inputs),
+            IrOpcode::LlmCall => self.call_llm(ins, model, deadline_ms, inputs).await,
             IrOpcode::Loop | IrOpcode::Unspecified => Err(Failure::new(
                 ErrorClass::Internal,
                 format!("`{}` is not a single-step instruction", ins.id),
@@ -304,7 +312,7 @@ impl Run<'_> {
 
     /// CALL_ACTION: permit, time window (not re-checked when a resume re-issues an intent
     /// that passed it), intent, invoke (or the declared read-back), postcondition.
-    fn call_action(
+    async fn call_action(
         &mut self,
         ins: &Prepared,
         at: &Attempt<'_>,
@@ -323,7 +331,7 @@ impl Run<'_> {
             .capability
             .as_ref()
             .ok_or_else(|| invalid_input("CALL_ACTION without a capability"))?;
-        let _hold = self.hold(ins)?;
+        let _hold = self.hold(ins).await?;
         if let Some(window) = ins.time_window.as_ref().filter(|_| self.resuming.is_none()) {
             let now = self.fx.clock.now_ms();
             if !in_window(window, now) {
@@ -341,7 +349,7 @@ impl Run<'_> {
             }
         }
         let remaining = self.remaining(deadline_ms, &ins.id)?;
-        self.intent(at, inputs)?;
+        self.intent(at, inputs).await?;
         let action = match &self.resuming {
             Some(Resumption::ReadBack(read)) => read.clone(),
             _ => ins.action.clone(),
@@ -349,7 +357,8 @@ impl Run<'_> {
         let out = self
             .fx
             .plugins
-            .invoke(capability, &action, &params, &at.key, remaining)?;
+            .invoke(capability, &action, &params, &at.key, remaining)
+            .await?;
         check_schema(
             ins.output_schema.as_ref(),
             &out,
@@ -374,6 +383,7 @@ impl Run<'_> {
                     .fx
                     .plugins
                     .read(&post.capability, &key, &read_params, budget)
+                    .await
                 {
                     Ok(resource) => {
                         let mut vars = self.vars.clone();
@@ -398,13 +408,13 @@ impl Run<'_> {
                         ),
                     ));
                 }
-                self.fx.clock.sleep(post.poll);
+                self.fx.clock.sleep(post.poll).await;
             }
         }
         Ok(out)
     }
 
-    fn call_http(
+    async fn call_http(
         &mut self,
         ins: &Prepared,
         at: &Attempt<'_>,
@@ -436,7 +446,7 @@ impl Run<'_> {
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         {
-            let secret = self.fx.secrets.get(&ins.secret)?.ok_or_else(|| {
+            let secret = self.fx.secrets.get(&ins.secret).await?.ok_or_else(|| {
                 Failure::new(
                     ErrorClass::Denied,
                     format!("secret `{}` is not available", ins.secret),
@@ -448,7 +458,7 @@ impl Run<'_> {
                 format!("Bearer {}", secret.expose()),
             ));
         }
-        let _hold = self.hold(ins)?;
+        let _hold = self.hold(ins).await?;
         let timeout = self.remaining(deadline_ms, &ins.id)?;
         let method = if http.method.is_empty() {
             "GET".to_owned()
@@ -465,8 +475,8 @@ impl Run<'_> {
         };
         // A request the egress policy refuses never leaves: no intent, nothing in doubt.
         self.fx.http.admit(&request)?;
-        self.intent(at, inputs)?;
-        let response = self.fx.http.send(&request)?;
+        self.intent(at, inputs).await?;
+        let response = self.fx.http.send(&request).await?;
         let class = match response.status {
             200..=299 => None,
             429 => Some(ErrorClass::RateLimit),
@@ -493,7 +503,7 @@ impl Run<'_> {
         Ok(response.body)
     }
 
-    fn call_llm(
+    async fn call_llm(
         &mut self,
         ins: &Prepared,
         model: Option<&str>,
@@ -511,7 +521,7 @@ impl Run<'_> {
         for (name, source) in &llm.slots {
             match source {
                 SlotSource::Vault(key) => {
-                    let secret = self.fx.secrets.get(key)?.ok_or_else(|| {
+                    let secret = self.fx.secrets.get(key).await?.ok_or_else(|| {
                         Failure::new(
                             ErrorClass::Denied,
                             format!("secret `{key}` of slot `{name}` is not available"),
@@ -560,7 +570,7 @@ impl Run<'_> {
             json_output: llm.json_output,
             timeout: self.remaining(deadline_ms, &ins.id)?,
         };
-        let answer = self.fx.llm.complete(&request)?;
+        let answer = self.fx.llm.complete(&request).await?;
         let out = if llm.json_output {
             parse_json_answer(&answer)?
         } else {

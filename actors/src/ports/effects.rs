@@ -2,7 +2,9 @@
 //! CALL_SERVICE), the LLM provider (LLM_CALL), the event sink (EMIT_EVENT), node and
 //! cluster memory (STORE/LOAD in the `node` and `cluster` scopes), and secrets.
 //!
-//! All calls are blocking: executions run on worker threads, never on async workers.
+//! Calls that may wait on the world are asynchronous: executions are tasks of the actor
+//! runtime, so an adapter never blocks one of its threads (an adapter whose client blocks
+//! hands the call to `tokio::task::block_in_place`).
 
 use std::fmt;
 use std::time::Duration;
@@ -39,13 +41,14 @@ pub struct HttpResponse {
 
 /// Outgoing HTTP. Non-2xx answers are returned as responses, not errors; transport failures
 /// are errors (`Unavailable`, `Timeout`).
+#[async_trait::async_trait]
 pub trait HttpPort: Send + Sync {
     /// Whether `request` may leave at all (the node's egress policy, the URL's form),
     /// decided before anything is sent: a refusal here is certain to have had no effect, so
     /// the executor checks it before journaling the call's intent.
     fn admit(&self, request: &HttpRequest) -> Result<(), CallError>;
     /// Sends `request` (admitting it first).
-    fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError>;
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError>;
 }
 
 /// One chat message.
@@ -76,17 +79,19 @@ pub struct LlmRequest {
 }
 
 /// An LLM provider (OpenAI-compatible chat completions in the embedded adapter).
+#[async_trait::async_trait]
 pub trait LlmPort: Send + Sync {
     /// The assistant's answer text. `ModelUnavailable` when no provider or model is
     /// configured or the provider says the model does not exist; `RateLimited` on 429.
-    fn complete(&self, request: &LlmRequest) -> Result<String, CallError>;
+    async fn complete(&self, request: &LlmRequest) -> Result<String, CallError>;
 }
 
 /// Where EMIT_EVENT publishes.
+#[async_trait::async_trait]
 pub trait EventSink: Send + Sync {
     /// Publishes `payload` on `topic` with `key`. The sink drops a second publication with
     /// the same `idempotency_key`.
-    fn emit(
+    async fn emit(
         &self,
         topic: &str,
         key: &str,
@@ -96,19 +101,21 @@ pub trait EventSink: Send + Sync {
 }
 
 /// The `node` memory scope (L2): shared by the executions of one node, entries expire.
+#[async_trait::async_trait]
 pub trait NodeMemory: Send + Sync {
     /// The value under `key`, if present and not expired.
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
     /// Stores `value` under `key` for `ttl`.
-    fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError>;
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError>;
 }
 
 /// The `cluster` memory scope (L3): persistent, shared by the nodes of a cluster.
+#[async_trait::async_trait]
 pub trait ClusterMemory: Send + Sync {
     /// The latest value under `key`.
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
     /// Appends a new value for `key` (durable before returning).
-    fn put(&self, key: &str, value: &Value) -> Result<(), CallError>;
+    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError>;
 }
 
 /// A secret value. Formatting it prints `***`; read it with [`Secret::expose`].
@@ -140,9 +147,10 @@ impl fmt::Display for Secret {
 }
 
 /// Where named secrets come from (local file, Vault/OpenBao).
+#[async_trait::async_trait]
 pub trait SecretSource: Send + Sync {
     /// The secret `name`: `Ok(None)` when the source does not hold it, `Denied` when the
     /// source refuses this node access to it, `Unavailable` or `Timeout` when the source
     /// cannot be reached. Error messages name the secret, never its value.
-    fn get(&self, name: &str) -> Result<Option<Secret>, CallError>;
+    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError>;
 }

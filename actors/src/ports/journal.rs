@@ -178,6 +178,7 @@ pub struct PendingExecution {
 /// The journal (embedded: fjall; the record of truth) and, in the same atomic writes, the
 /// audit chain: the steps of a segment and their audit entries are durable together or
 /// lost together, so a resumed execution never audits one step twice.
+#[async_trait::async_trait]
 pub trait Journal: Send + Sync {
     /// Journals an accepted event, or reports that its id was seen before.
     fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError>;
@@ -186,7 +187,7 @@ pub trait Journal: Send + Sync {
     /// durable; otherwise they may become durable only with the journal's next durable
     /// write (losing them in a crash is harmless: they hold no answer an effect acted on,
     /// and the executor runs those instructions again on resume).
-    fn steps(
+    async fn steps(
         &self,
         steps: &[StepRecord],
         audit: &[AuditEntry],
@@ -194,7 +195,7 @@ pub trait Journal: Send + Sync {
     ) -> Result<(), CallError>;
     /// Journals the end of an execution, with its last `steps` (possibly none) and their
     /// audit entries, durably and atomically.
-    fn finish(
+    async fn finish(
         &self,
         execution_id: &str,
         steps: &[StepRecord],

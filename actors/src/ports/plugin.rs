@@ -119,11 +119,12 @@ pub enum OnResume {
     Ambiguous,
 }
 
-/// Connectors and capabilities as the SVM sees them. Calls are blocking (run them off the
-/// async workers); each call runs in a fresh sandboxed instance within `deadline`.
+/// Connectors and capabilities as the SVM sees them. Each call runs in a fresh sandboxed
+/// instance within `deadline`, as a future of the caller's task.
+#[async_trait::async_trait]
 pub trait PluginPort: Send + Sync {
     /// Read resource `key` with `params` through the connector resolved from `connector`.
-    fn read(
+    async fn read(
         &self,
         connector: &CapabilityRef,
         key: &str,
@@ -133,7 +134,7 @@ pub trait PluginPort: Send + Sync {
 
     /// Perform `action` with `input` on the capability resolved from `capability`;
     /// `idempotency_key` is `execution/instruction/attempt`.
-    fn invoke(
+    async fn invoke(
         &self,
         capability: &CapabilityRef,
         action: &str,

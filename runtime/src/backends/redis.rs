@@ -188,24 +188,40 @@ impl RedisNodeMemory {
 
     /// Whether Redis answers a PING within the response timeout.
     pub fn healthy(&self) -> bool {
-        self.call::<String>("PING", redis::cmd("PING")).is_ok()
+        let mut manager = self.manager.clone();
+        let outcome = self.runtime.run(self.call_timeout, async move {
+            redis::cmd("PING").query_async::<String>(&mut manager).await
+        });
+        self.answer("PING", outcome).is_ok()
     }
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
-    /// Runs `command` through the manager within the response timeout; `what` names the
-    /// command and key in errors.
-    fn call<T: FromRedisValue + Send + 'static>(
+    /// Runs `command` through the manager, on the backend's own runtime, within the
+    /// response timeout; `what` names the command and key in errors. The caller's task
+    /// waits for the answer without holding its thread.
+    async fn call<T: FromRedisValue + Send + 'static>(
         &self,
         what: &str,
         command: Cmd,
     ) -> Result<T, CallError> {
         let mut manager = self.manager.clone();
-        let outcome = self.runtime.run(self.call_timeout, async move {
-            command.query_async::<T>(&mut manager).await
+        let limit = self.call_timeout;
+        let task = self.runtime.handle.spawn(async move {
+            tokio::time::timeout(limit, command.query_async::<T>(&mut manager)).await
         });
+        let outcome = task.await.ok().and_then(Result::ok);
+        self.answer(what, outcome)
+    }
+
+    /// A command's answer; `None` when none came within the response timeout.
+    fn answer<T>(
+        &self,
+        what: &str,
+        outcome: Option<redis::RedisResult<T>>,
+    ) -> Result<T, CallError> {
         match outcome {
             Some(Ok(value)) => Ok(value),
             Some(Err(e)) => Err(call_error(what, &e)),
@@ -221,12 +237,14 @@ impl RedisNodeMemory {
     }
 }
 
+#[async_trait::async_trait]
 impl NodeMemory for RedisNodeMemory {
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
         let key = self.key(key);
         let what = format!("GET {key}");
-        let Some(bytes) =
-            self.call::<Option<Vec<u8>>>(&what, redis::cmd("GET").arg(&key).clone())?
+        let Some(bytes) = self
+            .call::<Option<Vec<u8>>>(&what, redis::cmd("GET").arg(&key).clone())
+            .await?
         else {
             return Ok(None);
         };
@@ -239,11 +257,13 @@ impl NodeMemory for RedisNodeMemory {
         })
     }
 
-    fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
         let key = self.key(key);
         if ttl.is_zero() {
             // Like the embedded scope: a zero TTL stores nothing and drops the old value.
-            return self.call::<()>(&format!("DEL {key}"), redis::cmd("DEL").arg(&key).clone());
+            return self
+                .call::<()>(&format!("DEL {key}"), redis::cmd("DEL").arg(&key).clone())
+                .await;
         }
         let json = serde_json::to_vec(value).map_err(|e| {
             CallError::new(
@@ -258,7 +278,7 @@ impl NodeMemory for RedisNodeMemory {
             .max(1);
         let mut command = redis::cmd("SET");
         command.arg(&key).arg(json).arg("PX").arg(ttl_ms);
-        self.call::<()>(&format!("SET {key}"), command)
+        self.call::<()>(&format!("SET {key}"), command).await
     }
 }
 

@@ -282,26 +282,29 @@ impl VaultSecrets {
     }
 }
 
+#[async_trait::async_trait]
 impl SecretSource for VaultSecrets {
-    fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
-        let shared = &self.shared;
-        if !shared.cache_ttl.is_zero()
-            && let Some(cached) = lock(&shared.cache).get(name)
-            && cached.fetched.elapsed() < shared.cache_ttl
-        {
-            return Ok(cached.value.clone());
-        }
-        let value = shared.read(name)?;
-        if !shared.cache_ttl.is_zero() {
-            lock(&shared.cache).insert(
-                name.to_owned(),
-                Cached {
-                    value: value.clone(),
-                    fetched: Instant::now(),
-                },
-            );
-        }
-        Ok(value)
+    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+        crate::blocking::run(|| {
+            let shared = &self.shared;
+            if !shared.cache_ttl.is_zero()
+                && let Some(cached) = lock(&shared.cache).get(name)
+                && cached.fetched.elapsed() < shared.cache_ttl
+            {
+                return Ok(cached.value.clone());
+            }
+            let value = shared.read(name)?;
+            if !shared.cache_ttl.is_zero() {
+                lock(&shared.cache).insert(
+                    name.to_owned(),
+                    Cached {
+                        value: value.clone(),
+                        fetched: Instant::now(),
+                    },
+                );
+            }
+            Ok(value)
+        })
     }
 }
 

@@ -94,7 +94,8 @@ impl Default for HostConfig {
 struct Slots {
     limit: usize,
     held: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
-    freed: std::sync::Condvar,
+    /// Calls waiting for a slot wait here (as tasks).
+    freed: tokio::sync::Notify,
 }
 
 /// A running call's slot, given back on drop.
@@ -108,34 +109,35 @@ impl Slots {
         Self {
             limit: limit.max(1),
             held: std::sync::Mutex::default(),
-            freed: std::sync::Condvar::new(),
+            freed: tokio::sync::Notify::new(),
         }
     }
 
     /// A slot for a call of `plugin`, waiting until `until` at most for one to free.
-    fn acquire(&self, plugin: &Arc<str>, until: Instant) -> Option<Slot<'_>> {
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    async fn acquire(&self, plugin: &Arc<str>, until: Instant) -> Option<Slot<'_>> {
         loop {
-            let running = held.entry(plugin.clone()).or_insert(0);
-            if *running < self.limit {
-                *running += 1;
-                return Some(Slot {
-                    slots: self,
-                    plugin: plugin.clone(),
-                });
+            // Registered before looking, so a slot freed in between wakes this call.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut held = self
+                    .held
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let running = held.entry(plugin.clone()).or_insert(0);
+                if *running < self.limit {
+                    *running += 1;
+                    return Some(Slot {
+                        slots: self,
+                        plugin: plugin.clone(),
+                    });
+                }
             }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= until {
                 return None;
             }
-            held = self
-                .freed
-                .wait_timeout(held, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+            let _ = tokio::time::timeout_at(until.into(), freed).await;
         }
     }
 }
@@ -151,7 +153,7 @@ impl Drop for Slot<'_> {
             *running = running.saturating_sub(1);
         }
         drop(held);
-        self.slots.freed.notify_all();
+        self.slots.freed.notify_waiters();
     }
 }
 
@@ -773,7 +775,7 @@ impl PluginHost {
     /// every epoch tick. At most [`HostConfig::max_calls_per_plugin`] calls of one plugin
     /// run at once: a call past that waits for a slot within its own deadline, then fails as
     /// `rate-limited`.
-    fn call<P, R>(
+    async fn call<P, R>(
         &self,
         loaded: &Loaded,
         deadline: Duration,
@@ -796,7 +798,7 @@ impl PluginHost {
             .map_err(|why| err(CallErrorKind::Denied, why.clone()))?;
         let started = Instant::now();
         let end = started + deadline;
-        let _slot = self.inner.slots.acquire(&loaded.id, end).ok_or_else(|| {
+        let _slot = self.inner.slots.acquire(&loaded.id, end).await.ok_or_else(|| {
             err(
                 CallErrorKind::RateLimited,
                 format!(
@@ -822,13 +824,14 @@ impl PluginHost {
         match self.inner.config.deadline {
             DeadlineMode::Epoch => {
                 // Ticks only say when to look: the wall clock decides, so a tick source
-                // slowed by load cannot stretch the deadline.
+                // slowed by load cannot stretch the deadline. Between ticks a computing
+                // guest yields, so other tasks of the runtime it runs on go on.
                 store.set_epoch_deadline(1);
                 store.epoch_deadline_callback(move |_| {
                     if Instant::now() >= end {
                         Err(Trap::Interrupt.into())
                     } else {
-                        Ok(wasmtime::UpdateDeadline::Continue(1))
+                        Ok(wasmtime::UpdateDeadline::Yield(1))
                     }
                 });
             }
@@ -848,21 +851,15 @@ impl PluginHost {
             func.call_async(&mut store, params).await
         };
         let bounded = self.inner.config.deadline != DeadlineMode::Unbounded;
-        let outcome = self
-            .inner
-            .runtime
-            .block_on(async {
-                if bounded {
-                    // The timer fires while the guest waits in the host (a WASI sleep or
-                    // poll): the call is dropped there.
-                    tokio::time::timeout_at(end.into(), run)
-                        .await
-                        .unwrap_or_else(|_| Err(Trap::Interrupt.into()))
-                } else {
-                    run.await
-                }
-            })
-            .unwrap_or_else(|| Err(wasmtime::format_err!("the plugin host is shut down")));
+        let outcome = if bounded {
+            // The timer fires while the guest waits in the host (a WASI sleep or poll): the
+            // call is dropped there.
+            tokio::time::timeout_at(end.into(), run)
+                .await
+                .unwrap_or_else(|_| Err(Trap::Interrupt.into()))
+        } else {
+            run.await
+        };
         let state = store.data_mut();
         state
             .kv
@@ -922,13 +919,13 @@ impl PluginHost {
                 *describe
             }
         };
-        let ((text,), finished) = self.call::<(), (String,)>(
+        let ((text,), finished) = self.blocking(self.call::<(), (String,)>(
             &loaded,
             Duration::from_secs(5),
             KvWrites::Persist,
             &index,
             (),
-        )?;
+        ))?;
         output(&loaded, Ok(text), &finished)
     }
 
@@ -958,14 +955,15 @@ impl PluginHost {
             ));
         };
         let cursor = cursor.map(str::to_owned);
-        let ((result,), finished) = self
-            .call::<(Option<String>, u32), (std::result::Result<Batch, PluginError>,)>(
+        let ((result,), finished) = self.blocking(
+            self.call::<(Option<String>, u32), (std::result::Result<Batch, PluginError>,)>(
                 &loaded,
                 deadline,
                 KvWrites::Persist,
                 index,
                 (cursor, max_events),
-            )?;
+            ),
+        )?;
         let mut batch = result.map_err(|e| plugin_error(&loaded, e, &finished))?;
         if batch.events.len() > usize::try_from(max_events).unwrap_or(usize::MAX) {
             return Err(CallError::new(
@@ -987,8 +985,10 @@ impl PluginHost {
     }
 }
 
-impl PluginPort for PluginHost {
-    fn read(
+impl PluginHost {
+    /// Reads resource `key` through the connector resolved from `connector` (see
+    /// [`PluginPort::read`]).
+    async fn read_resource(
         &self,
         connector: &CapabilityRef,
         key: &str,
@@ -1005,14 +1005,16 @@ impl PluginPort for PluginHost {
                         std::sync::atomic::AtomicU64::new(0);
                     let n = READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let idempotency_key = format!("read/{key}/{n}");
-                    return self.invoke_action(
-                        connector,
-                        "read",
-                        params,
-                        &idempotency_key,
-                        deadline,
-                        KvWrites::Persist,
-                    );
+                    return self
+                        .invoke_action(
+                            connector,
+                            "read",
+                            params,
+                            &idempotency_key,
+                            deadline,
+                            KvWrites::Persist,
+                        )
+                        .await;
                 }
                 _ => return Err(not_found),
             },
@@ -1033,13 +1035,75 @@ impl PluginPort for PluginHost {
                 KvWrites::Persist,
                 index,
                 (key, &params),
-            )?;
+            )
+            .await?;
         let output = output(&loaded, result, &finished)?;
         check_output(&loaded, "read", &output)?;
         Ok(output)
     }
 
-    fn invoke(
+    /// [`PluginPort::read`], waiting on the calling thread (outside any runtime: tests, the
+    /// CLI).
+    pub fn read(
+        &self,
+        connector: &CapabilityRef,
+        key: &str,
+        params: &Value,
+        deadline: Duration,
+    ) -> std::result::Result<Value, CallError> {
+        self.blocking(self.read_resource(connector, key, params, deadline))
+    }
+
+    /// [`PluginPort::invoke`], waiting on the calling thread (outside any runtime: tests,
+    /// the CLI).
+    pub fn invoke(
+        &self,
+        capability: &CapabilityRef,
+        action: &str,
+        input: &Value,
+        idempotency_key: &str,
+        deadline: Duration,
+    ) -> std::result::Result<Value, CallError> {
+        self.blocking(self.invoke_action(
+            capability,
+            action,
+            input,
+            idempotency_key,
+            deadline,
+            KvWrites::LeftToJournal,
+        ))
+    }
+
+    /// Runs a call on the host's own runtime, waiting on the calling thread.
+    fn blocking<T>(
+        &self,
+        call: impl std::future::Future<Output = std::result::Result<T, CallError>>,
+    ) -> std::result::Result<T, CallError> {
+        self.inner.runtime.block_on(call).unwrap_or_else(|| {
+            Err(CallError::new(
+                CallErrorKind::Unavailable,
+                "plugin host",
+                "the plugin host is shut down",
+            ))
+        })
+    }
+}
+
+/// Calls run as futures of the caller's task (an execution on the actor runtime): a guest
+/// that computes yields at every epoch tick, one that waits in WASI waits as a future.
+#[async_trait::async_trait]
+impl PluginPort for PluginHost {
+    async fn read(
+        &self,
+        connector: &CapabilityRef,
+        key: &str,
+        params: &Value,
+        deadline: Duration,
+    ) -> std::result::Result<Value, CallError> {
+        self.read_resource(connector, key, params, deadline).await
+    }
+
+    async fn invoke(
         &self,
         capability: &CapabilityRef,
         action: &str,
@@ -1055,6 +1119,7 @@ impl PluginPort for PluginHost {
             deadline,
             KvWrites::LeftToJournal,
         )
+        .await
     }
 
     fn on_resume(&self, capability: &CapabilityRef, action: &str) -> OnResume {
@@ -1072,7 +1137,7 @@ impl PluginPort for PluginHost {
 }
 
 impl PluginHost {
-    fn invoke_action(
+    async fn invoke_action(
         &self,
         capability: &CapabilityRef,
         action: &str,
@@ -1098,7 +1163,8 @@ impl PluginHost {
                 kv,
                 index,
                 (action, &input, idempotency_key),
-            )?;
+            )
+            .await?;
         let output = output(&loaded, result, &finished)?;
         check_output(&loaded, action, &output)?;
         Ok(output)

@@ -734,13 +734,13 @@ impl secrets::Host for CallState {
             )));
         }
         // The source's message names the secret and the backend, never the value.
-        let secret = tokio::task::block_in_place(|| self.services.secrets.get(&name)).map_err(
-            |e| match e.kind {
-                CallErrorKind::Denied => PluginError::Denied(e.to_string()),
-                CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
-                _ => PluginError::Unavailable(e.to_string()),
-            },
-        )?;
+        let secret =
+            tokio::task::block_in_place(|| crate::blocking::wait(self.services.secrets.get(&name)))
+                .map_err(|e| match e.kind {
+                    CallErrorKind::Denied => PluginError::Denied(e.to_string()),
+                    CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
+                    _ => PluginError::Unavailable(e.to_string()),
+                })?;
         let secret = secret.ok_or_else(|| {
             PluginError::Unavailable(format!("secret `{name}` is not set on this node"))
         })?;

@@ -11,14 +11,10 @@ use crate::support::{open, temp_store};
 fn emits_are_logged_per_topic_and_deduplicated() {
     let (dir, store) = temp_store();
     let log = FjallEventLog::new(store, Durability::Sync);
-    log.emit("alerts", "zone-1", &json!({"t": 31}), "x1/i1/1")
-        .unwrap();
-    log.emit("alerts", "zone-1", &json!({"t": 31}), "x1/i1/1")
-        .unwrap();
-    log.emit("alerts", "zone-2", &json!({"t": 35}), "x2/i1/1")
-        .unwrap();
-    log.emit("alerts-other", "k", &json!(null), "x3/i1/1")
-        .unwrap();
+    eyeflow_tests::wait(log.emit("alerts", "zone-1", &json!({"t": 31}), "x1/i1/1")).unwrap();
+    eyeflow_tests::wait(log.emit("alerts", "zone-1", &json!({"t": 31}), "x1/i1/1")).unwrap();
+    eyeflow_tests::wait(log.emit("alerts", "zone-2", &json!({"t": 35}), "x2/i1/1")).unwrap();
+    eyeflow_tests::wait(log.emit("alerts-other", "k", &json!(null), "x3/i1/1")).unwrap();
     let events = log.read("alerts", 0, 10).unwrap();
     assert_eq!(events.len(), 2, "the second emit of x1/i1/1 is dropped");
     assert_eq!(events[0].offset, 0);
@@ -33,10 +29,8 @@ fn emits_are_logged_per_topic_and_deduplicated() {
     drop(log);
 
     let log = FjallEventLog::new(open(dir.path()), Durability::GroupCommit);
-    log.emit("alerts", "zone-2", &json!({"t": 35}), "x2/i1/1")
-        .unwrap();
-    log.emit("alerts", "zone-3", &json!({"t": 40}), "x4/i1/1")
-        .unwrap();
+    eyeflow_tests::wait(log.emit("alerts", "zone-2", &json!({"t": 35}), "x2/i1/1")).unwrap();
+    eyeflow_tests::wait(log.emit("alerts", "zone-3", &json!({"t": 40}), "x4/i1/1")).unwrap();
     let events = log.read("alerts", 0, 10).unwrap();
     let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
     assert_eq!(offsets, [0, 1, 2], "dedupe and offsets survive a reopen");
@@ -47,6 +41,6 @@ fn emits_are_logged_per_topic_and_deduplicated() {
 fn an_empty_topic_is_refused() {
     let (_dir, store) = temp_store();
     let log = FjallEventLog::new(store, Durability::Buffered);
-    let err = log.emit("", "k", &json!(1), "x/i/1").unwrap_err();
+    let err = eyeflow_tests::wait(log.emit("", "k", &json!(1), "x/i/1")).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::InvalidInput);
 }

@@ -40,7 +40,7 @@ fn server() -> HttpServer {
 fn json_bodies_statuses_and_headers() {
     let server = server();
     let http = ReqwestHttp::new().unwrap();
-    let response = http.send(&request("GET", server.url("/json"))).unwrap();
+    let response = eyeflow_tests::wait(http.send(&request("GET", server.url("/json")))).unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(response.body, json!({"ok": true, "n": [1, 2]}));
 
@@ -48,7 +48,7 @@ fn json_bodies_statuses_and_headers() {
     post.body = Some(json!({"valve": "open", "pct": 40}));
     post.headers = vec![("X-Trace".into(), "t-1".into())];
     post.idempotency_key = Some("x0000000000000001/open/1".into());
-    let response = http.send(&post).unwrap();
+    let response = eyeflow_tests::wait(http.send(&post)).unwrap();
     assert_eq!(response.status, 201);
     assert_eq!(response.body, json!({"valve": "open", "pct": 40}));
     let seen = server.requests().pop().unwrap();
@@ -62,14 +62,14 @@ fn json_bodies_statuses_and_headers() {
     assert_eq!(seen.header("X-Trace"), Some("t-1"));
 
     // Without a key, no Idempotency-Key header.
-    http.send(&request("GET", server.url("/json"))).unwrap();
+    eyeflow_tests::wait(http.send(&request("GET", server.url("/json")))).unwrap();
     assert_eq!(
         server.requests().pop().unwrap().header("Idempotency-Key"),
         None
     );
 
     // Non-2xx answers are responses.
-    let response = http.send(&request("GET", server.url("/missing"))).unwrap();
+    let response = eyeflow_tests::wait(http.send(&request("GET", server.url("/missing")))).unwrap();
     assert_eq!(response.status, 404);
     assert_eq!(response.body, json!({"error": "no such thing"}));
 }
@@ -78,13 +78,14 @@ fn json_bodies_statuses_and_headers() {
 fn non_json_empty_redirect_and_oversized_bodies() {
     let server = server();
     let http = ReqwestHttp::new().unwrap();
-    let text = http.send(&request("GET", server.url("/text"))).unwrap();
+    let text = eyeflow_tests::wait(http.send(&request("GET", server.url("/text")))).unwrap();
     assert_eq!(text.body, Value::String("plain words".into()));
-    let empty = http.send(&request("GET", server.url("/empty"))).unwrap();
+    let empty = eyeflow_tests::wait(http.send(&request("GET", server.url("/empty")))).unwrap();
     assert_eq!((empty.status, empty.body), (204, Value::Null));
-    let redirect = http.send(&request("GET", server.url("/redirect"))).unwrap();
+    let redirect =
+        eyeflow_tests::wait(http.send(&request("GET", server.url("/redirect")))).unwrap();
     assert_eq!(redirect.status, 302, "redirects are not followed");
-    let big = http.send(&request("GET", server.url("/big"))).unwrap_err();
+    let big = eyeflow_tests::wait(http.send(&request("GET", server.url("/big")))).unwrap_err();
     assert_eq!(big.kind, CallErrorKind::InvalidOutput);
 }
 
@@ -95,7 +96,7 @@ fn a_slow_server_times_out() {
     let mut slow = request("GET", server.url("/slow"));
     slow.timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let err = http.send(&slow).unwrap_err();
+    let err = eyeflow_tests::wait(http.send(&slow)).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::Timeout, "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(err.origin, server.url("").trim_start_matches("http://"));
@@ -109,20 +110,17 @@ fn transport_and_input_errors() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let err = http
-        .send(&request("GET", format!("http://127.0.0.1:{port}/")))
+    let err = eyeflow_tests::wait(http.send(&request("GET", format!("http://127.0.0.1:{port}/"))))
         .unwrap_err();
     assert_eq!(err.kind, CallErrorKind::Unavailable, "{err}");
     assert_eq!(err.origin, format!("127.0.0.1:{port}"));
 
-    let err = http.send(&request("GET", "not a url".into())).unwrap_err();
+    let err = eyeflow_tests::wait(http.send(&request("GET", "not a url".into()))).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::InvalidInput);
-    let err = http
-        .send(&request("GET", "file:///etc/passwd".into()))
-        .unwrap_err();
+    let err =
+        eyeflow_tests::wait(http.send(&request("GET", "file:///etc/passwd".into()))).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::InvalidInput);
-    let err = http
-        .send(&request("BAD METHOD", "http://127.0.0.1/".into()))
+    let err = eyeflow_tests::wait(http.send(&request("BAD METHOD", "http://127.0.0.1/".into())))
         .unwrap_err();
     assert_eq!(err.kind, CallErrorKind::InvalidInput);
 }

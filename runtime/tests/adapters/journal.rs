@@ -64,20 +64,17 @@ fn accept_step_finish_and_query() {
     );
     // Steps arrive out of key order on purpose: seq 10 must sort after seq 9.
     for seq in [0, 1, 10] {
-        journal.steps(&[step(&a, seq)], &[], true).unwrap();
+        eyeflow_tests::wait(journal.steps(&[step(&a, seq)], &[], true)).unwrap();
     }
-    journal
-        .steps(&[step(&a, 2), step(&a, 9)], &[], false)
-        .unwrap();
+    eyeflow_tests::wait(journal.steps(&[step(&a, 2), step(&a, 9)], &[], false)).unwrap();
     // The end carries the execution's last steps.
-    journal
-        .finish(
-            &b,
-            &[step(&b, 0), step(&b, 1)],
-            &[],
-            &ExecutionOutcome::Completed { value: json!(1) },
-        )
-        .unwrap();
+    eyeflow_tests::wait(journal.finish(
+        &b,
+        &[step(&b, 0), step(&b, 1)],
+        &[],
+        &ExecutionOutcome::Completed { value: json!(1) },
+    ))
+    .unwrap();
 
     let (ev, steps, outcome) = journal.execution(&a).unwrap().expect("execution a");
     assert_eq!(ev, event("e1"));
@@ -132,20 +129,19 @@ fn reopen_keeps_events_steps_dedupe_and_pending_order() {
         .collect();
     for (i, id) in ids.iter().enumerate() {
         for seq in 0..u64::try_from(i % 3).unwrap() {
-            journal.steps(&[step(id, seq)], &[], true).unwrap();
+            eyeflow_tests::wait(journal.steps(&[step(id, seq)], &[], true)).unwrap();
         }
     }
-    journal
-        .finish(
-            &ids[3],
-            &[],
-            &[],
-            &ExecutionOutcome::Failed {
-                class: "timeout".into(),
-                message: "valve".into(),
-            },
-        )
-        .unwrap();
+    eyeflow_tests::wait(journal.finish(
+        &ids[3],
+        &[],
+        &[],
+        &ExecutionOutcome::Failed {
+            class: "timeout".into(),
+            message: "valve".into(),
+        },
+    ))
+    .unwrap();
     drop(journal);
 
     let journal = FjallJournal::open(open(dir.path()), Durability::Sync).unwrap();
@@ -210,7 +206,7 @@ fn group_commit_keeps_every_step_of_8_threads() {
             let journal = &journal;
             scope.spawn(move || {
                 for seq in 0..STEPS {
-                    journal.steps(&[step(id, seq)], &[], true).unwrap();
+                    eyeflow_tests::wait(journal.steps(&[step(id, seq)], &[], true)).unwrap();
                 }
             });
         }
@@ -239,7 +235,7 @@ fn abort_child() {
     let journal = FjallJournal::open(store, Durability::GroupCommit).unwrap();
     let id = new_id(journal.accept(&event("crash")).unwrap());
     for seq in 0..5 {
-        journal.steps(&[step(&id, seq)], &[], true).unwrap();
+        eyeflow_tests::wait(journal.steps(&[step(&id, seq)], &[], true)).unwrap();
     }
     // No destructor runs: fjall gets no chance to flush at drop.
     std::process::abort();
@@ -291,21 +287,19 @@ fn steps_and_their_audit_entries_are_written_together_and_survive_a_reopen_toget
         .unwrap()
         .with_audit(audit.clone());
     let a = new_id(journal.accept(&event("e1")).unwrap());
-    journal
-        .steps(
-            &[step(&a, 0), step(&a, 1)],
-            &[audit_entry(&a, 0), audit_entry(&a, 1)],
-            true,
-        )
-        .unwrap();
-    journal
-        .finish(
-            &a,
-            &[step(&a, 2)],
-            &[audit_entry(&a, 2)],
-            &ExecutionOutcome::Completed { value: json!(null) },
-        )
-        .unwrap();
+    eyeflow_tests::wait(journal.steps(
+        &[step(&a, 0), step(&a, 1)],
+        &[audit_entry(&a, 0), audit_entry(&a, 1)],
+        true,
+    ))
+    .unwrap();
+    eyeflow_tests::wait(journal.finish(
+        &a,
+        &[step(&a, 2)],
+        &[audit_entry(&a, 2)],
+        &ExecutionOutcome::Completed { value: json!(null) },
+    ))
+    .unwrap();
     assert_eq!(audit.head().0, 3);
     drop((journal, audit));
 
@@ -323,8 +317,7 @@ fn steps_and_their_audit_entries_are_written_together_and_survive_a_reopen_toget
     assert_eq!(audited, journaled);
 
     // A journal without an audit chain refuses entries instead of dropping them.
-    let refused = journal
-        .steps(&[step(&a, 3)], &[audit_entry(&a, 3)], true)
+    let refused = eyeflow_tests::wait(journal.steps(&[step(&a, 3)], &[audit_entry(&a, 3)], true))
         .unwrap_err();
     assert!(
         refused.message.contains("without an audit chain"),
@@ -359,7 +352,7 @@ fn values_at_the_limits_read_back_and_deeper_records_are_refused_at_write_time()
     at_limit[1].outcome = StepOutcome::Done {
         output: big.clone(),
     };
-    journal.steps(&at_limit, &[], true).unwrap();
+    eyeflow_tests::wait(journal.steps(&at_limit, &[], true)).unwrap();
     drop(journal);
     let journal = FjallJournal::open(open(dir.path()), Durability::Sync).unwrap();
     let pending = journal.pending().unwrap();
@@ -368,7 +361,7 @@ fn values_at_the_limits_read_back_and_deeper_records_are_refused_at_write_time()
     // Deeper than the reader could take: refused when written, naming why.
     let mut too_deep = step(&id, 2);
     too_deep.outcome = StepOutcome::Done { output: nested(70) };
-    let refused = journal.steps(&[too_deep], &[], true).unwrap_err();
+    let refused = eyeflow_tests::wait(journal.steps(&[too_deep], &[], true)).unwrap_err();
     assert!(
         refused.message.contains("could not be read back"),
         "{refused}"
@@ -383,9 +376,7 @@ fn an_open_execution_with_an_unreadable_record_is_quarantined_and_failed_not_fat
     let journal = FjallJournal::open(store.clone(), Durability::Sync).unwrap();
     let good = new_id(journal.accept(&event("good")).unwrap());
     let bad = new_id(journal.accept(&event("bad")).unwrap());
-    journal
-        .steps(&[step(&good, 0), step(&bad, 0)], &[], true)
-        .unwrap();
+    eyeflow_tests::wait(journal.steps(&[step(&good, 0), step(&bad, 0)], &[], true)).unwrap();
     // A record written by a faulty version (or damaged on disk): not JSON any more.
     let key = format!("{bad}/{:020}", 1);
     store

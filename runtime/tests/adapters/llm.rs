@@ -81,7 +81,10 @@ fn chat(server: &HttpServer) -> OpenAiChat {
 fn answers_and_sends_the_chat_completions_request() {
     let server = provider();
     let llm = chat(&server);
-    assert_eq!(llm.complete(&request("gpt-ok")).unwrap(), "warm");
+    assert_eq!(
+        eyeflow_tests::wait(llm.complete(&request("gpt-ok"))).unwrap(),
+        "warm"
+    );
     let seen = server.requests().pop().unwrap();
     assert_eq!(
         seen.header("Authorization"),
@@ -103,13 +106,19 @@ fn answers_and_sends_the_chat_completions_request() {
 
     let mut json_request = request("gpt-json");
     json_request.json_output = true;
-    assert_eq!(llm.complete(&json_request).unwrap(), r#"{"level":"high"}"#);
+    assert_eq!(
+        eyeflow_tests::wait(llm.complete(&json_request)).unwrap(),
+        r#"{"level":"high"}"#
+    );
     let body = server.requests().pop().unwrap().json();
     assert_eq!(body["response_format"], json!({"type": "json_object"}));
 
     // Without a key, no Authorization header.
     let anonymous = OpenAiChat::new(&server.url("/v1"), None).unwrap();
-    assert_eq!(anonymous.complete(&request("gpt-ok")).unwrap(), "warm");
+    assert_eq!(
+        eyeflow_tests::wait(anonymous.complete(&request("gpt-ok"))).unwrap(),
+        "warm"
+    );
     assert_eq!(
         server.requests().pop().unwrap().header("Authorization"),
         None
@@ -129,13 +138,13 @@ fn provider_errors_map_to_kinds_without_the_key() {
         ("gpt-not-json", CallErrorKind::InvalidOutput),
         ("gpt-other", CallErrorKind::InvalidInput),
     ] {
-        let err = llm.complete(&request(model)).unwrap_err();
+        let err = eyeflow_tests::wait(llm.complete(&request(model))).unwrap_err();
         assert_eq!(err.kind, kind, "{model}: {err}");
         assert_eq!(err.origin, "llm");
         assert!(err.message.contains(model), "{err}");
         assert!(!format!("{err} {err:?} {llm:?}").contains(KEY));
     }
-    let err = llm.complete(&request("gpt-gone")).unwrap_err();
+    let err = eyeflow_tests::wait(llm.complete(&request("gpt-gone"))).unwrap_err();
     assert!(err.message.contains("does not exist"), "{err}");
 }
 
@@ -146,7 +155,7 @@ fn a_slow_provider_times_out_and_a_dead_one_is_unavailable() {
     let mut slow = request("gpt-slow");
     slow.timeout = Duration::from_millis(300);
     assert_eq!(
-        llm.complete(&slow).unwrap_err().kind,
+        eyeflow_tests::wait(llm.complete(&slow)).unwrap_err().kind,
         CallErrorKind::Timeout
     );
 
@@ -155,13 +164,13 @@ fn a_slow_provider_times_out_and_a_dead_one_is_unavailable() {
         listener.local_addr().unwrap().port()
     };
     let dead = OpenAiChat::new(&format!("http://127.0.0.1:{port}/v1"), None).unwrap();
-    let err = dead.complete(&request("gpt-ok")).unwrap_err();
+    let err = eyeflow_tests::wait(dead.complete(&request("gpt-ok"))).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::Unavailable, "{err}");
 }
 
 #[test]
 fn no_endpoint_means_model_unavailable() {
-    let err = NoLlm.complete(&request("gpt-ok")).unwrap_err();
+    let err = eyeflow_tests::wait(NoLlm.complete(&request("gpt-ok"))).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::ModelUnavailable);
     assert_eq!(err.message, "no LLM endpoint configured");
 }

@@ -14,46 +14,68 @@ const HOUR: Duration = Duration::from_secs(3600);
 #[test]
 fn node_memory_expires_entries() {
     let memory = InProcessNodeMemory::default();
-    memory
-        .set("short", &json!(1), Duration::from_millis(50))
-        .unwrap();
-    memory.set("long", &json!({"a": [1, 2]}), HOUR).unwrap();
-    assert_eq!(memory.get("short").unwrap(), Some(json!(1)));
+    eyeflow_tests::wait(memory.set("short", &json!(1), Duration::from_millis(50))).unwrap();
+    eyeflow_tests::wait(memory.set("long", &json!({"a": [1, 2]}), HOUR)).unwrap();
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("short")).unwrap(),
+        Some(json!(1))
+    );
     std::thread::sleep(Duration::from_millis(80));
-    assert_eq!(memory.get("short").unwrap(), None);
-    assert_eq!(memory.get("long").unwrap(), Some(json!({"a": [1, 2]})));
-    assert_eq!(memory.get("never-set").unwrap(), None);
+    assert_eq!(eyeflow_tests::wait(memory.get("short")).unwrap(), None);
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("long")).unwrap(),
+        Some(json!({"a": [1, 2]}))
+    );
+    assert_eq!(eyeflow_tests::wait(memory.get("never-set")).unwrap(), None);
     // Overwriting replaces value and TTL; a zero TTL removes.
-    memory.set("long", &json!(2), HOUR).unwrap();
-    assert_eq!(memory.get("long").unwrap(), Some(json!(2)));
-    memory.set("long", &json!(3), Duration::ZERO).unwrap();
-    assert_eq!(memory.get("long").unwrap(), None);
+    eyeflow_tests::wait(memory.set("long", &json!(2), HOUR)).unwrap();
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("long")).unwrap(),
+        Some(json!(2))
+    );
+    eyeflow_tests::wait(memory.set("long", &json!(3), Duration::ZERO)).unwrap();
+    assert_eq!(eyeflow_tests::wait(memory.get("long")).unwrap(), None);
     // A TTL too large for the clock does not panic.
-    memory.set("forever", &json!(4), Duration::MAX).unwrap();
-    assert_eq!(memory.get("forever").unwrap(), Some(json!(4)));
+    eyeflow_tests::wait(memory.set("forever", &json!(4), Duration::MAX)).unwrap();
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("forever")).unwrap(),
+        Some(json!(4))
+    );
 }
 
 #[test]
 fn node_memory_evicts_expired_then_soonest_to_expire() {
     let memory = InProcessNodeMemory::new(3);
-    memory.set("a", &json!("a"), HOUR * 3).unwrap();
-    memory.set("b", &json!("b"), HOUR).unwrap();
-    memory.set("c", &json!("c"), HOUR * 2).unwrap();
-    memory.set("d", &json!("d"), HOUR * 4).unwrap();
+    eyeflow_tests::wait(memory.set("a", &json!("a"), HOUR * 3)).unwrap();
+    eyeflow_tests::wait(memory.set("b", &json!("b"), HOUR)).unwrap();
+    eyeflow_tests::wait(memory.set("c", &json!("c"), HOUR * 2)).unwrap();
+    eyeflow_tests::wait(memory.set("d", &json!("d"), HOUR * 4)).unwrap();
     assert_eq!(memory.len(), 3);
-    assert_eq!(memory.get("b").unwrap(), None, "b expired soonest");
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("b")).unwrap(),
+        None,
+        "b expired soonest"
+    );
     for key in ["a", "c", "d"] {
-        assert!(memory.get(key).unwrap().is_some(), "{key}");
+        assert!(
+            eyeflow_tests::wait(memory.get(key)).unwrap().is_some(),
+            "{key}"
+        );
     }
     // An expired entry goes before a live one that would expire soonest.
-    memory
-        .set("e", &json!("e"), Duration::from_millis(10))
-        .unwrap();
-    assert_eq!(memory.get("c").unwrap(), None, "c evicted for e");
+    eyeflow_tests::wait(memory.set("e", &json!("e"), Duration::from_millis(10))).unwrap();
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("c")).unwrap(),
+        None,
+        "c evicted for e"
+    );
     std::thread::sleep(Duration::from_millis(30));
-    memory.set("f", &json!("f"), HOUR).unwrap();
+    eyeflow_tests::wait(memory.set("f", &json!("f"), HOUR)).unwrap();
     for key in ["a", "d", "f"] {
-        assert!(memory.get(key).unwrap().is_some(), "{key}");
+        assert!(
+            eyeflow_tests::wait(memory.get(key)).unwrap().is_some(),
+            "{key}"
+        );
     }
     assert_eq!(memory.len(), 3);
 }
@@ -62,16 +84,19 @@ fn node_memory_evicts_expired_then_soonest_to_expire() {
 fn cluster_memory_keeps_latest_and_history_across_reopen() {
     let (dir, store) = temp_store();
     let memory = FjallClusterMemory::new(store, Durability::Sync);
-    assert_eq!(memory.get("zone/1").unwrap(), None);
-    memory.put("zone/1", &json!({"setpoint": 20})).unwrap();
-    memory.put("zone/1", &json!({"setpoint": 22})).unwrap();
-    memory.put("zone/1/sensor", &json!("other key")).unwrap();
-    memory.put("zone", &json!(0)).unwrap();
+    assert_eq!(eyeflow_tests::wait(memory.get("zone/1")).unwrap(), None);
+    eyeflow_tests::wait(memory.put("zone/1", &json!({"setpoint": 20}))).unwrap();
+    eyeflow_tests::wait(memory.put("zone/1", &json!({"setpoint": 22}))).unwrap();
+    eyeflow_tests::wait(memory.put("zone/1/sensor", &json!("other key"))).unwrap();
+    eyeflow_tests::wait(memory.put("zone", &json!(0))).unwrap();
     drop(memory);
 
     let memory = FjallClusterMemory::new(open(dir.path()), Durability::GroupCommit);
-    assert_eq!(memory.get("zone/1").unwrap(), Some(json!({"setpoint": 22})));
-    memory.put("zone/1", &json!({"setpoint": 19})).unwrap();
+    assert_eq!(
+        eyeflow_tests::wait(memory.get("zone/1")).unwrap(),
+        Some(json!({"setpoint": 22}))
+    );
+    eyeflow_tests::wait(memory.put("zone/1", &json!({"setpoint": 19}))).unwrap();
     let history = memory.history("zone/1").unwrap();
     assert_eq!(
         history,
@@ -83,7 +108,7 @@ fn cluster_memory_keeps_latest_and_history_across_reopen() {
     );
     assert_eq!(memory.history("zone").unwrap(), [(0, json!(0))]);
     assert_eq!(
-        memory.get("zone/1/sensor").unwrap(),
+        eyeflow_tests::wait(memory.get("zone/1/sensor")).unwrap(),
         Some(json!("other key"))
     );
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use eyeflow_actors::ports::{CallErrorKind, PluginPort};
+use eyeflow_actors::ports::CallErrorKind;
 use eyeflow_runtime::plugins::{GrantChange, HostConfig};
 use serde_json::json;
 

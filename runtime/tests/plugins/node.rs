@@ -279,7 +279,7 @@ fn an_effect_a_crash_left_in_doubt_waits_for_an_operator_whose_approval_reissues
         started_ms: 0,
         finished_ms: 0,
     };
-    journal.steps(&[intent], &[], true).unwrap();
+    eyeflow_tests::wait(journal.steps(&[intent], &[], true)).unwrap();
     node.shutdown().unwrap();
     drop(node);
 

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use eyeflow_actors::ports::{
-    CallError, CallErrorKind, CapabilityRef, PluginPort, Secret, SecretSource,
-};
+use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef, Secret, SecretSource};
 use eyeflow_runtime::plugins::{HostConfig, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::EmbeddedStore;
@@ -150,8 +148,9 @@ pub(crate) fn open(dir: &Path, key: &SigningKey, config: HostConfig) -> PluginHo
 /// `unreachable-token`.
 struct TestSecrets(LocalSecrets);
 
+#[async_trait::async_trait]
 impl SecretSource for TestSecrets {
-    fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
         let refuse = |kind, why: &str| {
             Err(CallError::new(
                 kind,
@@ -162,7 +161,7 @@ impl SecretSource for TestSecrets {
         match name {
             "denied-token" => refuse(CallErrorKind::Denied, "permission denied"),
             "unreachable-token" => refuse(CallErrorKind::Unavailable, "connection refused"),
-            _ => self.0.get(name),
+            _ => self.0.get(name).await,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use eyeflow_actors::ports::{CallErrorKind, PluginPort};
+use eyeflow_actors::ports::CallErrorKind;
 use semver::Version;
 use serde_json::json;
 

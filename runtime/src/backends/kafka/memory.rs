@@ -66,7 +66,7 @@ impl View {
         }
         let current = self
             .local
-            .get(&update.key)
+            .value(&update.key)
             .map_err(|e| crate::Error::Node {
                 reason: e.to_string(),
             })?;
@@ -74,7 +74,7 @@ impl View {
             return Ok(());
         }
         self.local
-            .put(&update.key, &update.value)
+            .record(&update.key, &update.value)
             .map_err(|e| crate::Error::Node {
                 reason: e.to_string(),
             })
@@ -117,12 +117,20 @@ impl KafkaClusterMemory {
     }
 }
 
+#[async_trait::async_trait]
 impl ClusterMemory for KafkaClusterMemory {
-    fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
-        self.view.local.get(key)
+    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+        self.view.local.value(key)
     }
 
-    fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+        crate::blocking::run(|| self.put_now(key, value))
+    }
+}
+
+impl KafkaClusterMemory {
+    /// Records `value` locally and in the outbox of the memory topic (blocking).
+    fn put_now(&self, key: &str, value: &Value) -> Result<(), CallError> {
         let unavailable =
             |e: crate::Error| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string());
         let update = Update {
@@ -137,7 +145,7 @@ impl ClusterMemory for KafkaClusterMemory {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.view.local.put(key, value)?;
+        self.view.local.record(key, value)?;
         let headers = vec![(HEADER_NODE.to_owned(), self.view.node_id.clone())];
         self.kafka
             .publish(

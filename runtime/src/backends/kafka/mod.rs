@@ -339,28 +339,32 @@ impl Kafka {
     }
 }
 
+#[async_trait::async_trait]
 impl EventSink for Kafka {
-    fn emit(
+    async fn emit(
         &self,
         topic: &str,
         key: &str,
         payload: &Value,
         idempotency_key: &str,
     ) -> Result<(), CallError> {
-        let topic = format!("{}{topic}", self.config.events_topic_prefix);
-        let invalid = |reason: String| CallError::new(CallErrorKind::InvalidInput, ORIGIN, reason);
-        check_topic(&topic).map_err(invalid)?;
-        let size = serde_json::to_vec(payload).map_or(0, |bytes| bytes.len());
-        if size > self.config.max_message_bytes {
-            return Err(invalid(format!(
-                "event payload of {size} bytes exceeds the {} bytes allowed (kafka.max_message_bytes)",
-                self.config.max_message_bytes
-            )));
-        }
-        let headers = vec![(HEADER_EVENT_ID.to_owned(), idempotency_key.to_owned())];
-        self.publish(topic, key, payload, headers, Some(idempotency_key))
-            .map(|_| ())
-            .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
+        crate::blocking::run(|| {
+            let topic = format!("{}{topic}", self.config.events_topic_prefix);
+            let invalid =
+                |reason: String| CallError::new(CallErrorKind::InvalidInput, ORIGIN, reason);
+            check_topic(&topic).map_err(invalid)?;
+            let size = serde_json::to_vec(payload).map_or(0, |bytes| bytes.len());
+            if size > self.config.max_message_bytes {
+                return Err(invalid(format!(
+                    "event payload of {size} bytes exceeds the {} bytes allowed (kafka.max_message_bytes)",
+                    self.config.max_message_bytes
+                )));
+            }
+            let headers = vec![(HEADER_EVENT_ID.to_owned(), idempotency_key.to_owned())];
+            self.publish(topic, key, payload, headers, Some(idempotency_key))
+                .map(|_| ())
+                .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
+        })
     }
 }
 
