@@ -1,6 +1,7 @@
 //! The cost of one actor hop (a ractor `call!` round trip to a program actor) against a
 //! direct call: from a worker thread (`block_on`, as the node's executions would), and from
-//! a task of the actors' own runtime (as one actor calls another).
+//! a task of the actors' own runtime (as one actor calls another, and as an execution is
+//! admitted at each instruction by its instruction actor).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use eyeflow_actors::exec::Program;
-use eyeflow_actors::supervision::{ProgramActor, ProgramMsg};
+use eyeflow_actors::supervision::{ProgramActor, ProgramMsg, RestartPolicy};
 use eyeflow_compiler::CompileOptions;
 use ractor::{Actor, call};
 
@@ -32,7 +33,13 @@ fn hop(c: &mut Criterion) {
         .expect("runtime");
     let program = program();
     let (actor, _) = runtime
-        .block_on(Actor::spawn(None, ProgramActor, program.clone()))
+        .block_on(Actor::spawn(
+            None,
+            ProgramActor {
+                policy: RestartPolicy::default(),
+            },
+            program.clone(),
+        ))
         .expect("spawn");
     let mut group = c.benchmark_group("program_lookup");
     group.bench_function("actor_hop", |b| {
@@ -54,6 +61,25 @@ fn hop(c: &mut Criterion) {
                     let started = Instant::now();
                     for _ in 0..iters {
                         black_box(call!(actor, ProgramMsg::Get).expect("reply"));
+                    }
+                    started.elapsed()
+                }))
+                .expect("task")
+        })
+    });
+    // An execution's admission at an instruction by its instruction actor, from a task of
+    // the runtime: what each instruction of an execution costs on top of its work.
+    let stations = program
+        .stations()
+        .expect("the program actor attached its stations");
+    group.bench_function("instruction_enter_in_runtime", |b| {
+        b.iter_custom(|iters| {
+            let stations = stations.clone();
+            runtime
+                .block_on(runtime.spawn(async move {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        stations.enter(0).await.expect("admitted");
                     }
                     started.elapsed()
                 }))

@@ -1,7 +1,8 @@
-//! The two points where an execution may wait on others: the resource arbiter (a permit
-//! per resource key) and the scheduler's instruction boundary (where a preemptible
-//! execution yields to higher-priority work). The executor calls them; `arbiter` and
-//! `scheduler` implement them.
+//! The points where an execution waits on others: the resource arbiter (a permit per
+//! resource key), the scheduler's instruction boundary (where a preemptible execution yields
+//! to higher-priority work) and the instruction actors of its program (which admit it to
+//! each instruction). The executor calls them; `arbiter`, `scheduler` and `supervision`
+//! implement them.
 
 use std::time::Duration;
 
@@ -58,4 +59,14 @@ pub trait Boundary: Send + Sync {
     /// execution may be parked here (its task waits, holding no thread) while more urgent
     /// work runs; a non-preemptible one returns at once.
     async fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool);
+}
+
+/// The instruction actors of a deployed program version, one per instruction: an execution
+/// enters each instruction it runs through that instruction's actor.
+#[async_trait::async_trait]
+pub trait Stations: Send + Sync {
+    /// Admits an execution to instruction `index` (its position in the program);
+    /// `Unavailable` when its actor is down (being restarted: the executor tries again,
+    /// reading the program's stations anew, for a while).
+    async fn enter(&self, index: usize) -> Result<(), CallError>;
 }

@@ -1,13 +1,17 @@
 //! The supervision tree (ractor): a node supervisor over the program registry, which
-//! supervises one actor per deployed program version. A child that panics is restarted
-//! from its spec, one-for-one, within a bounded restart intensity (ractor has none built in:
-//! its default stops the supervisor); past the budget the supervisor stops itself and its
-//! own supervisor decides, up to the node supervisor, which then stops: the process
-//! restarts it from the journal.
+//! supervises one actor per deployed program version, which supervises one actor per
+//! instruction of that program. A child that panics is restarted from its spec,
+//! one-for-one, within a bounded restart intensity (ractor has none built in: its default
+//! stops the supervisor); past the budget the supervisor fails itself and its own
+//! supervisor decides, up to the node supervisor, which then stops: the process restarts it
+//! from the journal.
 //!
-//! Executions do not run inside these actors: they run on the scheduler's worker threads
-//! (blocking port calls), reach their program through the registry, and contain panics per
-//! instruction (the fallback engine handles them) and per job.
+//! Executions are tasks of the same runtime (the scheduler's jobs). At every instruction an
+//! execution is admitted by that instruction's actor ([`Stations::enter`], one message
+//! round trip inside the runtime); the execution's state stays in its own task, so an
+//! instruction actor that crashes loses no execution: the executions that were inside the
+//! instruction carry on, the next ones wait for the restarted actor. Panics inside an
+//! attempt are contained at the attempt (the fallback engine handles them) and per job.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -16,6 +20,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::exec::Program;
+use crate::gates::Stations;
+use crate::ports::{CallError, CallErrorKind};
 
 /// Restart intensity: at most `max_restarts` within `within`, then escalate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,28 +65,184 @@ impl RestartBudget {
     }
 }
 
-/// Messages of a program actor.
-pub enum ProgramMsg {
-    /// The prepared program.
-    Get(RpcReplyPort<Arc<Program>>),
-    /// Test hook: panic inside the actor (a bug), to exercise supervision.
+/// Messages of an instruction actor.
+pub enum InstructionMsg {
+    /// An execution reaches the instruction: admitted once answered.
+    Enter(RpcReplyPort<()>),
+    /// Test hook and operator tool: panic inside the actor (a bug), so that its program
+    /// actor restarts it.
     Crash,
 }
 
-/// One deployed program version.
-pub struct ProgramActor;
+/// One instruction of a deployed program version: it holds the instruction's prepared form
+/// (compiled CEL, schema validators, plugin binding, prompt template — shared with the
+/// program's other holders) and admits every execution that reaches the instruction.
+pub struct InstructionActor;
 
-impl Actor for ProgramActor {
-    type Msg = ProgramMsg;
-    type State = Arc<Program>;
-    type Arguments = Arc<Program>;
+/// An instruction actor's state.
+pub struct InstructionState {
+    program: Arc<Program>,
+    index: usize,
+    /// Executions admitted since this actor (re)started.
+    admitted: u64,
+}
+
+impl Actor for InstructionActor {
+    type Msg = InstructionMsg;
+    type State = InstructionState;
+    type Arguments = (Arc<Program>, usize);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
+        (program, index): (Arc<Program>, usize),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(InstructionState {
+            program,
+            index,
+            admitted: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            InstructionMsg::Enter(reply) => {
+                state.admitted += 1;
+                let _ = reply.send(());
+            }
+            InstructionMsg::Crash => panic!(
+                "instruction actor {}/{} crashed on request (after {} admissions)",
+                state.program.id(),
+                instruction_id(&state.program, state.index),
+                state.admitted
+            ),
+        }
+        Ok(())
+    }
+}
+
+fn instruction_id(program: &Program, index: usize) -> &str {
+    program
+        .ir()
+        .instructions
+        .get(index)
+        .map_or("?", |i| i.instruction_id.as_str())
+}
+
+/// The instruction actors of one program version, as executions reach them: the program
+/// actor replaces an entry when it restarts that actor.
+pub struct ProgramStations {
+    actors: std::sync::RwLock<Vec<ActorRef<InstructionMsg>>>,
+}
+
+impl ProgramStations {
+    fn actor(&self, index: usize) -> Option<ActorRef<InstructionMsg>> {
+        self.actors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(index)
+            .cloned()
+    }
+
+    fn replace(&self, index: usize, actor: ActorRef<InstructionMsg>) {
+        if let Some(slot) = self
+            .actors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(index)
+        {
+            *slot = actor;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Stations for ProgramStations {
+    async fn enter(&self, index: usize) -> Result<(), CallError> {
+        let actor = self.actor(index).ok_or_else(|| {
+            CallError::new(
+                CallErrorKind::Internal,
+                "instruction actor",
+                format!("no actor for instruction #{index}"),
+            )
+        })?;
+        // A dead actor refuses the message at once.
+        ractor::call_t!(actor, InstructionMsg::Enter, CALL_TIMEOUT_MS).map_err(|e| {
+            CallError::new(
+                CallErrorKind::Unavailable,
+                "instruction actor",
+                format!("instruction #{index}: {e}"),
+            )
+        })
+    }
+}
+
+/// Messages of a program actor.
+pub enum ProgramMsg {
+    /// The prepared program.
+    Get(RpcReplyPort<Arc<Program>>),
+    /// Its instruction actors, as [`ActorInfo`]s under `path`.
+    Tree(String, RpcReplyPort<Vec<ActorInfo>>),
+    /// Crash the instruction actor `instruction_id` (this actor restarts it); replies
+    /// whether it exists.
+    CrashInstruction(String, RpcReplyPort<bool>),
+    /// Test hook: panic inside the actor (a bug), to exercise supervision.
+    Crash,
+}
+
+/// One deployed program version: supervises one actor per instruction (one-for-one,
+/// within `policy`; past it, it fails and its registry decides).
+pub struct ProgramActor {
+    /// Restart intensity of its instruction actors.
+    pub policy: RestartPolicy,
+}
+
+/// A program actor's state.
+pub struct ProgramState {
+    program: Arc<Program>,
+    stations: Arc<ProgramStations>,
+    budget: RestartBudget,
+    /// Restarts of each instruction actor.
+    restarted: Vec<u64>,
+}
+
+impl Actor for ProgramActor {
+    type Msg = ProgramMsg;
+    type State = ProgramState;
+    type Arguments = Arc<Program>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
         program: Arc<Program>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(program)
+        let count = program.ir().instructions.len();
+        let mut actors = Vec::with_capacity(count);
+        for index in 0..count {
+            let (actor, _) = Actor::spawn_linked(
+                None,
+                InstructionActor,
+                (program.clone(), index),
+                myself.get_cell(),
+            )
+            .await?;
+            actors.push(actor);
+        }
+        let stations = Arc::new(ProgramStations {
+            actors: std::sync::RwLock::new(actors),
+        });
+        program.attach(stations.clone());
+        Ok(ProgramState {
+            program,
+            stations,
+            budget: RestartBudget::default(),
+            restarted: vec![0; count],
+        })
     }
 
     async fn handle(
@@ -91,9 +253,96 @@ impl Actor for ProgramActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ProgramMsg::Get(reply) => {
-                let _ = reply.send(state.clone());
+                let _ = reply.send(state.program.clone());
             }
-            ProgramMsg::Crash => panic!("program actor {} crashed on request", state.id()),
+            ProgramMsg::Tree(path, reply) => {
+                let program = &state.program;
+                let tree = program
+                    .ir()
+                    .instructions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, ins)| ActorInfo {
+                        path: format!("{path}/{}", ins.instruction_id),
+                        kind: "instruction",
+                        restarts: state.restarted.get(index).copied().unwrap_or(0),
+                        program: Some(program.id().to_owned()),
+                        version: Some(program.version().to_owned()),
+                        index: Some(index),
+                        opcode: Some(ins.opcode().as_str_name()),
+                    })
+                    .collect();
+                let _ = reply.send(tree);
+            }
+            ProgramMsg::CrashInstruction(id, reply) => {
+                let index = state
+                    .program
+                    .ir()
+                    .instructions
+                    .iter()
+                    .position(|i| i.instruction_id == id);
+                let actor = index.and_then(|index| state.stations.actor(index));
+                if let Some(actor) = &actor {
+                    let _ = actor.cast(InstructionMsg::Crash);
+                }
+                let _ = reply.send(actor.is_some());
+            }
+            ProgramMsg::Crash => panic!("program actor {} crashed on request", state.program.id()),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Undeployed or replaced: its instruction actors go with it.
+        myself.stop_children(Some("program actor stopped".to_owned()));
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, error) = event else {
+            return Ok(());
+        };
+        let count = state.restarted.len();
+        let Some(index) = (0..count).find(|&i| {
+            state
+                .stations
+                .actor(i)
+                .is_some_and(|a| a.get_id() == cell.get_id())
+        }) else {
+            return Ok(());
+        };
+        let program = &state.program;
+        tracing::error!(
+            program = %format!("{}@{}", program.id(), program.version()),
+            instruction = instruction_id(program, index),
+            "instruction actor failed: {error}"
+        );
+        if !state.budget.allow(self.policy, Instant::now()) {
+            // Fail, so that the registry restarts the whole program version (or escalates).
+            return Err(From::from(format!(
+                "instruction actors of {} restart too often",
+                program.id()
+            )));
+        }
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            InstructionActor,
+            (program.clone(), index),
+            myself.get_cell(),
+        )
+        .await?;
+        state.stations.replace(index, actor);
+        if let Some(n) = state.restarted.get_mut(index) {
+            *n += 1;
         }
         Ok(())
     }
@@ -118,7 +367,8 @@ pub enum RegistryMsg {
     Undeploy(String, Option<String>, RpcReplyPort<Result<usize, String>>),
     /// The registry and its program actors, as [`ActorInfo`]s under `node/registry`.
     Tree(RpcReplyPort<Vec<ActorInfo>>),
-    /// Crash the program actor `id@version` (its registry restarts it); replies whether it
+    /// Crash the program actor `id@version` (its registry restarts it), or the instruction
+    /// actor `id@version/instruction` (its program actor restarts it); replies whether it
     /// exists.
     CrashProgram(String, RpcReplyPort<bool>),
     /// Crash the registry itself (the node supervisor restarts it).
@@ -142,18 +392,25 @@ pub enum RestartRefused {
 /// One live actor of the tree, as `GET /api/actors` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ActorInfo {
-    /// Slash-separated from `node`: `node`, `node/registry`, `node/registry/<id>@<version>`.
+    /// Slash-separated from `node`: `node`, `node/registry`, `node/registry/<id>@<version>`,
+    /// `node/registry/<id>@<version>/<instruction id>`.
     pub path: String,
-    /// `node`, `registry` or `program`.
+    /// `node`, `registry`, `program` or `instruction`.
     pub kind: &'static str,
     /// How many times its supervisor restarted it.
     pub restarts: u64,
-    /// A program actor's program id.
+    /// A program or instruction actor's program id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
-    /// A program actor's version.
+    /// A program or instruction actor's version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// An instruction actor's position in its program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// An instruction actor's opcode (`CALL_ACTION`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcode: Option<&'static str>,
 }
 
 /// The registry: one supervised actor per deployed program version.
@@ -178,11 +435,14 @@ fn version_of(program: &Program) -> semver::Version {
 
 impl ProgramRegistry {
     async fn spawn(
+        &self,
         myself: &ActorRef<RegistryMsg>,
         program: Arc<Program>,
     ) -> Result<ActorRef<ProgramMsg>, ActorProcessingErr> {
-        let (actor, _) =
-            Actor::spawn_linked(None, ProgramActor, program, myself.get_cell()).await?;
+        let actor = ProgramActor {
+            policy: self.policy,
+        };
+        let (actor, _) = Actor::spawn_linked(None, actor, program, myself.get_cell()).await?;
         Ok(actor)
     }
 }
@@ -206,7 +466,7 @@ impl Actor for ProgramRegistry {
         };
         for program in programs {
             let key = (program.id().to_owned(), version_of(&program));
-            let actor = Self::spawn(&myself, program.clone()).await?;
+            let actor = self.spawn(&myself, program.clone()).await?;
             state.specs.insert(key.clone(), program);
             state.actors.insert(key, actor);
         }
@@ -223,7 +483,7 @@ impl Actor for ProgramRegistry {
             RegistryMsg::Deploy(program, reply) => {
                 let key = (program.id().to_owned(), version_of(&program));
                 // A failed spawn is the caller's answer, never the registry's end.
-                let answer = match Self::spawn(&myself, program.clone()).await {
+                let answer = match self.spawn(&myself, program.clone()).await {
                     Ok(actor) => {
                         state.specs.insert(key.clone(), program);
                         if let Some(old) = state.actors.insert(key, actor) {
@@ -276,25 +536,53 @@ impl Actor for ProgramRegistry {
                     restarts: 0,
                     program: None,
                     version: None,
+                    index: None,
+                    opcode: None,
                 }];
-                tree.extend(state.actors.keys().map(|key| ActorInfo {
-                    path: format!("node/registry/{}@{}", key.0, key.1),
-                    kind: "program",
-                    restarts: state.restarted.get(key).copied().unwrap_or(0),
-                    program: Some(key.0.clone()),
-                    version: Some(key.1.to_string()),
-                }));
+                for (key, actor) in &state.actors {
+                    let path = format!("node/registry/{}@{}", key.0, key.1);
+                    tree.push(ActorInfo {
+                        path: path.clone(),
+                        kind: "program",
+                        restarts: state.restarted.get(key).copied().unwrap_or(0),
+                        program: Some(key.0.clone()),
+                        version: Some(key.1.to_string()),
+                        index: None,
+                        opcode: None,
+                    });
+                    // A program actor that does not answer (restarting) shows no children.
+                    if let Ok(below) =
+                        ractor::call_t!(actor, ProgramMsg::Tree, CALL_TIMEOUT_MS, path)
+                    {
+                        tree.extend(below);
+                    }
+                }
                 let _ = reply.send(tree);
             }
             RegistryMsg::CrashProgram(name, reply) => {
+                // `<id>@<version>`, or `<id>@<version>/<instruction id>` for one of its
+                // instruction actors.
+                let (program, instruction) = match name.split_once('/') {
+                    Some((program, instruction)) => (program, Some(instruction)),
+                    None => (name.as_str(), None),
+                };
                 let found = state
                     .actors
                     .iter()
-                    .find(|((id, version), _)| format!("{id}@{version}") == name);
-                if let Some((_, actor)) = found {
-                    let _ = actor.cast(ProgramMsg::Crash);
-                }
-                let _ = reply.send(found.is_some());
+                    .find(|((id, version), _)| format!("{id}@{version}") == program)
+                    .map(|(_, actor)| actor.clone());
+                let crashed = match (found, instruction) {
+                    (None, _) => false,
+                    (Some(actor), None) => actor.cast(ProgramMsg::Crash).is_ok(),
+                    (Some(actor), Some(instruction)) => ractor::call_t!(
+                        actor,
+                        ProgramMsg::CrashInstruction,
+                        CALL_TIMEOUT_MS,
+                        instruction.to_owned()
+                    )
+                    .unwrap_or(false),
+                };
+                let _ = reply.send(crashed);
             }
             RegistryMsg::Crash => panic!("the program registry crashed on request"),
         }
@@ -314,13 +602,16 @@ impl Actor for ProgramRegistry {
             return Ok(());
         };
         tracing::error!(program = %format!("{}@{}", key.0, key.1), "program actor failed: {error}");
+        // A failed program actor's instruction actors are not stopped with it: the new one
+        // starts its own.
+        cell.stop_children(Some("program actor failed".to_owned()));
         if !state.budget.allow(self.policy, Instant::now()) {
             tracing::error!("program actors restart too often; the registry escalates");
             myself.stop(Some("restart intensity exceeded".to_owned()));
             return Ok(());
         }
         if let Some(program) = state.specs.get(&key).cloned() {
-            match Self::spawn(&myself, program).await {
+            match self.spawn(&myself, program).await {
                 Ok(actor) => {
                     *state.restarted.entry(key.clone()).or_insert(0) += 1;
                     state.actors.insert(key, actor);
@@ -473,6 +764,8 @@ impl Actor for NodeSupervisor {
                             restarts: 0,
                             program: None,
                             version: None,
+                            index: None,
+                            opcode: None,
                         }];
                         tree.append(&mut below);
                         tree

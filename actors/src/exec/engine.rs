@@ -113,6 +113,12 @@ pub(super) struct Run<'a> {
     pub(super) late: Option<String>,
 }
 
+/// How long an execution keeps trying to be admitted at an instruction whose actor is down.
+const ENTER_WITHIN_MS: u64 = 5_000;
+
+/// Between two tries to reach an instruction actor being restarted.
+const REENTER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Unsaved steps past which they are written (not durably) to bound the memory of a long
 /// execution without effects.
 const SAVE_EVERY: usize = 64;
@@ -434,6 +440,24 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Admission at instruction `idx` by its instruction actor, when the program runs in a
+    /// node's tree. An actor being restarted refuses at once: the execution tries again
+    /// (its program actor may have been restarted too, so the stations are read anew) for
+    /// up to [`ENTER_WITHIN_MS`].
+    async fn enter(&self, idx: usize) -> Result<(), CallError> {
+        let deadline = self.fx.clock.now_ms().saturating_add(ENTER_WITHIN_MS);
+        loop {
+            let Some(stations) = self.program.stations() else {
+                return Ok(());
+            };
+            match stations.enter(idx).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.fx.clock.now_ms() >= deadline => return Err(e),
+                Err(_) => self.fx.clock.sleep(REENTER).await,
+            }
+        }
+    }
+
     /// Runs (or replays) one instruction, with retries, fallbacks and compensation.
     pub(super) async fn instruction(&mut self, idx: usize, prefix: &str) -> Result<Resolved, Stop> {
         let program = self.program;
@@ -524,6 +548,17 @@ impl<'a> Run<'a> {
             let decision = ins.policy.decide(ErrorClass::Timeout, u32::MAX, true);
             let failure = Failure::new(ErrorClass::Timeout, message);
             let now = self.fx.clock.now_ms();
+            return self
+                .refuse(idx, (&path, prefix), now, failure, decision)
+                .await;
+        }
+        if let Err(e) = self.enter(idx).await {
+            // Its instruction actor stayed down for longer than the tree's call timeout:
+            // the instruction fails as `unavailable` without running, and its fallback
+            // decides (no retry: the wait already was one).
+            let now = self.fx.clock.now_ms();
+            let failure = Failure::from(e);
+            let decision = ins.policy.decide(failure.class, u32::MAX, true);
             return self
                 .refuse(idx, (&path, prefix), now, failure, decision)
                 .await;

@@ -229,6 +229,8 @@ pub struct Program {
     pub(crate) top: Vec<usize>,
     default_priority: Priority,
     triggers: Vec<Trigger>,
+    /// Its instruction actors, once its program actor runs (none outside a node's tree).
+    stations: std::sync::RwLock<Option<Arc<dyn crate::gates::Stations>>>,
 }
 
 impl fmt::Debug for Program {
@@ -343,7 +345,25 @@ impl Program {
             top,
             default_priority,
             triggers,
+            stations: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Routes its executions through `stations` (its program actor's instruction actors)
+    /// from now on.
+    pub fn attach(&self, stations: Arc<dyn crate::gates::Stations>) {
+        *self
+            .stations
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stations);
+    }
+
+    /// Its instruction actors, if its program actor runs.
+    pub fn stations(&self) -> Option<Arc<dyn crate::gates::Stations>> {
+        self.stations
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Program id.
