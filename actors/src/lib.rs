@@ -5,6 +5,7 @@
 //! which `eyeflow-runtime` implements (wasmtime plugin host, stores, HTTP, LLM providers).
 
 pub mod arbiter;
+pub mod bulkhead;
 pub mod exec;
 pub mod gates;
 pub mod ports;

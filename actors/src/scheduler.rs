@@ -315,6 +315,11 @@ impl Scheduler {
         true
     }
 
+    /// Whether [`Scheduler::drain`] closed it (it takes no more jobs).
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
+    }
+
     /// Jobs waiting per priority level.
     pub fn queue_depth(&self) -> BTreeMap<u32, usize> {
         self.inner

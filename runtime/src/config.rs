@@ -61,6 +61,10 @@ pub struct NodeSection {
     /// 503 `overloaded` with `Retry-After` (Kafka and MQTT consumption waits) instead of
     /// being accepted to wait.
     pub max_backlog: Option<usize>,
+    /// Most executions of one program running at once (default: `workers` − 1, at least 1):
+    /// a program whose executions hold their slots long (retries, a slow endpoint) leaves
+    /// the other slots to the other programs; its further executions wait in its own lane.
+    pub max_running_per_program: Option<usize>,
     /// The secret key file (`eyeflow keys gen`) that signs the audit chain's checkpoints;
     /// absent = `node.key` in the data directory, generated on first start. Relative paths
     /// are taken from the config file's folder.
@@ -77,6 +81,7 @@ impl Default for NodeSection {
             http_allow: None,
             drain_timeout_ms: default_drain_ms(),
             max_backlog: None,
+            max_running_per_program: None,
             audit_key: None,
         }
     }
@@ -218,6 +223,7 @@ impl FileConfig {
         if let Some(backlog) = self.node.max_backlog {
             config.max_backlog = backlog.max(1);
         }
+        config.max_running_per_program = self.node.max_running_per_program;
         config.http_allow = self.node.http_allow.clone();
         config.redis = self.redis.clone();
         config.vault = self.vault.clone();

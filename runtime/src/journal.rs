@@ -109,7 +109,9 @@ impl FjallJournal {
 
     /// One atomic write of `writes` with `entries` chained into the audit, then durable
     /// when `durable` (as the journal's durability says).
-    fn write_with_audit(
+    /// Writes `writes` with the audit entries appended to the chain, in one atomic write;
+    /// `durable`: waits for the fsync, without holding the task's thread.
+    async fn write_with_audit(
         &self,
         writes: Vec<Write>,
         entries: &[AuditEntry],
@@ -123,7 +125,7 @@ impl FjallJournal {
             }),
         };
         if durable {
-            self.store.commit_with(self.durability, write)
+            self.store.commit_with_async(self.durability, write).await
         } else {
             write()
         }
@@ -323,17 +325,17 @@ impl FjallJournal {
 
     /// Journals `steps` with `entries` (one atomic batch): durably as the journal's
     /// durability says, or written for the next durable write to carry.
-    fn write_steps(
+    async fn write_steps(
         &self,
         steps: &[StepRecord],
         entries: &[AuditEntry],
         durable: bool,
     ) -> Result<()> {
         let writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
-        self.write_with_audit(writes, entries, durable)
+        self.write_with_audit(writes, entries, durable).await
     }
 
-    fn write_finish(
+    async fn write_finish(
         &self,
         execution_id: &str,
         steps: &[StepRecord],
@@ -345,7 +347,7 @@ impl FjallJournal {
         let mut writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
         writes.push(Write::Put(Space::JournalOutcomes, id.clone(), value));
         writes.push(Write::Remove(Space::JournalOpen, id));
-        self.write_with_audit(writes, entries, true)
+        self.write_with_audit(writes, entries, true).await
     }
 }
 
@@ -367,7 +369,9 @@ impl Journal for FjallJournal {
         audit: &[AuditEntry],
         durable: bool,
     ) -> Result<(), CallError> {
-        crate::blocking::run(|| self.write_steps(steps, audit, durable).map_err(call_error))
+        self.write_steps(steps, audit, durable)
+            .await
+            .map_err(call_error)
     }
 
     async fn finish(
@@ -377,10 +381,9 @@ impl Journal for FjallJournal {
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
     ) -> Result<(), CallError> {
-        crate::blocking::run(|| {
-            self.write_finish(execution_id, steps, audit, outcome)
-                .map_err(call_error)
-        })
+        self.write_finish(execution_id, steps, audit, outcome)
+            .await
+            .map_err(call_error)
     }
 
     fn decide(

@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use eyeflow_actors::arbiter::Arbiter;
+use eyeflow_actors::bulkhead::Bulkheads;
 use eyeflow_actors::exec::{self, Effects, Program, Report};
 use eyeflow_actors::ports::{
     Accepted, CapabilityRef, EventRecord, ExecutionOutcome, Journal, PendingExecution,
@@ -76,6 +77,10 @@ pub struct NodeConfig {
     /// ([`Error::Overloaded`]; the API answers 503 with `Retry-After`) instead of being
     /// accepted to wait past their `max_wait`.
     pub max_backlog: usize,
+    /// Most executions of one program running at once (a bulkhead: a program whose
+    /// executions hold their slots long cannot take every slot); `None` = one less than
+    /// `workers` (at least 1).
+    pub max_running_per_program: Option<usize>,
     /// The key that signs the audit chain's checkpoints (every
     /// [`AuditConfig::checkpoint_every`] entries, on demand, and at shutdown); `None` = no
     /// checkpoints. See [`audit_key`].
@@ -97,6 +102,7 @@ impl NodeConfig {
             vault: None,
             kafka: None,
             max_backlog: DEFAULT_MAX_BACKLOG,
+            max_running_per_program: None,
             audit_key: None,
         }
     }
@@ -227,6 +233,8 @@ struct Inner {
     audit: Arc<FjallAudit>,
     events: Arc<FjallEventLog>,
     scheduler: Scheduler,
+    /// Each program's lane in front of the scheduler.
+    bulkheads: Bulkheads,
     effects: Effects,
     /// Runs the supervision tree (node supervisor → program registry → program actors).
     actors: tokio::runtime::Runtime,
@@ -392,6 +400,11 @@ impl Node {
             arbiter.clone(),
             actors.handle().clone(),
         );
+        let per_program = config
+            .max_running_per_program
+            .unwrap_or(config.workers.saturating_sub(1))
+            .max(1);
+        let bulkheads = Bulkheads::new(per_program, scheduler.clone());
         let llm: Arc<dyn eyeflow_actors::ports::LlmPort> = match &config.llm {
             None => Arc::new(NoLlm),
             Some(endpoint) => Arc::new(
@@ -450,6 +463,7 @@ impl Node {
                 audit,
                 events,
                 scheduler,
+                bulkheads,
                 effects,
                 actors,
                 supervisor,
@@ -992,22 +1006,41 @@ impl Node {
                 ),
             });
         }
-        // The wait new work would have: the executions ahead of it, each holding a worker
-        // for the average service time. Past half its max_wait (a margin for what is
-        // accepted meanwhile), it is refused.
-        let workers = self.inner.config.workers.max(1);
+        // The wait new work would have: the executions queued in the scheduler ahead of
+        // it, each holding a slot for the average service time, and those of its own
+        // program waiting in the program's lane, each holding one of the program's slots
+        // for the program's average. Past half its max_wait (a margin for what is accepted
+        // meanwhile), it is refused; so is a program that alone holds three quarters of
+        // the backlog.
+        let workers = self.inner.config.workers.max(1) as u64;
         let service_us = self
             .inner
             .service_us
             .load(std::sync::atomic::Ordering::Relaxed);
-        let ahead = u64::try_from(in_flight.saturating_sub(workers)).unwrap_or(u64::MAX);
-        let predicted_ms = ahead.saturating_mul(service_us) / (workers as u64) / 1000;
+        let queued = self.inner.scheduler.queue_depth().values().sum::<usize>() as u64;
+        let lane = self.inner.bulkheads.load(program.id());
+        let limit = self.inner.bulkheads.limit() as u64;
+        let predicted_ms = (queued.saturating_mul(service_us) / workers
+            + (lane.waiting as u64).saturating_mul(lane.service_us) / limit)
+            / 1000;
         let may_wait =
             u64::try_from(program.default_priority().max_wait.as_millis()).unwrap_or(u64::MAX);
-        if ahead > 0 && predicted_ms.saturating_mul(2) >= may_wait {
+        if queued + lane.waiting as u64 > 0 && predicted_ms.saturating_mul(2) >= may_wait {
             return Err(Error::Overloaded {
                 reason: format!(
-                    "{ahead} executions wait for a worker, about {predicted_ms} ms: half or more of this program's max_wait of {may_wait} ms"
+                    "{} executions wait for a slot ({} of them this program's), about {predicted_ms} ms: half or more of this program's max_wait of {may_wait} ms",
+                    queued + lane.waiting as u64,
+                    lane.waiting
+                ),
+            });
+        }
+        // A quarter of the backlog stays for the other programs.
+        let share = backlog - backlog / 4;
+        if lane.running + lane.waiting >= share {
+            return Err(Error::Overloaded {
+                reason: format!(
+                    "this program has {} executions queued or running, the most one program may have ({share} of the {backlog} allowed)",
+                    lane.running + lane.waiting
                 ),
             });
         }
@@ -1115,50 +1148,71 @@ impl Node {
         let priority = program.default_priority();
         let (level, max_wait) = (priority.level, priority.max_wait);
         *lock(&self.inner.in_flight.0) += 1;
-        let node = self.clone();
+        // Leaves the flight when the job ends, or when it is dropped unrun (draining: the
+        // execution stays journaled as pending and resumes at the next start).
+        let flight = Flight(self.clone());
         let accepted = Instant::now();
         // The scheduler keeps the execution's arrival under its id for its boundaries.
         let id = execution_id.clone();
-        let submitted = self.inner.scheduler.submit(
+        let program_id = program.id().to_owned();
+        self.inner.bulkheads.submit(
+            &program_id,
             &id,
             level,
             max_wait,
             Box::new(move |admission: Admission| {
                 Box::pin(async move {
+                    let node = &flight.0;
                     let started = Instant::now();
                     let effects = &node.inner.effects;
-                    let report = if admission.late {
+                    // The wait counts from acceptance: in the program's lane, then in the
+                    // scheduler's queue.
+                    let waited = accepted.elapsed().max(admission.waited);
+                    let report = if waited > max_wait {
                         exec::execute_late(
                             &program,
                             &execution_id,
                             &event,
                             &history,
                             effects,
-                            admission.waited,
+                            waited,
                         )
                         .await
                     } else {
                         exec::execute(&program, &execution_id, &event, &history, effects).await
                     };
                     // An execution that paused holds no slot while it waits: counted as run.
-                    let held = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let held = started.elapsed();
+                    let held_us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
                     let average = &node.inner.service_us;
                     let old = average.load(std::sync::atomic::Ordering::Relaxed);
                     average.store(
-                        if old == 0 { held } else { (old * 7 + held) / 8 },
+                        if old == 0 {
+                            held_us
+                        } else {
+                            (old * 7 + held_us) / 8
+                        },
                         std::sync::atomic::Ordering::Relaxed,
                     );
+                    node.inner.bulkheads.record(&event.program_id, held);
                     node.record(&event.program_id, &report, accepted.elapsed());
-                    node.leave_flight();
                 })
             }),
         );
-        if !submitted {
-            // Draining: the execution stays journaled as pending and resumes at next start.
-            self.leave_flight();
-        }
     }
+}
 
+/// An execution in flight (queued, in its program's lane, or running), counted in
+/// [`Node::in_flight`] until dropped.
+struct Flight(Node);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.leave_flight();
+    }
+}
+
+impl Node {
     /// One execution less in flight; wakes `wait_idle` when none is left (not at every
     /// execution: a wake-up is a context switch).
     fn leave_flight(&self) {
@@ -1265,6 +1319,7 @@ impl Node {
     /// Stops intake, lets running and queued executions finish, and signs the audit head
     /// (with [`NodeConfig::audit_key`]).
     pub fn shutdown(&self) -> Result<()> {
+        self.inner.bulkheads.drain();
         self.inner.scheduler.drain();
         self.close(Duration::from_secs(10))
     }
@@ -1275,8 +1330,10 @@ impl Node {
     /// execution finished.
     pub fn shutdown_within(&self, timeout: Duration) -> Result<bool> {
         let scheduler = self.inner.scheduler.clone();
+        let bulkheads = self.inner.bulkheads.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            bulkheads.drain();
             scheduler.drain();
             let _ = done_tx.send(());
         });

@@ -817,10 +817,9 @@ impl kv::Host for CallState {
         };
         // Durable before returning, whichever way it went: a value found may be one that
         // another call wrote a moment ago and is still making durable. (An fsync cannot be
-        // interrupted; the call's deadline was checked before.)
-        services
-            .store
-            .persist(services.kv_durability)
+        // interrupted; the call's deadline was checked before.) The call runs on a thread of
+        // the actor runtime: its other tasks move to another thread meanwhile.
+        crate::blocking::run(|| services.store.persist(services.kv_durability))
             .map_err(store_error)?;
         Ok(held)
     }

@@ -170,6 +170,9 @@ struct GroupSync {
     synced: Condvar,
     /// Signalled when a group-commit write reaches the journal.
     written: Condvar,
+    /// Tasks waiting for an fsync ([`EmbeddedStore::commit_with_async`]) are woken here
+    /// when one ends.
+    synced_tasks: tokio::sync::Notify,
     /// The active fjall journal file (id, read-only handle), for fdatasync.
     journal: Mutex<Option<(u64, Arc<File>)>>,
     /// Records how far each fsync reached (see [`mark`]).
@@ -564,41 +567,119 @@ impl EmbeddedStore {
                 });
             }
             if !state.syncing {
-                // Leader. Let the writes already under way reach the journal and take their
-                // tickets, so that this fsync covers them too (bounded wait).
                 state.syncing = true;
-                let goal = state.begun;
-                let deadline = Instant::now() + GATHER;
-                while state.ended < goal {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    state.gathering = true;
-                    state = group
-                        .written
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                state.gathering = false;
-                // Every ticket issued so far was taken after its write reached the journal.
-                let target = state.issued;
-                drop(state);
-                let result = self.sync();
-                state = group.lock();
-                state.syncing = false;
-                match &result {
-                    Ok(()) => state.durable = state.durable.max(target),
-                    Err(e) => state.failed = Some((target, e.to_string())),
-                }
-                group.synced.notify_all();
-                return result;
+                return self.lead(state);
             }
             state = group
                 .synced
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Leads one group fsync (the caller set `syncing`): lets the writes already under way
+    /// reach the journal and take their tickets, so that this fsync covers them too (a
+    /// bounded wait), fsyncs, records how far it reached and wakes every waiter — threads
+    /// and tasks.
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, GroupState>) -> Result<()> {
+        let group = &self.group;
+        let goal = state.begun;
+        let deadline = Instant::now() + GATHER;
+        while state.ended < goal {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state.gathering = true;
+            state = group
+                .written
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.gathering = false;
+        // Every ticket issued so far was taken after its write reached the journal.
+        let target = state.issued;
+        drop(state);
+        let result = self.sync();
+        let mut state = group.lock();
+        state.syncing = false;
+        match &result {
+            Ok(()) => state.durable = state.durable.max(target),
+            Err(e) => state.failed = Some((target, e.to_string())),
+        }
+        drop(state);
+        group.synced.notify_all();
+        group.synced_tasks.notify_waiters();
+        result
+    }
+
+    /// [`Self::commit_with`] for a task: the write is applied at once, and the task then
+    /// waits for the fsync that covers it without holding its thread — under group commit
+    /// the fsync is led by a waiting thread or, when only tasks wait, on a thread of the
+    /// runtime's blocking pool. [`Durability::Sync`] (one fsync per call, for measurement)
+    /// blocks in place.
+    pub async fn commit_with_async<T>(
+        &self,
+        durability: Durability,
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        match durability {
+            Durability::Buffered => self.commit_with(durability, write),
+            Durability::Sync => crate::blocking::run(|| self.commit_with(durability, write)),
+            Durability::GroupCommit => {
+                self.group.lock().begun += 1;
+                let written = write();
+                let ticket = {
+                    let mut state = self.group.lock();
+                    state.ended += 1;
+                    if state.gathering {
+                        self.group.written.notify_all();
+                    }
+                    state.issued += 1;
+                    state.issued
+                };
+                let value = written?;
+                self.durable_async(ticket).await?;
+                Ok(value)
+            }
+        }
+    }
+
+    /// Waits (as a task) until an fsync covers `ticket`, starting one on the blocking pool
+    /// when none is in progress.
+    async fn durable_async(&self, ticket: u64) -> Result<()> {
+        loop {
+            // Registered before looking, so an fsync ending in between wakes this task.
+            let synced = self.group.synced_tasks.notified();
+            tokio::pin!(synced);
+            synced.as_mut().enable();
+            {
+                let mut state = self.group.lock();
+                if state.durable >= ticket {
+                    return Ok(());
+                }
+                if let Some((upto, message)) = &state.failed
+                    && *upto >= ticket
+                {
+                    return Err(Error::Store {
+                        context: format!("group commit: the shared fsync failed ({message})"),
+                        source: fjall::Error::Poisoned,
+                    });
+                }
+                if !state.syncing {
+                    state.syncing = true;
+                    drop(state);
+                    let store = self.clone();
+                    // Its outcome reaches this task (and every other waiter) through the
+                    // group state.
+                    drop(tokio::task::spawn_blocking(move || {
+                        let state = store.group.lock();
+                        let _ = store.lead(state);
+                    }));
+                }
+            }
+            synced.await;
         }
     }
 
