@@ -65,8 +65,8 @@ pub trait Boundary: Send + Sync {
 /// enters each instruction it runs through that instruction's actor.
 #[async_trait::async_trait]
 pub trait Stations: Send + Sync {
-    /// Admits an execution to instruction `index` (its position in the program);
-    /// `Unavailable` when its actor is down (being restarted: the executor tries again,
-    /// reading the program's stations anew, for a while).
+    /// Enters an execution into instruction `index` (its position in the program) through
+    /// its actor; `Unavailable` when that actor is down (being restarted: the executor tries
+    /// again, reading the program's stations anew, for a while).
     async fn enter(&self, index: usize) -> Result<(), CallError>;
 }

@@ -7,8 +7,8 @@
 //! from the journal.
 //!
 //! Executions are tasks of the same runtime (the scheduler's jobs). At every instruction an
-//! execution is admitted by that instruction's actor ([`Stations::enter`], one message
-//! round trip inside the runtime); the execution's state stays in its own task, so an
+//! execution enters through that instruction's actor ([`Stations::enter`]: one message into
+//! its mailbox, refused at once by a dead actor); the execution's state stays in its own task, so an
 //! instruction actor that crashes loses no execution: the executions that were inside the
 //! instruction carry on, the next ones wait for the restarted actor. Panics inside an
 //! attempt are contained at the attempt (the fallback engine handles them) and per job.
@@ -67,8 +67,9 @@ impl RestartBudget {
 
 /// Messages of an instruction actor.
 pub enum InstructionMsg {
-    /// An execution reaches the instruction: admitted once answered.
-    Enter(RpcReplyPort<()>),
+    /// An execution reaches the instruction (sent as it goes in: the execution does not
+    /// wait for it).
+    Enter,
     /// Test hook and operator tool: panic inside the actor (a bug), so that its program
     /// actor restarts it.
     Crash,
@@ -111,10 +112,7 @@ impl Actor for InstructionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            InstructionMsg::Enter(reply) => {
-                state.admitted += 1;
-                let _ = reply.send(());
-            }
+            InstructionMsg::Enter => state.admitted += 1,
             InstructionMsg::Crash => panic!(
                 "instruction actor {}/{} crashed on request (after {} admissions)",
                 state.program.id(),
@@ -171,8 +169,10 @@ impl Stations for ProgramStations {
                 format!("no actor for instruction #{index}"),
             )
         })?;
-        // A dead actor refuses the message at once.
-        ractor::call_t!(actor, InstructionMsg::Enter, CALL_TIMEOUT_MS).map_err(|e| {
+        // A live actor takes the message into its mailbox; a dead one refuses it at once.
+        // The execution does not wait for the actor to handle it: a round trip per
+        // instruction would cost two wake-ups across the runtime's threads.
+        actor.cast(InstructionMsg::Enter).map_err(|e| {
             CallError::new(
                 CallErrorKind::Unavailable,
                 "instruction actor",

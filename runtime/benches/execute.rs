@@ -87,6 +87,8 @@ fn start(mut config: NodeConfig) -> Node {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(4);
+    // One program: its bulkhead may take every slot.
+    config.max_running_per_program = Some(config.workers);
     let node = Node::start(config).expect("node");
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     node.trust(&key.verifying_key()).expect("trust");

@@ -819,8 +819,13 @@ impl kv::Host for CallState {
         // another call wrote a moment ago and is still making durable. (An fsync cannot be
         // interrupted; the call's deadline was checked before.) The call runs on a thread of
         // the actor runtime: its other tasks move to another thread meanwhile.
-        crate::blocking::run(|| services.store.persist(services.kv_durability))
-            .map_err(store_error)?;
+        let persist = || services.store.persist(services.kv_durability);
+        if services.kv_durability == Durability::Buffered {
+            persist()
+        } else {
+            crate::blocking::run(persist)
+        }
+        .map_err(store_error)?;
         Ok(held)
     }
 }

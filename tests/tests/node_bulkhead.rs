@@ -1,0 +1,130 @@
+//! Bulkheads on a real node: a program whose executions hang on a slow endpoint holds at
+//! most its share of the slots (`workers` − 1), the rest of its events wait in its own lane,
+//! and another program's events all run meanwhile.
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eyeflow_tests::eventually;
+use eyeflow_tests::node::{PLAIN_RULE, Workdir};
+use serde_json::json;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Accepts connections and never answers them, until the connections are dropped.
+struct SlowEndpoint {
+    port: u16,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl SlowEndpoint {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let keep = held.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                keep.lock().expect("held").push(stream);
+            }
+        });
+        Self { port, held }
+    }
+
+    fn connections(&self) -> usize {
+        self.held.lock().expect("held").len()
+    }
+
+    /// Closes every held connection: the calls on them fail at once.
+    fn release(&self) {
+        self.held.lock().expect("held").clear();
+    }
+}
+
+#[test]
+fn a_program_hanging_on_a_slow_endpoint_leaves_the_other_programs_their_slots() {
+    let slow = SlowEndpoint::start();
+    let work = Workdir::new("");
+    std::fs::write(
+        work.path().join("node.toml"),
+        "[node]\ndata_dir = \"data\"\nworkers = 4\nhttp_allow = [\"127.0.0.1\"]\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    let (node, url) = work.start();
+    let poison = format!(
+        r#"
+id: poison
+version: 1.0.0
+max_wait_ms: 600000
+triggers:
+  - {{kind: webhook, source: poison}}
+instructions:
+  - id: call
+    op: CALL_API
+    http: {{method: GET, url: "http://127.0.0.1:{}/slow"}}
+    timeout_ms: 120000
+    fallback: {{strategy: value, value: '"released"'}}
+    next: done
+  - {{id: done, op: RETURN, expression: "call"}}
+"#,
+        slow.port
+    );
+    work.deploy(&url, &poison);
+    work.deploy(&url, PLAIN_RULE);
+
+    let poisoned: Vec<String> = (0..6)
+        .map(|n| {
+            work.send(&url, "poison", &format!("p-{n}"), &json!({}))
+                .expect("accepted")
+        })
+        .collect();
+    // Three of the four slots hang on the endpoint; the other three executions wait in
+    // the program's lane.
+    eventually("the poison program holds its three slots", PATIENCE, || {
+        (slow.connections() == 3).then_some(())
+    });
+
+    let healthy: Vec<(u32, String)> = (0..20)
+        .map(|n| {
+            let id = work
+                .send(&url, "plain", &format!("h-{n}"), &json!({"a": n}))
+                .expect("accepted");
+            (n, id)
+        })
+        .collect();
+    for (n, id) in &healthy {
+        let view = eventually(
+            &format!("healthy execution {id} finished"),
+            PATIENCE,
+            || {
+                work.execution(&url, id)
+                    .filter(|v| v["outcome"].is_object())
+            },
+        );
+        assert_eq!(view["outcome"]["value"], json!(n + 1), "{view}");
+    }
+    // All the while the poison held three slots, and none of its executions ended.
+    assert_eq!(slow.connections(), 3);
+    for id in &poisoned {
+        let view = work.execution(&url, id).expect("known");
+        assert!(view["outcome"].is_null(), "{view}");
+    }
+
+    // Released, the poison's lane drains through its slots: every execution ends once.
+    let mut released = 0;
+    for id in &poisoned {
+        let view = eventually(&format!("poison execution {id} finished"), PATIENCE, || {
+            slow.release();
+            work.execution(&url, id)
+                .filter(|v| v["outcome"].is_object())
+        });
+        assert_eq!(view["outcome"]["value"], json!("released"), "{view}");
+        released += 1;
+    }
+    assert_eq!(released, 6);
+    let counts = work.counts(&url).expect("counts");
+    assert_eq!(counts["executions"], 26, "{counts}");
+    assert_eq!(counts["finished"], 26, "{counts}");
+    work.stop(node);
+}
