@@ -8,6 +8,7 @@ pub mod arbiter;
 pub mod bulkhead;
 pub mod exec;
 pub mod gates;
+pub mod lifecycle;
 pub mod ports;
 pub mod scheduler;
 pub mod supervision;

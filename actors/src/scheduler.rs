@@ -315,6 +315,11 @@ impl Scheduler {
         true
     }
 
+    /// Its slots (executions running at once).
+    pub fn workers(&self) -> usize {
+        self.inner.config.workers
+    }
+
     /// Whether [`Scheduler::drain`] closed it (it takes no more jobs).
     pub fn is_closed(&self) -> bool {
         self.inner.lock().closed

@@ -1,24 +1,25 @@
-//! A node on embedded defaults: the plugin host, the journal, the audit chain, the memory
-//! tiers, the event log, the scheduler and the arbiter, assembled around the executor.
-//! Programs are deployed (verified against the node's keyring and the plugin catalog),
-//! events are journaled before they are acknowledged, executions run on the scheduler's
-//! workers, and at start the executions a crash interrupted resume from their journal.
-//! Deployed programs live in the supervision tree (node supervisor → program registry →
-//! one actor per program version, restarted within a bounded intensity); executions reach
-//! their program through it.
+//! A node: the assembly of the adapters (plugin host, journal, audit chain, memory tiers,
+//! event log, HTTP, LLM, backends) with the core of `eyeflow-actors` (the executions'
+//! lifecycle, the scheduler, the arbiter, the supervision tree). Programs are deployed
+//! (verified against the node's keyring and the plugin catalog) into the supervision tree
+//! (node supervisor → program registry → program actor → instruction actors), events are
+//! journaled before they are acknowledged and handed to
+//! [`Executions`](eyeflow_actors::lifecycle::Executions), and at start the executions a
+//! crash interrupted resume from their journal.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use eyeflow_actors::arbiter::Arbiter;
 use eyeflow_actors::bulkhead::Bulkheads;
 use eyeflow_actors::exec::{self, Effects, Program, Report};
+use eyeflow_actors::lifecycle::{Executions, Overloaded};
 use eyeflow_actors::ports::{
     Accepted, CapabilityRef, EventRecord, ExecutionOutcome, Journal, PendingExecution,
 };
-use eyeflow_actors::scheduler::{Admission, Scheduler, SchedulerConfig};
+use eyeflow_actors::scheduler::{Scheduler, SchedulerConfig};
 use eyeflow_actors::supervision::{
     CALL_TIMEOUT_MS, NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
 };
@@ -232,10 +233,8 @@ struct Inner {
     journal: Arc<FjallJournal>,
     audit: Arc<FjallAudit>,
     events: Arc<FjallEventLog>,
-    scheduler: Scheduler,
-    /// Each program's lane in front of the scheduler.
-    bulkheads: Bulkheads,
-    effects: Effects,
+    /// Admission, lanes, scheduling and the runs of executions.
+    executions: Executions,
     /// Runs the supervision tree (node supervisor → program registry → program actors).
     actors: tokio::runtime::Runtime,
     supervisor: ActorRef<NodeMsg>,
@@ -243,15 +242,10 @@ struct Inner {
     /// from a worker thread costs ≈ 54 µs (`cargo bench -p eyeflow-actors --bench hop`)
     /// against ≈ 4 ns for this lookup, so executions read the cache; deploys fill it.
     resolved: std::sync::RwLock<BTreeMap<String, BTreeMap<semver::Version, Arc<Program>>>>,
-    stats: Mutex<BTreeMap<String, ProgramStats>>,
+    stats: Arc<Mutex<BTreeMap<String, ProgramStats>>>,
     /// Deployed versions' files, by id and version. Held across a whole deploy or undeploy,
     /// so two uploads of one version cannot both pass the conflict check.
     stored: Mutex<BTreeMap<(String, String), Stored>>,
-    in_flight: (Mutex<usize>, Condvar),
-    /// Moving average of how long an execution holds its worker, microseconds: with the
-    /// queue's length it predicts how long new work would wait, and work that would wait
-    /// past its `max_wait` is refused ([`Error::Overloaded`]).
-    service_us: std::sync::atomic::AtomicU64,
     /// Ids of the revoked publisher keys: their deployed programs take no new event.
     revoked: std::sync::RwLock<std::collections::BTreeSet<String>>,
     /// External backends in use (empty on embedded defaults).
@@ -301,6 +295,10 @@ fn actor_error(e: impl std::fmt::Display) -> Error {
     Error::Node {
         reason: format!("supervision tree: {e}"),
     }
+}
+
+fn overloaded(e: Overloaded) -> Error {
+    Error::Overloaded { reason: e.0 }
 }
 
 fn journal_error(e: eyeflow_actors::ports::CallError) -> Error {
@@ -440,6 +438,15 @@ impl Node {
             boundary: Arc::new(scheduler.clone()),
             clock: Arc::new(exec::SystemClock),
         };
+        let stats = Arc::new(Mutex::new(BTreeMap::new()));
+        let counted = stats.clone();
+        let executions = Executions::new(
+            scheduler,
+            bulkheads,
+            effects,
+            config.max_backlog,
+            Box::new(move |program, report, took| record(&counted, program, report, took)),
+        );
         let (supervisor, _) = actors
             .block_on(Actor::spawn(
                 // Unnamed: names are process-global and several nodes may share a process.
@@ -462,17 +469,13 @@ impl Node {
                 journal,
                 audit,
                 events,
-                scheduler,
-                bulkheads,
-                effects,
+                executions,
                 actors,
                 supervisor,
                 resolved: std::sync::RwLock::new(BTreeMap::new()),
-                stats: Mutex::new(BTreeMap::new()),
+                stats,
                 stored: Mutex::new(BTreeMap::new()),
                 revoked: std::sync::RwLock::new(revoked),
-                in_flight: (Mutex::new(0), Condvar::new()),
-                service_us: std::sync::atomic::AtomicU64::new(0),
                 backends: std::sync::RwLock::new(backends),
             }),
         };
@@ -983,16 +986,8 @@ impl Node {
                 reason,
             });
         }
-        // Nor is work accepted that would only wait past its max_wait: past the backlog
-        // limit, or while the work admitted last waited longer than this program may.
-        let (backlog, in_flight) = (self.inner.config.max_backlog, self.in_flight());
-        if in_flight >= backlog {
-            return Err(Error::Overloaded {
-                reason: format!(
-                    "{in_flight} executions are queued or running (the limit is {backlog})"
-                ),
-            });
-        }
+        // Nor is work accepted that would only wait past its max_wait.
+        self.inner.executions.room().map_err(overloaded)?;
         let program = self.find(program_id, None).ok_or_else(|| Error::Refused {
             program: program_id.to_owned(),
             reason: "not deployed".to_owned(),
@@ -1006,44 +1001,7 @@ impl Node {
                 ),
             });
         }
-        // The wait new work would have: the executions queued in the scheduler ahead of
-        // it, each holding a slot for the average service time, and those of its own
-        // program waiting in the program's lane, each holding one of the program's slots
-        // for the program's average. Past half its max_wait (a margin for what is accepted
-        // meanwhile), it is refused; so is a program that alone holds three quarters of
-        // the backlog.
-        let workers = self.inner.config.workers.max(1) as u64;
-        let service_us = self
-            .inner
-            .service_us
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let queued = self.inner.scheduler.queue_depth().values().sum::<usize>() as u64;
-        let lane = self.inner.bulkheads.load(program.id());
-        let limit = self.inner.bulkheads.limit() as u64;
-        let predicted_ms = (queued.saturating_mul(service_us) / workers
-            + (lane.waiting as u64).saturating_mul(lane.service_us) / limit)
-            / 1000;
-        let may_wait =
-            u64::try_from(program.default_priority().max_wait.as_millis()).unwrap_or(u64::MAX);
-        if queued + lane.waiting as u64 > 0 && predicted_ms.saturating_mul(2) >= may_wait {
-            return Err(Error::Overloaded {
-                reason: format!(
-                    "{} executions wait for a slot ({} of them this program's), about {predicted_ms} ms: half or more of this program's max_wait of {may_wait} ms",
-                    queued + lane.waiting as u64,
-                    lane.waiting
-                ),
-            });
-        }
-        // A quarter of the backlog stays for the other programs.
-        let share = backlog - backlog / 4;
-        if lane.running + lane.waiting >= share {
-            return Err(Error::Overloaded {
-                reason: format!(
-                    "this program has {} executions queued or running, the most one program may have ({share} of the {backlog} allowed)",
-                    lane.running + lane.waiting
-                ),
-            });
-        }
+        self.inner.executions.admit(&program).map_err(overloaded)?;
         let event = EventRecord {
             event_id: event_id.to_owned(),
             source: source.to_owned(),
@@ -1145,104 +1103,9 @@ impl Node {
         event: EventRecord,
         history: Vec<eyeflow_actors::ports::StepRecord>,
     ) {
-        let priority = program.default_priority();
-        let (level, max_wait) = (priority.level, priority.max_wait);
-        *lock(&self.inner.in_flight.0) += 1;
-        // Leaves the flight when the job ends, or when it is dropped unrun (draining: the
-        // execution stays journaled as pending and resumes at the next start).
-        let flight = Flight(self.clone());
-        let accepted = Instant::now();
-        // The scheduler keeps the execution's arrival under its id for its boundaries.
-        let id = execution_id.clone();
-        let program_id = program.id().to_owned();
-        self.inner.bulkheads.submit(
-            &program_id,
-            &id,
-            level,
-            max_wait,
-            Box::new(move |admission: Admission| {
-                Box::pin(async move {
-                    let node = &flight.0;
-                    let started = Instant::now();
-                    let effects = &node.inner.effects;
-                    // The wait counts from acceptance: in the program's lane, then in the
-                    // scheduler's queue.
-                    let waited = accepted.elapsed().max(admission.waited);
-                    let report = if waited > max_wait {
-                        exec::execute_late(
-                            &program,
-                            &execution_id,
-                            &event,
-                            &history,
-                            effects,
-                            waited,
-                        )
-                        .await
-                    } else {
-                        exec::execute(&program, &execution_id, &event, &history, effects).await
-                    };
-                    // An execution that paused holds no slot while it waits: counted as run.
-                    let held = started.elapsed();
-                    let held_us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
-                    let average = &node.inner.service_us;
-                    let old = average.load(std::sync::atomic::Ordering::Relaxed);
-                    average.store(
-                        if old == 0 {
-                            held_us
-                        } else {
-                            (old * 7 + held_us) / 8
-                        },
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    node.inner.bulkheads.record(&event.program_id, held);
-                    node.record(&event.program_id, &report, accepted.elapsed());
-                })
-            }),
-        );
-    }
-}
-
-/// An execution in flight (queued, in its program's lane, or running), counted in
-/// [`Node::in_flight`] until dropped.
-struct Flight(Node);
-
-impl Drop for Flight {
-    fn drop(&mut self) {
-        self.0.leave_flight();
-    }
-}
-
-impl Node {
-    /// One execution less in flight; wakes `wait_idle` when none is left (not at every
-    /// execution: a wake-up is a context switch).
-    fn leave_flight(&self) {
-        let mut n = lock(&self.inner.in_flight.0);
-        *n -= 1;
-        if *n == 0 {
-            self.inner.in_flight.1.notify_all();
-        }
-    }
-
-    fn record(&self, program: &str, report: &Report, took: Duration) {
-        let key = match report {
-            Report::Finished(ExecutionOutcome::Completed { .. }) => "completed".to_owned(),
-            Report::Finished(ExecutionOutcome::Failed { class, .. }) => format!("failed:{class}"),
-            Report::Finished(ExecutionOutcome::Rejected { .. }) => "rejected".to_owned(),
-            Report::Paused { .. } => "paused".to_owned(),
-            Report::Interrupted { .. } => "interrupted".to_owned(),
-        };
-        crate::metrics::execution(program, &key, took);
-        let mut stats = lock(&self.inner.stats);
-        let entry = stats.entry(program.to_owned()).or_default();
-        *entry.outcomes.entry(key).or_insert(0) += 1;
-        if let Report::Finished(ExecutionOutcome::Failed { message, .. }) = report {
-            entry.first_failure.get_or_insert_with(|| message.clone());
-        }
-        if matches!(report, Report::Finished(_)) {
-            entry
-                .latencies_us
-                .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
-        }
+        self.inner
+            .executions
+            .schedule(program, execution_id, event, history);
     }
 
     /// Per-program outcome counters and latencies since start.
@@ -1252,7 +1115,7 @@ impl Node {
 
     /// Queued executions by priority level.
     pub fn queue_depth(&self) -> BTreeMap<u32, usize> {
-        self.inner.scheduler.queue_depth()
+        self.inner.executions.queue_depth()
     }
 
     fn backends(&self) -> Vec<Arc<dyn Backend>> {
@@ -1300,27 +1163,18 @@ impl Node {
 
     /// Executions accepted in this process and not yet finished or paused.
     pub fn in_flight(&self) -> usize {
-        *lock(&self.inner.in_flight.0)
+        self.inner.executions.in_flight()
     }
 
     /// Waits until no execution is queued or running.
     pub fn wait_idle(&self) {
-        let mut n = lock(&self.inner.in_flight.0);
-        while *n > 0 {
-            n = self
-                .inner
-                .in_flight
-                .1
-                .wait(n)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.inner.executions.wait_idle();
     }
 
     /// Stops intake, lets running and queued executions finish, and signs the audit head
     /// (with [`NodeConfig::audit_key`]).
     pub fn shutdown(&self) -> Result<()> {
-        self.inner.bulkheads.drain();
-        self.inner.scheduler.drain();
+        self.inner.executions.drain();
         self.close(Duration::from_secs(10))
     }
 
@@ -1329,12 +1183,10 @@ impl Node {
     /// the next start (side effects carry their idempotency keys). Returns whether every
     /// execution finished.
     pub fn shutdown_within(&self, timeout: Duration) -> Result<bool> {
-        let scheduler = self.inner.scheduler.clone();
-        let bulkheads = self.inner.bulkheads.clone();
+        let executions = self.inner.executions.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            bulkheads.drain();
-            scheduler.drain();
+            executions.drain();
             let _ = done_tx.send(());
         });
         let drained = done_rx.recv_timeout(timeout).is_ok();
@@ -1462,6 +1314,34 @@ impl Node {
 }
 
 /// Ids of the revoked keys of `store`'s keyring.
+/// Counts how an execution's run ended in the node's metrics and per-program stats.
+fn record(
+    stats: &Mutex<BTreeMap<String, ProgramStats>>,
+    program: &str,
+    report: &Report,
+    took: Duration,
+) {
+    let key = match report {
+        Report::Finished(ExecutionOutcome::Completed { .. }) => "completed".to_owned(),
+        Report::Finished(ExecutionOutcome::Failed { class, .. }) => format!("failed:{class}"),
+        Report::Finished(ExecutionOutcome::Rejected { .. }) => "rejected".to_owned(),
+        Report::Paused { .. } => "paused".to_owned(),
+        Report::Interrupted { .. } => "interrupted".to_owned(),
+    };
+    crate::metrics::execution(program, &key, took);
+    let mut stats = lock(stats);
+    let entry = stats.entry(program.to_owned()).or_default();
+    *entry.outcomes.entry(key).or_insert(0) += 1;
+    if let Report::Finished(ExecutionOutcome::Failed { message, .. }) = report {
+        entry.first_failure.get_or_insert_with(|| message.clone());
+    }
+    if matches!(report, Report::Finished(_)) {
+        entry
+            .latencies_us
+            .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+}
+
 fn revoked_ids(store: &EmbeddedStore) -> Result<std::collections::BTreeSet<String>> {
     Ok(store
         .keyring()?
