@@ -1,5 +1,6 @@
 //! Outgoing HTTP of CALL_API / CALL_SERVICE: [`ReqwestHttp`] implements the [`HttpPort`]
-//! with a blocking reqwest client (rustls).
+//! with reqwest's asynchronous client (rustls): a request waits as a future of the
+//! execution's task, holding no thread.
 //!
 //! - The body is sent as JSON (`Content-Type: application/json` unless the request names
 //!   its own); `Idempotency-Key` is sent when the request carries one.
@@ -16,7 +17,7 @@
 use std::io::Read;
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, HttpPort, HttpRequest, HttpResponse};
-use reqwest::blocking::{Client, Response};
+use reqwest::Client;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
@@ -80,39 +81,39 @@ impl HttpPort for ReqwestHttp {
     }
 
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, CallError> {
-        crate::blocking::run(|| {
-            let (url, origin, method) = checked(request)?;
-            let mut builder = self.client.request(method, url).timeout(request.timeout);
-            for (name, value) in &request.headers {
-                builder = builder.header(name.as_str(), value.as_str());
+        let (url, origin, method) = checked(request)?;
+        let mut builder = self.client.request(method, url).timeout(request.timeout);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(key) = &request.idempotency_key {
+            builder = builder.header("Idempotency-Key", key.as_str());
+        }
+        if let Some(body) = &request.body {
+            let names_type = request
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
+            if !names_type {
+                builder = builder.header(CONTENT_TYPE, "application/json");
             }
-            if let Some(key) = &request.idempotency_key {
-                builder = builder.header("Idempotency-Key", key.as_str());
-            }
-            if let Some(body) = &request.body {
-                let names_type = request
-                    .headers
-                    .iter()
-                    .any(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()));
-                if !names_type {
-                    builder = builder.header(CONTENT_TYPE, "application/json");
-                }
-                builder = builder.body(body.to_string());
-            }
-            let response = builder
-                .send()
-                .map_err(|e| transport_error(&e, &origin, request.timeout.as_millis()))?;
-            let status = response.status().as_u16();
-            let body = read_body(response, &origin, request.timeout.as_millis())?;
-            Ok(HttpResponse {
-                status,
-                body: body_value(&body),
-            })
+            builder = builder.body(body.to_string());
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, &origin, request.timeout.as_millis()))?;
+        let status = response.status().as_u16();
+        let body = read_body(response, &origin, request.timeout.as_millis()).await?;
+        Ok(HttpResponse {
+            status,
+            body: body_value(&body),
         })
     }
 }
 
-/// The blocking client the HTTP and LLM adapters share the settings of.
+/// The client the HTTP and LLM adapters and the plugins' HTTP import share the settings
+/// of: no redirects (a service must not bounce a call to another host).
 pub(crate) fn client() -> Result<Client, reqwest::Error> {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -143,9 +144,30 @@ pub(crate) fn transport_error(error: &reqwest::Error, origin: &str, timeout_ms: 
     }
 }
 
-/// Reads at most [`MAX_BODY`] bytes of `response`.
-pub(crate) fn read_body(
-    response: Response,
+/// Reads at most [`MAX_BODY`] bytes of `response`, as a future.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    origin: &str,
+    timeout_ms: u128,
+) -> Result<Vec<u8>, CallError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| body_error(e.is_timeout(), &e, origin, timeout_ms))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large(origin));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads at most [`MAX_BODY`] bytes of `response` of reqwest's blocking client (the Vault
+/// client, which its lease-renewal thread shares).
+pub(crate) fn read_body_blocking(
+    response: reqwest::blocking::Response,
     origin: &str,
     timeout_ms: u128,
 ) -> Result<Vec<u8>, CallError> {
@@ -158,28 +180,42 @@ pub(crate) fn read_body(
                 || e.get_ref()
                     .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
                     .is_some_and(reqwest::Error::is_timeout);
-            if timed_out {
-                CallError::new(
-                    CallErrorKind::Timeout,
-                    origin,
-                    format!("the response body did not arrive within {timeout_ms} ms"),
-                )
-            } else {
-                CallError::new(
-                    CallErrorKind::Unavailable,
-                    origin,
-                    format!("reading the response: {e}"),
-                )
-            }
+            body_error(timed_out, &e, origin, timeout_ms)
         })?;
     if body.len() > MAX_BODY {
-        return Err(CallError::new(
-            CallErrorKind::InvalidOutput,
-            origin,
-            format!("response body over {MAX_BODY} bytes"),
-        ));
+        return Err(too_large(origin));
     }
     Ok(body)
+}
+
+/// A response body that could not be read: in time (`Timeout`) or at all.
+fn body_error(
+    timed_out: bool,
+    error: &dyn std::fmt::Display,
+    origin: &str,
+    timeout_ms: u128,
+) -> CallError {
+    if timed_out {
+        CallError::new(
+            CallErrorKind::Timeout,
+            origin,
+            format!("the response body did not arrive within {timeout_ms} ms"),
+        )
+    } else {
+        CallError::new(
+            CallErrorKind::Unavailable,
+            origin,
+            format!("reading the response: {error}"),
+        )
+    }
+}
+
+fn too_large(origin: &str) -> CallError {
+    CallError::new(
+        CallErrorKind::InvalidOutput,
+        origin,
+        format!("response body over {MAX_BODY} bytes"),
+    )
 }
 
 /// JSON as JSON, empty as `null`, anything else as a string.

@@ -27,7 +27,7 @@
 //! API key.
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, LlmPort, LlmRequest, Secret};
-use reqwest::blocking::Client;
+use reqwest::Client;
 use serde_json::{Value, json};
 
 use crate::http::{client, read_body, transport_error};
@@ -66,46 +66,46 @@ impl OpenAiChat {
 #[async_trait::async_trait]
 impl LlmPort for OpenAiChat {
     async fn complete(&self, request: &LlmRequest) -> Result<String, CallError> {
-        crate::blocking::run(|| {
-            let fail = |kind, message: String| CallError::new(kind, ORIGIN, message);
-            if request.timeout.is_zero() {
-                return Err(fail(
-                    CallErrorKind::Timeout,
-                    "the deadline has passed".into(),
-                ));
-            }
-            let messages: Vec<Value> = request
-                .messages
-                .iter()
-                .map(|m| json!({"role": m.role, "content": m.content}))
-                .collect();
-            let mut body = json!({
-                "model": request.model,
-                "messages": messages,
-                "temperature": request.temperature,
-                "max_tokens": request.max_tokens,
-            });
-            if request.json_output {
-                body["response_format"] = json!({"type": "json_object"});
-            }
-            let mut builder = self
-                .client
-                .post(&self.endpoint)
-                .timeout(request.timeout)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-            if let Some(key) = &self.api_key {
-                builder = builder.bearer_auth(key.expose());
-            }
-            let timeout_ms = request.timeout.as_millis();
-            let response = builder
-                .send()
-                .map_err(|e| transport_error(&e.without_url(), ORIGIN, timeout_ms))?;
-            let status = response.status().as_u16();
-            let bytes = read_body(response, ORIGIN, timeout_ms)?;
-            let answer: Option<Value> = serde_json::from_slice(&bytes).ok();
-            if (200..300).contains(&status) {
-                return answer
+        let fail = |kind, message: String| CallError::new(kind, ORIGIN, message);
+        if request.timeout.is_zero() {
+            return Err(fail(
+                CallErrorKind::Timeout,
+                "the deadline has passed".into(),
+            ));
+        }
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| json!({"role": m.role, "content": m.content}))
+            .collect();
+        let mut body = json!({
+            "model": request.model,
+            "messages": messages,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        });
+        if request.json_output {
+            body["response_format"] = json!({"type": "json_object"});
+        }
+        let mut builder = self
+            .client
+            .post(&self.endpoint)
+            .timeout(request.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let timeout_ms = request.timeout.as_millis();
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| transport_error(&e.without_url(), ORIGIN, timeout_ms))?;
+        let status = response.status().as_u16();
+        let bytes = read_body(response, ORIGIN, timeout_ms).await?;
+        let answer: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if (200..300).contains(&status) {
+            return answer
                 .as_ref()
                 .and_then(|a| a.pointer("/choices/0/message/content"))
                 .and_then(Value::as_str)
@@ -120,27 +120,26 @@ impl LlmPort for OpenAiChat {
                         ),
                     )
                 });
-            }
-            let error = answer.as_ref().and_then(|a| a.get("error"));
-            let code = error.and_then(|e| e.get("code")).and_then(Value::as_str);
-            let said = error
-                .and_then(|e| e.get("message"))
-                .and_then(Value::as_str)
-                .map_or_else(|| quote(&String::from_utf8_lossy(&bytes)), quote);
-            let kind = match status {
-                _ if code == Some("model_not_found") => CallErrorKind::ModelUnavailable,
-                404 => CallErrorKind::ModelUnavailable,
-                429 => CallErrorKind::RateLimited,
-                401 | 403 => CallErrorKind::Denied,
-                408 => CallErrorKind::Timeout,
-                500.. => CallErrorKind::Unavailable,
-                _ => CallErrorKind::InvalidInput,
-            };
-            Err(fail(
-                kind,
-                format!("model {}: HTTP {status}: {said}", request.model),
-            ))
-        })
+        }
+        let error = answer.as_ref().and_then(|a| a.get("error"));
+        let code = error.and_then(|e| e.get("code")).and_then(Value::as_str);
+        let said = error
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map_or_else(|| quote(&String::from_utf8_lossy(&bytes)), quote);
+        let kind = match status {
+            _ if code == Some("model_not_found") => CallErrorKind::ModelUnavailable,
+            404 => CallErrorKind::ModelUnavailable,
+            429 => CallErrorKind::RateLimited,
+            401 | 403 => CallErrorKind::Denied,
+            408 => CallErrorKind::Timeout,
+            500.. => CallErrorKind::Unavailable,
+            _ => CallErrorKind::InvalidInput,
+        };
+        Err(fail(
+            kind,
+            format!("model {}: HTTP {status}: {said}", request.model),
+        ))
     }
 }
 

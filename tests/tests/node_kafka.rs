@@ -40,6 +40,17 @@ fn start(dir: &Path) -> (Child, String) {
     eyeflow_tests::node::start(&binary(), dir, "info")
 }
 
+/// A node process killed when the test ends, failed or not (a node left running would
+/// hold the test's output open).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn counts(url: &str, token: &str) -> Value {
     let text = reqwest::blocking::Client::new()
         .get(format!("{url}/api/executions"))
@@ -80,7 +91,8 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
     };
     let program = eyeflow_compiler::compile_and_sign(RULE, &options, &key).expect("compiles");
 
-    let (mut node, url) = start(work);
+    let (node, url) = start(work);
+    let mut node = Reaped(node);
     let status = reqwest::blocking::Client::new()
         .post(format!("{url}/api/programs"))
         .bearer_auth(&admin)
@@ -109,10 +121,25 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    node.kill().expect("kill -9");
-    node.wait().expect("reaped");
+    node.0.kill().expect("kill -9");
+    node.0.wait().expect("reaped");
 
-    let (mut node, url) = start(work);
+    // The test broker (tansu) never hands a dead member's partitions to a new member of
+    // its group once the group has settled, so the restarted node joins a new group: it
+    // reads the topic again from the start, and every event it already accepted must be
+    // refused as a redelivery while the others run — none lost, none run twice.
+    let config = std::fs::read_to_string(work.join("node.toml")).expect("config");
+    std::fs::write(
+        work.join("node.toml"),
+        config.replace(
+            "consumer_group = \"eyeflow-test\"",
+            "consumer_group = \"eyeflow-test-2\"",
+        ),
+    )
+    .expect("config");
+
+    let (node, url) = start(work);
+    let mut node = Reaped(node);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let now = counts(&url, &admin);
@@ -127,13 +154,13 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
     }
     // Give a redelivered tail the time to arrive, then drain.
     std::thread::sleep(Duration::from_millis(500));
-    let pid = node.id().to_string();
+    let pid = node.0.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(status.success());
-    assert!(node.wait().expect("exit").success(), "SIGTERM exits 0");
+    assert!(node.0.wait().expect("exit").success(), "SIGTERM exits 0");
 
     let store = EmbeddedStore::open(&work.join("data")).expect("store");
     let journal = FjallJournal::open(store, Durability::Buffered).expect("journal");

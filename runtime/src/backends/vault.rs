@@ -576,7 +576,7 @@ impl Shared {
             .send()
             .map_err(|e| crate::http::transport_error(&e, &self.origin, timeout_ms))?;
         let status = response.status();
-        let bytes = crate::http::read_body(response, &self.origin, timeout_ms)?;
+        let bytes = crate::http::read_body_blocking(response, &self.origin, timeout_ms)?;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(Some(answer));

@@ -24,6 +24,13 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/plugin.wit",
         world: "eyeflow:plugin/connector",
+        // The imports that wait on the node (a secret source, an fsync) are futures of
+        // the call, so that a call waiting there holds no thread of the actor runtime.
+        imports: {
+            "eyeflow:plugin/http.send": async,
+            "eyeflow:plugin/secrets.get": async,
+            "eyeflow:plugin/kv.set-if-absent": async,
+        },
     });
 }
 
@@ -47,7 +54,7 @@ pub(crate) const STDERR_CAPTURE: usize = 8 * 1024;
 pub(crate) struct Services {
     pub(crate) store: EmbeddedStore,
     pub(crate) secrets: Arc<dyn SecretSource>,
-    pub(crate) http: reqwest::blocking::Client,
+    pub(crate) http: reqwest::Client,
     pub(crate) started: Instant,
     /// How `set-if-absent` makes its batch durable before it returns.
     pub(crate) kv_durability: Durability,
@@ -109,10 +116,9 @@ impl Services {
         kv_durability: Durability,
         quotas: Quotas,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::blocking::Client::builder()
-            // A granted host must not be able to bounce the plugin to one that is not.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        // No redirects: a granted host must not be able to bounce the plugin to one that is
+        // not.
+        let http = crate::http::client()?;
         Ok(Self {
             store,
             secrets,
@@ -655,7 +661,7 @@ impl log::Host for CallState {
 }
 
 impl http::Host for CallState {
-    fn send(&mut self, request: http::Request) -> Result<http::Response, PluginError> {
+    async fn send(&mut self, request: http::Request) -> Result<http::Response, PluginError> {
         let url = url::Url::parse(&request.url)
             .map_err(|e| PluginError::InvalidInput(format!("url `{}`: {e}", request.url)))?;
         if !self.grant.allows_url(&url) {
@@ -685,9 +691,8 @@ impl http::Host for CallState {
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        // A blocking client inside the call's future: the runtime is told (the request is
-        // bounded by the call's deadline itself).
-        let response = tokio::task::block_in_place(|| builder.send()).map_err(|e| {
+        // A future of the call (bounded by the call's deadline itself).
+        let response = builder.send().await.map_err(|e| {
             if e.is_timeout() {
                 PluginError::Timeout(format!(
                     "HTTP request timed out after {} ms",
@@ -710,13 +715,12 @@ impl http::Host for CallState {
                 })
             })
             .collect();
-        let body = tokio::task::block_in_place(|| {
-            crate::http::read_body(response, "http", timeout.as_millis())
-        })
-        .map_err(|e| match e.kind {
-            CallErrorKind::Timeout => PluginError::Timeout(e.message),
-            _ => PluginError::Unavailable(e.message),
-        })?;
+        let body = crate::http::read_body(response, "http", timeout.as_millis())
+            .await
+            .map_err(|e| match e.kind {
+                CallErrorKind::Timeout => PluginError::Timeout(e.message),
+                _ => PluginError::Unavailable(e.message),
+            })?;
         Ok(http::Response {
             status,
             headers,
@@ -726,7 +730,7 @@ impl http::Host for CallState {
 }
 
 impl secrets::Host for CallState {
-    fn get(&mut self, name: String) -> Result<String, PluginError> {
+    async fn get(&mut self, name: String) -> Result<String, PluginError> {
         if !self.grant.allows_secret(&name) {
             return Err(PluginError::Denied(format!(
                 "secret `{name}` is not granted to {}; grant it with `eyeflow plugin grant {} --secret {name}`",
@@ -734,13 +738,16 @@ impl secrets::Host for CallState {
             )));
         }
         // The source's message names the secret and the backend, never the value.
-        let secret =
-            tokio::task::block_in_place(|| crate::blocking::wait(self.services.secrets.get(&name)))
-                .map_err(|e| match e.kind {
-                    CallErrorKind::Denied => PluginError::Denied(e.to_string()),
-                    CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
-                    _ => PluginError::Unavailable(e.to_string()),
-                })?;
+        let secret = self
+            .services
+            .secrets
+            .get(&name)
+            .await
+            .map_err(|e| match e.kind {
+                CallErrorKind::Denied => PluginError::Denied(e.to_string()),
+                CallErrorKind::Timeout => PluginError::Timeout(e.to_string()),
+                _ => PluginError::Unavailable(e.to_string()),
+            })?;
         let secret = secret.ok_or_else(|| {
             PluginError::Unavailable(format!("secret `{name}` is not set on this node"))
         })?;
@@ -766,7 +773,7 @@ impl kv::Host for CallState {
         self.kv_buffer(key, None)
     }
 
-    fn set_if_absent(
+    async fn set_if_absent(
         &mut self,
         key: String,
         value: Vec<u8>,
@@ -817,15 +824,13 @@ impl kv::Host for CallState {
         };
         // Durable before returning, whichever way it went: a value found may be one that
         // another call wrote a moment ago and is still making durable. (An fsync cannot be
-        // interrupted; the call's deadline was checked before.) The call runs on a thread of
-        // the actor runtime: its other tasks move to another thread meanwhile.
-        let persist = || services.store.persist(services.kv_durability);
-        if services.kv_durability == Durability::Buffered {
-            persist()
-        } else {
-            crate::blocking::run(persist)
-        }
-        .map_err(store_error)?;
+        // interrupted; the call's deadline was checked before.) The call waits for the
+        // fsync as a future, holding no thread.
+        services
+            .store
+            .persist_async(services.kv_durability)
+            .await
+            .map_err(store_error)?;
         Ok(held)
     }
 }

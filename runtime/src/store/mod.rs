@@ -646,6 +646,23 @@ impl EmbeddedStore {
         }
     }
 
+    /// [`Self::persist`] for a task: under group commit it waits for the fsync without
+    /// holding its thread; [`Durability::Sync`] blocks in place.
+    pub async fn persist_async(&self, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::GroupCommit => {
+                let ticket = {
+                    let mut state = self.group.lock();
+                    state.issued += 1;
+                    state.issued
+                };
+                self.durable_async(ticket).await
+            }
+            Durability::Sync => crate::blocking::run(|| self.persist(durability)),
+            Durability::Buffered => self.persist(durability),
+        }
+    }
+
     /// Waits (as a task) until an fsync covers `ticket`, starting one on the blocking pool
     /// when none is in progress.
     async fn durable_async(&self, ticket: u64) -> Result<()> {
