@@ -22,6 +22,8 @@ struct Waiting {
     job: Job,
 }
 
+/// A program's lane. Kept once created (one per program), so that its average outlives
+/// the moments it is empty.
 #[derive(Default)]
 struct Lane {
     /// Executions handed to the scheduler and not ended.
@@ -29,6 +31,12 @@ struct Lane {
     waiting: VecDeque<Waiting>,
     /// Moving average of the time an execution holds a slot, microseconds (0: none yet).
     service_us: u64,
+}
+
+impl Lane {
+    fn idle(&self) -> bool {
+        self.running == 0 && self.waiting.is_empty()
+    }
 }
 
 /// What a program's lane holds now.
@@ -138,7 +146,7 @@ impl Bulkheads {
     pub fn drain(&self) {
         let mut state = self.inner.lock();
         state.closed = true;
-        while !state.lanes.is_empty() {
+        while !state.lanes.values().all(Lane::idle) {
             state = self
                 .inner
                 .emptied
@@ -200,23 +208,17 @@ impl Bulkheads {
             // Draining: what waits is dropped (its executions stay pending in the journal
             // and resume at the next start), all at once rather than one turn at a time.
             let dropped = std::mem::take(&mut lane.waiting);
-            if lane.running == 0 {
-                lanes.remove(program);
-            }
-            let empty = lanes.is_empty() && *closed;
+            let idle = *closed && lanes.values().all(Lane::idle);
             drop(state);
             drop(dropped);
-            if empty {
+            if idle {
                 self.inner.emptied.notify_all();
             }
             return;
         }
         let Some(next) = lane.waiting.pop_front() else {
-            if lane.running == 0 {
-                lanes.remove(program);
-                if lanes.is_empty() && *closed {
-                    self.inner.emptied.notify_all();
-                }
+            if *closed && lanes.values().all(Lane::idle) {
+                self.inner.emptied.notify_all();
             }
             return;
         };
@@ -314,6 +316,7 @@ mod tests {
             }
         });
         scheduler.drain();
-        assert_eq!(bulkheads.load("poison"), LaneLoad::default());
+        let load = bulkheads.load("poison");
+        assert_eq!((load.running, load.waiting), (0, 0));
     }
 }
