@@ -881,59 +881,32 @@ impl<'a> Run<'a> {
                 .await;
         };
         let started = self.fx.clock.now_ms();
-        let items = match &l.items {
-            None => None,
+        let listed = match &l.items {
+            None => Ok(None),
             Some(expr) => match expr.eval(&self.vars) {
-                Ok(Value::Array(items)) if items.len() <= l.max_iterations as usize => Some(items),
-                Ok(Value::Array(items)) => {
-                    return self
-                        .loop_failed(
-                            idx,
-                            path,
-                            prefix,
-                            started,
-                            Failure::new(
-                                ErrorClass::InvalidInput,
-                                format!(
-                                    "LOOP `{}` has {} items, more than max_iterations {}",
-                                    ins.id,
-                                    items.len(),
-                                    l.max_iterations
-                                ),
-                            ),
-                        )
-                        .await;
+                Ok(Value::Array(items)) if items.len() <= l.max_iterations as usize => {
+                    Ok(Some(items))
                 }
-                Ok(other) => {
-                    return self
-                        .loop_failed(
-                            idx,
-                            path,
-                            prefix,
-                            started,
-                            Failure::new(
-                                ErrorClass::InvalidInput,
-                                format!(
-                                    "LOOP `{}`: items_expr gave {}, expected a list",
-                                    ins.id,
-                                    super::expr::kind_of(&other)
-                                ),
-                            ),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    return self
-                        .loop_failed(
-                            idx,
-                            path,
-                            prefix,
-                            started,
-                            Failure::new(ErrorClass::InvalidInput, e),
-                        )
-                        .await;
-                }
+                Ok(Value::Array(items)) => Err(format!(
+                    "LOOP `{}` has {} items, more than max_iterations {}",
+                    ins.id,
+                    items.len(),
+                    l.max_iterations
+                )),
+                Ok(other) => Err(format!(
+                    "LOOP `{}`: items_expr gave {}, expected a list",
+                    ins.id,
+                    super::expr::kind_of(&other)
+                )),
+                Err(e) => Err(e),
             },
+        };
+        let items = match listed {
+            Ok(items) => items,
+            Err(why) => {
+                let failure = Failure::new(ErrorClass::InvalidInput, why);
+                return self.loop_failed(idx, path, prefix, started, failure).await;
+            }
         };
         let rounds = items.as_ref().map_or(l.max_iterations as usize, Vec::len);
         let mut results = Vec::with_capacity(rounds);

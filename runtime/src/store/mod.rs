@@ -196,6 +196,18 @@ struct GroupState {
     gathering: bool,
 }
 
+impl GroupState {
+    /// The error of the failed fsync that `ticket` waited for, if one failed. fjall
+    /// poisons the database when an fsync fails: later writes fail too.
+    fn failed_for(&self, ticket: u64) -> Option<Error> {
+        let (upto, message) = self.failed.as_ref()?;
+        (*upto >= ticket).then(|| Error::Store {
+            context: format!("group commit: the shared fsync failed ({message})"),
+            source: fjall::Error::Poisoned,
+        })
+    }
+}
+
 /// How long a leader waits for the writes already under way to join its fsync.
 const GATHER: Duration = Duration::from_millis(1);
 
@@ -557,14 +569,8 @@ impl EmbeddedStore {
             if state.durable >= ticket {
                 return Ok(());
             }
-            if let Some((upto, message)) = &state.failed
-                && *upto >= ticket
-            {
-                // fjall poisons the database when an fsync fails: later writes fail too.
-                return Err(Error::Store {
-                    context: format!("group commit: the shared fsync failed ({message})"),
-                    source: fjall::Error::Poisoned,
-                });
+            if let Some(failed) = state.failed_for(ticket) {
+                return Err(failed);
             }
             if !state.syncing {
                 state.syncing = true;
@@ -676,13 +682,8 @@ impl EmbeddedStore {
                 if state.durable >= ticket {
                     return Ok(());
                 }
-                if let Some((upto, message)) = &state.failed
-                    && *upto >= ticket
-                {
-                    return Err(Error::Store {
-                        context: format!("group commit: the shared fsync failed ({message})"),
-                        source: fjall::Error::Poisoned,
-                    });
+                if let Some(failed) = state.failed_for(ticket) {
+                    return Err(failed);
                 }
                 if !state.syncing {
                     state.syncing = true;
