@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::scheduler::{Job, Scheduler};
 
@@ -20,6 +20,8 @@ struct Waiting {
     priority: u32,
     max_wait: Duration,
     job: Job,
+    /// When it joined the lane.
+    since: Instant,
 }
 
 /// A program's lane. Kept once created (one per program), so that its average outlives
@@ -48,6 +50,8 @@ pub struct LaneLoad {
     pub waiting: usize,
     /// Moving average of the time one of its executions holds a slot, microseconds.
     pub service_us: u64,
+    /// How long the first execution waiting in the lane has waited.
+    pub oldest: Duration,
 }
 
 /// The lanes of every program. Cheap to clone.
@@ -132,6 +136,7 @@ impl Bulkheads {
                 priority,
                 max_wait,
                 job,
+                since: Instant::now(),
             });
             return true;
         }
@@ -177,6 +182,10 @@ impl Bulkheads {
                 running: lane.running,
                 waiting: lane.waiting.len(),
                 service_us: lane.service_us,
+                oldest: lane
+                    .waiting
+                    .front()
+                    .map_or(Duration::ZERO, |w| w.since.elapsed()),
             })
             .unwrap_or_default()
     }
@@ -229,6 +238,7 @@ impl Bulkheads {
             priority,
             max_wait,
             job,
+            ..
         } = next;
         // The scheduler closed meanwhile: the job is dropped, which ends its turn.
         self.launch(program, &id, priority, max_wait, job);

@@ -103,8 +103,9 @@ impl Executions {
     /// the executions queued in the scheduler, each holding a slot for the average service
     /// time, and those waiting in its program's lane, each holding one of the program's
     /// slots for that program's average — would make it wait half its `max_wait` or more
-    /// (a margin for what is accepted meanwhile), and when its program alone holds three
-    /// quarters of the backlog (a quarter stays for the others).
+    /// (a margin for what is accepted meanwhile), or when the first of its program's
+    /// waiting executions has already waited that long, and when its program alone holds
+    /// three quarters of the backlog (a quarter stays for the others).
     pub fn admit(&self, program: &Program) -> Result<(), Overloaded> {
         let inner = &self.inner;
         let workers = inner.scheduler.workers().max(1) as u64;
@@ -122,6 +123,14 @@ impl Executions {
             return Err(Overloaded(format!(
                 "{} executions wait for a slot ({waiting} of them this program's), about {predicted_ms} ms: half or more of this program's max_wait of {may_wait} ms",
                 queued + waiting
+            )));
+        }
+        // What the average cannot see yet (the work got slower): the first of the
+        // program's waiting executions has already waited that long.
+        let oldest_ms = u64::try_from(lane.oldest.as_millis()).unwrap_or(u64::MAX);
+        if oldest_ms.saturating_mul(2) >= may_wait {
+            return Err(Overloaded(format!(
+                "this program's first waiting execution has waited {oldest_ms} ms: half or more of its max_wait of {may_wait} ms"
             )));
         }
         let backlog = inner.max_backlog;

@@ -4,7 +4,7 @@
 //! (verified against the node's keyring and the plugin catalog) into the supervision tree
 //! (node supervisor → program registry → program actor → instruction actors), events are
 //! journaled before they are acknowledged and handed to
-//! [`Executions`](eyeflow_actors::lifecycle::Executions), and at start the executions a
+//! [`Executions`], and at start the executions a
 //! crash interrupted resume from their journal.
 
 use std::collections::BTreeMap;
