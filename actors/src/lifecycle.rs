@@ -125,6 +125,13 @@ impl Executions {
                 queued + waiting
             )));
         }
+        // Before any of its executions has ended, the program's time per execution is
+        // unknown: at most as many wait as it may run at once.
+        if lane.service_us == 0 && lane.waiting >= inner.bulkheads.limit() {
+            return Err(Overloaded(format!(
+                "{waiting} executions of this program wait for their first one to end (how long one takes is not known yet)"
+            )));
+        }
         // What the average cannot see yet (the work got slower): the first of the
         // program's waiting executions has already waited that long.
         let oldest_ms = u64::try_from(lane.oldest.as_millis()).unwrap_or(u64::MAX);
@@ -176,7 +183,8 @@ impl Executions {
                     // scheduler's queue.
                     let waited = accepted.elapsed().max(admission.waited);
                     let effects = &inner.effects;
-                    let report = if waited > max_wait {
+                    let late = waited > max_wait;
+                    let report = if late {
                         exec::execute_late(
                             &program,
                             &execution_id,
@@ -190,18 +198,23 @@ impl Executions {
                         exec::execute(&program, &execution_id, &event, &history, effects).await
                     };
                     // An execution that paused holds no slot while it waits: counted as run.
-                    let held = started.elapsed();
-                    let held_us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
-                    let old = inner.service_us.load(Ordering::Relaxed);
-                    inner.service_us.store(
-                        if old == 0 {
-                            held_us
-                        } else {
-                            (old * 7 + held_us) / 8
-                        },
-                        Ordering::Relaxed,
-                    );
-                    inner.bulkheads.record(program.id(), held);
+                    // A late one, which only took its fallback, says nothing of how long the
+                    // program's work takes: counting it would shrink the averages admission
+                    // predicts from, and let more work in to be late in turn.
+                    if !late {
+                        let held = started.elapsed();
+                        let held_us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+                        let old = inner.service_us.load(Ordering::Relaxed);
+                        inner.service_us.store(
+                            if old == 0 {
+                                held_us
+                            } else {
+                                (old * 7 + held_us) / 8
+                            },
+                            Ordering::Relaxed,
+                        );
+                        inner.bulkheads.record(program.id(), held);
+                    }
                     (inner.report)(program.id(), &report, accepted.elapsed());
                 })
             }),
