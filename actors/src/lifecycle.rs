@@ -125,13 +125,6 @@ impl Executions {
                 queued + waiting
             )));
         }
-        // Before any of its executions has ended, the program's time per execution is
-        // unknown: at most as many wait as it may run at once.
-        if lane.service_us == 0 && lane.waiting >= inner.bulkheads.limit() {
-            return Err(Overloaded(format!(
-                "{waiting} executions of this program wait for their first one to end (how long one takes is not known yet)"
-            )));
-        }
         // What the average cannot see yet (the work got slower): the first of the
         // program's waiting executions has already waited that long.
         let oldest_ms = u64::try_from(lane.oldest.as_millis()).unwrap_or(u64::MAX);

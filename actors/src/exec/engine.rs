@@ -458,6 +458,19 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The scheduler's boundary before instruction `ins` runs (where a preemptible
+    /// execution may be parked).
+    async fn boundary(&self, ins: &Prepared) {
+        self.fx
+            .boundary
+            .checkpoint(
+                self.execution_id,
+                ins.priority.level,
+                ins.priority.preemptible,
+            )
+            .await;
+    }
+
     /// Runs (or replays) one instruction, with retries, fallbacks and compensation.
     pub(super) async fn instruction(&mut self, idx: usize, prefix: &str) -> Result<Resolved, Stop> {
         let program = self.program;
@@ -564,27 +577,13 @@ impl<'a> Run<'a> {
                 .await;
         }
         if ins.opcode == IrOpcode::Loop {
-            self.fx
-                .boundary
-                .checkpoint(
-                    self.execution_id,
-                    ins.priority.level,
-                    ins.priority.preemptible,
-                )
-                .await;
+            self.boundary(ins).await;
             return self.run_loop(idx, &path, prefix).await;
         }
         if ins.requires_validation && !validate_after {
             self.approval(idx, &path, 0, awaiting).await?;
         }
-        self.fx
-            .boundary
-            .checkpoint(
-                self.execution_id,
-                ins.priority.level,
-                ins.priority.preemptible,
-            )
-            .await;
+        self.boundary(ins).await;
         let mut resume = match in_doubt {
             Some(n) => {
                 let how = self.in_doubt(idx, &path, n, ambiguous).await?;

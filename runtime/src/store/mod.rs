@@ -197,13 +197,19 @@ struct GroupState {
 }
 
 impl GroupState {
-    /// The error of the failed fsync that `ticket` waited for, if one failed. fjall
-    /// poisons the database when an fsync fails: later writes fail too.
-    fn failed_for(&self, ticket: u64) -> Option<Error> {
+    /// How the fsync `ticket` waits for ended, once one covering it has: done, or the
+    /// error of the failed fsync (fjall poisons the database when an fsync fails: later
+    /// writes fail too).
+    fn settled(&self, ticket: u64) -> Option<Result<()>> {
+        if self.durable >= ticket {
+            return Some(Ok(()));
+        }
         let (upto, message) = self.failed.as_ref()?;
-        (*upto >= ticket).then(|| Error::Store {
-            context: format!("group commit: the shared fsync failed ({message})"),
-            source: fjall::Error::Poisoned,
+        (*upto >= ticket).then(|| {
+            Err(Error::Store {
+                context: format!("group commit: the shared fsync failed ({message})"),
+                source: fjall::Error::Poisoned,
+            })
         })
     }
 }
@@ -566,11 +572,8 @@ impl EmbeddedStore {
         state.issued += 1;
         let ticket = state.issued;
         loop {
-            if state.durable >= ticket {
-                return Ok(());
-            }
-            if let Some(failed) = state.failed_for(ticket) {
-                return Err(failed);
+            if let Some(settled) = state.settled(ticket) {
+                return settled;
             }
             if !state.syncing {
                 state.syncing = true;
@@ -679,11 +682,8 @@ impl EmbeddedStore {
             synced.as_mut().enable();
             {
                 let mut state = self.group.lock();
-                if state.durable >= ticket {
-                    return Ok(());
-                }
-                if let Some(failed) = state.failed_for(ticket) {
-                    return Err(failed);
+                if let Some(settled) = state.settled(ticket) {
+                    return settled;
                 }
                 if !state.syncing {
                     state.syncing = true;
