@@ -83,7 +83,7 @@ fn run() -> Vec<Record> {
             workers: WORKERS,
             ..SchedulerConfig::default()
         },
-        Arbiter::new(),
+        Arbiter::new(1),
         runtime.handle().clone(),
     );
     let (records, received) = mpsc::channel();

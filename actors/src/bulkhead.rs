@@ -265,7 +265,7 @@ mod tests {
                 workers: 4,
                 aging: Duration::from_secs(3600),
             },
-            Arbiter::new(),
+            Arbiter::new(1),
             runtime.handle().clone(),
         );
         let bulkheads = Bulkheads::new(2, scheduler.clone());

@@ -23,6 +23,13 @@ impl ResourceHold {
     }
 }
 
+impl ResourceHold {
+    /// Drops the hold without releasing (it was never handed over).
+    pub(crate) fn disarm(mut self) {
+        self.release = None;
+    }
+}
+
 impl Drop for ResourceHold {
     fn drop(&mut self) {
         if let Some(release) = self.release.take() {
@@ -69,4 +76,29 @@ pub trait Stations: Send + Sync {
     /// its actor; `Unavailable` when that actor is down (being restarted: the executor tries
     /// again, reading the program's stations anew, for a while).
     async fn enter(&self, index: usize) -> Result<(), CallError>;
+}
+
+/// A fallback decision taken for a failed attempt, as the fallback engine's actor logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The program, `id@version`.
+    pub program: String,
+    /// The instruction (its path id).
+    pub instruction: String,
+    /// The failure's class (`timeout`, `unavailable`, ...).
+    pub class: &'static str,
+    /// What was decided (`retry`, `fallback_value`, `fallback_model`, `skip`, `abort`,
+    /// `fail`).
+    pub decision: &'static str,
+    /// A retry's wait before the next attempt.
+    pub delay: Option<Duration>,
+}
+
+/// The fallback engine's actor: it keeps the decision log and owns the retry timers (the
+/// decisions themselves are pure functions of the instruction's policy, taken by the
+/// execution).
+#[async_trait::async_trait]
+pub trait Fallbacks: Send + Sync {
+    /// Logs `decision`; for a retry, returns once its delay has passed on the actor's timer.
+    async fn decided(&self, decision: Decided) -> Result<(), CallError>;
 }

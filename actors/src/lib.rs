@@ -7,8 +7,11 @@
 pub mod arbiter;
 pub mod bulkhead;
 pub mod exec;
+pub mod fallbacks;
 pub mod gates;
 pub mod lifecycle;
 pub mod ports;
 pub mod scheduler;
+pub mod services;
 pub mod supervision;
+pub mod tiers;

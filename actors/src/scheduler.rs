@@ -427,7 +427,7 @@ mod tests {
                 workers,
                 aging: Duration::from_secs(3600),
             },
-            Arbiter::new(),
+            Arbiter::new(1),
             runtime(),
         )
     }
@@ -571,7 +571,7 @@ mod tests {
                 workers: 1,
                 aging: Duration::from_millis(1),
             },
-            Arbiter::new(),
+            Arbiter::new(1),
             runtime(),
         );
         let admissions = Arc::new(Mutex::new(Vec::new()));
@@ -721,7 +721,7 @@ mod tests {
         let run = Arc::new(Run {
             scheduler: Scheduler::new(
                 SchedulerConfig { workers: 1, aging },
-                Arbiter::new(),
+                Arbiter::new(1),
                 runtime(),
             ),
             plan,

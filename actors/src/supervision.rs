@@ -22,6 +22,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use crate::exec::Program;
 use crate::gates::Stations;
 use crate::ports::{CallError, CallErrorKind};
+use crate::services::ServiceSpec;
 
 /// Restart intensity: at most `max_restarts` within `within`, then escalate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +271,7 @@ impl Actor for ProgramActor {
                         version: Some(program.version().to_owned()),
                         index: Some(index),
                         opcode: Some(ins.opcode().as_str_name()),
+                        state: None,
                     })
                     .collect();
                 let _ = reply.send(tree);
@@ -395,7 +397,7 @@ pub struct ActorInfo {
     /// Slash-separated from `node`: `node`, `node/registry`, `node/registry/<id>@<version>`,
     /// `node/registry/<id>@<version>/<instruction id>`.
     pub path: String,
-    /// `node`, `registry`, `program` or `instruction`.
+    /// `node`, `registry`, `program`, `instruction`, `arbiter`, `fallback` or `memory`.
     pub kind: &'static str,
     /// How many times its supervisor restarted it.
     pub restarts: u64,
@@ -411,6 +413,25 @@ pub struct ActorInfo {
     /// An instruction actor's opcode (`CALL_ACTION`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opcode: Option<&'static str>,
+    /// A service actor's own line about its state (`2 keys held, 0 waiting, ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+impl ActorInfo {
+    /// An actor that is neither a program nor an instruction actor.
+    fn plain(path: impl Into<String>, kind: &'static str, restarts: u64) -> Self {
+        Self {
+            path: path.into(),
+            kind,
+            restarts,
+            program: None,
+            version: None,
+            index: None,
+            opcode: None,
+            state: None,
+        }
+    }
 }
 
 /// The registry: one supervised actor per deployed program version.
@@ -530,15 +551,7 @@ impl Actor for ProgramRegistry {
                 let _ = reply.send(Ok(removed.len()));
             }
             RegistryMsg::Tree(reply) => {
-                let mut tree = vec![ActorInfo {
-                    path: "node/registry".to_owned(),
-                    kind: "registry",
-                    restarts: 0,
-                    program: None,
-                    version: None,
-                    index: None,
-                    opcode: None,
-                }];
+                let mut tree = vec![ActorInfo::plain("node/registry", "registry", 0)];
                 for (key, actor) in &state.actors {
                     let path = format!("node/registry/{}@{}", key.0, key.1);
                     tree.push(ActorInfo {
@@ -549,6 +562,7 @@ impl Actor for ProgramRegistry {
                         version: Some(key.1.to_string()),
                         index: None,
                         opcode: None,
+                        state: None,
                     });
                     // A program actor that does not answer (restarting) shows no children.
                     if let Ok(below) =
@@ -660,8 +674,10 @@ pub enum NodeMsg {
     Restart(String, RpcReplyPort<Result<(), RestartRefused>>),
 }
 
-/// The node supervisor: restarts the program registry (with every deployed program) when
-/// it fails or escalates, within its own restart intensity; past it, stops.
+/// The node supervisor: supervises the node's service actors (arbiter shards, fallback
+/// engine, memory tiers: each restarted one-for-one within its own intensity) and the
+/// program registry (restarted with every deployed program within the supervisor's
+/// intensity); past an intensity, it stops, and the node with it.
 pub struct NodeSupervisor {
     /// Restart intensity of the registry.
     pub policy: RestartPolicy,
@@ -669,8 +685,17 @@ pub struct NodeSupervisor {
     pub program_policy: RestartPolicy,
 }
 
+/// A service actor under the node supervisor.
+struct RunningService {
+    spec: ServiceSpec,
+    cell: ActorCell,
+    budget: RestartBudget,
+    restarts: u64,
+}
+
 /// The node supervisor's state.
 pub struct NodeState {
+    services: Vec<RunningService>,
     registry: ActorRef<RegistryMsg>,
     deployed: Vec<Arc<Program>>,
     budget: RestartBudget,
@@ -694,14 +719,26 @@ impl NodeSupervisor {
 impl Actor for NodeSupervisor {
     type Msg = NodeMsg;
     type State = NodeState;
-    type Arguments = ();
+    /// The service actors to start (before the registry: executions need them).
+    type Arguments = Vec<ServiceSpec>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        _: (),
+        specs: Vec<ServiceSpec>,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let mut services = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let cell = spec.start(myself.get_cell()).await?;
+            services.push(RunningService {
+                spec,
+                cell,
+                budget: RestartBudget::default(),
+                restarts: 0,
+            });
+        }
         Ok(NodeState {
+            services,
             registry: self.spawn_registry(&myself, Vec::new()).await?,
             deployed: Vec::new(),
             budget: RestartBudget::default(),
@@ -753,31 +790,37 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(removed);
             }
             NodeMsg::Tree(reply) => {
-                let tree = ractor::call_t!(state.registry, RegistryMsg::Tree, CALL_TIMEOUT_MS)
+                let mut tree = vec![ActorInfo::plain("node", "node", 0)];
+                for service in &state.services {
+                    let mut info = ActorInfo::plain(
+                        service.spec.path.clone(),
+                        service.spec.kind,
+                        service.restarts,
+                    );
+                    info.state = service.spec.describe().await;
+                    tree.push(info);
+                }
+                let answer = ractor::call_t!(state.registry, RegistryMsg::Tree, CALL_TIMEOUT_MS)
                     .map(|mut below| {
                         if let Some(registry) = below.first_mut() {
                             registry.restarts = state.restarts;
                         }
-                        let mut tree = vec![ActorInfo {
-                            path: "node".to_owned(),
-                            kind: "node",
-                            restarts: 0,
-                            program: None,
-                            version: None,
-                            index: None,
-                            opcode: None,
-                        }];
                         tree.append(&mut below);
                         tree
                     })
                     .map_err(|e| format!("program registry: {e}"));
-                let _ = reply.send(tree);
+                let _ = reply.send(answer);
             }
             NodeMsg::Restart(path, reply) => {
                 let unavailable =
                     |e: &dyn std::fmt::Display| RestartRefused::Unavailable(e.to_string());
+                let service = state.services.iter().find(|s| s.spec.path == path);
                 let answer = match path.as_str() {
                     "node" => Err(RestartRefused::Root),
+                    _ if service.is_some() => service
+                        .filter(|s| s.spec.crash())
+                        .map(|_| ())
+                        .ok_or_else(|| RestartRefused::Unavailable(format!("{path} is down"))),
                     "node/registry" => state
                         .registry
                         .cast(RegistryMsg::Crash)
@@ -810,14 +853,38 @@ impl Actor for NodeSupervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let failed = match &event {
+        let cell = match &event {
             SupervisionEvent::ActorFailed(cell, _)
-            | SupervisionEvent::ActorTerminated(cell, _, _) => {
-                cell.get_id() == state.registry.get_id()
-            }
-            _ => false,
+            | SupervisionEvent::ActorTerminated(cell, _, _) => cell,
+            _ => return Ok(()),
         };
-        if !failed {
+        if let Some(service) = state
+            .services
+            .iter_mut()
+            .find(|s| s.cell.get_id() == cell.get_id())
+        {
+            tracing::error!(actor = %service.spec.path, "service actor stopped: {event:?}");
+            if !service.budget.allow(service.spec.policy, Instant::now()) {
+                tracing::error!(actor = %service.spec.path, "restarts too often; the node supervisor stops");
+                myself.stop(Some(format!(
+                    "{} restart intensity exceeded",
+                    service.spec.path
+                )));
+                return Ok(());
+            }
+            match service.spec.start(myself.get_cell()).await {
+                Ok(cell) => {
+                    service.cell = cell;
+                    service.restarts += 1;
+                }
+                Err(e) => {
+                    tracing::error!(actor = %service.spec.path, "cannot restart ({e}); the node supervisor stops");
+                    myself.stop(Some(format!("{} restart failed: {e}", service.spec.path)));
+                }
+            }
+            return Ok(());
+        }
+        if cell.get_id() != state.registry.get_id() {
             return Ok(());
         }
         if !state.budget.allow(self.policy, Instant::now()) {

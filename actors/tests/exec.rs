@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eyeflow_actors::exec::{self, Clock, Effects, Program, Report};
-use eyeflow_actors::gates::{Boundary, ResourceGate, ResourceHold};
+use eyeflow_actors::gates::{Boundary, Decided, Fallbacks, ResourceGate, ResourceHold};
 use eyeflow_actors::ports::*;
 use eyeflow_compiler::CompileOptions;
 use serde_json::{Value, json};
@@ -35,6 +35,24 @@ impl Clock for FakeClock {
     async fn sleep(&self, d: Duration) {
         self.sleeps.lock().unwrap().push(d.as_millis() as u64);
         self.now.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+/// The fallback engine's actor, faked: logs each decision and waits a retry's delay on the
+/// fake clock.
+struct FakeFallbacks {
+    clock: Arc<FakeClock>,
+    log: Mutex<Vec<Decided>>,
+}
+
+#[async_trait::async_trait]
+impl Fallbacks for FakeFallbacks {
+    async fn decided(&self, decision: Decided) -> Result<(), CallError> {
+        if let Some(delay) = decision.delay {
+            self.clock.sleep(delay).await;
+        }
+        self.log.lock().unwrap().push(decision);
+        Ok(())
     }
 }
 
@@ -327,6 +345,7 @@ struct World {
     cluster: Arc<Mem>,
     journal: Arc<MemJournal>,
     arbiter: Arc<FakeArbiter>,
+    fallbacks: Arc<FakeFallbacks>,
     boundary: Arc<FakeBoundary>,
     secrets: Arc<FakeSecrets>,
 }
@@ -376,7 +395,7 @@ impl World {
             refused: Mutex::default(),
         };
         Self {
-            clock,
+            clock: clock.clone(),
             plugins: Arc::new(FakePlugins {
                 read: Mutex::new(Box::new(plausible_read)),
                 invoke: Mutex::new(Box::new(|_, action, input| {
@@ -405,6 +424,10 @@ impl World {
             cluster: Arc::default(),
             journal: Arc::default(),
             arbiter: Arc::default(),
+            fallbacks: Arc::new(FakeFallbacks {
+                clock: clock.clone(),
+                log: Mutex::default(),
+            }),
             boundary: Arc::default(),
             secrets: Arc::new(secrets),
         }
@@ -422,6 +445,7 @@ impl World {
             secrets: self.secrets.clone(),
             journal: self.journal.clone(),
             arbiter: self.arbiter.clone(),
+            fallbacks: self.fallbacks.clone(),
             boundary: self.boundary.clone(),
             clock: self.clock.clone(),
         }
@@ -1328,6 +1352,19 @@ fn retry_backoff_sequence_then_strategy_retry_fails() {
     failing(&w, CallErrorKind::Unavailable);
     assert_eq!(failed(w.run(&program, json!({}))).0, "unavailable");
     assert_eq!(*w.clock.sleeps.lock().unwrap(), [200, 400, 800, 1000]);
+    // Every decision went to the fallback engine's log: four retries, then the failure.
+    let log = w.fallbacks.log.lock().unwrap();
+    let decisions: Vec<_> = log.iter().map(|d| (d.decision, d.class)).collect();
+    assert_eq!(
+        decisions,
+        [
+            ("retry", "unavailable"),
+            ("retry", "unavailable"),
+            ("retry", "unavailable"),
+            ("retry", "unavailable"),
+            ("fail", "unavailable")
+        ]
+    );
     let attempts: Vec<u32> = w.steps().iter().map(|s| s.attempt).collect();
     assert_eq!(attempts, [1, 2, 3, 4, 5]);
     let reads = w.plugins.calls.lock().unwrap().len();

@@ -15,14 +15,17 @@ use std::time::Duration;
 use eyeflow_actors::arbiter::Arbiter;
 use eyeflow_actors::bulkhead::Bulkheads;
 use eyeflow_actors::exec::{self, Effects, Program, Report};
+use eyeflow_actors::fallbacks::FallbackDesk;
 use eyeflow_actors::lifecycle::{Executions, Overloaded};
 use eyeflow_actors::ports::{
-    Accepted, CapabilityRef, EventRecord, ExecutionOutcome, Journal, PendingExecution,
+    Accepted, CapabilityRef, ClusterMemory, EventRecord, ExecutionOutcome, Journal, NodeMemory,
+    PendingExecution,
 };
 use eyeflow_actors::scheduler::{Scheduler, SchedulerConfig};
 use eyeflow_actors::supervision::{
     CALL_TIMEOUT_MS, NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
 };
+use eyeflow_actors::tiers::Tier;
 use eyeflow_ir::pb::TriggerKind;
 use eyeflow_ir::{Limits, keys};
 use ractor::{Actor, ActorRef};
@@ -238,6 +241,8 @@ struct Inner {
     /// Runs the supervision tree (node supervisor → program registry → program actors).
     actors: tokio::runtime::Runtime,
     supervisor: ActorRef<NodeMsg>,
+    /// Turns true once the supervision tree has stopped.
+    tree_stopped: tokio::sync::watch::Receiver<bool>,
     /// Programs already resolved through the registry, by id then version. One actor hop
     /// from a worker thread costs ≈ 54 µs (`cargo bench -p eyeflow-actors --bench hop`)
     /// against ≈ 4 ns for this lookup, so executions read the cache; deploys fill it.
@@ -389,7 +394,25 @@ impl Node {
             .enable_all()
             .build()
             .map_err(Error::io("(actor runtime)"))?;
-        let arbiter = Arbiter::new();
+        // The node's service actors (started under the node supervisor below): the
+        // arbiter's shards, the fallback engine, the two memory tiers.
+        let policy = RestartPolicy::default();
+        let arbiter = Arbiter::new(config.workers);
+        let (fallbacks, fallback_actor) = FallbackDesk::new(policy);
+        let (node_memory, node_memory_actor) = Tier::<Arc<dyn NodeMemory>>::new(
+            "node memory",
+            "node/memory/node",
+            Arc::new(move || Ok(node_memory.clone())),
+            policy,
+        );
+        let (cluster_memory, cluster_memory_actor) = Tier::<Arc<dyn ClusterMemory>>::new(
+            "cluster memory",
+            "node/memory/cluster",
+            Arc::new(move || Ok(cluster_memory.clone())),
+            policy,
+        );
+        let mut services = arbiter.services(policy);
+        services.extend([fallback_actor, node_memory_actor, cluster_memory_actor]);
         let scheduler = Scheduler::new(
             SchedulerConfig {
                 workers: config.workers,
@@ -430,11 +453,12 @@ impl Node {
             }),
             llm,
             events: sink,
-            node_memory,
-            cluster_memory,
+            node_memory: Arc::new(node_memory),
+            cluster_memory: Arc::new(cluster_memory),
             secrets,
             journal: Arc::new(crate::metrics::MeteredJournal::new(journal.clone())),
             arbiter: Arc::new(crate::metrics::MeteredGate::new(arbiter)),
+            fallbacks: Arc::new(fallbacks),
             boundary: Arc::new(scheduler.clone()),
             clock: Arc::new(exec::SystemClock),
         };
@@ -447,19 +471,26 @@ impl Node {
             config.max_backlog,
             Box::new(move |program, report, took| record(&counted, program, report, took)),
         );
-        let (supervisor, _) = actors
+        let (supervisor, tree) = actors
             .block_on(Actor::spawn(
                 // Unnamed: names are process-global and several nodes may share a process.
                 None,
                 NodeSupervisor {
-                    policy: RestartPolicy::default(),
-                    program_policy: RestartPolicy::default(),
+                    policy,
+                    program_policy: policy,
                 },
-                (),
+                services,
             ))
             .map_err(|e| Error::Node {
                 reason: format!("cannot start the supervision tree: {e}"),
             })?;
+        // Escalation: the node supervisor stops past its restart intensity (or when the
+        // node shuts down); whoever serves the node watches this and stops the process.
+        let (stopped, tree_stopped) = tokio::sync::watch::channel(false);
+        actors.spawn(async move {
+            let _ = tree.await;
+            let _ = stopped.send(true);
+        });
         let revoked = revoked_ids(&store)?;
         let node = Self {
             inner: Arc::new(Inner {
@@ -472,6 +503,7 @@ impl Node {
                 executions,
                 actors,
                 supervisor,
+                tree_stopped,
                 resolved: std::sync::RwLock::new(BTreeMap::new()),
                 stats,
                 stored: Mutex::new(BTreeMap::new()),
@@ -1169,6 +1201,15 @@ impl Node {
     /// Waits until no execution is queued or running.
     pub fn wait_idle(&self) {
         self.inner.executions.wait_idle();
+    }
+
+    /// Resolves once the supervision tree has stopped: at shutdown, or when an actor
+    /// restarted more often than its supervisors allow escalated to the node supervisor,
+    /// which then stopped. The node cannot run executions after that: the process should
+    /// stop, and its next start resumes them from the journal.
+    pub async fn tree_stopped(&self) {
+        let mut stopped = self.inner.tree_stopped.clone();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
     }
 
     /// Stops intake, lets running and queued executions finish, and signs the audit head

@@ -120,7 +120,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
         api.addr(),
         data_dir.display()
     );
-    let signal = wait_for_signal().context("cannot wait for signals")?;
+    let signal = wait_for_signal(&node).context("cannot wait for signals")?;
     tracing::info!("{signal}: draining");
     api.stop();
     timers.stop();
@@ -132,6 +132,12 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
         kafka.stop();
     }
     let drained = node.shutdown_within(Duration::from_millis(file.node.drain_timeout_ms))?;
+    if signal == ESCALATED {
+        return Err(anyhow!(
+            "eyeflow node {node_id} stopped: {ESCALATED}; unfinished executions resume at the next start"
+        )
+        .into());
+    }
     println!(
         "eyeflow node {node_id} stopped ({}; audit head signed)",
         if drained {
@@ -143,7 +149,9 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn wait_for_signal() -> std::io::Result<&'static str> {
+/// Waits for SIGTERM or SIGINT, or for the supervision tree to stop on its own (an actor
+/// restarted too often: escalated up to the node supervisor).
+fn wait_for_signal(node: &Node) -> std::io::Result<&'static str> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -152,9 +160,14 @@ fn wait_for_signal() -> std::io::Result<&'static str> {
         tokio::select! {
             _ = term.recv() => Ok("SIGTERM"),
             r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+            () = node.tree_stopped() => Ok(ESCALATED),
         }
     })
 }
+
+/// Why the node stops when its supervision tree stopped on its own.
+const ESCALATED: &str =
+    "an actor restarted more often than its restart intensity allows (see the log)";
 
 fn init_logs() {
     let level = std::env::var("EYEFLOW_LOG")

@@ -15,6 +15,7 @@ use super::expr::Vars;
 use super::fallback::{Decision, Failure, class_by_name, class_name};
 use super::program::{Prepared, Program, is_entry};
 use super::scrub::Scrubber;
+use crate::gates::Decided;
 use crate::ports::{
     AuditEntry, CallError, EventRecord, ExecutionOutcome, OnResume, StepOutcome, StepRecord,
     ambiguity_id,
@@ -672,11 +673,9 @@ impl<'a> Run<'a> {
                         &inputs,
                     )
                     .await?;
+                    self.decided(&path, failure.class, &decision).await;
                     match decision {
-                        Decision::Retry { delay } => {
-                            self.fx.clock.sleep(delay).await;
-                            retries += 1;
-                        }
+                        Decision::Retry { .. } => retries += 1,
                         Decision::Model(_) => {
                             switched = true;
                             retries = 0;
@@ -789,7 +788,27 @@ impl<'a> Run<'a> {
             &Value::Null,
         )
         .await?;
+        self.decided(path, failure.class, &decision).await;
         self.conclude(idx, path, prefix, 1, decision, failure).await
+    }
+
+    /// Hands `decision` to the fallback engine's actor, which logs it and, for a retry,
+    /// answers once the delay has passed. An actor down for longer than its callers wait
+    /// has already made the wait longer than any backoff: the execution goes on.
+    async fn decided(&self, path: &str, class: ErrorClass, decision: &Decision) {
+        let decided = Decided {
+            program: format!("{}@{}", self.program.id(), self.program.version()),
+            instruction: path.to_owned(),
+            class: class_name(class),
+            decision: decision.name().unwrap_or("fail"),
+            delay: match decision {
+                Decision::Retry { delay } => Some(*delay),
+                _ => None,
+            },
+        };
+        if let Err(e) = self.fx.fallbacks.decided(decided).await {
+            tracing::warn!(execution = self.execution_id, "fallback engine: {e}");
+        }
     }
 
     /// Applies a final decision (journaled as the last failed attempt's fallback).

@@ -118,7 +118,7 @@ pub use ops::in_window;
 pub use program::{EvalError, Priority, Program, Trigger};
 pub use scrub::Scrubber;
 
-use crate::gates::{Boundary, ResourceGate};
+use crate::gates::{Boundary, Fallbacks, ResourceGate};
 use crate::ports::{
     CallError, ClusterMemory, EventRecord, EventSink, ExecutionOutcome, HttpPort, Journal, LlmPort,
     NodeMemory, PluginPort, SecretSource, StepRecord,
@@ -174,6 +174,8 @@ pub struct Effects {
     pub journal: Arc<dyn Journal>,
     /// Resource permits.
     pub arbiter: Arc<dyn ResourceGate>,
+    /// The fallback engine's actor: decision log and retry timers.
+    pub fallbacks: Arc<dyn Fallbacks>,
     /// The scheduler's instruction boundary.
     pub boundary: Arc<dyn Boundary>,
     /// Time.
