@@ -6,11 +6,13 @@
 
 pub mod arbiter;
 pub mod bulkhead;
+pub mod deployed;
 pub mod exec;
 pub mod fallbacks;
 pub mod gates;
 pub mod lifecycle;
 pub mod ports;
+pub mod routing;
 pub mod scheduler;
 pub mod services;
 pub mod supervision;

@@ -1,5 +1,6 @@
-//! The supervision tree (ractor): a node supervisor over the program registry, which
-//! supervises one actor per deployed program version, which supervises one actor per
+//! The supervision tree (ractor): a node supervisor over the node's service actors (arbiter
+//! shards, fallback engine, memory tiers: [`crate::services`]) and the program registry,
+//! which supervises one actor per deployed program version, which supervises one actor per
 //! instruction of that program. A child that panics is restarted from its spec,
 //! one-for-one, within a bounded restart intensity (ractor has none built in: its default
 //! stops the supervisor); past the budget the supervisor fails itself and its own
@@ -8,10 +9,11 @@
 //!
 //! Executions are tasks of the same runtime (the scheduler's jobs). At every instruction an
 //! execution enters through that instruction's actor ([`Stations::enter`]: one message into
-//! its mailbox, refused at once by a dead actor); the execution's state stays in its own task, so an
-//! instruction actor that crashes loses no execution: the executions that were inside the
-//! instruction carry on, the next ones wait for the restarted actor. Panics inside an
-//! attempt are contained at the attempt (the fallback engine handles them) and per job.
+//! its mailbox, refused at once by a dead actor); the execution's state stays in its own
+//! task, so an instruction actor that crashes loses no execution: the executions that were
+//! inside the instruction carry on, the next ones wait for the restarted actor. Panics
+//! inside an attempt are contained at the attempt (the fallback engine handles them) and per
+//! job.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::deployed::{Deployed, version_of};
 use crate::exec::Program;
 use crate::gates::Stations;
 use crate::ports::{CallError, CallErrorKind};
@@ -362,8 +365,6 @@ pub enum RegistryMsg {
     ),
     /// How many times program actors were restarted.
     Restarts(RpcReplyPort<u64>),
-    /// Every deployed program version.
-    List(RpcReplyPort<Vec<Arc<Program>>>),
     /// Stops and forgets program `id` (one version, or all when `None`); replies with how
     /// many versions were removed.
     Undeploy(String, Option<String>, RpcReplyPort<Result<usize, String>>),
@@ -434,24 +435,22 @@ impl ActorInfo {
     }
 }
 
-/// The registry: one supervised actor per deployed program version.
+/// The registry: one supervised actor per deployed program version, and the only writer
+/// of the table of deployed versions.
 pub struct ProgramRegistry {
     /// Restart intensity for program actors.
     pub policy: RestartPolicy,
+    /// The deployed versions: a restarted registry starts an actor for each.
+    pub deployed: Arc<Deployed>,
 }
 
 /// The registry's state.
 pub struct RegistryState {
-    specs: BTreeMap<(String, semver::Version), Arc<Program>>,
     actors: BTreeMap<(String, semver::Version), ActorRef<ProgramMsg>>,
     budget: RestartBudget,
     restarts: u64,
     /// Restarts of each program actor.
     restarted: BTreeMap<(String, semver::Version), u64>,
-}
-
-fn version_of(program: &Program) -> semver::Version {
-    semver::Version::parse(program.version()).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
 }
 
 impl ProgramRegistry {
@@ -471,24 +470,23 @@ impl ProgramRegistry {
 impl Actor for ProgramRegistry {
     type Msg = RegistryMsg;
     type State = RegistryState;
-    type Arguments = Vec<Arc<Program>>;
+    type Arguments = ();
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        programs: Vec<Arc<Program>>,
+        (): (),
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut state = RegistryState {
-            specs: BTreeMap::new(),
             actors: BTreeMap::new(),
             budget: RestartBudget::default(),
             restarts: 0,
             restarted: BTreeMap::new(),
         };
-        for program in programs {
+        // Restarted: every deployed version gets its actor again.
+        for program in self.deployed.all() {
             let key = (program.id().to_owned(), version_of(&program));
-            let actor = self.spawn(&myself, program.clone()).await?;
-            state.specs.insert(key.clone(), program);
+            let actor = self.spawn(&myself, program).await?;
             state.actors.insert(key, actor);
         }
         Ok(state)
@@ -506,7 +504,7 @@ impl Actor for ProgramRegistry {
                 // A failed spawn is the caller's answer, never the registry's end.
                 let answer = match self.spawn(&myself, program.clone()).await {
                     Ok(actor) => {
-                        state.specs.insert(key.clone(), program);
+                        self.deployed.insert(program);
                         if let Some(old) = state.actors.insert(key, actor) {
                             old.stop(None);
                         }
@@ -529,14 +527,11 @@ impl Actor for ProgramRegistry {
             RegistryMsg::Restarts(reply) => {
                 let _ = reply.send(state.restarts);
             }
-            RegistryMsg::List(reply) => {
-                let _ = reply.send(state.specs.values().cloned().collect());
-            }
             RegistryMsg::Undeploy(id, version, reply) => {
                 let matches = |(pid, v): &(String, semver::Version)| {
                     *pid == id && version.as_ref().is_none_or(|want| v.to_string() == *want)
                 };
-                state.specs.retain(|key, _| !matches(key));
+                self.deployed.remove(&id, version.as_deref());
                 let removed: Vec<_> = state
                     .actors
                     .keys()
@@ -624,7 +619,7 @@ impl Actor for ProgramRegistry {
             myself.stop(Some("restart intensity exceeded".to_owned()));
             return Ok(());
         }
-        if let Some(program) = state.specs.get(&key).cloned() {
+        if let Some(program) = self.deployed.get(&key.0, Some(&key.1.to_string())) {
             match self.spawn(&myself, program).await {
                 Ok(actor) => {
                     *state.restarted.entry(key.clone()).or_insert(0) += 1;
@@ -660,7 +655,7 @@ pub const CALL_TIMEOUT_MS: u64 = 5_000;
 pub enum NodeMsg {
     /// The current program registry.
     Registry(RpcReplyPort<ActorRef<RegistryMsg>>),
-    /// Deploys a program through the registry and remembers it for registry restarts.
+    /// Deploys a program through the registry (which adds it to the deployed table).
     Deploy(Arc<Program>, RpcReplyPort<Result<(), String>>),
     /// How many times the registry was restarted.
     RegistryRestarts(RpcReplyPort<u64>),
@@ -670,7 +665,8 @@ pub enum NodeMsg {
     /// Every live actor of the tree.
     Tree(RpcReplyPort<Result<Vec<ActorInfo>, String>>),
     /// Crashes the actor at `path` as a bug would, so that its supervisor restarts it
-    /// (`node/registry` or `node/registry/<id>@<version>`); why not, otherwise.
+    /// (a service actor's path, `node/registry`, `node/registry/<id>@<version>` or
+    /// `node/registry/<id>@<version>/<instruction id>`); why not, otherwise.
     Restart(String, RpcReplyPort<Result<(), RestartRefused>>),
 }
 
@@ -683,6 +679,8 @@ pub struct NodeSupervisor {
     pub policy: RestartPolicy,
     /// Restart intensity the registry applies to program actors.
     pub program_policy: RestartPolicy,
+    /// The deployed program versions (written by the registry).
+    pub deployed: Arc<Deployed>,
 }
 
 /// A service actor under the node supervisor.
@@ -697,7 +695,6 @@ struct RunningService {
 pub struct NodeState {
     services: Vec<RunningService>,
     registry: ActorRef<RegistryMsg>,
-    deployed: Vec<Arc<Program>>,
     budget: RestartBudget,
     restarts: u64,
 }
@@ -706,12 +703,12 @@ impl NodeSupervisor {
     async fn spawn_registry(
         &self,
         myself: &ActorRef<NodeMsg>,
-        deployed: Vec<Arc<Program>>,
     ) -> Result<ActorRef<RegistryMsg>, ActorProcessingErr> {
         let registry = ProgramRegistry {
             policy: self.program_policy,
+            deployed: self.deployed.clone(),
         };
-        let (actor, _) = Actor::spawn_linked(None, registry, deployed, myself.get_cell()).await?;
+        let (actor, _) = Actor::spawn_linked(None, registry, (), myself.get_cell()).await?;
         Ok(actor)
     }
 }
@@ -739,8 +736,7 @@ impl Actor for NodeSupervisor {
         }
         Ok(NodeState {
             services,
-            registry: self.spawn_registry(&myself, Vec::new()).await?,
-            deployed: Vec::new(),
+            registry: self.spawn_registry(&myself).await?,
             budget: RestartBudget::default(),
             restarts: 0,
         })
@@ -757,10 +753,6 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(state.registry.clone());
             }
             NodeMsg::Deploy(program, reply) => {
-                state
-                    .deployed
-                    .retain(|p| !(p.id() == program.id() && p.version() == program.version()));
-                state.deployed.push(program.clone());
                 let answer = ractor::call_t!(
                     state.registry,
                     RegistryMsg::Deploy,
@@ -775,9 +767,6 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(state.restarts);
             }
             NodeMsg::Undeploy(id, version, reply) => {
-                state.deployed.retain(|p| {
-                    !(p.id() == id && version.as_ref().is_none_or(|want| p.version() == want))
-                });
                 let removed = ractor::call_t!(
                     state.registry,
                     RegistryMsg::Undeploy,
@@ -893,7 +882,7 @@ impl Actor for NodeSupervisor {
             return Ok(());
         }
         tracing::warn!("restarting the program registry");
-        state.registry = self.spawn_registry(&myself, state.deployed.clone()).await?;
+        state.registry = self.spawn_registry(&myself).await?;
         state.restarts += 1;
         Ok(())
     }

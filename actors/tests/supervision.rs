@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eyeflow_actors::arbiter::Arbiter;
+use eyeflow_actors::deployed::Deployed;
 use eyeflow_actors::exec::Program;
 use eyeflow_actors::fallbacks::FallbackDesk;
 use eyeflow_actors::gates::{Decided, Fallbacks, ResourceGate};
@@ -66,6 +67,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_program_actors_are_restarted_then_the_registry_is() {
+    let deployed = Deployed::new();
     let supervisor = NodeSupervisor {
         policy: RestartPolicy {
             max_restarts: 2,
@@ -75,6 +77,7 @@ async fn crashed_program_actors_are_restarted_then_the_registry_is() {
             max_restarts: 2,
             within: Duration::from_secs(60),
         },
+        deployed: deployed.clone(),
     };
     let (node, _handle) = Actor::spawn(None, supervisor, Vec::new()).await.unwrap();
     call!(node, NodeMsg::Deploy, program("1.0.0"))
@@ -117,11 +120,27 @@ async fn crashed_program_actors_are_restarted_then_the_registry_is() {
     )
     .unwrap();
     assert!(old.is_some(), "every deployed version is back");
+    // The deployed table, written by the registry, kept both versions through it all.
     assert_eq!(
-        call!(find(&node).await.unwrap(), ProgramMsg::Get)
-            .unwrap()
-            .version(),
-        "1.1.0"
+        deployed.get("sup", None).map(|p| p.version().to_owned()),
+        Some("1.1.0".to_owned())
+    );
+    assert!(deployed.get("sup", Some("1.0.0")).is_some());
+    assert_eq!(
+        call!(
+            node,
+            NodeMsg::Undeploy,
+            "sup".to_owned(),
+            Some("1.1.0".to_owned())
+        )
+        .unwrap()
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        deployed.get("sup", None).map(|p| p.version().to_owned()),
+        Some("1.0.0".to_owned()),
+        "undeployed from the table: the earlier version is active again"
     );
     node.stop(None);
 }
@@ -174,6 +193,7 @@ async fn service_actors_are_listed_restarted_and_keep_serving() {
     let supervisor = NodeSupervisor {
         policy,
         program_policy: policy,
+        deployed: Deployed::new(),
     };
     let (node, handle) = Actor::spawn(None, supervisor, services).await.unwrap();
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use eyeflow_actors::arbiter::Arbiter;
 use eyeflow_actors::bulkhead::Bulkheads;
+use eyeflow_actors::deployed::Deployed;
 use eyeflow_actors::exec::{self, Effects, Program, Report};
 use eyeflow_actors::fallbacks::FallbackDesk;
 use eyeflow_actors::lifecycle::{Executions, Overloaded};
@@ -21,10 +22,9 @@ use eyeflow_actors::ports::{
     Accepted, CapabilityRef, ClusterMemory, EventRecord, ExecutionOutcome, Journal, NodeMemory,
     PendingExecution,
 };
+use eyeflow_actors::routing::{Verdict, route};
 use eyeflow_actors::scheduler::{Scheduler, SchedulerConfig};
-use eyeflow_actors::supervision::{
-    CALL_TIMEOUT_MS, NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
-};
+use eyeflow_actors::supervision::{CALL_TIMEOUT_MS, NodeMsg, NodeSupervisor, RestartPolicy};
 use eyeflow_actors::tiers::Tier;
 use eyeflow_ir::pb::TriggerKind;
 use eyeflow_ir::{Limits, keys};
@@ -243,10 +243,8 @@ struct Inner {
     supervisor: ActorRef<NodeMsg>,
     /// Turns true once the supervision tree has stopped.
     tree_stopped: tokio::sync::watch::Receiver<bool>,
-    /// Programs already resolved through the registry, by id then version. One actor hop
-    /// from a worker thread costs ≈ 54 µs (`cargo bench -p eyeflow-actors --bench hop`)
-    /// against ≈ 4 ns for this lookup, so executions read the cache; deploys fill it.
-    resolved: std::sync::RwLock<BTreeMap<String, BTreeMap<semver::Version, Arc<Program>>>>,
+    /// The deployed program versions (written by the program registry actor).
+    deployed: Arc<Deployed>,
     stats: Arc<Mutex<BTreeMap<String, ProgramStats>>>,
     /// Deployed versions' files, by id and version. Held across a whole deploy or undeploy,
     /// so two uploads of one version cannot both pass the conflict check.
@@ -471,6 +469,7 @@ impl Node {
             config.max_backlog,
             Box::new(move |program, report, took| record(&counted, program, report, took)),
         );
+        let deployed = Deployed::new();
         let (supervisor, tree) = actors
             .block_on(Actor::spawn(
                 // Unnamed: names are process-global and several nodes may share a process.
@@ -478,6 +477,7 @@ impl Node {
                 NodeSupervisor {
                     policy,
                     program_policy: policy,
+                    deployed: deployed.clone(),
                 },
                 services,
             ))
@@ -504,7 +504,7 @@ impl Node {
                 actors,
                 supervisor,
                 tree_stopped,
-                resolved: std::sync::RwLock::new(BTreeMap::new()),
+                deployed,
                 stats,
                 stored: Mutex::new(BTreeMap::new()),
                 revoked: std::sync::RwLock::new(revoked),
@@ -751,43 +751,25 @@ impl Node {
         Ok(Checked::New(Prepared { info, program }))
     }
 
-    /// Hands a prepared program to the supervision tree and caches it once its actor
-    /// answers.
+    /// Hands a prepared program to the supervision tree: once the registry answers, its
+    /// program actor runs and the version is in the deployed table.
     fn serve(&self, prepared: Prepared) -> Result<()> {
-        let Prepared { info, program } = prepared;
         let supervisor = self.inner.supervisor.clone();
-        let deployed = Arc::new(program);
+        let deployed = Arc::new(prepared.program);
         self.inner
             .actors
             .block_on(async move {
                 ractor::call_t!(supervisor, NodeMsg::Deploy, CALL_TIMEOUT_MS, deployed)
             })
             .map_err(actor_error)?
-            .map_err(|reason| Error::Node { reason })?;
-        // Resolve once through the actors (proves the program actor serves it), then cache.
-        let served = self
-            .lookup(&info.id, Some(&info.version))
-            .ok_or_else(|| Error::Node {
-                reason: format!(
-                    "program actor for {}@{} does not answer",
-                    info.id, info.version
-                ),
-            })?;
-        self.cache(served);
-        Ok(())
+            .map_err(|reason| Error::Node { reason })
     }
 
     /// Deployed programs (every version; the highest is active).
     pub fn programs(&self) -> Vec<ProgramInfo> {
-        let supervisor = self.inner.supervisor.clone();
-        let listed = self.inner.actors.block_on(async move {
-            let registry = ractor::call_t!(supervisor, NodeMsg::Registry, CALL_TIMEOUT_MS)
-                .map_err(|e| e.to_string())?;
-            ractor::call_t!(registry, RegistryMsg::List, CALL_TIMEOUT_MS).map_err(|e| e.to_string())
-        });
+        let listed = self.inner.deployed.all();
         let stored = lock(&self.inner.stored);
         listed
-            .unwrap_or_default()
             .iter()
             .map(|p| ProgramInfo {
                 id: p.id().to_owned(),
@@ -802,63 +784,9 @@ impl Node {
             .collect()
     }
 
-    /// The prepared program `id@version`, or the highest version: from the cache, else from
-    /// the program actor (then cached).
+    /// The deployed program `id@version`, or its highest version.
     fn find(&self, id: &str, version: Option<&str>) -> Option<Arc<Program>> {
-        {
-            let resolved = self
-                .inner
-                .resolved
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let cached = resolved.get(id).and_then(|versions| match version {
-                Some(v) => versions
-                    .iter()
-                    .find(|(ver, _)| ver.to_string() == v)
-                    .map(|(_, p)| p),
-                None => versions.values().next_back(),
-            });
-            if let Some(program) = cached {
-                return Some(program.clone());
-            }
-        }
-        let program = self.lookup(id, version)?;
-        self.cache(program.clone());
-        Some(program)
-    }
-
-    fn cache(&self, program: Arc<Program>) {
-        let version = semver::Version::parse(program.version())
-            .unwrap_or_else(|_| semver::Version::new(0, 0, 0));
-        self.inner
-            .resolved
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(program.id().to_owned())
-            .or_default()
-            .insert(version, program);
-    }
-
-    /// Asks the registry for the program actor and the actor for its program.
-    fn lookup(&self, id: &str, version: Option<&str>) -> Option<Arc<Program>> {
-        let supervisor = self.inner.supervisor.clone();
-        let (id, version) = (id.to_owned(), version.map(str::to_owned));
-        let found = self.inner.actors.block_on(async move {
-            let registry = ractor::call_t!(supervisor, NodeMsg::Registry, CALL_TIMEOUT_MS)
-                .map_err(|e| e.to_string())?;
-            match ractor::call_t!(registry, RegistryMsg::Find, CALL_TIMEOUT_MS, id, version)
-                .map_err(|e| e.to_string())?
-            {
-                Some(actor) => ractor::call_t!(actor, ProgramMsg::Get, CALL_TIMEOUT_MS)
-                    .map(Some)
-                    .map_err(|e| e.to_string()),
-                None => Ok(None),
-            }
-        });
-        found.unwrap_or_else(|e| {
-            tracing::error!("program registry unavailable: {e}");
-            None
-        })
+        self.inner.deployed.get(id, version)
     }
 
     /// Undeploys program `id` (one version, or every version): refused while one of its
@@ -901,14 +829,6 @@ impl Node {
             })
             .map_err(actor_error)?
             .map_err(|reason| Error::Node { reason })?;
-        self.inner
-            .resolved
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|pid, versions| {
-                versions.retain(|v, _| !concerned(pid, &v.to_string()));
-                !versions.is_empty()
-            });
         // Exactly the files deploy wrote (or reload found) for these versions.
         let gone: Vec<(String, String)> = stored
             .keys()
@@ -931,11 +851,9 @@ impl Node {
     /// revoked: the programs that take new events.
     pub fn active_programs(&self) -> Vec<Arc<Program>> {
         self.inner
-            .resolved
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .filter_map(|versions| versions.values().next_back().cloned())
+            .deployed
+            .active()
+            .into_iter()
             .filter(|program| !self.signer_revoked(&program.ir().signing_key_id))
             .collect()
     }
@@ -960,26 +878,7 @@ impl Node {
         payload: &Value,
     ) -> Result<Vec<Routed>> {
         let mut routed = Vec::new();
-        for program in self.active_programs() {
-            let mut matched = program
-                .triggers()
-                .iter()
-                .filter(|t| t.kind == kind && source_matches(kind, &t.source, source))
-                .peekable();
-            if matched.peek().is_none() {
-                continue;
-            }
-            let mut verdict = Verdict::Filtered;
-            for trigger in matched {
-                match trigger.accepts(payload) {
-                    Ok(true) => {
-                        verdict = Verdict::Accepted;
-                        break;
-                    }
-                    Ok(false) => {}
-                    Err(e) => verdict = Verdict::FilterError(e.to_string()),
-                }
-            }
+        for (program, verdict) in route(&self.active_programs(), kind, source, payload) {
             let accepted = match verdict {
                 Verdict::Accepted => Some(self.submit(
                     program.id(),
@@ -1406,30 +1305,6 @@ pub struct Routed {
     pub filter_error: Option<String>,
 }
 
-enum Verdict {
-    Accepted,
-    Filtered,
-    FilterError(String),
-}
-
-/// Whether an event from `source` matches a trigger on `pattern`: MQTT topics with `+` (one
-/// level) and `#` (the rest), every other kind by equality.
-pub fn source_matches(kind: TriggerKind, pattern: &str, source: &str) -> bool {
-    if kind != TriggerKind::Mqtt {
-        return pattern == source;
-    }
-    let mut levels = source.split('/');
-    for want in pattern.split('/') {
-        match (want, levels.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (want, Some(got)) if want == got => {}
-            _ => return false,
-        }
-    }
-    levels.next().is_none()
-}
-
 /// A development key for `demo`: generated once per data directory.
 pub fn development_key(data_dir: &Path) -> Result<ed25519_dalek::SigningKey> {
     key_in(data_dir, "dev")
@@ -1455,23 +1330,4 @@ fn key_in(data_dir: &Path, name: &str) -> Result<ed25519_dalek::SigningKey> {
     let key = keys::generate()?;
     keys::write_keypair(&data_dir.join(name), &key)?;
     Ok(key)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mqtt_wildcards() {
-        let m = |p, s| source_matches(TriggerKind::Mqtt, p, s);
-        assert!(m("plant-a/boiler-1/pressure", "plant-a/boiler-1/pressure"));
-        assert!(m("plant-a/+/pressure", "plant-a/boiler-2/pressure"));
-        assert!(!m("plant-a/+/pressure", "plant-a/boiler-2/temp"));
-        assert!(!m("plant-a/+", "plant-a/boiler-2/pressure"));
-        assert!(m("plant-a/#", "plant-a/boiler-2/pressure"));
-        assert!(m("#", "x"));
-        assert!(!m("plant-a/boiler-1", "plant-a/boiler-1/pressure"));
-        assert!(!source_matches(TriggerKind::Webhook, "a/+", "a/b"));
-        assert!(source_matches(TriggerKind::Webhook, "orders", "orders"));
-    }
 }
