@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use eyeflow_actors::supervision::RestartPolicy;
 use serde::Deserialize;
 
 use crate::node::{LlmEndpoint, NodeConfig};
@@ -65,6 +66,14 @@ pub struct NodeSection {
     /// a program whose executions hold their slots long (retries, a slow endpoint) leaves
     /// the other slots to the other programs; its further executions wait in its own lane.
     pub max_running_per_program: Option<usize>,
+    /// Restart intensity of every supervisor of the node's actors: at most this many
+    /// restarts of one supervisor's children within `restart_window_ms` (default 3), then
+    /// it escalates (up to the node supervisor, which stops the process).
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: usize,
+    /// The sliding window of `max_restarts` (default 10 000 ms).
+    #[serde(default = "default_restart_window_ms")]
+    pub restart_window_ms: u64,
     /// The secret key file (`eyeflow keys gen`) that signs the audit chain's checkpoints;
     /// absent = `node.key` in the data directory, generated on first start. Relative paths
     /// are taken from the config file's folder.
@@ -82,9 +91,19 @@ impl Default for NodeSection {
             drain_timeout_ms: default_drain_ms(),
             max_backlog: None,
             max_running_per_program: None,
+            max_restarts: default_max_restarts(),
+            restart_window_ms: default_restart_window_ms(),
             audit_key: None,
         }
     }
+}
+
+fn default_max_restarts() -> usize {
+    RestartPolicy::default().max_restarts
+}
+
+fn default_restart_window_ms() -> u64 {
+    u64::try_from(RestartPolicy::default().within.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn default_node_id() -> String {
@@ -224,6 +243,10 @@ impl FileConfig {
             config.max_backlog = backlog.max(1);
         }
         config.max_running_per_program = self.node.max_running_per_program;
+        config.restart = RestartPolicy {
+            max_restarts: self.node.max_restarts,
+            within: std::time::Duration::from_millis(self.node.restart_window_ms),
+        };
         config.http_allow = self.node.http_allow.clone();
         config.redis = self.redis.clone();
         config.vault = self.vault.clone();

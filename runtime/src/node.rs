@@ -85,6 +85,8 @@ pub struct NodeConfig {
     /// executions hold their slots long cannot take every slot); `None` = one less than
     /// `workers` (at least 1).
     pub max_running_per_program: Option<usize>,
+    /// Restart intensity of every supervisor of the node's actors.
+    pub restart: RestartPolicy,
     /// The key that signs the audit chain's checkpoints (every
     /// [`AuditConfig::checkpoint_every`] entries, on demand, and at shutdown); `None` = no
     /// checkpoints. See [`audit_key`].
@@ -107,6 +109,7 @@ impl NodeConfig {
             kafka: None,
             max_backlog: DEFAULT_MAX_BACKLOG,
             max_running_per_program: None,
+            restart: RestartPolicy::default(),
             audit_key: None,
         }
     }
@@ -394,7 +397,7 @@ impl Node {
             .map_err(Error::io("(actor runtime)"))?;
         // The node's service actors (started under the node supervisor below): the
         // arbiter's shards, the fallback engine, the two memory tiers.
-        let policy = RestartPolicy::default();
+        let policy = config.restart;
         let arbiter = Arbiter::new(config.workers);
         let (fallbacks, fallback_actor) = FallbackDesk::new(policy);
         let (node_memory, node_memory_actor) = Tier::<Arc<dyn NodeMemory>>::new(
