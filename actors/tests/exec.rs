@@ -119,6 +119,9 @@ type HttpFn = dyn Fn(&HttpRequest) -> Result<HttpResponse, CallError> + Send + S
 struct FakeHttp {
     handler: Mutex<Box<HttpFn>>,
     requests: Mutex<Vec<HttpRequest>>,
+    /// When set, a request is answered only once as many requests as the barrier counts
+    /// are in flight together (else it fails `timeout` after 5 s).
+    together: Mutex<Option<Arc<tokio::sync::Barrier>>>,
 }
 #[async_trait::async_trait]
 impl HttpPort for FakeHttp {
@@ -135,6 +138,18 @@ impl HttpPort for FakeHttp {
     async fn send(&self, r: &HttpRequest) -> Result<HttpResponse, CallError> {
         self.admit(r)?;
         self.requests.lock().unwrap().push(r.clone());
+        let together = self.together.lock().unwrap().clone();
+        if let Some(barrier) = together
+            && tokio::time::timeout(Duration::from_secs(5), barrier.wait())
+                .await
+                .is_err()
+        {
+            return Err(CallError::new(
+                CallErrorKind::Timeout,
+                "http",
+                "alone: no sibling request in flight",
+            ));
+        }
         (self.handler.lock().unwrap())(r)
     }
 }
@@ -412,6 +427,7 @@ impl World {
                     })
                 })),
                 requests: Mutex::default(),
+                together: Mutex::default(),
             }),
             llm: Arc::new(FakeLlm {
                 handler: Mutex::new(Box::new(|_| {
@@ -1974,5 +1990,91 @@ fn triggers_filter_and_key_events() {
     assert_eq!(
         trigger.key(&json!({"asset": "A"})).unwrap().as_deref(),
         Some("A")
+    );
+}
+
+// ---------------------------------------------------------------- parallel branches
+
+const PARALLEL: &str = r#"
+id: fan
+version: 1.0.0
+instructions:
+  - {id: start, op: EVAL, expression: "1", next: [left, right]}
+  - {id: left, op: CALL_API, http: {method: GET, url: "https://left.example/x"}, timeout_ms: 10000, next: joined}
+  - {id: right, op: CALL_API, http: {method: GET, url: "https://right.example/x"}, timeout_ms: 10000, next: joined}
+  - {id: joined, op: MERGE, next: done}
+  - {id: done, op: RETURN, expression: "{'left': left, 'right': right}"}
+"#;
+
+#[test]
+fn parallel_branches_are_in_flight_together() {
+    let program = compile(PARALLEL);
+    let w = World::new();
+    // Each request is answered only while the other is in flight too: run one after the
+    // other, the first would fail `timeout` ("alone").
+    *w.http.together.lock().unwrap() = Some(Arc::new(tokio::sync::Barrier::new(2)));
+    let value = completed(w.run(&program, json!({})));
+    assert!(
+        !value["left"].is_null() && value["left"] == value["right"],
+        "{value}"
+    );
+    let steps = w.steps();
+    let mut seqs: Vec<u64> = steps.iter().map(|s| s.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        steps.len(),
+        "every step has its own sequence number"
+    );
+    // Both intents were journaled before either result: the two were in flight together.
+    assert_eq!(
+        w.step_ids(),
+        ["start", "left", "right", "left", "right", "joined", "done"]
+    );
+}
+
+#[test]
+fn a_resumed_parallel_wave_replays_what_ended_and_reissues_what_was_in_doubt() {
+    let program = compile(PARALLEL);
+    let w = World::new();
+    completed(w.run(&program, json!({})));
+    let full = w.steps();
+    // A crash after `left` ended and `right` journaled its intent, not its result.
+    let last_right = full
+        .iter()
+        .rposition(|s| s.instruction_id == "right")
+        .unwrap();
+    let history: Vec<StepRecord> = full
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i != last_right && !["joined", "done"].contains(&&*s.instruction_id))
+        .map(|(_, s)| s.clone())
+        .collect();
+    assert!(matches!(
+        history
+            .iter()
+            .rfind(|s| s.instruction_id == "right")
+            .map(|s| &s.outcome),
+        Some(StepOutcome::Started { .. })
+    ));
+    let again = World::new();
+    let value = completed(again.resume(&program, json!({}), &history));
+    assert!(
+        !value["left"].is_null() && value["left"] == value["right"],
+        "{value}"
+    );
+    let urls: Vec<String> = again
+        .http
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.url.clone())
+        .collect();
+    assert_eq!(
+        urls,
+        ["https://right.example/x"],
+        "only the request in doubt goes out again"
     );
 }

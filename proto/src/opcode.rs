@@ -155,6 +155,10 @@ pub struct Row {
     /// The permission its kind always needs (secrets and cluster memory depend on the
     /// instruction: see [`needed`]).
     pub permission: Option<Permission>,
+    /// Whether it may run at the same time as the other instructions ready with it
+    /// (parallel branches). Not for memory reads and writes (the order of siblings decides
+    /// what a LOAD sees), loops (a region of their own) and RETURN (it ends the execution).
+    pub concurrent: bool,
 }
 
 const fn row(
@@ -170,6 +174,15 @@ const fn row(
         can_fail,
         effect,
         permission,
+        concurrent: true,
+    }
+}
+
+/// [`row`] for an opcode that runs alone, never beside its ready siblings.
+const fn alone(row: Row) -> Row {
+    Row {
+        concurrent: false,
+        ..row
     }
 }
 
@@ -230,17 +243,17 @@ pub const TABLE: [Row; 14] = [
         None,
     ),
     row(IrOpcode::Merge, &[], false, E::None, None),
-    row(IrOpcode::Loop, &[F::LoopBody], false, E::None, None),
-    row(IrOpcode::Return, &[], false, E::None, None),
+    alone(row(IrOpcode::Loop, &[F::LoopBody], false, E::None, None)),
+    alone(row(IrOpcode::Return, &[], false, E::None, None)),
     row(IrOpcode::EmitEvent, &[F::EmitTopic], true, E::Emits, None),
-    row(
+    alone(row(
         IrOpcode::Store,
         &[F::MemoryKey, F::Expression],
         true,
         E::WritesMemory,
         None,
-    ),
-    row(IrOpcode::Load, &[F::MemoryKey], true, E::None, None),
+    )),
+    alone(row(IrOpcode::Load, &[F::MemoryKey], true, E::None, None)),
 ];
 
 // `spec` indexes `TABLE` by discriminant - 1: keep it in enum order.

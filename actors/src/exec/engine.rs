@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
 
@@ -90,7 +92,8 @@ pub(super) struct Run<'a> {
     pub(super) fx: &'a Effects,
     /// Journaled steps by path id, in order.
     history: HashMap<String, Vec<StepRecord>>,
-    next_seq: u64,
+    /// The next step's sequence number, shared with the runs of parallel siblings.
+    seq: Arc<AtomicU64>,
     /// What expressions see.
     pub(super) vars: Vars,
     /// Current result of each instruction that ran in the current scope.
@@ -155,7 +158,7 @@ impl<'a> Run<'a> {
             execution_id,
             fx,
             history: by_path,
-            next_seq,
+            seq: Arc::new(AtomicU64::new(next_seq)),
             vars,
             outputs: HashMap::new(),
             l1: Map::new(),
@@ -263,66 +266,179 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the instructions of one region (the top level or one loop iteration) in
-    /// deterministic order: the first ready member by (sequence_number, id) runs next.
+    /// deterministic order: the first ready member by (sequence_number, id) runs next —
+    /// together with every other member ready at the same moment when both may run beside
+    /// their siblings (the opcode table's `concurrent`: parallel branches run at once).
     pub(super) async fn region(&mut self, members: &[usize], prefix: &str) -> Result<(), Stop> {
         let program = self.program;
         let mut state: HashMap<usize, State> = HashMap::new();
         let mut chosen: HashMap<usize, Option<usize>> = HashMap::new();
         let inside = |i: &usize| members.contains(i);
         loop {
-            let next = members.iter().copied().find(|m| {
-                let ins = &program.instructions[*m];
-                !state.contains_key(m)
-                    && ins.deps.iter().all(|d| state.contains_key(d))
-                    && ins
-                        .branch_parents
-                        .iter()
-                        .filter(|p| inside(p))
-                        .all(|p| state.contains_key(p))
-            });
-            let Some(m) = next else {
+            let ready: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|m| {
+                    let ins = &program.instructions[*m];
+                    !state.contains_key(m)
+                        && ins.deps.iter().all(|d| state.contains_key(d))
+                        && ins
+                            .branch_parents
+                            .iter()
+                            .filter(|p| inside(p))
+                            .all(|p| state.contains_key(p))
+                })
+                .collect();
+            let Some(&first) = ready.first() else {
                 return Ok(());
             };
-            let ins = &program.instructions[m];
-            let live = is_entry(ins)
-                || ins
-                    .deps
-                    .iter()
-                    .any(|d| matches!(state.get(d), Some(State::Done | State::Skipped)))
-                || ins
-                    .branch_parents
-                    .iter()
-                    .any(|p| chosen.get(p).copied().flatten() == Some(m));
-            if !live {
-                state.insert(m, State::Dead);
+            let live = |m: usize| {
+                let ins = &program.instructions[m];
+                is_entry(ins)
+                    || ins
+                        .deps
+                        .iter()
+                        .any(|d| matches!(state.get(d), Some(State::Done | State::Skipped)))
+                    || ins
+                        .branch_parents
+                        .iter()
+                        .any(|p| chosen.get(p).copied().flatten() == Some(m))
+            };
+            if !live(first) {
+                state.insert(first, State::Dead);
                 continue;
             }
-            let resolved = self.instruction(m, prefix).await?;
-            if ins.opcode == IrOpcode::Branch {
-                let taken = matches!(resolved, Resolved::Done(Value::Bool(true)));
-                chosen.insert(
-                    m,
-                    if taken {
-                        ins.branch_true
-                    } else {
-                        ins.branch_false
-                    },
-                );
-            }
-            state.insert(
-                m,
-                match resolved {
-                    Resolved::Done(_) => State::Done,
-                    Resolved::Skipped => State::Skipped,
-                },
-            );
-            self.bind(m, &resolved);
-            if ins.opcode == IrOpcode::Return
-                && let Resolved::Done(value) = resolved
-            {
-                return Err(Stop::Return(value));
+            let concurrent = |m: usize| {
+                eyeflow_ir::opcode::spec(program.instructions[m].opcode)
+                    .is_some_and(|row| row.concurrent)
+            };
+            let wave: Vec<usize> = if concurrent(first) {
+                ready
+                    .iter()
+                    .copied()
+                    .filter(|&m| concurrent(m) && live(m))
+                    .collect()
+            } else {
+                vec![first]
+            };
+            if let [m] = wave[..] {
+                let resolved = self.instruction(m, prefix).await?;
+                self.settle(m, resolved, &mut state, &mut chosen)?;
+            } else {
+                self.parallel(&wave, prefix, &mut state, &mut chosen)
+                    .await?;
             }
         }
+    }
+
+    /// Runs `wave` (members of one region, ready together, none reading another's result)
+    /// at once, each in a run of its own that sees what this run sees; their steps join
+    /// this run's in the order of `wave`, and so do their results. The first to stop stops
+    /// the region, once every sibling has ended (what they did is journaled).
+    async fn parallel(
+        &mut self,
+        wave: &[usize],
+        prefix: &str,
+        state: &mut HashMap<usize, State>,
+        chosen: &mut HashMap<usize, Option<usize>>,
+    ) -> Result<(), Stop> {
+        let effects = wave.iter().any(|&m| {
+            eyeflow_ir::opcode::spec(self.program.instructions[m].opcode)
+                .is_some_and(|row| row.effect.is_effect())
+        });
+        if effects {
+            // An effect's intent is journaled durably with the steps it was decided on:
+            // those of this run are written first, so the sibling's durable write covers
+            // them.
+            self.save(false).await.map_err(Stop::Journal)?;
+        }
+        let mut siblings: Vec<Run<'a>> = wave.iter().map(|_| self.sibling()).collect();
+        let results = futures_util::future::join_all(
+            siblings
+                .iter_mut()
+                .zip(wave)
+                .map(|(run, &m)| Box::pin(run.instruction(m, prefix))),
+        )
+        .await;
+        let mut stop = None;
+        for ((run, &m), result) in siblings.into_iter().zip(wave).zip(results) {
+            self.unsaved.extend(run.unsaved);
+            self.scrubber.absorb(run.scrubber);
+            // What a sibling replayed from the journal is not replayed again.
+            self.history
+                .retain(|path, _| run.history.contains_key(path));
+            match result {
+                Ok(resolved) if stop.is_none() => {
+                    if let Err(s) = self.settle(m, resolved, state, chosen) {
+                        stop = Some(s);
+                    }
+                }
+                Ok(_) => {}
+                Err(s) => {
+                    stop.get_or_insert(s);
+                }
+            }
+        }
+        stop.map_or(Ok(()), Err)
+    }
+
+    /// A run for one of several instructions running at once: this run's variables,
+    /// results, L1 memory, known secrets and journaled history, the same step sequence,
+    /// nothing unsaved (and the late admission, taken once).
+    fn sibling(&mut self) -> Run<'a> {
+        Run {
+            program: self.program,
+            execution_id: self.execution_id,
+            fx: self.fx,
+            history: self.history.clone(),
+            seq: self.seq.clone(),
+            vars: self.vars.clone(),
+            outputs: self.outputs.clone(),
+            l1: self.l1.clone(),
+            l1_visible: self.l1_visible,
+            unsaved: Vec::new(),
+            resuming: None,
+            journal_failed: None,
+            scrubber: self.scrubber.clone(),
+            late: self.late.take(),
+        }
+    }
+
+    /// Records how member `m` resolved: its state, a BRANCH's arm, its result's binding; a
+    /// RETURN's value stops the region.
+    fn settle(
+        &mut self,
+        m: usize,
+        resolved: Resolved,
+        state: &mut HashMap<usize, State>,
+        chosen: &mut HashMap<usize, Option<usize>>,
+    ) -> Result<(), Stop> {
+        let ins = &self.program.instructions[m];
+        if ins.opcode == IrOpcode::Branch {
+            let taken = matches!(resolved, Resolved::Done(Value::Bool(true)));
+            chosen.insert(
+                m,
+                if taken {
+                    ins.branch_true
+                } else {
+                    ins.branch_false
+                },
+            );
+        }
+        state.insert(
+            m,
+            match resolved {
+                Resolved::Done(_) => State::Done,
+                Resolved::Skipped => State::Skipped,
+            },
+        );
+        self.bind(m, &resolved);
+        if ins.opcode == IrOpcode::Return
+            && let Resolved::Done(value) = resolved
+        {
+            return Err(Stop::Return(value));
+        }
+        Ok(())
     }
 
     /// Journals one step and its audit entry: at once and durably when the execution then
@@ -364,7 +480,7 @@ impl<'a> Run<'a> {
         let finished_ms = self.fx.clock.now_ms();
         let step = StepRecord {
             execution_id: self.execution_id.to_owned(),
-            seq: self.next_seq,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
             instruction_id: path.to_owned(),
             attempt,
             outcome,
@@ -392,7 +508,6 @@ impl<'a> Run<'a> {
             finished_ms,
         };
         self.unsaved.push((entry, step));
-        self.next_seq += 1;
     }
 
     /// Re-applies the in-memory effect of a replayed step (L1 STORE).

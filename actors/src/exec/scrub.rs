@@ -26,6 +26,13 @@ impl Scrubber {
         self.add_value(name, value.expose());
     }
 
+    /// Also scrubs every secret `other` scrubs.
+    pub fn absorb(&mut self, other: Scrubber) {
+        for (name, forms) in other.secrets {
+            self.add_value(&name, &forms[0]);
+        }
+    }
+
     /// As [`Scrubber::add`], from the exposed value.
     pub fn add_value(&mut self, name: &str, value: &str) {
         if value.is_empty() || self.secrets.iter().any(|(_, f)| f[0] == value) {
