@@ -195,6 +195,21 @@ instructions:
   - {id: still, op: RETURN, expression: "{'acted': false}"}
 "#;
 
+/// Sets two valves of two banks at once: parallel branches, each action holding its bank.
+const PAIR: &str = r#"
+id: pair
+version: 1.0.0
+requires: {valve-sim: ^1.0}
+triggers:
+  - {kind: webhook, source: pair}
+instructions:
+  - {id: start, op: EVAL, expression: "event.target", next: [act_a, act_b]}
+  - {id: act_a, op: CALL_ACTION, capability: valve-sim, action: set, params: {valve: event.a, position: event.target}, resource_key: valve/bank-a, next: joined}
+  - {id: act_b, op: CALL_ACTION, capability: valve-sim, action: set, params: {valve: event.b, position: event.target}, resource_key: valve/bank-b, next: joined}
+  - {id: joined, op: MERGE, next: done}
+  - {id: done, op: RETURN, expression: "{'a': act_a, 'b': act_b}"}
+"#;
+
 /// Rounds of load, each ended by `kill -9`.
 const ROUNDS: usize = 5;
 /// Clients posting at once.
@@ -202,15 +217,55 @@ const CLIENTS: usize = 4;
 /// Valves the events spread over.
 const VALVES: u64 = 6;
 
+/// One kill -9 campaign: a rule, its program id (also its webhook source), the event body
+/// of client `c`'s `n`th event in a round, and its actions with the event field that names
+/// each one's valve.
+struct Campaign {
+    rule: &'static str,
+    program: &'static str,
+    body: fn(usize, u64, usize) -> Value,
+    actions: &'static [(&'static str, &'static str)],
+}
+
 #[test]
 fn kill_9_campaign_every_applied_action_is_journaled_and_audited_once() {
+    campaign(&Campaign {
+        rule: FOLLOW,
+        program: "follow",
+        body: |c, n, round| {
+            json!({
+                "valve": format!("V-{}", (n * 7 + c as u64) % VALVES),
+                "target": (n * 13 + round as u64 * 29) % 101,
+            })
+        },
+        actions: &[("act", "valve")],
+    });
+}
+
+#[test]
+fn kill_9_campaign_on_parallel_actions_applies_each_once() {
+    campaign(&Campaign {
+        rule: PAIR,
+        program: "pair",
+        body: |c, n, round| {
+            json!({
+                "a": format!("A-{}", (n + c as u64) % 3),
+                "b": format!("B-{}", (n * 5 + c as u64) % 3),
+                "target": (n * 13 + round as u64 * 29) % 101,
+            })
+        },
+        actions: &[("act_a", "a"), ("act_b", "b")],
+    });
+}
+
+fn campaign(campaign: &Campaign) {
     let work = Workdir::new("");
     let acknowledged: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     for round in 0..ROUNDS {
         let (mut node, url) = work.start();
         if round == 0 {
             work.install(&url, "valve-sim", &[]);
-            work.deploy(&url, FOLLOW);
+            work.deploy(&url, campaign.rule);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
@@ -218,12 +273,7 @@ fn kill_9_campaign_every_applied_action_is_journaled_and_audited_once() {
             .map(|c| {
                 let (stop, sent, acknowledged) = (stop.clone(), sent.clone(), acknowledged.clone());
                 let (url, token) = (url.clone(), work.operator.clone());
-                let body = move |n: u64| {
-                    json!({
-                        "valve": format!("V-{}", (n * 7 + c as u64) % VALVES),
-                        "target": (n * 13 + round as u64 * 29) % 101,
-                    })
-                };
+                let (body, program) = (campaign.body, campaign.program);
                 std::thread::spawn(move || {
                     let client = reqwest::blocking::Client::new();
                     let mut n = 0;
@@ -231,11 +281,11 @@ fn kill_9_campaign_every_applied_action_is_journaled_and_audited_once() {
                         n += 1;
                         let id = format!("r{round}-c{c}-{n}");
                         let response = client
-                            .post(format!("{url}/api/events/follow"))
+                            .post(format!("{url}/api/events/{program}"))
                             .bearer_auth(&token)
                             .header("x-event-id", &id)
                             .header("content-type", "application/json")
-                            .body(body(n).to_string())
+                            .body(body(c, n, round).to_string())
                             .send();
                         let Ok(response) = response else { continue };
                         if response.status().as_u16() == 202
@@ -275,13 +325,23 @@ fn kill_9_campaign_every_applied_action_is_journaled_and_audited_once() {
             .filter(|c| c["pending"] == 0 && c["finished"] == c["executions"])
     });
     work.stop(node);
-    check_effects(&work.data(), &acknowledged.lock().unwrap());
+    check_effects(
+        &work.data(),
+        &acknowledged.lock().unwrap(),
+        campaign.program,
+        campaign.actions,
+    );
     let verified = work.eyeflow(&["audit", "verify", "--data-dir", "data"]);
     assert!(verified.contains("verified"), "{verified}");
 }
 
 /// Compares what valve-sim applied with the journal and the audit chain.
-fn check_effects(data: &Path, acknowledged: &BTreeMap<String, String>) {
+fn check_effects(
+    data: &Path,
+    acknowledged: &BTreeMap<String, String>,
+    program: &str,
+    actions: &[(&str, &str)],
+) {
     let store = EmbeddedStore::open(data).expect("store");
     let journal = FjallJournal::open(store.clone(), Durability::Sync).expect("journal");
     let audit = FjallAudit::open(store.clone(), AuditConfig::default()).expect("audit");
@@ -289,7 +349,7 @@ fn check_effects(data: &Path, acknowledged: &BTreeMap<String, String>) {
     for (event, execution) in acknowledged {
         assert_eq!(
             journal
-                .execution_of_event(&format!("{event}@follow"))
+                .execution_of_event(&format!("{event}@{program}"))
                 .expect("index")
                 .as_deref(),
             Some(execution.as_str()),
@@ -322,57 +382,55 @@ fn check_effects(data: &Path, acknowledged: &BTreeMap<String, String>) {
             .expect("read")
             .expect("journaled");
         assert!(outcome.is_some(), "{execution} finished");
-        let done: Vec<_> = steps
-            .iter()
-            .filter(|s| s.instruction_id == "act" && matches!(s.outcome, StepOutcome::Done { .. }))
-            .collect();
-        assert!(
-            done.len() <= 1,
-            "{execution}: one result for its action: {steps:?}"
-        );
         assert!(
             !steps
                 .iter()
                 .any(|s| matches!(s.outcome, StepOutcome::Ambiguous { .. })),
             "valve-sim declares reissue: nothing is ambiguous"
         );
-        let audited: Vec<String> = audit
-            .of_execution(execution)
-            .expect("audit")
-            .into_iter()
-            .filter(|e| e.entry.instruction_id == "act")
-            .map(|e| e.entry.outcome)
-            .collect();
-        if let Some(step) = done.first() {
-            reissued += usize::from(step.fallback.as_deref() == Some("reissued"));
-            let key = format!("{execution}/act/{}", step.attempt);
+        let entries = audit.of_execution(execution).expect("audit");
+        for (action, field) in actions {
+            let done: Vec<_> = steps
+                .iter()
+                .filter(|s| {
+                    s.instruction_id == *action && matches!(s.outcome, StepOutcome::Done { .. })
+                })
+                .collect();
             assert!(
-                applied.contains(&key),
-                "{key} journaled as done but never applied"
+                done.len() <= 1,
+                "{execution}: one result for its action {action}: {steps:?}"
             );
-            journaled.insert(key);
-            *per_valve
-                .entry(
-                    event.payload["valve"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                )
-                .or_default() += 1;
-            assert_eq!(
-                audited.iter().filter(|o| *o == "done").count(),
-                1,
-                "{execution}: one audited result: {audited:?}"
-            );
-        } else {
-            assert!(
-                audited.iter().all(|o| o != "done"),
-                "{execution}: no action, none audited: {audited:?}"
-            );
+            let audited: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.entry.instruction_id == *action)
+                .map(|e| e.entry.outcome.as_str())
+                .collect();
+            if let Some(step) = done.first() {
+                reissued += usize::from(step.fallback.as_deref() == Some("reissued"));
+                let key = format!("{execution}/{action}/{}", step.attempt);
+                assert!(
+                    applied.contains(&key),
+                    "{key} journaled as done but never applied"
+                );
+                journaled.insert(key);
+                *per_valve
+                    .entry(event.payload[field].as_str().unwrap_or_default().to_owned())
+                    .or_default() += 1;
+                assert_eq!(
+                    audited.iter().filter(|o| **o == "done").count(),
+                    1,
+                    "{execution}: one audited result for {action}: {audited:?}"
+                );
+            } else {
+                assert!(
+                    audited.iter().all(|o| *o != "done"),
+                    "{execution}: no {action}, none audited: {audited:?}"
+                );
+            }
         }
         // One audit entry per journaled step, never two.
         assert_eq!(
-            audit.of_execution(execution).expect("audit").len(),
+            entries.len(),
             steps.len(),
             "{execution}: audit and journal agree"
         );
