@@ -296,7 +296,7 @@ fn campaign(campaign: &Campaign) {
                         {
                             acknowledged
                                 .lock()
-                                .unwrap()
+                                .expect("acknowledged")
                                 .insert(id, execution.to_owned());
                             sent.fetch_add(1, Ordering::Relaxed);
                         }
@@ -327,7 +327,7 @@ fn campaign(campaign: &Campaign) {
     work.stop(node);
     check_effects(
         &work.data(),
-        &acknowledged.lock().unwrap(),
+        &acknowledged.lock().expect("acknowledged"),
         campaign.program,
         campaign.actions,
     );
