@@ -78,6 +78,8 @@ impl FjallEventLog {
             .collect()
     }
 
+    /// Writes the event under the next offset of its topic, once per idempotency key; not
+    /// durable yet: the caller waits for the fsync that covers it.
     fn append(
         &self,
         prefix: Vec<u8>,
@@ -92,9 +94,9 @@ impl FjallEventLog {
             .get(Space::EventKeys, idempotency_key.as_bytes())?
             .is_some()
         {
-            drop(next);
-            // Drop the duplicate, once the first emission is durable.
-            return self.store.persist(self.durability);
+            // A duplicate: nothing to write (the caller waits until the first emission is
+            // durable).
+            return Ok(());
         }
         let offset = match next.get(topic) {
             Some(offset) => *offset,
@@ -129,8 +131,7 @@ impl FjallEventLog {
             Durability::Buffered,
         )?;
         next.insert(topic.to_owned(), offset + 1);
-        drop(next);
-        self.store.persist(self.durability)
+        Ok(())
     }
 }
 
@@ -143,17 +144,23 @@ impl EventSink for FjallEventLog {
         payload: &Value,
         idempotency_key: &str,
     ) -> Result<(), CallError> {
-        crate::blocking::run(|| {
-            let Some(prefix) = topic_prefix(topic).filter(|_| !topic.is_empty()) else {
-                return Err(CallError::new(
-                    CallErrorKind::InvalidInput,
-                    ORIGIN,
-                    format!("topic must be 1 to 65535 bytes, not {}", topic.len()),
-                ));
-            };
-            self.append(prefix, topic, key, payload, idempotency_key)
-                .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
-        })
+        let Some(prefix) = topic_prefix(topic).filter(|_| !topic.is_empty()) else {
+            return Err(CallError::new(
+                CallErrorKind::InvalidInput,
+                ORIGIN,
+                format!("topic must be 1 to 65535 bytes, not {}", topic.len()),
+            ));
+        };
+        let unavailable =
+            |e: Error| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string());
+        self.append(prefix, topic, key, payload, idempotency_key)
+            .map_err(unavailable)?;
+        // Durable before the execution goes on; the task waits for the fsync without
+        // holding its thread.
+        self.store
+            .persist_async(self.durability)
+            .await
+            .map_err(unavailable)
     }
 }
 

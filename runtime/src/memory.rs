@@ -211,6 +211,7 @@ impl FjallClusterMemory {
         self.store.get_json(Space::ClusterLatest, key)
     }
 
+    /// Writes the value as `key`'s latest and in its history; not durable yet.
     fn append(&self, key: &str, value: &Value) -> Result<()> {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = self.latest(key)?.map_or(0, |latest| latest.seq + 1);
@@ -234,7 +235,7 @@ impl FjallClusterMemory {
             Durability::Buffered,
         )?;
         drop(writer);
-        self.store.persist(self.durability)
+        Ok(())
     }
 }
 
@@ -246,9 +247,18 @@ impl FjallClusterMemory {
             .map_err(call_error)
     }
 
-    /// Appends a value for `key`, durable as the scope's durability says (blocking).
+    /// Writes a value for `key`, not durable yet: see [`Self::durable`].
     pub(crate) fn record(&self, key: &str, value: &Value) -> Result<(), CallError> {
         self.append(key, value).map_err(call_error)
+    }
+
+    /// Waits (as a task) until what was recorded is durable, as the scope's durability
+    /// says.
+    pub(crate) async fn durable(&self) -> Result<(), CallError> {
+        self.store
+            .persist_async(self.durability)
+            .await
+            .map_err(call_error)
     }
 }
 
@@ -259,7 +269,8 @@ impl ClusterMemory for FjallClusterMemory {
     }
 
     async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
-        crate::blocking::run(|| self.record(key, value))
+        self.record(key, value)?;
+        self.durable().await
     }
 }
 

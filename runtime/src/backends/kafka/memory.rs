@@ -124,13 +124,19 @@ impl ClusterMemory for KafkaClusterMemory {
     }
 
     async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
-        crate::blocking::run(|| self.put_now(key, value))
+        self.record(key, value)?;
+        // Both writes share one store: one fsync makes them durable; then the publisher
+        // sends the update.
+        self.kafka
+            .published()
+            .await
+            .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
     }
 }
 
 impl KafkaClusterMemory {
-    /// Records `value` locally and in the outbox of the memory topic (blocking).
-    fn put_now(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    /// Writes `value` locally and in the outbox of the memory topic (not durable yet).
+    fn record(&self, key: &str, value: &Value) -> Result<(), CallError> {
         let unavailable =
             |e: crate::Error| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string());
         let update = Update {

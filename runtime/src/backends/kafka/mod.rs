@@ -316,7 +316,8 @@ impl Kafka {
         left
     }
 
-    /// Appends one record to the outbox; false when its idempotency key was seen before.
+    /// Appends one record to the outbox (not durable yet: [`Self::published`] makes it so
+    /// and wakes the publisher); false when its idempotency key was seen before.
     fn publish(
         &self,
         topic: String,
@@ -331,11 +332,15 @@ impl Kafka {
             headers,
             payload: payload.clone(),
         };
-        let appended = self.outbox.append(&record, idempotency_key)?;
-        if appended {
-            self.shared.wake();
-        }
-        Ok(appended)
+        self.outbox.append(&record, idempotency_key)
+    }
+
+    /// Waits (as a task) until what was appended is durable, then wakes the publisher: a
+    /// record reaches the broker only once a crash can no longer lose it here.
+    async fn published(&self) -> Result<()> {
+        self.outbox.durable().await?;
+        self.shared.wake();
+        Ok(())
     }
 }
 
@@ -348,23 +353,22 @@ impl EventSink for Kafka {
         payload: &Value,
         idempotency_key: &str,
     ) -> Result<(), CallError> {
-        crate::blocking::run(|| {
-            let topic = format!("{}{topic}", self.config.events_topic_prefix);
-            let invalid =
-                |reason: String| CallError::new(CallErrorKind::InvalidInput, ORIGIN, reason);
-            check_topic(&topic).map_err(invalid)?;
-            let size = serde_json::to_vec(payload).map_or(0, |bytes| bytes.len());
-            if size > self.config.max_message_bytes {
-                return Err(invalid(format!(
-                    "event payload of {size} bytes exceeds the {} bytes allowed (kafka.max_message_bytes)",
-                    self.config.max_message_bytes
-                )));
-            }
-            let headers = vec![(HEADER_EVENT_ID.to_owned(), idempotency_key.to_owned())];
-            self.publish(topic, key, payload, headers, Some(idempotency_key))
-                .map(|_| ())
-                .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
-        })
+        let topic = format!("{}{topic}", self.config.events_topic_prefix);
+        let invalid = |reason: String| CallError::new(CallErrorKind::InvalidInput, ORIGIN, reason);
+        check_topic(&topic).map_err(invalid)?;
+        let size = serde_json::to_vec(payload).map_or(0, |bytes| bytes.len());
+        if size > self.config.max_message_bytes {
+            return Err(invalid(format!(
+                "event payload of {size} bytes exceeds the {} bytes allowed (kafka.max_message_bytes)",
+                self.config.max_message_bytes
+            )));
+        }
+        let unavailable =
+            |e: crate::Error| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string());
+        let headers = vec![(HEADER_EVENT_ID.to_owned(), idempotency_key.to_owned())];
+        self.publish(topic, key, payload, headers, Some(idempotency_key))
+            .map_err(unavailable)?;
+        self.published().await.map_err(unavailable)
     }
 }
 

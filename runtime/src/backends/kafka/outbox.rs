@@ -56,7 +56,13 @@ impl Outbox {
         })
     }
 
-    /// Appends `record`, durably as the outbox's durability says. With an idempotency key
+    /// Waits (as a task) until what was appended — to the outbox or anywhere else in its
+    /// store — is durable, as the outbox's durability says.
+    pub(crate) async fn durable(&self) -> Result<()> {
+        self.store.persist_async(self.durability).await
+    }
+
+    /// Appends `record`, not durable yet: see [`Self::durable`]. With an idempotency key
     /// already seen (even before a restart, even once published), appends nothing and
     /// returns false.
     pub(crate) fn append(
@@ -75,9 +81,8 @@ impl Outbox {
                 .get(Space::KafkaOutboxKeys, idempotency_key.as_bytes())?
                 .is_some()
         {
-            drop(next);
-            // Drop the duplicate once the first append is durable.
-            self.store.persist(self.durability)?;
+            // A duplicate: nothing to write (the caller waits until the first append is
+            // durable).
             return Ok(false);
         }
         let seq = *next;
@@ -97,8 +102,6 @@ impl Outbox {
         )?;
         *next = seq + 1;
         self.len.fetch_add(1, Ordering::Relaxed);
-        drop(next);
-        self.store.persist(self.durability)?;
         Ok(true)
     }
 
