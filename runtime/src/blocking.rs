@@ -1,6 +1,74 @@
-//! Where an adapter whose client blocks (a blocking HTTP client, an fsync) runs that client
-//! from a port's asynchronous method: the actor runtime's thread hands its other tasks to
-//! another thread for the time of the call, so no execution waits behind it.
+//! Where an adapter's work runs when it does not fit a task of the actor runtime: a call
+//! that blocks (an fsync in the measurement mode) runs in place while the runtime hands its
+//! other tasks to another thread; a client that needs a runtime of its own (Redis, Vault)
+//! gets an [`OwnedRuntime`], which tasks await and plain threads wait on.
+
+use std::future::Future;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+
+/// How much longer than its own bound a plain thread waits for a task's answer (a busy
+/// runtime).
+const GRACE: Duration = Duration::from_millis(100);
+
+/// An adapter's tokio runtime (one worker thread), shut down without blocking when dropped
+/// (dropping a runtime the usual way panics inside another runtime).
+pub(crate) struct OwnedRuntime {
+    pub(crate) handle: Handle,
+    runtime: Option<Runtime>,
+}
+
+impl OwnedRuntime {
+    /// A runtime whose thread is called `name`.
+    pub(crate) fn new(name: &str) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_io()
+            .enable_time()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `task` on this runtime and waits for its output on the calling (plain) thread;
+    /// `None` if it took longer than `limit`.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        run_on(&self.handle, limit, task)
+    }
+}
+
+/// [`OwnedRuntime::run`] on the runtime of `handle`.
+pub(crate) fn run_on<T: Send + 'static>(
+    handle: &Handle,
+    limit: Duration,
+    task: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (sender, receiver) = mpsc::sync_channel(1);
+    handle.spawn(async move {
+        if let Ok(output) = tokio::time::timeout(limit, task).await {
+            let _ = sender.send(output);
+        }
+    });
+    // The task drops the sender when it times out, which ends this wait at once.
+    receiver.recv_timeout(limit + GRACE).ok()
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
 
 /// Runs `work`, which blocks, from a task: through `tokio::task::block_in_place` on a
 /// multi-threaded runtime, directly elsewhere (a current-thread runtime in a test, or no

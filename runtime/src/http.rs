@@ -14,8 +14,6 @@
 //!   → `InvalidInput`; the deadline passed → `Timeout`; connection or transport failure →
 //!   `Unavailable`. The origin of an error is the URL's `host:port`.
 
-use std::io::Read;
-
 use eyeflow_actors::ports::{CallError, CallErrorKind, HttpPort, HttpRequest, HttpResponse};
 use reqwest::Client;
 use reqwest::header::CONTENT_TYPE;
@@ -160,30 +158,6 @@ pub(crate) async fn read_body(
             return Err(too_large(origin));
         }
         body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Reads at most [`MAX_BODY`] bytes of `response` of reqwest's blocking client (the Vault
-/// client, which its lease-renewal thread shares).
-pub(crate) fn read_body_blocking(
-    response: reqwest::blocking::Response,
-    origin: &str,
-    timeout_ms: u128,
-) -> Result<Vec<u8>, CallError> {
-    let mut body = Vec::new();
-    response
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| {
-            let timed_out = e.kind() == std::io::ErrorKind::TimedOut
-                || e.get_ref()
-                    .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
-                    .is_some_and(reqwest::Error::is_timeout);
-            body_error(timed_out, &e, origin, timeout_ms)
-        })?;
-    if body.len() > MAX_BODY {
-        return Err(too_large(origin));
     }
     Ok(body)
 }

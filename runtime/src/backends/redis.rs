@@ -10,8 +10,6 @@
 //! fails with `Unavailable` within that bound instead of waiting for the reconnection.
 
 use std::fmt;
-use std::future::Future;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, NodeMemory};
@@ -19,8 +17,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, RedisError};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::runtime::{Handle, Runtime};
 
+use crate::blocking::OwnedRuntime;
 use crate::memory::FAR_FUTURE;
 use crate::{Error, Result};
 
@@ -30,9 +28,6 @@ const BACKEND: &str = "redis";
 /// Longest pause between two reconnection attempts: bounds how long calls keep failing after
 /// Redis is back.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
-
-/// How much longer than its own bound a caller waits for a call's task (a busy runtime).
-const GRACE: Duration = Duration::from_millis(100);
 
 /// The `[node_memory.redis]` part of a node's configuration.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -140,8 +135,8 @@ impl RedisNodeMemory {
         let call_timeout = Duration::from_millis(config.response_timeout_ms);
         let client = Client::open(config.url.as_str())
             .map_err(|e| fail(format!("invalid URL: {}", describe(&e))))?;
-        let runtime =
-            OwnedRuntime::new().map_err(|e| fail(format!("cannot start its runtime: {e}")))?;
+        let runtime = OwnedRuntime::new("eyeflow-redis")
+            .map_err(|e| fail(format!("cannot start its runtime: {e}")))?;
 
         // A plain connection first: it reports why Redis is unreachable, where the manager
         // would keep retrying.
@@ -297,53 +292,6 @@ fn describe(e: &RedisError) -> String {
     match e.kind() {
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => "unexpected reply".to_owned(),
         _ => e.to_string(),
-    }
-}
-
-/// The adapter's tokio runtime, shut down without blocking when dropped (dropping a runtime
-/// the usual way panics inside another runtime).
-struct OwnedRuntime {
-    handle: Handle,
-    runtime: Option<Runtime>,
-}
-
-impl OwnedRuntime {
-    fn new() -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("eyeflow-redis")
-            .enable_io()
-            .enable_time()
-            .build()?;
-        Ok(Self {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
-        })
-    }
-
-    /// Runs `task` on this runtime and waits for its output; `None` if it took longer than
-    /// `limit`.
-    fn run<T: Send + 'static>(
-        &self,
-        limit: Duration,
-        task: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
-        let (sender, receiver) = mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            if let Ok(output) = tokio::time::timeout(limit, task).await {
-                let _ = sender.send(output);
-            }
-        });
-        // The task drops the sender when it times out, which ends this wait at once.
-        receiver.recv_timeout(limit + GRACE).ok()
-    }
-}
-
-impl Drop for OwnedRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 

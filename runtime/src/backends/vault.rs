@@ -13,12 +13,14 @@
 //!   Vault is `Unavailable` (or `Timeout`). Values and tokens never reach logs, errors or
 //!   `Debug` output (both are held as [`Secret`]).
 //!
-//! The client is four HTTP calls over the runtime's blocking reqwest client rather than
-//! `vaultrs` (DESIGN.md §2): `vaultrs` 0.8 is async only, so every read from a worker thread
-//! would need a tokio runtime to block on, and it adds 14 crates to the build (`rustify`,
-//! `derive_builder`, a second `syn` and `darling`, ...; about 45 s of compile time on the
-//! 2-core dev machine, measured 2026-11) while renewal, caching, timeouts and keeping the
-//! token out of `Debug` would still be ours to write. This client adds no crate.
+//! The client is four HTTP calls over reqwest's asynchronous client, on a runtime of the
+//! adapter's own (one thread): an execution's read is a task of that runtime, which the
+//! execution awaits without holding its thread; the start, the renewal thread and the drop
+//! wait for theirs. Not `vaultrs` (DESIGN.md §2): it adds 14 crates to the build
+//! (`rustify`, `derive_builder`, a second `syn` and `darling`, ...; about 45 s of compile
+//! time on the 2-core dev machine, measured 2026-11) while renewal, caching, timeouts and
+//! keeping the token out of `Debug` would still be ours to write. This client adds no
+//! crate.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,12 +30,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, Secret, SecretSource};
-use reqwest::blocking::Client;
+use reqwest::Client;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::runtime::Handle;
 
+use crate::blocking::OwnedRuntime;
 use crate::{Error, Result};
 
 const BACKEND: &str = "vault";
@@ -111,6 +115,8 @@ fn default_timeout_ms() -> u64 {
 pub struct VaultSecrets {
     shared: Arc<Shared>,
     renewal: Option<Renewal>,
+    /// Where the HTTP calls run; dropped last.
+    _runtime: OwnedRuntime,
 }
 
 /// The background renewal thread and the channel whose closing stops it.
@@ -122,6 +128,8 @@ struct Renewal {
 /// What the readers and the renewal thread share.
 struct Shared {
     client: Client,
+    /// The adapter's runtime.
+    runtime: Handle,
     address: Url,
     /// `vault at ADDRESS`, the origin of every [`CallError`].
     origin: String,
@@ -233,8 +241,11 @@ impl VaultSecrets {
             .connect_timeout(timeout)
             .build()
             .map_err(|e| refused(format!("{}: HTTP client: {e}", config.address)))?;
+        let runtime = OwnedRuntime::new("eyeflow-vault")
+            .map_err(|e| refused(format!("cannot start its runtime: {e}")))?;
         let shared = Shared {
             client,
+            runtime: runtime.handle.clone(),
             origin: format!("{BACKEND} at {}", config.address.trim_end_matches('/')),
             address,
             mount: config.mount.trim_matches('/').to_owned(),
@@ -252,10 +263,13 @@ impl VaultSecrets {
             cache_ttl: Duration::from_millis(config.cache_ttl_ms),
             timeout,
         };
-        let started = match token {
-            Some(token) => shared.look_up(token),
-            None => shared.log_in(),
-        };
+        let shared = Arc::new(shared);
+        let started = shared.wait_for(move |shared| async move {
+            match token {
+                Some(token) => shared.look_up(token).await,
+                None => shared.log_in().await,
+            }
+        });
         started.map_err(|e| {
             refused(format!(
                 "{}: {}: {}",
@@ -267,7 +281,6 @@ impl VaultSecrets {
                 e.message
             ))
         })?;
-        let shared = Arc::new(shared);
         let (stop, stopped) = mpsc::channel();
         let renewer = shared.clone();
         let thread = std::thread::Builder::new()
@@ -278,6 +291,7 @@ impl VaultSecrets {
         Ok(Self {
             shared,
             renewal: Some(Renewal { stop, thread }),
+            _runtime: runtime,
         })
     }
 }
@@ -285,26 +299,32 @@ impl VaultSecrets {
 #[async_trait::async_trait]
 impl SecretSource for VaultSecrets {
     async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
-        crate::blocking::run(|| {
-            let shared = &self.shared;
-            if !shared.cache_ttl.is_zero()
-                && let Some(cached) = lock(&shared.cache).get(name)
-                && cached.fetched.elapsed() < shared.cache_ttl
-            {
-                return Ok(cached.value.clone());
-            }
-            let value = shared.read(name)?;
-            if !shared.cache_ttl.is_zero() {
-                lock(&shared.cache).insert(
-                    name.to_owned(),
-                    Cached {
-                        value: value.clone(),
-                        fetched: Instant::now(),
-                    },
-                );
-            }
-            Ok(value)
-        })
+        let shared = &self.shared;
+        if !shared.cache_ttl.is_zero()
+            && let Some(cached) = lock(&shared.cache).get(name)
+            && cached.fetched.elapsed() < shared.cache_ttl
+        {
+            return Ok(cached.value.clone());
+        }
+        // On the adapter's runtime; this task waits without holding its thread.
+        let (reader, wanted) = (shared.clone(), name.to_owned());
+        let value = shared
+            .runtime
+            .spawn(async move { reader.read(&wanted).await })
+            .await
+            .map_err(|e| {
+                shared.error(CallErrorKind::Internal, format!("the read stopped: {e}"))
+            })??;
+        if !shared.cache_ttl.is_zero() {
+            lock(&shared.cache).insert(
+                name.to_owned(),
+                Cached {
+                    value: value.clone(),
+                    fetched: Instant::now(),
+                },
+            );
+        }
+        Ok(value)
     }
 }
 
@@ -316,9 +336,11 @@ impl Drop for VaultSecrets {
         }
         // A token the node made itself dies with it; an operator's token is left alone.
         if matches!(self.shared.login, Login::AppRole { .. })
-            && let Err(e) = self
-                .shared
-                .call(Method::POST, &["auth", "token", "revoke-self"], None)
+            && let Err(e) = self.shared.wait_for(|shared| async move {
+                shared
+                    .call(Method::POST, &["auth", "token", "revoke-self"], None)
+                    .await
+            })
         {
             tracing::warn!(error = %e, "revoking the Vault token at shutdown failed");
         }
@@ -344,7 +366,7 @@ impl fmt::Debug for VaultSecrets {
 
 impl Shared {
     /// Reads secret `name` from Vault (no cache).
-    fn read(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn read(&self, name: &str) -> Result<Option<Secret>, CallError> {
         let path = format!("{}{name}", self.prefix);
         let segments: Vec<&str> = path.split('/').collect();
         if segments
@@ -366,7 +388,11 @@ impl Shared {
                 format!("secret `{name}` ({}/{path}): {}", self.mount, e.message),
             )
         };
-        let Some(body) = self.call(Method::GET, &url_path, None).map_err(about)? else {
+        let Some(body) = self
+            .call(Method::GET, &url_path, None)
+            .await
+            .map_err(about)?
+        else {
             return Ok(None);
         };
         match &body["data"]["data"] {
@@ -382,9 +408,10 @@ impl Shared {
     }
 
     /// Checks the token given by the operator and records its lease.
-    fn look_up(&self, token: Secret) -> Result<(), CallError> {
+    async fn look_up(&self, token: Secret) -> Result<(), CallError> {
         let body = self
-            .call_with(&token, Method::GET, &["auth", "token", "lookup-self"], None)?
+            .call_with(&token, Method::GET, &["auth", "token", "lookup-self"], None)
+            .await?
             .unwrap_or_default();
         let data = &body["data"];
         let lease = seconds(&data["ttl"]);
@@ -400,7 +427,7 @@ impl Shared {
     }
 
     /// Logs in with AppRole and takes the new token.
-    fn log_in(&self) -> Result<(), CallError> {
+    async fn log_in(&self) -> Result<(), CallError> {
         let Login::AppRole { role_id, secret_id } = &self.login else {
             return Err(self.error(
                 CallErrorKind::Denied,
@@ -414,7 +441,8 @@ impl Shared {
                 Method::POST,
                 &["auth", "approle", "login"],
                 Some(&body),
-            )?
+            )
+            .await?
             .unwrap_or_default();
         let token = auth["auth"]["client_token"]
             .as_str()
@@ -438,13 +466,14 @@ impl Shared {
     }
 
     /// Renews the token for its usual TTL (`renew-self`).
-    fn renew(&self) -> Result<(), CallError> {
+    async fn renew(&self) -> Result<(), CallError> {
         let body = self
             .call(
                 Method::POST,
                 &["auth", "token", "renew-self"],
                 Some(&json!({})),
-            )?
+            )
+            .await?
             .unwrap_or_default();
         let lease = seconds(&body["auth"]["lease_duration"]);
         let mut session = self.session.write().unwrap_or_else(PoisonError::into_inner);
@@ -475,7 +504,7 @@ impl Shared {
     }
 
     /// The renewal thread: renews or logs in again on schedule until `stopped` closes.
-    fn renew_until_stopped(&self, stopped: &mpsc::Receiver<()>) {
+    fn renew_until_stopped(self: &Arc<Self>, stopped: &mpsc::Receiver<()>) {
         let mut retry = FIRST_RETRY;
         loop {
             let Some((at, next)) = self.next() else {
@@ -487,12 +516,15 @@ impl Shared {
             if wait(stopped, at.saturating_duration_since(Instant::now())) {
                 return;
             }
+            let log_in = || self.wait_for(|shared| async move { shared.log_in().await });
             let done = match next {
-                Next::Renew => self.renew().or_else(|e| {
-                    tracing::warn!(error = %e, "renewing the Vault token failed");
-                    self.log_in()
-                }),
-                Next::Login => self.log_in(),
+                Next::Renew => self
+                    .wait_for(|shared| async move { shared.renew().await })
+                    .or_else(|e| {
+                        tracing::warn!(error = %e, "renewing the Vault token failed");
+                        log_in()
+                    }),
+                Next::Login => log_in(),
             };
             match done {
                 Ok(()) => retry = FIRST_RETRY,
@@ -520,7 +552,7 @@ impl Shared {
     }
 
     /// A request with the current token.
-    fn call(
+    async fn call(
         &self,
         method: Method,
         path: &[&str],
@@ -532,12 +564,12 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .token
             .clone();
-        self.call_with(&token, method, path, body)
+        self.call_with(&token, method, path, body).await
     }
 
     /// A request to `/v1/{path}` with `token` (none when empty): the JSON answer, `None` on
     /// 404.
-    fn call_with(
+    async fn call_with(
         &self,
         token: &Secret,
         method: Method,
@@ -574,9 +606,10 @@ impl Shared {
         let timeout_ms = self.timeout.as_millis();
         let response = request
             .send()
+            .await
             .map_err(|e| crate::http::transport_error(&e, &self.origin, timeout_ms))?;
         let status = response.status();
-        let bytes = crate::http::read_body_blocking(response, &self.origin, timeout_ms)?;
+        let bytes = crate::http::read_body(response, &self.origin, timeout_ms).await?;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(Some(answer));
@@ -611,6 +644,23 @@ impl Shared {
 
     fn error(&self, kind: CallErrorKind, message: String) -> CallError {
         CallError::new(kind, self.origin.as_str(), message)
+    }
+
+    /// Runs `call` on the adapter's runtime from a plain thread (the start, the renewal
+    /// thread, the drop) and waits for its answer.
+    fn wait_for<T, F>(self: &Arc<Self>, call: impl FnOnce(Arc<Self>) -> F) -> Result<T, CallError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, CallError>> + Send + 'static,
+    {
+        // The client bounds each request by the timeout; a login is at most two.
+        let limit = self.timeout * 2;
+        crate::blocking::run_on(&self.runtime, limit, call(self.clone())).unwrap_or_else(|| {
+            Err(self.error(
+                CallErrorKind::Timeout,
+                format!("no answer within {} ms", limit.as_millis()),
+            ))
+        })
     }
 }
 
