@@ -8,6 +8,10 @@
 //! submitting at once when saturating (default 4). With group commit, throughput grows with
 //! the writes waiting on an fsync at once, hence with both.
 
+/// The allocator of the `eyeflow` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::Instant;
 
