@@ -102,7 +102,7 @@ impl Executions {
     /// Whether an event for `program` may be accepted: refused when the work ahead of it —
     /// the executions queued in the scheduler, each holding a slot for the average service
     /// time, and those waiting in its program's lane, each holding one of the program's
-    /// slots for that program's average — would make it wait half its `max_wait` or more
+    /// slots for that program's average — would make it wait a third of its `max_wait` or more
     /// (a margin for what is accepted meanwhile), or when the first of its program's
     /// waiting executions has already waited that long, and when its program alone holds
     /// three quarters of the backlog (a quarter stays for the others).
@@ -119,9 +119,9 @@ impl Executions {
             / 1000;
         let may_wait =
             u64::try_from(program.default_priority().max_wait.as_millis()).unwrap_or(u64::MAX);
-        if queued + waiting > 0 && predicted_ms.saturating_mul(2) >= may_wait {
+        if queued + waiting > 0 && predicted_ms.saturating_mul(3) >= may_wait {
             return Err(Overloaded(format!(
-                "{} executions wait for a slot ({waiting} of them this program's), about {predicted_ms} ms: half or more of this program's max_wait of {may_wait} ms",
+                "{} executions wait for a slot ({waiting} of them this program's), about {predicted_ms} ms: a third or more of this program's max_wait of {may_wait} ms",
                 queued + waiting
             )));
         }
