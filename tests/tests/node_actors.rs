@@ -263,3 +263,71 @@ fn an_actor_crashing_past_its_restart_intensity_stops_the_node_and_a_restart_res
     assert_eq!(view["outcome"]["value"], json!(6), "{view}");
     work.stop(node);
 }
+
+#[test]
+fn an_instruction_actor_crash_looping_restarts_its_program_and_spares_the_others() {
+    let work = Workdir::new("");
+    let (node, url) = work.start();
+    work.deploy(&url, PLAIN_RULE);
+    work.deploy(
+        &url,
+        &PLAIN_RULE
+            .replace("id: plain", "id: other")
+            .replace("source: plain", "source: other"),
+    );
+    let program = "node/registry/plain@1.0.0";
+    let instruction = "node/registry/plain@1.0.0/sum";
+    let streaming = std::sync::atomic::AtomicBool::new(true);
+    let accepted = std::thread::scope(|scope| {
+        // The other program's events flow all along.
+        let sender = scope.spawn(|| {
+            let mut accepted = Vec::new();
+            let mut n = 0u32;
+            while streaming.load(std::sync::atomic::Ordering::SeqCst) || n < 20 {
+                if let Some(id) = work.send(&url, "other", &format!("o-{n}"), &json!({"a": n})) {
+                    accepted.push((n, id));
+                }
+                n += 1;
+            }
+            accepted
+        });
+        // Three restarts of the instruction actor are within the program actor's budget
+        // (3 in 10 s); the fourth crash fails the program actor, which the registry
+        // restarts with new instruction actors.
+        for n in 1..=3 {
+            crash(&work, &url, instruction);
+            eventually(&format!("instruction restart {n}"), PATIENCE, || {
+                (restarts(&tree(&work, &url), instruction)? == n).then_some(())
+            });
+        }
+        crash(&work, &url, instruction);
+        eventually("the program actor restarted", PATIENCE, || {
+            let listed = tree(&work, &url);
+            (restarts(&listed, program)? == 1 && restarts(&listed, instruction)? == 0).then_some(())
+        });
+        streaming.store(false, std::sync::atomic::Ordering::SeqCst);
+        sender.join().expect("the sender")
+    });
+    for (n, id) in &accepted {
+        let view = eventually(&format!("execution {id} finished"), PATIENCE, || {
+            work.execution(&url, id)
+                .filter(|v| v["outcome"].is_object())
+        });
+        assert_eq!(view["outcome"]["value"], json!(n + 1), "{view}");
+    }
+    // The restarted program serves again.
+    let id = work
+        .send(&url, "plain", "after", &json!({"a": 41}))
+        .expect("accepted");
+    let view = eventually("the restarted program ran", PATIENCE, || {
+        work.execution(&url, &id)
+            .filter(|v| v["outcome"].is_object())
+    });
+    assert_eq!(view["outcome"]["value"], json!(42), "{view}");
+    assert_eq!(
+        restarts(&tree(&work, &url), "node/registry"),
+        Some(0),
+        "the registry itself was not restarted"
+    );
+    work.stop(node);
+}
