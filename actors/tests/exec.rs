@@ -2078,3 +2078,63 @@ fn a_resumed_parallel_wave_replays_what_ended_and_reissues_what_was_in_doubt() {
         "only the request in doubt goes out again"
     );
 }
+
+// ---------------------------------------------------------------- trigger schedules
+
+/// 2026-11-30T14:35:10.500Z.
+const NOW: u64 = 1_796_049_310_500;
+
+fn scheduled(triggers: &str) -> Program {
+    compile(&format!(
+        "id: sched\nversion: 1.0.0\ntriggers:\n{triggers}\ninstructions:\n  - {{id: done, op: RETURN, expression: \"1\"}}\n"
+    ))
+}
+
+#[test]
+fn timers_align_on_the_epoch_and_cron_takes_five_or_six_fields() {
+    let program = scheduled(
+        "  - {kind: timer, interval_ms: 1000}\n  - {kind: timer, interval_ms: 60000}\n  - {kind: cron, cron: \"* * * * *\"}\n  - {kind: cron, cron: \"0 15 2 * * *\"}\n  - {kind: cron, cron: \"*/15 * * * * *\"}\n  - {kind: manual}",
+    );
+    let next: Vec<Option<u64>> = program
+        .triggers()
+        .iter()
+        .map(|t| t.next_firing(NOW))
+        .collect();
+    assert_eq!(
+        next,
+        [
+            Some(1_796_049_311_000),
+            Some(1_796_049_360_000),
+            // Every minute at second 0 → 14:36:00.
+            Some(1_796_049_360_000),
+            // 6 fields, seconds first: 02:15:00 every day → tomorrow 02:15:00 UTC.
+            Some(1_796_091_300_000),
+            // Every 15 s → 14:35:15.
+            Some(1_796_049_315_000),
+            None,
+        ]
+    );
+    // A firing time itself is not the next one.
+    assert_eq!(
+        program.triggers()[0].next_firing(1_796_049_311_000),
+        Some(1_796_049_312_000)
+    );
+}
+
+#[test]
+fn a_bad_cron_expression_is_refused_when_the_program_is_prepared() {
+    let options = CompileOptions {
+        source_name: "sched.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let source = "id: sched\nversion: 1.0.0\ntriggers:\n  - {kind: cron, cron: \"* * * * *\"}\ninstructions:\n  - {id: done, op: RETURN, expression: \"1\"}\n";
+    let mut ir = eyeflow_compiler::compile(source, &options).expect("compiles");
+    // An IR from elsewhere (the node does not trust the compiler that made it).
+    ir.triggers[0].cron = "61 * * * *".into();
+    let err = Program::prepare(Arc::new(ir)).unwrap_err().to_string();
+    assert!(
+        err.contains("trigger 0, field `cron`") && err.contains("61 * * * *"),
+        "{err}"
+    );
+}

@@ -736,14 +736,6 @@ impl Node {
             program: ir.program_id.clone(),
             reason: e.to_string(),
         })?;
-        for trigger in program.triggers() {
-            if trigger.kind == TriggerKind::Cron {
-                crate::sources::parse_cron(&trigger.cron).map_err(|e| Error::Refused {
-                    program: ir.program_id.clone(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
         let info = ProgramInfo {
             id: ir.program_id.clone(),
             version: version.to_string(),

@@ -88,11 +88,36 @@ pub struct Trigger {
     pub interval_ms: u64,
     /// CRON expression (empty otherwise).
     pub cron: String,
+    /// The CRON expression, parsed at prepare.
+    schedule: Option<croner::Cron>,
     filter: Option<Expr>,
     key: Option<Expr>,
 }
 
 impl Trigger {
+    /// The next firing strictly after `after_ms` (Unix ms, UTC) of a TIMER (multiples of
+    /// its interval, aligned on the epoch, so that a restart computes the same instants) or
+    /// CRON trigger; `None` for other kinds, or for a time past what the calendar holds.
+    pub fn next_firing(&self, after_ms: u64) -> Option<u64> {
+        match self.kind {
+            TriggerKind::Timer if self.interval_ms > 0 => {
+                Some((after_ms / self.interval_ms + 1).saturating_mul(self.interval_ms))
+            }
+            TriggerKind::Cron => {
+                let after = i64::try_from(after_ms)
+                    .ok()
+                    .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)?;
+                let next = self
+                    .schedule
+                    .as_ref()?
+                    .find_next_occurrence(&after, false)
+                    .ok()?;
+                u64::try_from(next.timestamp_millis()).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// Whether `event` (the payload) passes the trigger's filter (true without a filter).
     pub fn accepts(&self, event: &Value) -> Result<bool, EvalError> {
         match &self.filter {
@@ -330,11 +355,25 @@ impl Program {
                     message,
                 })
             };
+            let kind = TriggerKind::try_from(t.kind).unwrap_or(TriggerKind::Unspecified);
+            let schedule = (kind == TriggerKind::Cron)
+                .then(|| {
+                    croner::Cron::new(&t.cron)
+                        .with_seconds_optional()
+                        .parse()
+                        .map_err(|e| Error::Trigger {
+                            index: n,
+                            field: "cron".to_owned(),
+                            message: format!("cron expression `{}` is invalid: {e}", t.cron),
+                        })
+                })
+                .transpose()?;
             triggers.push(Trigger {
-                kind: TriggerKind::try_from(t.kind).unwrap_or(TriggerKind::Unspecified),
+                kind,
                 source: t.source.clone(),
                 interval_ms: t.interval_ms,
                 cron: t.cron.clone(),
+                schedule,
                 filter: compile("filter", &t.filter)?,
                 key: compile("key_expr", &t.key_expr)?,
             });

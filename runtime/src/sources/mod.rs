@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use crate::node::Node;
 
 pub use plugins::PluginSources;
-pub use timers::{Timers, next_firing, parse_cron};
+pub use timers::Timers;
 
 /// The background thread of a source: `run` loops until the flag it is given turns true.
 struct Background {
