@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use crate::{Error, Result};
 
@@ -80,11 +81,15 @@ impl TokenKey {
             reason: format!("no randomness for a token: {e}"),
         })?;
         let body = format!("{PREFIX}.{}.{}", role.name(), hex::encode(nonce));
-        let mac = hex::encode(self.mac(body.as_bytes()));
+        let mac = self.mac(body.as_bytes()).ok_or_else(|| Error::Node {
+            reason: "the token key was refused by HMAC".to_owned(),
+        })?;
+        let mac = hex::encode(mac);
         Ok(format!("{body}.{mac}"))
     }
 
-    /// The role of a valid token; `None` for anything else.
+    /// The role of a valid token; `None` for anything else. The MAC is compared in constant
+    /// time.
     pub fn check(&self, token: &str) -> Option<Role> {
         let (body, mac) = token.rsplit_once('.')?;
         let mut parts = body.split('.');
@@ -94,30 +99,21 @@ impl TokenKey {
             return None;
         }
         let given = hex::decode(mac).ok()?;
-        let expected = self.mac(body.as_bytes());
-        let same = given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        same.then(|| Role::parse(role)).flatten()
+        self.hmac(body.as_bytes())?.verify_slice(&given).ok()?;
+        Role::parse(role)
+    }
+
+    /// HMAC-SHA256 of `message` under the key, to finalize or verify (`None` only if the
+    /// key were refused, which HMAC never does).
+    fn hmac(&self, message: &[u8]) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).ok()?;
+        mac.update(message);
+        Some(mac)
     }
 
     /// HMAC-SHA256 (RFC 2104) of `message` under the key.
-    fn mac(&self, message: &[u8]) -> [u8; 32] {
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&self.0);
-        let pad = |byte: u8| block.map(|b| b ^ byte);
-        let inner = Sha256::new()
-            .chain_update(pad(0x36))
-            .chain_update(message)
-            .finalize();
-        Sha256::new()
-            .chain_update(pad(0x5c))
-            .chain_update(inner)
-            .finalize()
-            .into()
+    fn mac(&self, message: &[u8]) -> Option<[u8; 32]> {
+        Some(self.hmac(message)?.finalize().into_bytes().into())
     }
 }
 
@@ -163,7 +159,7 @@ mod tests {
         // Python's hmac module: key = 32 × 0x0b, message "Hi There".
         let key = TokenKey([0x0b; 32]);
         assert_eq!(
-            hex::encode(key.mac(b"Hi There")),
+            hex::encode(key.mac(b"Hi There").unwrap()),
             "198a607eb44bfbc69903a0f1cf2bbdc5ba0aa3f3d9ae3c1c7a3b1696a0b68cf7"
         );
     }
