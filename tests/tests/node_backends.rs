@@ -258,12 +258,22 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         "plant-a/boiler-2/pressure",
         &json!({"id": "m-2", "value": 8.5}),
     );
+    // A sentinel behind them on the watched topic: once it ran, the broker delivered
+    // everything published before it there.
+    publish(
+        &client,
+        "plant-a/boiler-2/pressure",
+        &json!({"id": "m-5", "value": 9.0}),
+    );
     assert_eq!(
         returned(&finished(&node, "m-2@pressure-watch"))["value"],
         8.5
     );
+    assert_eq!(
+        returned(&finished(&node, "m-5@pressure-watch"))["value"],
+        9.0
+    );
     node.wait_idle();
-    std::thread::sleep(Duration::from_millis(300));
     let journal = node.journal();
     assert!(
         journal
@@ -281,8 +291,8 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
     );
     let executions = journal.counts().expect("counts").executions;
     assert_eq!(
-        executions, 2,
-        "m-1 (repeated until subscribed) and m-2 (sent twice) ran once each"
+        executions, 3,
+        "m-1 (repeated until subscribed), m-2 (sent twice) and the sentinel ran once each"
     );
     source.stop();
     node.shutdown().expect("shutdown");

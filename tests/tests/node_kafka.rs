@@ -152,8 +152,19 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Give a redelivered tail the time to arrive, then drain.
-    std::thread::sleep(Duration::from_millis(500));
+    // A sentinel behind whatever the topic still holds for this consumer: the topic again,
+    // then one new event (`ev-EVENTS`), on its one partition. Once the sentinel has run,
+    // everything before it has been read: every redelivery was refused or it would show.
+    tansu.produce("plant-a.alarms", EVENTS + 1);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let now = counts(&url, &admin);
+        if now["finished"].as_u64() == Some(EVENTS + 1) && now["pending"].as_u64() == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sentinel did not run: {now}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pid = node.0.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
@@ -166,11 +177,12 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
     let journal = FjallJournal::open(store, Durability::Buffered).expect("journal");
     let counts = journal.counts().expect("counts");
     assert_eq!(
-        counts.executions, EVENTS,
-        "one execution per event, none twice: {counts:?}"
+        counts.executions,
+        EVENTS + 1,
+        "one execution per event (the sentinel included), none twice: {counts:?}"
     );
-    assert_eq!(counts.finished, EVENTS, "{counts:?}");
-    for n in 0..EVENTS {
+    assert_eq!(counts.finished, EVENTS + 1, "{counts:?}");
+    for n in 0..=EVENTS {
         let id = format!("ev-{n}@alarm-count");
         let execution = journal
             .execution_of_event(&id)
