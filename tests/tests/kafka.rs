@@ -16,6 +16,7 @@ use eyeflow_runtime::backends::kafka::{
     KafkaConfig, KafkaSource,
 };
 use eyeflow_runtime::store::{Durability, EmbeddedStore, Space, Write};
+use eyeflow_tests::eventually;
 use eyeflow_tests::servers::tansu::Tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -98,14 +99,11 @@ fn append_entries(audit: &FjallAudit, range: std::ops::Range<u64>) -> Result<()>
 
 /// Polls `condition` until it holds, or fails naming `what`.
 fn wait_until(what: &str, mut condition: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < PATIENCE {
-        if condition()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("{what}: not within {PATIENCE:?}")
+    eventually(what, PATIENCE, || match condition() {
+        Ok(true) => Some(Ok(())),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
+    })
 }
 
 fn header(message: &OwnedMessage, name: &str) -> Option<String> {

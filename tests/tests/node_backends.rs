@@ -2,7 +2,7 @@
 //! outage, MQTT topics with wildcards as an event source, timers, and a start refused when
 //! a configured backend is unreachable.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use eyeflow_actors::ports::ExecutionOutcome;
@@ -13,6 +13,7 @@ use eyeflow_runtime::node::{Node, NodeConfig};
 use eyeflow_runtime::sources::Timers;
 use eyeflow_runtime::sources::mqtt::MqttSource;
 use eyeflow_runtime::store::Durability;
+use eyeflow_tests::eventually;
 use eyeflow_tests::servers::free_port;
 use eyeflow_tests::servers::mosquitto::Mosquitto;
 use eyeflow_tests::servers::redis::RedisServer;
@@ -46,20 +47,20 @@ fn deploy(node: &Node, rule: &str) {
 
 /// Waits until the execution that `event_id` started has finished; its outcome.
 fn finished(node: &Node, event_id: &str) -> ExecutionOutcome {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(execution) = node
-            .journal()
-            .execution_of_event(event_id)
-            .expect("journal")
-            && let Some((_, _, Some(outcome))) =
-                node.journal().execution(&execution).expect("journal")
-        {
-            return outcome;
-        }
-        assert!(Instant::now() < deadline, "{event_id} did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        &format!("{event_id} finished"),
+        Duration::from_secs(20),
+        || {
+            let execution = node
+                .journal()
+                .execution_of_event(event_id)
+                .expect("journal")?;
+            node.journal()
+                .execution(&execution)
+                .expect("journal")
+                .and_then(|(_, _, outcome)| outcome)
+        },
+    )
 }
 
 fn returned(outcome: &ExecutionOutcome) -> &Value {
@@ -133,19 +134,14 @@ fn redis_outage_fails_into_fallbacks_and_the_node_recovers() {
     );
 
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
     let mut n = 100;
-    loop {
+    eventually("the node memory recovered", Duration::from_secs(15), || {
+        n += 1;
         let id = format!("back-{n}");
         node.submit("cache-user", &id, "test", json!({"n": n}))
             .expect("accepted");
-        if returned(&finished(&node, &id))["recall"] == n {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the node memory never recovered");
-        n += 1;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (returned(&finished(&node, &id))["recall"] == n).then_some(())
+    });
     assert_eq!(node.backend_health(), vec![("redis", true)]);
     node.shutdown().expect("shutdown");
 }
@@ -210,11 +206,9 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         },
     );
     node.add_backend(source.health());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.backend_health() != vec![("mqtt", true)] {
-        assert!(Instant::now() < deadline, "the MQTT source never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the MQTT source connected", Duration::from_secs(10), || {
+        (node.backend_health() == vec![("mqtt", true)]).then_some(())
+    });
     let mut options = rumqttc::MqttOptions::new("publisher", "127.0.0.1", mosquitto.port());
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut connection) = rumqttc::Client::new(options, 64);
@@ -223,17 +217,20 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
     // The subscription is made shortly after the deploy: retry the first message until it
     // lands (same id, so it runs once).
     let first = json!({"id": "m-1", "value": 9.1});
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node
-        .journal()
-        .execution_of_event("m-1@pressure-watch")
-        .expect("journal")
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "no MQTT event reached the node");
-        publish(&client, "plant-a/boiler-1/pressure", &first);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        "an MQTT event reached the node",
+        Duration::from_secs(10),
+        || {
+            let landed = node
+                .journal()
+                .execution_of_event("m-1@pressure-watch")
+                .expect("journal");
+            if landed.is_none() {
+                publish(&client, "plant-a/boiler-1/pressure", &first);
+            }
+            landed
+        },
+    );
     assert_eq!(
         returned(&finished(&node, "m-1@pressure-watch"))["value"],
         9.1
@@ -317,11 +314,9 @@ instructions:
 "#,
     );
     let timers = Timers::start(node.clone());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.journal().counts().expect("counts").finished < 5 {
-        assert!(Instant::now() < deadline, "the timer did not fire 5 times");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the timer fired 5 times", Duration::from_secs(10), || {
+        (node.journal().counts().expect("counts").finished >= 5).then_some(())
+    });
     timers.stop();
     node.wait_idle();
     let counts = node.journal().counts().expect("counts");
@@ -357,11 +352,9 @@ instructions:
         .expect("install sensor-sim");
     deploy(&node, rule);
     let sources = eyeflow_runtime::sources::PluginSources::start(node.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.journal().counts().expect("counts").finished < 150 {
-        assert!(Instant::now() < deadline, "the source was not polled twice");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the source polled twice", Duration::from_secs(20), || {
+        (node.journal().counts().expect("counts").finished >= 150).then_some(())
+    });
     sources.stop();
     node.wait_idle();
     let before = node.journal().counts().expect("counts");
@@ -380,11 +373,14 @@ instructions:
     // After a restart, polling resumes from the kept cursor.
     let node = start(config(dir.path()));
     let sources = eyeflow_runtime::sources::PluginSources::start(node.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.journal().counts().expect("counts").executions < before.executions + 100 {
-        assert!(Instant::now() < deadline, "no new events after the restart");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        "new events after the restart",
+        Duration::from_secs(20),
+        || {
+            (node.journal().counts().expect("counts").executions >= before.executions + 100)
+                .then_some(())
+        },
+    );
     sources.stop();
     node.wait_idle();
     let counts = node.journal().counts().expect("counts");

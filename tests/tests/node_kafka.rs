@@ -4,11 +4,12 @@
 
 use std::path::Path;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use eyeflow_runtime::journal::FjallJournal;
 use eyeflow_runtime::store::{Durability, EmbeddedStore};
+use eyeflow_tests::eventually;
 use eyeflow_tests::node::binary;
 use eyeflow_tests::servers::tansu::Tansu;
 use serde_json::Value;
@@ -104,23 +105,18 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
     tansu.produce("plant-a.alarms", EVENTS);
 
     // Kill it once some, not all, events ran.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let finished = counts(&url, &admin)["finished"].as_u64().unwrap_or(0);
-        if finished >= EVENTS / 4 {
-            assert!(
-                finished < EVENTS,
-                "the node finished before it could be killed"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress: {}",
-            counts(&url, &admin)
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let finished = eventually(
+        "a quarter of the events finished",
+        Duration::from_secs(120),
+        || {
+            let finished = counts(&url, &admin)["finished"].as_u64().unwrap_or(0);
+            (finished >= EVENTS / 4).then_some(finished)
+        },
+    );
+    assert!(
+        finished < EVENTS,
+        "the node finished before it could be killed"
+    );
     node.0.kill().expect("kill -9");
     node.0.wait().expect("reaped");
 
@@ -140,31 +136,24 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
 
     let (node, url) = start(work);
     let mut node = Reaped(node);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let now = counts(&url, &admin);
-        if now["finished"].as_u64() == Some(EVENTS) && now["pending"].as_u64() == Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events missing after the restart: {now}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        "every event finished after the restart",
+        Duration::from_secs(180),
+        || {
+            let now = counts(&url, &admin);
+            (now["finished"].as_u64() == Some(EVENTS) && now["pending"].as_u64() == Some(0))
+                .then_some(())
+        },
+    );
     // A sentinel behind whatever the topic still holds for this consumer: the topic again,
     // then one new event (`ev-EVENTS`), on its one partition. Once the sentinel has run,
     // everything before it has been read: every redelivery was refused or it would show.
     tansu.produce("plant-a.alarms", EVENTS + 1);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    eventually("the sentinel ran", Duration::from_secs(180), || {
         let now = counts(&url, &admin);
-        if now["finished"].as_u64() == Some(EVENTS + 1) && now["pending"].as_u64() == Some(0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the sentinel did not run: {now}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (now["finished"].as_u64() == Some(EVENTS + 1) && now["pending"].as_u64() == Some(0))
+            .then_some(())
+    });
     let pid = node.0.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])

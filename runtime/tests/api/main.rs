@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -814,19 +814,12 @@ fn sigterm_drains_and_loses_nothing() {
     assert!(status.success(), "SIGTERM exit: {status:?}");
     // Every accepted event is journaled: finished, or pending and finished at the next start.
     let node = Daemon::start(&setup, &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let summary = node.journal_summary();
-        if summary["finished"] == accepted && summary["pending"] == 0 {
-            assert_eq!(summary["executions"], accepted, "{summary}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all executions finished: {summary}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let summary =
+        eyeflow_tests::eventually("every execution finished", Duration::from_secs(60), || {
+            let summary = node.journal_summary();
+            (summary["finished"] == accepted && summary["pending"] == 0).then_some(summary)
+        });
+    assert_eq!(summary["executions"], accepted, "{summary}");
     let (_, verified) = node.get("/api/audit/verify", Some(&node.viewer));
     assert_eq!(verified["ok"], true, "{verified}");
     assert_eq!(verified["signatures_checked"], true, "{verified}");
@@ -895,11 +888,9 @@ fn the_data_dir_is_private_to_the_node_user() {
         );
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.journal_summary()["finished"] != 20 {
-        assert!(Instant::now() < deadline, "{}", node.journal_summary());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eyeflow_tests::eventually("20 executions finished", Duration::from_secs(60), || {
+        (node.journal_summary()["finished"] == 20).then_some(())
+    });
     assert!(node.sigterm().success());
     let mut stack = vec![data];
     let (mut dirs, mut files) = (0, 0);

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use ed25519_dalek::SigningKey;
@@ -379,18 +379,14 @@ impl Daemon {
         token: Option<&str>,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.get(path, token);
-            if status == StatusCode::OK && done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} never reached the state: {body}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eyeflow_tests::eventually(
+            &format!("{path} reached the state"),
+            Duration::from_secs(30),
+            || {
+                let (status, body) = self.get(path, token);
+                (status == StatusCode::OK && done(&body)).then_some(body)
+            },
+        )
     }
 
     /// Journal counts from `GET /api/executions`.

@@ -78,9 +78,9 @@ fn upgrade_under_load_drops_nothing_and_switches_at_install() {
         })
         .collect();
     // Let the load run, then upgrade and revoke the old version mid-stream.
-    while calls.load(Ordering::Relaxed) < 200 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eyeflow_tests::eventually("200 calls under load", Duration::from_secs(60), || {
+        (calls.load(Ordering::Relaxed) >= 200).then_some(())
+    });
     node.host
         .install(&signed("fixture-echo-v2", &node.key))
         .expect("install v2");
@@ -89,9 +89,11 @@ fn upgrade_under_load_drops_nothing_and_switches_at_install() {
         .revoke("fixture-echo", &Version::new(1, 0, 0))
         .expect("revoke v1");
     let before = calls.load(Ordering::Relaxed);
-    while calls.load(Ordering::Relaxed) < before + 200 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eyeflow_tests::eventually(
+        "200 more calls after the upgrade",
+        Duration::from_secs(60),
+        || (calls.load(Ordering::Relaxed) >= before + 200).then_some(()),
+    );
     stop.store(true, Ordering::SeqCst);
     let mut total = 0;
     for worker in workers {
