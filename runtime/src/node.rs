@@ -322,7 +322,11 @@ impl Node {
         let store = EmbeddedStore::open(&config.data_dir)?;
         let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
         let secrets: Arc<dyn SecretSource> = match &config.vault {
-            Some(vault) => Arc::new(crate::backends::vault::VaultSecrets::connect(vault)?),
+            Some(vault) => {
+                let vault = Arc::new(crate::backends::vault::VaultSecrets::connect(vault)?);
+                backends.push(vault.clone());
+                vault
+            }
             None => Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?),
         };
         let node_memory: Arc<dyn eyeflow_actors::ports::NodeMemory> = match &config.redis {

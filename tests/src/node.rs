@@ -131,7 +131,12 @@ impl Workdir {
     /// Starts `eyeflow node` here (with the `node.toml` here); returns it and its API URL.
     /// It is killed when this directory goes, if a test ends without stopping it.
     pub fn start(&self) -> (Child, String) {
-        let (child, url) = start(&binary(), self.path(), "warn");
+        self.start_with_env(&[])
+    }
+
+    /// [`Workdir::start`] with more variables in the node's environment (a Vault token).
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> (Child, String) {
+        let (child, url) = start_with_env(&binary(), self.path(), "warn", env);
         self.started
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -253,10 +258,21 @@ impl Workdir {
 /// directory it names) with `EYEFLOW_LOG` at `log`; returns the child and its API URL. The
 /// rest of its standard output is drained on a thread.
 pub fn start(binary: &Path, dir: &Path, log: &str) -> (Child, String) {
+    start_with_env(binary, dir, log, &[])
+}
+
+/// [`start`] with more variables in the node's environment.
+pub fn start_with_env(
+    binary: &Path,
+    dir: &Path,
+    log: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(binary)
         .args(["node", "--config", "node.toml"])
         .current_dir(dir)
         .env("EYEFLOW_LOG", log)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("eyeflow node starts");

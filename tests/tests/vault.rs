@@ -1,6 +1,6 @@
 //! The Vault/OpenBao secrets backend against a real `bao server -dev`: token and AppRole
 //! auth, denied paths, missing secrets, the value cache, token renewal and re-login, and
-//! refused starts.
+//! refused starts; a real node reports Vault's readiness in `/readyz`.
 
 use std::time::{Duration, Instant};
 
@@ -238,4 +238,35 @@ fn start_fails_naming_vault_on_a_bad_token_or_a_dead_port() {
         .expect_err("nobody listens")
         .to_string();
     assert!(err.starts_with("vault: ") && err.contains(&dead), "{err}");
+}
+
+#[test]
+fn a_node_reports_vault_in_its_readiness() {
+    let mut bao = server_with_secret();
+    let work = eyeflow_tests::node::Workdir::new(&format!(
+        "[vault]\naddress = \"{}\"\nmount = \"secret\"\nprefix = \"eyeflow/\"\ncache_ttl_ms = 0\ntimeout_ms = 1000\n\n[vault.auth]\nmethod = \"token\"\ntoken_secret_env = \"{TOKEN_VAR}\"\n",
+        bao.addr()
+    ));
+    let (node, url) = work.start_with_env(&[(TOKEN_VAR, bao.root_token())]);
+    let client = reqwest::blocking::Client::new();
+    let ready = |client: &reqwest::blocking::Client| {
+        let response = client.get(format!("{url}/readyz")).send().expect("answer");
+        let status = response.status().as_u16();
+        (status, response.text().unwrap_or_default())
+    };
+    let (status, body) = ready(&client);
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["backends"]["vault"], true, "{body}");
+    // Vault goes away: the node says it is not ready, naming it.
+    bao.stop();
+    eventually(
+        "the node reports Vault down",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = ready(&client);
+            (status == 503 && body.contains("vault")).then_some(())
+        },
+    );
+    work.stop(node);
 }

@@ -328,6 +328,20 @@ impl SecretSource for VaultSecrets {
     }
 }
 
+impl crate::node::Backend for VaultSecrets {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    /// Whether `sys/health` answers 200 (initialized, unsealed; a standby counts) within the
+    /// timeout.
+    fn healthy(&self) -> bool {
+        self.shared
+            .wait_for(|shared| async move { shared.health().await })
+            .is_ok()
+    }
+}
+
 impl Drop for VaultSecrets {
     fn drop(&mut self) {
         if let Some(Renewal { stop, thread }) = self.renewal.take() {
@@ -644,6 +658,36 @@ impl Shared {
 
     fn error(&self, kind: CallErrorKind, message: String) -> CallError {
         CallError::new(kind, self.origin.as_str(), message)
+    }
+
+    /// `GET /v1/sys/health?standbyok=true`: an error unless the server answers 200.
+    async fn health(&self) -> Result<(), CallError> {
+        let mut url = self.address.clone();
+        url.path_segments_mut()
+            .map_err(|()| {
+                self.error(
+                    CallErrorKind::InvalidInput,
+                    "the address cannot take a path".to_owned(),
+                )
+            })?
+            .pop_if_empty()
+            .extend(["v1", "sys", "health"]);
+        url.set_query(Some("standbyok=true"));
+        let timeout_ms = self.timeout.as_millis();
+        let status = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| crate::http::transport_error(&e, &self.origin, timeout_ms))?
+            .status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(self.error(
+            CallErrorKind::Unavailable,
+            format!("health: HTTP status {}", status.as_u16()),
+        ))
     }
 
     /// Runs `call` on the adapter's runtime from a plain thread (the start, the renewal
