@@ -606,21 +606,46 @@ fn plugin_transfer_moves_an_id_to_another_publisher_and_clears_its_grant() {
 
 #[test]
 fn plugin_new_and_build_from_any_directory() {
+    // An installed binary: a copy outside the checkout, with a home of its own and no way
+    // back to the sources it was built from.
+    let home = tempfile::tempdir().expect("temp dir");
+    let installed = home.path().join("bin/eyeflow");
+    std::fs::create_dir_all(installed.parent().expect("bin")).expect("bin dir");
+    std::fs::copy(env!("CARGO_BIN_EXE_eyeflow"), &installed).expect("install the binary");
+    let eyeflow_home = home.path().join("eyeflow-home");
+    let run = |args: &[&str], cwd: &Path| {
+        Command::new(&installed)
+            .args(args)
+            .current_dir(cwd)
+            .env("EYEFLOW_HOME", &eyeflow_home)
+            .env_remove("EYEFLOW_SDK_PATH")
+            .output()
+            .expect("the installed binary runs")
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let cwd = dir.path();
-    let out = eyeflow(&["plugin", "new", "door-lock", "--kind", "capability"], cwd);
+    let out = run(&["plugin", "new", "door-lock", "--kind", "capability"], cwd);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(cwd.join("door-lock/Cargo.toml").exists());
     assert!(cwd.join("door-lock/eyeflow-plugin.json").exists());
-    let out = eyeflow(&["plugin", "new", "door-lock", "--kind", "capability"], cwd);
+    let cargo_toml = std::fs::read_to_string(cwd.join("door-lock/Cargo.toml")).expect("Cargo.toml");
+    let sdk = eyeflow_home
+        .join("plugin-sdk")
+        .join(env!("CARGO_PKG_VERSION"));
+    assert!(
+        cargo_toml.contains(
+            &sdk.canonicalize()
+                .expect("the SDK was written")
+                .display()
+                .to_string()
+        ),
+        "the SDK comes from the binary, not the checkout: {cargo_toml}"
+    );
+    assert!(sdk.join("src/lib.rs").exists() && sdk.join("wit/plugin.wit").exists());
+    let out = run(&["plugin", "new", "door-lock", "--kind", "capability"], cwd);
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
 
-    assert!(
-        eyeflow(&["keys", "gen", "--out", "me"], cwd)
-            .status
-            .success()
-    );
-    let out = eyeflow(&["plugin", "build", "door-lock", "--key", "me.key"], cwd);
+    assert!(run(&["keys", "gen", "--out", "me"], cwd).status.success());
+    let out = run(&["plugin", "build", "door-lock", "--key", "me.key"], cwd);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = PathBuf::from(stdout(&out).trim().lines().last().expect("path").to_owned());
     let path = if path.is_absolute() {
