@@ -590,17 +590,7 @@ impl Shared {
         path: &[&str],
         body: Option<&Value>,
     ) -> Result<Option<Value>, CallError> {
-        let mut url = self.address.clone();
-        url.path_segments_mut()
-            .map_err(|()| {
-                self.error(
-                    CallErrorKind::InvalidInput,
-                    "the address cannot take a path".to_owned(),
-                )
-            })?
-            .pop_if_empty()
-            .push("v1")
-            .extend(path);
+        let url = self.url(path)?;
         let mut request = self.client.request(method, url);
         if !token.expose().is_empty() {
             let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
@@ -660,8 +650,8 @@ impl Shared {
         CallError::new(kind, self.origin.as_str(), message)
     }
 
-    /// `GET /v1/sys/health?standbyok=true`: an error unless the server answers 200.
-    async fn health(&self) -> Result<(), CallError> {
+    /// `{address}/v1/{path}`.
+    fn url(&self, path: &[&str]) -> Result<Url, CallError> {
         let mut url = self.address.clone();
         url.path_segments_mut()
             .map_err(|()| {
@@ -671,7 +661,14 @@ impl Shared {
                 )
             })?
             .pop_if_empty()
-            .extend(["v1", "sys", "health"]);
+            .push("v1")
+            .extend(path);
+        Ok(url)
+    }
+
+    /// `GET /v1/sys/health?standbyok=true`: an error unless the server answers 200.
+    async fn health(&self) -> Result<(), CallError> {
+        let mut url = self.url(&["sys", "health"])?;
         url.set_query(Some("standbyok=true"));
         let timeout_ms = self.timeout.as_millis();
         let status = self
