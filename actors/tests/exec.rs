@@ -1268,11 +1268,17 @@ fn fallback_model_switches_models() {
         json!("minor")
     );
     let steps = w.steps();
-    assert_eq!(steps[0].fallback.as_deref(), Some("fallback_model"));
+    assert_eq!(
+        steps[0].fallback.map(Fallback::as_str),
+        Some("fallback_model")
+    );
     assert!(
         matches!(&steps[0].outcome, StepOutcome::Failed { class, .. } if class == "invalid_output")
     );
-    assert_eq!(steps[1].fallback.as_deref(), Some("fallback_model"));
+    assert_eq!(
+        steps[1].fallback.map(Fallback::as_str),
+        Some("fallback_model")
+    );
     let models: Vec<String> = w
         .llm
         .requests
@@ -1325,10 +1331,10 @@ fn fallback_value_and_skip() {
         completed(w.run(&program, json!({}))),
         json!({"read": {"v": 0}})
     );
-    let fallbacks: Vec<Option<String>> = w.steps().into_iter().map(|s| s.fallback).collect();
+    let fallbacks: Vec<Option<Fallback>> = w.steps().into_iter().map(|s| s.fallback).collect();
     assert_eq!(
         fallbacks[..2],
-        [Some("fallback_value".into()), Some("fallback_value".into())]
+        [Some(Fallback::FallbackValue), Some(Fallback::FallbackValue)]
     );
 
     let w = World::new();
@@ -1513,7 +1519,7 @@ fn abort_runs_compensation_in_reverse_order() {
         .into_iter()
         .find(|s| s.instruction_id == "throttle" && matches!(s.outcome, StepOutcome::Failed { .. }))
         .unwrap();
-    assert_eq!(throttle.fallback.as_deref(), Some("abort"));
+    assert_eq!(throttle.fallback.map(Fallback::as_str), Some("abort"));
 }
 
 #[test]
@@ -1758,7 +1764,7 @@ fn an_effect_in_doubt_is_reissued_under_its_key_when_the_capability_declares_it(
     let steps = w.steps();
     assert_eq!(statuses(&steps)[0], "act:done", "no second intent");
     assert_eq!(
-        (steps[0].attempt, steps[0].fallback.as_deref()),
+        (steps[0].attempt, steps[0].fallback.map(Fallback::as_str)),
         (1, Some("reissued"))
     );
 }
@@ -1769,7 +1775,10 @@ fn an_effect_in_doubt_is_read_back_when_the_capability_declares_a_read() {
     completed(w.resume(&program, json!({}), &history));
     let actions: Vec<String> = w.invokes().into_iter().map(|c| c.2).collect();
     assert_eq!(actions, ["read"], "read back, not driven again");
-    assert_eq!(w.steps()[0].fallback.as_deref(), Some("read_back"));
+    assert_eq!(
+        w.steps()[0].fallback.map(Fallback::as_str),
+        Some("read_back")
+    );
 }
 
 #[test]

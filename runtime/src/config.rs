@@ -13,12 +13,44 @@ use crate::node::{LlmEndpoint, NodeConfig};
 use crate::store::Durability;
 use crate::{Error, Result};
 
+/// Declares a registry of configuration sections: one line per entry, `name: Config =>
+/// build`, gives the `[name]` section of `node.toml` (parsed into `Config`, optional) and
+/// the function that builds the entry from it (`build(&Config, &mut Context)`), called in
+/// the order of the lines for every section present. The backends
+/// ([`crate::backends::Sections`]) and the event sources ([`crate::sources::Sections`]) are
+/// such registries.
+macro_rules! sections {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident for $cx:ty {
+            $( $(#[$fdoc:meta])* $field:ident: $ty:ty => $build:path, )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, serde::Deserialize)]
+        pub struct $name {
+            $( $(#[$fdoc])* pub $field: Option<$ty>, )*
+        }
+
+        impl $name {
+            /// The sections' names, as written in `node.toml`.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Builds the entry of every section present, in the registry's order.
+            pub fn build(&self, cx: &mut $cx) -> crate::Result<()> {
+                $( if let Some(section) = &self.$field { $build(section, cx)?; } )*
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use sections;
+
 /// The default HTTP listen address of `eyeflow node`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 
 /// A parsed `node.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// `[node]`: identity, storage, workers.
     #[serde(default)]
@@ -28,15 +60,16 @@ pub struct FileConfig {
     pub api: ApiSection,
     /// `[llm]`: an OpenAI-compatible endpoint for LLM_CALL.
     pub llm: Option<LlmSection>,
-    /// `[mqtt]`: an MQTT broker whose topics trigger programs.
-    pub mqtt: Option<MqttSection>,
-    /// `[redis]`: Redis for the node memory scope instead of the in-process cache.
-    pub redis: Option<crate::backends::redis::RedisConfig>,
-    /// `[vault]`: Vault / OpenBao KV v2 for secrets instead of the local secrets file.
-    pub vault: Option<crate::backends::vault::VaultConfig>,
-    /// `[kafka]`: Kafka for EMIT_EVENT, cluster memory, the audit topic and source topics.
-    pub kafka: Option<crate::backends::kafka::KafkaConfig>,
+    /// The backends' sections (`[redis]`, `[vault]`, `[kafka]`, ...).
+    #[serde(flatten)]
+    pub backends: crate::backends::Sections,
+    /// The event sources' sections (`[mqtt]`, ...).
+    #[serde(flatten)]
+    pub sources: crate::sources::Sections,
 }
+
+/// The sections of `node.toml` besides the backends' and the sources'.
+const OWN_SECTIONS: &[&str] = &["node", "api", "llm"];
 
 /// `[node]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -187,30 +220,13 @@ pub struct LlmSection {
     pub api_key_secret: Option<String>,
 }
 
-/// `[mqtt]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSection {
-    /// Broker host.
-    pub host: String,
-    /// Broker port (default 1883).
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
-    /// Client id (default `eyeflow-<node id>`).
-    pub client_id: Option<String>,
-}
-
-fn default_mqtt_port() -> u16 {
-    1883
-}
-
 impl FileConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| Error::BadConfig {
+        let mut config = Self::parse(&text).map_err(|reason| Error::BadConfig {
             what: path.display().to_string(),
-            reason: e.to_string(),
+            reason,
         })?;
         if let Some(base) = path.parent() {
             for relative in [&mut config.node.data_dir, &mut config.node.audit_key]
@@ -222,6 +238,25 @@ impl FileConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Parses the text of a `node.toml`: an unknown section or field is refused, naming it.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let known = || {
+            OWN_SECTIONS
+                .iter()
+                .chain(crate::backends::Sections::NAMES)
+                .chain(crate::sources::Sections::NAMES)
+        };
+        if let Some(unknown) = table.keys().find(|k| !known().any(|n| n == k)) {
+            let names: Vec<&str> = known().copied().collect();
+            return Err(format!(
+                "unknown section `{unknown}`, expected one of: {}",
+                names.join(", ")
+            ));
+        }
+        table.try_into().map_err(|e: toml::de::Error| e.to_string())
     }
 
     /// The node assembly this file describes; `data_dir` (from the command line) wins over
@@ -248,9 +283,7 @@ impl FileConfig {
             within: std::time::Duration::from_millis(self.node.restart_window_ms),
         };
         config.http_allow = self.node.http_allow.clone();
-        config.redis = self.redis.clone();
-        config.vault = self.vault.clone();
-        config.kafka = self.kafka.clone();
+        config.backends = self.backends.clone();
         config.llm = self.llm.as_ref().map(|llm| LlmEndpoint {
             base_url: llm.base_url.clone(),
             api_key_secret: llm.api_key_secret.clone(),
@@ -274,7 +307,7 @@ mod tests {
 
     #[test]
     fn empty_file_is_embedded_defaults() {
-        let config: FileConfig = toml::from_str("").unwrap();
+        let config = FileConfig::parse("").unwrap();
         assert_eq!(config.listen().to_string(), DEFAULT_LISTEN);
         let node = config.node_config(Some("/tmp/x".into())).unwrap();
         assert_eq!(node.durability, Durability::GroupCommit);
@@ -283,22 +316,31 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = toml::from_str::<FileConfig>("[node]\nid = 'a'\nwrokers = 3\n").unwrap_err();
-        assert!(err.to_string().contains("wrokers"), "{err}");
+        let err = FileConfig::parse("[node]\nid = 'a'\nwrokers = 3\n").unwrap_err();
+        assert!(err.contains("wrokers"), "{err}");
+        let err = FileConfig::parse("[reddis]\nurl = 'redis://127.0.0.1/'\n").unwrap_err();
+        assert!(err.contains("unknown section `reddis`"), "{err}");
+        assert!(err.contains("redis") && err.contains("mqtt"), "{err}");
+        let err = FileConfig::parse("[redis]\nurl = 'redis://x/'\npasword = 'x'\n").unwrap_err();
+        assert!(err.contains("pasword"), "{err}");
     }
 
     #[test]
     fn the_example_configs_parse() {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
         let embedded = FileConfig::load(&examples.join("embedded.toml")).unwrap();
-        assert!(embedded.redis.is_none() && embedded.vault.is_none());
+        assert!(embedded.backends.redis.is_none() && embedded.backends.vault.is_none());
         assert!(embedded.node.data_dir.unwrap().ends_with("eyeflow-data"));
         let full = FileConfig::load(&examples.join("full.toml")).unwrap();
         assert_eq!(full.node.id, "plant-a-1");
-        assert_eq!(full.redis.as_ref().unwrap().prefix, "eyeflow:plant-a-1:");
-        assert!(full.vault.is_some() && full.mqtt.is_some() && full.llm.is_some());
         assert_eq!(
-            full.kafka.as_ref().unwrap().source_topics,
+            full.backends.redis.as_ref().unwrap().prefix,
+            "eyeflow:plant-a-1:"
+        );
+        assert!(full.backends.vault.is_some() && full.sources.mqtt.is_some());
+        assert!(full.llm.is_some());
+        assert_eq!(
+            full.backends.kafka.as_ref().unwrap().source_topics,
             ["plant-a.alarms"]
         );
         assert_eq!(full.listen().port(), 7070);
@@ -306,7 +348,7 @@ mod tests {
 
     #[test]
     fn data_dir_is_required_somewhere() {
-        let config: FileConfig = toml::from_str("").unwrap();
+        let config = FileConfig::parse("").unwrap();
         let err = config.node_config(None).unwrap_err();
         assert!(err.to_string().contains("data directory"), "{err}");
     }

@@ -35,10 +35,4 @@ pub mod sources;
 pub mod store;
 
 pub use error::{Error, Result};
-
-/// Wall-clock time, Unix milliseconds (0 before 1970, saturating far in the future).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use eyeflow_actors::exec::now_ms;

@@ -19,10 +19,10 @@ use eyeflow_actors::exec::{self, Effects, Program, Report};
 use eyeflow_actors::fallbacks::FallbackDesk;
 use eyeflow_actors::lifecycle::{Executions, Overloaded};
 use eyeflow_actors::ports::{
-    Accepted, CapabilityRef, ClusterMemory, EventRecord, ExecutionOutcome, Journal, NodeMemory,
-    PendingExecution,
+    Accepted, Backend, CapabilityRef, ClusterMemory, EventRecord, ExecutionOutcome, Journal,
+    NodeMemory, PendingExecution,
 };
-use eyeflow_actors::routing::{Verdict, route};
+use eyeflow_actors::routing::{self, Verdict, event_key, route};
 use eyeflow_actors::scheduler::{Scheduler, SchedulerConfig};
 use eyeflow_actors::supervision::{CALL_TIMEOUT_MS, NodeMsg, NodeSupervisor, RestartPolicy};
 use eyeflow_actors::tiers::Tier;
@@ -70,13 +70,10 @@ pub struct NodeConfig {
     pub host: HostConfig,
     /// Hosts (`host` or `host:port`) CALL_API / CALL_SERVICE may reach; `None` = any.
     pub http_allow: Option<Vec<String>>,
-    /// Redis for the node memory scope (L2); `None` = the in-process cache.
-    pub redis: Option<crate::backends::redis::RedisConfig>,
-    /// Vault / OpenBao KV v2 for secrets; `None` = the local secrets file.
-    pub vault: Option<crate::backends::vault::VaultConfig>,
-    /// Kafka for EMIT_EVENT, the cluster memory scope and the audit topic; `None` = the
-    /// local logs in the embedded store.
-    pub kafka: Option<crate::backends::kafka::KafkaConfig>,
+    /// The production backends replacing embedded defaults (Redis for the node memory
+    /// scope, Vault/OpenBao for secrets, Kafka for EMIT_EVENT, the cluster scope and the
+    /// audit topic); none = embedded defaults.
+    pub backends: crate::backends::Sections,
     /// Most executions queued or running at once: past it, new events are refused
     /// ([`Error::Overloaded`]; the API answers 503 with `Retry-After`) instead of being
     /// accepted to wait past their `max_wait`.
@@ -104,9 +101,7 @@ impl NodeConfig {
             llm: None,
             host: HostConfig::default(),
             http_allow: None,
-            redis: None,
-            vault: None,
-            kafka: None,
+            backends: crate::backends::Sections::default(),
             max_backlog: DEFAULT_MAX_BACKLOG,
             max_running_per_program: None,
             restart: RestartPolicy::default(),
@@ -258,29 +253,6 @@ struct Inner {
     backends: std::sync::RwLock<Vec<Arc<dyn Backend>>>,
 }
 
-/// An external backend the node depends on: its health feeds `/readyz` and `/metrics`, and
-/// shutdown flushes it.
-pub trait Backend: Send + Sync {
-    /// Short name (`redis`, `kafka`, `vault`, `mqtt`).
-    fn name(&self) -> &'static str;
-    /// Whether it answers now.
-    fn healthy(&self) -> bool;
-    /// Whether the node is not ready while this backend is down (false for backends that
-    /// buffer, like Kafka's outbox).
-    fn required(&self) -> bool {
-        true
-    }
-    /// Records waiting to be published, for backends with an outbox.
-    fn backlog(&self) -> Option<u64> {
-        None
-    }
-    /// Publishes what is waiting, until `deadline` at most (what is left stays for the next
-    /// start).
-    fn flush(&self, deadline: Duration) {
-        let _ = deadline;
-    }
-}
-
 /// A running node. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -320,34 +292,6 @@ impl Node {
         // Metrics recorded before the recorder exists would be lost.
         crate::metrics::handle();
         let store = EmbeddedStore::open(&config.data_dir)?;
-        let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
-        let secrets: Arc<dyn SecretSource> = match &config.vault {
-            Some(vault) => {
-                let vault = Arc::new(crate::backends::vault::VaultSecrets::connect(vault)?);
-                backends.push(vault.clone());
-                vault
-            }
-            None => Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?),
-        };
-        let node_memory: Arc<dyn eyeflow_actors::ports::NodeMemory> = match &config.redis {
-            Some(redis) => {
-                let redis = Arc::new(crate::backends::redis::RedisNodeMemory::connect(redis)?);
-                backends.push(redis.clone());
-                redis
-            }
-            None => Arc::new(InProcessNodeMemory::default()),
-        };
-        // One plugin's calls never take every worker: one is always left to the others.
-        let host_config = HostConfig {
-            kv_durability: config.durability,
-            max_calls_per_plugin: config
-                .host
-                .max_calls_per_plugin
-                .min(config.workers.saturating_sub(1))
-                .max(1),
-            ..config.host.clone()
-        };
-        let host = PluginHost::open(store.clone(), secrets.clone(), host_config)?;
         // Executions' audit entries travel in the journal's step writes (one atomic batch,
         // made durable by the journal): no fsync of their own.
         let audit = Arc::new(FjallAudit::open(
@@ -362,36 +306,42 @@ impl Node {
             FjallJournal::open(store.clone(), config.durability)?.with_audit(audit.clone()),
         );
         let events = Arc::new(FjallEventLog::new(store.clone(), config.durability));
-        let (sink, cluster_memory): (
-            Arc<dyn eyeflow_actors::ports::EventSink>,
-            Arc<dyn eyeflow_actors::ports::ClusterMemory>,
-        ) = match &config.kafka {
-            Some(kafka_config) => {
-                let kafka = Arc::new(crate::backends::kafka::Kafka::connect(
-                    kafka_config,
-                    store.clone(),
-                    config.durability,
-                    Some(audit.clone()),
-                    &config.node_id,
-                )?);
-                backends.push(kafka.clone());
-                let memory: Arc<dyn eyeflow_actors::ports::ClusterMemory> =
-                    if kafka_config.cluster_memory {
-                        Arc::new(crate::backends::kafka::KafkaClusterMemory::start(
-                            kafka.clone(),
-                            store.clone(),
-                            config.durability,
-                        )?)
-                    } else {
-                        Arc::new(FjallClusterMemory::new(store.clone(), config.durability))
-                    };
-                (kafka, memory)
-            }
-            None => (
-                events.clone(),
-                Arc::new(FjallClusterMemory::new(store.clone(), config.durability)),
-            ),
+        // The configured backends take over their ports; the rest keep embedded defaults.
+        let mut built = crate::backends::Context {
+            node_id: &config.node_id,
+            store: &store,
+            durability: config.durability,
+            audit: &audit,
+            secrets: None,
+            node_memory: None,
+            cluster_memory: None,
+            events: None,
+            backends: Vec::new(),
         };
+        config.backends.build(&mut built)?;
+        let secrets: Arc<dyn SecretSource> = match built.secrets {
+            Some(secrets) => secrets,
+            None => Arc::new(LocalSecrets::load(&config.data_dir.join("secrets.json"))?),
+        };
+        let node_memory = built
+            .node_memory
+            .unwrap_or_else(|| Arc::new(InProcessNodeMemory::default()));
+        let cluster_memory = built
+            .cluster_memory
+            .unwrap_or_else(|| Arc::new(FjallClusterMemory::new(store.clone(), config.durability)));
+        let sink = built.events.unwrap_or_else(|| events.clone());
+        let backends = built.backends;
+        // One plugin's calls never take every worker: one is always left to the others.
+        let host_config = HostConfig {
+            kv_durability: config.durability,
+            max_calls_per_plugin: config
+                .host
+                .max_calls_per_plugin
+                .min(config.workers.saturating_sub(1))
+                .max(1),
+            ..config.host.clone()
+        };
+        let host = PluginHost::open(store.clone(), secrets.clone(), host_config)?;
         // The actor runtime: the supervision tree and every execution run as its tasks, on
         // one thread per core.
         let actors = tokio::runtime::Builder::new_multi_thread()
@@ -865,10 +815,10 @@ impl Node {
             .contains(key_id)
     }
 
-    /// Routes an event from a source to every active program with a trigger of `kind` on
-    /// `source` (MQTT wildcards `+` and `#` in the trigger's topic) whose filter accepts the
-    /// payload; each is journaled under `<event id>@<program id>` (so a redelivered event is
-    /// not executed twice) and scheduled.
+    /// Routes an event from a source (webhook, MQTT, Kafka) to the active programs whose
+    /// triggers match `kind` and `source` and whose filters accept the payload; each is
+    /// journaled under [`event_key`] (so a redelivered event is not executed twice) and
+    /// scheduled.
     pub fn ingest(
         &self,
         kind: TriggerKind,
@@ -881,7 +831,7 @@ impl Node {
             let accepted = match verdict {
                 Verdict::Accepted => Some(self.submit(
                     program.id(),
-                    &format!("{event_id}@{}", program.id()),
+                    &event_key(kind, source, event_id, program.id()),
                     source,
                     payload.clone(),
                 )?),
@@ -898,6 +848,45 @@ impl Node {
             });
         }
         Ok(routed)
+    }
+
+    /// Hands an event to the trigger `index` of `program` (timers, cron, polled plugins:
+    /// triggers that belong to one program): journaled under [`event_key`] with the
+    /// trigger's source (its index for a timer or cron) and scheduled if the trigger's
+    /// filter accepts it. `Ok(None)`: filtered out.
+    pub fn fire(
+        &self,
+        program: &Program,
+        index: usize,
+        event_id: &str,
+        payload: Value,
+    ) -> Result<Option<Accepted>> {
+        let trigger = program
+            .triggers()
+            .get(index)
+            .ok_or_else(|| Error::BadEvent {
+                event: event_id.to_owned(),
+                reason: format!("program {} has no trigger {index}", program.id()),
+            })?;
+        // A timer or cron has no source name: its index in the program keys its events.
+        let (source, shown) = match trigger.kind {
+            TriggerKind::Timer | TriggerKind::Cron => {
+                (index.to_string(), routing::kind_name(trigger.kind))
+            }
+            _ => (trigger.source.clone(), trigger.source.as_str()),
+        };
+        match routing::verdict(trigger, &payload) {
+            Verdict::Accepted => {}
+            Verdict::Filtered => return Ok(None),
+            Verdict::FilterError(reason) => {
+                return Err(Error::BadEvent {
+                    event: event_id.to_owned(),
+                    reason: format!("trigger {index}: filter: {reason}"),
+                });
+            }
+        }
+        let key = event_key(trigger.kind, &source, event_id, program.id());
+        self.submit(program.id(), &key, shown, payload).map(Some)
     }
 
     /// Accepts an event for program `program_id` (its active version): journaled before this

@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use eyeflow_ir::pb::TriggerKind;
 use eyeflow_runtime::api::{self, ApiConfig, Role, TokenKey};
-use eyeflow_runtime::backends::kafka::{KafkaSource, SourceEvent};
 use eyeflow_runtime::config::FileConfig;
 use eyeflow_runtime::node::{Node, audit_key};
-use eyeflow_runtime::sources::mqtt::MqttSource;
+use eyeflow_runtime::sources::Sources;
 use serde_json::Value;
 
 use crate::cli::{Code, Failure};
@@ -74,36 +72,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     let key = audit_key(file.node.audit_key.as_deref(), &data_dir)?;
     config.audit_key = Some(key.clone());
     let node = Node::start(config)?;
-    let timers = eyeflow_runtime::sources::Timers::start(node.clone());
-    let polled = eyeflow_runtime::sources::PluginSources::start(node.clone());
-    let mqtt = file.mqtt.as_ref().map(|section| {
-        let source = MqttSource::start(node.clone(), &node_id, section);
-        node.add_backend(source.health());
-        source
-    });
-    let kafka = match &file.kafka {
-        Some(config) if !config.source_topics.is_empty() => {
-            let ingest = node.clone();
-            Some(KafkaSource::start(config, move |event: &SourceEvent| {
-                match ingest.ingest(
-                    TriggerKind::Kafka,
-                    &event.topic,
-                    &event.event_id,
-                    &event.payload,
-                ) {
-                    Ok(_) => Ok(()),
-                    // It can never be accepted: skipped, so that it does not hold the
-                    // partition. (Overloaded and the rest: retried, consumption waits.)
-                    Err(e @ eyeflow_runtime::Error::BadEvent { .. }) => {
-                        tracing::error!("kafka event {} skipped: {e}", event.event_id);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            })?)
-        }
-        _ => None,
-    };
+    let sources = Sources::start(&node, &file)?;
     let api = api::start(
         node.clone(),
         TokenKey::load_or_create(&data_dir)?,
@@ -123,14 +92,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     let signal = wait_for_signal(&node).context("cannot wait for signals")?;
     tracing::info!("{signal}: draining");
     api.stop();
-    timers.stop();
-    polled.stop();
-    if let Some(mqtt) = mqtt {
-        mqtt.stop();
-    }
-    if let Some(kafka) = kafka {
-        kafka.stop();
-    }
+    sources.stop();
     let drained = node.shutdown_within(Duration::from_millis(file.node.drain_timeout_ms))?;
     if signal == ESCALATED {
         return Err(anyhow!(

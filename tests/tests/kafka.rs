@@ -593,7 +593,7 @@ fn executions_during_a_broker_outage_publish_their_audit_once_in_order() -> Resu
     // Real Kafka sends topic ids, which takes the lookup by id.
     let mut kafka = config(&tansu);
     kafka.cluster_memory = false;
-    node_config.kafka = Some(kafka);
+    node_config.backends.kafka = Some(kafka);
     let node = eyeflow_runtime::node::Node::start(node_config)?;
     let key = SigningKey::from_bytes(&[33; 32]);
     node.trust(&key.verifying_key())?;

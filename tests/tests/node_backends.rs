@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use eyeflow_actors::ports::ExecutionOutcome;
+use eyeflow_actors::routing::event_key;
+use eyeflow_ir::pb::TriggerKind;
 use eyeflow_runtime::backends::redis::RedisConfig;
 use eyeflow_runtime::backends::vault::{VaultAuth, VaultConfig};
-use eyeflow_runtime::config::MqttSection;
+use eyeflow_runtime::config::FileConfig;
 use eyeflow_runtime::node::{Node, NodeConfig};
-use eyeflow_runtime::sources::Timers;
-use eyeflow_runtime::sources::mqtt::MqttSource;
+use eyeflow_runtime::sources::Sources;
+use eyeflow_runtime::sources::mqtt::MqttSection;
 use eyeflow_runtime::store::Durability;
 use eyeflow_tests::eventually;
 use eyeflow_tests::servers::free_port;
@@ -101,7 +103,7 @@ fn redis_outage_fails_into_fallbacks_and_the_node_recovers() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = config(dir.path());
-    config.redis = Some(RedisConfig::new(redis.url()));
+    config.backends.redis = Some(RedisConfig::new(redis.url()));
     let node = start(config);
     deploy(&node, CACHE_RULE);
 
@@ -151,13 +153,13 @@ fn an_unreachable_backend_fails_the_start_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let dead = format!("redis://127.0.0.1:{}/", free_port());
     let mut with_redis = config(dir.path());
-    with_redis.redis = Some(RedisConfig::new(dead.clone()));
+    with_redis.backends.redis = Some(RedisConfig::new(dead.clone()));
     let err = Node::start(with_redis).err().expect("refused").to_string();
     assert!(err.starts_with("redis: ") && err.contains(&dead), "{err}");
 
     let mut with_vault = config(dir.path());
     let address = format!("http://127.0.0.1:{}", free_port());
-    with_vault.vault = Some(VaultConfig {
+    with_vault.backends.vault = Some(VaultConfig {
         address: address.clone(),
         mount: "secret".to_owned(),
         prefix: "eyeflow/".to_owned(),
@@ -196,16 +198,15 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start(config(dir.path()));
     deploy(&node, MQTT_RULE);
-    let source = MqttSource::start(
-        node.clone(),
-        "node-1",
-        &MqttSection {
-            host: "127.0.0.1".to_owned(),
-            port: mosquitto.port(),
-            client_id: None,
-        },
-    );
-    node.add_backend(source.health());
+    let mut file = FileConfig::default();
+    file.sources.mqtt = Some(MqttSection {
+        host: "127.0.0.1".to_owned(),
+        port: mosquitto.port(),
+        client_id: None,
+    });
+    let sources = Sources::start(&node, &file).expect("sources start");
+    // The same id on another topic is another event: each source keys its own ids.
+    let key = |topic: &str, id: &str| event_key(TriggerKind::Mqtt, topic, id, "pressure-watch");
     eventually("the MQTT source connected", Duration::from_secs(10), || {
         (node.backend_health() == vec![("mqtt", true)]).then_some(())
     });
@@ -223,7 +224,7 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         || {
             let landed = node
                 .journal()
-                .execution_of_event("m-1@pressure-watch")
+                .execution_of_event(&key("plant-a/boiler-1/pressure", "m-1"))
                 .expect("journal");
             if landed.is_none() {
                 publish(&client, "plant-a/boiler-1/pressure", &first);
@@ -232,7 +233,7 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         },
     );
     assert_eq!(
-        returned(&finished(&node, "m-1@pressure-watch"))["value"],
+        returned(&finished(&node, &key("plant-a/boiler-1/pressure", "m-1")))["value"],
         9.1
     );
     publish(
@@ -263,25 +264,25 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         &json!({"id": "m-5", "value": 9.0}),
     );
     assert_eq!(
-        returned(&finished(&node, "m-2@pressure-watch"))["value"],
+        returned(&finished(&node, &key("plant-a/boiler-2/pressure", "m-2")))["value"],
         8.5
     );
     assert_eq!(
-        returned(&finished(&node, "m-5@pressure-watch"))["value"],
+        returned(&finished(&node, &key("plant-a/boiler-2/pressure", "m-5")))["value"],
         9.0
     );
     node.wait_idle();
     let journal = node.journal();
     assert!(
         journal
-            .execution_of_event("m-3@pressure-watch")
+            .execution_of_event(&key("plant-a/boiler-2/pressure", "m-3"))
             .expect("journal")
             .is_none(),
         "filtered out"
     );
     assert!(
         journal
-            .execution_of_event("m-4@pressure-watch")
+            .execution_of_event(&key("plant-b/boiler-2/pressure", "m-4"))
             .expect("journal")
             .is_none(),
         "other topic"
@@ -291,7 +292,7 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         executions, 3,
         "m-1 (repeated until subscribed), m-2 (sent twice) and the sentinel ran once each"
     );
-    source.stop();
+    sources.stop();
     node.shutdown().expect("shutdown");
 }
 
@@ -313,7 +314,7 @@ instructions:
     expression: "{'at': event.scheduled_ms}"
 "#,
     );
-    let timers = Timers::start(node.clone());
+    let timers = Sources::start(&node, &FileConfig::default()).expect("sources start");
     eventually("the timer fired 5 times", Duration::from_secs(10), || {
         (node.journal().counts().expect("counts").finished >= 5).then_some(())
     });
@@ -351,7 +352,7 @@ instructions:
         .install(&package)
         .expect("install sensor-sim");
     deploy(&node, rule);
-    let sources = eyeflow_runtime::sources::PluginSources::start(node.clone());
+    let sources = Sources::start(&node, &FileConfig::default()).expect("sources start");
     eventually("the source polled twice", Duration::from_secs(20), || {
         (node.journal().counts().expect("counts").finished >= 150).then_some(())
     });
@@ -372,7 +373,7 @@ instructions:
 
     // After a restart, polling resumes from the kept cursor.
     let node = start(config(dir.path()));
-    let sources = eyeflow_runtime::sources::PluginSources::start(node.clone());
+    let sources = Sources::start(&node, &FileConfig::default()).expect("sources start");
     eventually(
         "new events after the restart",
         Duration::from_secs(20),

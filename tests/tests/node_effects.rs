@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use eyeflow_actors::ports::StepOutcome;
+use eyeflow_actors::ports::{Fallback, StepOutcome};
+use eyeflow_actors::routing::event_key;
+use eyeflow_ir::pb::TriggerKind;
 use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
 use eyeflow_runtime::journal::FjallJournal;
 use eyeflow_runtime::store::{Durability, EmbeddedStore, Space};
@@ -349,7 +351,7 @@ fn check_effects(
     for (event, execution) in acknowledged {
         assert_eq!(
             journal
-                .execution_of_event(&format!("{event}@{program}"))
+                .execution_of_event(&event_key(TriggerKind::Webhook, program, event, program))
                 .expect("index")
                 .as_deref(),
             Some(execution.as_str()),
@@ -406,7 +408,7 @@ fn check_effects(
                 .map(|e| e.entry.outcome.as_str())
                 .collect();
             if let Some(step) = done.first() {
-                reissued += usize::from(step.fallback.as_deref() == Some("reissued"));
+                reissued += usize::from(step.fallback.map(Fallback::as_str) == Some("reissued"));
                 let key = format!("{execution}/{action}/{}", step.attempt);
                 assert!(
                     applied.contains(&key),

@@ -7,6 +7,8 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use eyeflow_actors::routing::event_key;
+use eyeflow_ir::pb::TriggerKind;
 use eyeflow_runtime::journal::FjallJournal;
 use eyeflow_runtime::store::{Durability, EmbeddedStore};
 use eyeflow_tests::eventually;
@@ -172,7 +174,12 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
     );
     assert_eq!(counts.finished, EVENTS + 1, "{counts:?}");
     for n in 0..=EVENTS {
-        let id = format!("ev-{n}@alarm-count");
+        let id = event_key(
+            TriggerKind::Kafka,
+            "plant-a.alarms",
+            &format!("ev-{n}"),
+            "alarm-count",
+        );
         let execution = journal
             .execution_of_event(&id)
             .expect("journal")

@@ -19,8 +19,8 @@ use super::program::{Prepared, Program, is_entry};
 use super::scrub::Scrubber;
 use crate::gates::Decided;
 use crate::ports::{
-    AuditEntry, CallError, EventRecord, ExecutionOutcome, OnResume, StepOutcome, StepRecord,
-    ambiguity_id,
+    AuditEntry, CallError, EventRecord, ExecutionOutcome, Fallback, OnResume, StepOutcome,
+    StepRecord, ambiguity_id,
 };
 
 /// Why the walk stopped before the end of a region.
@@ -59,10 +59,10 @@ pub(super) enum Resumption {
 
 impl Resumption {
     /// The mark the attempt's result carries in its record's `fallback`.
-    fn mark(&self) -> &'static str {
+    fn mark(&self) -> Fallback {
         match self {
-            Self::Reissue => "reissued",
-            Self::ReadBack(_) => "read_back",
+            Self::Reissue => Fallback::Reissued,
+            Self::ReadBack(_) => Fallback::ReadBack,
         }
     }
 }
@@ -450,7 +450,7 @@ impl<'a> Run<'a> {
         path: &str,
         attempt: u32,
         outcome: StepOutcome,
-        fallback: Option<&str>,
+        fallback: Option<Fallback>,
         started_ms: u64,
         inputs: &Value,
     ) -> Result<(), Stop> {
@@ -473,7 +473,7 @@ impl<'a> Run<'a> {
         path: &str,
         attempt: u32,
         outcome: StepOutcome,
-        fallback: Option<&str>,
+        fallback: Option<Fallback>,
         started_ms: u64,
         inputs: &Value,
     ) {
@@ -484,7 +484,7 @@ impl<'a> Run<'a> {
             instruction_id: path.to_owned(),
             attempt,
             outcome,
-            fallback: fallback.map(str::to_owned),
+            fallback,
             started_ms,
             finished_ms,
         };
@@ -503,7 +503,7 @@ impl<'a> Run<'a> {
             input_digest: digest(inputs),
             output_digest: digest(output),
             outcome: step.outcome.audit_name(),
-            fallback: step.fallback.clone(),
+            fallback: step.fallback.map(|f| f.as_str().to_owned()),
             started_ms,
             finished_ms,
         };
@@ -623,18 +623,20 @@ impl<'a> Run<'a> {
                         message.clone(),
                     );
                     pending = None;
-                    match r.fallback.as_deref() {
-                        Some("retry") => retries += 1,
-                        Some("fallback_model") => {
+                    match r.fallback {
+                        Some(Fallback::Retry) => retries += 1,
+                        Some(Fallback::FallbackModel) => {
                             switched = true;
                             retries = 0;
                         }
-                        Some("fallback_value") => {
+                        Some(Fallback::FallbackValue) => {
                             pending = Some((Decision::Value(ins.policy.value()), failure));
                         }
-                        Some("skip") => pending = Some((Decision::Skip, failure)),
-                        Some("abort") => pending = Some((Decision::Abort, failure)),
-                        _ => pending = Some((Decision::Fail, failure)),
+                        Some(Fallback::Skip) => pending = Some((Decision::Skip, failure)),
+                        Some(Fallback::Abort) => pending = Some((Decision::Abort, failure)),
+                        Some(Fallback::Reissued | Fallback::ReadBack) | None => {
+                            pending = Some((Decision::Fail, failure));
+                        }
                     }
                 }
             }
@@ -763,7 +765,7 @@ impl<'a> Run<'a> {
                         StepOutcome::Done {
                             output: output.clone(),
                         },
-                        mark.or(switched.then_some("fallback_model")),
+                        mark.or(switched.then_some(Fallback::FallbackModel)),
                         started,
                         &inputs,
                     )
@@ -783,7 +785,7 @@ impl<'a> Run<'a> {
                             class: class_name(failure.class).to_owned(),
                             message: failure.message.clone(),
                         },
-                        decision.name(),
+                        decision.taken(),
                         started,
                         &inputs,
                     )
@@ -898,7 +900,7 @@ impl<'a> Run<'a> {
                 class: class_name(failure.class).to_owned(),
                 message: failure.message.clone(),
             },
-            decision.name(),
+            decision.taken(),
             started,
             &Value::Null,
         )
@@ -915,7 +917,7 @@ impl<'a> Run<'a> {
             program: format!("{}@{}", self.program.id(), self.program.version()),
             instruction: path.to_owned(),
             class: class_name(class),
-            decision: decision.name().unwrap_or("fail"),
+            decision: decision.taken().map_or("fail", Fallback::as_str),
             delay: match decision {
                 Decision::Retry { delay } => Some(*delay),
                 _ => None,
@@ -946,7 +948,7 @@ impl<'a> Run<'a> {
                     StepOutcome::Done {
                         output: value.clone(),
                     },
-                    Some("fallback_value"),
+                    Some(Fallback::FallbackValue),
                     now,
                     &Value::Null,
                 )
@@ -959,7 +961,7 @@ impl<'a> Run<'a> {
                     path,
                     attempt,
                     StepOutcome::Skipped,
-                    Some("skip"),
+                    Some(Fallback::Skip),
                     now,
                     &Value::Null,
                 )

@@ -18,7 +18,7 @@ use std::time::Duration;
 use eyeflow_ir::pb::{ErrorClass, FallbackStrategy, IrInstruction, RetryConfig};
 use serde_json::Value;
 
-use crate::ports::{CallError, CallErrorKind};
+use crate::ports::{CallError, CallErrorKind, Fallback};
 
 /// The IR error class of a port failure.
 pub fn class_of(kind: CallErrorKind) -> ErrorClass {
@@ -120,14 +120,14 @@ pub(crate) enum Decision {
 }
 
 impl Decision {
-    /// The name journaled in `StepRecord::fallback` (`None` for a plain failure).
-    pub(crate) fn name(&self) -> Option<&'static str> {
+    /// What is journaled in `StepRecord::fallback` (`None` for a plain failure).
+    pub(crate) fn taken(&self) -> Option<Fallback> {
         match self {
-            Self::Retry { .. } => Some("retry"),
-            Self::Value(_) => Some("fallback_value"),
-            Self::Model(_) => Some("fallback_model"),
-            Self::Skip => Some("skip"),
-            Self::Abort => Some("abort"),
+            Self::Retry { .. } => Some(Fallback::Retry),
+            Self::Value(_) => Some(Fallback::FallbackValue),
+            Self::Model(_) => Some(Fallback::FallbackModel),
+            Self::Skip => Some(Fallback::Skip),
+            Self::Abort => Some(Fallback::Abort),
             Self::Fail => None,
         }
     }

@@ -134,6 +134,14 @@ pub trait Clock: Send + Sync {
     async fn sleep(&self, duration: Duration);
 }
 
+/// Wall-clock time, Unix milliseconds (0 before 1970, saturating far in the future): the
+/// one reading of the system clock for the whole node (journal, audit, sources, API).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The system clock and the actor runtime's timers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -141,9 +149,7 @@ pub struct SystemClock;
 #[async_trait::async_trait]
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        now_ms()
     }
 
     async fn sleep(&self, duration: Duration) {

@@ -102,6 +102,48 @@ impl StepOutcome {
     }
 }
 
+/// The fallback a step was taken under, journaled with it (and named in its audit entry):
+/// a resume reads it back to continue where the execution was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// The attempt failed; the next attempt follows after a backoff.
+    Retry,
+    /// The instruction's declared value stands for its result.
+    FallbackValue,
+    /// The LLM_CALL runs (or ran) on its fallback model.
+    FallbackModel,
+    /// The instruction is skipped.
+    Skip,
+    /// The execution compensates and fails.
+    Abort,
+    /// On resume, an effect in doubt was issued again under its key.
+    Reissued,
+    /// On resume, an effect in doubt was learned through the capability's read-back action.
+    ReadBack,
+}
+
+impl Fallback {
+    /// Its stable name, as journaled and audited (`retry`, `fallback_value`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::FallbackValue => "fallback_value",
+            Self::FallbackModel => "fallback_model",
+            Self::Skip => "skip",
+            Self::Abort => "abort",
+            Self::Reissued => "reissued",
+            Self::ReadBack => "read_back",
+        }
+    }
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One journaled instruction outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -115,8 +157,8 @@ pub struct StepRecord {
     pub attempt: u32,
     /// What happened.
     pub outcome: StepOutcome,
-    /// Fallback strategy taken, if any (`retry`, `fallback_value`, ...).
-    pub fallback: Option<String>,
+    /// The fallback taken after this attempt, or how a resume ran it, if any.
+    pub fallback: Option<Fallback>,
     /// Start, Unix milliseconds.
     pub started_ms: u64,
     /// End, Unix milliseconds.

@@ -1,16 +1,18 @@
 //! Ports: the traits through which the SVM reaches the outside world. Each has an embedded
 //! adapter in `eyeflow-runtime` and, where relevant, a production backend.
 
+mod backend;
 mod effects;
 mod journal;
 mod plugin;
 
+pub use backend::Backend;
 pub use effects::{
     ChatMessage, ClusterMemory, EventSink, HttpPort, HttpRequest, HttpResponse, LlmPort,
     LlmRequest, NodeMemory, Secret, SecretSource,
 };
 pub use journal::{
-    Accepted, AuditEntry, EventRecord, ExecutionOutcome, Journal, PendingExecution, StepOutcome,
-    StepRecord, ambiguity_id,
+    Accepted, AuditEntry, EventRecord, ExecutionOutcome, Fallback, Journal, PendingExecution,
+    StepOutcome, StepRecord, ambiguity_id,
 };
 pub use plugin::{CallError, CallErrorKind, CapabilityRef, OnResume, PluginPort};

@@ -295,7 +295,15 @@ fn describe(e: &RedisError) -> String {
     }
 }
 
-impl crate::node::Backend for RedisNodeMemory {
+/// Builds the `[redis]` backend: the `node` memory scope lives in Redis.
+pub fn build(config: &RedisConfig, cx: &mut super::Context<'_>) -> Result<()> {
+    let redis = std::sync::Arc::new(RedisNodeMemory::connect(config)?);
+    cx.backends.push(redis.clone());
+    cx.node_memory = Some(redis);
+    Ok(())
+}
+
+impl eyeflow_actors::ports::Backend for RedisNodeMemory {
     fn name(&self) -> &'static str {
         "redis"
     }

@@ -328,7 +328,15 @@ impl SecretSource for VaultSecrets {
     }
 }
 
-impl crate::node::Backend for VaultSecrets {
+/// Builds the `[vault]` backend: the node's secrets come from Vault/OpenBao.
+pub fn build(config: &VaultConfig, cx: &mut super::Context<'_>) -> Result<()> {
+    let vault = Arc::new(VaultSecrets::connect(config)?);
+    cx.backends.push(vault.clone());
+    cx.secrets = Some(vault);
+    Ok(())
+}
+
+impl eyeflow_actors::ports::Backend for VaultSecrets {
     fn name(&self) -> &'static str {
         BACKEND
     }

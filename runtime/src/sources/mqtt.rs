@@ -1,9 +1,9 @@
 //! MQTT topics as an event source (rumqttc): the node subscribes (QoS 1, persistent
 //! session) to the topic filters of its programs' MQTT triggers, wildcards included, and
 //! acknowledges a message only after [`Node::ingest`] journaled it, so a message the node
-//! did not journal is redelivered by the broker. The event id is the payload's `event_id`
+//! did not journal is redelivered by the broker. The event's id is the payload's `event_id`
 //! (or `id`) field when present — publish one to make redelivery harmless — else a fresh
-//! one.
+//! one; it is journaled as `mqtt:<topic>:<id>@<program>`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,18 +11,46 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use eyeflow_actors::ports::Backend;
 use eyeflow_ir::pb::TriggerKind;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::MqttSection;
-use crate::node::{Backend, Node};
+use super::{Context, Source};
+use crate::node::Node;
+
+/// `[mqtt]` of `node.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// Broker host.
+    pub host: String,
+    /// Broker port (default 1883).
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Client id (default `eyeflow-<node id>`).
+    pub client_id: Option<String>,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+
+/// Starts the `[mqtt]` source: subscribes for the node and registers the connection's
+/// health.
+pub(super) fn start(config: &MqttSection, cx: &mut Context<'_>) -> crate::Result<()> {
+    let source = MqttSource::start(cx, config)?;
+    cx.node
+        .add_backend(Arc::new(MqttHealth(source.connected.clone())));
+    cx.started.push(Box::new(source));
+    Ok(())
+}
 
 /// A running MQTT subscription.
-pub struct MqttSource {
+struct MqttSource {
     client: Client,
     connected: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -58,20 +86,21 @@ fn filters(node: &Node) -> BTreeSet<String> {
 }
 
 impl MqttSource {
-    /// Connects to the broker of `config` for `node` (node id in the default client id)
-    /// and starts delivering.
-    pub fn start(node: Node, node_id: &str, config: &MqttSection) -> Self {
+    /// Connects to the broker of `config` for the node of `cx` (node id in the default
+    /// client id) and starts delivering until the shutdown signal.
+    fn start(cx: &Context<'_>, config: &MqttSection) -> crate::Result<Self> {
+        let node = cx.node.clone();
         let client_id = config
             .client_id
             .clone()
-            .unwrap_or_else(|| format!("eyeflow-{node_id}"));
+            .unwrap_or_else(|| format!("eyeflow-{}", node.node_id()));
         let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
         options.set_keep_alive(Duration::from_secs(10));
         options.set_manual_acks(true);
         options.set_clean_session(false);
         let (client, mut connection) = Client::new(options, 256);
         let connected = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = cx.shutdown.clone();
         let subscribed = Arc::new(std::sync::Mutex::new(BTreeSet::<String>::new()));
         let mut threads = Vec::new();
 
@@ -84,9 +113,10 @@ impl MqttSource {
             client.clone(),
             node.clone(),
         );
-        threads.push(std::thread::spawn(move || {
+        let deliver = std::thread::Builder::new().name("eyeflow-mqtt".into());
+        threads.push(deliver.spawn(move || {
             for notification in connection.iter() {
-                if halt.load(Ordering::SeqCst) {
+                if halt.raised() {
                     break;
                 }
                 match notification {
@@ -121,7 +151,7 @@ impl MqttSource {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        if halt.load(Ordering::SeqCst) {
+                        if halt.raised() {
                             break;
                         }
                         if up.swap(false, Ordering::SeqCst) {
@@ -131,38 +161,42 @@ impl MqttSource {
                     }
                 }
             }
-        }));
+        }).map_err(crate::Error::io("(start the mqtt source)"))?);
 
         // Subscriptions follow deployments.
-        let (halt, sub_client, watch_node) = (stop.clone(), client.clone(), node);
-        threads.push(std::thread::spawn(move || {
-            while !halt.load(Ordering::SeqCst) {
-                let mut subs = subscribed.lock().unwrap_or_else(|e| e.into_inner());
-                subscribe_new(&sub_client, &watch_node, &mut subs);
-                drop(subs);
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }));
-        Self {
+        let (halt, sub_client, watch_node) = (stop, client.clone(), node);
+        let follow = std::thread::Builder::new().name("eyeflow-mqtt-subscribe".into());
+        threads.push(
+            follow
+                .spawn(move || {
+                    while !halt.raised() {
+                        let mut subs = subscribed.lock().unwrap_or_else(|e| e.into_inner());
+                        subscribe_new(&sub_client, &watch_node, &mut subs);
+                        drop(subs);
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                })
+                .map_err(crate::Error::io("(start the mqtt source)"))?,
+        );
+        Ok(Self {
             client,
             connected,
-            stop,
             threads,
-        }
+        })
+    }
+}
+
+impl Source for MqttSource {
+    fn name(&self) -> &'static str {
+        "mqtt"
     }
 
-    /// Disconnects and stops the threads.
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
+    /// Disconnects and waits for the threads.
+    fn stop(self: Box<Self>) {
         let _ = self.client.disconnect();
         for thread in self.threads {
             let _ = thread.join();
         }
-    }
-
-    /// A health handle for readiness and metrics.
-    pub fn health(&self) -> Arc<dyn Backend> {
-        Arc::new(MqttHealth(self.connected.clone()))
     }
 }
 

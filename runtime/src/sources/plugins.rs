@@ -4,19 +4,18 @@
 //! of its own, so a slow or hanging source delays no other. A poll asks for at most 100
 //! events; a plugin that returns more is refused (the host checks it), which bounds a
 //! source's rate to 100 events per interval. Events are journaled before the cursor
-//! advances, and each carries the id `plugin:<source>:<event id>@<program>`, so a poll
-//! repeated after a crash executes nothing twice.
+//! advances, each under the plugin's own event id (`plugin:<source>:<event id>@<program>`),
+//! so a poll repeated after a crash executes nothing twice.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use eyeflow_actors::exec::Trigger;
+use eyeflow_actors::exec::Program;
 use eyeflow_actors::ports::CapabilityRef;
 use eyeflow_ir::pb::TriggerKind;
 use serde_json::Value;
 
-use super::Background;
+use super::{Background, Context, Shutdown};
 use crate::node::Node;
 use crate::store::{Space, Write};
 
@@ -31,25 +30,17 @@ const BATCH: u32 = 100;
 /// Deadline of one poll call.
 const POLL_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The poller thread.
-pub struct PluginSources(Background);
-
-impl PluginSources {
-    /// Starts polling the `plugin` triggers of `node`'s active programs.
-    pub fn start(node: Node) -> Self {
-        Self(Background::spawn("eyeflow-plugin-sources", node, run))
-    }
-
-    /// Stops polling (a poll in progress finishes first).
-    pub fn stop(self) {
-        self.0.stop();
-    }
+/// Starts polling the `plugin` triggers of the node's active programs.
+pub(super) fn start(cx: &mut Context<'_>) -> crate::Result<()> {
+    let poller = Background::spawn("plugin-sources", cx, run)?;
+    cx.started.push(Box::new(poller));
+    Ok(())
 }
 
-fn run(node: &Node, stop: &AtomicBool) {
+fn run(node: &Node, shutdown: &Shutdown) {
     let mut next: BTreeMap<(String, usize), u64> = BTreeMap::new();
     let mut polling: BTreeMap<(String, usize), std::thread::JoinHandle<()>> = BTreeMap::new();
-    while !stop.load(Ordering::SeqCst) {
+    while !shutdown.raised() {
         polling.retain(|_, poll| !poll.is_finished());
         let now = crate::now_ms();
         for program in node.active_programs() {
@@ -70,11 +61,8 @@ fn run(node: &Node, stop: &AtomicBool) {
                 let (node, program) = (node.clone(), program.clone());
                 match std::thread::Builder::new()
                     .name("eyeflow-source-poll".into())
-                    .spawn(move || {
-                        if let Some(trigger) = program.triggers().get(index) {
-                            poll(&node, program.id(), index, trigger);
-                        }
-                    }) {
+                    .spawn(move || poll(&node, &program, index))
+                {
                     Ok(handle) => {
                         polling.insert(key, handle);
                     }
@@ -91,15 +79,19 @@ fn run(node: &Node, stop: &AtomicBool) {
 }
 
 /// One poll of one trigger: journal every accepted event, then advance the cursor.
-fn poll(node: &Node, program: &str, index: usize, trigger: &Trigger) {
-    let cursor_key = format!("{program}/{index}");
+fn poll(node: &Node, program: &Program, index: usize) {
+    let Some(trigger) = program.triggers().get(index) else {
+        return;
+    };
+    let program_id = program.id();
+    let cursor_key = format!("{program_id}/{index}");
     let cursor = match node
         .store()
         .get(Space::SourceCursors, cursor_key.as_bytes())
     {
         Ok(cursor) => cursor.map(|c| String::from_utf8_lossy(&c).into_owned()),
         Err(e) => {
-            tracing::error!(program, "plugin source cursor unreadable: {e}");
+            tracing::error!(program = program_id, "plugin source cursor unreadable: {e}");
             return;
         }
     };
@@ -112,31 +104,31 @@ fn poll(node: &Node, program: &str, index: usize, trigger: &Trigger) {
         Err(e) => {
             metrics::counter!("eyeflow_source_poll_failures_total", "source" => trigger.source.clone(), "kind" => e.kind.as_str())
                 .increment(1);
-            tracing::warn!(program, source = %trigger.source, "plugin source poll failed: {e}");
+            tracing::warn!(program = program_id, source = %trigger.source, "plugin source poll failed: {e}");
             return;
         }
     };
     for event in &batch.events {
         let payload: Value = serde_json::from_str(&event.payload)
             .unwrap_or_else(|_| Value::String(event.payload.clone()));
-        match trigger.accepts(&payload) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::warn!(program, "plugin event {}: filter: {e}", event.id);
-                continue;
-            }
-        }
-        let id = format!("plugin:{}:{}@{program}", trigger.source, event.id);
-        match node.submit(program, &id, &trigger.source, payload) {
+        match node.fire(program, index, &event.id, payload) {
             Ok(_) => {}
-            // It can never be accepted: skipped, so that it does not hold the source.
+            // It can never be accepted (its filter fails on it, or it is too large): skipped,
+            // so that it does not hold the source.
             Err(e @ crate::Error::BadEvent { .. }) => {
-                tracing::error!(program, "plugin event {id} skipped: {e}");
+                tracing::error!(
+                    program = program_id,
+                    "plugin event {} skipped: {e}",
+                    event.id
+                );
             }
             Err(e) => {
                 // The cursor stays: the next poll delivers this event again.
-                tracing::error!(program, "plugin event {id} not accepted: {e}");
+                tracing::error!(
+                    program = program_id,
+                    "plugin event {} not accepted: {e}",
+                    event.id
+                );
                 return;
             }
         }
@@ -152,7 +144,7 @@ fn poll(node: &Node, program: &str, index: usize, trigger: &Trigger) {
         )
     {
         tracing::error!(
-            program,
+            program = program_id,
             "plugin source cursor not saved (events repeat, deduplicated): {e}"
         );
     }

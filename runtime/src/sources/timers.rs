@@ -1,43 +1,33 @@
 //! Fires the timers and cron expressions of the deployed programs' triggers (their schedules
-//! are [`Trigger::next_firing`]'s). Each firing is an event with the id
-//! `timer:<program>:<trigger index>:<scheduled ms>`, so a firing journaled before a crash is
-//! not executed again after the restart. Firings missed while the node was down are not
+//! are [`Trigger::next_firing`](eyeflow_actors::exec::Trigger::next_firing)'s). Each firing is an event whose id is its scheduled time
+//! (journaled as `timer:<trigger index>:<scheduled ms>@<program>`, or `cron:…`), so a firing
+//! journaled before a crash is not executed again after the restart. Firings missed while the node was down are not
 //! replayed; the next one after the start is.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use eyeflow_actors::exec::Trigger;
-use eyeflow_ir::pb::TriggerKind;
+use eyeflow_actors::exec::Program;
 use serde_json::json;
 
-use super::Background;
+use super::{Background, Context, Shutdown};
 use crate::node::Node;
 
 /// How often the timer thread looks at the clock.
 const TICK: Duration = Duration::from_millis(50);
 
-/// The timer thread.
-pub struct Timers(Background);
-
-impl Timers {
-    /// Starts firing the TIMER and CRON triggers of `node`'s active programs (programs
-    /// deployed later are picked up at the next tick).
-    pub fn start(node: Node) -> Self {
-        Self(Background::spawn("eyeflow-timers", node, run))
-    }
-
-    /// Stops firing.
-    pub fn stop(self) {
-        self.0.stop();
-    }
+/// Starts firing the TIMER and CRON triggers of the node's active programs (programs
+/// deployed later are picked up at the next tick).
+pub(super) fn start(cx: &mut Context<'_>) -> crate::Result<()> {
+    let timers = Background::spawn("timers", cx, run)?;
+    cx.started.push(Box::new(timers));
+    Ok(())
 }
 
-fn run(node: &Node, stop: &AtomicBool) {
+fn run(node: &Node, shutdown: &Shutdown) {
     // (program id, version, trigger index) → next firing, Unix ms.
     let mut due: BTreeMap<(String, String, usize), u64> = BTreeMap::new();
-    while !stop.load(Ordering::SeqCst) {
+    while !shutdown.raised() {
         let now = crate::now_ms();
         let programs = node.active_programs();
         due.retain(|(id, version, _), _| {
@@ -61,7 +51,7 @@ fn run(node: &Node, stop: &AtomicBool) {
                 if now < next {
                     continue;
                 }
-                fire(node, program.id(), index, trigger, next, now);
+                fire(node, program, index, next, now);
                 due.insert(key, trigger.next_firing(now).unwrap_or(u64::MAX));
             }
         }
@@ -69,22 +59,12 @@ fn run(node: &Node, stop: &AtomicBool) {
     }
 }
 
-fn fire(node: &Node, program: &str, index: usize, trigger: &Trigger, scheduled: u64, now: u64) {
+fn fire(node: &Node, program: &Program, index: usize, scheduled: u64, now: u64) {
     let payload = json!({ "scheduled_ms": scheduled, "fired_ms": now, "trigger": index });
-    match trigger.accepts(&payload) {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(e) => {
-            tracing::error!(program, "trigger {index}: filter: {e}");
-            return;
-        }
-    }
-    let event_id = format!("timer:{program}:{index}:{scheduled}");
-    let source = match trigger.kind {
-        TriggerKind::Cron => "cron",
-        _ => "timer",
-    };
-    if let Err(e) = node.submit(program, &event_id, source, payload) {
-        tracing::error!(program, "timer event {event_id} not accepted: {e}");
+    if let Err(e) = node.fire(program, index, &scheduled.to_string(), payload) {
+        tracing::error!(
+            program = program.id(),
+            "timer {index} firing at {scheduled} not accepted: {e}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! A node running programs whose plugins misbehave: the execution takes its fallback and
 //! the node serves on.
 
-use eyeflow_actors::ports::ExecutionOutcome;
+use eyeflow_actors::ports::{ExecutionOutcome, Fallback};
 use eyeflow_compiler::CompileOptions;
 use eyeflow_runtime::node::{Node, NodeConfig};
 use serde_json::json;
@@ -104,7 +104,7 @@ fn a_trapping_or_runaway_plugin_falls_back_and_the_node_serves_on() {
     );
     let failed = &steps[1];
     assert_eq!(
-        failed.fallback.as_deref(),
+        failed.fallback.map(Fallback::as_str),
         Some("fallback_value"),
         "{failed:?}"
     );
@@ -314,7 +314,7 @@ fn an_effect_a_crash_left_in_doubt_waits_for_an_operator_whose_approval_reissues
         .iter()
         .find(|s| matches!(s.outcome, StepOutcome::Done { .. }));
     assert_eq!(
-        done.map(|s| (s.attempt, s.fallback.as_deref())),
+        done.map(|s| (s.attempt, s.fallback.map(Fallback::as_str))),
         Some((1, Some("reissued")))
     );
     assert!(

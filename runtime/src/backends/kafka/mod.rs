@@ -372,7 +372,29 @@ impl EventSink for Kafka {
     }
 }
 
-impl crate::node::Backend for Kafka {
+/// Builds the `[kafka]` backend: EMIT_EVENT and the audit chain are published to Kafka,
+/// and the `cluster` scope is shared through it when `cluster_memory` is on.
+pub fn build(config: &KafkaConfig, cx: &mut super::Context<'_>) -> Result<()> {
+    let kafka = Arc::new(Kafka::connect(
+        config,
+        cx.store.clone(),
+        cx.durability,
+        Some(cx.audit.clone()),
+        cx.node_id,
+    )?);
+    cx.backends.push(kafka.clone());
+    if config.cluster_memory {
+        cx.cluster_memory = Some(Arc::new(KafkaClusterMemory::start(
+            kafka.clone(),
+            cx.store.clone(),
+            cx.durability,
+        )?));
+    }
+    cx.events = Some(kafka);
+    Ok(())
+}
+
+impl eyeflow_actors::ports::Backend for Kafka {
     fn name(&self) -> &'static str {
         "kafka"
     }

@@ -40,7 +40,7 @@ pub struct SourceEvent {
     pub partition: i32,
     /// Offset in the partition.
     pub offset: i64,
-    /// The `event-id` header when present, else `topic/partition/offset`.
+    /// The `event-id` header when present, else `partition/offset` (unique in the topic).
     pub event_id: String,
     /// The message key (lossy UTF-8), if any.
     pub key: Option<String>,
@@ -61,7 +61,7 @@ impl SourceEvent {
                     .and_then(|h| h.value)
             })
             .map(|id| String::from_utf8_lossy(id).into_owned())
-            .unwrap_or_else(|| format!("{topic}/{partition}/{offset}"));
+            .unwrap_or_else(|| format!("{partition}/{offset}"));
         let payload = match message.payload() {
             None | Some([]) => Value::Null,
             Some(bytes) => serde_json::from_slice(bytes)
