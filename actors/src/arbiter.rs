@@ -490,13 +490,13 @@ mod tests {
         assert!(err.message.contains("held by e1"), "{err}");
         // Another key is independent.
         let _other = arbiter
-            .acquire("valve/2", "e2", 128, Duration::from_millis(20))
+            .acquire("valve/2", "e2", 128, Duration::from_secs(5))
             .await
             .unwrap();
         drop(hold);
         assert_eq!(arbiter.holder("valve/1"), None);
         let _hold = arbiter
-            .acquire("valve/1", "e2", 128, Duration::from_millis(20))
+            .acquire("valve/1", "e2", 128, Duration::from_secs(5))
             .await
             .unwrap();
     }
