@@ -862,3 +862,18 @@ pub fn secure_data_dir(data_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_another_handle_holds_is_refused_as_locked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _held = EmbeddedStore::open(dir.path()).expect("opens");
+        match EmbeddedStore::open(dir.path()) {
+            Err(Error::Locked { data_dir }) => assert_eq!(data_dir, dir.path()),
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+    }
+}
