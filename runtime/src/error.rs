@@ -24,6 +24,13 @@ pub enum Error {
         /// The fjall error.
         source: fjall::Error,
     },
+    /// Another process holds the store's lock (a running node, or the demo, on that data
+    /// directory): the store opens in one process at a time.
+    #[error("the store of {} is locked by another process (a node running on it)", .data_dir.display())]
+    Locked {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
     /// A stored record could not be read back (corruption or a format from the future).
     #[error("embedded store: corrupt record {key}: {reason}")]
     CorruptRecord {

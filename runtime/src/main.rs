@@ -1,13 +1,12 @@
-//! The `eyeflow` command: keys, the rule compiler, IR inspection and verification, and
-//! the plugin platform (author and operator commands).
+//! The `eyeflow` command: keys, the rule compiler, IR inspection and verification, the
+//! plugin platform (author and operator commands), the node daemon and its clients
+//! (argument tree and commands in `cli/`, one module per command family).
 //!
 //! Exit codes (documented in `docs/cli.md`): 0 success; 1 an I/O or internal failure;
 //! 2 a usage error (from clap); 3 a rule that does not compile; 4 a program refused by
 //! decode, signature, version or structure checks.
 
 mod cli;
-mod node_cmd;
-mod plugin_cmd;
 
 use std::process::ExitCode;
 

@@ -90,6 +90,7 @@ impl Workdir {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = SigningKey::from_bytes(&[42; 32]);
         eyeflow_ir::keys::write_keypair(&dir.path().join("admin"), &key).expect("key");
+        std::fs::create_dir(dir.path().join("data")).expect("a new data directory");
         run(
             &binary(),
             &["keys", "trust", "admin.pub", "--data-dir", "data"],

@@ -74,6 +74,7 @@ fn a_node_killed_mid_stream_loses_no_kafka_event_and_runs_none_twice() {
     let work = dir.path();
     let key = SigningKey::from_bytes(&[21; 32]);
     eyeflow_ir::keys::write_keypair(&work.join("admin"), &key).expect("key");
+    std::fs::create_dir(work.join("data")).expect("a new data directory");
     eyeflow(&["keys", "trust", "admin.pub", "--data-dir", "data"], work);
     std::fs::write(
         work.join("node.toml"),

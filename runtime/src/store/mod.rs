@@ -246,6 +246,9 @@ impl EmbeddedStore {
     ) -> Result<(Self, Option<(String, PathBuf)>)> {
         secure_data_dir(data_dir)?;
         let path = data_dir.join("store");
+        // Checked before anything touches the store's files: the copies of its journals
+        // taken for recovery below belong to the process that holds it.
+        refuse_locked(data_dir, &path)?;
         let mut damage = Vec::new();
         let marked = match mark::read(data_dir) {
             Err(Error::StoreDamaged { damage: what, .. }) if accept_damage => {
@@ -258,6 +261,12 @@ impl EmbeddedStore {
         let preserved = mark::Preserved::take(data_dir, &path, &before)?;
         let db = match Database::builder(&path).open() {
             Ok(db) => db,
+            Err(fjall::Error::Locked) => {
+                let _ = preserved.discard();
+                return Err(Error::Locked {
+                    data_dir: data_dir.to_path_buf(),
+                });
+            }
             Err(e) => {
                 // fjall refuses before it cuts anything.
                 let _ = preserved.discard();
@@ -798,6 +807,23 @@ fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     })
 }
 
+/// [`Error::Locked`] when another process holds the lock of the fjall database at `store`
+/// (fjall takes an exclusive `flock` on its `lock` file for as long as it is open).
+fn refuse_locked(data_dir: &Path, store: &Path) -> Result<()> {
+    let path = store.join("lock");
+    let Ok(file) = File::open(&path) else {
+        // No database yet (or no lock file): nobody holds it.
+        return Ok(());
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            data_dir: data_dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path)(e)),
+    }
+}
+
 /// Makes `data_dir` private to the node's user before anything is opened in it: the
 /// process's umask becomes `077` (every file created afterwards — the store's own, program
 /// files, caches — is `0600`, every directory `0700`), the directory is created `0700`, and
@@ -835,4 +861,19 @@ pub fn secure_data_dir(data_dir: &Path) -> Result<()> {
     #[cfg(not(unix))]
     std::fs::create_dir_all(data_dir).map_err(Error::io(data_dir))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_another_handle_holds_is_refused_as_locked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _held = EmbeddedStore::open(dir.path()).expect("opens");
+        match EmbeddedStore::open(dir.path()) {
+            Err(Error::Locked { data_dir }) => assert_eq!(data_dir, dir.path()),
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+    }
 }

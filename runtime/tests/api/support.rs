@@ -59,6 +59,7 @@ impl Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = SigningKey::from_bytes(&[42; 32]);
         eyeflow_ir::keys::write_keypair(&dir.path().join("admin"), &key).expect("key files");
+        std::fs::create_dir(dir.path().join("data")).expect("a new data directory");
         let out = eyeflow(
             &["keys", "trust", "admin.pub", "--data-dir", "data"],
             dir.path(),

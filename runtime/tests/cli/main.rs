@@ -206,6 +206,7 @@ fn compile_and_verify_refuse_a_key_file_of_the_other_kind() {
 fn keys_trust_refuses_a_secret_key_file() {
     let dir = signed_setup();
     let cwd = dir.path();
+    std::fs::create_dir(cwd.join("data")).expect("a new data directory");
     let out = eyeflow(&["keys", "trust", "admin.key", "--data-dir", "data"], cwd);
     refused_for_kind(&out, "admin.key", "secret key", "public key");
     // Every seed: before kinds, about half of them "trusted" a key nobody holds.
@@ -395,6 +396,65 @@ fn demo_compiles_and_loads_every_example() {
     );
 }
 
+#[test]
+fn help_opens_with_what_eyeflow_is() {
+    let out = eyeflow(&["--help"], &repo_root());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("eyeflow runs signed, compiled rule programs"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn the_demo_runs_from_any_directory() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let out = eyeflow(&["demo", "--events", "12"], cwd.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("audit chain verified"),
+        "{}",
+        stdout(&out)
+    );
+
+    // An installed binary finds them beside it (`examples/rules`, `plugins/`), and says
+    // which flags to pass when they are not there.
+    let home = tempfile::tempdir().expect("temp dir");
+    let installed = home.path().join("bin/eyeflow");
+    std::fs::create_dir_all(installed.parent().expect("bin")).expect("bin dir");
+    std::fs::copy(env!("CARGO_BIN_EXE_eyeflow"), &installed).expect("install the binary");
+    let demo = || {
+        Command::new(&installed)
+            .args(["demo", "--events", "12"])
+            .current_dir(cwd.path())
+            .output()
+            .expect("the installed binary runs")
+    };
+    let out = demo();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("pass --rules DIR and --plugins DIR"),
+        "{}",
+        stderr(&out)
+    );
+    let rules = home.path().join("examples/rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    for entry in std::fs::read_dir(repo_root().join("examples/rules")).expect("rules") {
+        let path = entry.expect("rule").path();
+        std::fs::copy(&path, rules.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let plugins = home.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    for name in ["sensor-sim", "valve-sim", "http-json", "webhook-notify"] {
+        let (wasm, manifest) = built_plugin(name);
+        std::fs::copy(wasm, plugins.join(format!("{name}.wasm"))).expect("copy");
+        std::fs::copy(manifest, plugins.join(format!("{name}.json"))).expect("copy");
+    }
+    let out = demo();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn built_plugin(name: &str) -> (PathBuf, PathBuf) {
     let dir = repo_root().join("target/plugins");
     let wasm = dir.join(format!("{name}.wasm"));
@@ -419,6 +479,7 @@ fn plugin_operator_loop_sign_inspect_trust_install_list_revoke() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cwd = dir.path();
     let data = cwd.join("data").display().to_string();
+    std::fs::create_dir(&data).expect("a new data directory");
     assert!(
         eyeflow(&["keys", "gen", "--out", "publisher"], cwd)
             .status
@@ -515,6 +576,7 @@ fn plugin_transfer_moves_an_id_to_another_publisher_and_clears_its_grant() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cwd = dir.path();
     let data = cwd.join("data").display().to_string();
+    std::fs::create_dir(&data).expect("a new data directory");
     let mut ids = Vec::new();
     for name in ["first", "second"] {
         let out = eyeflow(&["keys", "gen", "--out", name], cwd);
@@ -657,6 +719,7 @@ fn plugin_new_and_build_from_any_directory() {
     assert_eq!(package.manifest.id, "door-lock");
     assert!(package.signature().is_some());
 
+    std::fs::create_dir(cwd.join("data")).expect("a new data directory");
     let out = eyeflow(&["keys", "trust", "me.pub", "--data-dir", "data"], cwd);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = eyeflow(

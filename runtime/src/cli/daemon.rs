@@ -1,8 +1,7 @@
-//! `eyeflow node` (the daemon), `eyeflow tokens`, and the client commands that talk to a
-//! running node over its HTTP API (`deploy`, `events send`, `executions show`, `approve`,
-//! `plugin install --node`).
+//! `eyeflow node` (the daemon: a node, its HTTP API and its event sources until SIGTERM) and
+//! `eyeflow tokens` (bearer tokens of its API, minted from its data directory).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -10,9 +9,8 @@ use eyeflow_runtime::api::{self, ApiConfig, Role, TokenKey};
 use eyeflow_runtime::config::FileConfig;
 use eyeflow_runtime::node::{Node, audit_key};
 use eyeflow_runtime::sources::Sources;
-use serde_json::Value;
 
-use crate::cli::{Code, Failure};
+use super::options::{DEFAULT_DATA_DIR, DataDir, Failure, NODE_URL_FILE};
 
 /// `eyeflow node` options.
 #[derive(Debug, clap::Args)]
@@ -20,8 +18,9 @@ pub(crate) struct NodeArgs {
     /// The node's configuration (docs/config.md); without it, embedded defaults.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Data directory (wins over the config's `[node] data_dir`; default ./eyeflow-data).
-    #[arg(long)]
+    /// Data directory (wins over the config's `[node] data_dir`) [default: ./eyeflow-data,
+    /// unless the config names one].
+    #[arg(long, env = "EYEFLOW_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// HTTP listen address (wins over the config's `[api] listen`; default 127.0.0.1:7070).
     #[arg(long)]
@@ -37,23 +36,8 @@ pub(crate) enum TokensCommand {
         #[arg(long)]
         role: String,
         #[command(flatten)]
-        data_dir: crate::plugin_cmd::DataDir,
+        data_dir: DataDir,
     },
-}
-
-/// Where a client command sends its request.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct Remote {
-    /// The node's API base URL.
-    #[arg(
-        long = "node",
-        env = "EYEFLOW_NODE",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    pub(crate) url: String,
-    /// Bearer token (`eyeflow tokens issue`).
-    #[arg(long, env = "EYEFLOW_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains and exits.
@@ -66,7 +50,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     let data_dir = args
         .data_dir
         .or_else(|| file.node.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("eyeflow-data"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let mut config = file.node_config(Some(data_dir.clone()))?;
     let node_id = config.node_id.clone();
     let key = audit_key(file.node.audit_key.as_deref(), &data_dir)?;
@@ -84,6 +68,8 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
             audit_key: Some(key.verifying_key()),
         },
     )?;
+    // Before the banner: whoever saw the banner finds the URL.
+    let url_file = write_url(&data_dir, api.addr())?;
     println!(
         "eyeflow node {node_id} listening on http://{} (data {})",
         api.addr(),
@@ -91,6 +77,9 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     );
     let signal = wait_for_signal(&node).context("cannot wait for signals")?;
     tracing::info!("{signal}: draining");
+    if let Err(e) = std::fs::remove_file(&url_file) {
+        tracing::warn!("cannot remove {}: {e}", url_file.display());
+    }
     api.stop();
     sources.stop();
     let drained = node.shutdown_within(Duration::from_millis(file.node.drain_timeout_ms))?;
@@ -109,6 +98,22 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
         }
     );
     Ok(())
+}
+
+/// Leaves the API's URL in the data directory ([`NODE_URL_FILE`]): the commands that find
+/// the store locked by this node go through the API instead. Its path.
+fn write_url(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Result<PathBuf> {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let file = data_dir.join(NODE_URL_FILE);
+    std::fs::write(&file, format!("http://{addr}\n"))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(file)
 }
 
 /// Waits for SIGTERM or SIGINT, or for the supervision tree to stop on its own (an actor
@@ -149,63 +154,9 @@ pub(crate) fn tokens(command: TokensCommand) -> Result<(), Failure> {
         TokensCommand::Issue { role, data_dir } => {
             let role = Role::parse(&role)
                 .ok_or_else(|| anyhow!("unknown role `{role}` (admin, operator or viewer)"))?;
-            let key = TokenKey::load_or_create(&data_dir.path()?)?;
+            let key = TokenKey::load_or_create(data_dir.path()?)?;
             println!("{}", key.issue(role)?);
             Ok(())
         }
-    }
-}
-
-impl Remote {
-    /// Sends a request with a body and prints the JSON answer; an API error becomes the
-    /// matching exit code with the server's message.
-    pub(crate) fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<(&'static str, Vec<u8>)>,
-        headers: &[(&str, String)],
-    ) -> Result<Value, Failure> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("cannot build the HTTP client")?;
-        let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut request = client.request(method, &url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        if let Some((content_type, bytes)) = body {
-            request = request.header("content-type", content_type).body(bytes);
-        }
-        let response = request
-            .send()
-            .with_context(|| format!("cannot reach the node at {url}"))?;
-        let status = response.status();
-        let text = response.text().context("cannot read the node's answer")?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status.is_success() {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            );
-            return Ok(value);
-        }
-        let code = value["error"]["code"].as_str().unwrap_or("error");
-        let message = value["error"]["message"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| value.to_string());
-        let exit = match status.as_u16() {
-            422 | 413 => Code::Refused,
-            _ => Code::Failure,
-        };
-        Err(Failure {
-            code: exit,
-            error: anyhow!("{} {code}: {message}", status.as_u16()),
-        })
     }
 }

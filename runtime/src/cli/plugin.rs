@@ -1,6 +1,8 @@
-//! `eyeflow plugin …` and `eyeflow keys trust|revoke`: the plugin author's loop (new,
-//! build, sign, inspect) and the operator's (install, list, revoke, grant) on a data
-//! directory.
+//! `eyeflow plugin …`: the plugin author's loop (new, build, sign, inspect) and the
+//! operator's (install, list, revoke, grant, transfer) on a data directory, or on a running
+//! node through its API (`--node`, or the node running on the data directory).
+
+mod sdk;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
@@ -10,115 +12,13 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use eyeflow_ir::keys;
 use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
+use eyeflow_runtime::plugins::catalog::Entry;
 use eyeflow_runtime::plugins::{GrantChange, HostConfig, Installed, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::{Durability, EmbeddedStore};
+use serde::Deserialize;
 
-/// The template `plugin new` copies, embedded so the command works from any directory.
-const TEMPLATE: [(&str, &str); 6] = [
-    (
-        "Cargo.toml.tmpl",
-        include_str!("../../examples/plugin-template/Cargo.toml.tmpl"),
-    ),
-    (
-        "src/lib.rs.capability.tmpl",
-        include_str!("../../examples/plugin-template/src/lib.rs.capability.tmpl"),
-    ),
-    (
-        "src/lib.rs.connector.tmpl",
-        include_str!("../../examples/plugin-template/src/lib.rs.connector.tmpl"),
-    ),
-    (
-        "eyeflow-plugin.json.capability.tmpl",
-        include_str!("../../examples/plugin-template/eyeflow-plugin.json.capability.tmpl"),
-    ),
-    (
-        "eyeflow-plugin.json.connector.tmpl",
-        include_str!("../../examples/plugin-template/eyeflow-plugin.json.connector.tmpl"),
-    ),
-    (
-        "README.md",
-        include_str!("../../examples/plugin-template/README.md"),
-    ),
-];
-
-/// The plugin SDK (the `eyeflow-plugin-sdk` crate), embedded so that an installed binary
-/// needs no checkout: `plugin new` writes it under `$EYEFLOW_HOME/plugin-sdk/<version>`
-/// (default home: `$XDG_DATA_HOME/eyeflow`, else `~/.local/share/eyeflow`).
-const SDK: [(&str, &str); 15] = [
-    ("Cargo.toml", include_str!("../../plugin-sdk/Cargo.toml")),
-    ("README.md", include_str!("../../plugin-sdk/README.md")),
-    (
-        "src/bindings.rs",
-        include_str!("../../plugin-sdk/src/bindings.rs"),
-    ),
-    (
-        "src/clock.rs",
-        include_str!("../../plugin-sdk/src/clock.rs"),
-    ),
-    (
-        "src/error.rs",
-        include_str!("../../plugin-sdk/src/error.rs"),
-    ),
-    (
-        "src/export.rs",
-        include_str!("../../plugin-sdk/src/export.rs"),
-    ),
-    ("src/http.rs", include_str!("../../plugin-sdk/src/http.rs")),
-    ("src/kv.rs", include_str!("../../plugin-sdk/src/kv.rs")),
-    ("src/lib.rs", include_str!("../../plugin-sdk/src/lib.rs")),
-    ("src/log.rs", include_str!("../../plugin-sdk/src/log.rs")),
-    ("src/once.rs", include_str!("../../plugin-sdk/src/once.rs")),
-    (
-        "src/secrets.rs",
-        include_str!("../../plugin-sdk/src/secrets.rs"),
-    ),
-    (
-        "wit/plugin.wit",
-        include_str!("../../plugin-sdk/wit/plugin.wit"),
-    ),
-    (
-        "wit/archive/1.0.0/plugin.wit",
-        include_str!("../../plugin-sdk/wit/archive/1.0.0/plugin.wit"),
-    ),
-    (
-        "wit/archive/1.1.0/plugin.wit",
-        include_str!("../../plugin-sdk/wit/archive/1.1.0/plugin.wit"),
-    ),
-];
-
-/// Where `plugin new` writes the embedded SDK, unless `--sdk` names another.
-fn sdk_home() -> anyhow::Result<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let home = var("EYEFLOW_HOME")
-        .or_else(|| var("XDG_DATA_HOME").map(|d| d.join("eyeflow")))
-        .or_else(|| var("HOME").map(|h| h.join(".local/share/eyeflow")))
-        .ok_or_else(|| {
-            anyhow!("no EYEFLOW_HOME nor HOME to put the plugin SDK in; pass --sdk PATH")
-        })?;
-    Ok(home.join("plugin-sdk").join(env!("CARGO_PKG_VERSION")))
-}
-
-/// Writes the embedded SDK at `dir` (again, so that it always matches this binary).
-fn write_sdk(dir: &Path) -> anyhow::Result<()> {
-    for (path, text) in SDK {
-        let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        if std::fs::read_to_string(&target).is_ok_and(|old| old == text) {
-            continue;
-        }
-        std::fs::write(&target, text)
-            .with_context(|| format!("cannot write {}", target.display()))?;
-    }
-    Ok(())
-}
+use super::options::{DataDir, OnNode, Remote, Target, path_segment};
 
 /// Kind of plugin to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,43 +38,14 @@ impl NewKind {
     }
 }
 
-/// The data directory option shared by the operator commands.
-#[derive(Debug, clap::Args)]
-pub(crate) struct DataDir {
-    /// Node data directory (default: $EYEFLOW_DATA_DIR, else $XDG_DATA_HOME/eyeflow, else
-    /// ~/.local/share/eyeflow).
-    #[arg(long = "data-dir", env = "EYEFLOW_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-impl DataDir {
-    pub(crate) fn path(&self) -> anyhow::Result<PathBuf> {
-        if let Some(dir) = &self.data_dir {
-            return Ok(dir.clone());
-        }
-        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-            return Ok(PathBuf::from(xdg).join("eyeflow"));
-        }
-        let home = std::env::var_os("HOME")
-            .ok_or_else(|| anyhow!("no --data-dir, $EYEFLOW_DATA_DIR or $HOME"))?;
-        Ok(PathBuf::from(home).join(".local/share/eyeflow"))
-    }
-
-    fn store(&self) -> anyhow::Result<EmbeddedStore> {
-        let path = self.path()?;
-        EmbeddedStore::open(&path)
-            .with_context(|| format!("cannot open data directory {}", path.display()))
-    }
-
-    fn host(&self) -> anyhow::Result<PluginHost> {
-        let store = self.store()?;
-        let secrets = LocalSecrets::load(&store.data_dir().join("secrets.json"))?;
-        Ok(PluginHost::open(
-            store,
-            Arc::new(secrets),
-            HostConfig::default(),
-        )?)
-    }
+/// The plugin host of a data directory's store.
+fn host(store: EmbeddedStore) -> anyhow::Result<PluginHost> {
+    let secrets = LocalSecrets::load(&store.data_dir().join("secrets.json"))?;
+    Ok(PluginHost::open(
+        store,
+        Arc::new(secrets),
+        HostConfig::default(),
+    )?)
 }
 
 /// `eyeflow plugin …`.
@@ -221,36 +92,30 @@ pub(crate) enum PluginCommand {
         /// The package file.
         file: PathBuf,
     },
-    /// Install a signed package into a data directory (live on a running host).
+    /// Install a signed package into a data directory, or on a running node (live).
     Install {
         /// The package file.
         file: PathBuf,
-        #[command(flatten)]
-        data_dir: DataDir,
         /// Grant HTTP to HOST or HOST:PORT (repeatable).
         #[arg(long = "grant-http")]
         grant_http: Vec<String>,
         /// Grant the secret NAME (repeatable).
         #[arg(long = "grant-secret")]
         grant_secret: Vec<String>,
-        /// Install on a running node through its API (URL) instead of a data directory.
-        #[arg(long = "node", env = "EYEFLOW_NODE")]
-        node: Option<String>,
-        /// Bearer token for `--node` (admin role).
-        #[arg(long, env = "EYEFLOW_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        on: OnNode,
     },
     /// List installed and revoked plugin versions.
     List {
         #[command(flatten)]
-        data_dir: DataDir,
+        on: OnNode,
     },
     /// Revoke ID@VERSION: never chosen or installed again.
     Revoke {
         /// `id@version`.
         plugin: String,
         #[command(flatten)]
-        data_dir: DataDir,
+        on: OnNode,
     },
     /// Change what plugin ID may reach.
     Grant {
@@ -281,13 +146,7 @@ pub(crate) enum PluginCommand {
         #[arg(long = "to-key")]
         to_key: String,
         #[command(flatten)]
-        data_dir: DataDir,
-        /// Transfer on a running node through its API (URL) instead of a data directory.
-        #[arg(long = "node", env = "EYEFLOW_NODE")]
-        node: Option<String>,
-        /// Bearer token for `--node` (admin role).
-        #[arg(long, env = "EYEFLOW_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        on: OnNode,
     },
 }
 
@@ -307,37 +166,10 @@ pub(crate) fn run(command: PluginCommand) -> anyhow::Result<()> {
             file,
             grant_http,
             grant_secret,
-            node: Some(url),
-            token,
-            ..
-        } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let query = format!(
-                "/api/plugins?grant_http={}&grant_secret={}",
-                crate::cli::path_segment(&grant_http.join(",")),
-                crate::cli::path_segment(&grant_secret.join(","))
-            );
-            crate::node_cmd::Remote { url, token }
-                .send(
-                    reqwest::Method::POST,
-                    &query,
-                    Some(("application/octet-stream", bytes)),
-                    &[],
-                )
-                .map(drop)
-                .map_err(|f| f.error)
-        }
-        PluginCommand::Install {
-            file,
-            data_dir,
-            grant_http,
-            grant_secret,
-            node: None,
-            ..
-        } => install(&file, &data_dir, grant_http, grant_secret),
-        PluginCommand::List { data_dir } => list(&data_dir),
-        PluginCommand::Revoke { plugin, data_dir } => revoke(&plugin, &data_dir),
+            on,
+        } => install(&file, &on, grant_http, grant_secret),
+        PluginCommand::List { on } => list(&on),
+        PluginCommand::Revoke { plugin, on } => revoke(&plugin, &on),
         PluginCommand::Grant {
             id,
             http,
@@ -353,41 +185,47 @@ pub(crate) fn run(command: PluginCommand) -> anyhow::Result<()> {
                 .chain(revoke_http.into_iter().map(GrantChange::DenyHttp))
                 .chain(revoke_secret.into_iter().map(GrantChange::DenySecret))
                 .collect();
-            let grant = data_dir.host()?.change_grant(&id, &changes)?;
+            let grant = host(data_dir.store("plugin grant")?)?.change_grant(&id, &changes)?;
             println!("{id}: {}", serde_json::to_string(&grant)?);
             Ok(())
         }
-        PluginCommand::Transfer {
-            id,
-            to_key,
-            node: Some(url),
-            token,
-            ..
-        } => {
-            let body = serde_json::to_vec(&serde_json::json!({ "key_id": to_key }))?;
-            let path = format!("/api/plugins/{}/transfer", crate::cli::path_segment(&id));
-            crate::node_cmd::Remote { url, token }
-                .send(
-                    reqwest::Method::POST,
-                    &path,
-                    Some(("application/json", body)),
-                    &[],
-                )
-                .map(drop)
-                .map_err(|f| f.error)
-        }
-        PluginCommand::Transfer {
-            id,
-            to_key,
-            data_dir,
-            node: None,
-            ..
-        } => transfer(&id, &to_key, &data_dir),
+        PluginCommand::Transfer { id, to_key, on } => transfer(&id, &to_key, &on),
     }
 }
 
-fn transfer(id: &str, to_key: &str, data_dir: &DataDir) -> anyhow::Result<()> {
-    let host = data_dir.host()?;
+/// A request to a running node; its failure an error (plugin commands exit 1 on any
+/// failure).
+fn call(
+    node: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<(&'static str, Vec<u8>)>,
+) -> anyhow::Result<serde_json::Value> {
+    node.call(method, path, body, &[]).map_err(|f| f.error)
+}
+
+/// Prints a running node's JSON answer.
+fn print_answer(answer: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(answer)?);
+    Ok(())
+}
+
+fn transfer(id: &str, to_key: &str, on: &OnNode) -> anyhow::Result<()> {
+    let store = match on.target()? {
+        Target::Store(store) => store,
+        Target::Node(node) => {
+            let body = serde_json::to_vec(&serde_json::json!({ "key_id": to_key }))?;
+            let path = format!("/api/plugins/{}/transfer", path_segment(id));
+            let answer = call(
+                &node,
+                reqwest::Method::POST,
+                &path,
+                Some(("application/json", body)),
+            )?;
+            return print_answer(&answer);
+        }
+    };
+    let host = host(store)?;
     let audit = FjallAudit::open(
         host.catalog().store().clone(),
         AuditConfig {
@@ -403,24 +241,6 @@ fn transfer(id: &str, to_key: &str, data_dir: &DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `eyeflow keys trust FILE.pub`: only a public key file; a secret one is refused, never
-/// read for its public half.
-pub(crate) fn trust(file: &Path, data_dir: &DataDir) -> anyhow::Result<()> {
-    let key = keys::read_verifying_key(file)?;
-    let id = data_dir.store()?.trust_key(&key)?;
-    println!("trusted key {id} ({})", file.display());
-    Ok(())
-}
-
-/// `eyeflow keys revoke ID`.
-pub(crate) fn revoke_key(id: &str, data_dir: &DataDir) -> anyhow::Result<()> {
-    if !data_dir.store()?.revoke_key(id)? {
-        bail!("key {id} is not in the keyring");
-    }
-    println!("revoked key {id}");
-    Ok(())
-}
-
 fn new(name: &str, kind: NewKind, parent: &Path, sdk: Option<PathBuf>) -> anyhow::Result<()> {
     if name.is_empty()
         || !name
@@ -432,8 +252,8 @@ fn new(name: &str, kind: NewKind, parent: &Path, sdk: Option<PathBuf>) -> anyhow
     let sdk = match sdk {
         Some(sdk) => sdk,
         None => {
-            let home = sdk_home()?;
-            write_sdk(&home)?;
+            let home = sdk::sdk_home()?;
+            sdk::write_sdk(&home)?;
             home
         }
     };
@@ -448,7 +268,7 @@ fn new(name: &str, kind: NewKind, parent: &Path, sdk: Option<PathBuf>) -> anyhow
         NewKind::Connector => NewKind::Capability,
         NewKind::Capability => NewKind::Connector,
     };
-    for (path, text) in TEMPLATE {
+    for (path, text) in sdk::TEMPLATE {
         if path.contains(&format!(".{}.", other.name())) {
             continue;
         }
@@ -596,12 +416,31 @@ fn inspect(file: &Path) -> anyhow::Result<()> {
 
 fn install(
     file: &Path,
-    data_dir: &DataDir,
+    on: &OnNode,
     grant_http: Vec<String>,
     grant_secret: Vec<String>,
 ) -> anyhow::Result<()> {
+    let store = match on.target()? {
+        Target::Store(store) => store,
+        Target::Node(node) => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let query = format!(
+                "/api/plugins?grant_http={}&grant_secret={}",
+                path_segment(&grant_http.join(",")),
+                path_segment(&grant_secret.join(","))
+            );
+            let answer = call(
+                &node,
+                reqwest::Method::POST,
+                &query,
+                Some(("application/octet-stream", bytes)),
+            )?;
+            return print_answer(&answer);
+        }
+    };
     let package = Package::read(file)?;
-    let host = data_dir.host()?;
+    let host = host(store)?;
     match host.install(&package)? {
         Installed::New { label, key_id } => println!("installed {label} (signed by {key_id})"),
         Installed::Unchanged { label } => println!("{label} is already installed"),
@@ -618,76 +457,75 @@ fn install(
     Ok(())
 }
 
-fn list(data_dir: &DataDir) -> anyhow::Result<()> {
-    let host = data_dir.host()?;
-    let plugins = host.list()?;
-    if plugins.is_empty() {
-        println!("no plugins installed in {}", data_dir.path()?.display());
+/// Installed and revoked versions, one line each: the catalog entry and whether it is
+/// ready (or why not).
+fn list(on: &OnNode) -> anyhow::Result<()> {
+    let listed: Vec<(Entry, String)> = match on.target()? {
+        Target::Store(store) => host(store)?
+            .list()?
+            .into_iter()
+            .map(|info| {
+                let status = info.runnable.err().unwrap_or_else(|| "ready".to_owned());
+                (info.entry, status)
+            })
+            .collect(),
+        Target::Node(node) => {
+            let answer = call(&node, reqwest::Method::GET, "/api/plugins", None)?;
+            answer["plugins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|plugin| {
+                    let entry = Entry::deserialize(&plugin["entry"])
+                        .context("the node listed a plugin entry this binary cannot read")?;
+                    let status = plugin["problem"].as_str().unwrap_or("ready").to_owned();
+                    Ok((entry, status))
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+    };
+    if listed.is_empty() {
+        println!(
+            "no plugins installed in {}",
+            on.data_dir().path()?.display()
+        );
     }
-    for info in plugins {
-        let manifest = &info.entry.manifest;
+    for (entry, status) in listed {
+        let manifest = &entry.manifest;
         let provides: Vec<String> = manifest
             .provides
             .iter()
             .map(|p| format!("{}@{}", p.capability, p.version))
             .collect();
-        let status = match &info.runnable {
-            Ok(()) => "ready".to_owned(),
-            Err(why) => why.clone(),
-        };
         println!(
             "{:<32} {:<10} provides {:<28} key {}  {}",
             manifest.label(),
             format!("{:?}", manifest.kind).to_lowercase(),
             provides.join(","),
-            info.entry.key_id,
+            entry.key_id,
             status
         );
     }
     Ok(())
 }
 
-fn revoke(plugin: &str, data_dir: &DataDir) -> anyhow::Result<()> {
+fn revoke(plugin: &str, on: &OnNode) -> anyhow::Result<()> {
     let (id, version) = plugin
         .split_once('@')
         .ok_or_else(|| anyhow!("`{plugin}`: expected ID@VERSION"))?;
     let version = semver::Version::parse(version)
         .with_context(|| format!("`{version}` is not a semver version"))?;
-    data_dir.host()?.revoke(id, &version)?;
-    println!("revoked {id}@{version}");
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every file of `dir` below `root`, as a relative path with `/`.
-    fn files(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                files(root, &path, out);
-            } else if let Ok(relative) = path.strip_prefix(root) {
-                out.push(relative.to_string_lossy().replace('\\', "/"));
-            }
+    match on.target()? {
+        Target::Store(store) => host(store)?.revoke(id, &version)?,
+        Target::Node(node) => {
+            call(
+                &node,
+                reqwest::Method::POST,
+                &format!("/api/plugins/{}/{version}/revoke", path_segment(id)),
+                None,
+            )?;
         }
     }
-
-    #[test]
-    fn the_embedded_sdk_is_the_whole_sdk_at_this_version() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
-        let mut on_disk = vec!["Cargo.toml".to_owned(), "README.md".to_owned()];
-        files(&root, &root.join("src"), &mut on_disk);
-        files(&root, &root.join("wit"), &mut on_disk);
-        on_disk.sort();
-        let mut embedded: Vec<String> = SDK.iter().map(|(path, _)| (*path).to_owned()).collect();
-        embedded.sort();
-        assert_eq!(embedded, on_disk, "the SDK list in plugin_cmd.rs");
-        let manifest = SDK[0].1;
-        assert!(
-            manifest.contains(&format!("\nversion = \"{}\"\n", env!("CARGO_PKG_VERSION"))),
-            "plugin-sdk/Cargo.toml's version is the workspace's"
-        );
-    }
+    println!("revoked {id}@{version}");
+    Ok(())
 }
