@@ -1567,7 +1567,7 @@ fn postcondition_polls_until_it_holds_or_the_deadline() {
         .filter(|c| c.0 == "read")
         .map(|c| c.4.clone())
         .collect();
-    let set = &w.invokes().iter().find(|c| c.2 == "set").unwrap().4;
+    let set = w.invokes().into_iter().find(|c| c.2 == "set").unwrap().4;
     assert_eq!(
         calls,
         (0..3)
