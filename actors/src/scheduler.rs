@@ -815,6 +815,167 @@ mod tests {
         Ok(())
     }
 
+    /// A step of a generated history: submit a job at a level, or let the running job
+    /// picked by the number end.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Submit(u32),
+        End(usize),
+    }
+
+    fn history() -> impl proptest::strategy::Strategy<Value = (usize, Vec<Step>)> {
+        use proptest::prelude::*;
+        let level = proptest::sample::select(vec![0u32, 64, 128, 192, 255]);
+        let step = prop_oneof![
+            3 => level.prop_map(Step::Submit),
+            2 => any::<usize>().prop_map(Step::End),
+        ];
+        (1usize..=3, proptest::collection::vec(step, 1..=24))
+    }
+
+    /// What the jobs of a history did, as they saw it.
+    #[derive(Default)]
+    struct Seen {
+        started: Mutex<Vec<usize>>,
+        running: AtomicUsize,
+        most_running: AtomicUsize,
+    }
+
+    /// The scheduler's promise without aging, as a model: a free slot goes to the queued
+    /// job of the most urgent level, the earliest submitted among them.
+    #[derive(Default)]
+    struct Model {
+        queued: Vec<(u32, usize)>,
+        running: Vec<usize>,
+        started: Vec<usize>,
+    }
+
+    impl Model {
+        fn fill(&mut self, slots: usize) {
+            while self.running.len() < slots {
+                let Some(first) = self.queued.iter().copied().min() else {
+                    return;
+                };
+                self.queued.retain(|queued| *queued != first);
+                self.running.push(first.1);
+                self.started.push(first.1);
+            }
+        }
+    }
+
+    /// Waits until the scheduler has come to what the model says: as many jobs started and
+    /// running, as many queued.
+    fn settle(s: &Scheduler, seen: &Seen, model: &Model) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (running, queued) = {
+                let state = s.inner.lock();
+                (
+                    state.running,
+                    state.queue.values().map(VecDeque::len).sum::<usize>(),
+                )
+            };
+            let started = seen.started.lock().unwrap().len();
+            if (running, queued, started)
+                == (model.running.len(), model.queued.len(), model.started.len())
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "scheduler at {running} running, {queued} queued, {started} started; \
+                     expected {} running, {} queued, {} started",
+                    model.running.len(),
+                    model.queued.len(),
+                    model.started.len()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Runs `steps` on a scheduler of `slots` and checks after each step that it admitted
+    /// exactly the jobs the model did, in the same order; at the end, that every job ran
+    /// once and that no more than `slots` ever ran at once.
+    fn check_history(
+        slots: usize,
+        steps: Vec<Step>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::{prop_assert, prop_assert_eq};
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        });
+        let s = Scheduler::new(
+            SchedulerConfig {
+                workers: slots,
+                aging: Duration::from_secs(3600),
+            },
+            Arbiter::new(1),
+            runtime.handle().clone(),
+        );
+        let seen = Arc::new(Seen::default());
+        let mut ends: Vec<Option<oneshot::Sender<()>>> = Vec::new();
+        let mut model = Model::default();
+        let submit = |level: u32, ends: &mut Vec<Option<oneshot::Sender<()>>>| {
+            let i = ends.len();
+            let (end, ended) = oneshot::channel::<()>();
+            ends.push(Some(end));
+            let seen = seen.clone();
+            let job: Job = Box::new(move |_| {
+                Box::pin(async move {
+                    let now = seen.running.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.most_running.fetch_max(now, Ordering::SeqCst);
+                    seen.started.lock().unwrap().push(i);
+                    let _ = ended.await;
+                    seen.running.fetch_sub(1, Ordering::SeqCst);
+                })
+            });
+            assert!(s.submit(&format!("job-{i}"), level, Duration::from_secs(60), job));
+            i
+        };
+        let end = |model: &mut Model, ends: &mut Vec<Option<oneshot::Sender<()>>>, pick: usize| {
+            let i = model.running.remove(pick % model.running.len());
+            if let Some(end) = ends[i].take() {
+                let _ = end.send(());
+            }
+        };
+        for step in steps {
+            match step {
+                Step::Submit(level) => {
+                    let i = submit(level, &mut ends);
+                    model.queued.push((level, i));
+                }
+                Step::End(pick) if !model.running.is_empty() => end(&mut model, &mut ends, pick),
+                Step::End(_) => continue,
+            }
+            model.fill(slots);
+            settle(&s, &seen, &model).map_err(proptest::test_runner::TestCaseError::fail)?;
+            prop_assert_eq!(&*seen.started.lock().unwrap(), &model.started);
+        }
+        while !model.running.is_empty() {
+            end(&mut model, &mut ends, 0);
+            model.fill(slots);
+            settle(&s, &seen, &model).map_err(proptest::test_runner::TestCaseError::fail)?;
+            prop_assert_eq!(&*seen.started.lock().unwrap(), &model.started);
+        }
+        s.drain();
+        let mut started = seen.started.lock().unwrap().clone();
+        started.sort_unstable();
+        prop_assert_eq!(
+            started,
+            (0..ends.len()).collect::<Vec<_>>(),
+            "each job ran once"
+        );
+        let most = seen.most_running.load(Ordering::SeqCst);
+        prop_assert!(most <= slots, "{most} jobs ran at once on {slots} slots");
+        Ok(())
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(64))]
 
@@ -826,6 +987,13 @@ mod tests {
         #[test]
         fn later_work_never_overtakes_a_parked_execution_while_aging(plan in plan()) {
             check(plan, Duration::from_millis(1), false)?;
+        }
+
+        #[test]
+        fn slots_go_by_level_then_arrival_once_each_never_past_the_slots(
+            (slots, steps) in history()
+        ) {
+            check_history(slots, steps)?;
         }
     }
 }

@@ -59,7 +59,8 @@ impl Fallbacks for FakeFallbacks {
 type ReadFn = dyn Fn(&CapabilityRef, &str, &Value) -> Result<Value, CallError> + Send + Sync;
 type InvokeFn = dyn Fn(&CapabilityRef, &str, &Value) -> Result<Value, CallError> + Send + Sync;
 
-/// One plugin call: (kind, capability, key or action, params, idempotency key).
+/// One plugin call: (kind, capability, key or action, params, idempotency key or, for a
+/// read, its call).
 type PluginCall = (String, String, String, Value, String);
 
 struct FakePlugins {
@@ -77,6 +78,7 @@ impl PluginPort for FakePlugins {
         c: &CapabilityRef,
         key: &str,
         params: &Value,
+        call: &str,
         _d: Duration,
     ) -> Result<Value, CallError> {
         self.calls.lock().unwrap().push((
@@ -84,7 +86,7 @@ impl PluginPort for FakePlugins {
             c.id.clone(),
             key.into(),
             params.clone(),
-            String::new(),
+            call.into(),
         ));
         (self.read.lock().unwrap())(c, key, params)
     }
@@ -897,6 +899,10 @@ fn load_resource_and_call_action() {
     assert_eq!(calls[0].0, "read");
     assert_eq!(calls[0].1, "sensor-sim");
     assert_eq!(calls[0].2, "sensor/boiler-1/pressure");
+    assert_eq!(
+        calls[0].4, "exec-1/read/1",
+        "a read is made for its instruction's call"
+    );
     assert_eq!(calls[1].0, "invoke");
     assert_eq!(calls[1].2, "set");
     assert_eq!(calls[1].3, json!({"valve": "V-1", "position_percent": 9.0}));
@@ -1558,6 +1564,23 @@ fn postcondition_polls_until_it_holds_or_the_deadline() {
     assert_eq!(completed(w.run(&program, json!({}))), json!("throttled"));
     assert_eq!(polls.load(Ordering::SeqCst), 3);
     assert_eq!(*w.clock.sleeps.lock().unwrap(), [300, 300]);
+    let calls: Vec<String> = w
+        .plugins
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.0 == "read")
+        .map(|c| c.4.clone())
+        .collect();
+    let set = w.invokes().into_iter().find(|c| c.2 == "set").unwrap().4;
+    assert_eq!(
+        calls,
+        (0..3)
+            .map(|n| format!("{set}/postcondition/{n}"))
+            .collect::<Vec<_>>(),
+        "each poll is a read of its own, derived from the action's call"
+    );
 
     let w = World::new();
     w.on_read(|_, _, _| Ok(json!({"value": 80.0})));

@@ -194,9 +194,13 @@ impl<P: PluginPort> PluginPort for MeteredPlugins<P> {
         connector: &CapabilityRef,
         key: &str,
         params: &Value,
+        call: &str,
         deadline: Duration,
     ) -> Result<Value, CallError> {
-        let result = self.inner.read(connector, key, params, deadline).await;
+        let result = self
+            .inner
+            .read(connector, key, params, call, deadline)
+            .await;
         count_failure(connector, &result);
         result
     }

@@ -36,7 +36,7 @@
 //! | EMIT_EVENT | `events.emit(emit.topic, key_expr value, expression value, idempotency key)` | the payload |
 //! | STORE | stores `expression` in `memory.scope`: execution (L1), node (TTL `ttl_seconds`, default 3600 s), cluster | the value |
 //! | LOAD | reads `memory.key` from its scope; absent → `default_json` (or `null`) | the value |
-//! | LOAD_RESOURCE | `plugins.read(capability, key, params)`; key = the string param `key` if any, else `resource_key` | the resource |
+//! | LOAD_RESOURCE | `plugins.read(capability, key, params, call)`; key = the string param `key` if any, else `resource_key` | the resource |
 //! | CALL_ACTION | `plugins.invoke(capability, action_name, params, idempotency key)` holding the `resource_key` permit, inside `time_window`, then polls the `postcondition` | the plugin's result |
 //! | CALL_API, CALL_SERVICE | `http.send` (method, url, headers of `http`; body = `expression`; `vault_secret_key` → `Authorization: Bearer`); non-2xx: 429 `rate_limit`, 408 `timeout`, 401/403 `denied`, other 4xx `invalid_input`, else `unavailable` | the response body |
 //! | CALL_FUNCTION | a pure built-in of [`functions`] | its result |

@@ -288,7 +288,7 @@ impl Run<'_> {
                 let out = self
                     .fx
                     .plugins
-                    .read(connector, &key, &params, remaining)
+                    .read(connector, &key, &params, &at.key, remaining)
                     .await?;
                 check_schema(
                     ins.output_schema.as_ref(),
@@ -376,13 +376,14 @@ impl Run<'_> {
                 .clock
                 .now_ms()
                 .saturating_add(u64::try_from(post.deadline.as_millis()).unwrap_or(u64::MAX));
-            loop {
+            for n in 0u64.. {
                 let now = self.fx.clock.now_ms();
                 let budget = Duration::from_millis(until.saturating_sub(now).max(1));
+                let call = format!("{}/postcondition/{n}", at.key);
                 let last = match self
                     .fx
                     .plugins
-                    .read(&post.capability, &key, &read_params, budget)
+                    .read(&post.capability, &key, &read_params, &call, budget)
                     .await
                 {
                     Ok(resource) => {

@@ -123,12 +123,18 @@ pub enum OnResume {
 /// instance within `deadline`, as a future of the caller's task.
 #[async_trait::async_trait]
 pub trait PluginPort: Send + Sync {
-    /// Read resource `key` with `params` through the connector resolved from `connector`.
+    /// Read resource `key` with `params` through the connector resolved from `connector`,
+    /// for the execution's call `call` (`execution/instruction/attempt`, and
+    /// `/postcondition/N` after it for a postcondition's Nth read). A read has no effect
+    /// and a connector's takes no idempotency key; a capability read through its `read`
+    /// action gets one derived from `call` (the same after a restart, never the key of the
+    /// call's own action).
     async fn read(
         &self,
         connector: &CapabilityRef,
         key: &str,
         params: &Value,
+        call: &str,
         deadline: Duration,
     ) -> Result<Value, CallError>;
 

@@ -268,3 +268,149 @@ impl<'a> Reader<'a> {
         Ok(len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": "valve-sim", "version": "1.0.0", "kind": "capability", "wit": "1.2.0",
+            "provides": [{"capability": "valve-sim", "version": "1.0.0"}],
+            "imports": ["log", "kv"]
+        }))
+        .expect("json")
+    }
+
+    /// A signed package whose component is only a component preamble and some bytes (the
+    /// parser does not compile it).
+    fn package(component: Vec<u8>) -> Package {
+        let mut package = Package::new(manifest(), component).expect("a good package");
+        package.sign(&SigningKey::from_bytes(&[7; 32]));
+        package
+    }
+
+    fn good() -> Vec<u8> {
+        let mut component = COMPONENT_HEADER.to_vec();
+        component.extend_from_slice(b"component body");
+        package(component).to_bytes()
+    }
+
+    /// The bytes of an unsigned package around `component`, whatever it holds.
+    fn framed(component: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        push_len(&mut out, manifest().len());
+        out.extend_from_slice(&manifest());
+        push_len(&mut out, component.len());
+        out.extend_from_slice(component);
+        out.push(0);
+        out
+    }
+
+    /// `bytes` with the 4-byte length at `at` replaced by `len`.
+    fn with_len(bytes: &[u8], at: usize, len: u32) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_package_reads_back_byte_for_byte() {
+        let bytes = good();
+        let package = Package::from_bytes(&bytes, "good").expect("parses");
+        assert_eq!(package.to_bytes(), bytes);
+        assert_eq!(package.label(), "valve-sim@1.0.0");
+    }
+
+    /// What `cargo fuzz run package` looks for, on named malformed packages: each is refused
+    /// with an error that says what is wrong, and none panics.
+    #[test]
+    fn malformed_packages_are_refused_with_the_reason() {
+        let good = good();
+        let m = manifest().len();
+        let component_at = MAGIC.len() + 4 + m;
+        let flag_at = good.len() - 1 - KEY_ID_LEN - 64;
+        let cut = |n: usize| good[..n].to_vec();
+        let replaced = |at: usize, with: &[u8]| {
+            let mut out = good.clone();
+            out[at..at + with.len()].copy_from_slice(with);
+            out
+        };
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut zip = b"PK\x03\x04".to_vec();
+        zip.extend_from_slice(&good[4..]);
+        let nested = framed(&good);
+        let mut bad_json = good[..MAGIC.len()].to_vec();
+        bad_json.extend_from_slice(&5u32.to_le_bytes());
+        bad_json.extend_from_slice(b"{oops");
+        bad_json.extend_from_slice(&good[component_at..]);
+        let core_module = framed(b"\0asm\x01\0\0\0");
+        let corpus: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "empty",
+                Vec::new(),
+                "truncated at byte 0: 16 more bytes expected",
+            ),
+            ("cut in the magic", cut(9), "truncated at byte 0"),
+            ("a zip archive", zip, "bad magic"),
+            (
+                "a later format",
+                replaced(15, &[2]),
+                "format version 2 is not supported",
+            ),
+            (
+                "cut before the manifest length",
+                cut(18),
+                "truncated at byte 16: 4 more",
+            ),
+            (
+                "manifest length past the limit",
+                with_len(&good, MAGIC.len(), u32::MAX),
+                "manifest length 4294967295 exceeds the limit",
+            ),
+            (
+                "manifest length past the end",
+                with_len(&good, MAGIC.len(), (good.len() as u32) * 2),
+                "more bytes expected",
+            ),
+            ("manifest not JSON", bad_json, "manifest"),
+            (
+                "component length past the limit",
+                with_len(&good, component_at, MAX_COMPONENT_BYTES as u32 + 1),
+                "component length 67108865 exceeds the limit",
+            ),
+            ("cut in the component", cut(component_at + 10), "truncated"),
+            ("cut before the signature flag", cut(flag_at), "truncated"),
+            ("cut in the signature", cut(good.len() - 10), "truncated"),
+            (
+                "an unknown signature flag",
+                replaced(flag_at, &[2]),
+                "signature flag 2",
+            ),
+            (
+                "a key id that is not hex",
+                replaced(flag_at + 1, b"zz"),
+                "key id is not hexadecimal",
+            ),
+            ("bytes after the signature", trailing, "1 unexpected bytes"),
+            (
+                "a package inside a package",
+                nested,
+                "not a WebAssembly component",
+            ),
+            (
+                "a core module",
+                core_module,
+                "core modules are not accepted",
+            ),
+        ];
+        for (name, bytes, expected) in corpus {
+            let error = match Package::from_bytes(&bytes, name) {
+                Ok(_) => panic!("{name}: accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(error.contains(expected), "{name}: {error}");
+        }
+    }
+}

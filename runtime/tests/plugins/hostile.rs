@@ -416,6 +416,40 @@ fn one_plugin_runs_at_most_its_share_of_calls_at_once() {
     good_plugin_still_works(&node);
 }
 
+/// The pool of instances is the node's: when every one is taken, a call of any plugin fails
+/// `resource-exhausted` (wasmtime's `PoolConcurrencyLimitError`), and the next call after
+/// one ends runs.
+#[test]
+fn a_full_instance_pool_is_resource_exhausted() {
+    let node = std::sync::Arc::new(quota_node(HostConfig {
+        max_concurrent_calls: 1,
+        max_calls_per_plugin: 4,
+        ..HostConfig::default()
+    }));
+    let busy = {
+        let node = node.clone();
+        std::thread::spawn(move || {
+            hostile(
+                &node,
+                "sleep",
+                json!({"ms": 60_000}),
+                Duration::from_secs(5),
+            )
+        })
+    };
+    let err = eyeflow_tests::eventually(
+        "the sleeping call holds the pool's only instance",
+        Duration::from_secs(10),
+        || {
+            let err = node.invoke("fixture-echo", "ping", json!({})).err()?;
+            (err.kind == CallErrorKind::ResourceExhausted).then_some(err)
+        },
+    );
+    assert!(err.message.contains("concurrent limit"), "{err}");
+    assert_eq!(busy.join().expect("thread").kind, CallErrorKind::Timeout);
+    good_plugin_still_works(&node);
+}
+
 #[test]
 fn a_source_that_returns_more_than_asked_is_refused() {
     let node = Node::new();
