@@ -1455,7 +1455,7 @@ id: t
 version: 1.0.0
 requires: {sensor-sim: ^1.0}
 instructions:
-  - {id: read, op: LOAD_RESOURCE, capability: sensor-sim, timeout_ms: 100, on_timeout: skip, next: done}
+  - {id: read, op: LOAD_RESOURCE, capability: sensor-sim, params: {key: "'x'"}, timeout_ms: 100, on_timeout: skip, next: done}
   - {id: done, op: RETURN, expression: read}
 "#,
     );

@@ -1,6 +1,10 @@
 //! CEL expressions in the rule: each one is parsed with `cel-interpreter` at compile time, and a
 //! parse error is reported at the YAML line and column of the offending character.
 
+use std::cell::Cell;
+use std::panic::UnwindSafe;
+use std::sync::Once;
+
 use marked_yaml::Span;
 
 use crate::ast::Text;
@@ -25,8 +29,8 @@ pub(crate) fn check(source: &Source<'_>, expr: &Text, what: &str) -> Result<()> 
         });
     }
     // The generated CEL parser panics on some malformed input instead of returning an error:
-    // contain it so a bad rule is a compile error, not a crash.
-    let parsed = std::panic::catch_unwind(|| {
+    // contain it so a bad rule is a compile error, not a crash or a panic message.
+    let parsed = quietly(|| {
         cel_interpreter::Program::compile(expr.as_str())
             .map(drop)
             .map_err(|errors| {
@@ -51,6 +55,30 @@ pub(crate) fn check(source: &Source<'_>, expr: &Text, what: &str) -> Result<()> 
             "{what} is not valid CEL: {problem}; expected a CEL expression such as `reading.value > 80.0`"
         ),
     })
+}
+
+thread_local! {
+    /// Set while this thread runs the CEL parser under [`quietly`].
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic in it, without the panic hook printing its message (or a
+/// backtrace): the caller turns it into a compile error. Only this thread's panics inside
+/// `f` are silenced; every other panic still reaches the hook that was installed before.
+fn quietly<T>(f: impl FnOnce() -> T + UnwindSafe) -> std::thread::Result<T> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|quiet| quiet.replace(true));
+    let result = std::panic::catch_unwind(f);
+    QUIET.with(|quiet| quiet.set(was));
+    result
 }
 
 /// Maps a CEL position (1-based line and column inside the expression) to the YAML source.

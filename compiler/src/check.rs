@@ -158,6 +158,16 @@ fn instruction(
     if let Some(output) = &ins.output {
         identifier(source, output, "output name")?;
     }
+    // The connector is asked for the string param `key`, else `resource_key`, with the
+    // params: with none of them it would be asked for the empty key and nothing else.
+    if opcode == IrOpcode::LoadResource && ins.resource_key.is_none() && ins.params.is_empty() {
+        return Err(source.rule(
+            ins.span(),
+            format!(
+                "LOAD_RESOURCE `{id}` names nothing to read: it has no `resource_key` and no `params`; expected a `key` param (a CEL expression such as \"'sensor/boiler-1/pressure'\"), a `resource_key` such as `sensor/boiler-1/pressure`, or the params its connector reads by (such as `url`)"
+            ),
+        ));
+    }
     if let Some(key) = &ins.resource_key
         && key.trim().is_empty()
     {

@@ -416,6 +416,58 @@ mod broken {
     }
 
     #[test]
+    fn load_resource_that_names_nothing_to_read() {
+        let source = BASE.replace(
+            "  - id: done\n",
+            "  - id: read\n    op: LOAD_RESOURCE\n    capability: valve-sim\n    next: done\n  - id: done\n",
+        )
+        .replace("    next: done\n  - id: read", "    next: read\n  - id: read");
+        fails(&source, "LOAD_RESOURCE `read` names nothing to read", 12);
+        for says_what in [
+            "    params: {key: \"'valve/V-1'\"}\n",
+            "    resource_key: valve/V-1\n",
+            "    params: {valve: \"'V-1'\"}\n",
+        ] {
+            let source = source.replace(
+                "    capability: valve-sim\n    next: done\n",
+                &format!("    capability: valve-sim\n{says_what}    next: done\n"),
+            );
+            compile(&source, &options("rules/read.yaml"))
+                .unwrap_or_else(|e| panic!("{says_what}: {e}"));
+        }
+    }
+
+    /// Broken CEL of every kind is a compile error at the expression, never a panic (not
+    /// even a message from the panic hook: the CEL parser's panics are caught quietly).
+    #[test]
+    fn broken_cel_is_a_compile_error_never_a_panic() {
+        let deep = format!("{}a", "(".repeat(10_000));
+        let huge = format!("a + {}", "1 + ".repeat(256 * 1024));
+        for broken in [
+            "a >",
+            "((",
+            "\"unterminated",
+            "a.b.",
+            "1 +* 2",
+            ")",
+            "close.ok && )",
+            "[1, 2",
+            "{'k': }",
+            "a ? b",
+            deep.as_str(),
+            huge.as_str(),
+        ] {
+            let yaml = serde_json::to_string(broken).expect("a YAML string");
+            let source = BASE.replace(
+                "    op: RETURN\n",
+                &format!("    op: RETURN\n    expression: {yaml}\n"),
+            );
+            let err = fails(&source, "RETURN `done` return value", 14);
+            assert!(matches!(err, Error::Expression { .. }), "{err}");
+        }
+    }
+
+    #[test]
     fn cel_error_in_a_block_scalar_points_at_its_line() {
         let source = BASE.replace(
             "    op: RETURN\n",

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use eyeflow_actors::ports::{
     Accepted, AuditEntry, CallError, CallErrorKind, EventRecord, ExecutionOutcome, Journal,
-    PendingExecution, StepRecord,
+    PendingExecution, StepOutcome, StepRecord,
 };
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,137 @@ struct ExecutionRecord {
 /// An execution as the API and CLI show it: the event it runs, its journaled steps in
 /// order, and how it ended (`None` while it runs or waits).
 pub type ExecutionView = (EventRecord, Vec<StepRecord>, Option<ExecutionOutcome>);
+
+/// What an execution is doing, as the API shows and filters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionStatus {
+    /// Accepted and not finished, not waiting for anyone (it may still be queued).
+    Running,
+    /// Paused before an instruction that needs a human approval.
+    AwaitingApproval,
+    /// A crash left an effect's result unknown and the effect declares no safe way to
+    /// learn it: waits for an operator.
+    Ambiguous,
+    /// Ended with a value.
+    Completed,
+    /// Ended in a failure.
+    Failed,
+    /// Ended because a human rejected an instruction.
+    Rejected,
+}
+
+impl ExecutionStatus {
+    /// Every status, in the order the API lists them.
+    pub const ALL: [Self; 6] = [
+        Self::Running,
+        Self::AwaitingApproval,
+        Self::Ambiguous,
+        Self::Completed,
+        Self::Failed,
+        Self::Rejected,
+    ];
+
+    /// Its name in the API (`running`, `awaiting_approval`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Ambiguous => "ambiguous",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// The status named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The status of an execution that ended with `outcome` (`None`: not finished) and
+    /// whose last journaled step is `last_step`.
+    pub fn of(outcome: Option<&ExecutionOutcome>, last_step: Option<&StepRecord>) -> Self {
+        match (outcome, last_step.map(|s| &s.outcome)) {
+            (Some(ExecutionOutcome::Completed { .. }), _) => Self::Completed,
+            (Some(ExecutionOutcome::Failed { .. }), _) => Self::Failed,
+            (Some(ExecutionOutcome::Rejected { .. }), _) => Self::Rejected,
+            (None, Some(StepOutcome::AwaitingApproval)) => Self::AwaitingApproval,
+            (None, Some(StepOutcome::Ambiguous { .. })) => Self::Ambiguous,
+            (None, _) => Self::Running,
+        }
+    }
+}
+
+/// One execution in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionSummary {
+    /// Its id.
+    pub id: String,
+    /// The program that runs it.
+    pub program: String,
+    /// That program's version.
+    pub version: String,
+    /// Where its event came from.
+    pub source: String,
+    /// What it is doing.
+    pub status: ExecutionStatus,
+    /// Acceptance time, Unix milliseconds.
+    pub accepted_ms: u64,
+    /// When it finished (the end of its last step; its acceptance when it took none),
+    /// Unix milliseconds; `None` while unfinished.
+    pub finished_ms: Option<u64>,
+}
+
+/// Which executions a listing keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    /// Only this program's.
+    pub program: Option<String>,
+    /// Only those in this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only those accepted at or after this time, Unix milliseconds.
+    pub since_ms: Option<u64>,
+}
+
+impl ExecutionFilter {
+    fn keeps(&self, execution: &ExecutionSummary) -> bool {
+        self.program
+            .as_ref()
+            .is_none_or(|p| *p == execution.program)
+            && self.status.is_none_or(|s| s == execution.status)
+            && self.since_ms.is_none_or(|t| execution.accepted_ms >= t)
+    }
+}
+
+/// Where a listing continues: below an execution id (opaque to API clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionCursor(String);
+
+impl ExecutionCursor {
+    /// The cursor `text` (as [`ExecutionCursor::as_str`] gave it), `None` when malformed.
+    pub fn parse(text: &str) -> Option<Self> {
+        // Only the exact form handed out (no sign, no other width).
+        parse_execution_id(text.as_bytes())
+            .ok()
+            .map(execution_id)
+            .filter(|id| id == text)
+            .map(Self)
+    }
+
+    /// Its text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionPage {
+    /// The executions kept, newest first.
+    pub executions: Vec<ExecutionSummary>,
+    /// Where the next page starts; `None` when nothing older is left.
+    pub next_cursor: Option<ExecutionCursor>,
+}
 
 /// Record counts of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +304,89 @@ impl FjallJournal {
             pending,
             finished,
             steps,
+        })
+    }
+
+    /// The executions `filter` keeps, newest first, from `cursor` (the newest when `None`):
+    /// at most `limit` of them, after examining at most `budget` executions (so that a
+    /// filter that skips most of the journal still answers in bounded time; the page may
+    /// then be short, even empty, with a cursor to continue from). Reads the journal lazily,
+    /// one execution at a time.
+    pub fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        cursor: Option<&ExecutionCursor>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<ExecutionPage> {
+        let mut records = self.store.iter_back(
+            Space::JournalExecutions,
+            cursor.map(|c| c.as_str().as_bytes()),
+        );
+        let (mut executions, mut examined, mut last) = (Vec::new(), 0usize, None);
+        while executions.len() < limit && examined < budget {
+            let Some(record) = records.next() else {
+                return Ok(ExecutionPage {
+                    executions,
+                    next_cursor: None,
+                });
+            };
+            let (key, value) = record?;
+            examined += 1;
+            let id = utf8("journal-executions", key)?;
+            match self.summary(&id, &value) {
+                Ok(summary) if filter.keeps(&summary) => executions.push(summary),
+                Ok(_) => {}
+                Err(e) => tracing::error!(execution = id, "not listed: {e}"),
+            }
+            last = Some(id);
+        }
+        // Stopped by the limit or the budget: a cursor only if something older is left.
+        let next_cursor = match records.next().transpose()? {
+            Some(_) => last.map(ExecutionCursor),
+            None => None,
+        };
+        Ok(ExecutionPage {
+            executions,
+            next_cursor,
+        })
+    }
+
+    /// The listing entry of execution `id` whose `journal-executions` record is `record`.
+    fn summary(&self, id: &str, record: &[u8]) -> Result<ExecutionSummary> {
+        let ExecutionRecord { event, .. } =
+            serde_json::from_slice(record).map_err(|e| Error::CorruptRecord {
+                key: format!("journal-executions/{id}"),
+                reason: e.to_string(),
+            })?;
+        let outcome: Option<ExecutionOutcome> = self.store.get_json(Space::JournalOutcomes, id)?;
+        let last_step = match self
+            .store
+            .last(Space::JournalSteps, format!("{id}/").as_bytes())?
+        {
+            Some((key, bytes)) => {
+                Some(serde_json::from_slice::<StepRecord>(&bytes).map_err(|e| {
+                    Error::CorruptRecord {
+                        key: format!("journal-steps/{}", String::from_utf8_lossy(&key)),
+                        reason: e.to_string(),
+                    }
+                })?)
+            }
+            None => None,
+        };
+        let finished_ms = outcome.as_ref().map(|_| {
+            last_step
+                .as_ref()
+                .map_or(event.accepted_at_ms, |s| s.finished_ms)
+        });
+        Ok(ExecutionSummary {
+            id: id.to_owned(),
+            status: ExecutionStatus::of(outcome.as_ref(), last_step.as_ref()),
+            program: event.program_id,
+            version: event.program_version,
+            source: event.source,
+            accepted_ms: event.accepted_at_ms,
+            finished_ms,
         })
     }
 

@@ -222,9 +222,9 @@ impl Workdir {
         self.get(url, &format!("/api/executions/{id}"))
     }
 
-    /// `GET /api/executions` (counts), or `None` when the node does not answer.
+    /// `GET /api/executions/summary` (counts), or `None` when the node does not answer.
     pub fn counts(&self, url: &str) -> Option<Value> {
-        self.get(url, "/api/executions")
+        self.get(url, "/api/executions/summary")
     }
 
     fn get(&self, url: &str, path: &str) -> Option<Value> {

@@ -56,7 +56,7 @@ impl Drop for Reaped {
 
 fn counts(url: &str, token: &str) -> Value {
     let text = reqwest::blocking::Client::new()
-        .get(format!("{url}/api/executions"))
+        .get(format!("{url}/api/executions/summary"))
         .bearer_auth(token)
         .send()
         .and_then(|r| r.text())

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
-use eyeflow_actors::ports::{Accepted, ExecutionOutcome, StepOutcome};
+use eyeflow_actors::ports::Accepted;
 use eyeflow_ir::pb::TriggerKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
+use crate::journal::{ExecutionCursor, ExecutionFilter, ExecutionStatus};
 use crate::plugins::{GrantChange, Installed, Package};
 
 type State = web::Data<ApiState>;
@@ -306,7 +307,7 @@ fn random_id() -> Result<String, ApiError> {
     Ok(hex::encode(bytes))
 }
 
-pub(crate) async fn executions(state: State) -> Reply {
+pub(crate) async fn executions_summary(state: State) -> Reply {
     let node = state.node.clone();
     let counts = blocking(move || node.journal().counts()).await?;
     Ok(HttpResponse::Ok().json(json!({
@@ -315,6 +316,93 @@ pub(crate) async fn executions(state: State) -> Reply {
         "finished": counts.finished,
         "steps": counts.steps,
         "in_flight": state.node.in_flight(),
+    })))
+}
+
+/// Executions listed when `limit` is not given.
+const DEFAULT_LIST_LIMIT: usize = 50;
+/// Largest `limit` of `GET /api/executions`.
+const MAX_LIST_LIMIT: usize = 500;
+/// Executions one listing request examines at most (filters may skip most of them).
+const LIST_SCAN_BUDGET: usize = 5000;
+
+/// Query of `GET /api/executions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    program: Option<String>,
+    status: Option<String>,
+    since: Option<u64>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// The filter, cursor and limit asked for, or a 400 naming the bad parameter.
+    fn parse(self) -> Result<(ExecutionFilter, Option<ExecutionCursor>, usize), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit {limit} is out of range; expected 1 to {MAX_LIST_LIMIT} (default {DEFAULT_LIST_LIMIT})"
+            )));
+        }
+        if let Some(program) = &self.program {
+            eyeflow_ir::validate::check_program_id(program)
+                .map_err(|reason| ApiError::bad_request(format!("program {reason}")))?;
+        }
+        let status = match &self.status {
+            None => None,
+            Some(name) => Some(ExecutionStatus::parse(name).ok_or_else(|| {
+                let allowed: Vec<&str> = ExecutionStatus::ALL.iter().map(|s| s.name()).collect();
+                ApiError::bad_request(format!(
+                    "unknown status `{name}`; expected one of {}",
+                    allowed.join(", ")
+                ))
+            })?),
+        };
+        let cursor = match &self.cursor {
+            None => None,
+            Some(text) => Some(ExecutionCursor::parse(text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "malformed cursor; expected the `next_cursor` of a previous answer",
+                )
+            })?),
+        };
+        let filter = ExecutionFilter {
+            program: self.program,
+            status,
+            since_ms: self.since,
+        };
+        Ok((filter, cursor, limit))
+    }
+}
+
+pub(crate) async fn executions(state: State, query: web::Query<ListQuery>) -> Reply {
+    let (filter, cursor, limit) = query.into_inner().parse()?;
+    let node = state.node.clone();
+    let page = blocking(move || {
+        node.journal()
+            .list_executions(&filter, cursor.as_ref(), limit, LIST_SCAN_BUDGET)
+    })
+    .await?;
+    let executions: Vec<Value> = page
+        .executions
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "program": e.program,
+                "version": e.version,
+                "status": e.status.name(),
+                "accepted_ms": e.accepted_ms,
+                "finished_ms": e.finished_ms,
+                "source": e.source,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "executions": executions,
+        "next_cursor": page.next_cursor.as_ref().map(ExecutionCursor::as_str),
     })))
 }
 
@@ -334,25 +422,7 @@ pub(crate) async fn execution(state: State, id: web::Path<String>) -> Reply {
     let Some(((event, steps, outcome), audit)) = found else {
         return Err(ApiError::not_found(format!("execution {id} not found")));
     };
-    let status = match &outcome {
-        Some(ExecutionOutcome::Completed { .. }) => "completed",
-        Some(ExecutionOutcome::Failed { .. }) => "failed",
-        Some(ExecutionOutcome::Rejected { .. }) => "rejected",
-        None if steps
-            .last()
-            .is_some_and(|s| matches!(s.outcome, StepOutcome::AwaitingApproval)) =>
-        {
-            "awaiting_approval"
-        }
-        // A crash left an effect's result unknown and it declares no safe retry.
-        None if steps
-            .last()
-            .is_some_and(|s| matches!(s.outcome, StepOutcome::Ambiguous { .. })) =>
-        {
-            "ambiguous"
-        }
-        None => "running",
-    };
+    let status = ExecutionStatus::of(outcome.as_ref(), steps.last()).name();
     let audit: Vec<Value> = audit
         .iter()
         .map(|e| json!({ "index": e.index, "hash": hex::encode(e.hash), "instruction_id": e.entry.instruction_id, "outcome": e.entry.outcome }))

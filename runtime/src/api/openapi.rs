@@ -13,12 +13,15 @@ pub fn document() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .chain(spec.query.iter().map(|(name, kind, description)| {
+                json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": kind } })
+            }))
             .collect();
         let mut operation = json!({
             "summary": spec.summary,
             "operationId": operation_id(spec.method.as_str(), spec.path),
             "parameters": parameters,
-            "responses": responses(spec.ok, spec.role.is_some(), spec.body),
+            "responses": responses(spec.ok, spec.role.is_some(), spec.body, !spec.query.is_empty()),
         });
         if let Some(role) = spec.role {
             operation["security"] = json!([{ "bearer": [] }]);
@@ -77,7 +80,7 @@ fn operation_id(method: &str, path: &str) -> String {
     id
 }
 
-fn responses(ok: u16, authenticated: bool, body: Body) -> Value {
+fn responses(ok: u16, authenticated: bool, body: Body, query: bool) -> Value {
     let error = json!({ "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
     let mut out = Map::new();
     out.insert(ok.to_string(), json!({ "description": "success" }));
@@ -89,6 +92,9 @@ fn responses(ok: u16, authenticated: bool, body: Body) -> Value {
     if authenticated {
         with("401", "no valid bearer token");
         with("403", "the token's role is not enough");
+    }
+    if query && body == Body::Empty {
+        with("400", "a query parameter is malformed or out of range");
     }
     if body != Body::Empty {
         with("400", "malformed body");
@@ -125,5 +131,10 @@ mod tests {
                 .len(),
             2
         );
+        let listing = &doc["paths"]["/api/executions"]["get"];
+        assert_eq!(listing["parameters"].as_array().unwrap().len(), 5);
+        assert_eq!(listing["parameters"][1]["name"], "status");
+        assert!(listing["responses"].get("400").is_some());
+        assert!(doc["paths"]["/api/executions/summary"]["get"].is_object());
     }
 }

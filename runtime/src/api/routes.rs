@@ -31,8 +31,55 @@ pub(crate) struct Spec {
     /// Success status.
     pub(crate) ok: u16,
     pub(crate) summary: &'static str,
+    /// Query parameters: name, type (`string` or `integer`) and description.
+    pub(crate) query: &'static [Query],
     pub(crate) make: fn() -> Route,
 }
+
+/// One query parameter: name, OpenAPI type and description.
+pub(crate) type Query = (&'static str, &'static str, &'static str);
+
+impl Spec {
+    /// This endpoint taking the query parameters `query`.
+    fn with_query(self, query: &'static [Query]) -> Self {
+        Self { query, ..self }
+    }
+}
+
+/// Query parameters of `GET /api/executions`.
+const LIST_EXECUTIONS: &[Query] = &[
+    (
+        "program",
+        "string",
+        "only the executions of this program id",
+    ),
+    (
+        "status",
+        "string",
+        "only those in this status: running, awaiting_approval, ambiguous, completed, failed or rejected",
+    ),
+    (
+        "since",
+        "integer",
+        "only those accepted at or after this time, Unix milliseconds",
+    ),
+    ("limit", "integer", "page size, 1 to 500 (default 50)"),
+    (
+        "cursor",
+        "string",
+        "the `next_cursor` of the previous page (opaque)",
+    ),
+];
+
+/// Query parameters of `GET /api/audit`.
+const AUDIT_ENTRIES: &[Query] = &[
+    ("from", "integer", "first entry index (default 0)"),
+    (
+        "limit",
+        "integer",
+        "entries at most (default 100, max 1000)",
+    ),
+];
 
 /// Every endpoint of the API.
 pub(crate) fn table() -> Vec<Spec> {
@@ -51,6 +98,7 @@ pub(crate) fn table() -> Vec<Spec> {
         body,
         ok,
         summary,
+        query: &[],
         make,
     };
     vec![
@@ -114,8 +162,18 @@ pub(crate) fn table() -> Vec<Spec> {
             Some(Viewer),
             Empty,
             200,
-            "Journal counts: accepted executions, pending, finished, steps",
+            "List executions, newest first: ?program=ID, ?status=running|awaiting_approval|ambiguous|completed|failed|rejected, ?since=UNIX_MS, ?limit=N (default 50, max 500), ?cursor= (the previous page's next_cursor)",
             || web::get().to(h::executions),
+        )
+        .with_query(LIST_EXECUTIONS),
+        spec(
+            Method::GET,
+            "/api/executions/summary",
+            Some(Viewer),
+            Empty,
+            200,
+            "Journal counts: accepted executions, pending, finished, steps, in flight",
+            || web::get().to(h::executions_summary),
         ),
         spec(
             Method::GET,
@@ -143,7 +201,8 @@ pub(crate) fn table() -> Vec<Spec> {
             200,
             "Audit entries from ?from=INDEX (default 0), at most ?limit=N (default 100, max 1000)",
             || web::get().to(h::audit),
-        ),
+        )
+        .with_query(AUDIT_ENTRIES),
         spec(
             Method::GET,
             "/api/audit/verify",
@@ -360,6 +419,10 @@ mod tests {
         assert_eq!(
             required_role(&Method::POST, "/api/events/orders"),
             Some(Role::Operator)
+        );
+        assert_eq!(
+            required_role(&Method::GET, "/api/executions/summary"),
+            Some(Role::Viewer)
         );
         assert_eq!(required_role(&Method::GET, "/nowhere"), None);
     }

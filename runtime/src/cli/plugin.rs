@@ -13,7 +13,7 @@ use clap::{Subcommand, ValueEnum};
 use eyeflow_ir::keys;
 use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
 use eyeflow_runtime::plugins::catalog::Entry;
-use eyeflow_runtime::plugins::{GrantChange, HostConfig, Installed, Package, PluginHost};
+use eyeflow_runtime::plugins::{GrantChange, HostConfig, Installed, Manifest, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::{Durability, EmbeddedStore};
 use serde::Deserialize;
@@ -299,6 +299,13 @@ fn build(dir: &Path, key: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
     let crate_name = crate_name(&dir.join("Cargo.toml"))?;
     let target_dir = dir.join("target");
+    let out = package_path(&target_dir, &Manifest::from_json(&manifest)?);
+    if key.is_none() && Package::is_signed_file(&out) {
+        bail!(
+            "{} is a signed package and a build without --key would replace it with an unsigned one; pass --key KEY to sign this build, or move the signed package away first",
+            out.display()
+        );
+    }
     let status = Process::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "build",
@@ -323,19 +330,27 @@ fn build(dir: &Path, key: Option<&Path>) -> anyhow::Result<()> {
     let component =
         std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
     let mut package = Package::new(manifest, component)?;
+    for unused in package.check_imports()? {
+        eprintln!(
+            "warning: the manifest declares `{unused}` in `imports` but the component does not import it; remove it so that operators are not asked to grant it"
+        );
+    }
     if let Some(key) = &key {
         package.sign(key);
     }
     let out_dir = target_dir.join("eyeflow");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let out = out_dir.join(format!(
-        "{}-{}.efp",
-        package.manifest.id, package.manifest.version
-    ));
     package.write(&out)?;
     println!("{}", out.display());
     Ok(())
+}
+
+/// Where `plugin build` writes the package of `manifest`.
+fn package_path(target_dir: &Path, manifest: &Manifest) -> PathBuf {
+    target_dir
+        .join("eyeflow")
+        .join(format!("{}-{}.efp", manifest.id, manifest.version))
 }
 
 fn crate_name(cargo_toml: &Path) -> anyhow::Result<String> {

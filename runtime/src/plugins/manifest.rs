@@ -264,6 +264,53 @@ impl Manifest {
         Ok(())
     }
 
+    /// Compares the interfaces a component imports (`names` as its component type lists
+    /// them, such as `eyeflow:plugin/kv@1.2.0`) with `imports`. An `eyeflow:plugin`
+    /// interface it imports without the manifest declaring it, or that the host does not
+    /// provide, is an error naming it: the node refuses such a package at install. The
+    /// declared imports it does not use are returned: harmless to run, but an operator
+    /// would be asked to grant them for nothing. Other (WASI) imports are the host's to
+    /// judge at install.
+    pub fn check_imports<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Import>> {
+        let mut unused = self.imports.clone();
+        for name in names {
+            let Some(rest) = name.strip_prefix("eyeflow:plugin/") else {
+                continue;
+            };
+            let interface = rest
+                .split_once('@')
+                .map_or(rest, |(interface, _)| interface);
+            if interface == "types" {
+                continue;
+            }
+            let incompatible = |reason: String| Error::Incompatible {
+                plugin: self.label(),
+                reason,
+            };
+            match Import::from_name(interface) {
+                Some(import) if self.imports.contains(&import) => {
+                    unused.remove(&import);
+                }
+                Some(import) => {
+                    return Err(incompatible(format!(
+                        "the component imports {name} but its manifest does not declare `{import}` in `imports`; add \"{import}\" there"
+                    )));
+                }
+                None => {
+                    let provided: Vec<&str> = Import::ALL.iter().map(|i| i.name()).collect();
+                    return Err(incompatible(format!(
+                        "the component imports {name}, which this host does not provide (it provides {})",
+                        provided.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(unused.into_iter().collect())
+    }
+
     /// Whether this plugin provides capability `id` at a version matching `req`; returns
     /// that version.
     pub fn provides_matching(&self, id: &str, req: &semver::VersionReq) -> Option<&Version> {
@@ -340,6 +387,38 @@ mod tests {
             );
         }
         assert!(refused(|m| m["wit"] = "1.3.0".into()).contains("expected 1.x at most 1.2.0"));
+    }
+
+    #[test]
+    fn imports_are_checked_against_the_component() {
+        let m = Manifest::from_json(manifest().to_string().as_bytes()).unwrap();
+        // Declares log and kv.
+        let unused = m
+            .check_imports([
+                "eyeflow:plugin/types@1.2.0",
+                "eyeflow:plugin/log@1.2.0",
+                "wasi:io/streams@0.2.0",
+            ])
+            .unwrap();
+        assert_eq!(unused, [Import::Kv]);
+        assert_eq!(
+            m.check_imports(["eyeflow:plugin/kv@1.0.0", "eyeflow:plugin/log@1.2.0"])
+                .unwrap(),
+            []
+        );
+        let undeclared = m
+            .check_imports(["eyeflow:plugin/log@1.2.0", "eyeflow:plugin/secrets@1.2.0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            undeclared.contains("eyeflow:plugin/secrets@1.2.0") && undeclared.contains("`secrets`"),
+            "{undeclared}"
+        );
+        let unknown = m
+            .check_imports(["eyeflow:plugin/sockets@1.2.0"])
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("does not provide"), "{unknown}");
     }
 
     #[test]

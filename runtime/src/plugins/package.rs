@@ -23,7 +23,7 @@ use eyeflow_ir::Keyring;
 use eyeflow_ir::keys::{KeyState, key_id};
 use sha2::{Digest, Sha256};
 
-use super::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use super::manifest::{Import, MAX_MANIFEST_BYTES, Manifest};
 use crate::{Error, Result};
 
 /// Magic and format version at the start of every package.
@@ -208,6 +208,34 @@ impl Package {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(Error::io(path))?;
         Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Compiles the component (with a default engine, apart from any node) and checks the
+    /// interfaces it imports against the manifest (see [`Manifest::check_imports`]):
+    /// the declared imports it does not use, or the error naming an undeclared one. For
+    /// `eyeflow plugin build`, so that an author learns it before an operator's install.
+    pub fn check_imports(&self) -> Result<Vec<Import>> {
+        let engine = wasmtime::Engine::default();
+        let component =
+            wasmtime::component::Component::new(&engine, &self.component).map_err(|e| {
+                Error::Wasm {
+                    plugin: self.label(),
+                    reason: format!("{e:#}"),
+                }
+            })?;
+        let names: Vec<String> = component
+            .component_type()
+            .imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        self.manifest
+            .check_imports(names.iter().map(String::as_str))
+    }
+
+    /// Whether `path` holds a signed package (`false` when there is no file, or not a
+    /// package there).
+    pub fn is_signed_file(path: &Path) -> bool {
+        Self::read(path).is_ok_and(|package| package.signature.is_some())
     }
 
     /// Writes the package file.

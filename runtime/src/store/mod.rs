@@ -746,6 +746,27 @@ impl EmbeddedStore {
             .collect()
     }
 
+    /// The `(key, value)` pairs of `space` with key below `before` (every pair when `None`),
+    /// highest key first, read lazily: a caller that stops early reads no further.
+    pub fn iter_back(
+        &self,
+        space: Space,
+        before: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<> {
+        let upper = before.map_or(std::ops::Bound::Unbounded, |key| {
+            std::ops::Bound::Excluded(key.to_vec())
+        });
+        self.space(space)
+            .range::<Vec<u8>, _>((std::ops::Bound::Unbounded, upper))
+            .rev()
+            .map(move |guard| {
+                guard
+                    .into_inner()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(Error::store(format!("scan {space:?}")))
+            })
+    }
+
     /// The number of records in `space` (a full scan).
     pub fn count(&self, space: Space) -> Result<u64> {
         let len = self

@@ -9,7 +9,9 @@ use eyeflow_actors::ports::{
     Accepted, AuditEntry, EventRecord, ExecutionOutcome, Journal, StepOutcome, StepRecord,
 };
 use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
-use eyeflow_runtime::journal::{FjallJournal, JournalCounts};
+use eyeflow_runtime::journal::{
+    ExecutionCursor, ExecutionFilter, ExecutionStatus, FjallJournal, JournalCounts,
+};
 use eyeflow_runtime::store::Durability;
 use serde_json::json;
 
@@ -103,6 +105,134 @@ fn accept_step_finish_and_query() {
             steps: 7
         }
     );
+}
+
+/// Ten executions of two programs, accepted at 1000, 1001, ...: the odd ones of `other`
+/// completed, the one at 1004 waiting for an approval, the rest running.
+fn listed_journal() -> (tempfile::TempDir, FjallJournal, Vec<String>) {
+    let (dir, store) = temp_store();
+    let journal = FjallJournal::open(store, Durability::Buffered).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..10u64 {
+        let mut event = event(&format!("e{i}"));
+        event.accepted_at_ms = 1000 + i;
+        if i % 2 == 1 {
+            event.program_id = "other".into();
+        }
+        let id = new_id(journal.accept(&event).unwrap());
+        if i % 2 == 1 {
+            let mut last = step(&id, 0);
+            last.finished_ms = 5000 + i;
+            eyeflow_tests::wait(journal.finish(
+                &id,
+                &[last],
+                &[],
+                &ExecutionOutcome::Completed { value: json!(i) },
+            ))
+            .unwrap();
+        }
+        if i == 4 {
+            let mut paused = step(&id, 0);
+            paused.outcome = StepOutcome::AwaitingApproval;
+            eyeflow_tests::wait(journal.steps(&[paused], &[], true)).unwrap();
+        }
+        ids.push(id);
+    }
+    (dir, journal, ids)
+}
+
+#[test]
+fn listing_is_newest_first_and_filters() {
+    let (_dir, journal, ids) = listed_journal();
+    let all = journal
+        .list_executions(&ExecutionFilter::default(), None, 100, 100)
+        .unwrap();
+    assert_eq!(all.next_cursor, None);
+    let listed: Vec<&str> = all.executions.iter().map(|e| e.id.as_str()).collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    let first = all.executions.last().unwrap();
+    assert_eq!(
+        (
+            first.program.as_str(),
+            first.version.as_str(),
+            first.source.as_str()
+        ),
+        ("cooling", "1.0.0", "webhook")
+    );
+    assert_eq!((first.accepted_ms, first.finished_ms), (1000, None));
+    assert_eq!(all.executions[0].finished_ms, Some(5009));
+    assert_eq!(all.executions[0].status, ExecutionStatus::Completed);
+    assert_eq!(all.executions[5].status, ExecutionStatus::AwaitingApproval);
+
+    let list = |filter: ExecutionFilter| -> Vec<u64> {
+        journal
+            .list_executions(&filter, None, 100, 100)
+            .unwrap()
+            .executions
+            .iter()
+            .map(|e| e.accepted_ms - 1000)
+            .collect()
+    };
+    let of = |program: &str| ExecutionFilter {
+        program: Some(program.into()),
+        ..ExecutionFilter::default()
+    };
+    assert_eq!(list(of("other")), [9, 7, 5, 3, 1]);
+    assert_eq!(list(of("nothing")), Vec::<u64>::new());
+    let status = |status| ExecutionFilter {
+        status: Some(status),
+        ..ExecutionFilter::default()
+    };
+    assert_eq!(list(status(ExecutionStatus::Running)), [8, 6, 2, 0]);
+    assert_eq!(list(status(ExecutionStatus::AwaitingApproval)), [4]);
+    assert_eq!(list(status(ExecutionStatus::Failed)), Vec::<u64>::new());
+    let since = ExecutionFilter {
+        program: Some("cooling".into()),
+        since_ms: Some(1004),
+        ..ExecutionFilter::default()
+    };
+    assert_eq!(list(since), [8, 6, 4]);
+}
+
+#[test]
+fn pages_and_a_bounded_scan_see_every_execution_once() {
+    let (_dir, journal, ids) = listed_journal();
+    let filter = ExecutionFilter {
+        program: Some("other".into()),
+        ..ExecutionFilter::default()
+    };
+    // A budget of 3 examined executions per page: some pages come back short or empty,
+    // with a cursor to continue from.
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<ExecutionCursor>, 0);
+    loop {
+        let page = journal
+            .list_executions(&filter, cursor.as_ref(), 2, 3)
+            .unwrap();
+        assert!(page.executions.len() <= 2);
+        seen.extend(page.executions.into_iter().map(|e| e.id));
+        pages += 1;
+        assert!(pages <= 10, "the listing does not end");
+        match page.next_cursor {
+            Some(next) => {
+                // The cursor reads back as the API hands it out.
+                cursor = Some(ExecutionCursor::parse(next.as_str()).expect("cursor parses"));
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = ids.iter().rev().step_by(2).cloned().collect();
+    assert_eq!(seen, expected);
+    for bad in [
+        "",
+        "x12",
+        "y0000000000000001",
+        "x000000000000000a",
+        "x00000000000000001",
+        "x+000000000000001",
+    ] {
+        assert_eq!(ExecutionCursor::parse(bad), None, "{bad:?}");
+    }
 }
 
 #[test]

@@ -427,7 +427,7 @@ fn a_data_dir_of_the_earlier_layout_still_loads() {
     let (status, body) = if status == StatusCode::OK {
         (status, body)
     } else {
-        node.wait_for("/api/executions", viewer, |v| v["pending"] == 0);
+        node.wait_for("/api/executions/summary", viewer, |v| v["pending"] == 0);
         node.request(
             reqwest::Method::DELETE,
             "/api/programs/plus",

@@ -390,9 +390,9 @@ impl Daemon {
         )
     }
 
-    /// Journal counts from `GET /api/executions`.
+    /// Journal counts from `GET /api/executions/summary`.
     pub(crate) fn journal_summary(&self) -> Value {
-        let (status, body) = self.get("/api/executions", Some(&self.viewer));
+        let (status, body) = self.get("/api/executions/summary", Some(&self.viewer));
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }

@@ -733,6 +733,46 @@ fn plugin_new_and_build_from_any_directory() {
         cwd,
     );
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // A build without --key does not replace the signed package.
+    let out = run(&["plugin", "build", "door-lock"], cwd);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is a signed package") && stderr(&out).contains("--key"),
+        "{}",
+        stderr(&out)
+    );
+    let kept = eyeflow_runtime::plugins::Package::read(&path).expect("the package is still there");
+    assert!(
+        kept.signature().is_some(),
+        "the signed package was replaced"
+    );
+    // The manifest must declare every host interface the component imports ...
+    let manifest_path = cwd.join("door-lock/eyeflow-plugin.json");
+    let manifest = std::fs::read_to_string(&manifest_path).expect("manifest");
+    let declaring = |imports: &str| {
+        let edited = manifest.replace(r#""imports": ["log"]"#, &format!(r#""imports": {imports}"#));
+        assert_ne!(edited, manifest, "the template declares [\"log\"]");
+        std::fs::write(&manifest_path, edited).expect("manifest");
+    };
+    declaring("[]");
+    let out = run(&["plugin", "build", "door-lock", "--key", "me.key"], cwd);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("imports eyeflow:plugin/log@") && stderr(&out).contains("`log`"),
+        "{}",
+        stderr(&out)
+    );
+    // ... and is warned about one it declares that the component does not import.
+    declaring(r#"["log", "kv"]"#);
+    let out = run(&["plugin", "build", "door-lock", "--key", "me.key"], cwd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning") && stderr(&out).contains("`kv`"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = eyeflow(&["plugin", "new", "meter", "--kind", "connector"], cwd);
     assert!(out.status.success(), "{}", stderr(&out));
     let manifest =
