@@ -2,7 +2,7 @@
 //! the ports (journal and its audit entries, resource gate, plugins) that count what passes through them —
 //! instruction latency by opcode, fallbacks by strategy, arbiter waits and timeouts, plugin
 //! traps. Gauges that are cheaper to read than to track (queue depth, outbox backlog,
-//! backend health) are set when `/metrics` is scraped.
+//! backend health) are set by the API when `/metrics` is scraped.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -224,20 +224,4 @@ impl<P: PluginPort> PluginPort for MeteredPlugins<P> {
     fn on_resume(&self, capability: &CapabilityRef, action: &str) -> OnResume {
         self.inner.on_resume(capability, action)
     }
-}
-
-/// Sets the scrape-time gauges of `node` and renders every metric.
-pub fn render(node: &crate::node::Node) -> String {
-    let handle = handle();
-    for (level, depth) in node.queue_depth() {
-        metrics::gauge!("eyeflow_queue_depth", "priority" => level.to_string()).set(depth as f64);
-    }
-    metrics::gauge!("eyeflow_executions_in_flight").set(node.in_flight() as f64);
-    for (backend, up) in node.backend_health() {
-        metrics::gauge!("eyeflow_backend_up", "backend" => backend).set(if up { 1.0 } else { 0.0 });
-    }
-    for (name, value) in node.backlogs() {
-        metrics::gauge!("eyeflow_outbox_backlog", "outbox" => name).set(value as f64);
-    }
-    handle.render()
 }

@@ -204,7 +204,7 @@ fn mqtt_topics_with_wildcards_trigger_programs_once_per_event_id() {
         port: mosquitto.port(),
         client_id: None,
     });
-    let sources = Sources::start(&node, &file).expect("sources start");
+    let sources = Sources::start(&node, &file.sources, &file.backends).expect("sources start");
     // The same id on another topic is another event: each source keys its own ids.
     let key = |topic: &str, id: &str| event_key(TriggerKind::Mqtt, topic, id, "pressure-watch");
     eventually("the MQTT source connected", Duration::from_secs(10), || {
@@ -314,7 +314,8 @@ instructions:
     expression: "{'at': event.scheduled_ms}"
 "#,
     );
-    let timers = Sources::start(&node, &FileConfig::default()).expect("sources start");
+    let timers =
+        Sources::start(&node, &Default::default(), &Default::default()).expect("sources start");
     eventually("the timer fired 5 times", Duration::from_secs(10), || {
         (node.journal().counts().expect("counts").finished >= 5).then_some(())
     });
@@ -352,7 +353,8 @@ instructions:
         .install(&package)
         .expect("install sensor-sim");
     deploy(&node, rule);
-    let sources = Sources::start(&node, &FileConfig::default()).expect("sources start");
+    let sources =
+        Sources::start(&node, &Default::default(), &Default::default()).expect("sources start");
     eventually("the source polled twice", Duration::from_secs(20), || {
         (node.journal().counts().expect("counts").finished >= 150).then_some(())
     });
@@ -373,7 +375,8 @@ instructions:
 
     // After a restart, polling resumes from the kept cursor.
     let node = start(config(dir.path()));
-    let sources = Sources::start(&node, &FileConfig::default()).expect("sources start");
+    let sources =
+        Sources::start(&node, &Default::default(), &Default::default()).expect("sources start");
     eventually(
         "new events after the restart",
         Duration::from_secs(20),

@@ -654,7 +654,7 @@ pub(crate) async fn plugin_transfer(
 
 pub(crate) async fn metrics(state: State) -> Reply {
     let node = state.node.clone();
-    let text = blocking(move || Ok(crate::metrics::render(&node))).await?;
+    let text = blocking(move || Ok(render_metrics(&node))).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text))
@@ -688,8 +688,8 @@ pub(crate) async fn readyz(state: State) -> Reply {
     Ok(HttpResponse::Ok().json(json!({ "ready": true, "backends": backends })))
 }
 
-pub(crate) async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
+pub(crate) async fn openapi(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(&state.openapi)
 }
 
 pub(crate) async fn no_route(req: HttpRequest) -> Reply {
@@ -747,4 +747,20 @@ pub(crate) async fn key_revoke(state: State, path: web::Path<String>) -> Reply {
         )));
     }
     Ok(HttpResponse::Ok().json(json!({ "key_id": id, "revoked": true })))
+}
+
+/// Sets the scrape-time gauges of `node` and renders every metric.
+fn render_metrics(node: &crate::node::Node) -> String {
+    let handle = crate::metrics::handle();
+    for (level, depth) in node.queue_depth() {
+        metrics::gauge!("eyeflow_queue_depth", "priority" => level.to_string()).set(depth as f64);
+    }
+    metrics::gauge!("eyeflow_executions_in_flight").set(node.in_flight() as f64);
+    for (backend, up) in node.backend_health() {
+        metrics::gauge!("eyeflow_backend_up", "backend" => backend).set(if up { 1.0 } else { 0.0 });
+    }
+    for (name, value) in node.backlogs() {
+        metrics::gauge!("eyeflow_outbox_backlog", "outbox" => name).set(value as f64);
+    }
+    handle.render()
 }

@@ -49,6 +49,8 @@ pub(crate) struct ApiState {
     pub(crate) config: ApiConfig,
     /// Whether the node takes new work (false once a drain started).
     pub(crate) accepting: std::sync::atomic::AtomicBool,
+    /// The API's OpenAPI document (built from the route table at start).
+    pub(crate) openapi: serde_json::Value,
 }
 
 /// A running API server.
@@ -91,6 +93,7 @@ pub fn start(node: Node, tokens: TokenKey, config: ApiConfig) -> Result<RunningA
         tokens,
         config: config.clone(),
         accepting: std::sync::atomic::AtomicBool::new(true),
+        openapi: openapi::document(),
     });
     let data = web::Data::from(state.clone());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

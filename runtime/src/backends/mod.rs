@@ -15,7 +15,7 @@ use std::sync::Arc;
 use eyeflow_actors::ports::{Backend, ClusterMemory, EventSink, NodeMemory, SecretSource};
 
 use crate::audit::FjallAudit;
-use crate::config::sections;
+use crate::registry::sections;
 use crate::store::{Durability, EmbeddedStore};
 
 sections! {

@@ -56,7 +56,7 @@ pub(crate) fn node(args: NodeArgs) -> Result<(), Failure> {
     let key = audit_key(file.node.audit_key.as_deref(), &data_dir)?;
     config.audit_key = Some(key.clone());
     let node = Node::start(config)?;
-    let sources = Sources::start(&node, &file)?;
+    let sources = Sources::start(&node, &file.sources, &file.backends)?;
     let api = api::start(
         node.clone(),
         TokenKey::load_or_create(&data_dir)?,

@@ -12,7 +12,6 @@ use crate::backends::kafka::{KafkaSource, SourceEvent};
 /// Starts consuming `[kafka] source_topics`, if any.
 pub(super) fn start(cx: &mut Context<'_>) -> crate::Result<()> {
     let Some(config) = cx
-        .config
         .backends
         .kafka
         .as_ref()

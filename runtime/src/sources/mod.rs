@@ -8,7 +8,7 @@
 //! one [`Shutdown`] signal is raised.
 //!
 //! A source is one module plus one line: in [`Sections`] when a `node.toml` section
-//! configures it, else in [`ALWAYS`].
+//! configures it, else in `ALWAYS`.
 
 mod kafka;
 pub mod mqtt;
@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crate::Result;
-use crate::config::{FileConfig, sections};
 use crate::node::Node;
+use crate::registry::sections;
 
 /// A running event source.
 pub trait Source: Send {
@@ -51,8 +51,9 @@ impl Shutdown {
 pub struct Context<'a> {
     /// The node it feeds.
     pub node: &'a Node,
-    /// The node's configuration (a source may ride a backend's section: Kafka topics).
-    pub config: &'a FileConfig,
+    /// The backends' sections of the node's configuration (a source may ride one: Kafka
+    /// topics).
+    pub backends: &'a crate::backends::Sections,
     /// Raised when the sources must stop.
     pub shutdown: Shutdown,
     /// The sources started so far.
@@ -79,16 +80,21 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Starts every source of `config` feeding `node`; if one cannot start, those already
-    /// started are stopped and the error is returned.
-    pub fn start(node: &Node, config: &FileConfig) -> Result<Self> {
+    /// Starts the sources of `sections` and those every node runs, feeding `node` (whose
+    /// configured backends are `backends`); if one cannot start, those already started are
+    /// stopped and the error is returned.
+    pub fn start(
+        node: &Node,
+        sections: &Sections,
+        backends: &crate::backends::Sections,
+    ) -> Result<Self> {
         let mut cx = Context {
             node,
-            config,
+            backends,
             shutdown: Shutdown::default(),
             started: Vec::new(),
         };
-        let mut outcome = config.sources.build(&mut cx);
+        let mut outcome = sections.build(&mut cx);
         for start in ALWAYS {
             if outcome.is_err() {
                 break;
