@@ -111,7 +111,7 @@ fn accept_step_finish_and_query() {
 /// completed, the one at 1004 waiting for an approval, the rest running.
 fn listed_journal() -> (tempfile::TempDir, FjallJournal, Vec<String>) {
     let (dir, store) = temp_store();
-    let journal = FjallJournal::open(store, Durability::Buffered).unwrap();
+    let journal = FjallJournal::open(store, Durability::Buffered).expect("journal");
     let mut ids = Vec::new();
     for i in 0..10u64 {
         let mut event = event(&format!("e{i}"));
@@ -119,7 +119,7 @@ fn listed_journal() -> (tempfile::TempDir, FjallJournal, Vec<String>) {
         if i % 2 == 1 {
             event.program_id = "other".into();
         }
-        let id = new_id(journal.accept(&event).unwrap());
+        let id = new_id(journal.accept(&event).expect("accepted"));
         if i % 2 == 1 {
             let mut last = step(&id, 0);
             last.finished_ms = 5000 + i;
@@ -129,12 +129,12 @@ fn listed_journal() -> (tempfile::TempDir, FjallJournal, Vec<String>) {
                 &[],
                 &ExecutionOutcome::Completed { value: json!(i) },
             ))
-            .unwrap();
+            .expect("finished");
         }
         if i == 4 {
             let mut paused = step(&id, 0);
             paused.outcome = StepOutcome::AwaitingApproval;
-            eyeflow_tests::wait(journal.steps(&[paused], &[], true)).unwrap();
+            eyeflow_tests::wait(journal.steps(&[paused], &[], true)).expect("paused");
         }
         ids.push(id);
     }
