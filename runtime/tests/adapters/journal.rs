@@ -119,7 +119,7 @@ fn listed_journal() -> (tempfile::TempDir, FjallJournal, Vec<String>) {
         if i % 2 == 1 {
             event.program_id = "other".into();
         }
-        let id = new_id(journal.accept(&event).expect("journal"));
+        let id = new_id(journal.accept(&event).expect("accepted"));
         if i % 2 == 1 {
             let mut last = step(&id, 0);
             last.finished_ms = 5000 + i;
@@ -129,12 +129,12 @@ fn listed_journal() -> (tempfile::TempDir, FjallJournal, Vec<String>) {
                 &[],
                 &ExecutionOutcome::Completed { value: json!(i) },
             ))
-            .expect("journal");
+            .expect("finished");
         }
         if i == 4 {
             let mut paused = step(&id, 0);
             paused.outcome = StepOutcome::AwaitingApproval;
-            eyeflow_tests::wait(journal.steps(&[paused], &[], true)).expect("journal");
+            eyeflow_tests::wait(journal.steps(&[paused], &[], true)).expect("paused");
         }
         ids.push(id);
     }
