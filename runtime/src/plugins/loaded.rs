@@ -14,7 +14,7 @@ use wasmtime::component::{
 
 use super::grants::Grant;
 use super::imports::{CallState, link};
-use super::manifest::{HOST_WIT_VERSION, Import, Kind, Manifest};
+use super::manifest::{HOST_WIT_VERSION, Kind, Manifest};
 use crate::{Error, Result};
 
 /// Where a plugin's entry points are in its component.
@@ -139,7 +139,7 @@ pub(super) fn check_imports(
         reason,
     };
     for (name, _) in component.component_type().imports(engine) {
-        if let Some((iface, version)) = eyeflow_interface(name) {
+        if let Some((_, version)) = eyeflow_interface(name) {
             if version
                 .as_ref()
                 .is_none_or(|v| v.major != HOST_WIT_VERSION.major || *v > HOST_WIT_VERSION)
@@ -148,24 +148,9 @@ pub(super) fn check_imports(
                     "imports {name}; this host implements eyeflow:plugin@{HOST_WIT_VERSION}"
                 )));
             }
-            if iface == "types" {
-                continue;
-            }
-            match Import::from_name(iface) {
-                Some(import) if manifest.imports.contains(&import) => {}
-                Some(import) => {
-                    return Err(incompatible(format!(
-                        "the component imports {name} but its manifest does not declare `{import}` in `imports`"
-                    )));
-                }
-                None => {
-                    let provided: Vec<&str> = Import::ALL.iter().map(|i| i.name()).collect();
-                    return Err(incompatible(format!(
-                        "the component imports {name}, which this host does not provide (it provides {})",
-                        provided.join(", ")
-                    )));
-                }
-            }
+            // What it imports against what its manifest declares: the one check `plugin
+            // build` runs too.
+            manifest.check_imports([name])?;
         } else if !WASI_ALLOWED.iter().any(|prefix| name.starts_with(prefix)) {
             return Err(incompatible(format!(
                 "the component imports {name}, which plugins may not use (network access goes through eyeflow:plugin/http)"
