@@ -1,9 +1,22 @@
-//! The SVM core as supervised actors (scheduler, arbiter, fallback engine, memory tiers,
-//! program registry, instruction actors), the audit chain's logic, event routing, and the
-//! ports every effect goes through.
+//! # eyeflow-actors: the execution core
 //!
-//! Actors never import an adapter: they talk to the world through the traits of [`ports`],
-//! which `eyeflow-runtime` implements (wasmtime plugin host, stores, HTTP, LLM providers).
+//! Everything that decides what an execution does, with no I/O of its own: it reaches the
+//! world only through the traits of [`ports`] (plugins, HTTP, LLM, memory, secrets, the
+//! journal, backends' health), which `eyeflow-runtime` implements. Where to start:
+//!
+//! - [`exec`]: a deployed program prepared for running ([`exec::Program`]) and the executor
+//!   that walks its instructions, journals every step, takes fallbacks and resumes after a
+//!   crash (`exec::engine`, one opcode per arm in `exec::ops`);
+//! - [`lifecycle`], [`bulkhead`], [`scheduler`]: admission of an execution, the per-program
+//!   lanes, and priority scheduling on the slots, as tasks of the actor runtime;
+//! - [`supervision`], [`services`]: the supervision tree (node → program registry → program
+//!   → one actor per instruction; node → service actors) and its restart policy;
+//! - [`arbiter`], [`fallbacks`], [`tiers`], [`gates`]: the resource arbiter's shards, the
+//!   fallback engine and the memory tiers as actors, and the traits the executor sees them
+//!   through;
+//! - [`routing`], [`deployed`]: which programs an event starts, the one event-key
+//!   convention, and the table of deployed versions;
+//! - [`chain`]: the audit chain's canonical form, hashing and verification.
 
 pub mod arbiter;
 pub mod bulkhead;

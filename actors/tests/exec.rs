@@ -264,7 +264,7 @@ impl MemJournal {
 }
 #[async_trait::async_trait]
 impl Journal for MemJournal {
-    fn accept(&self, _e: &EventRecord) -> Result<Accepted, CallError> {
+    fn accept(&self, _e: &EventRecord) -> Result<Accepted, JournalError> {
         Ok(Accepted::New {
             execution_id: "x".into(),
         })
@@ -274,13 +274,9 @@ impl Journal for MemJournal {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         durable: bool,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         if self.broken.load(Ordering::SeqCst) {
-            return Err(CallError::new(
-                CallErrorKind::Unavailable,
-                "journal",
-                "disk full",
-            ));
+            return Err(JournalError::new("journal steps", "disk full"));
         }
         let mut all = self.steps.lock().unwrap();
         all.extend_from_slice(steps);
@@ -296,19 +292,19 @@ impl Journal for MemJournal {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         self.steps(steps, audit, true).await?;
         *self.finished.lock().unwrap() = Some(outcome.clone());
         Ok(())
     }
-    fn decide(&self, _e: &str, i: &str, approved: bool) -> Result<(), CallError> {
+    fn decide(&self, _e: &str, i: &str, approved: bool) -> Result<(), JournalError> {
         self.decisions.lock().unwrap().insert(i.into(), approved);
         Ok(())
     }
-    fn decision(&self, _e: &str, i: &str) -> Result<Option<bool>, CallError> {
+    fn decision(&self, _e: &str, i: &str) -> Result<Option<bool>, JournalError> {
         Ok(self.decisions.lock().unwrap().get(i).copied())
     }
-    fn pending(&self) -> Result<Vec<PendingExecution>, CallError> {
+    fn pending(&self) -> Result<Vec<PendingExecution>, JournalError> {
         Ok(Vec::new())
     }
 }

@@ -39,17 +39,14 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use eyeflow_actors::ports::{
-    Accepted, AuditEntry, CallError, CallErrorKind, EventRecord, ExecutionOutcome, Journal,
-    PendingExecution, StepOutcome, StepRecord,
+    Accepted, AuditEntry, EventRecord, ExecutionOutcome, Journal, JournalError, PendingExecution,
+    StepOutcome, StepRecord,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::audit::FjallAudit;
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
-
-/// Origin named in the journal's [`CallError`]s.
-const ORIGIN: &str = "journal";
 
 /// An accepted execution as stored in `journal-executions`.
 #[derive(Serialize, Deserialize)]
@@ -573,8 +570,9 @@ fn step_write(step: &StepRecord) -> Result<Write> {
 
 #[async_trait::async_trait]
 impl Journal for FjallJournal {
-    fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError> {
-        self.accept_event(event).map_err(call_error)
+    fn accept(&self, event: &EventRecord) -> Result<Accepted, JournalError> {
+        self.accept_event(event)
+            .map_err(journal_error("accept an event"))
     }
 
     async fn steps(
@@ -582,10 +580,10 @@ impl Journal for FjallJournal {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         durable: bool,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         self.write_steps(steps, audit, durable)
             .await
-            .map_err(call_error)
+            .map_err(journal_error("journal steps"))
     }
 
     async fn finish(
@@ -594,10 +592,10 @@ impl Journal for FjallJournal {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         self.write_finish(execution_id, steps, audit, outcome)
             .await
-            .map_err(call_error)
+            .map_err(journal_error("journal the end of an execution"))
     }
 
     fn decide(
@@ -605,7 +603,7 @@ impl Journal for FjallJournal {
         execution_id: &str,
         instruction_id: &str,
         approved: bool,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         self.store
             .commit(
                 [Write::Put(
@@ -615,33 +613,34 @@ impl Journal for FjallJournal {
                 )],
                 self.durability,
             )
-            .map_err(call_error)
+            .map_err(journal_error("journal a decision"))
     }
 
     fn decision(
         &self,
         execution_id: &str,
         instruction_id: &str,
-    ) -> Result<Option<bool>, CallError> {
+    ) -> Result<Option<bool>, JournalError> {
         let key = decision_key(execution_id, instruction_id);
         match self
             .store
             .get(Space::JournalDecisions, &key)
-            .map_err(call_error)?
+            .map_err(journal_error("read a decision"))?
             .as_deref()
         {
             None => Ok(None),
             Some([0]) => Ok(Some(false)),
             Some([1]) => Ok(Some(true)),
-            Some(_) => Err(call_error(Error::CorruptRecord {
+            Some(_) => Err(journal_error("read a decision")(Error::CorruptRecord {
                 key: format!("journal-decisions/{execution_id}/{instruction_id}"),
                 reason: "expected one byte, 0 or 1".into(),
             })),
         }
     }
 
-    fn pending(&self) -> Result<Vec<PendingExecution>, CallError> {
-        self.pending_executions().map_err(call_error)
+    fn pending(&self) -> Result<Vec<PendingExecution>, JournalError> {
+        self.pending_executions()
+            .map_err(journal_error("list pending executions"))
     }
 }
 
@@ -725,6 +724,6 @@ fn utf8(key: &str, bytes: Vec<u8>) -> Result<String> {
 }
 
 /// A store failure at the port boundary: the journal is unavailable.
-fn call_error(error: Error) -> CallError {
-    CallError::new(CallErrorKind::Unavailable, ORIGIN, error.to_string())
+fn journal_error(operation: &'static str) -> impl FnOnce(Error) -> JournalError {
+    move |error| JournalError::new(operation, error.to_string())
 }

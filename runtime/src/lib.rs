@@ -1,4 +1,4 @@
-//! # eyeflow-runtime: the adapters behind the SVM ports, the node, and the `eyeflow` binary
+//! # eyeflow-runtime: the adapters behind the core's ports, the node, and the `eyeflow` binary
 //!
 //! - [`store`]: the embedded store (fjall) under a node's data directory, one keyspace per
 //!   concern, with group commit;
@@ -11,9 +11,9 @@
 //!   live upgrade, the sandboxed wasmtime host behind
 //!   [`PluginPort`](eyeflow_actors::ports::PluginPort));
 //! - [`backends`]: the production backends (Redis, Kafka, Vault/OpenBao) behind the same
-//!   ports;
+//!   ports, each one module plus one line in its registry;
 //! - [`node`]: a node assembled from all of the above, configured by [`config`], with
-//!   [`sources`] (timers, cron) feeding it;
+//!   [`sources`] (MQTT, Kafka topics, timers and cron, polled plugins) feeding it;
 //! - [`api`]: the node's HTTP API (actix-web) and [`metrics`] for operators.
 
 pub mod api;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use eyeflow_actors::gates::{ResourceGate, ResourceHold};
 use eyeflow_actors::ports::{
     Accepted, AuditEntry, CallError, CallErrorKind, CapabilityRef, EventRecord, ExecutionOutcome,
-    Journal, OnResume, PendingExecution, PluginPort, StepRecord,
+    Journal, JournalError, OnResume, PendingExecution, PluginPort, StepRecord,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
@@ -64,7 +64,7 @@ impl<J> MeteredJournal<J> {
 
 #[async_trait::async_trait]
 impl<J: Journal> Journal for MeteredJournal<J> {
-    fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError> {
+    fn accept(&self, event: &EventRecord) -> Result<Accepted, JournalError> {
         self.inner.accept(event)
     }
 
@@ -73,7 +73,7 @@ impl<J: Journal> Journal for MeteredJournal<J> {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         durable: bool,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         self.inner.steps(steps, audit, durable).await?;
         audit.iter().for_each(meter);
         Ok(())
@@ -85,7 +85,7 @@ impl<J: Journal> Journal for MeteredJournal<J> {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         self.inner
             .finish(execution_id, steps, audit, outcome)
             .await?;
@@ -98,7 +98,7 @@ impl<J: Journal> Journal for MeteredJournal<J> {
         execution_id: &str,
         instruction_id: &str,
         approved: bool,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), JournalError> {
         self.inner.decide(execution_id, instruction_id, approved)
     }
 
@@ -106,11 +106,11 @@ impl<J: Journal> Journal for MeteredJournal<J> {
         &self,
         execution_id: &str,
         instruction_id: &str,
-    ) -> Result<Option<bool>, CallError> {
+    ) -> Result<Option<bool>, JournalError> {
         self.inner.decision(execution_id, instruction_id)
     }
 
-    fn pending(&self) -> Result<Vec<PendingExecution>, CallError> {
+    fn pending(&self) -> Result<Vec<PendingExecution>, JournalError> {
         self.inner.pending()
     }
 }

@@ -279,7 +279,7 @@ fn overloaded(e: Overloaded) -> Error {
     Error::Overloaded { reason: e.0 }
 }
 
-fn journal_error(e: eyeflow_actors::ports::CallError) -> Error {
+fn journal_error(e: eyeflow_actors::ports::JournalError) -> Error {
     Error::Node {
         reason: e.to_string(),
     }

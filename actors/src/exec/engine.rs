@@ -19,8 +19,8 @@ use super::program::{Prepared, Program, is_entry};
 use super::scrub::Scrubber;
 use crate::gates::Decided;
 use crate::ports::{
-    AuditEntry, CallError, EventRecord, ExecutionOutcome, Fallback, OnResume, StepOutcome,
-    StepRecord, ambiguity_id,
+    AuditEntry, CallError, EventRecord, ExecutionOutcome, Fallback, JournalError, OnResume,
+    StepOutcome, StepRecord, ambiguity_id,
 };
 
 /// Why the walk stopped before the end of a region.
@@ -35,7 +35,7 @@ pub(super) enum Stop {
     /// A human rejected this instruction (path id).
     Rejected(String),
     /// The journal or the audit log failed: nothing more may run.
-    Journal(CallError),
+    Journal(JournalError),
 }
 
 /// How an instruction ended, for the instructions that follow it.
@@ -108,7 +108,7 @@ pub(super) struct Run<'a> {
     pub(super) resuming: Option<Resumption>,
     /// The journal refused an intent: the attempt failed without acting, and the execution
     /// must stop.
-    journal_failed: Option<CallError>,
+    journal_failed: Option<JournalError>,
     /// Every secret resolved so far: their values are taken out of each attempt's message
     /// and output before they are journaled.
     pub(super) scrubber: Scrubber,
@@ -202,7 +202,7 @@ impl<'a> Run<'a> {
 
     /// Journals the unsaved steps with their audit entries, in one atomic write;
     /// `durable`: before returning.
-    async fn save(&mut self, durable: bool) -> Result<(), CallError> {
+    async fn save(&mut self, durable: bool) -> Result<(), JournalError> {
         if self.unsaved.is_empty() && !durable {
             return Ok(());
         }

@@ -120,8 +120,8 @@ pub use scrub::Scrubber;
 
 use crate::gates::{Boundary, Fallbacks, ResourceGate};
 use crate::ports::{
-    CallError, ClusterMemory, EventRecord, EventSink, ExecutionOutcome, HttpPort, Journal, LlmPort,
-    NodeMemory, PluginPort, SecretSource, StepRecord,
+    ClusterMemory, EventRecord, EventSink, ExecutionOutcome, HttpPort, Journal, JournalError,
+    LlmPort, NodeMemory, PluginPort, SecretSource, StepRecord,
 };
 
 /// Time as the engine sees it: time windows, backoff waits, postcondition polling, step
@@ -212,7 +212,7 @@ pub enum Report {
     /// and is still pending; resume it later from the journal.
     Interrupted {
         /// The durability failure.
-        error: CallError,
+        error: JournalError,
     },
 }
 

@@ -8,8 +8,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::CallError;
-
 /// An event accepted for execution by one program.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -217,13 +215,34 @@ pub struct PendingExecution {
     pub steps: Vec<StepRecord>,
 }
 
+/// A failure of the journal or of the audit chain written with it: what it was doing and
+/// why. Nothing more of the execution runs after one (it stays pending, to resume).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("journal: cannot {operation}: {reason}")]
+pub struct JournalError {
+    /// What the journal was asked (`accept an event`, `journal steps`, ...).
+    pub operation: &'static str,
+    /// Why it failed.
+    pub reason: String,
+}
+
+impl JournalError {
+    /// A failure of `operation`.
+    pub fn new(operation: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            operation,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The journal (embedded: fjall; the record of truth) and, in the same atomic writes, the
 /// audit chain: the steps of a segment and their audit entries are durable together or
 /// lost together, so a resumed execution never audits one step twice.
 #[async_trait::async_trait]
 pub trait Journal: Send + Sync {
     /// Journals an accepted event, or reports that its id was seen before.
-    fn accept(&self, event: &EventRecord) -> Result<Accepted, CallError>;
+    fn accept(&self, event: &EventRecord) -> Result<Accepted, JournalError>;
     /// Journals instruction outcomes of one execution, in order, with their audit entries
     /// appended to the chain, as one atomic write. `durable`: returns only once they are
     /// durable; otherwise they may become durable only with the journal's next durable
@@ -234,7 +253,7 @@ pub trait Journal: Send + Sync {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         durable: bool,
-    ) -> Result<(), CallError>;
+    ) -> Result<(), JournalError>;
     /// Journals the end of an execution, with its last `steps` (possibly none) and their
     /// audit entries, durably and atomically.
     async fn finish(
@@ -243,19 +262,22 @@ pub trait Journal: Send + Sync {
         steps: &[StepRecord],
         audit: &[AuditEntry],
         outcome: &ExecutionOutcome,
-    ) -> Result<(), CallError>;
+    ) -> Result<(), JournalError>;
     /// Journals a human decision on `instruction_id` of a paused execution.
     fn decide(
         &self,
         execution_id: &str,
         instruction_id: &str,
         approved: bool,
-    ) -> Result<(), CallError>;
+    ) -> Result<(), JournalError>;
     /// The decision on `instruction_id`, if one was made.
-    fn decision(&self, execution_id: &str, instruction_id: &str)
-    -> Result<Option<bool>, CallError>;
+    fn decision(
+        &self,
+        execution_id: &str,
+        instruction_id: &str,
+    ) -> Result<Option<bool>, JournalError>;
     /// Every accepted, unfinished execution, oldest first.
-    fn pending(&self) -> Result<Vec<PendingExecution>, CallError>;
+    fn pending(&self) -> Result<Vec<PendingExecution>, JournalError>;
 }
 
 /// One audit entry: what one executed instruction did, without secret values (inputs and

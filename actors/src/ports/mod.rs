@@ -12,7 +12,7 @@ pub use effects::{
     LlmRequest, NodeMemory, Secret, SecretSource,
 };
 pub use journal::{
-    Accepted, AuditEntry, EventRecord, ExecutionOutcome, Fallback, Journal, PendingExecution,
-    StepOutcome, StepRecord, ambiguity_id,
+    Accepted, AuditEntry, EventRecord, ExecutionOutcome, Fallback, Journal, JournalError,
+    PendingExecution, StepOutcome, StepRecord, ambiguity_id,
 };
 pub use plugin::{CallError, CallErrorKind, CapabilityRef, OnResume, PluginPort};

@@ -339,10 +339,25 @@ fn print_summary(node: &Node) -> anyhow::Result<()> {
             }
         );
         if let Some(failure) = &stats.first_failure {
-            println!("{:<20} first failure: {failure}", "");
+            println!("{:<20} first failure: {failure}{}", "", expected(failure));
         }
     }
+    println!(
+        "(expected in the demo: LLM rules take their fallback model, as no LLM endpoint is configured; \
+         calls to plant hosts fail as `denied` into their fallbacks, as outbound HTTP is off)"
+    );
     Ok(())
+}
+
+/// Why a failure is what the demo's setup makes happen, if it is.
+fn expected(failure: &str) -> &'static str {
+    if failure.contains("denied") {
+        " (expected: outbound HTTP is off in the demo)"
+    } else if failure.contains("model-unavailable") {
+        " (expected: no LLM endpoint in the demo)"
+    } else {
+        ""
+    }
 }
 
 fn opcode_names(program: &LlmIrProgram) -> Vec<&'static str> {

@@ -48,6 +48,11 @@ fn host(store: EmbeddedStore) -> anyhow::Result<PluginHost> {
     )?)
 }
 
+/// The version `plugin new` starts a plugin at (its crate, its manifest and the capability
+/// it provides): what a rule's `requires: NAME: ^1.0` (the compiler's own suggestion)
+/// selects, so a new plugin and a new rule agree without an edit.
+const FIRST_VERSION: &str = "1.0.0";
+
 /// `eyeflow plugin …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginCommand {
@@ -278,6 +283,7 @@ fn new(name: &str, kind: NewKind, parent: &Path, sdk: Option<PathBuf>) -> anyhow
         );
         let text = text
             .replace("{{name}}", name)
+            .replace("{{version}}", FIRST_VERSION)
             .replace("{{sdk_path}}", &sdk.display().to_string());
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)

@@ -450,7 +450,7 @@ fn steps_and_their_audit_entries_are_written_together_and_survive_a_reopen_toget
     let refused = eyeflow_tests::wait(journal.steps(&[step(&a, 3)], &[audit_entry(&a, 3)], true))
         .unwrap_err();
     assert!(
-        refused.message.contains("without an audit chain"),
+        refused.reason.contains("without an audit chain"),
         "{refused}"
     );
 }
@@ -493,7 +493,7 @@ fn values_at_the_limits_read_back_and_deeper_records_are_refused_at_write_time()
     too_deep.outcome = StepOutcome::Done { output: nested(70) };
     let refused = eyeflow_tests::wait(journal.steps(&[too_deep], &[], true)).unwrap_err();
     assert!(
-        refused.message.contains("could not be read back"),
+        refused.reason.contains("could not be read back"),
         "{refused}"
     );
     assert_eq!(journal.pending().unwrap()[0].steps.len(), 2);

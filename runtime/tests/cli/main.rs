@@ -778,6 +778,14 @@ fn plugin_new_and_build_from_any_directory() {
     let manifest =
         std::fs::read_to_string(cwd.join("meter/eyeflow-plugin.json")).expect("manifest");
     assert!(manifest.contains("\"connector\""), "{manifest}");
+    // One version everywhere, the one a rule's `^1.0` (the compiler's suggestion) selects.
+    assert_eq!(
+        manifest.matches("\"version\": \"1.0.0\"").count(),
+        2,
+        "{manifest}"
+    );
+    let cargo = std::fs::read_to_string(cwd.join("meter/Cargo.toml")).expect("Cargo.toml");
+    assert!(cargo.contains("version = \"1.0.0\""), "{cargo}");
 }
 
 fn summary(data: &str, cwd: &Path) -> serde_json::Value {
