@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -31,6 +31,7 @@ use crate::gates::{ResourceGate, ResourceHold};
 use crate::ports::{CallError, CallErrorKind};
 use crate::services::{Mailbox, Service, ServiceSpec};
 use crate::supervision::RestartPolicy;
+use crate::sync::Locked;
 
 /// Messages of an arbiter shard.
 pub(crate) enum ShardMsg {
@@ -92,10 +93,6 @@ pub(crate) struct Shared {
     tickets: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     fn shard_of(&self, key: &str) -> usize {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -146,7 +143,9 @@ impl Arbiter {
 
     /// The most urgent priority level waiting on a resource that `holder` holds, if any.
     pub fn inherited_priority(&self, holder: &str) -> Option<u32> {
-        lock(&self.shared.contended)
+        self.shared
+            .contended
+            .locked()
             .values()
             .filter(|(h, _)| h == holder)
             .map(|(_, level)| *level)
@@ -155,7 +154,7 @@ impl Arbiter {
 
     /// Who holds `key` now.
     pub fn holder(&self, key: &str) -> Option<String> {
-        lock(&self.shared.ledger).get(key).cloned()
+        self.shared.ledger.locked().get(key).cloned()
     }
 }
 
@@ -272,7 +271,10 @@ impl ShardState {
             if waiter.reply.is_closed() {
                 continue;
             }
-            lock(&self.shared.ledger).insert(key.to_owned(), waiter.holder.clone());
+            self.shared
+                .ledger
+                .locked()
+                .insert(key.to_owned(), waiter.holder.clone());
             resource.holder = Some(waiter.holder.clone());
             let hold = release(&self.shared, self.index, key, &waiter.holder);
             match waiter.reply.send(hold) {
@@ -280,7 +282,7 @@ impl ShardState {
                 Err(hold) => {
                     // It gave up in between: the key was never its.
                     hold.disarm();
-                    lock(&self.shared.ledger).remove(key);
+                    self.shared.ledger.locked().remove(key);
                     resource.holder = None;
                 }
             }
@@ -290,7 +292,7 @@ impl ShardState {
 
     /// Publishes `key`'s contention for priority inheritance; forgets an idle key.
     fn publish(&mut self, key: &str) {
-        let mut contended = lock(&self.shared.contended);
+        let mut contended = self.shared.contended.locked();
         match self.resources.get(key) {
             Some(resource) => {
                 let waiting = resource
@@ -323,7 +325,7 @@ fn release(shared: &Arc<Shared>, index: usize, key: &str, holder: &str) -> Resou
     let (shared, key, holder) = (shared.clone(), key.to_owned(), holder.to_owned());
     ResourceHold::new(move || {
         {
-            let mut ledger = lock(&shared.ledger);
+            let mut ledger = shared.ledger.locked();
             if ledger.get(&key) == Some(&holder) {
                 ledger.remove(&key);
             }
@@ -345,7 +347,7 @@ impl Actor for ArbiterShard {
         // Restarted: the keys of this shard that are held now, from the ledger. Their
         // waiters were dropped with the old incarnation and ask again.
         let mut resources = HashMap::new();
-        for (key, holder) in lock(&shared.ledger).iter() {
+        for (key, holder) in shared.ledger.locked().iter() {
             if shared.shard_of(key) == index {
                 resources.insert(
                     key.clone(),
@@ -356,7 +358,10 @@ impl Actor for ArbiterShard {
                 );
             }
         }
-        lock(&shared.contended).retain(|key, _| shared.shard_of(key) != index);
+        shared
+            .contended
+            .locked()
+            .retain(|key, _| shared.shard_of(key) != index);
         Ok(ShardState {
             shared,
             index,

@@ -9,10 +9,11 @@
 //! program would wait.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::scheduler::{Job, Scheduler};
+use crate::sync::{Locked, Waits};
 
 /// One execution waiting in its program's lane.
 struct Waiting {
@@ -76,7 +77,7 @@ struct State {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 }
 
@@ -152,11 +153,7 @@ impl Bulkheads {
         let mut state = self.inner.lock();
         state.closed = true;
         while !state.lanes.values().all(Lane::idle) {
-            state = self
-                .inner
-                .emptied
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = self.inner.emptied.waiting(state);
         }
     }
 

@@ -4,9 +4,10 @@
 //! actor runs, and leaves it when it is undeployed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::exec::Program;
+use crate::sync::RwLocked;
 
 type Versions = BTreeMap<semver::Version, Arc<Program>>;
 
@@ -30,7 +31,7 @@ impl Deployed {
 
     /// Program `id` at `version`, or its highest (active) version when `None`.
     pub fn get(&self, id: &str, version: Option<&str>) -> Option<Arc<Program>> {
-        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let table = self.table.reading();
         let versions = table.get(id)?;
         match version {
             Some(want) => versions
@@ -44,8 +45,7 @@ impl Deployed {
     /// The highest (active) version of every deployed program.
     pub fn active(&self) -> Vec<Arc<Program>> {
         self.table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .reading()
             .values()
             .filter_map(|versions| versions.values().next_back().cloned())
             .collect()
@@ -54,8 +54,7 @@ impl Deployed {
     /// Every deployed version, by id then version.
     pub fn all(&self) -> Vec<Arc<Program>> {
         self.table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .reading()
             .values()
             .flat_map(|versions| versions.values().cloned())
             .collect()
@@ -63,8 +62,7 @@ impl Deployed {
 
     pub(crate) fn insert(&self, program: Arc<Program>) {
         self.table
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .writing()
             .entry(program.id().to_owned())
             .or_default()
             .insert(version_of(&program), program);
@@ -73,7 +71,7 @@ impl Deployed {
     /// Removes `id` (one version, or every version when `None`); returns the removed
     /// versions.
     pub(crate) fn remove(&self, id: &str, version: Option<&str>) -> Vec<semver::Version> {
-        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table.writing();
         let Some(versions) = table.get_mut(id) else {
             return Vec::new();
         };

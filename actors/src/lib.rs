@@ -31,4 +31,5 @@ pub mod routing;
 pub mod scheduler;
 pub mod services;
 pub mod supervision;
+pub mod sync;
 pub mod tiers;

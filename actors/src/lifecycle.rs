@@ -5,13 +5,14 @@
 //! its adapters and gives it a [`Reporter`] for its metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::bulkhead::Bulkheads;
 use crate::exec::{self, Effects, Program, Report};
 use crate::ports::{EventRecord, StepRecord};
 use crate::scheduler::{Admission, Scheduler};
+use crate::sync::{Locked, Waits};
 
 /// Told how each execution run ended (a pause included) and how long after its acceptance.
 pub type Reporter = Box<dyn Fn(&str, &Report, Duration) + Send + Sync>;
@@ -43,10 +44,7 @@ struct Inner {
 
 impl Inner {
     fn flight(&self) -> MutexGuard<'_, usize> {
-        self.in_flight
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.in_flight.0.locked()
     }
 }
 
@@ -228,12 +226,7 @@ impl Executions {
     pub fn wait_idle(&self) {
         let mut n = self.inner.flight();
         while *n > 0 {
-            n = self
-                .inner
-                .in_flight
-                .1
-                .wait(n)
-                .unwrap_or_else(PoisonError::into_inner);
+            n = self.inner.in_flight.1.waiting(n);
         }
     }
 

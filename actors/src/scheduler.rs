@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 
 use crate::arbiter::Arbiter;
 use crate::gates::Boundary;
+use crate::sync::{Locked, Waits};
 
 /// How a job was admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +147,7 @@ pub struct Scheduler {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     fn effective(&self, level: u32, enqueued: Instant, now: Instant) -> u32 {
@@ -341,11 +342,7 @@ impl Scheduler {
         let mut state = self.inner.lock();
         state.closed = true;
         while !state.queue.is_empty() || state.running > 0 || state.parked_count > 0 {
-            state = self
-                .inner
-                .settled
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = self.inner.settled.waiting(state);
         }
     }
 }

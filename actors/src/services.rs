@@ -5,7 +5,7 @@
 //! current incarnation through a [`Mailbox`], which waits for a restarted actor instead of
 //! failing at once.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::ports::{CallError, CallErrorKind};
 use crate::supervision::RestartPolicy;
+use crate::sync::RwLocked;
 
 /// How long a caller waits for a service actor that is down (being restarted) before its
 /// call fails `unavailable`.
@@ -40,15 +41,12 @@ impl<M: ractor::Message> Mailbox<M> {
 
     /// Installs the service's new incarnation.
     pub fn install(&self, actor: ActorRef<M>) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(actor);
+        *self.current.writing() = Some(actor);
     }
 
     /// The current incarnation, if one was installed.
     pub fn current(&self) -> Option<ActorRef<M>> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.reading().clone()
     }
 
     /// Sends `message` without waiting; false when no live actor took it.

@@ -26,6 +26,7 @@ use crate::exec::Program;
 use crate::gates::Stations;
 use crate::ports::{CallError, CallErrorKind};
 use crate::services::ServiceSpec;
+use crate::sync::RwLocked;
 
 /// Restart intensity: at most `max_restarts` within `within`, then escalate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,20 +145,11 @@ pub struct ProgramStations {
 
 impl ProgramStations {
     fn actor(&self, index: usize) -> Option<ActorRef<InstructionMsg>> {
-        self.actors
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(index)
-            .cloned()
+        self.actors.reading().get(index).cloned()
     }
 
     fn replace(&self, index: usize, actor: ActorRef<InstructionMsg>) {
-        if let Some(slot) = self
-            .actors
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(index)
-        {
+        if let Some(slot) = self.actors.writing().get_mut(index) {
             *slot = actor;
         }
     }

@@ -22,7 +22,7 @@
 //! that ends before a stored checkpoint. Deleting the checkpoints too is detected only
 //! against checkpoints published outside the node ([`verify_with`]).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use eyeflow_actors::chain::{
@@ -33,6 +33,7 @@ use eyeflow_actors::ports::AuditEntry;
 
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::sync::Locked;
 
 /// Entries read per store scan while verifying.
 const VERIFY_BATCH: usize = 1024;
@@ -122,13 +123,13 @@ impl FjallAudit {
 
     /// The number of entries and the hash of the last one (zeros when empty).
     pub fn head(&self) -> (u64, [u8; 32]) {
-        let head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let head = self.head.locked();
         (head.next, head.hash)
     }
 
     /// Signs and stores a checkpoint of the current head; `None` when the chain is empty.
     pub fn checkpoint(&self, key: &SigningKey) -> Result<Option<Checkpoint>> {
-        let head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let head = self.head.locked();
         let Some(index) = head.next.checked_sub(1) else {
             return Ok(None);
         };
@@ -206,7 +207,7 @@ impl FjallAudit {
         let bodies: Vec<Vec<u8>> = entries.iter().map(canonical).collect();
         let mut writes = Vec::with_capacity(2 * entries.len() + 1 + with.len());
         let mut receipts = Vec::with_capacity(entries.len());
-        let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut head = self.head.locked();
         let (mut index, mut previous) = (head.next, head.hash);
         for (entry, body) in entries.iter().zip(bodies) {
             let hash = chain_hash(&previous, &body);

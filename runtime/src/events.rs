@@ -12,7 +12,7 @@
 //! | `event-keys` | idempotency key | the `events` key it landed under |
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, EventSink};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::sync::Locked;
 
 /// Origin named in the sink's [`CallError`]s.
 const ORIGIN: &str = "events";
@@ -88,7 +89,7 @@ impl FjallEventLog {
         payload: &Value,
         idempotency_key: &str,
     ) -> Result<()> {
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = self.next.locked();
         if self
             .store
             .get(Space::EventKeys, idempotency_key.as_bytes())?

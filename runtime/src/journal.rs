@@ -36,7 +36,7 @@
 //! `journal-quarantine`, the execution finished `failed` (class `internal`) naming them —
 //! instead of being resumed on a partial history; a finished execution's view skips it.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use eyeflow_actors::ports::{
     Accepted, AuditEntry, EventRecord, ExecutionOutcome, Journal, JournalError, PendingExecution,
@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::FjallAudit;
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::sync::Locked;
 
 /// An accepted execution as stored in `journal-executions`.
 #[derive(Serialize, Deserialize)]
@@ -499,7 +500,7 @@ impl FjallJournal {
     }
 
     fn accept_event(&self, event: &EventRecord) -> Result<Accepted> {
-        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next_seq = self.next_seq.locked();
         if let Some(id) = self.execution_of_event(&event.event_id)? {
             drop(next_seq);
             // Report a duplicate only once the first acceptance is durable.

@@ -20,7 +20,7 @@
 //! | `cluster-history` | `key/seq` (seq zero-padded to 20 digits, from 0) | JSON value |
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, ClusterMemory, NodeMemory};
@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::sync::Locked;
 
 /// Default number of L2 entries.
 pub const DEFAULT_NODE_CAPACITY: usize = 100_000;
@@ -100,7 +101,7 @@ impl InProcessNodeMemory {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+        self.cache.locked()
     }
 }
 
@@ -213,7 +214,7 @@ impl FjallClusterMemory {
 
     /// Writes the value as `key`'s latest and in its history; not durable yet.
     fn append(&self, key: &str, value: &Value) -> Result<()> {
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = self.writer.locked();
         let seq = self.latest(key)?.map_or(0, |latest| latest.seq + 1);
         let latest = to_json(
             &format!("cluster-latest/{key}"),

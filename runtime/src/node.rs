@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eyeflow_actors::arbiter::Arbiter;
@@ -40,6 +40,7 @@ use crate::plugins::{HostConfig, PluginHost};
 use crate::secrets::{LocalSecrets, SecretSource};
 use crate::store::{Durability, EmbeddedStore};
 use crate::{Error, Result};
+use eyeflow_actors::sync::{Locked, RwLocked};
 
 /// An OpenAI-compatible LLM endpoint.
 #[derive(Debug, Clone)]
@@ -257,10 +258,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn http_client_error(e: reqwest::Error) -> Error {
@@ -512,7 +509,7 @@ impl Node {
         };
         let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
-        let mut stored = lock(&self.inner.stored);
+        let mut stored = self.inner.stored.locked();
         for file in files
             .iter()
             .filter(|f| f.extension().is_some_and(|x| x == "bin"))
@@ -594,7 +591,7 @@ impl Node {
     /// again change nothing; other bytes under a deployed id and version are refused
     /// ([`Error::Conflict`]): a version names one content.
     pub fn deploy(&self, bytes: &[u8]) -> Result<ProgramInfo> {
-        let mut stored = lock(&self.inner.stored);
+        let mut stored = self.inner.stored.locked();
         let prepared = match self.prepare(bytes, &stored)? {
             Checked::New(prepared) => prepared,
             Checked::Deployed(info) => return Ok(info),
@@ -717,7 +714,7 @@ impl Node {
     /// Deployed programs (every version; the highest is active).
     pub fn programs(&self) -> Vec<ProgramInfo> {
         let listed = self.inner.deployed.all();
-        let stored = lock(&self.inner.stored);
+        let stored = self.inner.stored.locked();
         listed
             .iter()
             .map(|p| ProgramInfo {
@@ -742,7 +739,7 @@ impl Node {
     /// executions is unfinished (running, queued or awaiting approval), so accepted work is
     /// never orphaned. Returns how many versions were removed.
     pub fn undeploy(&self, id: &str, version: Option<&str>) -> Result<usize> {
-        let mut stored = lock(&self.inner.stored);
+        let mut stored = self.inner.stored.locked();
         let concerned =
             |program: &str, v: &str| program == id && version.is_none_or(|want| v == want);
         let busy = self
@@ -808,11 +805,7 @@ impl Node {
     }
 
     fn signer_revoked(&self, key_id: &str) -> bool {
-        self.inner
-            .revoked
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(key_id)
+        self.inner.revoked.reading().contains(key_id)
     }
 
     /// Routes an event from a source (webhook, MQTT, Kafka) to the active programs whose
@@ -1029,7 +1022,7 @@ impl Node {
 
     /// Per-program outcome counters and latencies since start.
     pub fn stats(&self) -> BTreeMap<String, ProgramStats> {
-        lock(&self.inner.stats).clone()
+        self.inner.stats.locked().clone()
     }
 
     /// Queued executions by priority level.
@@ -1038,21 +1031,13 @@ impl Node {
     }
 
     fn backends(&self) -> Vec<Arc<dyn Backend>> {
-        self.inner
-            .backends
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.backends.reading().clone()
     }
 
     /// Adds a backend (an event source's connection, say) to readiness, metrics and
     /// shutdown flushing.
     pub fn add_backend(&self, backend: Arc<dyn Backend>) {
-        self.inner
-            .backends
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(backend);
+        self.inner.backends.writing().push(backend);
     }
 
     /// Whether each external backend answers (name, healthy).
@@ -1202,11 +1187,7 @@ impl Node {
         if !self.inner.store.revoke_key(id)? {
             return Ok(false);
         }
-        *self
-            .inner
-            .revoked
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = revoked_ids(&self.inner.store)?;
+        *self.inner.revoked.writing() = revoked_ids(&self.inner.store)?;
         self.audit_operator("KEY_REVOKE", id)?;
         Ok(true)
     }
@@ -1257,7 +1238,7 @@ fn record(
         Report::Interrupted { .. } => "interrupted".to_owned(),
     };
     crate::metrics::execution(program, &key, took);
-    let mut stats = lock(stats);
+    let mut stats = stats.locked();
     let entry = stats.entry(program.to_owned()).or_default();
     *entry.outcomes.entry(key).or_insert(0) += 1;
     if let Report::Finished(ExecutionOutcome::Failed { message, .. }) = report {

@@ -19,6 +19,7 @@ use super::expr::{Expr, Vars};
 use super::fallback::Policy;
 use super::functions::{self, Function};
 use crate::ports::CapabilityRef;
+use crate::sync::RwLocked;
 
 /// Default `max_wait_ms` of each priority level (see `docs/rules.md`, Priorities).
 const LEVEL_WAITS: [(u32, u64); 5] = [
@@ -391,18 +392,12 @@ impl Program {
     /// Routes its executions through `stations` (its program actor's instruction actors)
     /// from now on.
     pub fn attach(&self, stations: Arc<dyn crate::gates::Stations>) {
-        *self
-            .stations
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stations);
+        *self.stations.writing() = Some(stations);
     }
 
     /// Its instruction actors, if its program actor runs.
     pub fn stations(&self) -> Option<Arc<dyn crate::gates::Stations>> {
-        self.stations
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.stations.reading().clone()
     }
 
     /// Program id.

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,7 @@ use tokio::runtime::Handle;
 
 use crate::blocking::OwnedRuntime;
 use crate::{Error, Result};
+use eyeflow_actors::sync::{Locked, RwLocked};
 
 const BACKEND: &str = "vault";
 /// The header that carries the token on every request.
@@ -301,7 +302,7 @@ impl SecretSource for VaultSecrets {
     async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
         let shared = &self.shared;
         if !shared.cache_ttl.is_zero()
-            && let Some(cached) = lock(&shared.cache).get(name)
+            && let Some(cached) = shared.cache.locked().get(name)
             && cached.fetched.elapsed() < shared.cache_ttl
         {
             return Ok(cached.value.clone());
@@ -316,7 +317,7 @@ impl SecretSource for VaultSecrets {
                 shared.error(CallErrorKind::Internal, format!("the read stopped: {e}"))
             })??;
         if !shared.cache_ttl.is_zero() {
-            lock(&shared.cache).insert(
+            shared.cache.locked().insert(
                 name.to_owned(),
                 Cached {
                     value: value.clone(),
@@ -498,7 +499,7 @@ impl Shared {
             .await?
             .unwrap_or_default();
         let lease = seconds(&body["auth"]["lease_duration"]);
-        let mut session = self.session.write().unwrap_or_else(PoisonError::into_inner);
+        let mut session = self.session.writing();
         session.lease = (!lease.is_zero()).then_some(lease);
         session.capped = lease < session.issued;
         session.renewable = body["auth"]["renewable"].as_bool().unwrap_or(false);
@@ -507,13 +508,13 @@ impl Shared {
     }
 
     fn set_session(&self, session: Session) {
-        *self.session.write().unwrap_or_else(PoisonError::into_inner) = session;
+        *self.session.writing() = session;
     }
 
     /// When the renewal thread acts next, and how; `None` when there is nothing it can do
     /// (the token never expires, or can be neither renewed nor replaced).
     fn next(&self) -> Option<(Instant, Next)> {
-        let session = self.session.read().unwrap_or_else(PoisonError::into_inner);
+        let session = self.session.reading();
         let lease = session.lease?;
         let next = if session.renewable && !session.capped {
             Next::Renew
@@ -563,7 +564,7 @@ impl Shared {
 
     /// Warns when the token will expire with nothing able to renew or replace it.
     fn warn_if_expiring(&self) {
-        let session = self.session.read().unwrap_or_else(PoisonError::into_inner);
+        let session = self.session.reading();
         if let Some(lease) = session.lease {
             let left = lease.saturating_sub(session.refreshed.elapsed());
             tracing::warn!(
@@ -580,12 +581,7 @@ impl Shared {
         path: &[&str],
         body: Option<&Value>,
     ) -> Result<Option<Value>, CallError> {
-        let token = self
-            .session
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .token
-            .clone();
+        let token = self.session.reading().token.clone();
         self.call_with(&token, method, path, body).await
     }
 
@@ -733,10 +729,6 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn refused(reason: String) -> Error {

@@ -2,8 +2,9 @@
 //! (the node sets it below its worker count, so one plugin cannot take every worker); a
 //! call past that waits for a slot within its own deadline.
 
+use eyeflow_actors::sync::Locked;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// How many calls of each plugin run now, bounded per plugin.
@@ -37,7 +38,7 @@ impl Slots {
             tokio::pin!(freed);
             freed.as_mut().enable();
             {
-                let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut held = self.held.locked();
                 let running = held.entry(plugin.clone()).or_insert(0);
                 if *running < self.limit {
                     *running += 1;
@@ -57,11 +58,7 @@ impl Slots {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut held = self
-            .slots
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.slots.held.locked();
         if let Some(running) = held.get_mut(&self.plugin) {
             *running = running.saturating_sub(1);
         }

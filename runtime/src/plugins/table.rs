@@ -3,7 +3,7 @@
 //! the reasons the versions that could not be loaded were left out.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef};
 use semver::Version;
@@ -11,6 +11,7 @@ use semver::Version;
 use super::catalog::{Entry, State};
 use super::loaded::Loaded;
 use super::manifest::Kind;
+use eyeflow_actors::sync::RwLocked;
 
 /// Loaded versions by plugin id, and why the others are not loaded.
 #[derive(Default)]
@@ -128,9 +129,9 @@ impl Table {
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
+    lock.reading()
 }
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
+    lock.writing()
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::{Context, Source};
 use crate::node::Node;
+use eyeflow_actors::sync::Locked;
 
 /// `[mqtt]` of `node.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,7 +125,7 @@ impl MqttSource {
                         up.store(true, Ordering::SeqCst);
                         tracing::info!("MQTT connected");
                         // A new session may have lost the subscriptions: make them again.
-                        let mut subs = subs.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut subs = subs.locked();
                         subs.clear();
                         subscribe_new(&sub_client, &deliver_node, &mut subs);
                     }
@@ -170,7 +171,7 @@ impl MqttSource {
             follow
                 .spawn(move || {
                     while !halt.raised() {
-                        let mut subs = subscribed.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut subs = subscribed.locked();
                         subscribe_new(&sub_client, &watch_node, &mut subs);
                         drop(subs);
                         std::thread::sleep(Duration::from_millis(200));

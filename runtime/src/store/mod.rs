@@ -29,7 +29,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
@@ -39,6 +39,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{Error, Result};
+use eyeflow_actors::sync::{Locked, Waits};
 
 pub mod mark;
 
@@ -219,7 +220,7 @@ const GATHER: Duration = Duration::from_millis(1);
 
 impl GroupSync {
     fn lock(&self) -> MutexGuard<'_, GroupState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 }
 
@@ -327,11 +328,7 @@ impl EmbeddedStore {
             std::fs::remove_file(&old).map_err(Error::io(&old))?;
         }
         let writer = mark::MarkWriter::open(data_dir, marked.filter(|_| damage.is_none()))?;
-        *store
-            .group
-            .mark
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(writer);
+        *store.group.mark.locked() = Some(writer);
         if damage.is_some() {
             store.sync()?;
         }
@@ -433,12 +430,7 @@ impl EmbeddedStore {
             return Err(Error::io(self.db_path())(e));
         }
         if let Some(marked) = marked
-            && let Some(writer) = self
-                .group
-                .mark
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_mut()
+            && let Some(writer) = self.group.mark.locked().as_mut()
             && let Err(e) = writer.record(marked)
         {
             // The data is durable; only the next open's check of it is weaker.
@@ -456,12 +448,7 @@ impl EmbeddedStore {
     /// still the newest (one `stat` instead of a directory scan per fsync).
     fn active_journal(&self) -> Result<Arc<File>> {
         let dir = self.db_path();
-        if let Some((id, file)) = self
-            .group
-            .journal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
+        if let Some((id, file)) = self.group.journal.locked().as_ref()
             && !dir.join(format!("{}.jnl", id + 1)).exists()
         {
             return Ok(file.clone());
@@ -480,11 +467,7 @@ impl EmbeddedStore {
                     "no fjall journal file in the store",
                 ),
             })?;
-        let mut cached = self
-            .group
-            .journal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut cached = self.group.journal.locked();
         if let Some((id, file)) = cached.as_ref()
             && *id == newest
         {
@@ -588,10 +571,7 @@ impl EmbeddedStore {
                 state.syncing = true;
                 return self.lead(state);
             }
-            state = group
-                .synced
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = group.synced.waiting(state);
         }
     }
 
@@ -609,11 +589,7 @@ impl EmbeddedStore {
                 break;
             }
             state.gathering = true;
-            state = group
-                .written
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state = group.written.waiting_for(state, left);
         }
         state.gathering = false;
         // Every ticket issued so far was taken after its write reached the journal.

@@ -379,15 +379,22 @@ fn one_plugin_runs_at_most_its_share_of_calls_at_once() {
         max_calls_per_plugin: 1,
         ..HostConfig::default()
     }));
+    // The sleeping call may lose the slot to one of the probes below: it then fails
+    // `rate-limited` and tries again, until it holds the slot.
     let busy = {
         let node = node.clone();
         std::thread::spawn(move || {
-            hostile(
-                &node,
-                "sleep",
-                json!({"ms": 60_000}),
-                Duration::from_secs(3),
-            )
+            loop {
+                let err = hostile(
+                    &node,
+                    "sleep",
+                    json!({"ms": 60_000}),
+                    Duration::from_secs(3),
+                );
+                if err.kind != CallErrorKind::RateLimited {
+                    return err;
+                }
+            }
         })
     };
     // Another call of the same plugin waits for the slot within its deadline, then fails.
@@ -426,15 +433,22 @@ fn a_full_instance_pool_is_resource_exhausted() {
         max_calls_per_plugin: 4,
         ..HostConfig::default()
     }));
+    // The sleeping call may lose the pool's instance to one of the probes below: it then
+    // fails `resource-exhausted` at once and tries again, until it holds the instance.
     let busy = {
         let node = node.clone();
         std::thread::spawn(move || {
-            hostile(
-                &node,
-                "sleep",
-                json!({"ms": 60_000}),
-                Duration::from_secs(5),
-            )
+            loop {
+                let err = hostile(
+                    &node,
+                    "sleep",
+                    json!({"ms": 60_000}),
+                    Duration::from_secs(5),
+                );
+                if err.kind != CallErrorKind::ResourceExhausted {
+                    return err;
+                }
+            }
         })
     };
     let err = eyeflow_tests::eventually(

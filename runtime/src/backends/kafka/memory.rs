@@ -11,7 +11,7 @@
 //! in between.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, ClusterMemory};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use super::{HEADER_NODE, Kafka, ORIGIN};
 use crate::Result;
 use crate::memory::FjallClusterMemory;
 use crate::store::{Durability, EmbeddedStore};
+use eyeflow_actors::sync::Locked;
 
 /// One update on the memory topic.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,7 +54,7 @@ impl View {
                 return Ok(());
             }
         };
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.pending.locked();
         let own = update.node == self.node_id;
         if own && let Some(count) = pending.get_mut(&update.key) {
             *count -= 1;
@@ -146,11 +147,7 @@ impl KafkaClusterMemory {
         };
         let payload = serde_json::to_value(&update)
             .map_err(|e| CallError::new(CallErrorKind::InvalidInput, ORIGIN, e.to_string()))?;
-        let mut pending = self
-            .view
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.view.pending.locked();
         self.view.local.record(key, value)?;
         let headers = vec![(HEADER_NODE.to_owned(), self.view.node_id.clone())];
         self.kafka

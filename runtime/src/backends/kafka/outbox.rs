@@ -8,14 +8,15 @@
 //! | `kafka-outbox` | sequence number (8 bytes big-endian) | JSON [`OutboxRecord`] |
 //! | `kafka-outbox-keys` | idempotency key | the sequence number it was appended under |
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::sync::Locked;
 
 /// One record waiting for publication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +75,7 @@ impl Outbox {
             key: format!("kafka-outbox/{}", record.topic),
             reason: e.to_string(),
         })?;
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = self.next.locked();
         if let Some(idempotency_key) = idempotency_key
             && self
                 .store

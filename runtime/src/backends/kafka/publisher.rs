@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -28,6 +28,7 @@ use super::{HEADER_HASH, HEADER_INDEX, HEADER_KIND, KafkaConfig};
 use crate::audit::{ChainedEntry, Checkpoint, FjallAudit, canonical};
 use crate::store::{EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::sync::{Locked, Waits};
 
 /// Most messages handed to the producer and not yet confirmed.
 const MAX_IN_FLIGHT: usize = 10_000;
@@ -77,7 +78,7 @@ struct Signal {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Signal> {
-        self.signal.lock().unwrap_or_else(PoisonError::into_inner)
+        self.signal.locked()
     }
 
     /// Wakes the publisher: something new is waiting.
@@ -114,11 +115,7 @@ impl Shared {
             if left.is_zero() || signal.stop {
                 return false;
             }
-            signal = self
-                .progress
-                .wait_timeout(signal, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            signal = self.progress.waiting_for(signal, left);
         }
     }
 
@@ -138,11 +135,7 @@ impl Shared {
     fn sleep(&self, timeout: Duration) {
         let mut signal = self.lock();
         if !signal.woken && !signal.stop {
-            signal = self
-                .wake
-                .wait_timeout(signal, timeout)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            signal = self.wake.waiting_for(signal, timeout);
         }
         signal.woken = false;
     }
@@ -156,11 +149,7 @@ impl Shared {
             if left.is_zero() {
                 break;
             }
-            signal = self
-                .wake
-                .wait_timeout(signal, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            signal = self.wake.waiting_for(signal, left);
         }
     }
 
@@ -196,7 +185,7 @@ pub(crate) struct PublishContext {
 
 impl PublishContext {
     fn take_reports(&self) -> Vec<Report> {
-        std::mem::take(&mut *self.reports.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *self.reports.locked())
     }
 }
 
@@ -220,10 +209,7 @@ impl ProducerContext for PublishContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
         let result = result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone());
-        self.reports
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((*origin, result));
+        self.reports.locked().push((*origin, result));
     }
 }
 

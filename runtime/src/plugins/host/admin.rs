@@ -4,7 +4,9 @@
 
 use semver::Version;
 
-use super::{PluginHost, lock};
+use eyeflow_actors::sync::Locked;
+
+use super::PluginHost;
 use crate::plugins::catalog::{Entry, State};
 use crate::plugins::grants::{Grant, GrantChange};
 use crate::plugins::loaded::Loaded;
@@ -46,7 +48,7 @@ impl PluginHost {
     /// the component against its manifest, records it durably, and only then makes it visible
     /// to new calls. Calls already running keep their instance.
     pub fn install(&self, package: &Package) -> Result<Installed> {
-        let _admin = lock(&self.inner.admin);
+        let _admin = self.inner.admin.locked();
         let label = package.label();
         let keyring = self.inner.catalog.store().keyring()?;
         let key_id = package.verify(&keyring)?;
@@ -92,7 +94,7 @@ impl PluginHost {
     /// Revokes `id@version`: durably marked, removed from resolution at once; calls in
     /// flight finish. A revoked version is never chosen or reinstalled.
     pub fn revoke(&self, id: &str, version: &Version) -> Result<()> {
-        let _admin = lock(&self.inner.admin);
+        let _admin = self.inner.admin.locked();
         self.inner.catalog.revoke(id, version)?;
         self.inner.table.remove(id, version);
         tracing::warn!(plugin = %format!("{id}@{version}"), "plugin revoked");
@@ -102,7 +104,7 @@ impl PluginHost {
     /// Changes the grant of plugin `id` and relinks its loaded versions; the next call sees
     /// the new grant.
     pub fn change_grant(&self, id: &str, changes: &[GrantChange]) -> Result<Grant> {
-        let _admin = lock(&self.inner.admin);
+        let _admin = self.inner.admin.locked();
         // No grant after a transfer: start from what the newest loaded version's manifest
         // asks for, as its installation would have.
         if self.inner.catalog.grant(id)?.is_none()
@@ -129,7 +131,7 @@ impl PluginHost {
         to_key: &str,
         audit: &crate::audit::FjallAudit,
     ) -> Result<crate::plugins::catalog::Transfer> {
-        let _admin = lock(&self.inner.admin);
+        let _admin = self.inner.admin.locked();
         let catalog = &self.inner.catalog;
         let from = catalog
             .publisher(id)?

@@ -4,12 +4,13 @@
 //! quota are checked before anything is written.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use super::super::bindings::eyeflow::plugin::kv::{Host, Write as KvWrite};
 use super::super::bindings::eyeflow::plugin::types::PluginError;
 use super::{CallState, Services};
 use crate::store::{Space, Write};
+use eyeflow_actors::sync::Locked;
 
 /// Longest key in the plugin scratch store.
 const KV_MAX_KEY: usize = 1024;
@@ -30,7 +31,7 @@ pub(super) struct KvUsage {
 impl Services {
     /// The KV keys and bytes `plugin` holds (a scan of its keys the first time).
     fn kv_usage(&self, plugin: &Arc<str>) -> Result<KvUsage, PluginError> {
-        let mut usage = self.kv_usage.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut usage = self.kv_usage.locked();
         if let Some(found) = usage.get(plugin) {
             return Ok(*found);
         }
@@ -50,7 +51,7 @@ impl Services {
     }
 
     fn add_kv_usage(&self, plugin: &Arc<str>, keys: i64, bytes: i64) {
-        let mut usage = self.kv_usage.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut usage = self.kv_usage.locked();
         let entry = usage.entry(plugin.clone()).or_default();
         entry.keys = entry.keys.saturating_add_signed(keys);
         entry.bytes = entry.bytes.saturating_add_signed(bytes);
@@ -294,10 +295,7 @@ impl Host for CallState {
         }
         let services = self.services.clone();
         let held = {
-            let _check_and_write = services
-                .kv_check_and_write
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _check_and_write = services.kv_check_and_write.locked();
             let held = match held {
                 Some(held) => Some(held),
                 None => services

@@ -1,10 +1,11 @@
 //! `eyeflow:plugin/log`: a plugin's log lines as tracing events, scrubbed of the secrets it
 //! read, cut at [`LOG_MAX`] bytes, within its per-call and per-second quotas.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use super::super::bindings::eyeflow::plugin::log::{Host, Level};
 use super::{CallState, Services};
+use eyeflow_actors::sync::Locked;
 
 /// Longest log line kept.
 const LOG_MAX: usize = 4096;
@@ -24,10 +25,7 @@ impl Services {
     /// line is then dropped and counted).
     fn log_budget(&self, plugin: &Arc<str>, bytes: usize) -> bool {
         let second = crate::now_ms() / 1000;
-        let mut usage = self
-            .log_usage
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut usage = self.log_usage.locked();
         let window = usage.entry(plugin.clone()).or_default();
         if window.second != second {
             if window.dropped > 0 {
@@ -55,18 +53,14 @@ impl Services {
 
     /// Counts `bytes` of `plugin`'s log dropped for its per-call budget.
     fn log_dropped(&self, plugin: &Arc<str>, bytes: usize) {
-        let mut usage = self
-            .log_usage
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut usage = self.log_usage.locked();
         usage.entry(plugin.clone()).or_default().total_dropped += bytes as u64;
     }
 
     /// Log bytes of `plugin` dropped since the start, for its quotas.
     pub(crate) fn log_bytes_dropped(&self, plugin: &str) -> u64 {
         self.log_usage
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .locked()
             .get(plugin)
             .map_or(0, |window| window.total_dropped)
     }

@@ -10,7 +10,7 @@ mod log;
 mod secrets;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eyeflow_actors::exec::Scrubber;
@@ -25,6 +25,7 @@ use super::manifest::Import;
 use crate::secrets::SecretSource;
 use crate::store::{Durability, EmbeddedStore};
 
+use eyeflow_actors::sync::Locked;
 use kv::KvBuffer;
 
 /// Captured guest stderr (panic messages), per call; the rest is dropped.
@@ -105,10 +106,7 @@ pub(crate) struct CappedPipe(Arc<Mutex<Vec<u8>>>);
 
 impl CappedPipe {
     pub(crate) fn contents(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.locked().clone()
     }
 }
 
@@ -118,7 +116,7 @@ impl tokio::io::AsyncWrite for CappedPipe {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut kept = self.0.locked();
         let room = STDERR_CAPTURE.saturating_sub(kept.len());
         kept.extend_from_slice(&buf[..buf.len().min(room)]);
         std::task::Poll::Ready(Ok(buf.len()))
