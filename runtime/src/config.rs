@@ -47,7 +47,7 @@ pub struct NodeSection {
     pub id: String,
     /// Data directory; relative paths are taken from the config file's folder.
     pub data_dir: Option<PathBuf>,
-    /// Scheduler worker slots (default: the number of cores, at least 2).
+    /// Scheduler slots: executions running at once (default: twice the number of cores).
     pub workers: Option<usize>,
     /// `sync`, `group-commit` (default) or `buffered`.
     #[serde(default)]

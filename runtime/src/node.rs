@@ -804,6 +804,39 @@ impl Node {
             .collect()
     }
 
+    /// What an install of `manifest` would not serve: for each capability it provides that
+    /// deployed programs require, those whose version requirement does not select the
+    /// version it provides (so they keep their current plugin, or none). Empty when every
+    /// requirement selects it, or when no deployed program requires what it provides.
+    pub fn unselected(&self, manifest: &crate::plugins::Manifest) -> Vec<String> {
+        let programs = self.active_programs();
+        let mut notes = Vec::new();
+        for provided in &manifest.provides {
+            for program in &programs {
+                for required in program
+                    .ir()
+                    .required_capabilities
+                    .iter()
+                    .filter(|r| r.capability_id == provided.capability)
+                {
+                    let selects = semver::VersionReq::parse(&required.version_req)
+                        .is_ok_and(|req| req.matches(&provided.version));
+                    if !selects {
+                        notes.push(format!(
+                            "program {}@{} requires {} {}, which does not select {}",
+                            program.id(),
+                            program.version(),
+                            provided.capability,
+                            required.version_req,
+                            provided.version
+                        ));
+                    }
+                }
+            }
+        }
+        notes
+    }
+
     fn signer_revoked(&self, key_id: &str) -> bool {
         self.inner.revoked.reading().contains(key_id)
     }

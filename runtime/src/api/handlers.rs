@@ -572,9 +572,10 @@ pub(crate) async fn plugin_install(
         .chain(listed(query.grant_secret.as_deref()).map(GrantChange::AllowSecret))
         .collect();
     let node = state.node.clone();
-    let (installed, grant) = blocking(move || {
+    let (installed, grant, unselected) = blocking(move || {
         let package = Package::from_bytes(&bytes, "uploaded package")?;
         let installed = node.plugins().install(&package)?;
+        let unselected = node.unselected(&package.manifest);
         let grant = if changes.is_empty() {
             None
         } else {
@@ -583,7 +584,7 @@ pub(crate) async fn plugin_install(
                     .change_grant(&package.manifest.id, &changes)?,
             )
         };
-        Ok((installed, grant))
+        Ok((installed, grant, unselected))
     })
     .await?;
     let mut body = match installed {
@@ -593,6 +594,8 @@ pub(crate) async fn plugin_install(
         Installed::Unchanged { label } => json!({ "plugin": label, "new": false }),
     };
     body["grant"] = json!(grant);
+    // Installed, but some deployed programs' requirements do not select this version.
+    body["unselected"] = json!(unselected);
     Ok(HttpResponse::Created().json(body))
 }
 

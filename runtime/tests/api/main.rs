@@ -133,6 +133,20 @@ fn programs_events_approvals_audit_and_plugins_through_the_api() {
     let (_, body) = node.get("/api/programs", viewer);
     assert_eq!(body["programs"][0]["active"], true, "{body}");
 
+    // A version the deployed program's `^1.0` does not select installs, and the answer says
+    // that this program will not use it.
+    let (status, body) = node.post_bytes(
+        "/api/plugins",
+        &setup.package_by("valve-sim", setup.key(), Some("2.0.0")),
+        admin,
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["unselected"],
+        json!(["program order-check@1.0.0 requires valve-sim ^1.0, which does not select 2.0.0"]),
+        "{body}"
+    );
+
     // Events: accepted, deduplicated by id, filtered, refused when malformed or too big.
     let (status, body) = node.post_json(
         "/api/events/orders",

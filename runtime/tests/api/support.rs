@@ -99,7 +99,7 @@ impl Setup {
     }
 
     /// A built plugin as a package file's bytes signed by `key`, with `version` as its
-    /// version when given.
+    /// version (and that of every capability it provides) when given.
     pub(crate) fn package_by(
         &self,
         name: &str,
@@ -112,6 +112,11 @@ impl Setup {
             Some(version) => {
                 let mut value: Value = serde_json::from_slice(&manifest).expect("manifest JSON");
                 value["version"] = version.into();
+                if let Some(provides) = value["provides"].as_array_mut() {
+                    for provided in provides {
+                        provided["version"] = version.into();
+                    }
+                }
                 serde_json::to_vec(&value).expect("JSON")
             }
         };
