@@ -451,14 +451,20 @@ fn a_full_instance_pool_is_resource_exhausted() {
             }
         })
     };
-    let err = eyeflow_tests::eventually(
+    // Pinged only once the sleeping call holds the instance: a ping holding it first
+    // would turn the sleeping call away instead.
+    eyeflow_tests::eventually(
         "the sleeping call holds the pool's only instance",
         Duration::from_secs(10),
         || {
-            let err = node.invoke("fixture-echo", "ping", json!({})).err()?;
-            (err.kind == CallErrorKind::ResourceExhausted).then_some(err)
+            let metrics = node.host.engine().pooling_allocator_metrics()?;
+            (metrics.component_instances() == 1).then_some(())
         },
     );
+    let err = node
+        .invoke("fixture-echo", "ping", json!({}))
+        .expect_err("no instance is free");
+    assert_eq!(err.kind, CallErrorKind::ResourceExhausted, "{err}");
     assert!(err.message.contains("concurrent limit"), "{err}");
     assert_eq!(busy.join().expect("thread").kind, CallErrorKind::Timeout);
     good_plugin_still_works(&node);
