@@ -804,21 +804,30 @@ fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     })
 }
 
-/// [`Error::Locked`] when another process holds the lock of the fjall database at `store`
-/// (fjall takes an exclusive `flock` on its `lock` file for as long as it is open).
+/// [`Error::Locked`] when another handle holds the lock of the fjall database at `store`
+/// (fjall takes an exclusive `flock` on its `lock` file for as long as it is open). A
+/// database just closed releases it once its background threads end, so the lock is tried
+/// again as fjall itself does (three tries, 100 ms apart) before it counts as held.
 fn refuse_locked(data_dir: &Path, store: &Path) -> Result<()> {
+    const TRIES: u32 = 3;
     let path = store.join("lock");
     let Ok(file) = File::open(&path) else {
         // No database yet (or no lock file): nobody holds it.
         return Ok(());
     };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            data_dir: data_dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path)(e)),
+    for attempt in 1..=TRIES {
+        match file.try_lock_shared() {
+            Ok(()) => return file.unlock().map_err(Error::io(&path)),
+            Err(std::fs::TryLockError::WouldBlock) if attempt < TRIES => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => break,
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
+        }
     }
+    Err(Error::Locked {
+        data_dir: data_dir.to_path_buf(),
+    })
 }
 
 /// Makes `data_dir` private to the node's user before anything is opened in it: the
@@ -835,13 +844,26 @@ pub fn secure_data_dir(data_dir: &Path) -> Result<()> {
             .mode(0o700)
             .create(data_dir)
             .map_err(Error::io(data_dir))?;
-        // Walked with a heap stack; symbolic links are left alone (never followed).
+        // Walked with a heap stack; symbolic links are left alone (never followed). An entry
+        // gone while walked (a table file a just-closed store's compaction removed) needs
+        // no tightening.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         let mut stack = vec![data_dir.to_path_buf()];
         while let Some(path) = stack.pop() {
-            let meta = std::fs::symlink_metadata(&path).map_err(Error::io(&path))?;
+            let meta = match std::fs::symlink_metadata(&path) {
+                Err(e) if gone(&e) => continue,
+                other => other.map_err(Error::io(&path))?,
+            };
             let mode = if meta.is_dir() {
-                for entry in std::fs::read_dir(&path).map_err(Error::io(&path))? {
-                    stack.push(entry.map_err(Error::io(&path))?.path());
+                let entries = match std::fs::read_dir(&path) {
+                    Err(e) if gone(&e) => continue,
+                    other => other.map_err(Error::io(&path))?,
+                };
+                for entry in entries {
+                    match entry {
+                        Err(e) if gone(&e) => {}
+                        other => stack.push(other.map_err(Error::io(&path))?.path()),
+                    }
                 }
                 0o700
             } else if meta.is_file() {
@@ -850,8 +872,10 @@ pub fn secure_data_dir(data_dir: &Path) -> Result<()> {
                 continue;
             };
             if meta.permissions().mode() & 0o777 != mode {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(Error::io(&path))?;
+                match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
+                    Err(e) if gone(&e) => {}
+                    other => other.map_err(Error::io(&path))?,
+                }
             }
         }
     }
