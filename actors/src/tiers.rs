@@ -15,7 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::ports::{CallError, ClusterMemory, NodeMemory};
+use crate::ports::{ClusterMemory, MemoryError, NodeMemory};
 use crate::services::{Mailbox, Service, ServiceSpec};
 use crate::supervision::RestartPolicy;
 
@@ -125,12 +125,17 @@ impl<C: Clone + Send + Sync + 'static> Tier<C> {
         (Self { mailbox }, spec)
     }
 
-    /// Runs `op` on the tier's connection and returns its answer.
-    async fn run<R, F, Fut>(&self, op: F) -> Result<R, CallError>
+    /// Runs `op` (`operation` on `key` of the `tier` scope) on the tier's connection and
+    /// returns its answer; a tier actor that does not answer is the tier unavailable.
+    async fn run<R, F, Fut>(
+        &self,
+        (tier, operation, key): (&'static str, &'static str, &str),
+        op: F,
+    ) -> Result<R, MemoryError>
     where
         R: Send + 'static,
         F: Fn(C) -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Result<R, CallError>> + Send + 'static,
+        Fut: Future<Output = Result<R, MemoryError>> + Send + 'static,
     {
         self.mailbox
             .ask(|reply| {
@@ -141,24 +146,27 @@ impl<C: Clone + Send + Sync + 'static> Tier<C> {
                     })
                 }))
             })
-            .await?
+            .await
+            .map_err(|e| MemoryError::new(tier, operation, key, e.kind, e.message))?
     }
 }
 
 #[async_trait::async_trait]
 impl NodeMemory for Tier<Arc<dyn NodeMemory>> {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
+        let at = ("node", "get", key);
         let key = key.to_owned();
-        self.run(move |memory: Arc<dyn NodeMemory>| {
+        self.run(at, move |memory: Arc<dyn NodeMemory>| {
             let key = key.clone();
             async move { memory.get(&key).await }
         })
         .await
     }
 
-    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), MemoryError> {
+        let at = ("node", "set", key);
         let (key, value) = (key.to_owned(), value.clone());
-        self.run(move |memory: Arc<dyn NodeMemory>| {
+        self.run(at, move |memory: Arc<dyn NodeMemory>| {
             let (key, value) = (key.clone(), value.clone());
             async move { memory.set(&key, &value, ttl).await }
         })
@@ -168,18 +176,20 @@ impl NodeMemory for Tier<Arc<dyn NodeMemory>> {
 
 #[async_trait::async_trait]
 impl ClusterMemory for Tier<Arc<dyn ClusterMemory>> {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
+        let at = ("cluster", "get", key);
         let key = key.to_owned();
-        self.run(move |memory: Arc<dyn ClusterMemory>| {
+        self.run(at, move |memory: Arc<dyn ClusterMemory>| {
             let key = key.clone();
             async move { memory.get(&key).await }
         })
         .await
     }
 
-    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    async fn put(&self, key: &str, value: &Value) -> Result<(), MemoryError> {
+        let at = ("cluster", "put", key);
         let (key, value) = (key.to_owned(), value.clone());
-        self.run(move |memory: Arc<dyn ClusterMemory>| {
+        self.run(at, move |memory: Arc<dyn ClusterMemory>| {
             let (key, value) = (key.clone(), value.clone());
             async move { memory.put(&key, &value).await }
         })

@@ -192,10 +192,10 @@ impl EventSink for FakeEvents {
 struct Mem(Mutex<HashMap<String, (Value, Option<Duration>)>>);
 #[async_trait::async_trait]
 impl NodeMemory for Mem {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
         Ok(self.0.lock().unwrap().get(key).map(|v| v.0.clone()))
     }
-    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), MemoryError> {
         self.0
             .lock()
             .unwrap()
@@ -205,10 +205,10 @@ impl NodeMemory for Mem {
 }
 #[async_trait::async_trait]
 impl ClusterMemory for Mem {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
         Ok(self.0.lock().unwrap().get(key).map(|v| v.0.clone()))
     }
-    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    async fn put(&self, key: &str, value: &Value) -> Result<(), MemoryError> {
         self.0
             .lock()
             .unwrap()
@@ -225,13 +225,9 @@ struct FakeSecrets {
 }
 #[async_trait::async_trait]
 impl SecretSource for FakeSecrets {
-    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
         if let Some(kind) = self.refused.lock().unwrap().get(name) {
-            return Err(CallError::new(
-                *kind,
-                "vault",
-                format!("secret `{name}`: refused"),
-            ));
+            return Err(SecretError::new(name, *kind, "vault: refused"));
         }
         Ok(self.values.get(name).map(Secret::new))
     }

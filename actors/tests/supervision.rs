@@ -17,7 +17,7 @@ use eyeflow_actors::deployed::Deployed;
 use eyeflow_actors::exec::Program;
 use eyeflow_actors::fallbacks::FallbackDesk;
 use eyeflow_actors::gates::{Decided, Fallbacks, ResourceGate};
-use eyeflow_actors::ports::{CallError, NodeMemory};
+use eyeflow_actors::ports::{MemoryError, NodeMemory};
 use eyeflow_actors::supervision::{
     ActorInfo, NodeMsg, NodeSupervisor, ProgramMsg, RegistryMsg, RestartPolicy,
 };
@@ -151,10 +151,10 @@ struct MapMemory(Mutex<HashMap<String, Value>>);
 
 #[async_trait::async_trait]
 impl NodeMemory for MapMemory {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
         Ok(self.0.lock().unwrap().get(key).cloned())
     }
-    async fn set(&self, key: &str, value: &Value, _ttl: Duration) -> Result<(), CallError> {
+    async fn set(&self, key: &str, value: &Value, _ttl: Duration) -> Result<(), MemoryError> {
         self.0.lock().unwrap().insert(key.to_owned(), value.clone());
         Ok(())
     }

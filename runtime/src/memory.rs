@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use eyeflow_actors::ports::{CallError, CallErrorKind, ClusterMemory, NodeMemory};
+use eyeflow_actors::ports::{CallErrorKind, ClusterMemory, MemoryError, NodeMemory};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -113,7 +113,7 @@ impl Default for InProcessNodeMemory {
 
 #[async_trait::async_trait]
 impl NodeMemory for InProcessNodeMemory {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
         let now = Instant::now();
         let mut cache = self.lock();
         match cache.entries.get(key) {
@@ -126,7 +126,7 @@ impl NodeMemory for InProcessNodeMemory {
         }
     }
 
-    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), MemoryError> {
         let now = Instant::now();
         let mut cache = self.lock();
         cache.remove(key);
@@ -242,36 +242,36 @@ impl FjallClusterMemory {
 
 impl FjallClusterMemory {
     /// The latest value under `key` (a read of the store: it does not block).
-    pub(crate) fn value(&self, key: &str) -> Result<Option<Value>, CallError> {
+    pub(crate) fn value(&self, key: &str) -> Result<Option<Value>, MemoryError> {
         self.latest(key)
             .map(|latest| latest.map(|l| l.value))
-            .map_err(call_error)
+            .map_err(memory_error("get", key))
     }
 
     /// Writes a value for `key`, not durable yet: see [`Self::durable`].
-    pub(crate) fn record(&self, key: &str, value: &Value) -> Result<(), CallError> {
-        self.append(key, value).map_err(call_error)
+    pub(crate) fn record(&self, key: &str, value: &Value) -> Result<(), MemoryError> {
+        self.append(key, value).map_err(memory_error("put", key))
     }
 
-    /// Waits (as a task) until what was recorded is durable, as the scope's durability
-    /// says.
-    pub(crate) async fn durable(&self) -> Result<(), CallError> {
+    /// Waits (as a task) until what was recorded for `key` is durable, as the scope's
+    /// durability says.
+    pub(crate) async fn durable(&self, key: &str) -> Result<(), MemoryError> {
         self.store
             .persist_async(self.durability)
             .await
-            .map_err(call_error)
+            .map_err(memory_error("put", key))
     }
 }
 
 #[async_trait::async_trait]
 impl ClusterMemory for FjallClusterMemory {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
         self.value(key)
     }
 
-    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    async fn put(&self, key: &str, value: &Value) -> Result<(), MemoryError> {
         self.record(key, value)?;
-        self.durable().await
+        self.durable(key).await
     }
 }
 
@@ -282,10 +282,16 @@ fn to_json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {
     })
 }
 
-fn call_error(error: Error) -> CallError {
-    CallError::new(
-        CallErrorKind::Unavailable,
-        "cluster-memory",
-        error.to_string(),
-    )
+/// The store failed under an operation of the embedded cluster scope.
+fn memory_error(operation: &'static str, key: &str) -> impl FnOnce(Error) -> MemoryError {
+    let key = key.to_owned();
+    move |error| {
+        MemoryError::new(
+            "cluster",
+            operation,
+            &key,
+            CallErrorKind::Unavailable,
+            error.to_string(),
+        )
+    }
 }

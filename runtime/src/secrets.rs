@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use eyeflow_actors::ports::CallError;
+use eyeflow_actors::ports::SecretError;
 pub use eyeflow_actors::ports::{Secret, SecretSource};
 
 use crate::{Error, Result};
@@ -54,7 +54,7 @@ impl LocalSecrets {
 
 #[async_trait::async_trait]
 impl SecretSource for LocalSecrets {
-    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
         Ok(self.values.get(name).cloned())
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use eyeflow_actors::ports::{CallError, CallErrorKind, SecretSource};
+use eyeflow_actors::ports::{CallErrorKind, SecretError, SecretSource};
 use eyeflow_runtime::backends::vault::{VaultAuth, VaultConfig, VaultSecrets};
 use eyeflow_tests::eventually;
 use eyeflow_tests::servers::free_port;
@@ -116,7 +116,7 @@ fn denied_path_names_the_secret_and_not_its_value() {
     let token = bao.create_token(&["only-allowed"], "1h");
     let secrets = connect_token(&bao.addr(), &token, 30_000).expect("connect");
     assert_eq!(value(&secrets, "allowed/a").as_deref(), Some("value-a"));
-    let err: CallError =
+    let err: SecretError =
         eyeflow_tests::wait(secrets.get("forbidden")).expect_err("denied by the policy");
     assert_eq!(err.kind, CallErrorKind::Denied);
     let text = err.to_string();

@@ -18,7 +18,7 @@ use std::time::Duration;
 use eyeflow_ir::pb::{ErrorClass, FallbackStrategy, IrInstruction, RetryConfig};
 use serde_json::Value;
 
-use crate::ports::{CallError, CallErrorKind, Fallback};
+use crate::ports::{CallError, CallErrorKind, Fallback, MemoryError, SecretError};
 
 /// The IR error class of a port failure.
 pub fn class_of(kind: CallErrorKind) -> ErrorClass {
@@ -79,6 +79,18 @@ impl Failure {
 
 impl From<CallError> for Failure {
     fn from(e: CallError) -> Self {
+        Self::new(class_of(e.kind), e.to_string())
+    }
+}
+
+impl From<MemoryError> for Failure {
+    fn from(e: MemoryError) -> Self {
+        Self::new(class_of(e.kind), e.to_string())
+    }
+}
+
+impl From<SecretError> for Failure {
+    fn from(e: SecretError) -> Self {
         Self::new(class_of(e.kind), e.to_string())
     }
 }

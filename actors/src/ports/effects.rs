@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::CallError;
+use super::{CallError, CallErrorKind};
 
 /// An outgoing HTTP request of CALL_API / CALL_SERVICE.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,22 +100,59 @@ pub trait EventSink: Send + Sync {
     ) -> Result<(), CallError>;
 }
 
+/// A failure of a memory tier, in its own terms: which tier, what it was asked, for which
+/// key, and why; `kind` classifies it for the fallback engine (`unavailable`, `timeout`,
+/// `invalid-output` for a stored value that is not JSON, ...). Never holds a stored value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{tier} memory: cannot {operation} `{key}`: {reason}")]
+pub struct MemoryError {
+    /// `node` or `cluster`.
+    pub tier: &'static str,
+    /// `get`, `set`, `put`.
+    pub operation: &'static str,
+    /// The memory key.
+    pub key: String,
+    /// Its class for the fallback engine.
+    pub kind: CallErrorKind,
+    /// Why (for the operator).
+    pub reason: String,
+}
+
+impl MemoryError {
+    /// A failure of `operation` on `key` in `tier`.
+    pub fn new(
+        tier: &'static str,
+        operation: &'static str,
+        key: &str,
+        kind: CallErrorKind,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            tier,
+            operation,
+            key: key.to_owned(),
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The `node` memory scope (L2): shared by the executions of one node, entries expire.
 #[async_trait::async_trait]
 pub trait NodeMemory: Send + Sync {
     /// The value under `key`, if present and not expired.
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError>;
     /// Stores `value` under `key` for `ttl`.
-    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError>;
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), MemoryError>;
 }
 
 /// The `cluster` memory scope (L3): persistent, shared by the nodes of a cluster.
 #[async_trait::async_trait]
 pub trait ClusterMemory: Send + Sync {
     /// The latest value under `key`.
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError>;
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError>;
     /// Appends a new value for `key` (durable before returning).
-    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError>;
+    async fn put(&self, key: &str, value: &Value) -> Result<(), MemoryError>;
 }
 
 /// A secret value. Formatting it prints `***`; read it with [`Secret::expose`].
@@ -146,11 +183,35 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A failure to read a secret, in the secret source's terms: which secret and why (never
+/// its value); `kind` is `denied`, `unavailable` or `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("secret `{name}`: {reason}")]
+pub struct SecretError {
+    /// The secret's name.
+    pub name: String,
+    /// Its class for the fallback engine and the plugin host.
+    pub kind: CallErrorKind,
+    /// Why (for the operator).
+    pub reason: String,
+}
+
+impl SecretError {
+    /// A failure to read `name`.
+    pub fn new(name: &str, kind: CallErrorKind, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Where named secrets come from (local file, Vault/OpenBao).
 #[async_trait::async_trait]
 pub trait SecretSource: Send + Sync {
     /// The secret `name`: `Ok(None)` when the source does not hold it, `Denied` when the
     /// source refuses this node access to it, `Unavailable` or `Timeout` when the source
     /// cannot be reached. Error messages name the secret, never its value.
-    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError>;
+    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError>;
 }

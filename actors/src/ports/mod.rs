@@ -9,7 +9,7 @@ mod plugin;
 pub use backend::Backend;
 pub use effects::{
     ChatMessage, ClusterMemory, EventSink, HttpPort, HttpRequest, HttpResponse, LlmPort,
-    LlmRequest, NodeMemory, Secret, SecretSource,
+    LlmRequest, MemoryError, NodeMemory, Secret, SecretError, SecretSource,
 };
 pub use journal::{
     Accepted, AuditEntry, EventRecord, ExecutionOutcome, Fallback, Journal, JournalError,

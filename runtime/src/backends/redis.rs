@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use eyeflow_actors::ports::{CallError, CallErrorKind, NodeMemory};
+use eyeflow_actors::ports::{CallErrorKind, MemoryError, NodeMemory};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, RedisError};
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use crate::blocking::OwnedRuntime;
 use crate::memory::FAR_FUTURE;
 use crate::{Error, Result};
 
-/// Names this backend in errors (`Error::Backend`, `CallError::origin`).
+/// Names this backend in errors (`Error::Backend`, and the reason of a `MemoryError`).
 const BACKEND: &str = "redis";
 
 /// Longest pause between two reconnection attempts: bounds how long calls keep failing after
@@ -187,7 +187,7 @@ impl RedisNodeMemory {
         let outcome = self.runtime.run(self.call_timeout, async move {
             redis::cmd("PING").query_async::<String>(&mut manager).await
         });
-        self.answer("PING", outcome).is_ok()
+        self.answer(("ping", ""), outcome).is_ok()
     }
 
     fn key(&self, key: &str) -> String {
@@ -195,36 +195,38 @@ impl RedisNodeMemory {
     }
 
     /// Runs `command` through the manager, on the backend's own runtime, within the
-    /// response timeout; `what` names the command and key in errors. The caller's task
-    /// waits for the answer without holding its thread.
+    /// response timeout, for `operation` on the memory `key` (named in errors). The
+    /// caller's task waits for the answer without holding its thread.
     async fn call<T: FromRedisValue + Send + 'static>(
         &self,
-        what: &str,
+        (operation, key): (&'static str, &str),
         command: Cmd,
-    ) -> Result<T, CallError> {
+    ) -> Result<T, MemoryError> {
         let mut manager = self.manager.clone();
         let limit = self.call_timeout;
         let task = self.runtime.handle.spawn(async move {
             tokio::time::timeout(limit, command.query_async::<T>(&mut manager)).await
         });
         let outcome = task.await.ok().and_then(Result::ok);
-        self.answer(what, outcome)
+        self.answer((operation, key), outcome)
     }
 
     /// A command's answer; `None` when none came within the response timeout.
     fn answer<T>(
         &self,
-        what: &str,
+        (operation, key): (&'static str, &str),
         outcome: Option<redis::RedisResult<T>>,
-    ) -> Result<T, CallError> {
+    ) -> Result<T, MemoryError> {
         match outcome {
             Some(Ok(value)) => Ok(value),
-            Some(Err(e)) => Err(call_error(what, &e)),
-            None => Err(CallError::new(
+            Some(Err(e)) => Err(memory_error(operation, key, &e)),
+            None => Err(MemoryError::new(
+                "node",
+                operation,
+                key,
                 CallErrorKind::Unavailable,
-                BACKEND,
                 format!(
-                    "{what}: no answer within {} ms",
+                    "{BACKEND}: no answer within {} ms",
                     self.call_timeout.as_millis()
                 ),
             )),
@@ -234,37 +236,40 @@ impl RedisNodeMemory {
 
 #[async_trait::async_trait]
 impl NodeMemory for RedisNodeMemory {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
-        let key = self.key(key);
-        let what = format!("GET {key}");
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
+        let stored = self.key(key);
         let Some(bytes) = self
-            .call::<Option<Vec<u8>>>(&what, redis::cmd("GET").arg(&key).clone())
+            .call::<Option<Vec<u8>>>(("get", key), redis::cmd("GET").arg(&stored).clone())
             .await?
         else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            CallError::new(
+            MemoryError::new(
+                "node",
+                "get",
+                key,
                 CallErrorKind::InvalidOutput,
-                BACKEND,
-                format!("{what}: the stored value is not JSON: {e}"),
+                format!("{BACKEND}: the value stored under {stored} is not JSON: {e}"),
             )
         })
     }
 
-    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), CallError> {
-        let key = self.key(key);
+    async fn set(&self, key: &str, value: &Value, ttl: Duration) -> Result<(), MemoryError> {
+        let stored = self.key(key);
         if ttl.is_zero() {
             // Like the embedded scope: a zero TTL stores nothing and drops the old value.
             return self
-                .call::<()>(&format!("DEL {key}"), redis::cmd("DEL").arg(&key).clone())
+                .call::<()>(("set", key), redis::cmd("DEL").arg(&stored).clone())
                 .await;
         }
         let json = serde_json::to_vec(value).map_err(|e| {
-            CallError::new(
+            MemoryError::new(
+                "node",
+                "set",
+                key,
                 CallErrorKind::InvalidInput,
-                BACKEND,
-                format!("SET {key}: cannot encode the value: {e}"),
+                format!("{BACKEND}: cannot encode the value: {e}"),
             )
         })?;
         // Redis refuses PX 0; a sub-millisecond TTL keeps the value for one millisecond.
@@ -272,19 +277,25 @@ impl NodeMemory for RedisNodeMemory {
             .unwrap_or(u64::MAX)
             .max(1);
         let mut command = redis::cmd("SET");
-        command.arg(&key).arg(json).arg("PX").arg(ttl_ms);
-        self.call::<()>(&format!("SET {key}"), command).await
+        command.arg(&stored).arg(json).arg("PX").arg(ttl_ms);
+        self.call::<()>(("set", key), command).await
     }
 }
 
-/// A failed command as the fallback engine sees it.
-fn call_error(what: &str, e: &RedisError) -> CallError {
+/// A failed command of `operation` on `key`, classified for the fallback engine.
+fn memory_error(operation: &'static str, key: &str, e: &RedisError) -> MemoryError {
     let kind = match e.kind() {
         ErrorKind::AuthenticationFailed => CallErrorKind::Denied,
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => CallErrorKind::InvalidOutput,
         _ => CallErrorKind::Unavailable,
     };
-    CallError::new(kind, BACKEND, format!("{what}: {}", describe(e)))
+    MemoryError::new(
+        "node",
+        operation,
+        key,
+        kind,
+        format!("{BACKEND}: {}", describe(e)),
+    )
 }
 
 /// The error's text, except for reply-type errors, whose text may quote a stored value.

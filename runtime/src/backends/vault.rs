@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use eyeflow_actors::ports::{CallError, CallErrorKind, Secret, SecretSource};
+use eyeflow_actors::ports::{CallError, CallErrorKind, Secret, SecretError, SecretSource};
 use reqwest::Client;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -299,7 +299,16 @@ impl VaultSecrets {
 
 #[async_trait::async_trait]
 impl SecretSource for VaultSecrets {
-    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        self.fetch(name)
+            .await
+            .map_err(|e| SecretError::new(name, e.kind, format!("{}: {}", e.origin, e.message)))
+    }
+}
+
+impl VaultSecrets {
+    /// The secret `name`, from the cache while it is fresh, else from Vault.
+    async fn fetch(&self, name: &str) -> Result<Option<Secret>, CallError> {
         let shared = &self.shared;
         if !shared.cache_ttl.is_zero()
             && let Some(cached) = shared.cache.locked().get(name)

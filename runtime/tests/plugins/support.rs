@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef, Secret, SecretSource};
+use eyeflow_actors::ports::{
+    CallError, CallErrorKind, CapabilityRef, Secret, SecretError, SecretSource,
+};
 use eyeflow_runtime::plugins::{HostConfig, Package, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::EmbeddedStore;
@@ -150,12 +152,12 @@ struct TestSecrets(LocalSecrets);
 
 #[async_trait::async_trait]
 impl SecretSource for TestSecrets {
-    async fn get(&self, name: &str) -> Result<Option<Secret>, CallError> {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
         let refuse = |kind, why: &str| {
-            Err(CallError::new(
+            Err(SecretError::new(
+                name,
                 kind,
-                "vault at http://127.0.0.1:8200",
-                format!("secret `{name}`: {why}"),
+                format!("vault at http://127.0.0.1:8200: {why}"),
             ))
         };
         match name {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use eyeflow_actors::ports::{CallError, CallErrorKind, ClusterMemory};
+use eyeflow_actors::ports::{CallErrorKind, ClusterMemory, MemoryError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
@@ -120,33 +120,38 @@ impl KafkaClusterMemory {
 
 #[async_trait::async_trait]
 impl ClusterMemory for KafkaClusterMemory {
-    async fn get(&self, key: &str) -> Result<Option<Value>, CallError> {
+    async fn get(&self, key: &str) -> Result<Option<Value>, MemoryError> {
         self.view.local.value(key)
     }
 
-    async fn put(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    async fn put(&self, key: &str, value: &Value) -> Result<(), MemoryError> {
         self.record(key, value)?;
         // Both writes share one store: one fsync makes them durable; then the publisher
         // sends the update.
         self.kafka
             .published()
             .await
-            .map_err(|e| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string()))
+            .map_err(|e| put_error(key, CallErrorKind::Unavailable, e.to_string()))
     }
+}
+
+/// A failed put of `key` in the Kafka-shared cluster scope.
+fn put_error(key: &str, kind: CallErrorKind, reason: String) -> MemoryError {
+    MemoryError::new("cluster", "put", key, kind, format!("{ORIGIN}: {reason}"))
 }
 
 impl KafkaClusterMemory {
     /// Writes `value` locally and in the outbox of the memory topic (not durable yet).
-    fn record(&self, key: &str, value: &Value) -> Result<(), CallError> {
+    fn record(&self, key: &str, value: &Value) -> Result<(), MemoryError> {
         let unavailable =
-            |e: crate::Error| CallError::new(CallErrorKind::Unavailable, ORIGIN, e.to_string());
+            |e: crate::Error| put_error(key, CallErrorKind::Unavailable, e.to_string());
         let update = Update {
             node: self.view.node_id.clone(),
             key: key.to_owned(),
             value: value.clone(),
         };
         let payload = serde_json::to_value(&update)
-            .map_err(|e| CallError::new(CallErrorKind::InvalidInput, ORIGIN, e.to_string()))?;
+            .map_err(|e| put_error(key, CallErrorKind::InvalidInput, e.to_string()))?;
         let mut pending = self.view.pending.locked();
         self.view.local.record(key, value)?;
         let headers = vec![(HEADER_NODE.to_owned(), self.view.node_id.clone())];
