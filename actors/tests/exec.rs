@@ -524,12 +524,20 @@ impl World {
     }
 
     fn invokes(&self) -> Vec<PluginCall> {
+        self.calls_of("invoke")
+    }
+
+    fn reads(&self) -> Vec<PluginCall> {
+        self.calls_of("read")
+    }
+
+    fn calls_of(&self, method: &str) -> Vec<PluginCall> {
         self.plugins
             .calls
             .lock()
             .unwrap()
             .iter()
-            .filter(|c| c.0 == "invoke")
+            .filter(|c| c.0 == method)
             .cloned()
             .collect()
     }
@@ -1556,15 +1564,7 @@ fn postcondition_polls_until_it_holds_or_the_deadline() {
     assert_eq!(completed(w.run(&program, json!({}))), json!("throttled"));
     assert_eq!(polls.load(Ordering::SeqCst), 3);
     assert_eq!(*w.clock.sleeps.lock().unwrap(), [300, 300]);
-    let calls: Vec<String> = w
-        .plugins
-        .calls
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|c| c.0 == "read")
-        .map(|c| c.4.clone())
-        .collect();
+    let calls: Vec<String> = w.reads().into_iter().map(|c| c.4).collect();
     let set = w.invokes().into_iter().find(|c| c.2 == "set").unwrap().4;
     assert_eq!(
         calls,
@@ -1882,15 +1882,7 @@ fn a_resumed_execution_keeps_the_branch_it_took_before_acting() {
         json!("acted"),
         "the arm it took"
     );
-    let reads: Vec<String> = w
-        .plugins
-        .calls
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|c| c.0 == "read")
-        .map(|c| c.2.clone())
-        .collect();
+    let reads: Vec<String> = w.reads().into_iter().map(|c| c.2).collect();
     assert_eq!(reads.len(), 1, "only `slow` is read again, not `read`");
     assert_eq!(
         statuses(&w.steps()),
