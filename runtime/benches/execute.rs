@@ -80,6 +80,27 @@ fn submitters() -> usize {
         .unwrap_or(4)
 }
 
+/// Submits one event, waiting while the node refuses it as overloaded (as a client does on
+/// its 503): the submitters outrun execution without fsync.
+fn submit(node: &Node, event_id: String, value: usize) {
+    loop {
+        match node.submit(
+            "bench-ten",
+            &event_id,
+            "bench",
+            serde_json::json!({"value": value}),
+        ) {
+            Err(eyeflow_runtime::Error::Overloaded { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            other => {
+                other.expect("submit");
+                return;
+            }
+        }
+    }
+}
+
 fn node(dir: &Path, durability: Durability) -> Node {
     let mut config = NodeConfig::embedded(dir);
     config.durability = durability;
@@ -154,13 +175,7 @@ fn run(label: &str, durability: Durability) {
             let node = node.clone();
             scope.spawn(move || {
                 for i in 0..n / threads {
-                    node.submit(
-                        "bench-ten",
-                        &format!("sat-{t}-{i}"),
-                        "bench",
-                        serde_json::json!({"value": i}),
-                    )
-                    .expect("submit");
+                    submit(&node, format!("sat-{t}-{i}"), i);
                 }
             });
         }
@@ -210,10 +225,7 @@ fn profile(n: usize) {
         config.host.max_concurrent_calls = 1;
     }
     let node = start(config);
-    let submit = |name: String, i: usize| {
-        node.submit("bench-ten", &name, "bench", serde_json::json!({"value": i}))
-            .expect("submit");
-    };
+    let submit = |name: String, i: usize| submit(&node, name, i);
     for i in 0..50 {
         submit(format!("warm-{i}"), i);
         node.wait_idle();

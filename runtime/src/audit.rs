@@ -207,6 +207,7 @@ impl FjallAudit {
         let bodies: Vec<Vec<u8>> = entries.iter().map(canonical).collect();
         let mut writes = Vec::with_capacity(2 * entries.len() + 1 + with.len());
         let mut receipts = Vec::with_capacity(entries.len());
+        let mut runs: Vec<(&str, u64, u32)> = Vec::new();
         let mut head = self.head.locked();
         let (mut index, mut previous) = (head.next, head.hash);
         for (entry, body) in entries.iter().zip(bodies) {
@@ -220,11 +221,12 @@ impl FjallAudit {
                 index.to_be_bytes().to_vec(),
                 record,
             ));
-            writes.push(Write::Put(
-                Space::AuditByExecution,
-                execution_key(&entry.execution_id, Some(index)),
-                Vec::new(),
-            ));
+            // One index record per run of an execution's entries: its first index, and how
+            // many follow it.
+            match runs.last_mut() {
+                Some((id, _, count)) if *id == entry.execution_id.as_str() => *count += 1,
+                _ => runs.push((entry.execution_id.as_str(), index, 1)),
+            }
             if let Some(key) = &self.config.signing_key
                 && self.config.checkpoint_every > 0
                 && (index + 1).is_multiple_of(self.config.checkpoint_every)
@@ -239,6 +241,13 @@ impl FjallAudit {
             receipts.push(AuditReceipt { index, hash });
             (index, previous) = (index + 1, hash);
         }
+        writes.extend(runs.into_iter().map(|(id, first, count)| {
+            Write::Put(
+                Space::AuditByExecution,
+                execution_key(id, Some(first)),
+                count.to_be_bytes().to_vec(),
+            )
+        }));
         writes.extend(with);
         if writes.is_empty() {
             return Ok(receipts);
@@ -265,11 +274,23 @@ fn execution_key(execution_id: &str, index: Option<u64>) -> Vec<u8> {
 
 impl FjallAudit {
     /// The entries of execution `execution_id`, in chain order (from the per-execution
-    /// index written with each entry).
+    /// index written with them: a record per run of its entries appended together, whose
+    /// value is the run's length — 4 bytes big-endian; empty, from earlier versions, for
+    /// one entry).
     pub fn of_execution(&self, execution_id: &str) -> Result<Vec<ChainedEntry>> {
         let prefix = execution_key(execution_id, None);
         let mut found = Vec::new();
-        for (key, _) in self.store.scan(Space::AuditByExecution, &prefix)? {
+        for (key, value) in self.store.scan(Space::AuditByExecution, &prefix)? {
+            let count = match <[u8; 4]>::try_from(value.as_slice()) {
+                Ok(count) => u32::from_be_bytes(count),
+                Err(_) if value.is_empty() => 1,
+                Err(_) => {
+                    return Err(Error::CorruptRecord {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        reason: format!("audit index record of {} bytes", value.len()),
+                    });
+                }
+            };
             let index = key
                 .get(prefix.len()..)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -278,7 +299,7 @@ impl FjallAudit {
                     key: String::from_utf8_lossy(&key).into_owned(),
                     reason: "audit index key without an entry index".to_owned(),
                 })?;
-            found.extend(self.entries(index, 1)?);
+            found.extend(self.entries(index, usize::try_from(count).unwrap_or(usize::MAX))?);
         }
         Ok(found)
     }

@@ -8,7 +8,7 @@
 //! | `journal-events` | event id | execution id (the dedupe index) |
 //! | `journal-executions` | execution id | JSON `{"seq": n, "event": EventRecord}` |
 //! | `journal-open` | execution id | empty: accepted and not finished |
-//! | `journal-steps` | `execution_id/seq` (seq zero-padded to 20 digits) | JSON `StepRecord` |
+//! | `journal-steps` | `execution_id/seq` of the first step (seq zero-padded to 20 digits) | the steps of one write, binary (`records`); from earlier versions, one JSON `StepRecord` |
 //! | `journal-decisions` | `execution_id/instruction_id` | `1` approved, `0` rejected |
 //! | `journal-outcomes` | execution id | JSON `ExecutionOutcome` |
 //! | `journal-quarantine` | `keyspace/key` | a record that could not be read back |
@@ -29,8 +29,8 @@
 //!
 //! ## Records it cannot read
 //!
-//! Every record is checked at write time to read back (its JSON nests less deeply than
-//! the reader's limit; values in it are bounded by `eyeflow_actors::exec::bounds`). A
+//! Every record is checked at write time to read back (its JSON, and every JSON value in a
+//! binary step record, nests less deeply than the reader's limit; values in it are bounded by `eyeflow_actors::exec::bounds`). A
 //! record that still cannot be read (a disk error, a record from a faulty version) never
 //! stops the node: an open execution with one is moved aside — its records copied to
 //! `journal-quarantine`, the execution finished `failed` (class `internal`) naming them —
@@ -295,7 +295,9 @@ impl FjallJournal {
     pub fn counts(&self) -> Result<JournalCounts> {
         let finished = self.store.count(Space::JournalOutcomes)?;
         let pending = self.store.count(Space::JournalOpen)?;
-        let steps = self.store.count(Space::JournalSteps)?;
+        let steps = self.store.fold(Space::JournalSteps, 0, |n, value| {
+            n + crate::records::count_steps(value)
+        })?;
         let executions = self.store.count(Space::JournalExecutions)?;
         Ok(JournalCounts {
             executions,
@@ -362,14 +364,12 @@ impl FjallJournal {
             .store
             .last(Space::JournalSteps, format!("{id}/").as_bytes())?
         {
-            Some((key, bytes)) => {
-                Some(serde_json::from_slice::<StepRecord>(&bytes).map_err(|e| {
-                    Error::CorruptRecord {
-                        key: format!("journal-steps/{}", String::from_utf8_lossy(&key)),
-                        reason: e.to_string(),
-                    }
-                })?)
-            }
+            Some((key, bytes)) => crate::records::decode_steps(id, &bytes)
+                .map_err(|reason| Error::CorruptRecord {
+                    key: format!("journal-steps/{}", String::from_utf8_lossy(&key)),
+                    reason,
+                })?
+                .pop(),
             None => None,
         };
         let finished_ms = outcome.as_ref().map(|_| {
@@ -476,12 +476,12 @@ impl FjallJournal {
             .store
             .scan(Space::JournalSteps, format!("{execution_id}/").as_bytes())?
         {
-            match serde_json::from_slice::<StepRecord>(&bytes) {
-                Ok(step) => steps.push(step),
-                Err(e) => unreadable.push((
+            match crate::records::decode_steps(execution_id, &bytes) {
+                Ok(read) => steps.extend(read),
+                Err(why) => unreadable.push((
                     format!("journal-steps/{}", String::from_utf8_lossy(&key)),
                     bytes,
-                    e.to_string(),
+                    why,
                 )),
             }
         }
@@ -543,8 +543,8 @@ impl FjallJournal {
         entries: &[AuditEntry],
         durable: bool,
     ) -> Result<()> {
-        let writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
-        self.write_with_audit(writes, entries, durable).await
+        self.write_with_audit(steps_writes(steps)?, entries, durable)
+            .await
     }
 
     async fn write_finish(
@@ -556,17 +556,24 @@ impl FjallJournal {
     ) -> Result<()> {
         let id = execution_id.as_bytes().to_vec();
         let value = json(execution_id, outcome)?;
-        let mut writes = steps.iter().map(step_write).collect::<Result<Vec<_>>>()?;
+        let mut writes = steps_writes(steps)?;
         writes.push(Write::Put(Space::JournalOutcomes, id.clone(), value));
         writes.push(Write::Remove(Space::JournalOpen, id));
         self.write_with_audit(writes, entries, true).await
     }
 }
 
-fn step_write(step: &StepRecord) -> Result<Write> {
-    let key = step_key(&step.execution_id, step.seq);
-    let value = json(&key, step)?;
-    Ok(Write::Put(Space::JournalSteps, key.into_bytes(), value))
+/// One `journal-steps` record per execution among `steps` (consecutive steps of one
+/// execution share it), keyed by its first step.
+fn steps_writes(steps: &[StepRecord]) -> Result<Vec<Write>> {
+    steps
+        .chunk_by(|a, b| a.execution_id == b.execution_id)
+        .map(|run| {
+            let key = step_key(&run[0].execution_id, run[0].seq);
+            let value = crate::records::encode_steps(run, |value| json(&key, value))?;
+            Ok(Write::Put(Space::JournalSteps, key.into_bytes(), value))
+        })
+        .collect()
 }
 
 #[async_trait::async_trait]

@@ -30,6 +30,7 @@ pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod plugins;
+mod records;
 mod registry;
 pub mod secrets;
 pub mod sources;

@@ -752,6 +752,18 @@ impl EmbeddedStore {
         Ok(u64::try_from(len).unwrap_or(u64::MAX))
     }
 
+    /// `f` folded over the values of `space` in key order (a full scan, read lazily).
+    pub fn fold<T>(&self, space: Space, init: T, mut f: impl FnMut(T, &[u8]) -> T) -> Result<T> {
+        let mut acc = init;
+        for guard in self.space(space).iter() {
+            let value = guard
+                .value()
+                .map_err(Error::store(format!("scan {space:?}")))?;
+            acc = f(acc, &value);
+        }
+        Ok(acc)
+    }
+
     /// The keyring persisted in this store.
     pub fn keyring(&self) -> Result<Keyring> {
         let mut keyring = Keyring::new();
