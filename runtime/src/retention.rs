@@ -20,6 +20,9 @@ use crate::{Error, Result};
 /// Default most keys one retention write deletes.
 const DEFAULT_BATCH_KEYS: usize = 256;
 
+/// Default most executions one pass deletes.
+const DEFAULT_EXECUTIONS_PER_PASS: usize = 100_000;
+
 /// Executions read per page of a pass.
 const PAGE: usize = 64;
 
@@ -35,10 +38,12 @@ pub struct RetentionSection {
     /// shorter than it.
     pub dedupe_secs: Option<u64>,
     /// Time between two retention passes, milliseconds (default: a quarter of the
-    /// executions window, between 250 ms and 60 s).
+    /// executions window, between 250 ms and 10 s).
     pub interval_ms: Option<u64>,
     /// Most keys one store write of retention deletes (default 256).
     pub batch_keys: Option<usize>,
+    /// Most executions one pass deletes (default 100 000); the rest wait for the next pass.
+    pub executions_per_pass: Option<usize>,
 }
 
 /// A validated retention policy.
@@ -53,6 +58,8 @@ pub struct RetentionPolicy {
     pub interval: Duration,
     /// Most keys per store write.
     pub batch_keys: usize,
+    /// Most executions deleted per pass.
+    pub executions_per_pass: usize,
 }
 
 impl RetentionSection {
@@ -94,17 +101,24 @@ impl RetentionSection {
         if batch_keys == 0 {
             return Err(bad("batch_keys", "must be at least 1".to_owned()));
         }
+        let executions_per_pass = self
+            .executions_per_pass
+            .unwrap_or(DEFAULT_EXECUTIONS_PER_PASS);
+        if executions_per_pass == 0 {
+            return Err(bad("executions_per_pass", "must be at least 1".to_owned()));
+        }
         let executions = Duration::from_secs(executions_secs);
         let interval = match self.interval_ms {
             Some(0) => return Err(bad("interval_ms", "must be at least 1".to_owned())),
             Some(ms) => Duration::from_millis(ms),
-            None => (executions / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)),
+            None => (executions / 4).clamp(Duration::from_millis(250), Duration::from_secs(10)),
         };
         Ok(Some(RetentionPolicy {
             executions,
             dedupe: Duration::from_secs(dedupe_secs),
             interval,
             batch_keys,
+            executions_per_pass,
         }))
     }
 }
@@ -181,8 +195,9 @@ impl Retention {
     }
 
     /// Deletes the executions that finished before `cutoff`, in acceptance order, up to the
-    /// first accepted at or after it (it and every later one finished after `cutoff`). The
-    /// newest execution is always kept: the next start numbers executions after it.
+    /// first accepted at or after it (it and every later one finished after `cutoff`), at
+    /// most [`RetentionPolicy::executions_per_pass`] of them. The newest execution is always
+    /// kept: the next start numbers executions after it.
     fn executions(&self, cutoff: u64, pass: &mut Pass) -> Result<()> {
         let Some((newest, _)) = self.store.last(Space::JournalExecutions, b"")? else {
             return Ok(());
@@ -208,6 +223,14 @@ impl Retention {
                         continue;
                     }
                 };
+                let limit = u64::try_from(self.policy.executions_per_pass).unwrap_or(u64::MAX);
+                if pass.executions >= limit {
+                    // Left for the next pass: the oldest kept is at most as old as this one.
+                    let kept = age.finished_ms.unwrap_or(age.accepted_ms);
+                    pass.oldest_finished_ms =
+                        Some(pass.oldest_finished_ms.map_or(kept, |o| o.min(kept)));
+                    return Ok(());
+                }
                 let stop = key == newest || age.accepted_ms >= cutoff;
                 match age.finished_ms {
                     Some(finished) if finished < cutoff && !stop => {
@@ -428,6 +451,7 @@ mod tests {
                 dedupe_secs: Some(dedupe_secs),
                 interval_ms: None,
                 batch_keys: Some(batch_keys),
+                executions_per_pass: None,
             }
             .policy()
             .expect("valid")
