@@ -295,6 +295,8 @@ mod tests {
         assert!(err.contains("redis") && err.contains("mqtt"), "{err}");
         let err = FileConfig::parse("[redis]\nurl = 'redis://x/'\npasword = 'x'\n").unwrap_err();
         assert!(err.contains("pasword"), "{err}");
+        let err = FileConfig::parse("[retention]\nexecution_secs = 5\n").unwrap_err();
+        assert!(err.contains("execution_secs"), "{err}");
     }
 
     #[test]
@@ -316,6 +318,14 @@ mod tests {
             ["plant-a.alarms"]
         );
         assert_eq!(full.listen().port(), 7070);
+        let retention = full
+            .node_config(None)
+            .unwrap()
+            .retention
+            .expect("a retention policy");
+        assert_eq!(retention.executions.as_secs(), 604_800);
+        assert_eq!(retention.dedupe.as_secs(), 2_592_000);
+        assert!(embedded.retention.policy().unwrap().is_none());
     }
 
     #[test]
