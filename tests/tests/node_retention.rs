@@ -139,7 +139,7 @@ fn old_executions_expire_paused_ones_stay_and_redeliveries_are_refused() {
     let (kept, total) = eventually("the journal stays bounded", PATIENCE * 2, || {
         let id = stream()?;
         let seq: u64 = id.trim_start_matches('x').parse().ok()?;
-        if seq % 100 != 0 {
+        if !seq.is_multiple_of(100) {
             return None;
         }
         let counts = work.counts(&url)?;
