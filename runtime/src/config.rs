@@ -10,6 +10,7 @@ use eyeflow_actors::supervision::RestartPolicy;
 use serde::Deserialize;
 
 use crate::node::{LlmEndpoint, NodeConfig};
+use crate::retention::RetentionSection;
 use crate::store::Durability;
 use crate::{Error, Result};
 
@@ -27,6 +28,9 @@ pub struct FileConfig {
     pub api: ApiSection,
     /// `[llm]`: an OpenAI-compatible endpoint for LLM_CALL.
     pub llm: Option<LlmSection>,
+    /// `[retention]`: what the node deletes and when; absent = everything is kept.
+    #[serde(default)]
+    pub retention: RetentionSection,
     /// The backends' sections (`[redis]`, `[vault]`, `[kafka]`, ...).
     #[serde(flatten)]
     pub backends: crate::backends::Sections,
@@ -36,7 +40,7 @@ pub struct FileConfig {
 }
 
 /// The sections of `node.toml` besides the backends' and the sources'.
-const OWN_SECTIONS: &[&str] = &["node", "api", "llm"];
+const OWN_SECTIONS: &[&str] = &["node", "api", "llm", "retention"];
 
 /// `[node]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +254,7 @@ impl FileConfig {
             within: std::time::Duration::from_millis(self.node.restart_window_ms),
         };
         config.http_allow = self.node.http_allow.clone();
+        config.retention = self.retention.policy()?;
         config.backends = self.backends.clone();
         config.llm = self.llm.as_ref().map(|llm| LlmEndpoint {
             base_url: llm.base_url.clone(),
@@ -290,6 +295,8 @@ mod tests {
         assert!(err.contains("redis") && err.contains("mqtt"), "{err}");
         let err = FileConfig::parse("[redis]\nurl = 'redis://x/'\npasword = 'x'\n").unwrap_err();
         assert!(err.contains("pasword"), "{err}");
+        let err = FileConfig::parse("[retention]\nexecution_secs = 5\n").unwrap_err();
+        assert!(err.contains("execution_secs"), "{err}");
     }
 
     #[test]
@@ -311,6 +318,14 @@ mod tests {
             ["plant-a.alarms"]
         );
         assert_eq!(full.listen().port(), 7070);
+        let retention = full
+            .node_config(None)
+            .unwrap()
+            .retention
+            .expect("a retention policy");
+        assert_eq!(retention.executions.as_secs(), 604_800);
+        assert_eq!(retention.dedupe.as_secs(), 2_592_000);
+        assert!(embedded.retention.policy().unwrap().is_none());
     }
 
     #[test]

@@ -79,6 +79,58 @@ impl FjallEventLog {
             .collect()
     }
 
+    /// Deletes the events appended before `before_ms` (Unix ms), oldest first in each topic,
+    /// at most `batch` keys per store write (each write atomic, not flushed: a crash may
+    /// bring a suffix of them back, to be deleted again). The newest event of each topic is
+    /// always kept, so that the topic's offsets go on from it after a restart. Returns how
+    /// many were deleted.
+    pub fn expire(&self, before_ms: u64, batch: usize) -> Result<u64> {
+        let batch = batch.max(1);
+        let mut deleted = 0u64;
+        let mut from = Vec::new();
+        while let Some((first, _)) = self.store.scan_from(Space::Events, b"", &from, 1)?.pop() {
+            let prefix = first
+                .get(..2)
+                .map(|len| 2 + usize::from(u16::from_be_bytes([len[0], len[1]])))
+                .and_then(|end| first.get(..end))
+                .ok_or_else(|| Error::CorruptRecord {
+                    key: format!("events/{}", hex::encode(&first)),
+                    reason: "key does not start with a topic".into(),
+                })?
+                .to_vec();
+            let newest = self.store.last(Space::Events, &prefix)?.map(|(key, _)| key);
+            loop {
+                let page = self
+                    .store
+                    .scan_from(Space::Events, &prefix, &prefix, batch)?;
+                let mut done = page.len() < batch;
+                let mut removes = Vec::with_capacity(page.len());
+                for (key, value) in page {
+                    let expired = newest.as_ref() != Some(&key)
+                        && serde_json::from_slice::<EmittedEvent>(&value)
+                            .is_ok_and(|event| event.time_ms < before_ms);
+                    if !expired {
+                        // Newer (or unreadable: kept for an operator to look at).
+                        done = true;
+                        break;
+                    }
+                    removes.push(Write::Remove(Space::Events, key));
+                }
+                deleted += u64::try_from(removes.len()).unwrap_or(u64::MAX);
+                if !removes.is_empty() {
+                    self.store.write(removes)?;
+                }
+                if done {
+                    break;
+                }
+            }
+            // The next topic's keys sort after every offset of this one.
+            from = prefix;
+            from.extend_from_slice(&[0xFF; 9]);
+        }
+        Ok(deleted)
+    }
+
     /// Writes the event under the next offset of its topic, once per idempotency key; not
     /// durable yet: the caller waits for the fsync that covers it.
     fn append(

@@ -191,6 +191,17 @@ pub struct ExecutionPage {
     pub next_cursor: Option<ExecutionCursor>,
 }
 
+/// An execution's age, as retention reads it ([`FjallJournal::age`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExecutionAge {
+    /// Acceptance time, Unix milliseconds.
+    pub(crate) accepted_ms: u64,
+    /// When it finished, Unix milliseconds; `None` while unfinished (running, paused).
+    pub(crate) finished_ms: Option<u64>,
+    /// The id of the event it runs (its entry in the dedupe index).
+    pub(crate) event_id: String,
+}
+
 /// Record counts of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JournalCounts {
@@ -286,6 +297,33 @@ impl FjallJournal {
             .get(Space::JournalEvents, event_id.as_bytes())?
             .map(|id| utf8(event_id, id))
             .transpose()
+    }
+
+    /// Whether `id` is an execution id this journal handed out (in the exact form it hands
+    /// out), whether it is still kept or was deleted by retention: acceptance numbers are
+    /// dense and retention always keeps the newest execution, so every number below the
+    /// next one was accepted.
+    pub fn was_accepted(&self, id: &str) -> bool {
+        ExecutionCursor::parse(id)
+            .and_then(|id| parse_execution_id(id.as_str().as_bytes()).ok())
+            .is_some_and(|seq| seq < *self.next_seq.locked())
+    }
+
+    /// What retention needs to know of execution `id`, whose `journal-executions` record is
+    /// `record`: when it was accepted and finished, and its event id.
+    pub(crate) fn age(&self, id: &str, record: &[u8]) -> Result<ExecutionAge> {
+        let ExecutionRecord { event, .. } =
+            serde_json::from_slice(record).map_err(|e| Error::CorruptRecord {
+                key: format!("journal-executions/{id}"),
+                reason: e.to_string(),
+            })?;
+        let open = self.store.get(Space::JournalOpen, id.as_bytes())?.is_some();
+        let summary = self.summary(id, record)?;
+        Ok(ExecutionAge {
+            accepted_ms: summary.accepted_ms,
+            finished_ms: summary.finished_ms.filter(|_| !open),
+            event_id: event.event_id,
+        })
     }
 
     /// Record counts (full scans: for status pages, not hot paths). Counted while executions

@@ -14,6 +14,7 @@
 //!   ports, each one module plus one line in its registry;
 //! - [`node`]: a node assembled from all of the above, configured by [`config`], with
 //!   [`sources`] (MQTT, Kafka topics, timers and cron, polled plugins) feeding it;
+//! - [`retention`]: the periodic deletion of finished executions past their window;
 //! - [`api`]: the node's HTTP API (actix-web) and [`metrics`] for operators.
 
 pub mod api;
@@ -32,6 +33,7 @@ pub mod node;
 pub mod plugins;
 mod records;
 mod registry;
+pub mod retention;
 pub mod secrets;
 pub mod sources;
 pub mod store;

@@ -48,6 +48,20 @@ pub fn execution(program: &str, outcome: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// Counts what a retention pass at `now_ms` deleted (`eyeflow_retention_deleted_total` by
+/// kind) and sets the age of the oldest finished execution it kept
+/// (`eyeflow_retention_oldest_finished_age_seconds`, 0 when it kept none).
+pub fn retention(pass: &crate::retention::Pass, now_ms: u64) {
+    for (kind, count) in pass.deleted() {
+        metrics::counter!("eyeflow_retention_deleted_total", "kind" => kind).increment(count);
+    }
+    let age_ms = pass
+        .oldest_finished_ms
+        .map_or(0, |finished| now_ms.saturating_sub(finished));
+    metrics::gauge!("eyeflow_retention_oldest_finished_age_seconds")
+        .set(Duration::from_millis(age_ms).as_secs_f64());
+}
+
 /// The journal, metered through the audit entries its step writes carry: every entry is
 /// one instruction attempt, or an effect's intent (`started`), which counts only as an
 /// audit entry.

@@ -37,6 +37,7 @@ use crate::journal::FjallJournal;
 use crate::llm::{NoLlm, OpenAiChat};
 use crate::memory::{FjallClusterMemory, InProcessNodeMemory};
 use crate::plugins::{HostConfig, PluginHost};
+use crate::retention::Retention;
 use crate::secrets::{LocalSecrets, SecretSource};
 use crate::store::{Durability, EmbeddedStore};
 use crate::{Error, Result};
@@ -89,6 +90,8 @@ pub struct NodeConfig {
     /// [`AuditConfig::checkpoint_every`] entries, on demand, and at shutdown); `None` = no
     /// checkpoints. See [`audit_key`].
     pub audit_key: Option<ed25519_dalek::SigningKey>,
+    /// What retention deletes and when (`[retention]`); `None` = everything is kept.
+    pub retention: Option<crate::retention::RetentionPolicy>,
 }
 
 impl NodeConfig {
@@ -107,6 +110,7 @@ impl NodeConfig {
             max_running_per_program: None,
             restart: RestartPolicy::default(),
             audit_key: None,
+            retention: None,
         }
     }
 }
@@ -446,6 +450,11 @@ impl Node {
             let _ = stopped.send(true);
         });
         let revoked = revoked_ids(&store)?;
+        if let Some(policy) = config.retention {
+            // A periodic task beside serving; it stops with the supervision tree.
+            let retention = Retention::new(store.clone(), journal.clone(), events.clone(), policy);
+            actors.spawn(retention.run(tree_stopped.clone()));
+        }
         let node = Self {
             inner: Arc::new(Inner {
                 config,

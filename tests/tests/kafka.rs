@@ -379,6 +379,12 @@ fn unpublished_records_survive_a_restart_and_flush_publishes_the_backlog() -> Re
     emit(&kafka, 0..10)?;
     assert_eq!(kafka.flush(PATIENCE), 0, "flush publishes the backlog");
     drop(kafka);
+    // Published records are deleted from the store, not only counted out.
+    assert_eq!(
+        store.count(Space::KafkaOutbox)?,
+        0,
+        "the outbox keeps nothing published"
+    );
 
     let messages = read_topic(&tansu.bootstrap(), "orders", 500)?;
     // Per key (one partition each), events arrive in emission order.

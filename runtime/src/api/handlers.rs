@@ -420,6 +420,16 @@ pub(crate) async fn execution(state: State, id: web::Path<String>) -> Reply {
     })
     .await?;
     let Some(((event, steps, outcome), audit)) = found else {
+        if state.node.journal().was_accepted(&id) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "expired",
+                format!(
+                    "execution {id} expired: it finished longer ago than the retention \
+                     window ([retention] executions_secs) and was deleted"
+                ),
+            ));
+        }
         return Err(ApiError::not_found(format!("execution {id} not found")));
     };
     let status = ExecutionStatus::of(outcome.as_ref(), steps.last()).name();

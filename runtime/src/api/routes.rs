@@ -181,7 +181,7 @@ pub(crate) fn table() -> Vec<Spec> {
             Some(Viewer),
             Empty,
             200,
-            "Status, trace and audit hashes of an execution",
+            "Status, trace and audit hashes of an execution (404 `expired` once retention deleted it)",
             || web::get().to(h::execution),
         ),
         spec(

@@ -44,7 +44,7 @@ use eyeflow_actors::sync::{Locked, Waits};
 pub mod mark;
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 23] = [
+const KEYSPACES: [(Space, &str); 24] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -68,6 +68,7 @@ const KEYSPACES: [(Space, &str); 23] = [
     (Space::AuditByExecution, "audit-by-execution"),
     (Space::Publishers, "publishers"),
     (Space::JournalQuarantine, "journal-quarantine"),
+    (Space::RetentionDedupe, "retention-dedupe"),
 ];
 
 // `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
@@ -139,6 +140,9 @@ pub enum Space {
     /// Journal: `keyspace/key` → a record that could not be read back, moved aside with its
     /// execution marked failed.
     JournalQuarantine,
+    /// Retention: finish time (8 bytes big-endian, Unix ms) ‖ event id → execution id: the
+    /// dedupe entries kept after their execution was deleted, until the dedupe window ends.
+    RetentionDedupe,
 }
 
 /// How a commit is made durable before it returns (see the module documentation).
