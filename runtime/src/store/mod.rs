@@ -178,8 +178,6 @@ struct GroupSync {
     /// Tasks waiting for an fsync ([`EmbeddedStore::commit_with_async`]) are woken here
     /// when one ends.
     synced_tasks: tokio::sync::Notify,
-    /// The active fjall journal file (id, read-only handle), for fdatasync.
-    journal: Mutex<Option<(u64, Arc<File>)>>,
     /// Records how far each fsync reached (see [`mark`]).
     mark: Mutex<Option<mark::MarkWriter>>,
 }
@@ -411,28 +409,21 @@ impl EmbeddedStore {
             .collect()
     }
 
-    /// fdatasync of everything written so far. fjall's own `persist(SyncData)` holds its
-    /// journal lock through the fsync, stalling every writer (lazy ones included) for the
-    /// whole of it, so a group commit could not gather the next group meanwhile. Instead
-    /// fjall's buffer is flushed to the OS under its lock (a `write`), and the active journal
-    /// file is fsynced outside it. That file is the newest `<id>.jnl` of the store once the
-    /// flush is done: a journal holding flushed data that is no longer the newest was
-    /// rotated, and fjall fsyncs a journal (`SyncAll`) before it creates the next one.
+    /// fdatasync of everything written so far, through fjall's own `persist(SyncData)`
+    /// (its public API: no reliance on how fjall names or rotates its journal files). fjall
+    /// holds its journal lock through the fsync, so writers wait for it meanwhile; measured
+    /// against fsyncing the journal file outside that lock (docs/runtime.md, "Speed"), group
+    /// commit was as fast either way, and only the one-fsync-per-write measurement mode
+    /// ([`Durability::Sync`]) was slower. A failed fsync poisons fjall's database: every
+    /// later write fails, as it must after a lost writeback.
     fn sync(&self) -> Result<()> {
         // The audit chain's last record now is flushed below: the mark of this fsync.
         let marked = self
             .last(Space::Audit, b"")?
             .and_then(|(key, value)| mark::Mark::of(&key, &value));
         self.db
-            .persist(PersistMode::Buffer)
-            .map_err(Error::store("flush"))?;
-        let journal = self.active_journal()?;
-        if let Err(e) = journal.sync_data() {
-            // The kernel reports a failed writeback to every descriptor of the file: let
-            // fjall's own fsync see it too, so that it poisons the database.
-            let _ = self.db.persist(PersistMode::SyncData);
-            return Err(Error::io(self.db_path())(e));
-        }
+            .persist(PersistMode::SyncData)
+            .map_err(Error::store("fsync"))?;
         if let Some(marked) = marked
             && let Some(writer) = self.group.mark.locked().as_mut()
             && let Err(e) = writer.record(marked)
@@ -441,46 +432,6 @@ impl EmbeddedStore {
             tracing::warn!("cannot record the store's mark: {e}");
         }
         Ok(())
-    }
-
-    fn db_path(&self) -> PathBuf {
-        self.root.join("store")
-    }
-
-    /// The newest journal file, opened once per journal. fjall names the journal that
-    /// follows `<id>.jnl` `<id + 1>.jnl`: while that file does not exist, the cached one is
-    /// still the newest (one `stat` instead of a directory scan per fsync).
-    fn active_journal(&self) -> Result<Arc<File>> {
-        let dir = self.db_path();
-        if let Some((id, file)) = self.group.journal.locked().as_ref()
-            && !dir.join(format!("{}.jnl", id + 1)).exists()
-        {
-            return Ok(file.clone());
-        }
-        let newest = std::fs::read_dir(&dir)
-            .map_err(Error::io(&dir))?
-            .filter_map(|entry| {
-                let name = entry.ok()?.file_name();
-                name.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok()
-            })
-            .max()
-            .ok_or_else(|| Error::Io {
-                path: dir.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no fjall journal file in the store",
-                ),
-            })?;
-        let mut cached = self.group.journal.locked();
-        if let Some((id, file)) = cached.as_ref()
-            && *id == newest
-        {
-            return Ok(file.clone());
-        }
-        let path = dir.join(format!("{newest}.jnl"));
-        let file = Arc::new(File::open(&path).map_err(Error::io(&path))?);
-        *cached = Some((newest, file.clone()));
-        Ok(file)
     }
 
     fn batch(&self, writes: impl IntoIterator<Item = Write>) -> fjall::OwnedWriteBatch {
@@ -912,5 +863,31 @@ mod tests {
             Err(Error::Locked { data_dir }) => assert_eq!(data_dir, dir.path()),
             other => panic!("expected Locked, got {:?}", other.map(|_| ())),
         }
+    }
+
+    /// The damage check on open (`mark`) reads fjall's journal files: `<id>.jnl` under
+    /// `store/`, preallocated, their written part ending at the first hole. fjall is pinned
+    /// to one version (Cargo.toml); this fails when an upgrade changes that layout.
+    #[test]
+    fn fjall_journal_files_are_where_the_damage_check_reads_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("opens");
+        let journals = |store: &EmbeddedStore| {
+            mark::journals(&store.root.join("store")).expect("journals readable")
+        };
+        let before: u64 = journals(&store).values().sum();
+        store
+            .commit(
+                [Write::Put(Space::Audit, vec![0; 8], vec![7; 4096])],
+                Durability::Sync,
+            )
+            .expect("commit");
+        let after = journals(&store);
+        assert!(!after.is_empty(), "no <id>.jnl journal file in store/");
+        let written: u64 = after.values().sum();
+        assert!(
+            written >= before + 4096,
+            "a durable 4 KiB record grew the journals' written part from {before} to {written} bytes only"
+        );
     }
 }
