@@ -67,6 +67,7 @@ fn entry(i: u64) -> AuditEntry {
         execution_id: format!("x{}", i / 4),
         program_id: "valve-guard".into(),
         program_version: "1.0.0".into(),
+        program_sha256: None,
         instruction_id: format!("i{}", i % 4),
         opcode: "CALL_ACTION".into(),
         input_digest: "00".repeat(32),

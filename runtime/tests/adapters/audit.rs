@@ -15,6 +15,7 @@ fn entry(i: u64) -> AuditEntry {
         execution_id: format!("x{i:016}"),
         program_id: "cooling".into(),
         program_version: "1.2.0".into(),
+        program_sha256: None,
         instruction_id: format!("step-{i}"),
         opcode: "CALL_ACTION".into(),
         input_digest: hex::encode(Sha256::digest(format!("in{i}"))),
