@@ -336,7 +336,10 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier against `checkpoints` (in any order, duplicates allowed); with `key`, each
     /// one's signature must verify first.
-    pub fn new(checkpoints: Vec<Checkpoint>, key: Option<&VerifyingKey>) -> Result<Self, AuditBroken> {
+    pub fn new(
+        checkpoints: Vec<Checkpoint>,
+        key: Option<&VerifyingKey>,
+    ) -> Result<Self, AuditBroken> {
         Self::resume(checkpoints, key, 0, [0; 32])
     }
 

@@ -68,7 +68,9 @@ impl Programs {
                 "program {named} with sha256 {sha256} matches none of the {} signed programs given",
                 self.len()
             )),
-            Some(known) if known.id != entry.program_id || known.version != entry.program_version => {
+            Some(known)
+                if known.id != entry.program_id || known.version != entry.program_version =>
+            {
                 Err(format!(
                     "program sha256 {sha256} is {}, program {}@{}, but the entry names {named}",
                     known.file, known.id, known.version

@@ -8,7 +8,7 @@ use std::io::{BufRead, Write};
 use ed25519_dalek::VerifyingKey;
 use serde_json::{Map, Value};
 
-use super::{AuditBroken, Checkpoint, Programs, VerifyReport, Verifier, canonical_json};
+use super::{AuditBroken, Checkpoint, Programs, Verifier, VerifyReport, canonical_json};
 
 /// The `format` a [`Header`] names.
 pub const FORMAT: &str = "eyeflow-audit/v1";
@@ -145,14 +145,7 @@ impl Record {
                 }))
             }
             "checkpoint" => {
-                exactly(&[
-                    "kind",
-                    "node_id",
-                    "index",
-                    "hash",
-                    "time_ms",
-                    "signature",
-                ])?;
+                exactly(&["kind", "node_id", "index", "hash", "time_ms", "signature"])?;
                 Ok(Self::Checkpoint(CheckpointRecord {
                     node_id: text(fields, "node_id")?.to_owned(),
                     checkpoint: Checkpoint::from_json(&value)?,
@@ -525,9 +518,9 @@ instructions:
     fn line_of(lines: &[Vec<u8>], index: u64) -> usize {
         lines
             .iter()
-            .position(|line| {
-                matches!(Record::decode(line), Ok(Record::Entry(e)) if e.index == index)
-            })
+            .position(
+                |line| matches!(Record::decode(line), Ok(Record::Entry(e)) if e.index == index),
+            )
             .expect("the entry is in the file")
     }
 
@@ -554,7 +547,10 @@ instructions:
 
         let report = verify(&joined(&file(&records, 20)), None).expect("verifies");
         assert_eq!((report.chain.first, report.chain.entries), (20, 100));
-        assert!(report.chain.anchored, "the checkpoint of entry 19 anchors it");
+        assert!(
+            report.chain.anchored,
+            "the checkpoint of entry 19 anchors it"
+        );
         let report = verify(&joined(&file(&records, 25)), None).expect("verifies");
         assert_eq!(report.chain.first, 25);
         assert!(!report.chain.anchored, "no checkpoint of entry 24");
@@ -743,7 +739,10 @@ instructions:
             &[],
             None,
         );
-        assert!(matches!(verdict, Err(FileError::WrongKey { .. })), "{verdict:?}");
+        assert!(
+            matches!(verdict, Err(FileError::WrongKey { .. })),
+            "{verdict:?}"
+        );
         let without_header = &bytes[bytes.iter().position(|b| *b == b'\n').expect("line") + 1..];
         assert!(matches!(
             verify(without_header, None),
@@ -775,11 +774,14 @@ instructions:
 
         // The hash of another version of the program.
         let mut other = Programs::new();
-        let mut program = eyeflow_ir::decode(&bytes, &eyeflow_ir::Limits::default()).expect("decodes");
+        let mut program =
+            eyeflow_ir::decode(&bytes, &eyeflow_ir::Limits::default()).expect("decodes");
         program.version = "1.0.1".into();
         eyeflow_ir::keys::sign(&mut program, &key());
         let other_bytes = eyeflow_ir::encode(&program);
-        other.add("plain-1.0.1.ir", &other_bytes).expect("a program");
+        other
+            .add("plain-1.0.1.ir", &other_bytes)
+            .expect("a program");
         let mismatched = joined(&file(&chain(30, &sha256(&other_bytes)), 0));
         let Err(FileError::Broken(broken)) = verify(&mismatched, Some(other)) else {
             panic!("a program of another version passed")

@@ -30,9 +30,9 @@ use tracing::{debug, error, info, warn};
 use super::outbox::Outbox;
 use super::{HEADER_HASH, HEADER_INDEX, HEADER_KIND, KafkaConfig};
 use crate::audit::{Checkpoint, EntryRecord, FjallAudit};
-use eyeflow_actors::chain::{CheckpointRecord, Record};
 use crate::store::{EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::chain::{CheckpointRecord, Record};
 use eyeflow_actors::sync::{Locked, Waits};
 
 /// Most messages handed to the producer and not yet confirmed.
