@@ -427,7 +427,7 @@ instructions:
             program_id: "plain".into(),
             program_version: "1.0.0".into(),
             program_sha256: Some(program_sha256.to_owned()),
-            instruction_id: if i % 2 == 0 { "sum" } else { "done" }.into(),
+            instruction_id: if i.is_multiple_of(2) { "sum" } else { "done" }.into(),
             opcode: "EVAL".into(),
             input_digest: "ab".repeat(32),
             output_digest: "cd".repeat(32),
@@ -451,7 +451,7 @@ instructions:
                 hash,
                 body,
             }));
-            if (index + 1) % 10 == 0 {
+            if (index + 1).is_multiple_of(10) {
                 records.push(Record::Checkpoint(CheckpointRecord {
                     node_id: "node-1".into(),
                     checkpoint: Checkpoint::sign(index, hash, 5_000 + index, &key()),
