@@ -5,7 +5,8 @@
 //! detectable by anyone holding the node's public key.
 //!
 //! The chain, the canonical bytes of an entry and the signed checkpoints are
-//! [`eyeflow_actors::chain`]'s (re-exported here); this module stores them.
+//! [`eyeflow_actors::chain`]'s (re-exported here); this module stores them, and [`export`]
+//! writes a part of the chain as the self-contained file `eyeflow audit verify --file` checks.
 //!
 //! ## Stored records
 //!
