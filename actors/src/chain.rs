@@ -13,10 +13,14 @@
 //! `canonical(entry)` is the UTF-8 JSON text produced by [`canonical_json`] from the entry's
 //! serde form, byte by byte:
 //!
-//! - one object holding exactly the twelve fields of [`AuditEntry`], keys in ascending byte
-//!   order: `execution_id`, `fallback`, `finished_ms`, `input_digest`, `instruction_id`,
-//!   `node_id`, `opcode`, `outcome`, `output_digest`, `program_id`, `program_version`,
-//!   `started_ms`;
+//! - one object holding the fields of [`AuditEntry`], keys in ascending byte order:
+//!   `execution_id`, `fallback`, `finished_ms`, `input_digest`, `instruction_id`,
+//!   `node_id`, `opcode`, `outcome`, `output_digest`, `program_id`, `program_sha256`,
+//!   `program_version`, `started_ms`;
+//! - `program_sha256` (the hex SHA-256 of the signed program's bytes) only when the entry
+//!   has one: entries written before it was recorded, and operator entries, have the twelve
+//!   other keys and nothing else, so their bytes — and the chains holding them — are what
+//!   they were;
 //! - no whitespace anywhere: `{` key `:` value (`,` key `:` value)* `}`;
 //! - strings (keys and values) in double quotes; `"` and `\` escaped as `\"` and `\\`;
 //!   U+0008, U+0009, U+000A, U+000C, U+000D as `\b`, `\t`, `\n`, `\f`, `\r`; every other
@@ -43,6 +47,15 @@ use sha2::{Digest, Sha256};
 
 use crate::ports::AuditEntry;
 
+mod programs;
+mod records;
+
+pub use programs::Programs;
+pub use records::{
+    CheckpointRecord, EntryRecord, FORMAT, FileError, FileReport, Header, Record, verify_file,
+    write_record,
+};
+
 /// Domain separation prefix of a checkpoint's signed payload.
 const CHECKPOINT_DOMAIN: &[u8; 28] = b"eyeflow-audit-checkpoint/v1\n";
 
@@ -66,6 +79,7 @@ pub fn operator_entry(
         execution_id: String::new(),
         program_id: String::new(),
         program_version: String::new(),
+        program_sha256: None,
         instruction_id: subject.to_owned(),
         opcode: opcode.to_owned(),
         input_digest: digest(input),
@@ -182,14 +196,33 @@ impl Checkpoint {
 /// A chain that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Number of entries.
+    /// Index of the first entry checked (0 unless verification resumed part-way, see
+    /// [`Verifier::resume`]).
+    pub first: u64,
+    /// Number of entries up to the head: the index after the last entry checked.
     pub entries: u64,
-    /// Hash of the last entry (32 zero bytes for an empty chain).
+    /// Hash of the last entry (32 zero bytes for an empty chain; the hash verification
+    /// started from when it resumed and checked no entry).
     pub head_hash: [u8; 32],
     /// Checkpoints found consistent with the chain.
     pub checkpoints: u64,
     /// Whether their signatures were checked (a verifying key was given).
     pub signatures_checked: bool,
+    /// When verification resumed part-way: whether a checkpoint confirmed the hash it
+    /// started from (otherwise that hash is taken as the records state it).
+    pub anchored: bool,
+    /// The program hashes checked, when signed programs were given.
+    pub programs: Option<ProgramsReport>,
+}
+
+/// What checking entries against signed programs found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramsReport {
+    /// Entries whose program hash is the hash of a given program of the same id and version.
+    pub checked: u64,
+    /// Entries with no program hash (operator entries, and entries written before the hash
+    /// was recorded).
+    pub unchecked: u64,
 }
 
 /// The first broken entry of a chain.
@@ -239,6 +272,10 @@ pub fn canonical(entry: &AuditEntry) -> Vec<u8> {
     string(&entry.output_digest, &mut out);
     key("program_id", &mut out);
     string(&entry.program_id, &mut out);
+    if let Some(sha256) = &entry.program_sha256 {
+        key("program_sha256", &mut out);
+        string(sha256, &mut out);
+    }
     key("program_version", &mut out);
     string(&entry.program_version, &mut out);
     key("started_ms", &mut out);
@@ -279,23 +316,42 @@ fn payload(index: u64, hash: &[u8; 32], time_ms: u64) -> Vec<u8> {
     bytes
 }
 
-/// Checks a chain fed to it record by record, from entry 0, against checkpoints.
+/// Checks a chain fed to it record by record, from entry 0 (or from where it resumes),
+/// against checkpoints and, when given, the signed programs its entries name.
 #[derive(Debug)]
 pub struct Verifier {
     checkpoints: Vec<Checkpoint>,
     /// The next checkpoint to meet, in `checkpoints`.
     pending: usize,
     running: [u8; 32],
+    first: u64,
     expected: u64,
     signatures_checked: bool,
+    anchored: bool,
+    programs: Option<Programs>,
+    programs_checked: u64,
+    programs_unchecked: u64,
 }
 
 impl Verifier {
     /// A verifier against `checkpoints` (in any order, duplicates allowed); with `key`, each
     /// one's signature must verify first.
     pub fn new(
+        checkpoints: Vec<Checkpoint>,
+        key: Option<&VerifyingKey>,
+    ) -> Result<Self, AuditBroken> {
+        Self::resume(checkpoints, key, 0, [0; 32])
+    }
+
+    /// A verifier of a chain's part that starts at entry `next`, taking `previous` as the
+    /// hash of the entry before it (for `next` = 0, 32 zero bytes). Checkpoints before that
+    /// entry cannot be checked and are left out; one of the entry before it must state
+    /// `previous` (then the start is anchored, see [`VerifyReport::anchored`]).
+    pub fn resume(
         mut checkpoints: Vec<Checkpoint>,
         key: Option<&VerifyingKey>,
+        next: u64,
+        previous: [u8; 32],
     ) -> Result<Self, AuditBroken> {
         checkpoints.sort_by_key(|c| c.index);
         checkpoints.dedup();
@@ -310,13 +366,39 @@ impl Verifier {
                 ),
             });
         }
+        let mut anchored = false;
+        if let Some(before) = next.checked_sub(1) {
+            checkpoints.retain(|c| c.index >= before);
+            if let Some(bad) = checkpoints
+                .iter()
+                .find(|c| c.index == before && c.hash != previous)
+            {
+                return Err(AuditBroken {
+                    index: bad.index,
+                    reason: "fork: the hash stated for the entry verification starts after differs from a signed checkpoint's".into(),
+                });
+            }
+            anchored = checkpoints.first().is_some_and(|c| c.index == before);
+        }
+        let pending = checkpoints.iter().take_while(|c| c.index < next).count();
         Ok(Self {
             checkpoints,
-            pending: 0,
-            running: [0; 32],
-            expected: 0,
+            pending,
+            running: previous,
+            first: next,
+            expected: next,
             signatures_checked: key.is_some(),
+            anchored,
+            programs: None,
+            programs_checked: 0,
+            programs_unchecked: 0,
         })
+    }
+
+    /// The verifier, also checking each entry's program hash against `programs`.
+    pub fn with_programs(mut self, programs: Programs) -> Self {
+        self.programs = Some(programs);
+        self
     }
 
     /// The index of the record expected next.
@@ -325,7 +407,7 @@ impl Verifier {
     }
 
     /// Checks the record stored at `index`: the hash it links to, its own hash and its
-    /// canonical entry.
+    /// canonical entry (and the entry's program, with [`Verifier::with_programs`]).
     pub fn check(
         &mut self,
         index: u64,
@@ -356,11 +438,11 @@ impl Verifier {
                 "content altered: the hash of the entry does not match the stored hash".into(),
             );
         }
-        match serde_json::from_slice::<AuditEntry>(body) {
-            Ok(entry) if canonical(&entry) == body => {}
+        let entry = match serde_json::from_slice::<AuditEntry>(body) {
+            Ok(entry) if canonical(&entry) == body => entry,
             Ok(_) => return broken("the entry is not in canonical form".into()),
             Err(e) => return broken(format!("the entry is not an audit entry: {e}")),
-        }
+        };
         while let Some(checkpoint) = self
             .checkpoints
             .get(self.pending)
@@ -372,6 +454,13 @@ impl Verifier {
                 );
             }
             self.pending += 1;
+        }
+        if let Some(programs) = &self.programs {
+            match programs.check(&entry) {
+                Ok(true) => self.programs_checked += 1,
+                Ok(false) => self.programs_unchecked += 1,
+                Err(reason) => return broken(reason),
+            }
         }
         self.running = hash;
         self.expected += 1;
@@ -390,10 +479,16 @@ impl Verifier {
             });
         }
         Ok(VerifyReport {
+            first: self.first,
             entries: self.expected,
             head_hash: self.running,
             checkpoints: u64::try_from(self.checkpoints.len()).unwrap_or(u64::MAX),
             signatures_checked: self.signatures_checked,
+            anchored: self.anchored,
+            programs: self.programs.map(|_| ProgramsReport {
+                checked: self.programs_checked,
+                unchecked: self.programs_unchecked,
+            }),
         })
     }
 }
@@ -408,6 +503,7 @@ mod tests {
             execution_id: "x0000000000000042".into(),
             program_id: text.into(),
             program_version: "1.0.0".into(),
+            program_sha256: None,
             instruction_id: format!("loop/3/{text}"),
             opcode: "CALL_ACTION".into(),
             input_digest: "ab".repeat(32),
@@ -436,6 +532,29 @@ mod tests {
                 String::from_utf8(canonical_json(&value)).expect("utf-8")
             );
         }
+    }
+
+    #[test]
+    fn the_program_hash_has_its_key_in_order_and_its_absence_leaves_the_old_bytes() {
+        let old = entry("plain", None);
+        let old_text = String::from_utf8(canonical(&old)).expect("utf-8");
+        assert!(!old_text.contains("program_sha256"), "{old_text}");
+        let parsed: AuditEntry = serde_json::from_str(&old_text).expect("an old entry reads");
+        assert_eq!(parsed.program_sha256, None);
+        assert_eq!(canonical(&parsed), old_text.as_bytes());
+
+        let mut new = old.clone();
+        new.program_sha256 = Some("ef".repeat(32));
+        let text = String::from_utf8(canonical(&new)).expect("utf-8");
+        let value = serde_json::to_value(&new).expect("serde form");
+        assert_eq!(text.as_bytes(), canonical_json(&value));
+        assert!(
+            text.contains(&format!(
+                r#""program_id":"plain","program_sha256":"{}","program_version":"1.0.0""#,
+                "ef".repeat(32)
+            )),
+            "{text}"
+        );
     }
 
     /// Records (previous hash, hash, canonical body) of a chain of `n` entries.

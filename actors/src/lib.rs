@@ -16,7 +16,8 @@
 //!   through;
 //! - [`routing`], [`deployed`]: which programs an event starts, the one event-key
 //!   convention, and the table of deployed versions;
-//! - [`chain`]: the audit chain's canonical form, hashing and verification.
+//! - [`chain`]: the audit chain's canonical form, hashing and verification, and its records
+//!   (the offline audit file and the Kafka audit topic's values).
 
 pub mod arbiter;
 pub mod bulkhead;

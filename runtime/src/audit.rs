@@ -5,7 +5,8 @@
 //! detectable by anyone holding the node's public key.
 //!
 //! The chain, the canonical bytes of an entry and the signed checkpoints are
-//! [`eyeflow_actors::chain`]'s (re-exported here); this module stores them.
+//! [`eyeflow_actors::chain`]'s (re-exported here); this module stores them, and [`export`]
+//! writes a part of the chain as the self-contained file `eyeflow audit verify --file` checks.
 //!
 //! ## Stored records
 //!
@@ -26,9 +27,12 @@ use std::sync::Mutex;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use eyeflow_actors::chain::{
-    AuditBroken, Checkpoint, VerifyReport, canonical, canonical_json, operator_entry,
+    AuditBroken, Checkpoint, EntryRecord, Programs, VerifyReport, canonical, canonical_json,
+    operator_entry,
 };
-use eyeflow_actors::chain::{CHECKPOINT_LEN, Verifier, chain_hash};
+use eyeflow_actors::chain::{
+    CHECKPOINT_LEN, CheckpointRecord, Header, Record, Verifier, chain_hash, write_record,
+};
 use eyeflow_actors::ports::AuditEntry;
 
 use crate::store::{Durability, EmbeddedStore, Space, Write};
@@ -156,6 +160,27 @@ impl FjallAudit {
                     reason: e.to_string(),
                 })?;
                 Ok(ChainedEntry { index, hash, entry })
+            })
+            .collect()
+    }
+
+    /// At most `max` stored records from index `from`, in order, as they are stored (the
+    /// canonical entry bytes unparsed): what an export and the Kafka audit topic carry.
+    pub fn records(&self, from: u64, max: usize) -> Result<Vec<EntryRecord>> {
+        self.store
+            .scan_from(Space::Audit, b"", &from.to_be_bytes(), max)?
+            .into_iter()
+            .map(|(key, value)| {
+                let index =
+                    decode_index(&key).ok_or_else(|| corrupt(&key, "key is not 8 bytes"))?;
+                let (previous, hash, body) =
+                    split_record(&value).ok_or_else(|| corrupt(&key, "record too short"))?;
+                Ok(EntryRecord {
+                    index,
+                    previous,
+                    hash,
+                    body: body.to_vec(),
+                })
             })
             .collect()
     }
@@ -312,15 +337,17 @@ pub fn verify(
     store: &EmbeddedStore,
     key: Option<&VerifyingKey>,
 ) -> Result<std::result::Result<VerifyReport, AuditBroken>> {
-    verify_with(store, key, &[])
+    verify_with(store, key, &[], None)
 }
 
 /// [`verify`], also against `published` checkpoints kept outside the node (which detect a
-/// truncation even when the stored checkpoints were deleted with the tail).
+/// truncation even when the stored checkpoints were deleted with the tail) and, when given,
+/// against the signed `programs` the entries ran (by their program hash).
 pub fn verify_with(
     store: &EmbeddedStore,
     key: Option<&VerifyingKey>,
     published: &[Checkpoint],
+    programs: Option<Programs>,
 ) -> Result<std::result::Result<VerifyReport, AuditBroken>> {
     let mut checkpoints = load_checkpoints(store)?;
     checkpoints.extend_from_slice(published);
@@ -328,6 +355,9 @@ pub fn verify_with(
         Ok(verifier) => verifier,
         Err(broken) => return Ok(Err(broken)),
     };
+    if let Some(programs) = programs {
+        verifier = verifier.with_programs(programs);
+    }
     loop {
         let from = verifier.expected().to_be_bytes();
         let batch = store.scan_from(Space::Audit, b"", &from, VERIFY_BATCH)?;
@@ -354,6 +384,78 @@ pub fn verify_with(
         }
     }
     Ok(verifier.finish())
+}
+
+/// Writes entries `from..=to` of `audit` (`to`: its last entry when `None`) to `out` as an
+/// audit file — a header naming the node key `key_id`, then each entry followed by the
+/// stored checkpoints of it; the checkpoint of entry `from - 1`, if any, comes first, so that
+/// the hash verification starts from is signed — and returns the header written.
+pub fn export(
+    audit: &FjallAudit,
+    from: u64,
+    to: Option<u64>,
+    key_id: &str,
+    out: &mut impl std::io::Write,
+) -> Result<Header> {
+    let (next, _) = audit.head();
+    let last = next.checked_sub(1).ok_or_else(|| Error::Conflict {
+        what: "audit export".to_owned(),
+        reason: "the audit chain is empty: nothing to export".to_owned(),
+    })?;
+    let to = to.unwrap_or(last);
+    if from > to || to > last {
+        return Err(Error::Conflict {
+            what: format!("audit export of entries {from} to {to}"),
+            reason: format!("the chain holds entries 0 to {last}"),
+        });
+    }
+    let header = Header {
+        key_id: key_id.to_owned(),
+        from,
+        entries: to - from + 1,
+    };
+    let written = |e: std::io::Error| Error::Io {
+        path: "the audit export".into(),
+        source: e,
+    };
+    write_record(out, &Record::Header(header.clone())).map_err(written)?;
+    let first_checkpoint = from.saturating_sub(1);
+    let mut checkpoints = audit
+        .checkpoints_from(first_checkpoint, usize::MAX)?
+        .into_iter()
+        .filter(|c| c.index <= to)
+        .peekable();
+    let mut next = from;
+    while next <= to {
+        let batch = audit.records(next, VERIFY_BATCH)?;
+        let Some(end) = batch.last().map(|r| r.index) else {
+            break;
+        };
+        for record in batch.into_iter().filter(|r| r.index <= to) {
+            let node_id = serde_json::from_slice::<AuditEntry>(&record.body)
+                .map(|e| e.node_id)
+                .unwrap_or_default();
+            let index = record.index;
+            // A checkpoint before the first entry exported (of entry `from - 1`) goes first.
+            while let Some(checkpoint) = checkpoints.next_if(|c| c.index < index) {
+                let record = CheckpointRecord {
+                    node_id: String::new(),
+                    checkpoint,
+                };
+                write_record(out, &Record::Checkpoint(record)).map_err(written)?;
+            }
+            write_record(out, &Record::Entry(record)).map_err(written)?;
+            while let Some(checkpoint) = checkpoints.next_if(|c| c.index == index) {
+                let record = CheckpointRecord {
+                    node_id: node_id.clone(),
+                    checkpoint,
+                };
+                write_record(out, &Record::Checkpoint(record)).map_err(written)?;
+            }
+        }
+        next = end + 1;
+    }
+    Ok(header)
 }
 
 /// Whether a chain that verified as `report` reaches `head` — an entry index and its hash

@@ -692,10 +692,12 @@ impl Node {
             }
         }
         let ir = Arc::new(ir);
-        let program = Program::prepare(ir.clone()).map_err(|e| Error::Refused {
-            program: ir.program_id.clone(),
-            reason: e.to_string(),
-        })?;
+        let program = Program::prepare(ir.clone())
+            .map_err(|e| Error::Refused {
+                program: ir.program_id.clone(),
+                reason: e.to_string(),
+            })?
+            .with_signed_sha256(sha256.clone());
         let info = ProgramInfo {
             id: ir.program_id.clone(),
             version: version.to_string(),

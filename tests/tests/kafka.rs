@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ed25519_dalek::SigningKey;
+use eyeflow_actors::chain::{self as records, Record};
 use eyeflow_actors::ports::{AuditEntry, ClusterMemory, EventSink};
 use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
 use eyeflow_runtime::backends::kafka::{
@@ -23,7 +24,6 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 const AUDIT_TOPIC: &str = "eyeflow.audit";
@@ -67,6 +67,7 @@ fn entry(i: u64) -> AuditEntry {
         execution_id: format!("x{}", i / 4),
         program_id: "valve-guard".into(),
         program_version: "1.0.0".into(),
+        program_sha256: None,
         instruction_id: format!("i{}", i % 4),
         opcode: "CALL_ACTION".into(),
         input_digest: "00".repeat(32),
@@ -76,6 +77,11 @@ fn entry(i: u64) -> AuditEntry {
         started_ms: i,
         finished_ms: i + 1,
     }
+}
+
+/// The public key of the audit chains' checkpoints.
+fn audit_key() -> ed25519_dalek::VerifyingKey {
+    SigningKey::from_bytes(&[7; 32]).verifying_key()
 }
 
 /// An audit chain signing a checkpoint every 100 entries.
@@ -185,20 +191,24 @@ fn read_topic(bootstrap: &str, topic: &str, expected: usize) -> Result<Vec<Owned
 }
 
 /// Checks audit-topic messages against the local chain: entries `range` in order with their
-/// indexes and hashes (and each hash recomputed from the previous one and the payload),
-/// plus the checkpoints covering entries of `range`, each after the entry it covers.
+/// indexes and hashes, plus the checkpoints covering entries of `range`, each after the
+/// entry it covers; then verifies the messages' values, behind a header, as an audit file
+/// with the shared verifier (`eyeflow audit verify --file`), checkpoints signed by `key`.
 fn check_audit_messages(
     audit: &FjallAudit,
     messages: &[OwnedMessage],
     range: std::ops::Range<u64>,
+    key: &ed25519_dalek::VerifyingKey,
 ) -> Result<()> {
     let chain = audit.entries(0, usize::MAX)?;
-    let mut previous = match range.start.checked_sub(1) {
-        Some(before) => chain[usize::try_from(before)?].hash,
-        None => [0; 32],
-    };
     let mut next = range.start;
     let mut checkpoints = Vec::new();
+    let mut file = Record::Header(records::Header {
+        key_id: eyeflow_ir::keys::key_id(key),
+        from: range.start,
+        entries: range.end - range.start,
+    })
+    .encode();
     for message in messages {
         ensure!(
             message.key() == Some(b"node-a".as_slice()),
@@ -208,33 +218,41 @@ fn check_audit_messages(
             .context("index header")?
             .parse()?;
         let hash = header(message, HEADER_HASH).context("hash header")?;
-        match header(message, HEADER_KIND).as_deref() {
-            Some("audit-entry") => {
+        let payload = message.payload().context("payload")?;
+        let record =
+            Record::decode(payload).map_err(|e| anyhow::anyhow!("message {index}: {e}"))?;
+        match (header(message, HEADER_KIND).as_deref(), record) {
+            (Some("audit-entry"), Record::Entry(entry)) => {
                 ensure!(index == next, "entry {index} arrived where {next} was due");
                 let local = &chain[usize::try_from(index)?];
                 ensure!(hash == hex::encode(local.hash), "hash of entry {index}");
-                let payload = message.payload().context("payload")?;
-                let recomputed: [u8; 32] = Sha256::new()
-                    .chain_update(previous)
-                    .chain_update(payload)
-                    .finalize()
-                    .into();
-                ensure!(recomputed == local.hash, "entry {index} does not chain");
-                previous = recomputed;
+                ensure!(
+                    entry.index == index && entry.hash == local.hash,
+                    "entry {index}'s record"
+                );
                 next += 1;
             }
-            Some("audit-checkpoint") => {
+            (Some("audit-checkpoint"), Record::Checkpoint(record)) => {
                 ensure!(index < next, "checkpoint {index} before its entry");
-                let body: Value = serde_json::from_slice(message.payload().context("payload")?)?;
                 ensure!(
-                    body["hash"] == json!(hash),
+                    hex::encode(record.checkpoint.hash) == hash,
                     "checkpoint body names its hash"
                 );
                 checkpoints.push(index);
             }
-            other => bail!("unexpected message kind {other:?}"),
+            (kind, record) => bail!("unexpected message {kind:?}: {record:?}"),
         }
+        file.push(b'\n');
+        file.extend_from_slice(payload);
     }
+    file.push(b'\n');
+    let report = records::verify_file(|| Ok(std::io::Cursor::new(&file)), key, &[], None)?;
+    ensure!(
+        (report.chain.first, report.chain.entries) == (range.start, range.end),
+        "the topic's records verify as entries {} to {}",
+        report.chain.first,
+        report.chain.entries
+    );
     ensure!(
         next == range.end,
         "entries end at {next}, expected {}",
@@ -320,7 +338,7 @@ fn audit_appended_before_the_broker_starts_arrives_once_in_chain_order() -> Resu
     let checkpoints = checkpoints_in(&audit, 0..1000)?;
     assert_eq!(checkpoints, 10);
     let messages = read_topic(&tansu.bootstrap(), AUDIT_TOPIC, 1000 + checkpoints)?;
-    check_audit_messages(&audit, &messages, 0..1000)
+    check_audit_messages(&audit, &messages, 0..1000, &audit_key())
 }
 
 #[test]
@@ -334,7 +352,7 @@ fn audit_appended_while_the_broker_is_down_arrives_once_after_it_returns() -> Re
     append_entries(&audit, 0..200)?;
     assert_eq!(kafka.flush(PATIENCE), 0);
     let before = read_topic(&tansu.bootstrap(), AUDIT_TOPIC, 200 + 2)?;
-    check_audit_messages(&audit, &before, 0..200)?;
+    check_audit_messages(&audit, &before, 0..200, &audit_key())?;
 
     tansu.stop();
     append_entries(&audit, 200..1200)?;
@@ -346,7 +364,7 @@ fn audit_appended_while_the_broker_is_down_arrives_once_after_it_returns() -> Re
     tansu.restart();
     assert_eq!(kafka.flush(PATIENCE), 0);
     let after = read_topic(&tansu.bootstrap(), AUDIT_TOPIC, 1000 + 10)?;
-    check_audit_messages(&audit, &after, 200..1200)
+    check_audit_messages(&audit, &after, 200..1200, &audit_key())
 }
 
 #[test]
@@ -642,7 +660,7 @@ instructions:
         Ok(node.backlogs() == vec![("kafka", 0)])
     })?;
     let messages = read_topic(&tansu.bootstrap(), AUDIT_TOPIC, usize::try_from(entries)?)?;
-    check_audit_messages(node.audit(), &messages, 0..entries)?;
+    check_audit_messages(node.audit(), &messages, 0..entries, &audit_key())?;
     node.shutdown()?;
     Ok(())
 }

@@ -498,6 +498,7 @@ impl<'a> Run<'a> {
             execution_id: self.execution_id.to_owned(),
             program_id: self.program.id().to_owned(),
             program_version: self.program.version().to_owned(),
+            program_sha256: self.program.signed_sha256().map(str::to_owned),
             instruction_id: path.to_owned(),
             opcode: ins.opcode.as_str_name().to_owned(),
             input_digest: digest(inputs),

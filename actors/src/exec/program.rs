@@ -255,6 +255,8 @@ pub struct Program {
     pub(crate) top: Vec<usize>,
     default_priority: Priority,
     triggers: Vec<Trigger>,
+    /// Hex SHA-256 of the signed bytes it was loaded from, written into its audit entries.
+    signed_sha256: Option<String>,
     /// Its instruction actors, once its program actor runs (none outside a node's tree).
     stations: std::sync::RwLock<Option<Arc<dyn crate::gates::Stations>>>,
 }
@@ -385,8 +387,21 @@ impl Program {
             top,
             default_priority,
             triggers,
+            signed_sha256: None,
             stations: std::sync::RwLock::new(None),
         })
+    }
+
+    /// The program, recording `sha256` (hex SHA-256 of the exact signed bytes it was loaded
+    /// from, computed once at deploy) in the audit entry of each of its instructions.
+    pub fn with_signed_sha256(mut self, sha256: String) -> Self {
+        self.signed_sha256 = Some(sha256);
+        self
+    }
+
+    /// Hex SHA-256 of the signed bytes it was loaded from, when the loader gave it.
+    pub fn signed_sha256(&self) -> Option<&str> {
+        self.signed_sha256.as_deref()
     }
 
     /// Routes its executions through `stations` (its program actor's instruction actors)

@@ -292,6 +292,11 @@ pub struct AuditEntry {
     pub program_id: String,
     /// Program version.
     pub program_version: String,
+    /// Hex SHA-256 of the signed program's exact bytes (the encoded signed IR the node
+    /// deployed), binding the entry to what ran; absent in operator entries and in entries
+    /// written before it was recorded (their canonical form has no such key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_sha256: Option<String>,
     /// Instruction id.
     pub instruction_id: String,
     /// Opcode name (`CALL_ACTION`, ...).

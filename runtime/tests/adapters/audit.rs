@@ -15,6 +15,7 @@ fn entry(i: u64) -> AuditEntry {
         execution_id: format!("x{i:016}"),
         program_id: "cooling".into(),
         program_version: "1.2.0".into(),
+        program_sha256: None,
         instruction_id: format!("step-{i}"),
         opcode: "CALL_ACTION".into(),
         input_digest: hex::encode(Sha256::digest(format!("in{i}"))),
@@ -226,7 +227,7 @@ fn a_truncated_tail_is_caught_by_a_checkpoint() {
         .remove(Space::AuditCheckpoints, &9u64.to_be_bytes())
         .unwrap();
     assert_eq!(audit::verify(&store, None).unwrap().unwrap().entries, 7);
-    let err = audit::verify_with(&store, Some(&key().verifying_key()), &[checkpoint])
+    let err = audit::verify_with(&store, Some(&key().verifying_key()), &[checkpoint], None)
         .unwrap()
         .unwrap_err();
     assert_eq!(err.index, 7);
@@ -258,7 +259,7 @@ fn checkpoints_are_signed_every_n_entries_and_checked() {
     // A checkpoint that disagrees with the chain (a fork) is named at its index.
     let mut forged = checkpoints[1].clone();
     forged.hash[0] ^= 1;
-    let err = audit::verify_with(&store, None, &[forged])
+    let err = audit::verify_with(&store, None, &[forged], None)
         .unwrap()
         .unwrap_err();
     assert_eq!(err.index, 7);

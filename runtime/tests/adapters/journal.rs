@@ -398,6 +398,7 @@ fn audit_entry(execution_id: &str, seq: u64) -> AuditEntry {
         execution_id: execution_id.into(),
         program_id: "cooling".into(),
         program_version: "1.0.0".into(),
+        program_sha256: None,
         instruction_id: format!("i{seq}"),
         opcode: "EVAL".into(),
         input_digest: String::new(),

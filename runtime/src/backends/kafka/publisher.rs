@@ -2,6 +2,10 @@
 //! outbox, the audit chain's entries and its signed checkpoints — each sent strictly in
 //! order and forgotten only once the broker confirmed it.
 //!
+//! Each audit message's value is one record of the audit file format
+//! ([`eyeflow_actors::chain::Record`]: an entry with its index and hashes, or a signed
+//! checkpoint), so a consumer verifies what it read as `eyeflow audit verify --file` does.
+//!
 //! A lane's *cursor* is its first unconfirmed id (outbox sequence number, chain index,
 //! checkpoint index). Audit cursors are kept in the `kafka-cursors` keyspace, so the chain
 //! is published by tailing it rather than by copying its entries into the outbox. When a
@@ -25,9 +29,10 @@ use tracing::{debug, error, info, warn};
 
 use super::outbox::Outbox;
 use super::{HEADER_HASH, HEADER_INDEX, HEADER_KIND, KafkaConfig};
-use crate::audit::{ChainedEntry, Checkpoint, FjallAudit, canonical};
+use crate::audit::{Checkpoint, EntryRecord, FjallAudit};
 use crate::store::{EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::chain::{CheckpointRecord, Record};
 use eyeflow_actors::sync::{Locked, Waits};
 
 /// Most messages handed to the producer and not yet confirmed.
@@ -442,14 +447,15 @@ impl Publisher {
             let entries = if budget == 0 {
                 Vec::new()
             } else {
-                audit.entries(self.entries.next, budget)?
+                audit.records(self.entries.next, budget)?
             };
             if entries.is_empty() {
                 break;
             }
             for entry in entries {
-                match self.send_entry(&entry) {
-                    Sent::Yes => self.entries.sent(entry.index),
+                let index = entry.index;
+                match self.send_entry(entry) {
+                    Sent::Yes => self.entries.sent(index),
                     Sent::Full | Sent::Failed => return Ok(sent),
                 }
                 sent += 1;
@@ -472,23 +478,28 @@ impl Publisher {
         Ok(sent)
     }
 
-    fn send_entry(&mut self, entry: &ChainedEntry) -> Sent {
-        let payload = canonical(&entry.entry);
+    fn send_entry(&mut self, entry: EntryRecord) -> Sent {
+        let (index, hash) = (entry.index, entry.hash);
+        let payload = Record::Entry(entry).encode();
         self.send_audit(
-            (Origin::Entry(entry.index), entry.index),
+            (Origin::Entry(index), index),
             "audit-entry",
-            &entry.hash,
+            &hash,
             &payload,
         )
     }
 
     fn send_checkpoint(&mut self, checkpoint: &Checkpoint) -> Sent {
-        let payload = checkpoint.to_json(&self.node_id).to_string();
+        let payload = Record::Checkpoint(CheckpointRecord {
+            node_id: self.node_id.clone(),
+            checkpoint: checkpoint.clone(),
+        })
+        .encode();
         self.send_audit(
             (Origin::Checkpoint(checkpoint.index), checkpoint.index),
             "audit-checkpoint",
             &checkpoint.hash,
-            payload.as_bytes(),
+            &payload,
         )
     }
 
