@@ -63,6 +63,18 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Bytes this process has handed to `write` so far (`wchar` of /proc/self/io): the journal,
+/// the audit chain, the event log and plugin data, before compression (fjall compresses its
+/// segments when it flushes memtables, later).
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("wchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted
         .get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize)
@@ -169,6 +181,7 @@ fn run(label: &str, durability: Durability) {
     let threads = submitters();
     let n = 2000 / threads * threads;
     let cpu = cpu_seconds();
+    let written = bytes_written();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
@@ -183,6 +196,7 @@ fn run(label: &str, durability: Durability) {
     node.wait_idle();
     let took = started.elapsed();
     let cpu = cpu_seconds() - cpu;
+    let written = bytes_written() - written;
     let stats = node.stats();
     let stats = &stats["bench-ten"];
     assert_eq!(
@@ -195,13 +209,14 @@ fn run(label: &str, durability: Durability) {
     let mut all = stats.latencies_us[350..].to_vec();
     all.sort_unstable();
     println!(
-        "{label:<22} low load p50 {:>7.3} ms p99 {:>7.3} ms | saturated {:>7.0} exec/s, p50 {:>7.2} ms p99 {:>7.2} ms | CPU {:>6.1} µs/exec",
+        "{label:<22} low load p50 {:>7.3} ms p99 {:>7.3} ms | saturated {:>7.0} exec/s, p50 {:>7.2} ms p99 {:>7.2} ms | CPU {:>6.1} µs/exec | {:>5} bytes written/exec",
         percentile(&low, 0.5),
         percentile(&low, 0.99),
         n as f64 / took.as_secs_f64(),
         percentile(&all, 0.5),
         percentile(&all, 0.99),
         cpu * 1e6 / n as f64,
+        written / n as u64,
     );
     node.shutdown().expect("shutdown");
 }
