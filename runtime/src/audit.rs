@@ -11,7 +11,9 @@
 //! ## Stored records
 //!
 //! Key: the entry index as 8 big-endian bytes. Value: `hash_{n-1}` (32 bytes) ‖ `hash_n`
-//! (32 bytes) ‖ `canonical(entry_n)`.
+//! (32 bytes) ‖ the entry in its compact binary form (`records`; earlier versions stored
+//! `canonical(entry_n)`, which still reads). Verification, exports and the Kafka topic use
+//! the canonical form, rebuilt from the binary one.
 //!
 //! ## Checkpoints
 //!
@@ -155,17 +157,18 @@ impl FjallAudit {
                     decode_index(&key).ok_or_else(|| corrupt(&key, "key is not 8 bytes"))?;
                 let (_, hash, body) =
                     split_record(&value).ok_or_else(|| corrupt(&key, "record too short"))?;
-                let entry = serde_json::from_slice(body).map_err(|e| Error::CorruptRecord {
-                    key: format!("audit/{index}"),
-                    reason: e.to_string(),
-                })?;
+                let entry =
+                    crate::records::decode_entry(body).map_err(|reason| Error::CorruptRecord {
+                        key: format!("audit/{index}"),
+                        reason,
+                    })?;
                 Ok(ChainedEntry { index, hash, entry })
             })
             .collect()
     }
 
-    /// At most `max` stored records from index `from`, in order, as they are stored (the
-    /// canonical entry bytes unparsed): what an export and the Kafka audit topic carry.
+    /// At most `max` stored records from index `from`, in order, with their entries in
+    /// canonical form: what an export and the Kafka audit topic carry.
     pub fn records(&self, from: u64, max: usize) -> Result<Vec<EntryRecord>> {
         self.store
             .scan_from(Space::Audit, b"", &from.to_be_bytes(), max)?
@@ -175,11 +178,17 @@ impl FjallAudit {
                     decode_index(&key).ok_or_else(|| corrupt(&key, "key is not 8 bytes"))?;
                 let (previous, hash, body) =
                     split_record(&value).ok_or_else(|| corrupt(&key, "record too short"))?;
+                let body = crate::records::canonical_entry(body).map_err(|reason| {
+                    Error::CorruptRecord {
+                        key: format!("audit/{index}"),
+                        reason,
+                    }
+                })?;
                 Ok(EntryRecord {
                     index,
                     previous,
                     hash,
-                    body: body.to_vec(),
+                    body: body.into_owned(),
                 })
             })
             .collect()
@@ -237,10 +246,11 @@ impl FjallAudit {
         let (mut index, mut previous) = (head.next, head.hash);
         for (entry, body) in entries.iter().zip(bodies) {
             let hash = chain_hash(&previous, &body);
-            let mut record = Vec::with_capacity(64 + body.len());
+            let stored = crate::records::encode_entry(entry);
+            let mut record = Vec::with_capacity(64 + stored.len());
             record.extend_from_slice(&previous);
             record.extend_from_slice(&hash);
-            record.extend_from_slice(&body);
+            record.extend_from_slice(&stored);
             writes.push(Write::Put(
                 Space::Audit,
                 index.to_be_bytes().to_vec(),
@@ -375,7 +385,11 @@ pub fn verify_with(
             let Some((previous, stored, body)) = split_record(&value) else {
                 return broken(format!("record of {} bytes is too short", value.len()));
             };
-            if let Err(e) = verifier.check(index, &previous, &stored, body) {
+            let body = match crate::records::canonical_entry(body) {
+                Ok(body) => body,
+                Err(reason) => return broken(format!("the entry cannot be read: {reason}")),
+            };
+            if let Err(e) = verifier.check(index, &previous, &stored, &body) {
                 return Ok(Err(e));
             }
         }

@@ -1,8 +1,9 @@
-//! Compact journal records: the binary form of the steps one journal write carries, stored
-//! as one `journal-steps` record (protobuf, as the IR; the values an instruction produced or
-//! was given stay JSON inside). Records written as JSON by earlier versions still read.
+//! Compact records: the binary forms (protobuf, as the IR) of the steps one journal write
+//! carries, stored as one `journal-steps` record (the values an instruction produced or was
+//! given stay JSON inside), and of an audit entry as the `audit` keyspace stores it. Records
+//! written as JSON by earlier versions still read.
 //!
-//! ## Format
+//! ## Steps
 //!
 //! A record is the byte [`STEPS_V1`], the number of steps in it (a protobuf varint), then a
 //! protobuf `StepBatch` (below). Its key is `execution_id/seq` of its first step; the
@@ -22,12 +23,35 @@
 //! }
 //! enum Kind { DONE = 0; SKIPPED = 1; FAILED = 2; AWAITING_APPROVAL = 3; STARTED = 4; AMBIGUOUS = 5; }
 //! ```
+//!
+//! ## Audit entries
+//!
+//! The entry part of an `audit` record (after the previous and own hashes) is the byte
+//! [`AUDIT_V1`] then a protobuf `Entry`; one starting with `{` is the entry's canonical JSON,
+//! as written before. The chain's hashes are always over the canonical JSON
+//! (`eyeflow_actors::chain::canonical`), which a binary entry is turned back into to be
+//! verified or exported: the binary form holds every field exactly.
+//!
+//! ```text
+//! message Entry {
+//!   string node_id = 1;  string execution_id = 2;  string program_id = 3;
+//!   string program_version = 4;  Hex program_sha256 = 5;  // absent: none
+//!   string instruction_id = 6;  string opcode = 7;
+//!   Hex input_digest = 8;  Hex output_digest = 9;  string outcome = 10;
+//!   optional string fallback = 11;  uint64 started_ms = 12;  uint64 took_ms = 13;
+//! }
+//! // A digest: its 32 bytes when it is lowercase hex of 32 bytes, else the text as is.
+//! message Hex { bytes raw = 1; string text = 2; }
+//! ```
 
-use eyeflow_actors::ports::{Fallback, StepOutcome, StepRecord};
+use eyeflow_actors::ports::{AuditEntry, Fallback, StepOutcome, StepRecord};
 use prost::Message;
 
 /// The first byte of a binary step record (a JSON record starts with `{`).
 pub(crate) const STEPS_V1: u8 = 0xB1;
+
+/// The first byte of a binary audit entry (a JSON one starts with `{`).
+pub(crate) const AUDIT_V1: u8 = 0xA1;
 
 /// Why a record could not be read back.
 pub(crate) type DecodeError = String;
@@ -207,6 +231,126 @@ pub(crate) fn decode_steps(
         .collect()
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct Entry {
+    #[prost(string, tag = "1")]
+    node_id: String,
+    #[prost(string, tag = "2")]
+    execution_id: String,
+    #[prost(string, tag = "3")]
+    program_id: String,
+    #[prost(string, tag = "4")]
+    program_version: String,
+    #[prost(message, optional, tag = "5")]
+    program_sha256: Option<Hex>,
+    #[prost(string, tag = "6")]
+    instruction_id: String,
+    #[prost(string, tag = "7")]
+    opcode: String,
+    #[prost(message, optional, tag = "8")]
+    input_digest: Option<Hex>,
+    #[prost(message, optional, tag = "9")]
+    output_digest: Option<Hex>,
+    #[prost(string, tag = "10")]
+    outcome: String,
+    #[prost(string, optional, tag = "11")]
+    fallback: Option<String>,
+    #[prost(uint64, tag = "12")]
+    started_ms: u64,
+    #[prost(uint64, tag = "13")]
+    took_ms: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Hex {
+    #[prost(bytes = "vec", tag = "1")]
+    raw: Vec<u8>,
+    #[prost(string, tag = "2")]
+    text: String,
+}
+
+impl Hex {
+    fn of(text: &str) -> Self {
+        match hex::decode(text) {
+            Ok(raw) if raw.len() == 32 && hex::encode(&raw) == text => Self {
+                raw,
+                text: String::new(),
+            },
+            _ => Self {
+                raw: Vec::new(),
+                text: text.to_owned(),
+            },
+        }
+    }
+
+    fn text(self) -> String {
+        if self.raw.is_empty() {
+            self.text
+        } else {
+            hex::encode(self.raw)
+        }
+    }
+}
+
+/// The stored binary form of `entry`.
+pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
+    let message = Entry {
+        node_id: entry.node_id.clone(),
+        execution_id: entry.execution_id.clone(),
+        program_id: entry.program_id.clone(),
+        program_version: entry.program_version.clone(),
+        program_sha256: entry.program_sha256.as_deref().map(Hex::of),
+        instruction_id: entry.instruction_id.clone(),
+        opcode: entry.opcode.clone(),
+        input_digest: Some(Hex::of(&entry.input_digest)),
+        output_digest: Some(Hex::of(&entry.output_digest)),
+        outcome: entry.outcome.clone(),
+        fallback: entry.fallback.clone(),
+        started_ms: entry.started_ms,
+        took_ms: entry.finished_ms.saturating_sub(entry.started_ms),
+    };
+    let mut out = Vec::with_capacity(1 + message.encoded_len());
+    out.push(AUDIT_V1);
+    out.extend_from_slice(&message.encode_to_vec());
+    out
+}
+
+/// The entry a stored entry part holds: binary, or canonical JSON from earlier versions.
+pub(crate) fn decode_entry(body: &[u8]) -> Result<AuditEntry, DecodeError> {
+    let Some((&AUDIT_V1, rest)) = body.split_first() else {
+        return serde_json::from_slice(body).map_err(|e| e.to_string());
+    };
+    let entry = Entry::decode(rest).map_err(|e| e.to_string())?;
+    let hex = |digest: Option<Hex>| digest.map(Hex::text).unwrap_or_default();
+    Ok(AuditEntry {
+        node_id: entry.node_id,
+        execution_id: entry.execution_id,
+        program_id: entry.program_id,
+        program_version: entry.program_version,
+        program_sha256: entry.program_sha256.map(Hex::text),
+        instruction_id: entry.instruction_id,
+        opcode: entry.opcode,
+        input_digest: hex(entry.input_digest),
+        output_digest: hex(entry.output_digest),
+        outcome: entry.outcome,
+        fallback: entry.fallback,
+        started_ms: entry.started_ms,
+        finished_ms: entry.started_ms.saturating_add(entry.took_ms),
+    })
+}
+
+/// The canonical JSON of a stored entry part (what the chain hashes): the part itself when
+/// it is JSON, re-encoded from the binary form otherwise.
+pub(crate) fn canonical_entry(body: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
+    if body.first() == Some(&AUDIT_V1) {
+        Ok(std::borrow::Cow::Owned(eyeflow_actors::chain::canonical(
+            &decode_entry(body)?,
+        )))
+    } else {
+        Ok(std::borrow::Cow::Borrowed(body))
+    }
+}
+
 /// How many steps a `journal-steps` record holds, without decoding them.
 pub(crate) fn count_steps(bytes: &[u8]) -> u64 {
     match bytes.split_first() {
@@ -303,6 +447,64 @@ mod tests {
         let bytes = serde_json::to_vec(&old).expect("json");
         assert_eq!(count_steps(&bytes), 1);
         assert_eq!(decode_steps("ignored", &bytes).expect("decode"), vec![old]);
+    }
+
+    fn entry(program_sha256: Option<String>, digest: &str) -> AuditEntry {
+        AuditEntry {
+            node_id: "node-a".into(),
+            execution_id: "x0000000000000007".into(),
+            program_id: "valve-guard".into(),
+            program_version: "1.2.0".into(),
+            program_sha256,
+            instruction_id: "loop/3/act".into(),
+            opcode: "CALL_ACTION".into(),
+            input_digest: digest.into(),
+            output_digest: "ab".repeat(32),
+            outcome: "failed:timeout".into(),
+            fallback: Some("retry".into()),
+            started_ms: 1_764_000_000_000,
+            finished_ms: 1_764_000_000_042,
+        }
+    }
+
+    #[test]
+    fn an_audit_entry_reads_back_exactly_and_hashes_as_its_canonical_json() {
+        let entries = [
+            entry(Some("0f".repeat(32)), &"12".repeat(32)),
+            entry(None, ""),
+            // Not lowercase hex of 32 bytes: kept as text, byte for byte.
+            entry(Some("0F".repeat(32)), "not-a-digest"),
+            AuditEntry {
+                fallback: Some(String::new()),
+                ..entry(None, &"ff".repeat(31))
+            },
+            AuditEntry {
+                fallback: None,
+                ..entry(None, "")
+            },
+        ];
+        for original in entries {
+            let stored = encode_entry(&original);
+            assert_eq!(stored[0], AUDIT_V1);
+            assert_eq!(decode_entry(&stored).expect("decode"), original);
+            let canonical = eyeflow_actors::chain::canonical(&original);
+            assert_eq!(canonical_entry(&stored).expect("canonical"), canonical);
+            // An entry stored as JSON by an earlier version reads the same way.
+            assert_eq!(decode_entry(&canonical).expect("json"), original);
+            assert_eq!(canonical_entry(&canonical).expect("json"), canonical);
+        }
+        let full = entry(Some("0f".repeat(32)), &"12".repeat(32));
+        assert!(
+            encode_entry(&full).len() * 2 < eyeflow_actors::chain::canonical(&full).len(),
+            "the binary entry is less than half its JSON"
+        );
+    }
+
+    #[test]
+    fn a_damaged_audit_entry_is_refused() {
+        let stored = encode_entry(&entry(None, ""));
+        assert!(decode_entry(&stored[..stored.len() - 4]).is_err());
+        assert!(canonical_entry(&stored[..stored.len() - 4]).is_err());
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl RetentionSection {
 pub struct Pass {
     /// Executions (their record and outcome).
     pub executions: u64,
-    /// Journal steps.
+    /// Journal step records (each holds the steps one journal write carried).
     pub steps: u64,
     /// Other keys of deleted executions: decisions, emitted events' idempotency keys (the
     /// event log's and the Kafka outbox's).
@@ -503,10 +503,16 @@ mod tests {
                         .emit("t", "k", &json!(1), &format!("{id}/emit/1")),
                 )
                 .expect("emit");
+            // One journal write per step: one `journal-steps` record each.
+            for step in &steps {
+                self.runtime
+                    .block_on(self.journal.steps(std::slice::from_ref(step), &[], false))
+                    .expect("steps");
+            }
             self.runtime
                 .block_on(self.journal.finish(
                     &id,
-                    &steps,
+                    &[],
                     &[],
                     &ExecutionOutcome::Completed { value: json!(1) },
                 ))
