@@ -271,12 +271,12 @@ struct Hex {
 
 impl Hex {
     fn of(text: &str) -> Self {
-        match hex::decode(text) {
-            Ok(raw) if raw.len() == 32 && hex::encode(&raw) == text => Self {
+        match lowercase_hex_32(text.as_bytes()) {
+            Some(raw) => Self {
                 raw,
                 text: String::new(),
             },
-            _ => Self {
+            None => Self {
                 raw: Vec::new(),
                 text: text.to_owned(),
             },
@@ -287,9 +287,27 @@ impl Hex {
         if self.raw.is_empty() {
             self.text
         } else {
-            hex::encode(self.raw)
+            eyeflow_actors::exec::lowercase_hex(&self.raw)
         }
     }
+}
+
+/// The 32 bytes `text` spells when it is exactly 64 lowercase hex digits (so that encoding
+/// them again gives `text` back), else `None`.
+fn lowercase_hex_32(text: &[u8]) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != 64 {
+        return None;
+    }
+    text.chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
 }
 
 /// The stored binary form of `entry`.

@@ -112,7 +112,7 @@ mod scrub;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use digest::{canonical_json, digest};
+pub use digest::{canonical_json, digest, lowercase_hex};
 pub use error::Error;
 pub use ops::in_window;
 pub use program::{EvalError, Priority, Program, Trigger};
