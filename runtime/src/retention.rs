@@ -826,6 +826,26 @@ mod tests {
         assert_eq!(policy.dedupe, Duration::from_secs(8));
         assert_eq!(policy.interval, Duration::from_secs(2));
         assert_eq!(policy.batch_keys, DEFAULT_BATCH_KEYS);
+        let audit_only = RetentionSection {
+            audit_secs: Some(8),
+            ..RetentionSection::default()
+        }
+        .policy()
+        .expect("valid")
+        .expect("a policy");
+        assert_eq!(audit_only.audit, Some(Duration::from_secs(8)));
+        assert_eq!(
+            audit_only.executions,
+            Duration::MAX,
+            "executions kept forever"
+        );
+        assert_eq!(audit_only.interval, Duration::from_secs(2));
+        let never = RetentionSection {
+            audit_secs: Some(0),
+            ..RetentionSection::default()
+        };
+        let err = never.policy().expect_err("refused");
+        assert!(err.to_string().contains("audit_secs"), "{err}");
         for (executions, dedupe, field) in [
             (Some(10), Some(5), "dedupe_secs"),
             (None, Some(5), "dedupe_secs"),
