@@ -24,6 +24,12 @@
 //! A plain hash chain detects edits but not a truncated tail: [`verify`] reports a chain
 //! that ends before a stored checkpoint. Deleting the checkpoints too is detected only
 //! against checkpoints published outside the node ([`verify_with`]).
+//!
+//! ## Compaction
+//!
+//! Entries covered by a checkpoint that left the node ([`FjallAudit::release`]) and older
+//! than the audit window may be deleted, oldest first ([`FjallAudit::compact`]); the kept
+//! chain starts right after a stored checkpoint, and [`verify`] starts from it.
 
 use std::sync::Mutex;
 
@@ -33,13 +39,17 @@ pub use eyeflow_actors::chain::{
     operator_entry,
 };
 use eyeflow_actors::chain::{
-    CHECKPOINT_LEN, CheckpointRecord, Header, Record, Verifier, chain_hash, write_record,
+    CHECKPOINT_LEN, CheckpointRecord, Header, Record, chain_hash, write_record,
 };
 use eyeflow_actors::ports::AuditEntry;
 
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
 use eyeflow_actors::sync::Locked;
+
+mod compact;
+
+pub use compact::{Compacted, Release};
 
 /// Entries read per store scan while verifying.
 const VERIFY_BATCH: usize = 1024;
@@ -316,28 +326,35 @@ impl FjallAudit {
         let prefix = execution_key(execution_id, None);
         let mut found = Vec::new();
         for (key, value) in self.store.scan(Space::AuditByExecution, &prefix)? {
-            let count = match <[u8; 4]>::try_from(value.as_slice()) {
-                Ok(count) => u32::from_be_bytes(count),
-                Err(_) if value.is_empty() => 1,
-                Err(_) => {
-                    return Err(Error::CorruptRecord {
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        reason: format!("audit index record of {} bytes", value.len()),
-                    });
-                }
-            };
-            let index = key
-                .get(prefix.len()..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| Error::CorruptRecord {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "audit index key without an entry index".to_owned(),
-                })?;
+            let (index, count) = index_run(&prefix, &key, &value)?;
             found.extend(self.entries(index, usize::try_from(count).unwrap_or(usize::MAX))?);
         }
         Ok(found)
     }
+}
+
+/// The run a per-execution index record `key` → `value` (under `prefix`) names: its first
+/// entry index and how many entries it holds.
+fn index_run(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<(u64, u32)> {
+    let count = match <[u8; 4]>::try_from(value) {
+        Ok(count) => u32::from_be_bytes(count),
+        Err(_) if value.is_empty() => 1,
+        Err(_) => {
+            return Err(Error::CorruptRecord {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: format!("audit index record of {} bytes", value.len()),
+            });
+        }
+    };
+    let index = key
+        .get(prefix.len()..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| Error::CorruptRecord {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "audit index key without an entry index".to_owned(),
+        })?;
+    Ok((index, count))
 }
 
 /// Recomputes the chain in `store` and checks it against its stored checkpoints (and their
@@ -361,7 +378,8 @@ pub fn verify_with(
 ) -> Result<std::result::Result<VerifyReport, AuditBroken>> {
     let mut checkpoints = load_checkpoints(store)?;
     checkpoints.extend_from_slice(published);
-    let mut verifier = match Verifier::new(checkpoints, key) {
+    // From the first kept entry: after compaction, from the checkpoint before it.
+    let mut verifier = match compact::resumed_verifier(store, checkpoints, key)? {
         Ok(verifier) => verifier,
         Err(broken) => return Ok(Err(broken)),
     };

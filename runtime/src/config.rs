@@ -325,6 +325,7 @@ mod tests {
             .expect("a retention policy");
         assert_eq!(retention.executions.as_secs(), 604_800);
         assert_eq!(retention.dedupe.as_secs(), 2_592_000);
+        assert_eq!(retention.audit.map(|a| a.as_secs()), Some(31_536_000));
         assert!(embedded.retention.policy().unwrap().is_none());
     }
 

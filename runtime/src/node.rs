@@ -452,7 +452,11 @@ impl Node {
         let revoked = revoked_ids(&store)?;
         if let Some(policy) = config.retention {
             // A periodic task beside serving; it stops with the supervision tree.
-            let retention = Retention::new(store.clone(), journal.clone(), events.clone(), policy);
+            let retention = Retention::new(store.clone(), journal.clone(), events.clone(), policy)
+                .with_audit(crate::retention::AuditCompaction {
+                    audit: audit.clone(),
+                    key: config.audit_key.clone(),
+                });
             actors.spawn(retention.run(tree_stopped.clone()));
         }
         let node = Self {
@@ -1213,6 +1217,18 @@ impl Node {
             Some(key) => self.inner.audit.checkpoint(key),
             None => Ok(None),
         }
+    }
+
+    /// [`Node::checkpoint`] handed to an operator: recorded as released
+    /// ([`crate::audit::Release::Operator`]), so audit compaction may delete what it covers.
+    pub fn release_checkpoint(&self) -> Result<Option<crate::audit::Checkpoint>> {
+        let checkpoint = self.checkpoint()?;
+        if let Some(checkpoint) = &checkpoint {
+            self.inner
+                .audit
+                .release(checkpoint.index, crate::audit::Release::Operator)?;
+        }
+        Ok(checkpoint)
     }
 
     /// Trusts `key` for programs and plugins (audited as `KEY_TRUST`; trusting a revoked

@@ -1,7 +1,8 @@
 //! Retention (`[retention]` in `node.toml`): a periodic task of the node that deletes what
 //! the executions window and the dedupe window let go — finished executions with their
 //! records, dedupe entries, old event-log entries — in small atomic batches beside normal
-//! serving. Paused and running executions are never deleted; neither is the audit chain.
+//! serving. Paused and running executions are never deleted. The audit chain is compacted
+//! only behind a released signed checkpoint, oldest first (see [`crate::audit`]).
 //!
 //! An execution is deleted steps first and its head (outcome, execution record, dedupe
 //! entry) last, in one batch: a crash in between leaves a finished execution with fewer
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::FjallAudit;
 use crate::events::FjallEventLog;
 use crate::journal::FjallJournal;
 use crate::store::{EmbeddedStore, Space, Write};
@@ -22,6 +24,9 @@ const DEFAULT_BATCH_KEYS: usize = 256;
 
 /// Default most executions one pass deletes.
 const DEFAULT_EXECUTIONS_PER_PASS: usize = 100_000;
+
+/// Most audit entries one pass deletes; the rest wait for the next pass.
+const AUDIT_ENTRIES_PER_PASS: u64 = 100_000;
 
 /// Executions read per page of a pass.
 const PAGE: usize = 64;
@@ -44,12 +49,17 @@ pub struct RetentionSection {
     pub batch_keys: Option<usize>,
     /// Most executions one pass deletes (default 100 000); the rest wait for the next pass.
     pub executions_per_pass: Option<usize>,
+    /// Audit entries that finished more than this many seconds ago *and* are covered by a
+    /// signed checkpoint that left the node (exported, confirmed by the Kafka broker, or
+    /// fetched by an operator) are deleted; absent = the chain is never compacted.
+    pub audit_secs: Option<u64>,
 }
 
 /// A validated retention policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
-    /// Finished executions older than this (by their finish) are deleted.
+    /// Finished executions older than this (by their finish) are deleted
+    /// ([`Duration::MAX`]: kept forever, when only the audit window is set).
     pub executions: Duration,
     /// Dedupe entries older than this (by their execution's finish) are deleted; at least
     /// `executions`.
@@ -60,25 +70,45 @@ pub struct RetentionPolicy {
     pub batch_keys: usize,
     /// Most executions deleted per pass.
     pub executions_per_pass: usize,
+    /// Audit entries older than this and covered by a released checkpoint are deleted;
+    /// `None`: never.
+    pub audit: Option<Duration>,
 }
 
 impl RetentionSection {
-    /// The policy this section sets: `None` when executions are kept forever; a
-    /// [`Error::BadConfig`] naming the field when a value makes no sense.
+    /// The policy this section sets: `None` when executions and the audit chain are kept
+    /// forever; a [`Error::BadConfig`] naming the field when a value makes no sense.
     pub fn policy(&self) -> Result<Option<RetentionPolicy>> {
         let bad = |field: &str, reason: String| Error::BadConfig {
             what: format!("[retention] {field}"),
             reason,
         };
+        let audit = match self.audit_secs {
+            Some(0) => {
+                return Err(bad(
+                    "audit_secs",
+                    "must be at least 1 (omit it to never compact the audit chain)".to_owned(),
+                ));
+            }
+            secs => secs.map(Duration::from_secs),
+        };
         let Some(executions_secs) = self.executions_secs else {
-            return match self.dedupe_secs {
-                Some(_) => Err(bad(
+            return match (self.dedupe_secs, audit) {
+                (Some(_), _) => Err(bad(
                     "dedupe_secs",
                     "needs executions_secs: executions are kept forever, and a dedupe \
                      window shorter than theirs would run their events again"
                         .to_owned(),
                 )),
-                None => Ok(None),
+                (None, None) => Ok(None),
+                (None, Some(audit)) => Ok(Some(RetentionPolicy {
+                    executions: Duration::MAX,
+                    dedupe: Duration::MAX,
+                    interval: self.interval(audit).map_err(|r| bad("interval_ms", r))?,
+                    batch_keys: self.batch_keys().map_err(|r| bad("batch_keys", r))?,
+                    executions_per_pass: DEFAULT_EXECUTIONS_PER_PASS,
+                    audit: Some(audit),
+                })),
             };
         };
         if executions_secs == 0 {
@@ -97,10 +127,7 @@ impl RetentionSection {
                 ),
             ));
         }
-        let batch_keys = self.batch_keys.unwrap_or(DEFAULT_BATCH_KEYS);
-        if batch_keys == 0 {
-            return Err(bad("batch_keys", "must be at least 1".to_owned()));
-        }
+        let batch_keys = self.batch_keys().map_err(|r| bad("batch_keys", r))?;
         let executions_per_pass = self
             .executions_per_pass
             .unwrap_or(DEFAULT_EXECUTIONS_PER_PASS);
@@ -108,18 +135,31 @@ impl RetentionSection {
             return Err(bad("executions_per_pass", "must be at least 1".to_owned()));
         }
         let executions = Duration::from_secs(executions_secs);
-        let interval = match self.interval_ms {
-            Some(0) => return Err(bad("interval_ms", "must be at least 1".to_owned())),
-            Some(ms) => Duration::from_millis(ms),
-            None => (executions / 4).clamp(Duration::from_millis(250), Duration::from_secs(10)),
-        };
+        let shortest = audit.map_or(executions, |audit| audit.min(executions));
         Ok(Some(RetentionPolicy {
             executions,
             dedupe: Duration::from_secs(dedupe_secs),
-            interval,
+            interval: self.interval(shortest).map_err(|r| bad("interval_ms", r))?,
             batch_keys,
             executions_per_pass,
+            audit,
         }))
+    }
+
+    /// `interval_ms`, or a quarter of the `shortest` window between 250 ms and 10 s.
+    fn interval(&self, shortest: Duration) -> std::result::Result<Duration, String> {
+        match self.interval_ms {
+            Some(0) => Err("must be at least 1".to_owned()),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+            None => Ok((shortest / 4).clamp(Duration::from_millis(250), Duration::from_secs(10))),
+        }
+    }
+
+    fn batch_keys(&self) -> std::result::Result<usize, String> {
+        match self.batch_keys.unwrap_or(DEFAULT_BATCH_KEYS) {
+            0 => Err("must be at least 1".to_owned()),
+            keys => Ok(keys),
+        }
     }
 }
 
@@ -138,6 +178,8 @@ pub struct Pass {
     pub dedupe: u64,
     /// Event-log entries.
     pub events: u64,
+    /// Audit entries (compaction behind a released checkpoint).
+    pub audit: u64,
     /// The finish time (Unix ms) of the oldest finished execution kept, as far as the pass
     /// looked (executions accepted after the window's start are not read: the finish of
     /// the first of them stands in for theirs).
@@ -146,13 +188,14 @@ pub struct Pass {
 
 impl Pass {
     /// `(kind, count)` of everything deleted.
-    pub fn deleted(&self) -> [(&'static str, u64); 5] {
+    pub fn deleted(&self) -> [(&'static str, u64); 6] {
         [
             ("executions", self.executions),
             ("steps", self.steps),
             ("keys", self.keys),
             ("dedupe", self.dedupe),
             ("events", self.events),
+            ("audit", self.audit),
         ]
     }
 }
@@ -163,6 +206,16 @@ pub struct Retention {
     journal: Arc<FjallJournal>,
     events: Arc<FjallEventLog>,
     policy: RetentionPolicy,
+    audit: Option<AuditCompaction>,
+}
+
+/// The audit chain retention compacts, and the node's key that signs the checkpoint each
+/// compaction batch leaves before the first kept entry when none is stored there.
+pub struct AuditCompaction {
+    /// The chain.
+    pub audit: Arc<FjallAudit>,
+    /// The node's audit key (`None`: batches end at stored checkpoints only).
+    pub key: Option<ed25519_dalek::SigningKey>,
 }
 
 impl Retention {
@@ -178,7 +231,14 @@ impl Retention {
             journal,
             events,
             policy,
+            audit: None,
         }
+    }
+
+    /// The same, also compacting `audit` when the policy has an audit window.
+    pub fn with_audit(mut self, audit: AuditCompaction) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// One pass at time `now_ms`: deletes every finished execution that finished before
@@ -191,6 +251,18 @@ impl Retention {
         let dedupe_cutoff = now_ms.saturating_sub(millis(self.policy.dedupe));
         self.expire_dedupe(dedupe_cutoff, &mut pass)?;
         pass.events = self.events.expire(cutoff, self.policy.batch_keys)?;
+        if let (Some(window), Some(compaction)) = (self.policy.audit, &self.audit) {
+            let audit_cutoff = now_ms.saturating_sub(millis(window));
+            pass.audit = compaction
+                .audit
+                .compact(
+                    compaction.key.as_ref(),
+                    audit_cutoff,
+                    self.policy.batch_keys,
+                    AUDIT_ENTRIES_PER_PASS,
+                )?
+                .entries;
+        }
         Ok(pass)
     }
 
@@ -452,6 +524,7 @@ mod tests {
                 interval_ms: None,
                 batch_keys: Some(batch_keys),
                 executions_per_pass: None,
+                audit_secs: None,
             }
             .policy()
             .expect("valid")
@@ -759,6 +832,26 @@ mod tests {
         assert_eq!(policy.dedupe, Duration::from_secs(8));
         assert_eq!(policy.interval, Duration::from_secs(2));
         assert_eq!(policy.batch_keys, DEFAULT_BATCH_KEYS);
+        let audit_only = RetentionSection {
+            audit_secs: Some(8),
+            ..RetentionSection::default()
+        }
+        .policy()
+        .expect("valid")
+        .expect("a policy");
+        assert_eq!(audit_only.audit, Some(Duration::from_secs(8)));
+        assert_eq!(
+            audit_only.executions,
+            Duration::MAX,
+            "executions kept forever"
+        );
+        assert_eq!(audit_only.interval, Duration::from_secs(2));
+        let never = RetentionSection {
+            audit_secs: Some(0),
+            ..RetentionSection::default()
+        };
+        let err = never.policy().expect_err("refused");
+        assert!(err.to_string().contains("audit_secs"), "{err}");
         for (executions, dedupe, field) in [
             (Some(10), Some(5), "dedupe_secs"),
             (None, Some(5), "dedupe_secs"),

@@ -238,6 +238,25 @@ impl Workdir {
             .and_then(|text| serde_json::from_str(&text).ok())
     }
 
+    /// The value of metric line `name` (with its labels, as `/metrics` prints it), or
+    /// `None` when the node does not answer or has no such line yet.
+    pub fn metric(&self, url: &str, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{url}/metrics"))
+            .bearer_auth(&self.admin)
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find(|line| line.starts_with(name))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// Stops the node with SIGTERM (a drain) and waits for it.
     pub fn stop(&self, mut node: Child) {
         let status = Command::new("kill")

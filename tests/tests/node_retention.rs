@@ -64,22 +64,6 @@ fn size(dir: &Path) -> u64 {
     })
 }
 
-fn metric(work: &Workdir, url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(&work.admin)
-        .send()
-        .ok()?
-        .text()
-        .ok()?;
-    text.lines()
-        .find(|line| line.starts_with(name))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn old_executions_expire_paused_ones_stay_and_redeliveries_are_refused() {
     let work =
@@ -160,14 +144,12 @@ fn old_executions_expire_paused_ones_stay_and_redeliveries_are_refused() {
         );
     }
     println!("kept {kept} of {total} executions");
-    let deleted = metric(
-        &work,
-        &url,
-        "eyeflow_retention_deleted_total{kind=\"executions\"}",
-    )
-    .expect("the retention metric");
+    let deleted = work
+        .metric(&url, "eyeflow_retention_deleted_total{kind=\"executions\"}")
+        .expect("the retention metric");
     assert!(deleted >= 1.0, "{deleted}");
-    let age = metric(&work, &url, "eyeflow_retention_oldest_finished_age_seconds")
+    let age = work
+        .metric(&url, "eyeflow_retention_oldest_finished_age_seconds")
         .expect("the age gauge");
     println!("deleted {deleted} executions; oldest kept finished {age} s ago");
 

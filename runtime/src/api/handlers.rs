@@ -522,7 +522,7 @@ pub(crate) async fn restart_actor(state: State, payload: web::Payload) -> Reply 
 
 pub(crate) async fn audit_checkpoint(state: State) -> Reply {
     let node = state.node.clone();
-    let checkpoint = blocking(move || node.checkpoint()).await?;
+    let checkpoint = blocking(move || node.release_checkpoint()).await?;
     match checkpoint {
         Some(checkpoint) => {
             Ok(HttpResponse::Created().json(checkpoint.to_json(state.node.node_id())))
@@ -542,6 +542,8 @@ pub(crate) async fn audit_verify(state: State) -> Reply {
     Ok(HttpResponse::Ok().json(match verdict {
         Ok(report) => json!({
             "ok": true,
+            "first": report.first,
+            "starting_checkpoint": report.first.checked_sub(1),
             "entries": report.entries,
             "head_hash": hex::encode(report.head_hash),
             "checkpoints": report.checkpoints,

@@ -221,9 +221,18 @@ fn verify(
         });
     match verified {
         Ok(report) => {
+            // After compaction the chain starts right after a signed checkpoint.
+            let part = match report.first.checked_sub(1) {
+                None => format!("{} entries", report.entries),
+                Some(before) => format!(
+                    "verified entries {}..{}, starting from signed checkpoint {before} (entries \
+                     before it were compacted)",
+                    report.first,
+                    report.entries.saturating_sub(1)
+                ),
+            };
             println!(
-                "audit chain verified: {} entries, head {}, {} checkpoints{}{}{}",
-                report.entries,
+                "audit chain verified: {part}, head {}, {} checkpoints{}{}{}",
                 hex::encode(report.head_hash),
                 report.checkpoints,
                 if report.signatures_checked {
@@ -388,6 +397,46 @@ fn export(
         header.from + header.entries - 1,
         header.entries,
         output.display()
+    );
+    let last = header.from + header.entries - 1;
+    let newest = audit
+        .checkpoints_from(header.from.saturating_sub(1), usize::MAX)?
+        .into_iter()
+        .take_while(|c| c.index <= last)
+        .last();
+    if let Some(checkpoint) = newest {
+        release_exported(path, checkpoint.index)?;
+    }
+    Ok(())
+}
+
+/// Records in the data directory's own store (not the copy exported from) that the
+/// checkpoint of entry `index` is in an exported file, so that audit compaction may delete
+/// what it covers. A running node holds the store: then nothing is recorded, and the
+/// operator is told how to release a checkpoint through the node.
+fn release_exported(data_dir: &Path, index: u64) -> CliResult {
+    use eyeflow_runtime::store::EmbeddedStore;
+    let store = match EmbeddedStore::open(data_dir) {
+        Ok(store) => store,
+        Err(eyeflow_runtime::Error::Locked { .. }) => {
+            println!(
+                "a running node holds {}: the checkpoint of entry {index} is not recorded as \
+                 released (audit compaction releases what `eyeflow audit checkpoint` fetches \
+                 from the node, or what an export of a stopped node covers)",
+                data_dir.display()
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot open the store of {}", data_dir.display()))
+                .into());
+        }
+    };
+    eyeflow_runtime::audit::FjallAudit::open(store, Default::default())?
+        .release(index, eyeflow_runtime::audit::Release::Export)?;
+    println!(
+        "checkpoint of entry {index} recorded as released: audit compaction may delete the entries it covers once they are older than [retention] audit_secs"
     );
     Ok(())
 }

@@ -44,7 +44,7 @@ use eyeflow_actors::sync::{Locked, Waits};
 pub mod mark;
 
 /// Every keyspace, in [`Space`] discriminant order, with its on-disk name.
-const KEYSPACES: [(Space, &str); 24] = [
+const KEYSPACES: [(Space, &str); 25] = [
     (Space::Catalog, "catalog"),
     (Space::Grants, "grants"),
     (Space::Keyring, "keyring"),
@@ -69,6 +69,7 @@ const KEYSPACES: [(Space, &str); 24] = [
     (Space::Publishers, "publishers"),
     (Space::JournalQuarantine, "journal-quarantine"),
     (Space::RetentionDedupe, "retention-dedupe"),
+    (Space::AuditReleased, "audit-released"),
 ];
 
 // `EmbeddedStore::space` indexes `spaces` by discriminant: keep `KEYSPACES` in that order.
@@ -143,6 +144,9 @@ pub enum Space {
     /// Retention: finish time (8 bytes big-endian, Unix ms) ‖ event id → execution id: the
     /// dedupe entries kept after their execution was deleted, until the dedupe window ends.
     RetentionDedupe,
+    /// Audit chain: big-endian checkpoint index → how that signed checkpoint left the node
+    /// (`export`, `kafka`, `operator`): what audit compaction may delete up to.
+    AuditReleased,
 }
 
 /// How a commit is made durable before it returns (see the module documentation).

@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 
 use super::outbox::Outbox;
 use super::{HEADER_HASH, HEADER_INDEX, HEADER_KIND, KafkaConfig};
-use crate::audit::{Checkpoint, EntryRecord, FjallAudit};
+use crate::audit::{Checkpoint, EntryRecord, FjallAudit, Release};
 use crate::store::{EmbeddedStore, Space, Write};
 use crate::{Error, Result};
 use eyeflow_actors::chain::{CheckpointRecord, Record};
@@ -307,6 +307,9 @@ pub(crate) struct Publisher {
     records: Lane,
     entries: Lane,
     checkpoints: Lane,
+    /// The newest checkpoint the broker confirmed, until it is recorded as released (once
+    /// every entry and checkpoint up to it is confirmed too).
+    confirmed: Option<u64>,
     /// A delivery failed: send nothing until what is in flight settled, then rewind.
     recovering: bool,
     backoff: Duration,
@@ -341,6 +344,7 @@ impl Publisher {
             records: Lane::default(),
             entries,
             checkpoints,
+            confirmed: None,
             recovering: false,
             backoff: FIRST_BACKOFF,
             last_probe: Instant::now(),
@@ -607,7 +611,12 @@ impl Publisher {
                     }
                 }
                 Origin::Entry(index) => self.entries.settled(index, ok),
-                Origin::Checkpoint(index) => self.checkpoints.settled(index, ok),
+                Origin::Checkpoint(index) => {
+                    self.checkpoints.settled(index, ok);
+                    if ok {
+                        self.confirmed = Some(self.confirmed.map_or(index, |c| c.max(index)));
+                    }
+                }
             }
             if let Err(e) = result {
                 failure.get_or_insert(e);
@@ -621,7 +630,23 @@ impl Publisher {
             error!("kafka publisher: {e}");
         }
         self.save_cursors();
+        self.release_confirmed();
         failure
+    }
+
+    /// Records the newest confirmed checkpoint as released ([`Release::Kafka`]) once the
+    /// broker confirmed everything up to it: audit compaction may then delete what it covers.
+    fn release_confirmed(&mut self) {
+        let (Some(index), Some(audit)) = (self.confirmed, &self.audit) else {
+            return;
+        };
+        if index >= self.entries.cursor() || index >= self.checkpoints.cursor() {
+            return;
+        }
+        match audit.release(index, Release::Kafka) {
+            Ok(()) => self.confirmed = None,
+            Err(e) => error!("kafka publisher: recording checkpoint {index} as released: {e}"),
+        }
     }
 
     fn save_cursors(&mut self) {
