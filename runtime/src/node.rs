@@ -456,6 +456,7 @@ impl Node {
                 .with_audit(crate::retention::AuditCompaction {
                     audit: audit.clone(),
                     key: config.audit_key.clone(),
+                    kafka: config.backends.kafka.is_some(),
                 });
             actors.spawn(retention.run(tree_stopped.clone()));
         }

@@ -216,6 +216,9 @@ pub struct AuditCompaction {
     pub audit: Arc<FjallAudit>,
     /// The node's audit key (`None`: batches end at stored checkpoints only).
     pub key: Option<ed25519_dalek::SigningKey>,
+    /// The node publishes its audit chain on Kafka: entries the broker has not confirmed
+    /// are never compacted, whatever checkpoint was released.
+    pub kafka: bool,
 }
 
 impl Retention {
@@ -253,11 +256,17 @@ impl Retention {
         pass.events = self.events.expire(cutoff, self.policy.batch_keys)?;
         if let (Some(window), Some(compaction)) = (self.policy.audit, &self.audit) {
             let audit_cutoff = now_ms.saturating_sub(millis(window));
+            let before = if compaction.kafka {
+                crate::backends::kafka::audit_entries_confirmed(&self.store)?
+            } else {
+                u64::MAX
+            };
             pass.audit = compaction
                 .audit
                 .compact(
                     compaction.key.as_ref(),
                     audit_cutoff,
+                    before,
                     self.policy.batch_keys,
                     AUDIT_ENTRIES_PER_PASS,
                 )?

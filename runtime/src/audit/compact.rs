@@ -74,8 +74,10 @@ impl FjallAudit {
     }
 
     /// Deletes, oldest first and in atomic batches of about `batch_keys` keys, the entries
-    /// covered by the newest released checkpoint whose `finished_ms` is before `cutoff_ms`,
-    /// at most `max_entries` of them. Never deletes the last entry, nor one the store's mark
+    /// covered by the newest released checkpoint whose `finished_ms` is before `cutoff_ms`
+    /// and whose index is below `before` (the first entry some reader still needs, say the
+    /// first the Kafka audit topic has not confirmed; `u64::MAX`: none), at most
+    /// `max_entries` of them. Never deletes the last entry, nor one the store's mark
     /// names (see [`mark`]), nor past a gap in the chain. A batch whose last entry has no
     /// stored checkpoint gets one signed with `key` (without a key it ends at the last
     /// stored checkpoint, or nothing is deleted). Checkpoints of deleted entries before the
@@ -84,6 +86,7 @@ impl FjallAudit {
         &self,
         key: Option<&SigningKey>,
         cutoff_ms: u64,
+        before: u64,
         batch_keys: usize,
         max_entries: u64,
     ) -> Result<Compacted> {
@@ -102,7 +105,11 @@ impl FjallAudit {
             return Ok(done);
         };
         let marked = mark::read(self.store.data_dir())?.map_or(last, |m| m.index.min(last));
-        let Some(limit) = marked.checked_sub(1).map(|below| below.min(released)) else {
+        let Some(limit) = marked
+            .min(before)
+            .checked_sub(1)
+            .map(|below| below.min(released))
+        else {
             return Ok(done);
         };
         let per_batch = (batch_keys / 2).max(1);
@@ -300,8 +307,12 @@ mod tests {
 
     impl Chain {
         fn compact(&self, cutoff_ms: u64, max_entries: u64) -> Compacted {
+            self.compact_before(cutoff_ms, u64::MAX, max_entries)
+        }
+
+        fn compact_before(&self, cutoff_ms: u64, before: u64, max_entries: u64) -> Compacted {
             self.audit
-                .compact(Some(&self.key), cutoff_ms, 8, max_entries)
+                .compact(Some(&self.key), cutoff_ms, before, 8, max_entries)
                 .expect("compact")
         }
 
@@ -365,6 +376,19 @@ mod tests {
         assert_eq!(c.verify().expect("verifies").entries, 51);
         // Nothing more to do.
         assert_eq!(c.compact(u64::MAX, u64::MAX).entries, 0);
+    }
+
+    #[test]
+    fn entries_a_reader_still_needs_stay() {
+        let c = chain();
+        c.audit.release(29, Release::Operator).expect("release");
+        // The Kafka audit topic confirmed entries 0..=11 only: 12 and later stay.
+        let done = c.compact_before(u64::MAX, 12, u64::MAX);
+        assert!(done.entries <= 12, "{done:?}");
+        let first = c.audit.first_kept().expect("first");
+        assert!(first <= 12, "first kept {first}");
+        assert_eq!(c.verify().expect("verifies").first, first);
+        assert_eq!(c.compact_before(u64::MAX, 0, u64::MAX).entries, 0);
     }
 
     #[test]

@@ -27,6 +27,7 @@
 mod memory;
 mod outbox;
 mod publisher;
+pub(crate) use publisher::audit_entries_confirmed;
 mod source;
 
 use std::sync::Arc;

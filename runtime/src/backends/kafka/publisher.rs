@@ -744,6 +744,11 @@ impl Publisher {
     }
 }
 
+/// The first audit entry the broker has not confirmed on the audit topic (0 before any).
+pub(crate) fn audit_entries_confirmed(store: &EmbeddedStore) -> Result<u64> {
+    read_cursor(store, ENTRIES_CURSOR)
+}
+
 fn read_cursor(store: &EmbeddedStore, key: &[u8]) -> Result<u64> {
     match store.get(Space::KafkaCursors, key)? {
         None => Ok(0),
