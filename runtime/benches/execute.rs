@@ -6,7 +6,8 @@
 //! `scripts/build-plugins.sh`); `EXECUTE_WORKERS=N` sets the node's worker slots (default
 //! 4: the scheduler's default on this 2-core machine) and `EXECUTE_SUBMITTERS=N` the threads
 //! submitting at once when saturating (default 4). With group commit, throughput grows with
-//! the writes waiting on an fsync at once, hence with both.
+//! the writes waiting on an fsync at once, hence with both. `EXECUTE_SOAK_SECS=N`: a soak
+//! with retention instead (see `soak`).
 
 /// The allocator of the `eyeflow` binary.
 #[global_allocator]
@@ -265,10 +266,112 @@ fn profile(n: usize) {
     node.shutdown().expect("shutdown");
 }
 
+/// Disk space the files under `dir` take (allocated blocks: fjall's journals are sparse).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => disk_bytes(&entry.path()),
+            Ok(meta) => meta.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// `EXECUTE_SOAK_SECS=N`: the program at the saturated rate (group commit, 4 submitters)
+/// for N seconds on a node with `[retention] executions_secs = audit_secs =
+/// EXECUTE_SOAK_WINDOW` (default 60) and an audit key, an operator releasing a checkpoint
+/// every 10 s. Prints, every 10 s, completed executions/s and the data directory's size;
+/// then its peak and final size, and executions/s before deletion started and with it.
+fn soak(secs: u64) {
+    let window = std::env::var("EXECUTE_SOAK_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(60u64);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::embedded(dir.path());
+    config.durability = Durability::GroupCommit;
+    config.audit_key = Some(ed25519_dalek::SigningKey::from_bytes(&[5; 32]));
+    config.retention = eyeflow_runtime::retention::RetentionSection {
+        executions_secs: Some(window),
+        audit_secs: Some(window),
+        ..Default::default()
+    }
+    .policy()
+    .expect("policy");
+    let node = start(config);
+    let completed = |node: &Node| {
+        node.stats()
+            .get("bench-ten")
+            .and_then(|s| s.outcomes.get("completed").copied())
+            .unwrap_or(0)
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let (mut peak, mut samples) = (0u64, Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (node, stop) = (&node, &stop);
+            scope.spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    submit(node, format!("soak-{t}-{i}"), i);
+                    i += 1;
+                }
+            });
+        }
+        let mut last = (0.0f64, completed(&node));
+        while started.elapsed().as_secs() < secs {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            node.release_checkpoint().expect("checkpoint");
+            let (at, done) = (started.elapsed().as_secs_f64(), completed(&node));
+            let rate = (done - last.1) as f64 / (at - last.0);
+            let size = disk_bytes(dir.path());
+            peak = peak.max(size);
+            println!(
+                "soak t={at:>6.0} s  {rate:>6.0} completed/s  data dir {:>7.1} MiB",
+                size as f64 / 1048576.0
+            );
+            samples.push((at, rate));
+            last = (at, done);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    node.wait_idle();
+    let mean = |keep: &dyn Fn(f64) -> bool| {
+        let rates: Vec<f64> = samples
+            .iter()
+            .filter(|(at, _)| keep(*at))
+            .map(|(_, r)| *r)
+            .collect();
+        rates.iter().sum::<f64>() / rates.len().max(1) as f64
+    };
+    let window = window as f64;
+    println!(
+        "soak {secs} s, window {window} s: peak {:.1} MiB, final {:.1} MiB; {:.0} completed/s before deletion (t < {window} s), {:.0} with it (t > {} s)",
+        peak as f64 / 1048576.0,
+        disk_bytes(dir.path()) as f64 / 1048576.0,
+        mean(&|at| at <= window),
+        mean(&|at| at > window + 20.0),
+        window + 20.0,
+    );
+    node.shutdown().expect("shutdown");
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries with `--bench` absent: keep that quick.
     if !std::env::args().any(|a| a == "--bench") {
         println!("execute bench: run with `cargo bench -p eyeflow-runtime --bench execute`");
+        return;
+    }
+    if let Some(secs) = std::env::var("EXECUTE_SOAK_SECS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        soak(secs);
         return;
     }
     if let Some(n) = std::env::var("EXECUTE_PROFILE")
