@@ -11,9 +11,10 @@
 use crate::kv::{self, Write};
 use crate::{PluginError, Value};
 
-/// Where [`apply_once`] keeps each key's result: the KV key `once/<idempotency key>`. The
-/// records are never removed (an idempotency key can come back as long as the node keeps
-/// the execution that made it); a plugin must not write under this prefix itself.
+/// Where [`apply_once`] keeps each key's result: the KV key `once/<idempotency key>`. A
+/// record lives as long as the node keeps the execution that made it (an idempotency key
+/// can come back until then): the node's retention deletes it with that execution. A
+/// plugin must not write under this prefix itself.
 pub const KEY_PREFIX: &str = "once/";
 
 /// Applies an action at most once per `idempotency_key` and returns its result, the same

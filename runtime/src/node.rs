@@ -457,6 +457,10 @@ impl Node {
                     audit: audit.clone(),
                     key: config.audit_key.clone(),
                     kafka: config.backends.kafka.is_some(),
+                })
+                .with_forget({
+                    let host = host.clone();
+                    Arc::new(move |execution: &str| host.forget_execution(execution))
                 });
             actors.spawn(retention.run(tree_stopped.clone()));
         }

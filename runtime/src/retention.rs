@@ -207,7 +207,12 @@ pub struct Retention {
     events: Arc<FjallEventLog>,
     policy: RetentionPolicy,
     audit: Option<AuditCompaction>,
+    forget: Option<Forget>,
 }
+
+/// Deletes what other parts of the node keep for a deleted execution (the plugins'
+/// `apply_once` records of its idempotency keys); returns how many keys went.
+pub type Forget = Arc<dyn Fn(&str) -> Result<u64> + Send + Sync>;
 
 /// The audit chain retention compacts, and the node's key that signs the checkpoint each
 /// compaction batch leaves before the first kept entry when none is stored there.
@@ -235,7 +240,14 @@ impl Retention {
             events,
             policy,
             audit: None,
+            forget: None,
         }
+    }
+
+    /// The same, also calling `forget` for each execution it deletes, before its head.
+    pub fn with_forget(mut self, forget: Forget) -> Self {
+        self.forget = Some(forget);
+        self
     }
 
     /// The same, also compacting `audit` when the policy has an audit window.
@@ -368,6 +380,9 @@ impl Retention {
                     pass.keys += n;
                 }
             }
+        }
+        if let Some(forget) = &self.forget {
+            pass.keys += forget(id)?;
         }
         let key = id.as_bytes().to_vec();
         let mut head = vec![

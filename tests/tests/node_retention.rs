@@ -253,3 +253,67 @@ fn a_node_killed_while_it_deletes_loses_nothing_it_keeps() {
     let verified = work.eyeflow(&["audit", "verify", "--data-dir", "data"]);
     assert!(verified.contains("verified"), "{verified}");
 }
+
+/// Sets a valve through valve-sim, which keeps an `apply_once` record per idempotency key.
+const ACT: &str = r#"
+id: act
+version: 1.0.0
+requires: {valve-sim: ^1.0}
+triggers:
+  - {kind: webhook, source: act}
+instructions:
+  - {id: set, op: CALL_ACTION, capability: valve-sim, action: set, params: {valve: "'V-9'", position: "int(event.a) % 100"}}
+"#;
+
+/// The plugin KV keys under `prefix` in the stopped node's store.
+fn plugin_keys(data: &Path, prefix: &str) -> Vec<String> {
+    let store = eyeflow_runtime::store::EmbeddedStore::open(data).expect("store");
+    store
+        .scan(eyeflow_runtime::store::Space::PluginKv, prefix.as_bytes())
+        .expect("scan")
+        .into_iter()
+        .map(|(key, _)| String::from_utf8_lossy(&key).into_owned())
+        .collect()
+}
+
+#[test]
+fn a_deleted_execution_takes_its_plugins_apply_once_records_along() {
+    let work = Workdir::new("[retention]\nexecutions_secs = 1\ninterval_ms = 200\n");
+    let (node, url) = work.start();
+    work.install(&url, "valve-sim", &[]);
+    work.deploy(&url, ACT);
+    let ids: Vec<String> = (0..120)
+        .map(|i| {
+            work.send(&url, "act", &format!("a-{i}"), &json!({"a": i}))
+                .expect("accepted")
+        })
+        .collect();
+    for id in &ids {
+        eventually("the action ran", PATIENCE, || {
+            (status(&work, &url, id)? == "completed").then_some(())
+        });
+    }
+    // Every execution but the newest goes (the newest is always kept).
+    let last = ids.last().expect("sent");
+    eventually("older executions expire", PATIENCE, || {
+        ids[..ids.len() - 1]
+            .iter()
+            .all(|id| error_code(&work, &url, id).as_deref() == Some("expired"))
+            .then_some(())
+    });
+    work.stop(node);
+
+    let once = plugin_keys(&work.data(), "valve-sim\0once/");
+    println!("apply_once records left: {once:?}");
+    assert!(
+        once.iter()
+            .any(|key| key.contains(&format!("once/{last}/"))),
+        "the kept execution's record is where retention looks for it: {once:?}"
+    );
+    for id in &ids[..ids.len() - 1] {
+        assert!(
+            !once.iter().any(|key| key.contains(&format!("once/{id}/"))),
+            "{id} expired but its apply_once record stayed"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! action), `invoke` of a capability's action, `poll` of an event source and `describe`,
 //! each resolved in the live table, run by the call machinery and mapped to a result.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use eyeflow_actors::ports::{CallError, CallErrorKind, CapabilityRef};
@@ -49,6 +50,25 @@ impl PluginHost {
                     (),
                 ))?;
         output(&loaded, Ok(text), &finished)
+    }
+
+    /// Deletes every plugin's `apply_once` records of finished execution `execution_id`
+    /// (retention deleted the execution: nothing can issue its idempotency keys again), so
+    /// that they do not fill the plugins' KV quotas. Returns how many keys went.
+    pub fn forget_execution(&self, execution_id: &str) -> crate::Result<u64> {
+        let mut plugins: Vec<Arc<str>> = self
+            .inner
+            .catalog
+            .entries()?
+            .into_iter()
+            .map(|entry| Arc::from(entry.manifest.id.as_str()))
+            .collect();
+        plugins.sort_unstable();
+        plugins.dedup();
+        self.inner
+            .calls
+            .services
+            .forget_execution(&plugins, execution_id)
     }
 
     /// Log bytes of plugin `id` dropped since the host opened (over its per-call or

@@ -12,6 +12,9 @@ use super::{CallState, Services};
 use crate::store::{Space, Write};
 use eyeflow_actors::sync::Locked;
 
+/// Where the guest SDK's `apply_once` keeps each idempotency key's result.
+const ONCE_PREFIX: &str = "once/";
+
 /// Longest key in the plugin scratch store.
 const KV_MAX_KEY: usize = 1024;
 /// Largest value in the plugin scratch store.
@@ -48,6 +51,44 @@ impl Services {
         }
         usage.insert(plugin.clone(), counted);
         Ok(counted)
+    }
+
+    /// Deletes every plugin's `apply_once` records of execution `execution_id` (KV keys
+    /// `once/<execution_id>/…`, the SDK's convention: idempotency keys are
+    /// `execution/instruction/attempt`), once the node no longer keeps that execution and
+    /// nothing can issue its keys again. Returns how many keys it deleted.
+    pub(crate) fn forget_execution(
+        &self,
+        plugins: &[Arc<str>],
+        execution_id: &str,
+    ) -> crate::Result<u64> {
+        let mut deleted = 0;
+        for plugin in plugins {
+            let mut prefix = plugin.as_bytes().to_vec();
+            prefix.push(0);
+            prefix.extend_from_slice(ONCE_PREFIX.as_bytes());
+            prefix.extend_from_slice(execution_id.as_bytes());
+            prefix.push(b'/');
+            let found = self.store.scan(Space::PluginKv, &prefix)?;
+            if found.is_empty() {
+                continue;
+            }
+            let keys = found.len() as i64;
+            let bytes: i64 = found
+                .iter()
+                .map(|(key, value)| (key.len() - plugin.len() - 1 + value.len()) as i64)
+                .sum();
+            // Under the check-and-write lock, so no `set-if-absent` reads a key in between.
+            let _check_and_write = self.kv_check_and_write.locked();
+            self.store.write(
+                found
+                    .into_iter()
+                    .map(|(key, _)| Write::Remove(Space::PluginKv, key)),
+            )?;
+            self.add_kv_usage(plugin, -keys, -bytes);
+            deleted += keys as u64;
+        }
+        Ok(deleted)
     }
 
     fn add_kv_usage(&self, plugin: &Arc<str>, keys: i64, bytes: i64) {
