@@ -159,27 +159,20 @@ impl FjallAudit {
 
     /// At most `max` entries from index `from`, in order.
     pub fn entries(&self, from: u64, max: usize) -> Result<Vec<ChainedEntry>> {
-        self.store
-            .scan_from(Space::Audit, b"", &from.to_be_bytes(), max)?
-            .into_iter()
-            .map(|(key, value)| {
-                let index =
-                    decode_index(&key).ok_or_else(|| corrupt(&key, "key is not 8 bytes"))?;
-                let (_, hash, body) =
-                    split_record(&value).ok_or_else(|| corrupt(&key, "record too short"))?;
-                let entry =
-                    crate::records::decode_entry(body).map_err(|reason| Error::CorruptRecord {
-                        key: format!("audit/{index}"),
-                        reason,
-                    })?;
-                Ok(ChainedEntry { index, hash, entry })
-            })
-            .collect()
+        self.stored(from, max, |index, _, hash, body| {
+            let entry = crate::records::decode_entry(body)?;
+            Ok(ChainedEntry { index, hash, entry })
+        })
     }
 
-    /// At most `max` stored records from index `from`, in order, with their entries in
-    /// canonical form: what an export and the Kafka audit topic carry.
-    pub fn records(&self, from: u64, max: usize) -> Result<Vec<EntryRecord>> {
+    /// `read` of each of at most `max` stored records from index `from`, in order (index,
+    /// previous hash, hash, stored entry); what it cannot read is a corrupt record.
+    fn stored<T>(
+        &self,
+        from: u64,
+        max: usize,
+        read: impl Fn(u64, [u8; 32], [u8; 32], &[u8]) -> std::result::Result<T, String>,
+    ) -> Result<Vec<T>> {
         self.store
             .scan_from(Space::Audit, b"", &from.to_be_bytes(), max)?
             .into_iter()
@@ -188,20 +181,25 @@ impl FjallAudit {
                     decode_index(&key).ok_or_else(|| corrupt(&key, "key is not 8 bytes"))?;
                 let (previous, hash, body) =
                     split_record(&value).ok_or_else(|| corrupt(&key, "record too short"))?;
-                let body = crate::records::canonical_entry(body).map_err(|reason| {
-                    Error::CorruptRecord {
-                        key: format!("audit/{index}"),
-                        reason,
-                    }
-                })?;
-                Ok(EntryRecord {
-                    index,
-                    previous,
-                    hash,
-                    body: body.into_owned(),
+                read(index, previous, hash, body).map_err(|reason| Error::CorruptRecord {
+                    key: format!("audit/{index}"),
+                    reason,
                 })
             })
             .collect()
+    }
+
+    /// At most `max` stored records from index `from`, in order, with their entries in
+    /// canonical form: what an export and the Kafka audit topic carry.
+    pub fn records(&self, from: u64, max: usize) -> Result<Vec<EntryRecord>> {
+        self.stored(from, max, |index, previous, hash, body| {
+            Ok(EntryRecord {
+                index,
+                previous,
+                hash,
+                body: crate::records::canonical_entry(body)?.into_owned(),
+            })
+        })
     }
 
     /// Every stored checkpoint, by index.

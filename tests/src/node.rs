@@ -119,6 +119,23 @@ impl Workdir {
         }
     }
 
+    /// The same with `key` as the node's audit key (`[node] audit_key = "keys/audit.key"`,
+    /// the public half beside it): the node signs its audit checkpoints with it.
+    pub fn with_audit_key(extra: &str, key: &SigningKey) -> Self {
+        let work = Self::new("");
+        let dir = work.path();
+        std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
+        eyeflow_ir::keys::write_keypair(&dir.join("keys/audit"), key).expect("audit key");
+        std::fs::write(
+            dir.join("node.toml"),
+            format!(
+                "[node]\ndata_dir = \"data\"\naudit_key = \"keys/audit.key\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n{extra}"
+            ),
+        )
+        .expect("config");
+        work
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         self.dir.path()

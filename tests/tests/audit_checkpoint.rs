@@ -58,16 +58,9 @@ fn checkpoint(work: &Workdir, url: &str, file: &str) -> String {
 
 #[test]
 fn checkpoints_kept_outside_the_node_catch_a_rolled_back_store() {
-    let work = Workdir::new("");
-    let dir = work.path();
-    std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
     let key = SigningKey::from_bytes(&[7; 32]);
-    eyeflow_ir::keys::write_keypair(&dir.join("keys/audit"), &key).expect("audit key");
-    std::fs::write(
-        dir.join("node.toml"),
-        "[node]\ndata_dir = \"data\"\naudit_key = \"keys/audit.key\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .expect("config");
+    let work = Workdir::with_audit_key("", &key);
+    let dir = work.path();
 
     let (node, url) = work.start();
     work.deploy(&url, PLAIN_RULE);

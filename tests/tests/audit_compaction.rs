@@ -45,17 +45,11 @@ fn head(work: &Workdir) -> u64 {
 
 #[test]
 fn entries_behind_a_fetched_checkpoint_are_compacted_and_the_chain_still_verifies() {
-    let work = Workdir::new("");
-    let dir = work.path();
-    std::fs::create_dir_all(dir.join("keys")).expect("keys dir");
     let key = SigningKey::from_bytes(&[7; 32]);
-    eyeflow_ir::keys::write_keypair(&dir.join("keys/audit"), &key).expect("audit key");
-    std::fs::write(
-        dir.join("node.toml"),
-        "[node]\ndata_dir = \"data\"\naudit_key = \"keys/audit.key\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
-         [retention]\naudit_secs = 1\ninterval_ms = 50\nbatch_keys = 4\n",
-    )
-    .expect("config");
+    let work = Workdir::with_audit_key(
+        "[retention]\naudit_secs = 1\ninterval_ms = 50\nbatch_keys = 4\n",
+        &key,
+    );
     let (node, url) = work.start();
     work.deploy(&url, PLAIN_RULE);
 
