@@ -108,6 +108,9 @@ pub struct FjallAudit {
     store: EmbeddedStore,
     config: AuditConfig,
     head: Mutex<Head>,
+    /// No entry is stored below this index (compaction deleted them): where looking for
+    /// the first stored one starts.
+    first_hint: std::sync::atomic::AtomicU64,
 }
 
 impl FjallAudit {
@@ -134,6 +137,7 @@ impl FjallAudit {
             store,
             config,
             head: Mutex::new(head),
+            first_hint: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

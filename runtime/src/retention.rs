@@ -8,7 +8,7 @@
 //! entry) last, in one batch: a crash in between leaves a finished execution with fewer
 //! steps, never one that looks open or pending (it is never in `journal-open`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use crate::events::FjallEventLog;
 use crate::journal::FjallJournal;
 use crate::store::{EmbeddedStore, Space, Write};
 use crate::{Error, Result};
+use eyeflow_actors::sync::Locked;
 
 /// Default most keys one retention write deletes.
 const DEFAULT_BATCH_KEYS: usize = 256;
@@ -208,6 +209,10 @@ pub struct Retention {
     policy: RetentionPolicy,
     audit: Option<AuditCompaction>,
     forget: Option<Forget>,
+    /// Where the next pass starts reading executions: the first one the last pass kept
+    /// (those before it are deleted; an LSM scan from the start would walk their
+    /// tombstones on every pass).
+    resume: Mutex<Vec<u8>>,
 }
 
 /// Deletes what other parts of the node keep for a deleted execution (the plugins'
@@ -241,6 +246,7 @@ impl Retention {
             policy,
             audit: None,
             forget: None,
+            resume: Mutex::new(Vec::new()),
         }
     }
 
@@ -295,15 +301,31 @@ impl Retention {
         let Some((newest, _)) = self.store.last(Space::JournalExecutions, b"")? else {
             return Ok(());
         };
-        let mut from = Vec::new();
+        let mut from = self.resume.locked().clone();
+        // The first execution this pass keeps: where the next one starts.
+        let mut kept: Option<Vec<u8>> = None;
+        let result = self.executions_from(&mut from, &mut kept, &newest, cutoff, pass);
+        *self.resume.locked() = kept.unwrap_or(from);
+        result
+    }
+
+    /// [`Self::executions`] from key `from` on, noting the first execution it keeps.
+    fn executions_from(
+        &self,
+        from: &mut Vec<u8>,
+        kept: &mut Option<Vec<u8>>,
+        newest: &[u8],
+        cutoff: u64,
+        pass: &mut Pass,
+    ) -> Result<()> {
         loop {
             let page = self
                 .store
-                .scan_from(Space::JournalExecutions, b"", &from, PAGE)?;
+                .scan_from(Space::JournalExecutions, b"", from, PAGE)?;
             let Some((last, _)) = page.last() else {
                 return Ok(());
             };
-            from = last.clone();
+            *from = last.clone();
             from.push(0);
             let full = page.len() == PAGE;
             for (key, record) in page {
@@ -313,15 +335,17 @@ impl Retention {
                     Err(e) => {
                         // Kept: an operator may want to look at it.
                         tracing::warn!(execution = id, "retention skips it: {e}");
+                        kept.get_or_insert_with(|| key.clone());
                         continue;
                     }
                 };
                 let limit = u64::try_from(self.policy.executions_per_pass).unwrap_or(u64::MAX);
                 if pass.executions >= limit {
                     // Left for the next pass: the oldest kept is at most as old as this one.
-                    let kept = age.finished_ms.unwrap_or(age.accepted_ms);
+                    kept.get_or_insert_with(|| key.clone());
+                    let kept_ms = age.finished_ms.unwrap_or(age.accepted_ms);
                     pass.oldest_finished_ms =
-                        Some(pass.oldest_finished_ms.map_or(kept, |o| o.min(kept)));
+                        Some(pass.oldest_finished_ms.map_or(kept_ms, |o| o.min(kept_ms)));
                     return Ok(());
                 }
                 let stop = key == newest || age.accepted_ms >= cutoff;
@@ -330,10 +354,11 @@ impl Retention {
                         self.delete_execution(&id, &age.event_id, finished, pass)?;
                     }
                     finished => {
-                        let kept = finished.unwrap_or(age.accepted_ms);
+                        kept.get_or_insert_with(|| key.clone());
+                        let kept_ms = finished.unwrap_or(age.accepted_ms);
                         if finished.is_some() || stop {
                             pass.oldest_finished_ms =
-                                Some(pass.oldest_finished_ms.map_or(kept, |o| o.min(kept)));
+                                Some(pass.oldest_finished_ms.map_or(kept_ms, |o| o.min(kept_ms)));
                         }
                     }
                 }

@@ -8,6 +8,7 @@
 //! the checkpoint already there, or one the node signs of that entry in the same batch.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use eyeflow_actors::chain::{AuditBroken, Checkpoint, Verifier};
@@ -70,7 +71,12 @@ impl FjallAudit {
 
     /// The index of the first stored entry (0 for an empty chain, or one never compacted).
     pub fn first_kept(&self) -> Result<u64> {
-        first_kept(&self.store)
+        // Scanned from the last one found: the keys before it are deleted, and an LSM scan
+        // from the start would walk their tombstones every time.
+        let hint = self.first_hint.load(Ordering::Relaxed);
+        let first = first_kept_from(&self.store, hint)?.unwrap_or(hint);
+        self.first_hint.store(first, Ordering::Relaxed);
+        Ok(first)
     }
 
     /// Deletes, oldest first and in atomic batches of about `batch_keys` keys, the entries
@@ -132,8 +138,9 @@ impl FjallAudit {
             let Some(end) = old.last() else {
                 break;
             };
+            let span = usize::try_from(end.index - first + 2).unwrap_or(usize::MAX);
             let stored = self
-                .checkpoints_from(first, usize::MAX)?
+                .checkpoints_from(first, span)?
                 .into_iter()
                 .take_while(|c| c.index <= end.index)
                 .last();
@@ -158,7 +165,8 @@ impl FjallAudit {
             }
             writes.extend(signed.as_ref().map(checkpoint_write));
             writes.extend(
-                self.checkpoints_from(0, usize::MAX)?
+                // Those before `first - 1` went with earlier batches.
+                self.checkpoints_from(first.saturating_sub(1), span)?
                     .into_iter()
                     .take_while(|c| c.index < end)
                     .map(|c| {
@@ -166,6 +174,7 @@ impl FjallAudit {
                     }),
             );
             self.store.write(writes)?;
+            self.first_hint.store(end + 1, Ordering::Relaxed);
             done.entries += end - first + 1;
             done.first_kept = Some(end + 1);
         }
@@ -209,11 +218,15 @@ impl FjallAudit {
 }
 
 fn first_kept(store: &EmbeddedStore) -> Result<u64> {
+    Ok(first_kept_from(store, 0)?.unwrap_or(0))
+}
+
+/// The index of the first stored entry at or after `from`.
+fn first_kept_from(store: &EmbeddedStore, from: u64) -> Result<Option<u64>> {
     Ok(store
-        .scan_from(Space::Audit, b"", b"", 1)?
+        .scan_from(Space::Audit, b"", &from.to_be_bytes(), 1)?
         .first()
-        .and_then(|(key, _)| decode_index(key))
-        .unwrap_or(0))
+        .and_then(|(key, _)| decode_index(key)))
 }
 
 /// A verifier of the chain in `store` from its first stored entry: from entry 0, or, once
