@@ -515,6 +515,24 @@ instructions:
     }
 
     /// The position in `lines` of entry `index`'s record.
+    /// `entry` as record `index`, chained after the entry whose hash is `previous`.
+    fn chained(index: u64, entry: &AuditEntry, previous: [u8; 32]) -> EntryRecord {
+        let body = canonical(entry);
+        EntryRecord {
+            index,
+            previous,
+            hash: chain_hash(&previous, &body),
+            body,
+        }
+    }
+
+    /// A forged entry `index` (its outcome changed to `skipped`) chained after `previous`.
+    fn skipped(index: u64, previous: [u8; 32]) -> EntryRecord {
+        let mut forged = entry(index, &"ef".repeat(32));
+        forged.outcome = "skipped".into();
+        chained(index, &forged, previous)
+    }
+
     fn line_of(lines: &[Vec<u8>], index: u64) -> usize {
         lines
             .iter()
@@ -601,15 +619,7 @@ instructions:
         let Ok(Record::Entry(e37)) = Record::decode(&lines[at]) else {
             panic!("entry 37")
         };
-        let mut forged = entry(38, &"ef".repeat(32));
-        forged.outcome = "skipped".into();
-        let body = canonical(&forged);
-        let inserted = Record::Entry(EntryRecord {
-            index: 38,
-            previous: e37.hash,
-            hash: chain_hash(&e37.hash, &body),
-            body,
-        });
+        let inserted = Record::Entry(skipped(38, e37.hash));
         let mut inserted_lines = lines.clone();
         inserted_lines.insert(at + 1, inserted.encode());
         let (index, reason) = broken(&joined(&inserted_lines));
@@ -684,15 +694,7 @@ instructions:
         let Ok(Record::Entry(e37)) = Record::decode(&lines[at]) else {
             panic!("entry 37")
         };
-        let mut other = entry(37, &"ef".repeat(32));
-        other.outcome = "skipped".into();
-        let body = canonical(&other);
-        let twin = Record::Entry(EntryRecord {
-            index: 37,
-            previous: e37.previous,
-            hash: chain_hash(&e37.previous, &body),
-            body,
-        });
+        let twin = Record::Entry(skipped(37, e37.previous));
         let mut twins = lines.clone();
         twins.insert(at + 1, twin.encode());
         let (index, reason) = broken(&joined(&twins));
@@ -706,18 +708,12 @@ instructions:
             .iter()
             .map(|line| match Record::decode(line) {
                 Ok(Record::Entry(e)) if e.index >= 37 => {
-                    let mut changed = entry(e.index, &"ef".repeat(32));
-                    if e.index == 37 {
-                        changed.outcome = "skipped".into();
-                    }
-                    let body = canonical(&changed);
-                    let hash = chain_hash(&previous, &body);
-                    let record = EntryRecord {
-                        index: e.index,
-                        previous,
-                        hash,
-                        body,
+                    let record = if e.index == 37 {
+                        skipped(e.index, previous)
+                    } else {
+                        chained(e.index, &entry(e.index, &"ef".repeat(32)), previous)
                     };
+                    let hash = record.hash;
                     previous = hash;
                     Record::Entry(record).encode()
                 }
