@@ -16,13 +16,14 @@
 //! | what | topic | key | headers | payload |
 //! |---|---|---|---|---|
 //! | EMIT_EVENT | `events_topic_prefix` + topic | the event key | `event-id` = idempotency key | JSON |
-//! | audit entry | `audit_topic` | node id | `eyeflow-kind: audit-entry`, `audit-index`, `audit-hash` (hex) | canonical entry (the hashed bytes) |
-//! | checkpoint | `audit_topic` | node id | `eyeflow-kind: audit-checkpoint`, `audit-index`, `audit-hash` | JSON `{node_id, index, hash, time_ms, signature}` |
+//! | audit entry | `audit_topic` | node id | `eyeflow-kind: audit-entry`, `audit-index`, `audit-hash` (hex) | one entry record of the audit file format (`eyeflow_actors::chain::records`: index, previous hash, hash, canonical entry) |
+//! | checkpoint | `audit_topic` | node id | `eyeflow-kind: audit-checkpoint`, `audit-index`, `audit-hash` | one checkpoint record of that format |
 //! | cluster memory | `memory_topic` | memory key | `eyeflow-node` | JSON `{node, key, value}` |
 //!
-//! A consumer checks the chain with `audit-hash = SHA-256(previous hash ‖ payload)`, and
-//! dedupes by `audit-index` or `event-id`: delivery is at least once (a record confirmed
-//! after a failed one is sent again when the publisher resends from the failed one).
+//! A consumer checks the chain with the same verifier as an audit file (`audit-hash =
+//! SHA-256(previous hash ‖ canonical entry)`), and dedupes by `audit-index` or `event-id`:
+//! delivery is at least once (a record confirmed after a failed one is sent again when the
+//! publisher resends from the failed one).
 
 mod memory;
 mod outbox;
