@@ -360,6 +360,17 @@ fn soak(secs: u64) {
         window + 20.0,
     );
     node.shutdown().expect("shutdown");
+    drop(node);
+    // How far audit compaction kept up: the entries the chain still holds.
+    let store = eyeflow_runtime::store::EmbeddedStore::open(dir.path()).expect("store");
+    let audit = eyeflow_runtime::audit::FjallAudit::open(store, Default::default()).expect("audit");
+    let (next, _) = audit.head();
+    let first = audit.first_kept().expect("first kept");
+    println!(
+        "soak: the audit chain holds entries {first}..{next} ({} of {next}; about {:.0} s of entries at the mean rate)",
+        next - first,
+        (next - first) as f64 / (next as f64 / secs as f64),
+    );
 }
 
 fn main() {
