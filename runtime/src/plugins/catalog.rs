@@ -230,9 +230,18 @@ impl Catalog {
         Ok(publisher)
     }
 
-    /// Every catalogued plugin id (each once).
+    /// Every catalogued plugin id, sorted, each once (from the entries' keys, without
+    /// reading their manifests).
     pub fn ids(&self) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self.entries()?.into_iter().map(|e| e.manifest.id).collect();
+        let mut ids: Vec<String> = self
+            .store
+            .scan(Space::Catalog, b"")?
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let id = key.split(|b| *b == 0).next()?;
+                String::from_utf8(id.to_vec()).ok()
+            })
+            .collect();
         ids.dedup();
         Ok(ids)
     }

@@ -56,15 +56,13 @@ impl PluginHost {
     /// (retention deleted the execution: nothing can issue its idempotency keys again), so
     /// that they do not fill the plugins' KV quotas. Returns how many keys went.
     pub fn forget_execution(&self, execution_id: &str) -> crate::Result<u64> {
-        let mut plugins: Vec<Arc<str>> = self
+        let plugins: Vec<Arc<str>> = self
             .inner
             .catalog
-            .entries()?
+            .ids()?
             .into_iter()
-            .map(|entry| Arc::from(entry.manifest.id.as_str()))
+            .map(Arc::from)
             .collect();
-        plugins.sort_unstable();
-        plugins.dedup();
         self.inner
             .calls
             .services
