@@ -146,6 +146,9 @@ pub(crate) fn program(
             .collect(),
         triggers,
         default_priority: Some(default_priority),
+        // The MCU profile is chosen by the caller (`--target mcu`), which lowers the
+        // expressions to bytecode after these checks.
+        target: eyeflow_ir::pb::Target::Server as i32,
     })
 }
 
@@ -325,6 +328,7 @@ fn instruction(
             topic: topic.to_string(),
             key_expr: text(&ins.event_key),
         }),
+        mcu: None,
     };
     // The permissions it needs, as the IR's opcode table says (the validator and the
     // executor check them against the same table).

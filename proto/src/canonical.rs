@@ -68,6 +68,7 @@ fn header(p: &LlmIrProgram) -> LlmIrProgram {
         required_capabilities: p.required_capabilities.clone(),
         triggers: p.triggers.clone(),
         default_priority: p.default_priority,
+        target: p.target,
     }
 }
 
