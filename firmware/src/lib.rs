@@ -1,3 +1,2 @@
-//! no_std, heap-free interpreter of the LLM-IR subset that makes sense on a microcontroller,
-//! with actors as Embassy tasks; built in a later issue.
+//! placeholder
 #![no_std]
