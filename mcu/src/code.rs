@@ -1,6 +1,6 @@
 //! The expression bytecode of MCU programs: its format, its validation and its
 //! evaluator (no heap, no jumps: evaluation is linear in the code's length), and with the
-//! `alloc` feature the [`Builder`] the compiler lowers CEL with.
+//! `alloc` feature the `Builder` the compiler lowers CEL with.
 //!
 //! Format: the version byte `0x01`, then operations. Pushes: `01` null, `02` true,
 //! `03` false, `04` + `f64` little-endian number, `05` + u8 length + UTF-8 string, `06` +
