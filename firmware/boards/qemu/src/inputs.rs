@@ -16,8 +16,9 @@ const SCRIPT_MAX: usize = 0x4000;
 pub(crate) struct Inputs {
     /// The core clock (SysTick counts it): 168 MHz on netduinoplus2, 25 MHz on mps2-an386.
     pub(crate) cpu_hz: u32,
-    /// The program file, as signed (a length beyond the area is cut to it: the loader
-    /// refuses it as too large).
+    /// The program's length as loaded (beyond the area: refused as over capacity).
+    pub(crate) program_len: usize,
+    /// The program file, as signed (cut to the area).
     pub(crate) program: &'static [u8],
     /// The conformance script (event and hardware answers).
     pub(crate) script: &'static [u8],
@@ -42,11 +43,12 @@ pub(crate) fn read() -> Option<Inputs> {
     if word(BASE) != MAGIC {
         return None;
     }
-    let program_len = (word(BASE + 8) as usize).min(PROGRAM_MAX);
+    let program_len = word(BASE + 8) as usize;
     let script_len = (word(BASE + 12) as usize).min(SCRIPT_MAX);
     Some(Inputs {
         cpu_hz: word(BASE + 4),
-        program: area(PROGRAM_AT, program_len),
+        program_len,
+        program: area(PROGRAM_AT, program_len.min(PROGRAM_MAX)),
         script: area(SCRIPT_AT, script_len),
     })
 }

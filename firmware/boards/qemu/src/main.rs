@@ -1,31 +1,126 @@
-//! The eyeflow firmware for QEMU (`-machine netduinoplus2` and `-machine mps2-an386`): reads
-//! the program and the conformance script QEMU loaded into RAM, runs the program, writes
-//! the canonical trace to the host through semihosting and exits 0 once it is written.
+//! The eyeflow firmware for QEMU (`-machine netduinoplus2` and `-machine mps2-an386`, one
+//! image for both): reads the program and the conformance script that QEMU loaded into
+//! RAM ([`inputs`]), runs the program with the script's event and hardware answers, writes
+//! the canonical trace to the host's stdout through semihosting, reports the stack
+//! high-water on stderr (`stack=BYTES`) and exits 0 once the trace is written.
 #![no_std]
 #![no_main]
 
 mod inputs;
+mod scripted;
 mod stack;
 mod time;
 
-use cortex_m_semihosting::{debug, hprintln, heprintln};
+use core::fmt::{self, Write};
+
+use cortex_m_semihosting::{debug, heprintln, hio};
 use embassy_executor::Spawner;
+use eyeflow_firmware::capability::Capability;
+use eyeflow_firmware::eyeflow_mcu::limits::MAX_PROGRAM_BYTES;
+use eyeflow_firmware::eyeflow_mcu::script::Script;
+use eyeflow_firmware::eyeflow_mcu::trace::{self, Refusal};
+use eyeflow_firmware::program::Program;
+use eyeflow_firmware::verify::KEYRING;
+use eyeflow_firmware::{actors, conductor};
+use static_cell::StaticCell;
+
+/// What the simulated board provides.
+const CAPABILITIES: &[Capability] = &[
+    Capability { id: "gpio", version: (1, 0, 0) },
+    Capability { id: "adc", version: (1, 0, 0) },
+    Capability { id: "i2c", version: (1, 0, 0) },
+    Capability { id: "spi", version: (1, 0, 0) },
+    Capability { id: "uart", version: (1, 0, 0) },
+];
+
+static PROGRAM: StaticCell<Program> = StaticCell::new();
+static SCRIPT: StaticCell<Script<'static>> = StaticCell::new();
+
+/// Semihosting stdout, a line at a time (one host call per line).
+struct Out {
+    line: heapless::String<160>,
+    host: Option<hio::HostStream>,
+}
+
+impl Write for Out {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.line.push(c).is_err() {
+                self.flush();
+                self.line.push(c).map_err(|_| fmt::Error)?;
+            }
+            if c == '\n' {
+                self.flush();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Out {
+    fn flush(&mut self) {
+        if let Some(host) = &mut self.host {
+            let _ = host.write_str(&self.line);
+        }
+        self.line.clear();
+    }
+}
+
+#[embassy_executor::task]
+async fn hardware(script: Script<'static>) {
+    actors::hardware::serve(scripted::Scripted::new(script)).await
+}
+
+/// Runs the inputs' program; `false` if nothing could run (no inputs, no output).
+async fn run(spawner: Spawner) -> bool {
+    let Some(inputs) = inputs::read() else {
+        heprintln!("no inputs in the input area (see scripts/firmware.sh)");
+        return false;
+    };
+    let Some(p) = cortex_m::Peripherals::take() else {
+        return false;
+    };
+    time::start(p.SYST, inputs.cpu_hz);
+    let mut out = Out {
+        line: heapless::String::new(),
+        host: hio::hstdout().ok(),
+    };
+    if out.host.is_none() {
+        return false;
+    }
+    let loaded = if inputs.program_len > MAX_PROGRAM_BYTES {
+        Err(Refusal::Capacity)
+    } else {
+        Program::load(inputs.program, KEYRING, CAPABILITIES)
+    };
+    let program = match loaded {
+        Ok(program) => PROGRAM.init(program),
+        Err(reason) => return trace::write_refused(&mut out, reason).is_ok(),
+    };
+    let script = match Script::parse(inputs.script) {
+        Ok(script) => SCRIPT.init(script),
+        Err(_) => return trace::write_refused(&mut out, Refusal::Malformed).is_ok(),
+    };
+    if conductor::spawn_actors(spawner).is_err() {
+        return false;
+    }
+    match hardware(*script) {
+        Ok(token) => spawner.spawn(token),
+        Err(_) => return false,
+    }
+    conductor::run(program, script, &mut out).await;
+    true
+}
 
 #[embassy_executor::main]
-async fn main(_spawner: Spawner) {
-    let Some(inputs) = inputs::read() else {
-        heprintln!("no inputs at the input area (see scripts/firmware.sh)");
-        debug::exit(debug::EXIT_FAILURE);
-        return;
-    };
-    if let Some(p) = cortex_m::Peripherals::take() {
-        time::start(p.SYST, inputs.cpu_hz);
-    }
-    let before = embassy_time::Instant::now();
-    embassy_time::Timer::after_millis(20).await;
-    hprintln!("program {} bytes, script {} bytes, slept {} ms", inputs.program.len(), inputs.script.len(), before.elapsed().as_millis());
+async fn main(spawner: Spawner) {
+    let written = run(spawner).await;
     heprintln!("stack={}", stack::high_water());
-    debug::exit(debug::EXIT_SUCCESS);
+    debug::exit(if written {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
 }
 
 #[panic_handler]
