@@ -27,7 +27,7 @@ pub const KEYRING: &[(&str, [u8; 32])] = &[
 
 /// Why a signature check failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SignatureError {
+pub enum SignatureError {
     /// The fields do not frame.
     Malformed,
     /// No signature, a signature of the wrong length, or one that does not verify.
@@ -46,7 +46,7 @@ const SIGNATURE: u32 = 6;
 const INSTRUCTIONS: u32 = 8;
 
 /// Checks the signature of `file` against `keyring`.
-pub(crate) fn check(file: &[u8], keyring: &[(&str, [u8; 32])]) -> Result<(), SignatureError> {
+pub fn check(file: &[u8], keyring: &[(&str, [u8; 32])]) -> Result<(), SignatureError> {
     let mut signature: &[u8] = &[];
     let mut instructions = 0u32;
     let mut header_len = 0usize;

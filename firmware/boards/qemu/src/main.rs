@@ -20,7 +20,7 @@ use eyeflow_firmware::eyeflow_mcu::limits::MAX_PROGRAM_BYTES;
 use eyeflow_firmware::eyeflow_mcu::script::Script;
 use eyeflow_firmware::eyeflow_mcu::trace::{self, Refusal};
 use eyeflow_firmware::program::Program;
-use eyeflow_firmware::verify::KEYRING;
+use eyeflow_firmware::verify::{self, KEYRING};
 use eyeflow_firmware::{actors, conductor};
 use static_cell::StaticCell;
 
@@ -88,9 +88,15 @@ async fn run(spawner: Spawner) -> bool {
     if out.host.is_none() {
         return false;
     }
+    let hz = inputs.cpu_hz;
+    let started = time::cycles(hz);
     let loaded = if inputs.program_len > MAX_PROGRAM_BYTES {
         Err(Refusal::Capacity)
     } else {
+        // Timed alone for the figures; the load verifies again.
+        let verified = verify::check(inputs.program, KEYRING).is_ok();
+        let checked = time::cycles(hz);
+        heprintln!("cycles verify={} ok={}", checked - started, verified);
         Program::load(inputs.program, KEYRING, CAPABILITIES)
     };
     let program = match loaded {
@@ -108,7 +114,9 @@ async fn run(spawner: Spawner) -> bool {
         Ok(token) => spawner.spawn(token),
         Err(_) => return false,
     }
+    let started = time::cycles(hz);
     conductor::run(program, script, &mut out).await;
+    heprintln!("cycles run={}", time::cycles(hz) - started);
     true
 }
 

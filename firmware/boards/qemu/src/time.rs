@@ -40,10 +40,25 @@ embassy_time_driver::time_driver_impl!(static DRIVER: SysTickDriver = SysTickDri
     queue: Mutex::new(RefCell::new(Queue::new())),
 });
 
+/// Core clock cycles since the tick started: whole ticks plus the SysTick counter's
+/// progress in the current one (for the `-icount` figures).
+pub(crate) fn cycles(cpu_hz: u32) -> u64 {
+    let per_tick = u64::from(reload(cpu_hz)) + 1;
+    critical_section::with(|cs| {
+        let ticks = DRIVER.ticks.borrow(cs).get();
+        let into = per_tick.saturating_sub(u64::from(SYST::get_current()) + 1);
+        ticks * per_tick + into
+    })
+}
+
+fn reload(cpu_hz: u32) -> u32 {
+    (cpu_hz / 1_000).saturating_sub(1).clamp(1, 0x00ff_ffff)
+}
+
 /// Starts the 1 kHz tick for a core clocked at `cpu_hz`.
 pub(crate) fn start(mut syst: SYST, cpu_hz: u32) {
     syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload((cpu_hz / 1_000).saturating_sub(1).clamp(1, 0x00ff_ffff));
+    syst.set_reload(reload(cpu_hz));
     syst.clear_current();
     syst.enable_interrupt();
     syst.enable_counter();
