@@ -26,7 +26,7 @@ build() {
   if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
     rustup target add thumbv7em-none-eabihf
   fi
-  (cd firmware && cargo build --release -q -p eyeflow-board-qemu)
+  (cd firmware && cargo build --release -q -p eyeflow-board-qemu && cargo build --release -q -p eyeflow-board-stm32f4)
 }
 
 need_qemu() {
