@@ -17,5 +17,7 @@ export PATH="$HOME/.cache/eyeflow/bin:$PATH"
 bash scripts/build-plugins.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
-# The firmware must keep building for the MCU target.
-cargo build -p eyeflow-firmware --target thumbv7em-none-eabihf
+# The firmware (its own workspace, firmware/) must keep building for the MCU target, and run
+# every conformance vector in QEMU as the server does (installs qemu-system-arm if absent).
+bash scripts/firmware.sh build
+bash scripts/firmware.sh conformance

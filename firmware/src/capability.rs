@@ -6,7 +6,8 @@
 /// A capability the board provides, with its version.
 #[derive(Debug, Clone, Copy)]
 pub struct Capability {
-    /// Its id (`gpio`, `adc`, …), as programs name it.
+    /// Its id (`gpio`, `adc`, …), as programs name it; `*` stands for any id (a
+    /// simulated board that has every device its script answers for).
     pub id: &'static str,
     /// Its version `(major, minor, patch)`.
     pub version: (u64, u64, u64),
@@ -16,7 +17,7 @@ pub struct Capability {
 pub(crate) fn provided(board: &[Capability], id: &str, requirement: &str) -> bool {
     board
         .iter()
-        .find(|c| c.id == id)
+        .find(|c| c.id == id || c.id == "*")
         .is_some_and(|c| requirement.trim().is_empty() || matches(requirement, c.version) == Some(true))
 }
 

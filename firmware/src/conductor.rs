@@ -20,6 +20,10 @@ use crate::policy::Decision;
 use crate::program::{DEFAULT_TIMEOUT_MS, Detail, MAX_LOOP_DEPTH, Program, Set};
 use crate::state::{self, Event};
 
+/// The action of a LOAD_RESOURCE that names none (as the server's scripted hardware
+/// answers it).
+pub const READ: &str = "read";
+
 /// Spawns the actors (once per boot; the board spawns the hardware actor).
 pub fn spawn_actors(spawner: Spawner) -> Result<(), embassy_executor::SpawnError> {
     for kind in [
@@ -285,10 +289,14 @@ impl<W: Write> Walk<'_, W> {
                     .await;
             }
             IROpcode::CallAction | IROpcode::LoadResource => {
+                let action = match (IROpcode(opcode), detail.action) {
+                    (IROpcode::LoadResource, "") => READ,
+                    (_, action) => action,
+                };
                 hardware::JOBS
                     .send(hardware::Job {
                         capability: detail.capability,
-                        action: detail.action,
+                        action,
                         params: detail.params.clone(),
                         timeout_ms: detail.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
                         priority: detail.priority,
