@@ -2,6 +2,8 @@
 # The firmware's build, size and conformance (firmware/README.md).
 #
 #   scripts/firmware.sh build                  build the QEMU and STM32F4 images (release profile)
+#   scripts/firmware.sh lint                   cargo fmt --check and clippy -D warnings on firmware/
+#   scripts/firmware.sh test                   the firmware's host tests (loading, policy, JSON, semver)
 #   scripts/firmware.sh size                   flash=BYTES ram=BYTES (RAM = static + stack high-water)
 #   scripts/firmware.sh run DIR [MACHINE]      run the vector in DIR in QEMU, print its trace
 #   scripts/firmware.sh conformance            every firmware/vectors/*/ in QEMU on both machines
@@ -12,8 +14,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ELF=firmware/target/thumbv7em-none-eabihf/release/eyeflow-qemu
-STM32_ELF=firmware/target/thumbv7em-none-eabihf/release/eyeflow-stm32f4
+# The firmware's own target dir, whatever the caller's CARGO_TARGET_DIR (that one is the
+# server workspace's, used for `eyeflow mcu run`).
+FIRMWARE_TARGET=$PWD/firmware/target
+ELF=$FIRMWARE_TARGET/thumbv7em-none-eabihf/release/eyeflow-qemu
+STM32_ELF=$FIRMWARE_TARGET/thumbv7em-none-eabihf/release/eyeflow-stm32f4
 # QEMU machine → its core clock (the SysTick time driver counts it).
 declare -A HZ=([netduinoplus2]=168000000 [mps2-an386]=25000000)
 MACHINES=(netduinoplus2 mps2-an386)
@@ -26,7 +31,36 @@ build() {
   if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
     rustup target add thumbv7em-none-eabihf
   fi
-  (cd firmware && cargo build --release -q -p eyeflow-board-qemu && cargo build --release -q -p eyeflow-board-stm32f4)
+  (
+    cd firmware
+    export CARGO_TARGET_DIR=$FIRMWARE_TARGET
+    cargo build --release -q -p eyeflow-board-qemu
+    cargo build --release -q -p eyeflow-board-stm32f4
+  )
+}
+
+# fmt and clippy of the firmware workspace (outside the server workspace's own checks).
+lint() {
+  (
+    cd firmware
+    export CARGO_TARGET_DIR=$FIRMWARE_TARGET
+    cargo fmt --all -- --check
+    cargo clippy -q --workspace -- -D warnings
+    cargo clippy -q -p eyeflow-firmware --all-targets --target "$(host)" -- -D warnings
+  )
+}
+
+host() {
+  rustc -vV | sed -n 's/^host: //p'
+}
+
+# The pure parts on the host (the MCU target has no test harness).
+host_tests() {
+  (
+    cd firmware
+    export CARGO_TARGET_DIR=$FIRMWARE_TARGET
+    cargo test -q -p eyeflow-firmware --target "$(host)"
+  )
 }
 
 need_qemu() {
@@ -101,6 +135,12 @@ PY
 case "${1:-}" in
 build)
   build
+  ;;
+lint)
+  lint
+  ;;
+test)
+  host_tests
   ;;
 size)
   build
@@ -205,7 +245,7 @@ icount)
   echo "execution_instructions_per_10=$((run * 1000000000 / hz * 10 / (steps > 0 ? steps : 1))) (vector $(basename "$dir"), $steps steps)"
   ;;
 *)
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

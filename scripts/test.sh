@@ -20,4 +20,6 @@ cargo test --workspace --doc
 # The firmware (its own workspace, firmware/) must keep building for the MCU target, and run
 # every conformance vector in QEMU as the server does (installs qemu-system-arm if absent).
 bash scripts/firmware.sh build
+bash scripts/firmware.sh lint
+bash scripts/firmware.sh test
 bash scripts/firmware.sh conformance

@@ -18,7 +18,9 @@ pub(crate) fn provided(board: &[Capability], id: &str, requirement: &str) -> boo
     board
         .iter()
         .find(|c| c.id == id || c.id == "*")
-        .is_some_and(|c| requirement.trim().is_empty() || matches(requirement, c.version) == Some(true))
+        .is_some_and(|c| {
+            requirement.trim().is_empty() || matches(requirement, c.version) == Some(true)
+        })
 }
 
 /// Whether `version` meets `requirement`; `None` if the requirement is outside the subset.
@@ -41,9 +43,7 @@ fn comparator_matches(text: &str, v: (u64, u64, u64)) -> Option<bool> {
     let (major, minor, patch) = partial(rest.trim())?;
     let floor = (major, minor.unwrap_or(0), patch.unwrap_or(0));
     Some(match op {
-        "=" => {
-            v.0 == major && minor.is_none_or(|m| v.1 == m) && patch.is_none_or(|p| v.2 == p)
-        }
+        "=" => v.0 == major && minor.is_none_or(|m| v.1 == m) && patch.is_none_or(|p| v.2 == p),
         ">=" => v >= floor,
         ">" => match (minor, patch) {
             (None, _) => v.0 > major,

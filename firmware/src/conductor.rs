@@ -40,7 +40,11 @@ pub fn spawn_actors(spawner: Spawner) -> Result<(), embassy_executor::SpawnError
 }
 
 /// Runs one execution of `program` for `event`, writing its trace to `out`; its status.
-pub async fn run(program: &'static Program, event: &'static dyn Event, out: &mut impl Write) -> Status {
+pub async fn run(
+    program: &'static Program,
+    event: &'static dyn Event,
+    out: &mut impl Write,
+) -> Status {
     state::begin(program, event);
     let mut walk = Walk {
         program,
@@ -144,8 +148,7 @@ impl<W: Write> Walk<'_, W> {
             .fold(0, |set, i| set | bit(i));
         self.program.members(region).find(|&m| {
             let node = &self.program.nodes[m];
-            self.marks[m] == Mark::Pending
-                && (node.deps | (node.parents & region)) & !resolved == 0
+            self.marks[m] == Mark::Pending && (node.deps | (node.parents & region)) & !resolved == 0
         })
     }
 

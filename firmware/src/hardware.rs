@@ -23,7 +23,10 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     /// The parameter `name`, if given.
     pub fn param(&self, name: &str) -> Option<Value<'a>> {
-        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 }
 

@@ -33,13 +33,7 @@ pub mod verify;
 mod wire;
 
 /// The generated micropb decoder of `proto/proto/llm_ir.proto` (build.rs).
-#[allow(
-    clippy::all,
-    nonstandard_style,
-    unused,
-    missing_docs,
-    unreachable_pub
-)]
+#[allow(clippy::all, nonstandard_style, unused, missing_docs, unreachable_pub)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/llm_ir.rs"));
 }

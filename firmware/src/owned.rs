@@ -133,3 +133,25 @@ fn hex4(chars: &mut core::str::Chars<'_>) -> Result<u32, JsonError> {
         Ok(acc * 16 + digit)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_json_literals() {
+        assert_eq!(parse_json(" null "), Ok(Owned::Null));
+        assert_eq!(parse_json("true"), Ok(Owned::Bool(true)));
+        assert_eq!(parse_json("-1.5e2"), Ok(Owned::Num(-150.0)));
+        let s = parse_json(r#""a\"b\u00e9\ud83d\ude00""#).expect("a string");
+        assert_eq!(s.get(), Value::Str("a\"bé😀"));
+        assert_eq!(parse_json("[1]"), Err(JsonError::NotScalar));
+        assert_eq!(parse_json("{}"), Err(JsonError::NotScalar));
+        assert_eq!(parse_json("nul"), Err(JsonError::Malformed));
+        assert_eq!(parse_json("\"open"), Err(JsonError::Malformed));
+        assert_eq!(
+            parse_json("\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\""),
+            Err(JsonError::TooLong)
+        );
+    }
+}

@@ -140,3 +140,76 @@ fn backoff_ms(config: &Retry, retry: u32) -> u64 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::{FallbackConfig, RetryConfig, TimeoutConfig};
+
+    fn class(c: ErrorClass) -> crate::pb::ErrorClass {
+        crate::pb::ErrorClass(c as i32)
+    }
+
+    fn retry(max: u32, on: &[ErrorClass]) -> RetryConfig {
+        RetryConfig {
+            max_retries: max,
+            backoff_ms: 100,
+            backoff_multiplier: 2.0,
+            max_backoff_ms: 500,
+            retry_on: on.iter().map(|c| class(*c)).collect(),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let config = Retry {
+            max_retries: 5,
+            backoff_ms: 100,
+            multiplier: 2.0,
+            max_backoff_ms: 500,
+            on: 0,
+        };
+        let waits: [u64; 5] = core::array::from_fn(|n| backoff_ms(&config, n as u32 + 1));
+        assert_eq!(waits, [100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn retries_then_the_strategy_then_on_timeout() {
+        let mut ins = IRInstruction::default();
+        ins.set_retry(retry(2, &[ErrorClass::Timeout]));
+        let mut fallback = FallbackConfig {
+            strategy: FallbackStrategy::FallbackValue,
+            value_json: heapless::String::try_from("1").expect("fits"),
+            ..Default::default()
+        };
+        let _ = fallback.on_errors.push(class(ErrorClass::Timeout));
+        ins.set_fallback(fallback);
+        ins.set_timeout(TimeoutConfig {
+            execution_timeout_ms: 10,
+            on_timeout: FallbackStrategy::Skip,
+        });
+        let policy = Policy::new(&ins);
+        assert_eq!(policy.decide(ErrorClass::Timeout, 0), Decision::Retry(100));
+        assert_eq!(
+            policy.decide(ErrorClass::Timeout, 2),
+            Decision::Value(Owned::Num(1.0))
+        );
+        assert_eq!(policy.decide(ErrorClass::Unavailable, 0), Decision::Fail);
+        assert_eq!(policy.on_loop_timeout(), Decision::Skip);
+    }
+
+    #[test]
+    fn a_retry_without_on_leaves_resource_exhaustion_out() {
+        let mut ins = IRInstruction::default();
+        ins.set_retry(retry(3, &[]));
+        let policy = Policy::new(&ins);
+        assert!(matches!(
+            policy.decide(ErrorClass::Unavailable, 0),
+            Decision::Retry(_)
+        ));
+        assert_eq!(
+            policy.decide(ErrorClass::ResourceExhausted, 0),
+            Decision::Fail
+        );
+    }
+}

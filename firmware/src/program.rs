@@ -16,9 +16,7 @@ use micropb::{DecodeError, MessageDecode};
 
 use crate::capability::{Capability, provided};
 use crate::owned::{JsonError, Owned, parse_json};
-use crate::pb::{
-    FallbackStrategy, IRInstruction, IROpcode, LlmIRProgram, MemoryScope, Target,
-};
+use crate::pb::{FallbackStrategy, IRInstruction, IROpcode, LlmIRProgram, MemoryScope, Target};
 use crate::verify::{self, SignatureError};
 use crate::wire::{self, Malformed};
 
@@ -158,13 +156,46 @@ fn decode_instruction(raw: &[u8]) -> Result<IRInstruction, Refusal> {
     Ok(ins)
 }
 
+impl Default for Program {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Program {
-    /// Verifies and checks `file` for a board with `capabilities`.
+    /// An empty program, to [`load`](Self::load) into (in place: a program is too large
+    /// to move around a device's stack).
+    pub const fn new() -> Self {
+        Self {
+            nodes: Vec::new(),
+            order: Vec::new(),
+            top: 0,
+            default_priority: 128,
+        }
+    }
+
+    /// Verifies and checks `file` for a board with `capabilities`, and becomes its
+    /// program (left empty on a refusal).
     pub fn load(
+        &mut self,
         file: &'static [u8],
         keyring: &[(&str, [u8; 32])],
         capabilities: &[Capability],
-    ) -> Result<Self, Refusal> {
+    ) -> Result<(), Refusal> {
+        *self = Self::new();
+        let loaded = self.load_checked(file, keyring, capabilities);
+        if loaded.is_err() {
+            *self = Self::new();
+        }
+        loaded
+    }
+
+    fn load_checked(
+        &mut self,
+        file: &'static [u8],
+        keyring: &[(&str, [u8; 32])],
+        capabilities: &[Capability],
+    ) -> Result<(), Refusal> {
         if file.len() > MAX_PROGRAM_BYTES {
             return Err(Refusal::Capacity);
         }
@@ -185,12 +216,8 @@ impl Program {
         let default_priority = header
             .default_priority()
             .map_or(128, |p| clamp_priority(p.priority_level));
-        let mut program = Self {
-            nodes: Vec::new(),
-            order: Vec::new(),
-            top: 0,
-            default_priority,
-        };
+        let program = self;
+        program.default_priority = default_priority;
         for raw in wire::repeated(file, 8) {
             let node = program.node(raw)?;
             program.nodes.push(node).map_err(|_| Refusal::Capacity)?;
@@ -213,7 +240,7 @@ impl Program {
                 return Err(Refusal::Capability);
             }
         }
-        Ok(program)
+        Ok(())
     }
 
     /// Checks one instruction against the profile; its node, links not yet resolved.
@@ -353,7 +380,10 @@ impl Program {
                 }
                 compensation.push(step).map_err(|_| Refusal::Capacity)?;
             }
-            if matches!(IROpcode(self.nodes[i].opcode), IROpcode::Store | IROpcode::Load) {
+            if matches!(
+                IROpcode(self.nodes[i].opcode),
+                IROpcode::Store | IROpcode::Load
+            ) {
                 let key = wire::bytes(wire::bytes(raw, MEMORY), 2);
                 if !keys.contains(&key) {
                     keys.push(key).map_err(|_| Refusal::Capacity)?;
@@ -376,7 +406,11 @@ impl Program {
                 nested |= 1 << step;
             }
         }
-        let all: Set = if count == 32 { u32::MAX } else { (1 << count) - 1 };
+        let all: Set = if count == 32 {
+            u32::MAX
+        } else {
+            (1 << count) - 1
+        };
         self.top = all & !nested;
         let mut order: Vec<u8, MAX_INSTRUCTIONS> = (0..count as u8).collect();
         order.sort_unstable_by(|&a, &b| {

@@ -82,8 +82,7 @@ pub(crate) fn store(key: &'static str, value: Owned) -> Result<(), ErrorClass> {
             slot.1 = value;
             return Ok(());
         }
-        s.l1
-            .push((key, value))
+        s.l1.push((key, value))
             .map_err(|_| ErrorClass::ResourceExhausted)
     })
 }

@@ -11,8 +11,13 @@ use heapless::Vec;
 const SLOTS: usize = 8;
 
 pub(crate) enum Msg {
-    Acquire { capability: &'static str, priority: u8 },
-    Release { capability: &'static str },
+    Acquire {
+        capability: &'static str,
+        priority: u8,
+    },
+    Release {
+        capability: &'static str,
+    },
 }
 
 pub(crate) static REQUESTS: Channel<CriticalSectionRawMutex, Msg, 2> = Channel::new();
@@ -21,7 +26,12 @@ pub(crate) static GRANTED: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 
 /// Waits for the permit of `capability`.
 pub(crate) async fn acquire(capability: &'static str, priority: u8) {
-    REQUESTS.send(Msg::Acquire { capability, priority }).await;
+    REQUESTS
+        .send(Msg::Acquire {
+            capability,
+            priority,
+        })
+        .await;
     GRANTED.wait().await;
 }
 
@@ -37,7 +47,10 @@ pub(crate) async fn arbiter() {
     let mut arrivals = 0u32;
     loop {
         match REQUESTS.receive().await {
-            Msg::Acquire { capability, priority } => {
+            Msg::Acquire {
+                capability,
+                priority,
+            } => {
                 if held.contains(&capability) {
                     arrivals = arrivals.wrapping_add(1);
                     // Full: the request waits for the next release of anything.

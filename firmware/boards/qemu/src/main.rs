@@ -13,8 +13,9 @@ mod time;
 
 use core::fmt::{self, Write};
 
+use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, heprintln, hio};
-use embassy_executor::Spawner;
+use embassy_executor::Executor;
 use eyeflow_firmware::capability::Capability;
 use eyeflow_firmware::eyeflow_mcu::limits::MAX_PROGRAM_BYTES;
 use eyeflow_firmware::eyeflow_mcu::script::Script;
@@ -70,64 +71,87 @@ async fn hardware(script: Script<'static>) {
     actors::hardware::serve(scripted::Scripted::new(script)).await
 }
 
-/// Runs the inputs' program; `false` if nothing could run (no inputs, no output).
-async fn run(spawner: Spawner) -> bool {
-    let Some(inputs) = inputs::read() else {
-        heprintln!("no inputs in the input area (see scripts/firmware.sh)");
-        return false;
-    };
-    let Some(p) = cortex_m::Peripherals::take() else {
-        return false;
-    };
-    time::start(p.SYST, inputs.cpu_hz);
-    let mut out = Out {
-        line: heapless::String::new(),
-        host: hio::hstdout().ok(),
-    };
-    if out.host.is_none() {
-        return false;
-    }
-    let hz = inputs.cpu_hz;
-    let started = time::cycles(hz);
-    let loaded = if inputs.program_len > MAX_PROGRAM_BYTES {
-        Err(Refusal::Capacity)
-    } else {
-        // Timed alone for the figures; the load verifies again.
-        let verified = verify::check(inputs.program, KEYRING).is_ok();
-        let checked = time::cycles(hz);
-        heprintln!("cycles verify={} ok={}", checked - started, verified);
-        Program::load(inputs.program, KEYRING, CAPABILITIES)
-    };
-    let program = match loaded {
-        Ok(program) => PROGRAM.init(program),
-        Err(reason) => return trace::write_refused(&mut out, reason).is_ok(),
-    };
-    let script = match Script::parse(inputs.script) {
-        Ok(script) => SCRIPT.init(script),
-        Err(_) => return trace::write_refused(&mut out, Refusal::Malformed).is_ok(),
-    };
-    if conductor::spawn_actors(spawner).is_err() {
-        return false;
-    }
-    match hardware(*script) {
-        Ok(token) => spawner.spawn(token),
-        Err(_) => return false,
-    }
+/// The execution, as the executor's first task; exits QEMU when its trace is written.
+#[embassy_executor::task]
+async fn execution(
+    program: &'static Program,
+    script: &'static Script<'static>,
+    mut out: Out,
+    hz: u32,
+) {
     let started = time::cycles(hz);
     conductor::run(program, script, &mut out).await;
     heprintln!("cycles run={}", time::cycles(hz) - started);
-    true
+    finish(true);
 }
 
-#[embassy_executor::main]
-async fn main(spawner: Spawner) {
-    let written = run(spawner).await;
+/// Reports the stack high-water and exits QEMU: 0 once the trace (or refusal) is written.
+fn finish(written: bool) -> ! {
     heprintln!("stack={}", stack::high_water());
     debug::exit(if written {
         debug::EXIT_SUCCESS
     } else {
         debug::EXIT_FAILURE
     });
+    loop {
+        cortex_m::asm::wfe();
+    }
+}
+
+static EXECUTOR: StaticCell<Executor> = StaticCell::new();
+
+/// Loads the program before the executor starts (the signature check is the deepest
+/// stack of a run: it runs here, on a stack nothing else uses yet), then runs it.
+#[entry]
+fn main() -> ! {
+    let Some(inputs) = inputs::read() else {
+        heprintln!("no inputs in the input area (see scripts/firmware.sh)");
+        finish(false)
+    };
+    let Some(p) = cortex_m::Peripherals::take() else {
+        finish(false)
+    };
+    let hz = inputs.cpu_hz;
+    time::start(p.SYST, hz);
+    let mut out = Out {
+        line: heapless::String::new(),
+        host: hio::hstdout().ok(),
+    };
+    if out.host.is_none() {
+        finish(false)
+    }
+    let started = time::cycles(hz);
+    let program = PROGRAM.init(Program::new());
+    let loaded = if inputs.program_len > MAX_PROGRAM_BYTES {
+        Err(Refusal::Capacity)
+    } else {
+        // Timed alone for the figures; the load verifies again.
+        let verified = verify::check(inputs.program, KEYRING).is_ok();
+        heprintln!(
+            "cycles verify={} ok={}",
+            time::cycles(hz) - started,
+            verified
+        );
+        program.load(inputs.program, KEYRING, CAPABILITIES)
+    };
+    if let Err(reason) = loaded {
+        finish(trace::write_refused(&mut out, reason).is_ok())
+    }
+    let program: &'static Program = program;
+    let script: &'static Script<'static> = match Script::parse(inputs.script) {
+        Ok(script) => SCRIPT.init(script),
+        Err(_) => finish(trace::write_refused(&mut out, Refusal::Malformed).is_ok()),
+    };
+    EXECUTOR.init(Executor::new()).run(|spawner| {
+        let spawned = conductor::spawn_actors(spawner).and_then(|()| {
+            spawner.spawn(hardware(*script)?);
+            spawner.spawn(execution(program, script, out, hz)?);
+            Ok(())
+        });
+        if spawned.is_err() {
+            finish(false)
+        }
+    })
 }
 
 #[panic_handler]

@@ -9,12 +9,12 @@
 use core::fmt::{self, Write};
 
 use embassy_executor::Spawner;
+use embassy_stm32::Peri;
 use embassy_stm32::adc::{Adc, SampleTime};
 use embassy_stm32::gpio::{Input, Level, Output, Pull, Speed};
 use embassy_stm32::mode::Blocking;
 use embassy_stm32::peripherals::{ADC1, PA0};
 use embassy_stm32::usart::{self, UartTx};
-use embassy_stm32::Peri;
 use eyeflow_firmware::capability::Capability;
 use eyeflow_firmware::eyeflow_mcu::Value;
 use eyeflow_firmware::eyeflow_mcu::trace::{self, ErrorClass};
@@ -27,8 +27,14 @@ use eyeflow_firmware::{actors, conductor};
 use static_cell::StaticCell;
 
 const CAPABILITIES: &[Capability] = &[
-    Capability { id: "gpio", version: (1, 0, 0) },
-    Capability { id: "adc", version: (1, 0, 0) },
+    Capability {
+        id: "gpio",
+        version: (1, 0, 0),
+    },
+    Capability {
+        id: "adc",
+        version: (1, 0, 0),
+    },
 ];
 
 static PROGRAM_FILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/program.ir"));
@@ -54,7 +60,9 @@ impl Hardware for Board {
             },
             ("gpio", "read") => Ok(Owned::Bool(self.button.is_high())),
             ("adc", "read") => {
-                let raw = self.adc.blocking_read(&mut self.sensor, SampleTime::CYCLES144);
+                let raw = self
+                    .adc
+                    .blocking_read(&mut self.sensor, SampleTime::CYCLES144);
                 Ok(Owned::Num(f64::from(raw)))
             }
             _ => Err(ErrorClass::Unavailable),
@@ -93,13 +101,12 @@ async fn main(spawner: Spawner) {
         return;
     };
     let mut out = Serial(tx);
-    let program = match Program::load(PROGRAM_FILE, KEYRING, CAPABILITIES) {
-        Ok(program) => PROGRAM.init(program),
-        Err(reason) => {
-            let _ = trace::write_refused(&mut out, reason);
-            return;
-        }
-    };
+    let program = PROGRAM.init(Program::new());
+    if let Err(reason) = program.load(PROGRAM_FILE, KEYRING, CAPABILITIES) {
+        let _ = trace::write_refused(&mut out, reason);
+        return;
+    }
+    let program: &'static Program = program;
     let board = Board {
         valve: Output::new(p.PA5, Level::Low, Speed::Low),
         button: Input::new(p.PC13, Pull::None),
