@@ -1,7 +1,7 @@
 //! The eyeflow firmware for an STM32F405 board: embassy-stm32 for the clocks, the time
-//! driver and the peripherals. Capabilities: `gpio` (action `write` with a boolean
-//! param `value` drives PA5; action `read` reads PC13) and `adc` (action `read` samples
-//! PA0 on ADC1, raw 12-bit). The program is embedded at build time (`EYEFLOW_PROGRAM`,
+//! driver and the peripherals, behind [`Devices`]: `gpio` pin 0 = PA5 (output), pin 1 =
+//! PC13 (input); `adc` channel 0 = PA0 on ADC1 (raw 12-bit); no I²C, SPI or UART
+//! capability yet. The program is embedded at build time (`EYEFLOW_PROGRAM`,
 //! build.rs); the trace goes out on USART2 TX (PA2, 115200 8N1).
 #![no_std]
 #![no_main]
@@ -18,8 +18,7 @@ use embassy_stm32::usart::{self, UartTx};
 use eyeflow_firmware::capability::Capability;
 use eyeflow_firmware::eyeflow_mcu::Value;
 use eyeflow_firmware::eyeflow_mcu::trace::{self, ErrorClass};
-use eyeflow_firmware::hardware::{Call, Hardware};
-use eyeflow_firmware::owned::Owned;
+use eyeflow_firmware::hardware::{Absent, Devices, Gpio};
 use eyeflow_firmware::program::Program;
 use eyeflow_firmware::state::Event;
 use eyeflow_firmware::verify::KEYRING;
@@ -40,35 +39,51 @@ const CAPABILITIES: &[Capability] = &[
 static PROGRAM_FILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/program.ir"));
 static PROGRAM: StaticCell<Program> = StaticCell::new();
 
-/// The board's peripherals behind its capabilities.
-struct Board {
+/// The board's pins: `gpio` pin 0 is PA5 (an output: the valve), pin 1 is PC13 (an
+/// input: the button).
+struct Pins {
     valve: Output<'static>,
     button: Input<'static>,
+}
+
+impl Gpio for Pins {
+    fn write(&mut self, pin: u8, high: bool) -> Result<(), ErrorClass> {
+        match pin {
+            0 => {
+                self.valve.set_level(Level::from(high));
+                Ok(())
+            }
+            _ => Err(ErrorClass::InvalidInput),
+        }
+    }
+
+    fn read(&mut self, pin: u8) -> Result<bool, ErrorClass> {
+        match pin {
+            0 => Ok(self.valve.is_set_high()),
+            1 => Ok(self.button.is_high()),
+            _ => Err(ErrorClass::InvalidInput),
+        }
+    }
+}
+
+/// ADC1; `adc` channel 0 is PA0.
+struct Analog {
     adc: Adc<'static, ADC1>,
     sensor: Peri<'static, PA0>,
 }
 
-impl Hardware for Board {
-    async fn call(&mut self, call: &Call<'_>) -> Result<Owned, ErrorClass> {
-        match (call.capability, call.action) {
-            ("gpio", "write") => match call.param("value") {
-                Some(Value::Bool(on)) => {
-                    self.valve.set_level(Level::from(on));
-                    Ok(Owned::Bool(on))
-                }
-                _ => Err(ErrorClass::InvalidInput),
-            },
-            ("gpio", "read") => Ok(Owned::Bool(self.button.is_high())),
-            ("adc", "read") => {
-                let raw = self
-                    .adc
-                    .blocking_read(&mut self.sensor, SampleTime::CYCLES144);
-                Ok(Owned::Num(f64::from(raw)))
-            }
-            _ => Err(ErrorClass::Unavailable),
+impl eyeflow_firmware::hardware::Adc for Analog {
+    async fn read(&mut self, channel: u8) -> Result<u16, ErrorClass> {
+        match channel {
+            0 => Ok(self
+                .adc
+                .blocking_read(&mut self.sensor, SampleTime::CYCLES144)),
+            _ => Err(ErrorClass::InvalidInput),
         }
     }
 }
+
+type Board = Devices<Pins, Analog, Absent, Absent, Absent>;
 
 /// No event source yet (the serial gateway brings them): every field is missing.
 struct NoEvent;
@@ -108,10 +123,17 @@ async fn main(spawner: Spawner) {
     }
     let program: &'static Program = program;
     let board = Board {
-        valve: Output::new(p.PA5, Level::Low, Speed::Low),
-        button: Input::new(p.PC13, Pull::None),
-        adc: Adc::new(p.ADC1),
-        sensor: p.PA0,
+        gpio: Pins {
+            valve: Output::new(p.PA5, Level::Low, Speed::Low),
+            button: Input::new(p.PC13, Pull::None),
+        },
+        adc: Analog {
+            adc: Adc::new(p.ADC1),
+            sensor: p.PA0,
+        },
+        i2c: Absent,
+        spi: Absent,
+        uart: Absent,
     };
     if conductor::spawn_actors(spawner).is_err() {
         return;
