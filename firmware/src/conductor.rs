@@ -199,9 +199,13 @@ impl<W: Write> Walk<'_, W> {
                 for m in self.program.members(body) {
                     state::bind(m, None);
                 }
-                let value = Owned::Num(f64::from(round));
-                self.line(index, 1, Outcome::Ok, &value);
-                self.settle(index, Resolved::Done(value))
+                // The trace shows the round count; later expressions see a list, as on
+                // the server (which they cannot read).
+                let rounds = Owned::Num(f64::from(round));
+                self.line(index, 1, Outcome::Ok, &rounds);
+                self.settle(index, Resolved::Done(rounds))?;
+                state::bind_list(index);
+                Ok(())
             }
             Err(class) => {
                 loops.pop();

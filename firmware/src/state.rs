@@ -31,6 +31,9 @@ pub(crate) struct State {
     program: Option<&'static Program>,
     event: Option<&'static dyn Event>,
     outputs: [Option<Owned>; MAX_INSTRUCTIONS],
+    /// Results that are lists on the server (a LOOP's per-round objects): an expression
+    /// cannot read them (`NotScalar`), though the trace shows their round count.
+    lists: u32,
     l1: Vec<(&'static str, Owned), MAX_L1_KEYS>,
 }
 
@@ -39,6 +42,7 @@ pub(crate) static STATE: Mutex<CriticalSectionRawMutex, RefCell<State>> =
         program: None,
         event: None,
         outputs: [const { None }; MAX_INSTRUCTIONS],
+        lists: 0,
         l1: Vec::new(),
     }));
 
@@ -49,6 +53,7 @@ pub(crate) fn begin(program: &'static Program, event: &'static dyn Event) {
         s.program = Some(program);
         s.event = Some(event);
         s.outputs = [const { None }; MAX_INSTRUCTIONS];
+        s.lists = 0;
         s.l1.clear();
     });
 }
@@ -56,10 +61,18 @@ pub(crate) fn begin(program: &'static Program, event: &'static dyn Event) {
 /// Makes instruction `index`'s result visible (`None`: no longer visible).
 pub(crate) fn bind(index: usize, value: Option<Owned>) {
     STATE.lock(|s| {
-        if let Some(slot) = s.borrow_mut().outputs.get_mut(index) {
+        let mut s = s.borrow_mut();
+        s.lists &= !(1 << index);
+        if let Some(slot) = s.outputs.get_mut(index) {
             *slot = value;
         }
     });
+}
+
+/// Makes instruction `index`'s result visible as a list (a LOOP that ran to its end).
+pub(crate) fn bind_list(index: usize) {
+    bind(index, Some(Owned::Null));
+    STATE.lock(|s| s.borrow_mut().lists |= 1 << index);
 }
 
 /// Evaluates `code` against the execution's state; an empty code gives `null`.
@@ -116,12 +129,16 @@ impl Env for State {
             .nodes
             .iter()
             .zip(&self.outputs)
-            .find_map(|(node, out)| out.as_ref().filter(|_| node.output == head));
+            .enumerate()
+            .find_map(|(i, (node, out))| {
+                out.as_ref().filter(|_| node.output == head).map(|v| (i, v))
+            });
         match (bound, rest) {
             (None, _) => Err(Error::MissingField),
+            (Some((i, _)), _) if self.lists & (1 << i) != 0 => Err(Error::NotScalar),
             // A scalar has no fields.
             (Some(_), Some(_)) => Err(Error::MissingField),
-            (Some(value), None) => Ok(value.get()),
+            (Some((_, value)), None) => Ok(value.get()),
         }
     }
 }
