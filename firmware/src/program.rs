@@ -46,6 +46,8 @@ pub struct Node {
     pub output: &'static str,
     /// Its opcode's `.proto` number.
     pub opcode: i32,
+    /// Its `sequence_number` (the region order is by sequence, then id).
+    sequence: i32,
     /// Instructions that must resolve before it.
     pub deps: Set,
     /// BRANCHes that name it as an arm.
@@ -327,6 +329,7 @@ impl Program {
             id: id_text,
             output: if output.is_empty() { id_text } else { output },
             opcode: opcode.0,
+            sequence: ins.sequence_number,
             deps: 0,
             parents: 0,
             arms: (None, None),
@@ -412,15 +415,20 @@ impl Program {
             (1 << count) - 1
         };
         self.top = all & !nested;
-        let mut order: Vec<u8, MAX_INSTRUCTIONS> = (0..count as u8).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let key = |i: u8| {
-                let raw = self.nodes[usize::from(i)].raw;
-                let seq = decode_instruction(raw).map_or(0, |ins| ins.sequence_number);
-                (seq, self.nodes[usize::from(i)].id)
-            };
-            key(a).cmp(&key(b))
-        });
+        // Insertion sort: at most 32 entries, and far less code than the slice sorts.
+        let key = |i: u8| {
+            let node = &self.nodes[usize::from(i)];
+            (node.sequence, node.id)
+        };
+        let mut order: Vec<u8, MAX_INSTRUCTIONS> = Vec::new();
+        for i in 0..count as u8 {
+            let at = order
+                .iter()
+                .position(|&o| key(i) < key(o))
+                .unwrap_or(order.len());
+            // Within capacity: `count` is at most MAX_INSTRUCTIONS.
+            let _ = order.insert(at, i);
+        }
         self.order = order;
         self.check_region(self.top)?;
         if !self.members(self.top).any(|m| self.is_entry(m)) {
