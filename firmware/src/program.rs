@@ -6,11 +6,12 @@
 //! branch arms, loop bodies, compensation) as small indices and borrows everything else
 //! from the verified file; [`Program::detail`] decodes one instruction when it runs.
 
+use eyeflow_mcu::code;
 use eyeflow_mcu::limits::{
-    MAX_ID, MAX_INSTRUCTIONS, MAX_L1_KEYS, MAX_LOOP_ITERATIONS, MAX_PARAMS, MAX_PROGRAM_BYTES,
+    MAX_CODE_LEN, MAX_ID, MAX_INSTRUCTIONS, MAX_L1_KEYS, MAX_LOOP_ITERATIONS, MAX_PARAMS,
+    MAX_PROGRAM_BYTES,
 };
 use eyeflow_mcu::trace::Refusal;
-use eyeflow_mcu::{Error as CodeError, code};
 use heapless::Vec;
 use micropb::{DecodeError, MessageDecode};
 
@@ -114,9 +115,15 @@ const MEMORY: u32 = 17;
 const COMPENSATION: u32 = 21;
 const OUTPUT_VAR: u32 = 24;
 const MCU: u32 = 27;
-/// Fields the MCU profile leaves out: resource key, time window, postcondition, HTTP
-/// call, emitted event.
-const NOT_MCU_FIELDS: [u32; 5] = [18, 19, 20, 25, 26];
+const BRANCH_CONDITION: u32 = 12;
+const EXPRESSION: u32 = 22;
+const PARAMS: u32 = 23;
+/// Fields the MCU profile leaves out: resource key, time window, postcondition.
+const NOT_MCU_FIELDS: [u32; 3] = [18, 19, 20];
+// Field numbers of LlmIRProgram.
+const INSTRUCTIONS: u32 = 8;
+const REQUIREMENTS: u32 = 11;
+const TRIGGERS: u32 = 12;
 
 fn refuse_decode(e: DecodeError<core::convert::Infallible>) -> Refusal {
     match e {
@@ -140,16 +147,109 @@ fn id(text: &'static [u8]) -> Result<&'static str, Refusal> {
     Ok(text)
 }
 
-fn check_code(code: &[u8]) -> Result<(), Refusal> {
-    if code.is_empty() {
+/// Whether `message` has field `number`.
+fn has(message: &[u8], number: u32) -> bool {
+    wire::fields(message)
+        .filter_map(Result::ok)
+        .any(|f| f.number == number)
+}
+
+/// A FALLBACK_VALUE or LOAD default: empty, or a scalar JSON literal a device holds.
+fn scalar(json: &str) -> Result<(), Refusal> {
+    if json.is_empty() {
         return Ok(());
     }
-    code::validate(code).map_err(|e| match e {
-        CodeError::TooLong { .. } | CodeError::BadString { .. } | CodeError::BadPath { .. } => {
-            Refusal::Capacity
-        }
-        _ => Refusal::Malformed,
+    parse_json(json).map(|_| ()).map_err(|e| match e {
+        JsonError::Malformed => Refusal::Malformed,
+        JsonError::NotScalar => Refusal::NotMcu,
+        JsonError::TooLong => Refusal::Capacity,
     })
+}
+
+/// The bytecode: present exactly where its CEL field is, params named as the CEL params
+/// (sorted), and valid (over capacity only when longer than the device takes).
+fn check_codes(raw: &[u8]) -> Result<(), Refusal> {
+    let mcu = wire::bytes(raw, MCU);
+    let cel_params = wire::repeated(raw, PARAMS).map(|entry| wire::bytes(entry, 1));
+    let code_params = wire::repeated(mcu, 3).map(|param| wire::bytes(param, 1));
+    if !cel_params.eq(code_params) {
+        return Err(Refusal::Malformed);
+    }
+    let pairs = [
+        (has(raw, EXPRESSION), wire::bytes(mcu, 1)),
+        (has(raw, BRANCH_CONDITION), wire::bytes(mcu, 2)),
+        (has(wire::bytes(raw, LOOP), 5), wire::bytes(mcu, 4)),
+    ];
+    let params = wire::repeated(raw, PARAMS)
+        .zip(wire::repeated(mcu, 3))
+        .map(|(entry, param)| (has(entry, 2), wire::bytes(param, 2)));
+    for (cel, code) in pairs.into_iter().chain(params) {
+        if cel == code.is_empty() {
+            return Err(Refusal::Malformed);
+        }
+        if !code.is_empty() && code::validate(code).is_err() {
+            return Err(if code.len() > MAX_CODE_LEN {
+                Refusal::Capacity
+            } else {
+                Refusal::Malformed
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What decoding the file checks before its signature is (as the server decodes it
+/// first): framing, each message the device reads, UTF-8 strings. Over-capacity values
+/// are left to the profile's checks, after the signature.
+fn decodes(file: &[u8]) -> Result<(), Refusal> {
+    let decoded = |e: DecodeError<core::convert::Infallible>| match e {
+        DecodeError::Capacity => Ok(()),
+        _ => Err(Refusal::Malformed),
+    };
+    let text = |message: &[u8], numbers: &[u32]| -> Result<(), Refusal> {
+        for field in wire::fields(message) {
+            let field = field?;
+            if numbers.contains(&field.number) && core::str::from_utf8(field.bytes).is_err() {
+                return Err(Refusal::Malformed);
+            }
+        }
+        Ok(())
+    };
+    text(file, &[1, 2, 3, 5, 7, 10])?;
+    LlmIRProgram::default()
+        .decode_from_bytes(file)
+        .or_else(decoded)?;
+    for requirement in wire::repeated(file, REQUIREMENTS) {
+        text(requirement, &[1, 2])?;
+    }
+    for raw in wire::repeated(file, INSTRUCTIONS) {
+        text(
+            raw,
+            &[
+                ID,
+                DEPENDS_ON,
+                BRANCH_TRUE,
+                BRANCH_FALSE,
+                COMPENSATION,
+                OUTPUT_VAR,
+            ],
+        )?;
+        IRInstruction::default()
+            .decode_from_bytes(raw)
+            .or_else(decoded)?;
+        text(wire::bytes(raw, DISPATCH), &[2, 5])?;
+        text(wire::bytes(raw, MEMORY), &[2])?;
+        text(wire::bytes(raw, LOOP), &[2])?;
+        for entry in wire::repeated(raw, PARAMS) {
+            text(entry, &[1, 2])?;
+        }
+        let mcu = wire::bytes(raw, MCU);
+        text(mcu, &[])?;
+        for param in wire::repeated(mcu, 3) {
+            text(param, &[1])?;
+        }
+    }
+    Ok(())
 }
 
 fn decode_instruction(raw: &[u8]) -> Result<IRInstruction, Refusal> {
@@ -201,6 +301,7 @@ impl Program {
         if file.len() > MAX_PROGRAM_BYTES {
             return Err(Refusal::Capacity);
         }
+        decodes(file)?;
         verify::check(file, keyring).map_err(|e| match e {
             SignatureError::Malformed => Refusal::Malformed,
             SignatureError::Bad => Refusal::BadSignature,
@@ -215,43 +316,59 @@ impl Program {
         if header.target != Target::Mcu {
             return Err(Refusal::NotMcu);
         }
-        let default_priority = header
+        if wire::repeated(file, INSTRUCTIONS).count() > MAX_INSTRUCTIONS {
+            return Err(Refusal::Capacity);
+        }
+        for requirement in wire::repeated(file, REQUIREMENTS) {
+            id(wire::bytes(requirement, 1))?;
+        }
+        for trigger in wire::repeated(file, TRIGGERS) {
+            // A trigger's filter or key is CEL, which a device does not run.
+            if !wire::bytes(trigger, 3).is_empty() || !wire::bytes(trigger, 6).is_empty() {
+                return Err(Refusal::NotMcu);
+            }
+        }
+        self.default_priority = header
             .default_priority()
             .map_or(128, |p| clamp_priority(p.priority_level));
-        let program = self;
-        program.default_priority = default_priority;
-        for raw in wire::repeated(file, 8) {
-            let node = program.node(raw)?;
-            program.nodes.push(node).map_err(|_| Refusal::Capacity)?;
+        let mut keys: Vec<&'static [u8], MAX_L1_KEYS> = Vec::new();
+        let mut too_many_keys = false;
+        for raw in wire::repeated(file, INSTRUCTIONS) {
+            let node = self.node(raw)?;
+            self.nodes.push(node).map_err(|_| Refusal::Capacity)?;
+            let key = wire::bytes(wire::bytes(raw, MEMORY), 2);
+            if has(raw, MEMORY) && !keys.contains(&key) {
+                too_many_keys |= keys.push(key).is_err();
+            }
         }
-        program.link(file)?;
-        for requirement in wire::repeated(file, 11) {
+        if too_many_keys {
+            return Err(Refusal::Capacity);
+        }
+        self.link()?;
+        for requirement in wire::repeated(file, REQUIREMENTS) {
             let id = wire::string(requirement, 1)?;
             let version = wire::string(requirement, 2)?;
             if !provided(capabilities, id, version) {
                 return Err(Refusal::Capability);
             }
         }
-        for index in 0..program.nodes.len() {
-            let detail = program.detail(index);
+        for index in 0..self.nodes.len() {
             let hardware = matches!(
-                IROpcode(program.nodes[index].opcode),
+                IROpcode(self.nodes[index].opcode),
                 IROpcode::CallAction | IROpcode::LoadResource
             );
-            if hardware && !provided(capabilities, detail.capability, "") {
+            if hardware && !provided(capabilities, self.detail(index).capability, "") {
                 return Err(Refusal::Capability);
             }
         }
         Ok(())
     }
 
-    /// Checks one instruction against the profile; its node, links not yet resolved.
+    /// Checks one instruction against the profile, in the server's order
+    /// (`eyeflow_ir::mcu`); its node, links not yet resolved.
     fn node(&self, raw: &'static [u8]) -> Result<Node, Refusal> {
-        for field in wire::fields(raw) {
-            if NOT_MCU_FIELDS.contains(&field?.number) {
-                return Err(Refusal::NotMcu);
-            }
-        }
+        let id_text = id(wire::bytes(raw, ID))?;
+        let output = id(wire::bytes(raw, OUTPUT_VAR))?;
         let ins = decode_instruction(raw)?;
         let opcode = ins.opcode;
         match opcode {
@@ -266,64 +383,60 @@ impl Program {
             // LLM_CALL and EMIT_EVENT need the serial gateway, not built yet.
             _ => return Err(Refusal::NotMcu),
         }
-        if ins.is_parallel {
+        if ins.is_parallel || NOT_MCU_FIELDS.iter().any(|&f| has(raw, f)) {
             return Err(Refusal::NotMcu);
         }
-        if let Some(fallback) = ins.fallback() {
-            match fallback.strategy {
-                FallbackStrategy::FallbackModel => return Err(Refusal::NotMcu),
-                FallbackStrategy::FallbackValue => {
-                    parse_json(&fallback.value_json).map_err(json_refusal)?;
-                }
-                _ => {}
+        if has(raw, DISPATCH) {
+            let dispatch = wire::bytes(raw, DISPATCH);
+            // Human validation, vault secrets, JSON schemas.
+            if [3, 4, 14, 15].into_iter().any(|f| has(dispatch, f)) {
+                return Err(Refusal::NotMcu);
+            }
+            id(wire::bytes(dispatch, 5))?;
+            id(wire::bytes(dispatch, 2))?;
+        }
+        if let Some(config) = ins.r#loop() {
+            let raw_loop = wire::bytes(raw, LOOP);
+            // No lists to iterate; a `while` condition is required.
+            if has(raw_loop, 3) || !has(raw_loop, 5) {
+                return Err(Refusal::NotMcu);
+            }
+            if config.max_iterations > MAX_LOOP_ITERATIONS {
+                return Err(Refusal::Capacity);
             }
         }
-        let mcu = wire::bytes(raw, MCU);
-        for field in wire::fields(mcu) {
-            let field = field?;
-            match field.number {
-                1 | 2 | 4 => check_code(field.bytes)?,
-                3 => {
-                    id(wire::bytes(field.bytes, 1))?;
-                    check_code(wire::bytes(field.bytes, 2))?;
-                }
-                _ => return Err(Refusal::Malformed),
-            }
-        }
-        if wire::repeated(mcu, 3).count() > MAX_PARAMS {
-            return Err(Refusal::Capacity);
-        }
-        let dispatch = wire::bytes(raw, DISPATCH);
-        id(wire::bytes(dispatch, 2))?;
-        id(wire::bytes(dispatch, 5))?;
-        if matches!(opcode, IROpcode::Store | IROpcode::Load) {
-            let memory = ins.memory().ok_or(Refusal::Malformed)?;
+        if let Some(memory) = ins.memory() {
             if memory.scope != MemoryScope::Execution {
                 return Err(Refusal::NotMcu);
             }
             id(wire::bytes(wire::bytes(raw, MEMORY), 2))?;
-            if opcode == IROpcode::Load && !memory.default_json.is_empty() {
-                parse_json(&memory.default_json).map_err(json_refusal)?;
-            }
+            scalar(&memory.default_json)?;
         }
-        if opcode == IROpcode::Loop {
-            let config = wire::bytes(raw, LOOP);
-            if !wire::bytes(config, 3).is_empty() {
-                return Err(Refusal::NotMcu);
-            }
-            let max = ins.r#loop().map_or(0, |l| l.max_iterations);
-            if max == 0 {
-                return Err(Refusal::Malformed);
-            }
-            if max > MAX_LOOP_ITERATIONS {
-                return Err(Refusal::Capacity);
-            }
+        let strategies = [
+            ins.fallback().map(|f| f.strategy),
+            ins.timeout().map(|t| t.on_timeout),
+        ];
+        if strategies.contains(&Some(FallbackStrategy::FallbackModel)) {
+            return Err(Refusal::NotMcu);
         }
-        let id_text = id(wire::bytes(raw, ID))?;
-        if id_text.is_empty() {
+        if let Some(fallback) = ins.fallback() {
+            scalar(&fallback.value_json)?;
+        }
+        if wire::repeated(raw, PARAMS).count() > MAX_PARAMS {
+            return Err(Refusal::Capacity);
+        }
+        for entry in wire::repeated(raw, PARAMS) {
+            id(wire::bytes(entry, 1))?;
+        }
+        check_codes(raw)?;
+        if opcode == IROpcode::Loop && ins.r#loop().map_or(0, |l| l.max_iterations) == 0 {
             return Err(Refusal::Malformed);
         }
-        let output = id(wire::bytes(raw, OUTPUT_VAR))?;
+        if id_text.is_empty()
+            || (matches!(opcode, IROpcode::Store | IROpcode::Load) && ins.memory().is_none())
+        {
+            return Err(Refusal::Malformed);
+        }
         Ok(Node {
             raw,
             id: id_text,
@@ -348,9 +461,8 @@ impl Program {
     }
 
     /// Resolves the references between instructions and checks the flow.
-    fn link(&mut self, _file: &[u8]) -> Result<(), Refusal> {
+    fn link(&mut self) -> Result<(), Refusal> {
         let count = self.nodes.len();
-        let mut keys: Vec<&'static [u8], MAX_L1_KEYS> = Vec::new();
         for i in 0..count {
             if self.nodes[..i].iter().any(|n| n.id == self.nodes[i].id) {
                 return Err(Refusal::Malformed);
@@ -382,15 +494,6 @@ impl Program {
                     return Err(Refusal::NotMcu);
                 }
                 compensation.push(step).map_err(|_| Refusal::Capacity)?;
-            }
-            if matches!(
-                IROpcode(self.nodes[i].opcode),
-                IROpcode::Store | IROpcode::Load
-            ) {
-                let key = wire::bytes(wire::bytes(raw, MEMORY), 2);
-                if !keys.contains(&key) {
-                    keys.push(key).map_err(|_| Refusal::Capacity)?;
-                }
             }
             let node = &mut self.nodes[i];
             node.deps = deps;
@@ -530,12 +633,4 @@ impl Program {
 
 fn clamp_priority(level: i32) -> u8 {
     u8::try_from(level.clamp(0, 255)).unwrap_or(u8::MAX)
-}
-
-fn json_refusal(e: JsonError) -> Refusal {
-    match e {
-        JsonError::Malformed => Refusal::Malformed,
-        JsonError::NotScalar => Refusal::NotMcu,
-        JsonError::TooLong => Refusal::Capacity,
-    }
 }

@@ -26,6 +26,25 @@ impl Event for eyeflow_mcu::script::Script<'static> {
     }
 }
 
+/// Whether `script` describes a world the server runs too: no event field inside another
+/// field's value (`a` and `a.b`), every number finite. A script that is not is refused
+/// `malformed`, as the server refuses it.
+pub fn script_is_sound(script: &eyeflow_mcu::script::Script<'_>) -> bool {
+    let finite = |v: &Value<'_>| !matches!(v, Value::Num(n) if !n.is_finite());
+    let nested = script.fields().any(|(outer, _)| {
+        script.fields().any(|(inner, _)| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+    });
+    !nested
+        && script.fields().all(|(_, v)| finite(&v))
+        && script
+            .answers()
+            .all(|a| a.result.as_ref().map_or(true, finite))
+}
+
 /// The execution's state.
 pub(crate) struct State {
     program: Option<&'static Program>,

@@ -1,15 +1,19 @@
 //! Loading programs signed by the server's own code (eyeflow-ir): what the device accepts,
-//! and the refusal reason of each kind of bad program.
+//! the refusal reason of each kind of bad program, and the scripts it refuses.
 #![allow(missing_docs)]
 
 use ed25519_dalek::{Signer, SigningKey};
 use eyeflow_firmware::capability::Capability;
+use eyeflow_firmware::eyeflow_mcu::Value;
 use eyeflow_firmware::eyeflow_mcu::code::{Binary, Builder};
+use eyeflow_firmware::eyeflow_mcu::script::{Answer, Script, encode};
 use eyeflow_firmware::eyeflow_mcu::trace::Refusal;
 use eyeflow_firmware::program::Program;
+use eyeflow_firmware::state;
 use eyeflow_firmware::verify::KEYRING;
 use eyeflow_ir::pb::{
-    CapabilityRequirement, DispatchMetadata, IrInstruction, IrOpcode, LlmIrProgram, McuCode, Target,
+    CapabilityRequirement, DispatchMetadata, EventTrigger, FallbackStrategy, IrInstruction,
+    IrOpcode, LlmIrProgram, McuCode, MemoryAccess, MemoryScope, Target, TimeoutConfig,
 };
 use prost::Message;
 
@@ -28,6 +32,7 @@ fn program() -> LlmIrProgram {
     let eval = IrInstruction {
         instruction_id: "level".into(),
         opcode: IrOpcode::Eval as i32,
+        expression: "event.level * 2.0".into(),
         mcu: Some(McuCode {
             expression: code(|b| {
                 b.get("event.level").expect("path");
@@ -156,4 +161,62 @@ fn bad_programs_are_refused_with_their_reason() {
         with(|p| p.instructions[1].depends_on = vec!["nowhere".into()]),
         Err(Refusal::Malformed)
     );
+    // Bytecode without its CEL field (or the reverse) is not what the compiler writes.
+    assert_eq!(
+        with(|p| p.instructions[0].expression.clear()),
+        Err(Refusal::Malformed)
+    );
+    assert_eq!(
+        with(|p| p.instructions[0].timeout = Some(TimeoutConfig {
+            execution_timeout_ms: 10,
+            on_timeout: FallbackStrategy::FallbackModel as i32,
+        })),
+        Err(Refusal::NotMcu)
+    );
+    assert_eq!(
+        with(|p| p.triggers = vec![EventTrigger {
+            filter: "event.level > 1".into(),
+            ..Default::default()
+        }]),
+        Err(Refusal::NotMcu)
+    );
+    assert_eq!(
+        with(|p| {
+            for n in 0..9 {
+                p.instructions.push(IrInstruction {
+                    instruction_id: format!("load{n}"),
+                    opcode: IrOpcode::Load as i32,
+                    depends_on: vec!["open".into()],
+                    memory: Some(MemoryAccess {
+                        scope: MemoryScope::Execution as i32,
+                        key: format!("k{n}"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }),
+        Err(Refusal::Capacity)
+    );
+}
+
+#[test]
+fn scripts_the_server_refuses_are_not_sound() {
+    let answer = |value| Answer {
+        capability: "valve",
+        action: "open",
+        delay_ms: 0,
+        result: Ok(value),
+    };
+    let sound = |fields: &[(&str, Value<'_>)], answers: &[Answer<'_>]| {
+        let bytes = encode(fields, answers).expect("encodes");
+        state::script_is_sound(&Script::parse(&bytes).expect("parses"))
+    };
+    assert!(sound(
+        &[("a.b", Value::Num(1.0)), ("a.c", Value::Null)],
+        &[answer(Value::Bool(true))]
+    ));
+    assert!(!sound(&[("a", Value::Num(1.0)), ("a.b", Value::Null)], &[]));
+    assert!(!sound(&[("a", Value::Num(f64::NAN))], &[]));
+    assert!(!sound(&[], &[answer(Value::Num(f64::INFINITY))]));
 }

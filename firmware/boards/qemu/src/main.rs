@@ -22,7 +22,7 @@ use eyeflow_firmware::eyeflow_mcu::script::Script;
 use eyeflow_firmware::eyeflow_mcu::trace::{self, Refusal};
 use eyeflow_firmware::program::Program;
 use eyeflow_firmware::verify::{self, KEYRING};
-use eyeflow_firmware::{actors, conductor};
+use eyeflow_firmware::{actors, conductor, state};
 use static_cell::StaticCell;
 
 /// What the simulated board provides: every device its script answers for (the
@@ -120,6 +120,12 @@ fn main() -> ! {
     if out.host.is_none() {
         finish(false)
     }
+    // As the server: the script first, then the program, then the world the script
+    // describes.
+    let script: &'static Script<'static> = match Script::parse(inputs.script) {
+        Ok(script) => SCRIPT.init(script),
+        Err(_) => finish(trace::write_refused(&mut out, Refusal::Malformed).is_ok()),
+    };
     let started = time::cycles(hz);
     let program = PROGRAM.init(Program::new());
     let loaded = if inputs.program_len > MAX_PROGRAM_BYTES {
@@ -134,14 +140,15 @@ fn main() -> ! {
         );
         program.load(inputs.program, KEYRING, CAPABILITIES)
     };
-    if let Err(reason) = loaded {
+    let refused = match loaded {
+        Err(reason) => Some(reason),
+        Ok(()) if !state::script_is_sound(script) => Some(Refusal::Malformed),
+        Ok(()) => None,
+    };
+    if let Some(reason) = refused {
         finish(trace::write_refused(&mut out, reason).is_ok())
     }
     let program: &'static Program = program;
-    let script: &'static Script<'static> = match Script::parse(inputs.script) {
-        Ok(script) => SCRIPT.init(script),
-        Err(_) => finish(trace::write_refused(&mut out, Refusal::Malformed).is_ok()),
-    };
     EXECUTOR.init(Executor::new()).run(|spawner| {
         let spawned = conductor::spawn_actors(spawner).and_then(|()| {
             spawner.spawn(hardware(*script)?);
