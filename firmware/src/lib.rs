@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+mod canonical;
 pub mod capability;
 pub mod conductor;
 pub mod hardware;

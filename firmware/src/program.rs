@@ -198,60 +198,6 @@ fn check_codes(raw: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// What decoding the file checks before its signature is (as the server decodes it
-/// first): framing, each message the device reads, UTF-8 strings. Over-capacity values
-/// are left to the profile's checks, after the signature.
-fn decodes(file: &[u8]) -> Result<(), Refusal> {
-    let decoded = |e: DecodeError<core::convert::Infallible>| match e {
-        DecodeError::Capacity => Ok(()),
-        _ => Err(Refusal::Malformed),
-    };
-    let text = |message: &[u8], numbers: &[u32]| -> Result<(), Refusal> {
-        for field in wire::fields(message) {
-            let field = field?;
-            if numbers.contains(&field.number) && core::str::from_utf8(field.bytes).is_err() {
-                return Err(Refusal::Malformed);
-            }
-        }
-        Ok(())
-    };
-    text(file, &[1, 2, 3, 5, 7, 10])?;
-    LlmIRProgram::default()
-        .decode_from_bytes(file)
-        .or_else(decoded)?;
-    for requirement in wire::repeated(file, REQUIREMENTS) {
-        text(requirement, &[1, 2])?;
-    }
-    for raw in wire::repeated(file, INSTRUCTIONS) {
-        text(
-            raw,
-            &[
-                ID,
-                DEPENDS_ON,
-                BRANCH_TRUE,
-                BRANCH_FALSE,
-                COMPENSATION,
-                OUTPUT_VAR,
-            ],
-        )?;
-        IRInstruction::default()
-            .decode_from_bytes(raw)
-            .or_else(decoded)?;
-        text(wire::bytes(raw, DISPATCH), &[2, 5])?;
-        text(wire::bytes(raw, MEMORY), &[2])?;
-        text(wire::bytes(raw, LOOP), &[2])?;
-        for entry in wire::repeated(raw, PARAMS) {
-            text(entry, &[1, 2])?;
-        }
-        let mcu = wire::bytes(raw, MCU);
-        text(mcu, &[])?;
-        for param in wire::repeated(mcu, 3) {
-            text(param, &[1])?;
-        }
-    }
-    Ok(())
-}
-
 fn decode_instruction(raw: &[u8]) -> Result<IRInstruction, Refusal> {
     let mut ins = IRInstruction::default();
     ins.decode_from_bytes(raw).map_err(refuse_decode)?;
@@ -301,7 +247,7 @@ impl Program {
         if file.len() > MAX_PROGRAM_BYTES {
             return Err(Refusal::Capacity);
         }
-        decodes(file)?;
+        crate::canonical::check(file)?;
         verify::check(file, keyring).map_err(|e| match e {
             SignatureError::Malformed => Refusal::Malformed,
             SignatureError::Bad => Refusal::BadSignature,

@@ -220,3 +220,28 @@ fn scripts_the_server_refuses_are_not_sound() {
     assert!(!sound(&[("a", Value::Num(f64::NAN))], &[]));
     assert!(!sound(&[], &[answer(Value::Num(f64::INFINITY))]));
 }
+
+#[test]
+fn only_the_canonical_encoding_loads() {
+    let good = signed(program(), 7, "test");
+    assert!(load(good.clone()).is_ok());
+    // An unknown field appended: the server drops it when re-encoding, so refuses it.
+    let mut unknown = good.clone();
+    unknown.extend_from_slice(&[0xf8, 0x01, 0x01]);
+    assert_eq!(load(unknown).map(|_| ()), Err(Refusal::Malformed));
+    // An explicit default (target = 0 written out) and a field out of order.
+    let mut p = program();
+    p.target = Target::Server as i32;
+    let mut explicit = signed(p, 7, "test");
+    explicit.extend_from_slice(&[0x80, 0x01, 0x00]);
+    assert_eq!(load(explicit).map(|_| ()), Err(Refusal::Malformed));
+    let mut reordered = good.clone();
+    reordered.extend_from_slice(&[0x0a, 0x01, b'x']);
+    assert_eq!(load(reordered).map(|_| ()), Err(Refusal::Malformed));
+    // A non-minimal length prefix.
+    let at = good.iter().position(|&b| b == 0x0a).expect("program_id");
+    let mut padded = good[..at + 1].to_vec();
+    padded.extend_from_slice(&[good[at + 1] | 0x80, 0x00]);
+    padded.extend_from_slice(&good[at + 2..]);
+    assert_eq!(load(padded).map(|_| ()), Err(Refusal::Malformed));
+}
