@@ -31,6 +31,8 @@ fn main() {
         &mut g,
         &[
             "LlmIRProgram.program_id",
+            "LlmIRProgram.compiled_at",
+            "LlmIRProgram.ir_version",
             "LlmIRProgram.name",
             "LlmIRProgram.version",
             "LlmIRProgram.compiled_by",
@@ -77,7 +79,6 @@ fn main() {
         ".eyeflow.ir.v1",
         Config::new().max_len(12).max_bytes(JSON_BYTES),
     );
-    g.configure(".eyeflow.ir.v1.LlmIRProgram.ir_version", Config::new().max_bytes(8));
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     g.add_protoc_arg("--proto_path=../proto/proto");
     g.compile_protos(&[PROTO], out.join("llm_ir.rs"))

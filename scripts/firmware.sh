@@ -254,7 +254,7 @@ icount)
   echo "execution_instructions_per_10=$((run * 1000000000 / hz * 10 / (steps > 0 ? steps : 1))) (vector $(basename "$dir"), $steps steps)"
   ;;
 *)
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac
