@@ -511,7 +511,12 @@ mod tests {
         );
         let mut program = mcu_program();
         program.instructions[0].opcode = IrOpcode::LlmCall as i32;
-        assert!(check(&program).unwrap_err().reason.contains("serial gateway"));
+        assert!(
+            check(&program)
+                .unwrap_err()
+                .reason
+                .contains("serial gateway")
+        );
         let mut program = mcu_program();
         program.instructions[0].resource_key = "valve-1".into();
         assert_eq!(violation(&program).field, "resource_key");

@@ -135,9 +135,7 @@ fn scalar(value: &Value) -> Option<Mcu<'_>> {
 
 /// The error class journaled as `name`.
 fn error_class(path: &str, name: &str) -> Result<ErrorClass, Error> {
-    (1..=32)
-        .filter_map(ErrorClass::from_number)
-        .find(|c| c.name() == name)
+    ErrorClass::from_name(name)
         .ok_or_else(|| trace_error(path, &format!("failed with the unknown class `{name}`")))
 }
 
