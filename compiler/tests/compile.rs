@@ -950,6 +950,106 @@ mod mcu {
     }
 
     #[test]
+    fn every_other_field_outside_the_profile() {
+        let chain = |n: usize, each: &dyn Fn(usize) -> String| -> String {
+            (0..n)
+                .map(|i| format!("{}    next: s{}\n", each(i), i + 1))
+                .chain(std::iter::once(format!("  - id: s{n}\n    op: RETURN\n")))
+                .collect()
+        };
+        let cases: Vec<(String, &str, usize)> = vec![
+            (
+                "  - id: a\n    op: EVAL\n    expression: \"1\"\n    next: [b, c]\n  - id: b\n    op: EVAL\n    expression: \"2\"\n  - id: c\n    op: EVAL\n    expression: \"3\"\n".into(),
+                "chain the parallel steps",
+                10,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    postcondition:\n      condition: \"resource.open\"\n      capability: valve\n      deadline_ms: 100\n".into(),
+                "read the value back with LOAD_RESOURCE",
+                11,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    time_window:\n      start: \"06:00\"\n      end: \"22:00\"\n".into(),
+                "a device has no calendar",
+                11,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    requires_human_validation: true\n".into(),
+                "cannot wait for a human decision",
+                10,
+            ),
+            (
+                "  - id: read\n    op: LOAD_RESOURCE\n    capability: valve\n    params:\n      key: \"'k'\"\n    secret: kv/x\n".into(),
+                "a device holds no secrets",
+                11,
+            ),
+            (
+                "  - id: read\n    op: LOAD_RESOURCE\n    capability: valve\n    params:\n      key: \"'k'\"\n    output_schema: '{\"type\": \"number\"}'\n".into(),
+                "JSON schemas are not checked on a device",
+                11,
+            ),
+            (
+                "  - id: spin\n    op: LOOP\n    max_iterations: 3\n    body: [step]\n  - id: step\n    op: EVAL\n    expression: \"1\"\n".into(),
+                "needs a `while` condition",
+                6,
+            ),
+            (
+                "  - id: back\n    op: LOAD\n    scope: execution\n    key: k\n    default: '{\"a\": 1}'\n".into(),
+                "a list or an object",
+                10,
+            ),
+            (
+                format!(
+                    "  - id: done\n    op: RETURN\n    expression: \"event.{}\"\n",
+                    "a".repeat(50)
+                ),
+                "above the device's 48",
+                8,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    params:\n      a: \"1\"\n      b: \"1\"\n      c: \"1\"\n      d: \"1\"\n      e: \"1\"\n".into(),
+                "5 params, above the device's 4",
+                6,
+            ),
+            (
+                chain(9, &|i| {
+                    format!(
+                        "  - id: s{i}\n    op: STORE\n    scope: execution\n    key: k{i}\n    expression: \"1\"\n"
+                    )
+                }),
+                "9 execution-memory keys, above the device's 8",
+                6,
+            ),
+            (
+                chain(30, &|i| {
+                    format!(
+                        "  - id: s{i}\n    op: EVAL\n    comment: {}\n    expression: \"1\"\n",
+                        "c".repeat(300)
+                    )
+                }),
+                "above the device's 8192",
+                1,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: an_action_name_longer_than_the_limit\n".into(),
+                "above the device's 32",
+                9,
+            ),
+        ];
+        for (body, fragment, line) in cases {
+            refused(&body, fragment, line);
+        }
+        let filtered = "id: device\nversion: 1.0.0\ntriggers:\n  - kind: webhook\n    source: s\n    filter: \"event.a > 1\"\ninstructions:\n  - id: done\n    op: RETURN\n";
+        let err = compile_for(filtered, &options("dev.yaml"), Target::Mcu).unwrap_err();
+        assert!(err.to_string().starts_with("dev.yaml:4:"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("filter in the program with a BRANCH"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn capacities() {
         refused(
             "  - id: spin\n    op: LOOP\n    while: \"true\"\n    max_iterations: 65\n    body: [step]\n  - id: step\n    op: EVAL\n    expression: \"1\"\n",
