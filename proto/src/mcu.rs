@@ -63,8 +63,8 @@ impl std::fmt::Display for Violation {
 /// Bytes a signature adds to an unsigned program's encoding (tag, length, 64 bytes).
 const SIGNATURE_BYTES: usize = 66;
 
-/// Checks every rule of the MCU profile on `program`, whatever its `target`; the first
-/// violation found. An unsigned program is measured as if signed (with a key id of the
+/// Checks every rule of the MCU profile on `program` (one whose `target` is not
+/// `TARGET_MCU` is `not_mcu`); returns the first violation found. An unsigned program is measured as if signed (with a key id of the
 /// longest allowed length), so the compiler's check holds for the signed file.
 pub fn check(program: &LlmIrProgram) -> Result<(), Violation> {
     let header = |kind, field: &str, reason: String| Violation {
