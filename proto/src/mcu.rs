@@ -23,17 +23,6 @@ pub enum ViolationKind {
     Malformed,
 }
 
-impl ViolationKind {
-    /// The refusal reason of the canonical trace (`not_mcu`, `capacity`, `malformed`).
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::NotMcu => "not_mcu",
-            Self::Capacity => "capacity",
-            Self::Malformed => "malformed",
-        }
-    }
-}
-
 /// One broken rule of the MCU profile: where (instruction and IR field) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
