@@ -192,7 +192,7 @@ impl eyeflow_mcu::code::Env for Vars {
 }
 
 /// A bytecode result as JSON; a number JSON cannot hold is an error.
-pub(crate) fn scalar_json(value: Mcu<'_>) -> Result<Value, String> {
+fn scalar_json(value: Mcu<'_>) -> Result<Value, String> {
     Ok(match value {
         Mcu::Null => Value::Null,
         Mcu::Bool(b) => Value::Bool(b),
