@@ -10,7 +10,7 @@ mod world;
 use std::sync::Arc;
 
 use eyeflow_actors::exec::{self, Program, Report};
-use eyeflow_actors::ports::EventRecord;
+use eyeflow_actors::ports::{Accepted, EventRecord, Journal};
 use eyeflow_ir::mcu::ViolationKind;
 use eyeflow_ir::pb::Target;
 use eyeflow_ir::{Keyring, Limits};
@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 
 pub use vectors::generate;
 
+use crate::audit::{AuditConfig, FjallAudit};
+use crate::journal::FjallJournal;
+use crate::store::{Durability, EmbeddedStore};
 use crate::{Error, Result};
 
 /// The key id the vectors are signed under, as a device's keyring names its key.
@@ -61,18 +64,31 @@ pub async fn run_vector(program: &[u8], input: &[u8], keyring: &Keyring) -> Resu
         priority: 128,
         accepted_at_ms: 0,
     };
-    let journal = Arc::new(world::MemoryJournal::default());
-    let effects = world::effects(Arc::new(hardware), journal.clone());
-    let outcome = match exec::execute(&program, "vector", &event, &[], &effects).await {
-        Report::Finished(outcome) => outcome,
-        other => {
-            return Err(vector_error(
-                program.id(),
-                format!("the execution did not finish: {other:?}"),
-            ));
-        }
+    // The node's own journal and audit chain, on a data directory of their own: the
+    // trace is read back from what the journal recorded, as an operator reads an execution.
+    let dir = tempfile::tempdir().map_err(|e| vector_error(program.id(), e.to_string()))?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let audit = Arc::new(FjallAudit::open(store.clone(), AuditConfig::default())?);
+    let journal = Arc::new(FjallJournal::open(store, Durability::Buffered)?.with_audit(audit));
+    let execution_id = match journal.accept(&event) {
+        Ok(Accepted::New { execution_id } | Accepted::Duplicate { execution_id }) => execution_id,
+        Err(e) => return Err(vector_error(program.id(), e.to_string())),
     };
-    exec::canonical_trace(program.ir(), &journal.steps(), &outcome)
+    let effects = world::effects(Arc::new(hardware), journal.clone());
+    let report = exec::execute(&program, &execution_id, &event, &[], &effects).await;
+    if !matches!(report, Report::Finished(_)) {
+        return Err(vector_error(
+            program.id(),
+            format!("the execution did not finish: {report:?}"),
+        ));
+    }
+    let Some((_, steps, Some(outcome))) = journal.execution(&execution_id)? else {
+        return Err(vector_error(
+            program.id(),
+            "the journal holds no outcome for the execution",
+        ));
+    };
+    exec::canonical_trace(program.ir(), &steps, &outcome)
         .map_err(|e| vector_error(program.id(), e.to_string()))
 }
 

@@ -1,7 +1,6 @@
 //! The world an MCU program meets when the server runs a conformance vector: the
 //! hardware answers from the vector's script ([`ScriptedHardware`], delays as timers of the
-//! actor runtime so per-instruction timeouts apply), an in-memory journal the trace is read
-//! from, and every other port refusing (an MCU program reaches none of them).
+//! actor runtime so per-instruction timeouts apply) and every other port refusing (an MCU program reaches none of them).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -10,10 +9,9 @@ use std::time::Duration;
 use eyeflow_actors::exec::{Effects, SystemClock};
 use eyeflow_actors::gates::{Boundary, Decided, Fallbacks, ResourceGate, ResourceHold};
 use eyeflow_actors::ports::{
-    Accepted, AuditEntry, CallError, CallErrorKind, CapabilityRef, ClusterMemory, EventRecord,
-    EventSink, ExecutionOutcome, HttpPort, HttpRequest, HttpResponse, Journal, JournalError,
-    MemoryError, NodeMemory, OnResume, PendingExecution, PluginPort, Secret, SecretError,
-    SecretSource, StepRecord,
+    CallError, CallErrorKind, CapabilityRef, ClusterMemory, EventSink, HttpPort, HttpRequest,
+    HttpResponse, Journal, MemoryError, NodeMemory, OnResume, PluginPort, Secret, SecretError,
+    SecretSource,
 };
 use eyeflow_mcu::script::Script;
 use eyeflow_mcu::trace::ErrorClass;
@@ -157,71 +155,6 @@ impl PluginPort for ScriptedHardware {
     }
 }
 
-/// The journal of one vector's execution, in memory.
-#[derive(Debug, Default)]
-pub(crate) struct MemoryJournal {
-    steps: Mutex<Vec<StepRecord>>,
-}
-
-impl MemoryJournal {
-    /// Every step journaled, in order.
-    pub(crate) fn steps(&self) -> Vec<StepRecord> {
-        self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn push(&self, steps: &[StepRecord]) {
-        self.steps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(steps);
-    }
-}
-
-#[async_trait::async_trait]
-impl Journal for MemoryJournal {
-    fn accept(&self, event: &EventRecord) -> Result<Accepted, JournalError> {
-        Ok(Accepted::New {
-            execution_id: event.event_id.clone(),
-        })
-    }
-
-    async fn steps(
-        &self,
-        steps: &[StepRecord],
-        _audit: &[AuditEntry],
-        _durable: bool,
-    ) -> Result<(), JournalError> {
-        self.push(steps);
-        Ok(())
-    }
-
-    async fn finish(
-        &self,
-        _execution_id: &str,
-        steps: &[StepRecord],
-        _audit: &[AuditEntry],
-        _outcome: &ExecutionOutcome,
-    ) -> Result<(), JournalError> {
-        self.push(steps);
-        Ok(())
-    }
-
-    fn decide(&self, _: &str, _: &str, _: bool) -> Result<(), JournalError> {
-        Err(JournalError::new(
-            "journal a decision",
-            "a device asks for no human decision",
-        ))
-    }
-
-    fn decision(&self, _: &str, _: &str) -> Result<Option<bool>, JournalError> {
-        Ok(None)
-    }
-
-    fn pending(&self) -> Result<Vec<PendingExecution>, JournalError> {
-        Ok(Vec::new())
-    }
-}
-
 /// Every port a device does not have: each call fails `denied`.
 #[derive(Debug, Clone, Copy, Default)]
 struct NotOnDevice;
@@ -322,9 +255,9 @@ impl Fallbacks for Alone {
     }
 }
 
-/// The effects of one vector's execution: `hardware` and `journal`, every other port
-/// refusing.
-pub(crate) fn effects(hardware: Arc<ScriptedHardware>, journal: Arc<MemoryJournal>) -> Effects {
+/// The effects of one vector's execution: `hardware` and `journal` (the node's own, on a
+/// data directory of its own), every other port refusing.
+pub(crate) fn effects(hardware: Arc<ScriptedHardware>, journal: Arc<dyn Journal>) -> Effects {
     Effects {
         node_id: "mcu".into(),
         plugins: hardware,
