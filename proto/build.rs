@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("RetryConfig.retry_on", "error_classes"),
         ("TimeoutConfig.on_timeout", "fallback_strategy"),
         ("MemoryAccess.scope", "memory_scope"),
+        ("LlmIRProgram.target", "target"),
     ];
     for (field, helper) in enum_fields {
         config.field_attribute(
@@ -24,10 +25,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("#[serde(serialize_with = \"crate::json::{helper}\")]"),
         );
     }
-    config.field_attribute(
-        ".eyeflow.ir.v1.LlmIRProgram.signature",
-        "#[serde(serialize_with = \"crate::json::hex_bytes\")]",
-    );
+    for field in [
+        "LlmIRProgram.signature",
+        "McuCode.expression",
+        "McuCode.branch_condition",
+        "McuCode.while_condition",
+        "McuParam.code",
+    ] {
+        config.field_attribute(
+            format!(".eyeflow.ir.v1.{field}"),
+            "#[serde(serialize_with = \"crate::json::hex_bytes\")]",
+        );
+    }
     println!("cargo:rerun-if-changed=proto/llm_ir.proto");
     config.compile_protos(&["proto/llm_ir.proto"], &["proto"])?;
     Ok(())

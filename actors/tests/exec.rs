@@ -716,6 +716,55 @@ instructions:
     assert_eq!(completed(w.run(&program, json!({}))), json!(4));
 }
 
+/// An MCU-profile program runs its bytecode, not its CEL: numbers are one `f64` type
+/// (`7 / 2` is 3.5, where CEL's integer division gives 3), a field that is an object is an
+/// `invalid_input` failure, L1 memory and loops work as for a server program.
+#[test]
+fn mcu_programs_run_their_bytecode() {
+    let source = r#"
+id: m
+version: 1.0.0
+instructions:
+  - {id: half, op: EVAL, expression: "event.level / 2", next: keep}
+  - {id: keep, op: STORE, scope: execution, key: k, expression: "half + 1", next: back}
+  - {id: back, op: LOAD, scope: execution, key: k, next: spin}
+  - {id: spin, op: LOOP, while: "back > 3.0", max_iterations: 3, body: [tick], next: done}
+  - {id: tick, op: EVAL, expression: "event.name == 'pump' ? 'yes' : 'no'"}
+  - {id: done, op: RETURN, expression: "back * 2"}
+"#;
+    let options = CompileOptions {
+        source_name: "test.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let ir = eyeflow_compiler::compile_for(source, &options, eyeflow_compiler::Target::Mcu)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let program = Program::prepare(Arc::new(ir)).unwrap();
+    let w = World::new();
+    let done = completed(w.run(&program, json!({"level": 7, "name": "pump"})));
+    assert_eq!(done, json!(9.0));
+    let outputs: Vec<(String, Value)> = w
+        .steps()
+        .into_iter()
+        .filter_map(|s| match s.outcome {
+            StepOutcome::Done { output } => Some((s.instruction_id, output)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs[0], ("half".to_owned(), json!(3.5)));
+    assert!(outputs.contains(&("spin/0/tick".to_owned(), json!("yes"))));
+    let server = compile(&source.replace("back > 3.0", "back > 3"));
+    assert_eq!(
+        completed(w.run(&server, json!({"level": 7, "name": "pump"}))),
+        json!(8)
+    );
+
+    let w = World::new();
+    let (class, message) = failed(w.run(&program, json!({"level": {"deep": 1}})));
+    assert_eq!(class, "invalid_input");
+    assert!(message.contains("object or a list"), "{message}");
+}
+
 #[test]
 fn store_and_load_in_every_scope() {
     let program = compile(

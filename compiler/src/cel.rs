@@ -65,7 +65,7 @@ thread_local! {
 /// Runs `f`, catching a panic in it, without the panic hook printing its message (or a
 /// backtrace): the caller turns it into a compile error. Only this thread's panics inside
 /// `f` are silenced; every other panic still reaches the hook that was installed before.
-fn quietly<T>(f: impl FnOnce() -> T + UnwindSafe) -> std::thread::Result<T> {
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T + UnwindSafe) -> std::thread::Result<T> {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -85,7 +85,7 @@ fn quietly<T>(f: impl FnOnce() -> T + UnwindSafe) -> std::thread::Result<T> {
 /// A quoted scalar's span starts at its quote, so its text starts one column on; CEL line L
 /// is source line L of the scalar, which holds for one-line and block (`|`) scalars. A position that does not land on the source falls back to the
 /// scalar's start.
-fn locate(source: &Source<'_>, span: &Span, (line, column): (isize, isize)) -> Position {
+pub(crate) fn locate(source: &Source<'_>, span: &Span, (line, column): (isize, isize)) -> Position {
     let start = source.at(span);
     let (Ok(line), Ok(column)) = (usize::try_from(line), usize::try_from(column)) else {
         return start;

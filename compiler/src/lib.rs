@@ -10,7 +10,9 @@
 //! 3. `check`: semver, capabilities, CEL, loop bounds, schemas, prompts, parallel side effects;
 //! 4. `bind`: priority policies and the frozen LLM context;
 //! 5. `ir`: the program, checked with [`eyeflow_ir::validate()`];
-//! 6. `sign`: Ed25519 with [`eyeflow_ir::keys::sign`].
+//! 6. `mcu` (only for [`Target::Mcu`]): every CEL expression lowered to the MCU bytecode,
+//!    then the MCU profile's rules ([`eyeflow_ir::mcu::check`]) with positions in the rule;
+//! 7. `sign`: Ed25519 with [`eyeflow_ir::keys::sign`].
 //!
 //! Every refusal is an [`Error`] reading `FILE:LINE:COL: what is wrong; expected what`.
 //! The output is deterministic: the same source and options give the same bytes.
@@ -46,6 +48,7 @@ mod check;
 mod dag;
 mod error;
 mod ir;
+mod mcu;
 mod opcode;
 mod parse;
 mod sign;
@@ -54,6 +57,7 @@ use ed25519_dalek::SigningKey;
 use eyeflow_ir::pb::LlmIrProgram;
 
 pub use error::{Error, Position, Result};
+pub use eyeflow_ir::pb::Target;
 
 use error::Source;
 
@@ -71,6 +75,12 @@ pub struct CompileOptions {
 
 /// Compiles a rule into an unsigned (draft) program that passes [`eyeflow_ir::validate()`].
 pub fn compile(source: &str, options: &CompileOptions) -> Result<LlmIrProgram> {
+    compile_for(source, options, Target::Server)
+}
+
+/// [`compile`] for `target`: [`Target::Mcu`] refuses what a device cannot run and carries
+/// each expression as MCU bytecode beside its CEL text.
+pub fn compile_for(source: &str, options: &CompileOptions, target: Target) -> Result<LlmIrProgram> {
     let source = Source {
         name: &options.source_name,
         text: source,
@@ -79,7 +89,10 @@ pub fn compile(source: &str, options: &CompileOptions) -> Result<LlmIrProgram> {
     let specs = opcode::resolve(&rule, &source)?;
     let dag = dag::build(&rule, &specs, &source)?;
     check::check(&rule, &specs, &dag, &source)?;
-    let program = ir::program(&rule, &specs, &dag, options, &source)?;
+    let mut program = ir::program(&rule, &specs, &dag, options, &source)?;
+    if target == Target::Mcu {
+        mcu::lower(&mut program, &rule, &source)?;
+    }
     eyeflow_ir::validate(&program).map_err(|e| Error::Internal {
         at: source.at_line(1, 1),
         source: e,
@@ -93,7 +106,17 @@ pub fn compile_and_sign(
     options: &CompileOptions,
     key: &SigningKey,
 ) -> Result<LlmIrProgram> {
-    let mut program = compile(source, options)?;
+    compile_and_sign_for(source, options, Target::Server, key)
+}
+
+/// [`compile_for`] `target`, then signs with `key`.
+pub fn compile_and_sign_for(
+    source: &str,
+    options: &CompileOptions,
+    target: Target,
+    key: &SigningKey,
+) -> Result<LlmIrProgram> {
+    let mut program = compile_for(source, options, target)?;
     let at = Source {
         name: &options.source_name,
         text: source,

@@ -850,3 +850,266 @@ fn mutated_rules_are_refused_or_compiled_never_a_crash() {
         }
     }
 }
+
+/// `--target mcu`: the MCU profile's refusals, each at its line with what to do instead,
+/// and what an accepted program carries.
+mod mcu {
+    use eyeflow_compiler::{Target, compile_for};
+    use eyeflow_ir::pb::Target as IrTarget;
+
+    use super::*;
+
+    /// A rule with `body` as its instructions (indented by four spaces), requiring
+    /// capability `valve` (line 4 is the first line of `body`... after the header below).
+    fn rule(body: &str) -> String {
+        format!("id: device\nversion: 1.0.0\nrequires:\n  valve: ^1.0\ninstructions:\n{body}")
+    }
+
+    fn refused(body: &str, fragment: &str, line: usize) {
+        let source = rule(body);
+        let err = match compile_for(&source, &options("dev.yaml"), Target::Mcu) {
+            Ok(_) => panic!("compiled for mcu, expected {fragment:?}:\n{source}"),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        assert!(text.contains(fragment), "{text:?} lacks {fragment:?}");
+        assert!(
+            text.starts_with(&format!("dev.yaml:{line}:")),
+            "{text:?} is not at line {line}"
+        );
+        // The same rule compiles for a server: the refusal is the profile's.
+        if !fragment.contains("not valid CEL") {
+            compile(&source, &options("dev.yaml"))
+                .unwrap_or_else(|e| panic!("server refuses it too: {e}"));
+        }
+    }
+
+    #[test]
+    fn accepted_programs_carry_bytecode_beside_their_cel() {
+        let source = rule(
+            "  - id: level\n    op: EVAL\n    expression: \"event.level * 2.0 + 1\"\n    next: check\n  - id: check\n    op: BRANCH\n    condition: \"level > 10 && event.mode == 'auto'\"\n    then: open\n    else: done\n  - id: open\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    params:\n      percent: \"level\"\n      valve: \"'v1'\"\n    next: done\n  - id: done\n    op: RETURN\n    expression: \"level\"\n",
+        );
+        let program = compile_for(&source, &options("dev.yaml"), Target::Mcu).unwrap();
+        assert_eq!(program.target, IrTarget::Mcu as i32);
+        let open = instruction(&program, "open");
+        let code = open.mcu.as_ref().expect("bytecode");
+        let names: Vec<&str> = code.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["percent", "valve"]);
+        assert!(code.params.iter().all(|p| !p.code.is_empty()));
+        let check = instruction(&program, "check");
+        assert_eq!(check.branch_condition, "level > 10 && event.mode == 'auto'");
+        assert!(!check.mcu.as_ref().unwrap().branch_condition.is_empty());
+        eyeflow_ir::validate(&program).unwrap();
+        // The same rule for a server carries no bytecode.
+        let server = compile(&source, &options("dev.yaml")).unwrap();
+        assert_eq!(server.target, IrTarget::Server as i32);
+        assert!(server.instructions.iter().all(|i| i.mcu.is_none()));
+    }
+
+    #[test]
+    fn opcodes_outside_the_profile() {
+        refused(
+            "  - id: fn\n    op: CALL_FUNCTION\n    function: clamp\n    params:\n      value: \"1\"\n      min: \"0\"\n      max: \"2\"\n",
+            "CALL_FUNCTION is not in the MCU profile",
+            7,
+        );
+        refused(
+            "  - id: tell\n    op: EMIT_EVENT\n    topic: alerts\n    expression: \"1\"\n",
+            "serial gateway, which is not built yet",
+            7,
+        );
+        refused(
+            "  - id: api\n    op: CALL_API\n    http:\n      url: https://example.com/x\n",
+            "CALL_API is not in the MCU profile",
+            7,
+        );
+    }
+
+    #[test]
+    fn fields_outside_the_profile() {
+        refused(
+            "  - id: each\n    op: LOOP\n    over: \"event.items\"\n    max_iterations: 3\n    body: [step]\n  - id: step\n    op: EVAL\n    expression: \"1\"\n",
+            "write a `while` loop",
+            8,
+        );
+        refused(
+            "  - id: keep\n    op: STORE\n    scope: node\n    key: k\n    expression: \"1\"\n",
+            "use `scope: execution`",
+            8,
+        );
+        refused(
+            "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    resource_key: valve-1\n",
+            "drop resource_key",
+            10,
+        );
+        refused(
+            "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    fallback:\n      strategy: value\n      value: '{\"a\": 1}'\n",
+            "a list or an object",
+            12,
+        );
+    }
+
+    #[test]
+    fn every_other_field_outside_the_profile() {
+        let chain = |n: usize, each: &dyn Fn(usize) -> String| -> String {
+            (0..n)
+                .map(|i| format!("{}    next: s{}\n", each(i), i + 1))
+                .chain(std::iter::once(format!("  - id: s{n}\n    op: RETURN\n")))
+                .collect()
+        };
+        let cases: Vec<(String, &str, usize)> = vec![
+            (
+                "  - id: a\n    op: EVAL\n    expression: \"1\"\n    next: [b, c]\n  - id: b\n    op: EVAL\n    expression: \"2\"\n  - id: c\n    op: EVAL\n    expression: \"3\"\n".into(),
+                "chain the parallel steps",
+                10,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    postcondition:\n      condition: \"resource.open\"\n      capability: valve\n      deadline_ms: 100\n".into(),
+                "read the value back with LOAD_RESOURCE",
+                11,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    time_window:\n      start: \"06:00\"\n      end: \"22:00\"\n".into(),
+                "a device has no calendar",
+                11,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    requires_human_validation: true\n".into(),
+                "cannot wait for a human decision",
+                10,
+            ),
+            (
+                "  - id: read\n    op: LOAD_RESOURCE\n    capability: valve\n    params:\n      key: \"'k'\"\n    secret: kv/x\n".into(),
+                "a device holds no secrets",
+                11,
+            ),
+            (
+                "  - id: read\n    op: LOAD_RESOURCE\n    capability: valve\n    params:\n      key: \"'k'\"\n    output_schema: '{\"type\": \"number\"}'\n".into(),
+                "JSON schemas are not checked on a device",
+                11,
+            ),
+            (
+                "  - id: spin\n    op: LOOP\n    max_iterations: 3\n    body: [step]\n  - id: step\n    op: EVAL\n    expression: \"1\"\n".into(),
+                "needs a `while` condition",
+                6,
+            ),
+            (
+                "  - id: back\n    op: LOAD\n    scope: execution\n    key: k\n    default: '{\"a\": 1}'\n".into(),
+                "a list or an object",
+                10,
+            ),
+            (
+                format!(
+                    "  - id: done\n    op: RETURN\n    expression: \"event.{}\"\n",
+                    "a".repeat(50)
+                ),
+                "above the device's 48",
+                8,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: open\n    params:\n      a: \"1\"\n      b: \"1\"\n      c: \"1\"\n      d: \"1\"\n      e: \"1\"\n".into(),
+                "5 params, above the device's 4",
+                6,
+            ),
+            (
+                chain(9, &|i| {
+                    format!(
+                        "  - id: s{i}\n    op: STORE\n    scope: execution\n    key: k{i}\n    expression: \"1\"\n"
+                    )
+                }),
+                "9 execution-memory keys, above the device's 8",
+                6,
+            ),
+            (
+                chain(30, &|i| {
+                    format!(
+                        "  - id: s{i}\n    op: EVAL\n    comment: {}\n    expression: \"1\"\n",
+                        "c".repeat(300)
+                    )
+                }),
+                "above the device's 8192",
+                1,
+            ),
+            (
+                "  - id: act\n    op: CALL_ACTION\n    capability: valve\n    action: an_action_name_longer_than_the_limit\n".into(),
+                "above the device's 32",
+                9,
+            ),
+        ];
+        for (body, fragment, line) in cases {
+            refused(&body, fragment, line);
+        }
+        let filtered = "id: device\nversion: 1.0.0\ntriggers:\n  - kind: webhook\n    source: s\n    filter: \"event.a > 1\"\ninstructions:\n  - id: done\n    op: RETURN\n";
+        let err = compile_for(filtered, &options("dev.yaml"), Target::Mcu).unwrap_err();
+        assert!(err.to_string().starts_with("dev.yaml:4:"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("filter in the program with a BRANCH"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn capacities() {
+        refused(
+            "  - id: spin\n    op: LOOP\n    while: \"true\"\n    max_iterations: 65\n    body: [step]\n  - id: step\n    op: EVAL\n    expression: \"1\"\n",
+            "above the device's 64",
+            9,
+        );
+        let long = "x".repeat(40);
+        refused(
+            &format!("  - id: {long}\n    op: RETURN\n    expression: \"1\"\n"),
+            "beyond the device's capacity",
+            6,
+        );
+        refused(
+            &format!("  - id: done\n    op: RETURN\n    expression: \"'{long}'\"\n"),
+            "above the device's 32",
+            8,
+        );
+        let many: String = (0..33)
+            .map(|i| {
+                format!(
+                    "  - id: s{i}\n    op: EVAL\n    expression: \"1\"\n    next: s{}\n",
+                    i + 1
+                )
+            })
+            .chain(std::iter::once("  - id: s33\n    op: RETURN\n".to_owned()))
+            .collect();
+        refused(&many, "34 instructions, above the device's 32", 6);
+    }
+
+    #[test]
+    fn expressions_outside_the_profile() {
+        for (expression, fragment) in [
+            ("size(event.items)", "the function `size`"),
+            ("event.items[0]", "indexing"),
+            ("event.n % 2", "the operator `%`"),
+            ("'a' in event.tags", "the operator `in`"),
+            ("[1, 2]", "lists are not in the MCU profile"),
+            ("{'a': 1}", "maps are not in the MCU profile"),
+            ("has(event.x)", "the macro `has`"),
+            ("event.items.all(i, i > 0)", "macros"),
+            ("event.name.startsWith('a')", "the method `startsWith`"),
+            ("9007199254740993", "beyond ±2^53"),
+            ("memory.k", "`memory` is not a variable"),
+            ("b'x'", "bytes literals"),
+        ] {
+            refused(
+                &format!("  - id: done\n    op: RETURN\n    expression: \"{expression}\"\n"),
+                fragment,
+                8,
+            );
+        }
+    }
+
+    #[test]
+    fn programs_too_large_in_bytecode() {
+        let sum = vec!["event.a"; 30].join(" + ");
+        refused(
+            &format!("  - id: done\n    op: RETURN\n    expression: \"{sum}\"\n"),
+            "bytecode",
+            8,
+        );
+    }
+}

@@ -286,8 +286,9 @@ fn binary<'a>(op: Binary, a: Slot<'a>, b: Slot<'a>) -> Slot<'a> {
                 _ if y == 0.0 => return Err(Error::DivisionByZero),
                 _ => x / y,
             };
-            // NaN bits differ between processors: never let one become a value.
-            if result.is_nan() {
+            // NaN bits differ between processors, and the server journals values as JSON,
+            // which has no infinities: never let either become a value.
+            if !result.is_finite() {
                 return Err(Error::NotANumber);
             }
             Ok(Value::Num(result))

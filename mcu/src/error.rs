@@ -91,8 +91,9 @@ pub enum Error {
     /// Evaluation: a division by zero.
     #[error("division by zero")]
     DivisionByZero,
-    /// Evaluation: an arithmetic result that is not a number (infinity minus infinity).
-    #[error("the result is not a number")]
+    /// Evaluation: an arithmetic result that is not a finite number (an overflow to
+    /// infinity, infinity minus infinity).
+    #[error("the result is not a finite number")]
     NotANumber,
 }
 

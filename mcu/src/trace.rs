@@ -68,6 +68,11 @@ impl ErrorClass {
         Self::ALL.into_iter().find(|c| *c as i32 == number)
     }
 
+    /// The class whose trace name is `name` (as the server's journal names it too).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// The trace's name: the `.proto` name without its prefix, in lowercase.
     pub fn name(self) -> &'static str {
         match self {

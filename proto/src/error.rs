@@ -206,6 +206,9 @@ pub enum Error {
         /// What is wrong and what is expected.
         reason: String,
     },
+    /// A program whose target is the MCU profile breaks one of its rules (see [`crate::mcu`]).
+    #[error("{0}")]
+    McuProfile(crate::mcu::Violation),
     /// A key file could not be read or written, or does not hold a key.
     #[error("key file {path}: {reason}")]
     KeyFile {

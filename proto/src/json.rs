@@ -1,9 +1,11 @@
 //! JSON view of a program for humans (`eyeflow ir decode --pretty`): enum fields are
-//! printed by name and the signature as hex. The JSON is a view, never signed or parsed back.
+//! printed by name, the signature and the MCU bytecode as hex. The JSON is a view, never signed or parsed back.
 
 use serde::Serializer;
 
-use crate::pb::{ErrorClass, FallbackStrategy, IrOpcode, LlmIrProgram, MemoryScope, TriggerKind};
+use crate::pb::{
+    ErrorClass, FallbackStrategy, IrOpcode, LlmIrProgram, MemoryScope, Target, TriggerKind,
+};
 
 macro_rules! enum_name {
     ($fn_name:ident, $ty:ty) => {
@@ -21,6 +23,7 @@ enum_name!(opcode, IrOpcode);
 enum_name!(fallback_strategy, FallbackStrategy);
 enum_name!(memory_scope, MemoryScope);
 enum_name!(error_class, ErrorClass);
+enum_name!(target, Target);
 
 pub(crate) fn error_classes<S: Serializer>(values: &[i32], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;

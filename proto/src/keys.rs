@@ -36,7 +36,13 @@ pub fn generate() -> Result<SigningKey> {
 
 /// Signs `program` in place: sets `signing_key_id`, then the signature over the digest.
 pub fn sign(program: &mut LlmIrProgram, key: &SigningKey) {
-    program.signing_key_id = key_id(&key.verifying_key());
+    sign_as(program, key, &key_id(&key.verifying_key()));
+}
+
+/// [`sign`] under the key id `id` instead of the key's own (a device's keyring names its
+/// keys, see [`Keyring::trust_as`]).
+pub fn sign_as(program: &mut LlmIrProgram, key: &SigningKey, id: &str) {
+    program.signing_key_id = id.to_owned();
     program.signature.clear();
     let digest = signing_digest(program);
     program.signature = key.sign(&digest).to_bytes().to_vec();
@@ -350,6 +356,15 @@ impl Keyring {
             revoked: false,
         });
         id
+    }
+
+    /// Trusts `key` under the id `id` (a device's keyring, where ids are names such as
+    /// `test`); a key already held under `id` stays.
+    pub fn trust_as(&mut self, id: &str, key: VerifyingKey) {
+        self.keys.entry(id.to_owned()).or_insert(TrustedKey {
+            key,
+            revoked: false,
+        });
     }
 
     /// Revokes the key `id`; returns false when the keyring does not hold it.

@@ -9,7 +9,9 @@
 //! - [`canonical`]: the signing payload, documented byte by byte;
 //! - [`keys`]: Ed25519 keys, key files, the trusted [`Keyring`] (key ids, revocation);
 //! - [`version`]: the IR-version compatibility matrix and [`RUNTIME_VERSION`];
-//! - [`validate()`]: structural checks (ids, references, bounded loops, priorities, timeouts).
+//! - [`validate()`]: structural checks (ids, references, bounded loops, priorities, timeouts);
+//! - [`mcu`]: the rules of the MCU profile (what a microcontroller runs), one place for the
+//!   compiler and the validator.
 //!
 //! It sits at the bottom of `ir ← actors ← runtime`; the compiler writes programs with it and
 //! the runtime (and firmware, through the same `.proto`) reads them.
@@ -35,6 +37,7 @@ mod error;
 pub mod expression;
 pub mod json;
 pub mod keys;
+pub mod mcu;
 pub mod opcode;
 pub mod pb;
 pub mod testing;

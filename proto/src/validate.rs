@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::pb::{
-    FallbackStrategy, IrInstruction, IrOpcode, LlmIrProgram, MemoryScope, PriorityPolicy,
+    FallbackStrategy, IrInstruction, IrOpcode, LlmIrProgram, MemoryScope, PriorityPolicy, Target,
     TriggerKind,
 };
 use crate::{Error, Result};
@@ -16,13 +16,25 @@ use crate::{Error, Result};
 pub const PRIORITY_LEVELS: [i32; 5] = [0, 64, 128, 192, 255];
 
 /// Validates the program's structure; returns the first refusal found.
+/// A program whose `target` is the MCU profile also passes [`crate::mcu::check`].
 pub fn validate(program: &LlmIrProgram) -> Result<()> {
     validate_header(program)?;
     let index = index_ids(program)?;
     for instruction in &program.instructions {
         validate_instruction(instruction, &index, program)?;
     }
-    check_acyclic(program, &index)
+    check_acyclic(program, &index)?;
+    match Target::try_from(program.target) {
+        Ok(Target::Server) => Ok(()),
+        Ok(Target::Mcu) => crate::mcu::check(program).map_err(Error::McuProfile),
+        Err(_) => Err(program_field(
+            "target",
+            format!(
+                "has unknown value {}; expected TARGET_SERVER or TARGET_MCU",
+                program.target
+            ),
+        )),
+    }
 }
 
 /// Longest program id, in bytes.

@@ -228,6 +228,14 @@ pub enum Error {
     /// A key file or the keyring is unusable.
     #[error(transparent)]
     Ir(#[from] eyeflow_ir::Error),
+    /// A conformance vector of the MCU profile could not be generated or run.
+    #[error("vector {name}: {reason}")]
+    Vector {
+        /// The vector (or its program).
+        name: String,
+        /// What is wrong, and what is expected.
+        reason: String,
+    },
 }
 
 impl Error {

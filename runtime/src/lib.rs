@@ -15,6 +15,8 @@
 //! - [`node`]: a node assembled from all of the above, configured by [`config`], with
 //!   [`sources`] (MQTT, Kafka topics, timers and cron, polled plugins) feeding it;
 //! - [`retention`]: the periodic deletion of finished executions past their window;
+//! - [`mcu`]: MCU-profile programs on the server: the conformance vectors, generated and
+//!   run through the executor with their scripted hardware;
 //! - [`api`]: the node's HTTP API (actix-web) and [`metrics`] for operators.
 
 pub mod api;
@@ -27,6 +29,7 @@ pub mod events;
 pub mod http;
 pub mod journal;
 pub mod llm;
+pub mod mcu;
 pub mod memory;
 pub mod metrics;
 pub mod node;

@@ -1,6 +1,8 @@
-//! The prepare-time error: what makes a program unrunnable, named by instruction and field.
+//! The executor's error: what makes a program unrunnable, named by instruction and field,
+//! and what keeps an execution from having a canonical trace.
 
-/// Why [`Program::prepare`](super::Program::prepare) refused a program.
+/// Why [`Program::prepare`](super::Program::prepare) refused a program, or
+/// [`canonical_trace`](super::canonical_trace) an execution.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// One field of one instruction is unusable.
@@ -20,6 +22,15 @@ pub enum Error {
         index: usize,
         /// IR field (`filter`, `key_expr`).
         field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An execution's journal holds what the canonical trace cannot show (a list, a
+    /// human decision, an unknown instruction or error class).
+    #[error("trace: step `{instruction}` {message}")]
+    Trace {
+        /// The instruction path (`(end)` for the outcome).
+        instruction: String,
         /// What is wrong.
         message: String,
     },

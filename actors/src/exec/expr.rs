@@ -1,20 +1,34 @@
-//! CEL expressions (`cel-interpreter`) over JSON values, and the variables they see.
+//! Expressions over JSON values, and the variables they see: CEL (`cel-interpreter`) for
+//! server programs, the MCU bytecode (`eyeflow_mcu::code`) for MCU-profile programs, so
+//! that the server computes what a device computes.
 //!
 //! Values cross the boundary as JSON: integers that fit `i64` become CEL `int` (so that
 //! `size(x) - 1` and `x[0]` work on JSON data), other numbers `double`; CEL results come
 //! back as JSON (`uint` and `int` as integers, map keys as strings, bytes as lowercase hex).
+//! The bytecode reads every number as `f64`, a string as a string, an object or a list at
+//! the end of a path as `NotScalar`; its results are JSON scalars.
 
 use std::sync::{Arc, LazyLock};
 
 use cel_interpreter::objects::{Key, Map};
 use cel_interpreter::{Context, Program, Value as Cel};
+use eyeflow_mcu::Value as Mcu;
 use serde_json::{Number, Value};
 
-/// A compiled CEL expression and its source text.
+/// A compiled expression (CEL, or MCU bytecode) and its source text.
 #[derive(Debug)]
 pub(crate) struct Expr {
     source: String,
-    program: Program,
+    code: Code,
+}
+
+/// What evaluates an [`Expr`].
+#[derive(Debug)]
+enum Code {
+    /// A server program's CEL.
+    Cel(Program),
+    /// An MCU program's bytecode (validated).
+    Mcu(Vec<u8>),
 }
 
 impl Expr {
@@ -29,7 +43,18 @@ impl Expr {
         let program = parsed.map_err(|e| format!("CEL does not parse: {e}"))?;
         Ok(Self {
             source: source.to_owned(),
-            program,
+            code: Code::Cel(program),
+        })
+    }
+
+    /// The MCU bytecode `code` of the CEL text `source` (kept for messages); the message
+    /// says why the bytecode does not validate.
+    pub(crate) fn bytecode(source: &str, code: &[u8]) -> Result<Self, String> {
+        eyeflow_mcu::code::validate(code)
+            .map_err(|e| format!("bytecode does not validate: {e}"))?;
+        Ok(Self {
+            source: source.to_owned(),
+            code: Code::Mcu(code.to_vec()),
         })
     }
 
@@ -40,11 +65,17 @@ impl Expr {
 
     /// Evaluates the expression over `vars`.
     pub(crate) fn eval(&self, vars: &Vars) -> Result<Value, String> {
-        let value = self
-            .program
-            .execute(&vars.context)
-            .map_err(|e| format!("`{}`: {e}", self.source))?;
-        to_json(&value).map_err(|e| format!("`{}`: {e}", self.source))
+        let fail = |e: &dyn std::fmt::Display| format!("`{}`: {e}", self.source);
+        match &self.code {
+            Code::Cel(program) => {
+                let value = program.execute(&vars.context).map_err(|e| fail(&e))?;
+                to_json(&value).map_err(|e| fail(&e))
+            }
+            Code::Mcu(code) => {
+                let value = eyeflow_mcu::code::eval(code, vars).map_err(|e| fail(&e))?;
+                scalar_json(value).map_err(|e| fail(&e))
+            }
+        }
     }
 
     /// Evaluates the expression, which must give a bool.
@@ -128,6 +159,48 @@ impl Vars {
             }
         }
     }
+}
+
+/// The bytecode reads the variables: `a.b.c` is field `b.c` of variable `a`.
+impl eyeflow_mcu::code::Env for Vars {
+    fn get(&self, path: &str) -> Result<Mcu<'_>, eyeflow_mcu::Error> {
+        let mut segments = path.split('.');
+        let root = segments.next().unwrap_or_default();
+        let mut at = self
+            .variables()
+            .get(root)
+            .ok_or(eyeflow_mcu::Error::MissingField)?;
+        for segment in segments {
+            let Cel::Map(map) = at else {
+                return Err(eyeflow_mcu::Error::MissingField);
+            };
+            at = map
+                .map
+                .get(&Key::String(Arc::new(segment.to_owned())))
+                .ok_or(eyeflow_mcu::Error::MissingField)?;
+        }
+        match at {
+            Cel::Null => Ok(Mcu::Null),
+            Cel::Bool(b) => Ok(Mcu::Bool(*b)),
+            Cel::Int(i) => Ok(Mcu::Num(*i as f64)),
+            Cel::UInt(u) => Ok(Mcu::Num(*u as f64)),
+            Cel::Float(f) => Ok(Mcu::Num(*f)),
+            Cel::String(s) => Ok(Mcu::Str(s.as_str())),
+            _ => Err(eyeflow_mcu::Error::NotScalar),
+        }
+    }
+}
+
+/// A bytecode result as JSON; a number JSON cannot hold is an error.
+fn scalar_json(value: Mcu<'_>) -> Result<Value, String> {
+    Ok(match value {
+        Mcu::Null => Value::Null,
+        Mcu::Bool(b) => Value::Bool(b),
+        Mcu::Num(n) => Value::Number(
+            Number::from_f64(n).ok_or_else(|| format!("the result {n} is not a finite number"))?,
+        ),
+        Mcu::Str(s) => Value::String(s.to_owned()),
+    })
 }
 
 /// JSON → CEL.

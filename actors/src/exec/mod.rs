@@ -108,6 +108,7 @@ pub mod functions;
 mod ops;
 mod program;
 mod scrub;
+mod trace;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -117,6 +118,7 @@ pub use error::Error;
 pub use ops::in_window;
 pub use program::{EvalError, Priority, Program, Trigger};
 pub use scrub::Scrubber;
+pub use trace::{canonical_trace, refused_trace};
 
 use crate::gates::{Boundary, Fallbacks, ResourceGate};
 use crate::ports::{

@@ -1,5 +1,6 @@
 //! [`Program`]: an LLM-IR program prepared once per loaded version — instruction index,
-//! flow regions in deterministic order, compiled CEL, parsed JSON, compiled JSON schemas,
+//! flow regions in deterministic order, compiled CEL (or an MCU program's validated bytecode),
+//! parsed JSON, compiled JSON schemas,
 //! resolved built-in functions — so that executions only evaluate.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eyeflow_ir::pb::{
-    HttpCall, IrInstruction, IrOpcode, LlmIrProgram, MemoryScope, PriorityPolicy, TimeWindow,
-    TriggerKind,
+    HttpCall, IrInstruction, IrOpcode, LlmIrProgram, McuCode, MemoryScope, PriorityPolicy, Target,
+    TimeWindow, TriggerKind,
 };
 use semver::VersionReq;
 use serde_json::Value;
@@ -298,6 +299,7 @@ impl Program {
             .iter()
             .map(|c| (c.capability_id.as_str(), c.version_req.as_str()))
             .collect();
+        let mcu = ir.target == Target::Mcu as i32;
         let mut instructions = Vec::with_capacity(ir.instructions.len());
         for ins in &ir.instructions {
             instructions.push(prepare_instruction(
@@ -305,6 +307,7 @@ impl Program {
                 &index,
                 default_priority,
                 &requirements,
+                mcu,
             )?);
         }
         for i in 0..instructions.len() {
@@ -352,7 +355,7 @@ impl Program {
         let mut triggers = Vec::with_capacity(ir.triggers.len());
         for (n, t) in ir.triggers.iter().enumerate() {
             let compile = |field: &str, source: &str| {
-                optional_expr(source).map_err(|message| Error::Trigger {
+                optional_expr(source, None).map_err(|message| Error::Trigger {
                     index: n,
                     field: field.to_owned(),
                     message,
@@ -496,11 +499,15 @@ fn check_region(instructions: &[Prepared], region: &[usize]) -> Result<(), Strin
     Ok(())
 }
 
-fn optional_expr(source: &str) -> Result<Option<Expr>, String> {
+/// The expression of CEL text `source` (none when empty): CEL, or the bytecode `code`
+/// lowered from it for an MCU program.
+fn optional_expr(source: &str, code: Option<&[u8]>) -> Result<Option<Expr>, String> {
     if source.trim().is_empty() {
-        Ok(None)
-    } else {
-        Expr::compile(source).map(Some)
+        return Ok(None);
+    }
+    match code {
+        None => Expr::compile(source).map(Some),
+        Some(code) => Expr::bytecode(source, code).map(Some),
     }
 }
 
@@ -537,6 +544,7 @@ fn prepare_instruction(
     index: &HashMap<&str, usize>,
     default_priority: Priority,
     requirements: &BTreeMap<&str, &str>,
+    mcu: bool,
 ) -> Result<Prepared, Error> {
     let id = ins.instruction_id.as_str();
     let err = |field: &str, message: String| Error::instruction(id, field, message);
@@ -569,16 +577,37 @@ fn prepare_instruction(
     };
     let branch_true = target("branch_true_id", &ins.branch_true_id)?;
     let branch_false = target("branch_false_id", &ins.branch_false_id)?;
-    let expr = |field: &str, source: &str| optional_expr(source).map_err(|m| err(field, m));
-    let expression = expr("expression", &ins.expression)?;
-    let condition = expr("branch_condition", &ins.branch_condition)?;
+    // An MCU program evaluates its bytecode (the CEL text stays for messages).
+    let mcu = mcu.then(|| ins.mcu.clone().unwrap_or_default());
+    let code = |pick: fn(&McuCode) -> &[u8]| mcu.as_ref().map(pick);
+    let expr = |field: &str, source: &str| optional_expr(source, None).map_err(|m| err(field, m));
+    let lowered = |field: &str, source: &str, code: Option<&[u8]>| {
+        optional_expr(source, code).map_err(|m| err(field, m))
+    };
+    let expression = lowered("expression", &ins.expression, code(|c| &c.expression))?;
+    let condition = lowered(
+        "branch_condition",
+        &ins.branch_condition,
+        code(|c| &c.branch_condition),
+    )?;
     let params = ins
         .params
         .iter()
         .map(|(name, source)| {
-            Expr::compile(source)
+            let field = format!("params.{name}");
+            let code = mcu.as_ref().map(|c| {
+                c.params
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .map_or(&[][..], |p| p.code.as_slice())
+            });
+            let compiled = match code {
+                None => Expr::compile(source),
+                Some(code) => Expr::bytecode(source, code),
+            };
+            compiled
                 .map(|e| (name.clone(), e))
-                .map_err(|m| err(&format!("params.{name}"), m))
+                .map_err(|m| err(&field, m))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let dispatch = ins.dispatch_metadata.clone().unwrap_or_default();
@@ -625,7 +654,11 @@ fn prepare_instruction(
                 body,
                 items,
                 item_var,
-                while_condition: expr("loop.while_condition", &l.while_condition)?,
+                while_condition: lowered(
+                    "loop.while_condition",
+                    &l.while_condition,
+                    code(|c| &c.while_condition),
+                )?,
             });
         }
         IrOpcode::Store | IrOpcode::Load => {

@@ -26,6 +26,28 @@ pub(crate) struct CompileArgs {
     /// Recorded as `compiled_by` (default: $USER, else "eyeflow").
     #[arg(long)]
     compiled_by: Option<String>,
+    /// Where the program runs: `server` (every opcode, CEL) or `mcu` (the MCU profile a
+    /// field device runs, expressions as bytecode; see docs/firmware.md).
+    #[arg(long, value_enum, default_value_t = TargetArg::Server)]
+    target: TargetArg,
+}
+
+/// `--target`: the program's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TargetArg {
+    /// A server node.
+    Server,
+    /// The MCU profile.
+    Mcu,
+}
+
+impl From<TargetArg> for eyeflow_compiler::Target {
+    fn from(target: TargetArg) -> Self {
+        match target {
+            TargetArg::Server => Self::Server,
+            TargetArg::Mcu => Self::Mcu,
+        }
+    }
 }
 
 /// `eyeflow ir` subcommands.
@@ -67,6 +89,7 @@ pub(crate) fn compile(args: CompileArgs) -> CliResult {
         output,
         draft,
         compiled_by,
+        target,
     } = args;
     let source = std::fs::read_to_string(&rule)
         .with_context(|| format!("cannot read rule {}", rule.display()))?;
@@ -82,9 +105,9 @@ pub(crate) fn compile(args: CompileArgs) -> CliResult {
     let program = match (key, draft) {
         (Some(key), false) => {
             let key = keys::read_signing_key(&key)?;
-            eyeflow_compiler::compile_and_sign(&source, &options, &key)?
+            eyeflow_compiler::compile_and_sign_for(&source, &options, target.into(), &key)?
         }
-        (None, true) => eyeflow_compiler::compile(&source, &options)?,
+        (None, true) => eyeflow_compiler::compile_for(&source, &options, target.into())?,
         _ => return Err(anyhow!("give either --key KEY or --draft").into()),
     };
     let bytes = eyeflow_ir::encode(&program);

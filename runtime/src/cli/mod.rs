@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod executions;
 mod keys;
+mod mcu;
 mod options;
 mod plugin;
 
@@ -49,6 +50,11 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: plugin::PluginCommand,
+    },
+    /// MCU-profile programs: run a conformance vector, generate the vectors.
+    Mcu {
+        #[command(subcommand)]
+        command: mcu::McuCommand,
     },
     /// Executions journaled in a data directory.
     Executions {
@@ -92,6 +98,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Compile(args) => compile::compile(args),
         Command::Ir { command } => compile::ir(command),
         Command::Plugin { command } => Ok(plugin::run(command)?),
+        Command::Mcu { command } => mcu::run(command),
         Command::Executions { command } => executions::run(command),
         Command::Audit { command } => audit::run(command),
         Command::Demo(args) => demo::run(args),

@@ -381,6 +381,59 @@ fn compile_errors_point_at_the_source() {
     assert_eq!(out.status.code(), Some(2), "--key or --draft is required");
 }
 
+/// `--target mcu`: an example rule that uses what a device cannot run is refused at its
+/// place (exit 3); a device rule compiles to a signed MCU program that verifies.
+#[test]
+fn compile_for_the_mcu_profile() {
+    let dir = signed_setup();
+    let out = eyeflow(
+        &[
+            "compile",
+            &example("valve-guard.yaml"),
+            "--draft",
+            "--target",
+            "mcu",
+            "-o",
+            "x.bin",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("valve-guard.yaml:"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("MCU profile"), "{}", stderr(&out));
+
+    let rule = repo_root().join("firmware/vectors/src/threshold.yaml");
+    let out = eyeflow(
+        &[
+            "compile",
+            &rule.display().to_string(),
+            "--key",
+            "admin.key",
+            "--target",
+            "mcu",
+            "-o",
+            "mcu.bin",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = eyeflow(
+        &["ir", "decode", "--file", "mcu.bin", "--pretty"],
+        dir.path(),
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(json["target"], "TARGET_MCU");
+    let out = eyeflow(
+        &["ir", "verify", "--file", "mcu.bin", "--pubkey", "admin.pub"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn demo_compiles_and_loads_every_example() {
     let out = eyeflow(&["demo"], &repo_root());
