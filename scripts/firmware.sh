@@ -3,7 +3,7 @@
 #
 #   scripts/firmware.sh build                  build the QEMU and STM32F4 images (release profile)
 #   scripts/firmware.sh lint                   cargo fmt --check and clippy -D warnings on firmware/
-#   scripts/firmware.sh test                   the firmware's host tests (loading, policy, JSON, semver)
+#   scripts/firmware.sh test                   the firmware's host tests (loading, verdicts, policy, JSON, semver)
 #   scripts/firmware.sh size                   flash=BYTES ram=BYTES (RAM = static + stack high-water)
 #   scripts/firmware.sh run DIR [MACHINE]      run the vector in DIR in QEMU, print its trace
 #   scripts/firmware.sh conformance            every firmware/vectors/*/ in QEMU on both machines
@@ -186,12 +186,9 @@ conformance)
     echo "no conformance vectors in firmware/vectors (eyeflow mcu vectors --out firmware/vectors)" >&2
     exit 1
   fi
-  server=1
-  if ! cargo run -q -p eyeflow-runtime --bin eyeflow -- mcu --help >/dev/null 2>&1; then
-    # TEMPORARY until the server side is merged: `eyeflow mcu` does not exist on this branch.
-    echo "eyeflow mcu is not available: the server side of the vectors is skipped" >&2
-    server=0
-  fi
+  # The server's side: the `eyeflow` binary of the server workspace (the caller's target dir).
+  cargo build -q -p eyeflow-runtime --bin eyeflow
+  eyeflow=${CARGO_TARGET_DIR:-$PWD/target}/debug/eyeflow
   failed=0
   tamper_done=0
   tmp=$(mktemp -d)
@@ -199,11 +196,9 @@ conformance)
   for dir in "${dirs[@]}"; do
     name=$(basename "$dir")
     differs=""
-    runs=("${MACHINES[@]}")
-    [ $server = 1 ] && runs+=(server)
-    for where in "${runs[@]}"; do
+    for where in server "${MACHINES[@]}"; do
       if [ "$where" = server ]; then
-        cargo run -q -p eyeflow-runtime --bin eyeflow -- mcu run "$dir" >"$tmp/got" 2>"$tmp/err" || true
+        "$eyeflow" mcu run "$dir" >"$tmp/got" 2>"$tmp/err" || echo "(exit status $?: $(cat "$tmp/err"))" >>"$tmp/got"
       else
         qemu "$where" "$dir/program.ir" "$dir/input.bin" "$tmp/err" >"$tmp/got" || echo "(exit status $?)" >>"$tmp/got"
       fi
