@@ -8,9 +8,15 @@ use micropb_gen::{Config, Generator};
 
 const PROTO: &str = "../proto/proto/llm_ir.proto";
 
-/// JSON of a FALLBACK_VALUE or a LOAD default: a string of up to 32 bytes, quoted and
-/// escaped, fits.
-const JSON_BYTES: u32 = 72;
+/// JSON of a FALLBACK_VALUE or a LOAD default: a string of up to `MAX_STR` bytes fits,
+/// quoted, with every byte escaped by a backslash (`\"`, `\\`, `\n`); one with many
+/// control characters written `\u00XX` may not, and is refused as over capacity (the
+/// decoder's buffers are on the stack of whoever decodes an instruction).
+const JSON_BYTES: usize = 2 + 2 * eyeflow_mcu::limits::MAX_STR;
+
+/// Error classes listed by a fallback's `on_errors` or a retry's `retry_on`: each of the
+/// twelve once, with room for a repeat.
+const CLASSES: usize = 16;
 
 fn main() {
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("protoc-bin-vendored has protoc");
@@ -77,7 +83,9 @@ fn main() {
     );
     g.configure(
         ".eyeflow.ir.v1",
-        Config::new().max_len(12).max_bytes(JSON_BYTES),
+        Config::new()
+            .max_len(CLASSES as u32)
+            .max_bytes(JSON_BYTES as u32),
     );
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     g.add_protoc_arg("--proto_path=../proto/proto");
