@@ -1,8 +1,8 @@
-//! Loading a program: what a device checks before it runs anything, in this order —
-//! size, framing, signature (`bad_signature`, `unknown_key`), IR version, target, then
-//! each instruction against the MCU profile (`not_mcu`) and the device's capacities
-//! (`capacity`), the program's structure (`malformed`), and the capabilities it requires
-//! (`capability`). A loaded [`Program`] keeps the flow of its instructions (dependencies,
+//! Loading a program: what a device checks before it runs anything, in the server's order
+//! — size and canonical encoding (`malformed`), signature (`bad_signature`,
+//! `unknown_key`), IR version, target, then the MCU profile (`not_mcu`) and the device's
+//! capacities (`capacity`) as `eyeflow_ir::mcu` checks them, the program's structure
+//! (`malformed`), and the capabilities it requires (`capability`). A loaded [`Program`] keeps the flow of its instructions (dependencies,
 //! branch arms, loop bodies, compensation) as small indices and borrows everything else
 //! from the verified file; [`Program::detail`] decodes one instruction when it runs.
 
