@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's second command). Installs what it needs on a fresh
 # machine: the firmware's cross target and QEMU (qemu-system-arm, by scripts/firmware.sh),
-# wasm32-wasip2 for the plugins, and the servers the
-# integration tests start on 127.0.0.1 (Redis, Mosquitto, OpenBao, the tansu Kafka-protocol
-# broker, cached under ~/.cache/eyeflow).
+# wasm32-wasip2 for the plugins, and the servers the integration tests start on 127.0.0.1
+# (Redis, Mosquitto, OpenBao, the tansu Kafka-protocol broker, cached under ~/.cache/eyeflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
