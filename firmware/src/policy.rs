@@ -113,32 +113,14 @@ impl Policy {
     }
 }
 
-/// The wait before retry number `retry` (from 1).
+/// The wait before retry number `retry` (from 1), as the server computes it.
 fn backoff_ms(config: &Retry, retry: u32) -> u64 {
-    let base = f64::from(config.backoff_ms);
-    let multiplier = if config.multiplier.is_finite() && config.multiplier >= 1.0 {
-        f64::from(config.multiplier)
-    } else {
-        1.0
-    };
-    let cap = if config.max_backoff_ms == 0 {
-        base * 10.0
-    } else {
-        f64::from(config.max_backoff_ms)
-    };
-    let mut ms = base;
-    for _ in 1..retry {
-        if ms >= cap {
-            break;
-        }
-        ms *= multiplier;
-    }
-    let ms = ms.min(cap);
-    if ms.is_finite() && ms >= 0.0 {
-        ms as u64
-    } else {
-        0
-    }
+    eyeflow_mcu::retry::backoff_ms(
+        config.backoff_ms,
+        config.multiplier,
+        config.max_backoff_ms,
+        retry,
+    )
 }
 
 #[cfg(test)]

@@ -95,23 +95,15 @@ impl From<SecretError> for Failure {
     }
 }
 
-/// The wait before retry number `retry` (from 1): `backoff_ms × multiplier^(retry-1)`, capped
-/// at `max_backoff_ms` (0 = 10 × `backoff_ms`).
+/// The wait before retry number `retry` (from 1), as a device computes it
+/// ([`eyeflow_mcu::retry::backoff_ms`]).
 pub fn backoff(config: &RetryConfig, retry: u32) -> Duration {
-    let base = f64::from(config.backoff_ms);
-    let multiplier = if config.backoff_multiplier.is_finite() && config.backoff_multiplier >= 1.0 {
-        f64::from(config.backoff_multiplier)
-    } else {
-        1.0
-    };
-    let cap = if config.max_backoff_ms == 0 {
-        base * 10.0
-    } else {
-        f64::from(config.max_backoff_ms)
-    };
-    let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
-    let ms = (base * multiplier.powi(exponent)).min(cap);
-    Duration::from_millis(if ms.is_finite() { ms as u64 } else { 0 })
+    Duration::from_millis(eyeflow_mcu::retry::backoff_ms(
+        config.backoff_ms,
+        config.backoff_multiplier,
+        config.max_backoff_ms,
+        retry,
+    ))
 }
 
 /// What to do after a failed attempt.
