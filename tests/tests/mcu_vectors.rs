@@ -4,9 +4,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use eyeflow_tests::node::{binary, repo};
+use eyeflow_tests::node::{binary, repo, run};
 
 fn vectors() -> PathBuf {
     repo().join("firmware/vectors")
@@ -25,17 +24,9 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `eyeflow args`' standard output, trimmed.
 fn eyeflow(args: &[&str]) -> String {
-    let out = Command::new(binary())
-        .args(args)
-        .output()
-        .expect("eyeflow runs");
-    assert!(
-        out.status.success(),
-        "eyeflow {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
+    run(&binary(), args, &repo())
 }
 
 #[test]
@@ -70,7 +61,7 @@ fn every_vector_runs_to_its_expected_trace_and_together_they_cover_the_profile()
         let dir = vectors().join(&name);
         let trace = eyeflow(&["mcu", "run", &dir.display().to_string()]);
         let expected = std::fs::read_to_string(dir.join("expected.trace")).expect("trace");
-        assert_eq!(trace, expected, "vector {name}");
+        assert_eq!(trace, expected.trim_end(), "vector {name}");
         for line in trace.lines() {
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
