@@ -191,13 +191,18 @@ impl Workdir {
 
     /// Compiles `rule`, signs it with the test key and deploys it on the node at `url`.
     pub fn deploy(&self, url: &str, rule: &str) {
+        self.deploy_for(url, rule, eyeflow_ir::pb::Target::Server);
+    }
+
+    /// [`Workdir::deploy`] of `rule` compiled for `target`.
+    pub fn deploy_for(&self, url: &str, rule: &str, target: eyeflow_ir::pb::Target) {
         let options = eyeflow_compiler::CompileOptions {
             source_name: "test.yaml".to_owned(),
             compiled_by: "tests".to_owned(),
             compiled_at: 1_700_000_000,
         };
-        let program =
-            eyeflow_compiler::compile_and_sign(rule, &options, &self.key).expect("compiles");
+        let program = eyeflow_compiler::compile_and_sign_for(rule, &options, target, &self.key)
+            .expect("compiles");
         let response = self
             .client
             .post(format!("{url}/api/programs"))

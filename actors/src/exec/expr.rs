@@ -6,7 +6,9 @@
 //! `size(x) - 1` and `x[0]` work on JSON data), other numbers `double`; CEL results come
 //! back as JSON (`uint` and `int` as integers, map keys as strings, bytes as lowercase hex).
 //! The bytecode reads every number as `f64`, a string as a string, an object or a list at
-//! the end of a path as `NotScalar`; its results are JSON scalars.
+//! the end of a path as `NotScalar`; its results are JSON scalars, a whole number (below
+//! 2^53, not -0) as a JSON integer, so that a plugin whose schema asks for an integer
+//! accepts the `5` a device would send, not `5.0`.
 
 use std::sync::{Arc, LazyLock};
 
@@ -191,11 +193,22 @@ impl eyeflow_mcu::code::Env for Vars {
     }
 }
 
+/// Whole numbers up to this magnitude are exact in `f64` and leave as JSON integers.
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0; // 2^53
+
 /// A bytecode result as JSON; a number JSON cannot hold is an error.
 fn scalar_json(value: Mcu<'_>) -> Result<Value, String> {
     Ok(match value {
         Mcu::Null => Value::Null,
         Mcu::Bool(b) => Value::Bool(b),
+        // The same f64 when read back (the trace's digest), -0 excepted: it stays a double.
+        Mcu::Num(n)
+            if n.fract() == 0.0
+                && n.abs() < EXACT_INTEGER
+                && !(n == 0.0 && n.is_sign_negative()) =>
+        {
+            Value::from(n as i64)
+        }
         Mcu::Num(n) => Value::Number(
             Number::from_f64(n).ok_or_else(|| format!("the result {n} is not a finite number"))?,
         ),
@@ -286,6 +299,17 @@ mod tests {
             eval("{'k': data.a[1] > 2}", &vars).unwrap(),
             json!({"k": true})
         );
+    }
+
+    #[test]
+    fn bytecode_numbers_leave_as_integers_when_whole() {
+        let json = |n: f64| scalar_json(Mcu::Num(n)).unwrap().to_string();
+        assert_eq!(json(5.0), "5");
+        assert_eq!(json(-12.0), "-12");
+        assert_eq!(json(2.5), "2.5");
+        assert_eq!(json(-0.0), "-0.0");
+        assert_eq!(json(9_007_199_254_740_992.0), "9007199254740992.0");
+        assert!(scalar_json(Mcu::Num(f64::NAN)).is_err());
     }
 
     #[test]
