@@ -330,6 +330,7 @@ mod tests {
         );
         assert!(full.backends.vault.is_some() && full.sources.mqtt.is_some());
         assert!(full.llm.is_some());
+        assert_eq!(full.devices[0].id, "pump-1");
         assert_eq!(
             full.backends.kafka.as_ref().unwrap().source_topics,
             ["plant-a.alarms"]
