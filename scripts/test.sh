@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's second command). Installs what it needs on a fresh
-# machine: the firmware's cross target, wasm32-wasip2 for the plugins, and the servers the
-# integration tests start on 127.0.0.1 (Redis, Mosquitto, OpenBao, the tansu Kafka-protocol
-# broker, cached under ~/.cache/eyeflow).
+# machine: the firmware's cross target and QEMU (qemu-system-arm, by scripts/firmware.sh),
+# wasm32-wasip2 for the plugins, and the servers the integration tests start on 127.0.0.1
+# (Redis, Mosquitto, OpenBao, the tansu Kafka-protocol broker, cached under ~/.cache/eyeflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +17,9 @@ export PATH="$HOME/.cache/eyeflow/bin:$PATH"
 bash scripts/build-plugins.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
-# The firmware must keep building for the MCU target.
-cargo build -p eyeflow-firmware --target thumbv7em-none-eabihf
+# The firmware (its own workspace, firmware/) must keep building for the MCU target, and run
+# every conformance vector in QEMU as the server does (installs qemu-system-arm if absent).
+bash scripts/firmware.sh build
+bash scripts/firmware.sh lint
+bash scripts/firmware.sh test
+bash scripts/firmware.sh conformance

@@ -1,3 +1,44 @@
-//! no_std, heap-free interpreter of the LLM-IR subset that makes sense on a microcontroller,
-//! with actors as Embassy tasks; built in a later issue.
+//! The eyeflow firmware: runs signed MCU-profile LLM-IR programs on a microcontroller,
+//! `no_std`, without a heap, as actors on Embassy — trace-identical to the server on the
+//! same program and inputs (the conformance vectors in `vectors/`).
+//!
+//! - [`program`]: loading — size, signature (`verify_strict`, [`verify::KEYRING`]), IR
+//!   version, target, the MCU profile and the device's capacities, the capabilities the
+//!   board provides; the refusal reasons of the canonical trace.
+//! - [`conductor`] and [`actors`]: one execution, walked by the conductor, each
+//!   instruction run by the actor of its kind; fallbacks in [`policy`].
+//! - [`hardware`]: the trait a board implements for CALL_ACTION / LOAD_RESOURCE.
+//!
+//! A board crate (`boards/qemu`, `boards/stm32f4`) provides the time driver, the inputs,
+//! the [`hardware::Hardware`] and the output of the trace:
+//!
+//! ```ignore
+//! let program = STATIC.init(Program::load(file, KEYRING, CAPABILITIES)?);
+//! conductor::spawn_actors(spawner)?;
+//! spawner.spawn(hardware_task(MyBoard::new(p))?);   // calls actors::hardware::serve
+//! let status = conductor::run(program, event, &mut out).await;
+//! ```
 #![no_std]
+#![forbid(unsafe_code)]
+
+pub mod actors;
+mod canonical;
+pub mod capability;
+pub mod conductor;
+pub mod hardware;
+pub mod owned;
+pub mod policy;
+pub mod program;
+pub mod state;
+pub mod verify;
+mod wire;
+
+/// The generated micropb decoder of `proto/proto/llm_ir.proto` (build.rs).
+#[allow(clippy::all, nonstandard_style, unused, missing_docs, unreachable_pub)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/llm_ir.rs"));
+}
+
+pub(crate) use generated::eyeflow_::ir_::v1_ as pb;
+
+pub use eyeflow_mcu;

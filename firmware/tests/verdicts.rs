@@ -1,0 +1,103 @@
+//! The device's verdict on a program is the server's: every vector's program, and every
+//! copy of it with one byte changed (three masks) or cut short, gets the same refusal
+//! reason (or acceptance) from `Program::load` as from the server's own checks, in the
+//! order `eyeflow mcu run` makes them (runtime/src/mcu): decode (canonical encoding),
+//! signature, IR version, target, the MCU profile (`eyeflow_ir::validate`).
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+
+use eyeflow_firmware::capability::Capability;
+use eyeflow_firmware::program::Program;
+use eyeflow_firmware::verify::KEYRING;
+use eyeflow_ir::mcu::ViolationKind;
+use eyeflow_ir::pb::Target;
+use eyeflow_ir::{Error, Keyring, Limits};
+
+/// The QEMU board's capabilities (every capability, version 1.0.0): the server has none
+/// to check.
+const ANY: &[Capability] = &[Capability {
+    id: "*",
+    version: (1, 0, 0),
+}];
+
+fn server(bytes: &[u8], keyring: &Keyring) -> &'static str {
+    let program = match eyeflow_ir::decode(bytes, &Limits::default()) {
+        Ok(program) => program,
+        Err(Error::TooLarge { .. } | Error::TooManyInstructions { .. }) => return "capacity",
+        Err(_) => return "malformed",
+    };
+    if let Err(e) = keyring.verify(&program) {
+        return match e {
+            Error::UnknownKey { .. } | Error::RevokedKey { .. } => "unknown_key",
+            _ => "bad_signature",
+        };
+    }
+    if eyeflow_ir::version::check_runtime_compatible(&program.ir_version).is_err() {
+        return "ir_version";
+    }
+    if program.target != Target::Mcu as i32 {
+        return "not_mcu";
+    }
+    match eyeflow_ir::validate(&program) {
+        Ok(()) => "ok",
+        Err(Error::McuProfile(v)) => match v.kind {
+            ViolationKind::NotMcu => "not_mcu",
+            ViolationKind::Capacity => "capacity",
+            ViolationKind::Malformed => "malformed",
+        },
+        Err(_) => "malformed",
+    }
+}
+
+fn device(bytes: &[u8]) -> &'static str {
+    let mut program = Box::new(Program::new());
+    match program.load(bytes.to_vec().leak(), KEYRING, ANY) {
+        Ok(()) => "ok",
+        Err(reason) => reason.name(),
+    }
+}
+
+#[test]
+fn the_device_refuses_what_the_server_refuses_for_the_same_reason() {
+    let mut keyring = Keyring::new();
+    keyring.trust_as(
+        "test",
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key(),
+    );
+    let vectors = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors");
+    let mut programs = 0;
+    let mut differ = Vec::new();
+    for entry in std::fs::read_dir(&vectors).expect("firmware/vectors") {
+        let path = entry.expect("entry").path().join("program.ir");
+        let Ok(good) = std::fs::read(&path) else {
+            continue;
+        };
+        let mut variants = vec![good.clone()];
+        for at in 0..good.len() {
+            for mask in [0x01, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[at] ^= mask;
+                variants.push(bad);
+            }
+            variants.push(good[..at].to_vec());
+        }
+        for bytes in variants {
+            programs += 1;
+            let (s, d) = (server(&bytes, &keyring), device(&bytes));
+            if s != d {
+                differ.push(format!("{}: server {s}, device {d}", path.display()));
+            }
+        }
+    }
+    assert!(
+        programs > 1000,
+        "the vectors are missing ({programs} programs)"
+    );
+    assert!(
+        differ.is_empty(),
+        "{} of {programs} differ: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(10)]
+    );
+}
