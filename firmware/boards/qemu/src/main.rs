@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod gateway;
 mod inputs;
 mod scripted;
 mod stack;
@@ -104,6 +105,18 @@ static EXECUTOR: StaticCell<Executor> = StaticCell::new();
 /// stack of a run: it runs here, on a stack nothing else uses yet), then runs it.
 #[entry]
 fn main() -> ! {
+    // The gateway mode: no inputs in RAM, the program comes over UART0 (src/gateway.rs).
+    if let Some(hz) = gateway::gateway_hz() {
+        let Some(p) = cortex_m::Peripherals::take() else {
+            finish(false)
+        };
+        time::start(p.SYST, hz);
+        EXECUTOR.init(Executor::new()).run(|spawner| {
+            if gateway::start(spawner).is_err() {
+                finish(false)
+            }
+        })
+    }
     let Some(inputs) = inputs::read() else {
         heprintln!("no inputs in the input area (see scripts/firmware.sh)");
         finish(false)
