@@ -54,7 +54,10 @@ fn qemu(image: &Path, port: u16) -> Qemu {
         .arg("-kernel")
         .arg(image)
         // The gateway header: magic "EYFG", the core clock (25 MHz on mps2-an386).
-        .args(["-device", "loader,addr=0x20010000,data=0x47465945,data-len=4"])
+        .args([
+            "-device",
+            "loader,addr=0x20010000,data=0x47465945,data-len=4",
+        ])
         .args(["-device", "loader,addr=0x20010004,data=25000000,data-len=4"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -64,8 +67,13 @@ fn qemu(image: &Path, port: u16) -> Qemu {
 }
 
 fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("firmware/vectors").join(name).join("program.ir"))
-        .expect("the conformance vectors")
+    std::fs::read(
+        repo()
+            .join("firmware/vectors")
+            .join(name)
+            .join("program.ir"),
+    )
+    .expect("the conformance vectors")
 }
 
 struct Api {
@@ -87,7 +95,10 @@ impl Api {
     }
 
     fn device(&self) -> Option<Value> {
-        self.get("/api/health")?["devices"][0].as_object().cloned().map(Value::Object)
+        self.get("/api/health")?["devices"][0]
+            .as_object()
+            .cloned()
+            .map(Value::Object)
     }
 
     fn deploy(&self, program: &[u8]) -> (u16, Value) {
@@ -99,7 +110,10 @@ impl Api {
             .send()
             .expect("deploy");
         let status = response.status().as_u16();
-        (status, serde_json::from_str(&response.text().expect("body")).expect("JSON"))
+        (
+            status,
+            serde_json::from_str(&response.text().expect("body")).expect("JSON"),
+        )
     }
 
     fn event(&self, body: &Value) -> u16 {
@@ -170,10 +184,14 @@ fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tam
     };
 
     // Deployed on HELLO: the device restarts on it and says so.
-    eventually("the device is up and runs the deployed program", WAIT, || {
-        let device = api.device()?;
-        (device["status"] == "up" && device["program"] == "threshold@1.0.0").then_some(())
-    });
+    eventually(
+        "the device is up and runs the deployed program",
+        WAIT,
+        || {
+            let device = api.device()?;
+            (device["status"] == "up" && device["program"] == "threshold@1.0.0").then_some(())
+        },
+    );
 
     // An event runs on the device: its steps are in the chain, as the server computes them.
     assert_eq!(api.event(&json!({"level": 82.5, "mode": "auto"})), 202);

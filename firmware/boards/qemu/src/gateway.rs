@@ -23,8 +23,7 @@ use embassy_time::{Duration, Timer, with_timeout};
 use eyeflow_firmware::capability::Capability;
 use eyeflow_firmware::eyeflow_mcu::Value;
 use eyeflow_firmware::eyeflow_mcu::frame::{
-    Capabilities, Capability as Declared, Decoder, Frame, MAX_FRAME, Message, ProgramRef,
-    kind,
+    Capabilities, Capability as Declared, Decoder, Frame, MAX_FRAME, Message, ProgramRef, kind,
 };
 use eyeflow_firmware::program::Program;
 use eyeflow_firmware::state::Event;
@@ -99,16 +98,17 @@ fn identity() -> Option<ProgramRef<'static>> {
 /// Starts the gateway: the program kept across the last restart, then the tasks.
 pub(crate) fn start(spawner: Spawner) -> Result<(), embassy_executor::SpawnError> {
     let active = ACTIVE.init(Program::new());
-    let loaded = slots::active().is_some_and(|file| active.load(file, KEYRING, CAPABILITIES).is_ok());
+    let loaded =
+        slots::active().is_some_and(|file| active.load(file, KEYRING, CAPABILITIES).is_ok());
     let active: &'static Program = active;
     if !loaded {
         slots::forget();
     }
     uart::init();
-    if slots::take_loaded_flag() {
-        if let Some(program) = identity() {
-            send(&Message::Loaded(program));
-        }
+    if slots::take_loaded_flag()
+        && let Some(program) = identity()
+    {
+        send(&Message::Loaded(program));
     }
     conductor::spawn_actors(spawner)?;
     spawner.spawn(hardware()?);
