@@ -5,7 +5,6 @@
 //! program are refused by the device with its reason while it keeps running the old one,
 //! and a device whose QEMU is killed is marked down.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,15 +15,14 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 const DEVICE: &str = "qemu-1";
 
-/// The firmware's QEMU image, built by `scripts/firmware.sh build` (a no-op when fresh).
-fn image() -> PathBuf {
+/// Builds the firmware's images (`scripts/firmware.sh build`, a no-op when fresh).
+fn build_firmware() {
     let status = Command::new("bash")
         .args(["scripts/firmware.sh", "build"])
         .current_dir(repo())
         .status()
         .expect("scripts/firmware.sh runs");
     assert!(status.success(), "the firmware builds");
-    repo().join("firmware/target/thumbv7em-none-eabihf/release/eyeflow-qemu")
 }
 
 /// QEMU running the gateway image, killed when dropped.
@@ -44,25 +42,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts the gateway image with UART0 listening on `port`.
-fn qemu(image: &Path, port: u16) -> Qemu {
-    let child = Command::new("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .arg("-serial")
-        .arg(format!("tcp:127.0.0.1:{port},server=on,wait=off"))
-        .arg("-kernel")
-        .arg(image)
-        // The gateway header: magic "EYFG", the core clock (25 MHz on mps2-an386).
-        .args([
-            "-device",
-            "loader,addr=0x20010000,data=0x47465945,data-len=4",
-        ])
-        .args(["-device", "loader,addr=0x20010004,data=25000000,data-len=4"])
+/// Starts the gateway image with UART0 listening on `port` (`scripts/firmware.sh gateway`,
+/// which execs QEMU: killing the child kills QEMU).
+fn qemu(port: u16) -> Qemu {
+    let child = Command::new("bash")
+        .args(["scripts/firmware.sh", "gateway", &port.to_string()])
+        .current_dir(repo())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
-        .expect("qemu-system-arm starts (scripts/firmware.sh installs it)");
+        .expect("scripts/firmware.sh gateway starts QEMU");
     Qemu(child)
 }
 
@@ -162,9 +151,9 @@ fn expected_steps(name: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tampered_programs() {
-    let image = image();
+    build_firmware();
     let port = free_port();
-    let device = qemu(&image, port);
+    let device = qemu(port);
     let work = Workdir::new("");
     std::fs::write(work.path().join("threshold.ir"), vector("threshold_open")).expect("program");
     let config = std::fs::read_to_string(work.path().join("node.toml")).expect("config");
