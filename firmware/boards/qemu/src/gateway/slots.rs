@@ -16,6 +16,7 @@
 #![allow(unsafe_code)]
 
 use eyeflow_firmware::eyeflow_mcu::limits::MAX_PROGRAM_BYTES;
+use eyeflow_firmware::gateway::Slots;
 
 const BASE: usize = 0x2001_0000;
 const ACTIVE: usize = BASE + 8;
@@ -62,51 +63,60 @@ fn active_index() -> Option<usize> {
     }
 }
 
-/// The running program's file, if a DEPLOY left one.
-pub(crate) fn active() -> Option<&'static [u8]> {
-    let len = (word(LENGTH) as usize).min(MAX_PROGRAM_BYTES);
-    active_index().map(|i| view(SLOTS[i], len))
-}
+/// The slots in the RAM above the image.
+pub(crate) struct RamSlots;
 
-/// Forgets the running program (it did not load again).
-pub(crate) fn forget() {
-    set_word(ACTIVE, 0);
-}
-
-/// Copies `file` into the slot that is not running, for loading; `None` when too large.
-pub(crate) fn stage(file: &[u8]) -> Option<&'static [u8]> {
-    if file.len() > MAX_PROGRAM_BYTES {
-        return None;
+impl Slots for RamSlots {
+    /// The running program's file, if a DEPLOY left one.
+    fn active(&self) -> Option<&'static [u8]> {
+        let len = (word(LENGTH) as usize).min(MAX_PROGRAM_BYTES);
+        active_index().map(|i| view(SLOTS[i], len))
     }
-    let at = SLOTS[1 - active_index().unwrap_or(1)];
-    write(at, file);
-    set_word(BASE + 24, file.len() as u32);
-    Some(view(at, file.len()))
-}
 
-/// Makes the staged file the running program from the next start, which says LOADED.
-pub(crate) fn commit() {
-    let staged = 1 - active_index().unwrap_or(1);
-    set_word(LENGTH, word(BASE + 24));
-    set_word(FLAGS, word(FLAGS) | SAY_LOADED);
-    set_word(ACTIVE, staged as u32 + 1);
-}
+    /// Forgets the running program (it did not load again).
+    fn forget(&self) {
+        set_word(ACTIVE, 0);
+    }
 
-/// Whether this start follows a swap (and clears it).
-pub(crate) fn take_loaded_flag() -> bool {
-    let flags = word(FLAGS);
-    set_word(FLAGS, flags & !SAY_LOADED);
-    flags & SAY_LOADED != 0
-}
+    /// Copies `file` into the slot that is not running, for loading; `None` when too large.
+    fn stage(&self, file: &[u8]) -> Option<&'static [u8]> {
+        if file.len() > MAX_PROGRAM_BYTES {
+            return None;
+        }
+        let at = SLOTS[1 - active_index().unwrap_or(1)];
+        write(at, file);
+        set_word(BASE + 24, file.len() as u32);
+        Some(view(at, file.len()))
+    }
 
-/// The RUN payload of the execution (empty fields when none).
-pub(crate) fn event() -> &'static [u8] {
-    view(EVENT, (word(EVENT_LENGTH) as usize).min(EVENT_MAX))
-}
+    /// Makes the staged file the running program from the next start, which says LOADED.
+    fn commit(&self) {
+        let staged = 1 - active_index().unwrap_or(1);
+        set_word(LENGTH, word(BASE + 24));
+        set_word(FLAGS, word(FLAGS) | SAY_LOADED);
+        set_word(ACTIVE, staged as u32 + 1);
+    }
 
-/// Keeps a RUN's payload for its execution (cut to the area: it then does not decode).
-pub(crate) fn set_event(payload: &[u8]) {
-    let len = payload.len().min(EVENT_MAX);
-    write(EVENT, &payload[..len]);
-    set_word(EVENT_LENGTH, len as u32);
+    /// Whether this start follows a swap (and clears it).
+    fn take_loaded_flag(&self) -> bool {
+        let flags = word(FLAGS);
+        set_word(FLAGS, flags & !SAY_LOADED);
+        flags & SAY_LOADED != 0
+    }
+
+    /// The RUN payload of the execution (empty fields when none).
+    fn event(&self) -> &'static [u8] {
+        view(EVENT, (word(EVENT_LENGTH) as usize).min(EVENT_MAX))
+    }
+
+    /// Keeps a RUN's payload for its execution (cut to the area: it then does not decode).
+    fn set_event(&self, payload: &[u8]) {
+        let len = payload.len().min(EVENT_MAX);
+        write(EVENT, &payload[..len]);
+        set_word(EVENT_LENGTH, len as u32);
+    }
+
+    fn restart(&self) -> ! {
+        cortex_m::peripheral::SCB::sys_reset()
+    }
 }

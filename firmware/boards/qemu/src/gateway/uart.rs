@@ -1,6 +1,8 @@
 //! mps2-an386's CMSDK APB UART0 (which QEMU binds to `-serial`), polled.
 #![allow(unsafe_code)]
 
+use eyeflow_firmware::gateway::Port;
+
 const UART0: usize = 0x4000_4000;
 const DATA: usize = UART0;
 const STATE: usize = UART0 + 0x04;
@@ -25,15 +27,18 @@ pub(crate) fn init() {
     write_reg(CTRL, 0b11);
 }
 
-/// Writes `bytes`, waiting while the transmitter is full.
-pub(crate) fn write(bytes: &[u8]) {
-    for &b in bytes {
-        while read_reg(STATE) & TX_FULL != 0 {}
-        write_reg(DATA, u32::from(b));
-    }
-}
+/// UART0 as the gateway's port.
+pub(crate) struct Uart0;
 
-/// The next received byte, if one is waiting.
-pub(crate) fn read() -> Option<u8> {
-    (read_reg(STATE) & RX_FULL != 0).then(|| read_reg(DATA) as u8)
+impl Port for Uart0 {
+    fn write(&self, bytes: &[u8]) {
+        for &b in bytes {
+            while read_reg(STATE) & TX_FULL != 0 {}
+            write_reg(DATA, u32::from(b));
+        }
+    }
+
+    fn read(&self) -> Option<u8> {
+        (read_reg(STATE) & RX_FULL != 0).then(|| read_reg(DATA) as u8)
+    }
 }
