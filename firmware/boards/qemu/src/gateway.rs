@@ -40,14 +40,17 @@ static GATEWAY: Gateway<uart::Uart0, slots::RamSlots> = Gateway::new(
     Duration::from_millis(500),
 );
 
-static ACTIVE: StaticCell<Program> = StaticCell::new();
 static STAGING: StaticCell<Program> = StaticCell::new();
 static BUFFER: StaticCell<[u8; MAX_FRAME]> = StaticCell::new();
 
-/// Starts the gateway: the program kept across the last restart, then the tasks.
-pub(crate) fn start(spawner: Spawner) -> Result<(), embassy_executor::SpawnError> {
+/// Starts the gateway: the program kept across the last restart (loaded into `active`),
+/// then the tasks. Not inlined: its frame stays out of `main`'s in the conformance mode.
+#[inline(never)]
+pub(crate) fn start(
+    spawner: Spawner,
+    active: &'static mut Program,
+) -> Result<(), embassy_executor::SpawnError> {
     uart::init();
-    let active = ACTIVE.init(Program::new());
     let loaded = GATEWAY.start(active);
     conductor::spawn_actors(spawner)?;
     spawner.spawn(hardware()?);
