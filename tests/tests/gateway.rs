@@ -3,7 +3,8 @@
 //! entry on that socket. The program is deployed on HELLO, events run on the device and
 //! their steps land in the node's audit chain (which verifies), a tampered and an unsigned
 //! program are refused by the device with its reason while it keeps running the old one,
-//! and a device whose QEMU is killed is marked down.
+//! a device whose QEMU is killed is marked down, and one that comes back is reconnected to
+//! and deployed again.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -223,5 +224,17 @@ fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tam
     eventually("the killed device is down", WAIT, || {
         (api.device()?["status"] == "down").then_some(())
     });
+
+    // A device that comes back (a fresh one: no program) is reconnected to and deployed
+    // again: the last program an operator deployed, else the configured ones.
+    let _device = qemu(port);
+    eventually(
+        "the restarted device is up with the program again",
+        WAIT,
+        || {
+            let device = api.device()?;
+            (device["status"] == "up" && device["program"] == "threshold@1.0.0").then_some(())
+        },
+    );
     work.stop(node);
 }
