@@ -8,6 +8,8 @@
 //! - [`conductor`] and [`actors`]: one execution, walked by the conductor, each
 //!   instruction run by the actor of its kind; fallbacks in [`policy`].
 //! - [`hardware`]: the trait a board implements for CALL_ACTION / LOAD_RESOURCE.
+//! - [`gateway`]: the device end of the serial gateway (a board gives its serial port and
+//!   where programs are kept).
 //!
 //! A board crate (`boards/qemu`, `boards/stm32f4`) provides the time driver, the inputs,
 //! the [`hardware::Hardware`] and the output of the trace:
@@ -25,6 +27,7 @@ pub mod actors;
 mod canonical;
 pub mod capability;
 pub mod conductor;
+pub mod gateway;
 pub mod hardware;
 pub mod owned;
 pub mod policy;

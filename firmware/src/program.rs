@@ -210,6 +210,12 @@ impl Default for Program {
     }
 }
 
+/// The program id and version of a signed program `file` (for the gateway's HELLO and
+/// LOADED), if it has them.
+pub fn identity(file: &[u8]) -> Option<(&str, &str)> {
+    Some((wire::string(file, 1).ok()?, wire::string(file, 3).ok()?))
+}
+
 impl Program {
     /// An empty program, to [`load`](Self::load) into (in place: a program is too large
     /// to move around a device's stack).

@@ -79,6 +79,12 @@ pub enum Error {
         /// What is wrong.
         what: &'static str,
     },
+    /// A gateway frame or message that is malformed, or does not fit its buffer.
+    #[error("bad frame: {what}")]
+    Frame {
+        /// What is wrong.
+        what: &'static str,
+    },
     /// Evaluation: the path names no field.
     #[error("no such field")]
     MissingField,

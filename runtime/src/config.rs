@@ -37,10 +37,16 @@ pub struct FileConfig {
     /// The event sources' sections (`[mqtt]`, ...).
     #[serde(flatten)]
     pub sources: crate::sources::Sections,
+    /// `[[devices]]`: field devices served over the serial gateway.
+    #[serde(default)]
+    pub devices: Vec<crate::devices::DeviceSection>,
+    /// The config file's folder (relative program paths of `[[devices]]` start there).
+    #[serde(skip)]
+    base: Option<PathBuf>,
 }
 
 /// The sections of `node.toml` besides the backends' and the sources'.
-const OWN_SECTIONS: &[&str] = &["node", "api", "llm", "retention"];
+const OWN_SECTIONS: &[&str] = &["node", "api", "llm", "retention", "devices"];
 
 /// `[node]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +205,7 @@ impl FileConfig {
             what: path.display().to_string(),
             reason,
         })?;
+        config.base = path.parent().map(Path::to_path_buf);
         if let Some(base) = path.parent() {
             for relative in [&mut config.node.data_dir, &mut config.node.audit_key]
                 .into_iter()
@@ -260,6 +267,16 @@ impl FileConfig {
             base_url: llm.base_url.clone(),
             api_key_secret: llm.api_key_secret.clone(),
         });
+        let mut ids = std::collections::BTreeSet::new();
+        for device in &self.devices {
+            if !ids.insert(device.id.as_str()) {
+                return Err(Error::BadConfig {
+                    what: "[[devices]] id".to_owned(),
+                    reason: format!("device `{}` appears twice", device.id),
+                });
+            }
+            config.devices.push(device.resolve(self.base.as_deref())?);
+        }
         Ok(config)
     }
 
@@ -313,6 +330,7 @@ mod tests {
         );
         assert!(full.backends.vault.is_some() && full.sources.mqtt.is_some());
         assert!(full.llm.is_some());
+        assert_eq!(full.devices[0].id, "pump-1");
         assert_eq!(
             full.backends.kafka.as_ref().unwrap().source_topics,
             ["plant-a.alarms"]
@@ -327,6 +345,51 @@ mod tests {
         assert_eq!(retention.dedupe.as_secs(), 2_592_000);
         assert_eq!(retention.audit.map(|a| a.as_secs()), Some(31_536_000));
         assert!(embedded.retention.policy().unwrap().is_none());
+    }
+
+    #[test]
+    fn devices_are_checked_at_start() {
+        let config = |entry: &str| {
+            FileConfig::parse(&format!("[[devices]]\n{entry}\n")).and_then(|c| {
+                c.node_config(Some("/tmp/x".into()))
+                    .map_err(|e| e.to_string())
+            })
+        };
+        let node =
+            config("id = 'pump-1'\nlink = 'tcp:127.0.0.1:4000'\nheartbeat_ms = 500").unwrap();
+        assert_eq!(
+            node.devices[0].link,
+            crate::devices::Link::Tcp("127.0.0.1:4000".into())
+        );
+        assert_eq!(node.devices[0].heartbeat.as_millis(), 500);
+        let tty = config("id = 'p2'\nlink = '/dev/ttyUSB0'\nbaud = 9600").unwrap();
+        assert!(matches!(
+            tty.devices[0].link,
+            crate::devices::Link::Tty { baud: 9600, .. }
+        ));
+        for (entry, says) in [
+            ("id = 'Pump 1'\nlink = 'tcp:h:1'", "not a device id"),
+            ("id = 'p'\nlink = 'tcp:h'", "not tcp:HOST:PORT"),
+            ("id = 'p'\nlink = 'COM3'", "neither tcp:HOST:PORT nor"),
+            (
+                "id = 'p'\nlink = 'tcp:h:1'\nbaud = 9600",
+                "baud rate is for a tty",
+            ),
+            (
+                "id = 'p'\nlink = 'tcp:h:1'\nprograms = ['/nonexistent.ir']",
+                "nonexistent.ir",
+            ),
+            ("id = 'p'\nlink = 'tcp:h:1'\nspeed = 3", "speed"),
+        ] {
+            let err = config(entry).unwrap_err();
+            assert!(err.contains(says), "{entry}: {err}");
+        }
+        let twice = FileConfig::parse(
+            "[[devices]]\nid = 'p'\nlink = 'tcp:h:1'\n[[devices]]\nid = 'p'\nlink = 'tcp:h:2'\n",
+        )
+        .unwrap();
+        let err = twice.node_config(Some("/tmp/x".into())).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
     }
 
     #[test]

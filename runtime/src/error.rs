@@ -184,6 +184,14 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A field device could not be reached or did not answer.
+    #[error("device `{device}`: {reason}")]
+    Device {
+        /// The device's id.
+        device: String,
+        /// Why.
+        reason: String,
+    },
     /// No such execution, program or plugin.
     #[error("{what} not found")]
     NotFound {

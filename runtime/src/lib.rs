@@ -13,7 +13,8 @@
 //! - [`backends`]: the production backends (Redis, Kafka, Vault/OpenBao) behind the same
 //!   ports, each one module plus one line in its registry;
 //! - [`node`]: a node assembled from all of the above, configured by [`config`], with
-//!   [`sources`] (MQTT, Kafka topics, timers and cron, polled plugins) feeding it;
+//!   [`sources`] (MQTT, Kafka topics, timers and cron, polled plugins) feeding it, and
+//!   [`devices`] (field devices over the serial gateway) served by it;
 //! - [`retention`]: the periodic deletion of finished executions past their window;
 //! - [`mcu`]: MCU-profile programs on the server: the conformance vectors, generated and
 //!   run through the executor with their scripted hardware;
@@ -24,6 +25,7 @@ pub mod audit;
 pub mod backends;
 mod blocking;
 pub mod config;
+pub mod devices;
 mod error;
 pub mod events;
 pub mod http;

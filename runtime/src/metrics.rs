@@ -40,6 +40,12 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Counts `n` frames dropped from device `device` (corrupt, malformed, unexpected).
+pub fn device_bad_frames(device: &str, n: u64) {
+    metrics::counter!("eyeflow_device_bad_frames_total", "device" => device.to_owned())
+        .increment(n);
+}
+
 /// Counts one finished execution of `program` with `outcome` and its latency.
 pub fn execution(program: &str, outcome: &str, took: Duration) {
     metrics::counter!("eyeflow_executions_total", "program" => program.to_owned(), "outcome" => outcome.to_owned())

@@ -92,6 +92,8 @@ pub struct NodeConfig {
     pub audit_key: Option<ed25519_dalek::SigningKey>,
     /// What retention deletes and when (`[retention]`); `None` = everything is kept.
     pub retention: Option<crate::retention::RetentionPolicy>,
+    /// The field devices served over the serial gateway (`[[devices]]`).
+    pub devices: Vec<crate::devices::DeviceConfig>,
 }
 
 impl NodeConfig {
@@ -111,6 +113,7 @@ impl NodeConfig {
             restart: RestartPolicy::default(),
             audit_key: None,
             retention: None,
+            devices: Vec::new(),
         }
     }
 }
@@ -239,6 +242,8 @@ struct Inner {
     journal: Arc<FjallJournal>,
     audit: Arc<FjallAudit>,
     events: Arc<FjallEventLog>,
+    /// The field devices of `[[devices]]`.
+    devices: crate::devices::Devices,
     /// Admission, lanes, scheduling and the runs of executions.
     executions: Executions,
     /// Runs the supervision tree (node supervisor → program registry → program actors).
@@ -400,6 +405,19 @@ impl Node {
                 .map_err(http_client_error)?,
             ),
         };
+        // One supervised actor per field device, beside the node's service actors.
+        let (devices, device_actors) = crate::devices::Devices::new(
+            config.devices.clone(),
+            crate::devices::DeviceContext {
+                audit: audit.clone(),
+                store: store.clone(),
+                durability: config.durability,
+                sink: sink.clone(),
+                llm: llm.clone(),
+            },
+            policy,
+        );
+        services.extend(device_actors);
         let effects = Effects {
             node_id: config.node_id.clone(),
             plugins: Arc::new(crate::metrics::MeteredPlugins::new(host.clone())),
@@ -472,6 +490,7 @@ impl Node {
                 journal,
                 audit,
                 events,
+                devices,
                 executions,
                 actors,
                 supervisor,
@@ -491,6 +510,23 @@ impl Node {
     /// The plugin host.
     pub fn plugins(&self) -> &PluginHost {
         &self.inner.host
+    }
+
+    /// The field devices of `[[devices]]`.
+    pub fn devices(&self) -> &crate::devices::Devices {
+        &self.inner.devices
+    }
+
+    /// Sends the signed program `bytes` to device `id`; waits for its LOADED or REFUSED.
+    pub fn deploy_to_device(&self, id: &str, bytes: &[u8]) -> Result<crate::devices::Deployment> {
+        self.inner
+            .actors
+            .block_on(self.inner.devices.deploy(id, bytes))
+    }
+
+    /// Sends the event `body` to device `id` as a RUN.
+    pub fn run_on_device(&self, id: &str, body: &serde_json::Value) -> Result<()> {
+        self.inner.actors.block_on(self.inner.devices.run(id, body))
     }
 
     /// The embedded store.

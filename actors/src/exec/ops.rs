@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 use super::engine::{Attempt, Resumption, Run};
 use super::expr::Expr;
 use super::fallback::Failure;
-use super::program::{Prepared, SlotSource, text_of};
+use super::program::{Llm, Prepared, Program, SlotSource, text_of};
 use crate::gates::ResourceHold;
-use crate::ports::{CallErrorKind, ChatMessage, HttpRequest, LlmRequest};
+use crate::ports::{CallErrorKind, ChatMessage, HttpRequest, LlmPort, LlmRequest};
 
 /// Port deadline of an instruction without `timeout.execution_timeout_ms`.
 pub(super) const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -91,6 +91,97 @@ fn fill(template: &str, values: &[(String, String)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+impl Llm {
+    /// The chat request of this LLM_CALL with its slots filled from `values`.
+    fn request(&self, model: &str, values: &[(String, String)], timeout: Duration) -> LlmRequest {
+        let mut messages = Vec::with_capacity(2 + 2 * self.few_shot.len());
+        if !self.system_prompt.is_empty() {
+            messages.push(ChatMessage {
+                role: "system".to_owned(),
+                content: fill(&self.system_prompt, values),
+            });
+        }
+        for (input, output) in &self.few_shot {
+            messages.push(ChatMessage {
+                role: "user".to_owned(),
+                content: input.clone(),
+            });
+            messages.push(ChatMessage {
+                role: "assistant".to_owned(),
+                content: output.clone(),
+            });
+        }
+        messages.push(ChatMessage {
+            role: "user".to_owned(),
+            content: fill(&self.prompt, values),
+        });
+        LlmRequest {
+            model: model.to_owned(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            messages,
+            json_output: self.json_output,
+            timeout,
+        }
+    }
+}
+
+/// An LLM answer as the instruction's result: JSON when it asks for JSON, checked against
+/// its output schema (`invalid_output` otherwise).
+fn llm_output(ins: &Prepared, llm: &Llm, answer: String) -> Result<Value, Failure> {
+    let out = if llm.json_output {
+        parse_json_answer(&answer)?
+    } else {
+        Value::String(answer)
+    };
+    check_schema(
+        ins.output_schema.as_ref(),
+        &out,
+        ErrorClass::InvalidOutput,
+        "the answer",
+    )?;
+    Ok(out)
+}
+
+impl Program {
+    /// Serves an LLM_CALL of this program that a device runs (through the serial
+    /// gateway): `slots` are the values the device evaluated, by slot name (its frozen
+    /// context). The request is built and the answer checked as an execution here does;
+    /// a failure is its IR error class and why.
+    pub async fn serve_llm_call(
+        &self,
+        instruction: &str,
+        slots: &[(String, Value)],
+        llm: &dyn LlmPort,
+        timeout: Duration,
+    ) -> Result<Value, (ErrorClass, String)> {
+        let failed = |f: Failure| (f.class, f.message);
+        let ins = self
+            .instructions
+            .iter()
+            .find(|i| i.id == instruction)
+            .ok_or_else(|| {
+                (
+                    ErrorClass::InvalidInput,
+                    format!("the program has no instruction `{instruction}`"),
+                )
+            })?;
+        let llm_call = ins.llm.as_ref().ok_or_else(|| {
+            (
+                ErrorClass::InvalidInput,
+                format!("`{instruction}` is not an LLM_CALL"),
+            )
+        })?;
+        let values: Vec<(String, String)> = slots
+            .iter()
+            .map(|(name, value)| (name.clone(), text_of(value)))
+            .collect();
+        let request = llm_call.request(&llm_call.model, &values, timeout);
+        let answer = llm.complete(&request).await.map_err(|e| failed(e.into()))?;
+        llm_output(ins, llm_call, answer).map_err(failed)
+    }
 }
 
 impl Run<'_> {
@@ -542,48 +633,9 @@ impl Run<'_> {
             }
         }
         *inputs = json!({"model": model, "slots": audited});
-        let mut messages = Vec::with_capacity(2 + 2 * llm.few_shot.len());
-        if !llm.system_prompt.is_empty() {
-            messages.push(ChatMessage {
-                role: "system".to_owned(),
-                content: fill(&llm.system_prompt, &values),
-            });
-        }
-        for (input, output) in &llm.few_shot {
-            messages.push(ChatMessage {
-                role: "user".to_owned(),
-                content: input.clone(),
-            });
-            messages.push(ChatMessage {
-                role: "assistant".to_owned(),
-                content: output.clone(),
-            });
-        }
-        messages.push(ChatMessage {
-            role: "user".to_owned(),
-            content: fill(&llm.prompt, &values),
-        });
-        let request = LlmRequest {
-            model: model.to_owned(),
-            temperature: llm.temperature,
-            max_tokens: llm.max_tokens,
-            messages,
-            json_output: llm.json_output,
-            timeout: self.remaining(deadline_ms, &ins.id)?,
-        };
+        let request = llm.request(model, &values, self.remaining(deadline_ms, &ins.id)?);
         let answer = self.fx.llm.complete(&request).await?;
-        let out = if llm.json_output {
-            parse_json_answer(&answer)?
-        } else {
-            Value::String(answer)
-        };
-        check_schema(
-            ins.output_schema.as_ref(),
-            &out,
-            ErrorClass::InvalidOutput,
-            "the answer",
-        )?;
-        Ok(out)
+        llm_output(ins, llm, answer)
     }
 }
 

@@ -133,6 +133,7 @@ impl From<Error> for ApiError {
             Error::BadSignature { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_signature"),
             Error::Backend { .. } => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Device { .. } => (StatusCode::SERVICE_UNAVAILABLE, "device_unavailable"),
             Error::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             Error::RevokedPlugin { .. } => (StatusCode::CONFLICT, "revoked"),
             Error::VersionConflict { .. } => (StatusCode::CONFLICT, "conflict"),

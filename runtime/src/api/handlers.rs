@@ -675,6 +675,48 @@ pub(crate) async fn metrics(state: State) -> Reply {
         .body(text))
 }
 
+pub(crate) async fn device_deploy(
+    state: State,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Reply {
+    let bytes = read_body(payload, state.config.max_upload_bytes).await?;
+    let node = state.node.clone();
+    let id = id.into_inner();
+    let device = id.clone();
+    let answer = blocking(move || node.deploy_to_device(&device, &bytes)).await?;
+    match answer {
+        crate::devices::Deployment::Loaded { .. } => {
+            Ok(HttpResponse::Created().json(json!({ "device": id, "deployment": answer })))
+        }
+        crate::devices::Deployment::Refused { reason } => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+            format!("device `{id}` refused the program: {reason}; it keeps its current program"),
+        )),
+    }
+}
+
+pub(crate) async fn device_event(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Reply {
+    accepting(&state)?;
+    require_json(&req)?;
+    let body: Value = read_json(&state, payload).await?;
+    let node = state.node.clone();
+    let id = id.into_inner();
+    let device = id.clone();
+    blocking(move || node.run_on_device(&device, &body)).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "device": id, "sent": true })))
+}
+
+pub(crate) async fn health(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "devices": state.node.devices().health() }))
+}
+
 pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
@@ -773,6 +815,10 @@ fn render_metrics(node: &crate::node::Node) -> String {
     metrics::gauge!("eyeflow_executions_in_flight").set(node.in_flight() as f64);
     for (backend, up) in node.backend_health() {
         metrics::gauge!("eyeflow_backend_up", "backend" => backend).set(if up { 1.0 } else { 0.0 });
+    }
+    for device in node.devices().health() {
+        let up = if device.status == "up" { 1.0 } else { 0.0 };
+        metrics::gauge!("eyeflow_device_up", "device" => device.id).set(up);
     }
     for (name, value) in node.backlogs() {
         metrics::gauge!("eyeflow_outbox_backlog", "outbox" => name).set(value as f64);

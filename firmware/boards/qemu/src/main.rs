@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod gateway;
 mod inputs;
 mod scripted;
 mod stack;
@@ -100,10 +101,28 @@ fn finish(written: bool) -> ! {
 
 static EXECUTOR: StaticCell<Executor> = StaticCell::new();
 
+/// The gateway mode's main (not inlined: its frame stays out of the conformance mode's).
+#[inline(never)]
+fn gateway_main(hz: u32) -> ! {
+    let Some(p) = cortex_m::Peripherals::take() else {
+        finish(false)
+    };
+    time::start(p.SYST, hz);
+    EXECUTOR.init(Executor::new()).run(|spawner| {
+        if gateway::start(spawner, PROGRAM.init(Program::new())).is_err() {
+            finish(false)
+        }
+    })
+}
+
 /// Loads the program before the executor starts (the signature check is the deepest
 /// stack of a run: it runs here, on a stack nothing else uses yet), then runs it.
 #[entry]
 fn main() -> ! {
+    // The gateway mode: no inputs in RAM, the program comes over UART0 (src/gateway.rs).
+    if let Some(hz) = gateway::gateway_hz() {
+        gateway_main(hz)
+    }
     let Some(inputs) = inputs::read() else {
         heprintln!("no inputs in the input area (see scripts/firmware.sh)");
         finish(false)

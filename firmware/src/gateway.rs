@@ -1,0 +1,293 @@
+//! The device end of the serial gateway (`eyeflow_mcu::frame`, docs/firmware.md),
+//! board-independent: a board gives its serial port ([`Port`]) and the place that keeps
+//! programs and the RUN's event ([`Slots`]), puts a [`Gateway`] in a `static` and spawns
+//! one task around each of [`Gateway::heartbeat`], [`Gateway::receive`] and
+//! [`Gateway::run`] (Embassy tasks are not generic):
+//!
+//! - HELLO every heartbeat until a PONG answers, then PING; a PING left unanswered makes
+//!   it say HELLO again;
+//! - DEPLOY: the file is staged in the slot that is not running and loaded there with
+//!   every check of loading; refused → REFUSED with the trace's reason, nothing changes;
+//!   loaded → committed, and the board restarts on it (the restart says LOADED). A
+//!   running program is thus never rewritten while borrowed;
+//! - RUN: its fields become the execution's event (kept by the slots, rewritten only
+//!   between executions), its trace lines go out as TRACE frames.
+
+use core::cell::Cell;
+use core::fmt::{self, Write};
+
+use embassy_sync::blocking_mutex::Mutex;
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::signal::Signal;
+use embassy_time::{Duration, Timer, with_timeout};
+use eyeflow_mcu::Value;
+use eyeflow_mcu::frame::{
+    Capabilities, Capability as Declared, Decoder, Frame, Message, ProgramRef, kind,
+};
+use eyeflow_mcu::trace::Refusal;
+
+use crate::capability::Capability;
+use crate::conductor;
+use crate::program::{self, Program};
+use crate::state::Event;
+use crate::verify::KEYRING;
+
+/// Silence after which a partial frame will not complete, in receive polls (1 ms each).
+const IDLE_POLLS: u32 = 200;
+
+/// A serial port, polled.
+pub trait Port: Sync {
+    /// Writes `bytes` (blocking until they are out).
+    fn write(&self, bytes: &[u8]);
+    /// The next received byte, if one is waiting.
+    fn read(&self) -> Option<u8>;
+}
+
+/// Where a board keeps the running program, a staged one and the RUN's event, in memory
+/// that a restart keeps. Every borrow it hands out is `'static`: an implementation must
+/// never rewrite the running program's file, and rewrites the staged file or the event
+/// only when [`Gateway`] asks (while nothing borrows them).
+pub trait Slots: Sync {
+    /// The running program's file, if a DEPLOY left one.
+    fn active(&self) -> Option<&'static [u8]>;
+    /// Forgets the running program (it did not load again).
+    fn forget(&self);
+    /// Copies `file` into the slot that is not running; `None` when it does not fit.
+    fn stage(&self, file: &[u8]) -> Option<&'static [u8]>;
+    /// Makes the staged file the running program from the next start, which says LOADED.
+    fn commit(&self);
+    /// Whether this start follows a commit (and forgets it).
+    fn take_loaded_flag(&self) -> bool;
+    /// The RUN payload of the execution.
+    fn event(&self) -> &'static [u8];
+    /// Keeps a RUN's payload for its execution.
+    fn set_event(&self, payload: &[u8]);
+    /// Restarts the core (on the committed program).
+    fn restart(&self) -> !;
+}
+
+/// A PONG arrived.
+static PONGED: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+/// A RUN's event is kept.
+static RUN: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+/// No execution runs.
+static IDLE: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+
+/// The gateway of a board with port `P` and slots `S`.
+pub struct Gateway<P, S> {
+    port: P,
+    slots: S,
+    device: &'static str,
+    firmware: &'static str,
+    capabilities: &'static [Capability],
+    declared: &'static [Declared<'static>],
+    heartbeat: Duration,
+    seq: Mutex<CriticalSectionRawMutex, Cell<u8>>,
+}
+
+impl<P: Port, S: Slots> Gateway<P, S> {
+    /// The gateway of device `device` (as its HELLO says), firmware version `firmware`,
+    /// providing `capabilities` (declared in HELLO as `declared`), with a PING every
+    /// `heartbeat`.
+    pub const fn new(
+        port: P,
+        slots: S,
+        device: &'static str,
+        firmware: &'static str,
+        capabilities: &'static [Capability],
+        declared: &'static [Declared<'static>],
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            port,
+            slots,
+            device,
+            firmware,
+            capabilities,
+            declared,
+            heartbeat,
+            seq: Mutex::new(Cell::new(0)),
+        }
+    }
+
+    /// Sends one message (written whole: nothing else runs meanwhile).
+    fn send(&self, message: &Message<'_>) {
+        let mut out = [0u8; 256];
+        let seq = self.seq.lock(|s| {
+            let seq = s.get();
+            s.set(seq.wrapping_add(1));
+            seq
+        });
+        if let Ok(len) = message.encode(seq, &mut out) {
+            self.port.write(&out[..len]);
+        }
+    }
+
+    /// The running program's id and version.
+    fn identity(&self) -> Option<ProgramRef<'static>> {
+        let (id, version) = program::identity(self.slots.active()?)?;
+        Some(ProgramRef { id, version })
+    }
+
+    /// Loads the program the slots kept into `active` (says LOADED after a commit);
+    /// whether there is one.
+    pub fn start(&self, active: &mut Program) -> bool {
+        let loaded = self
+            .slots
+            .active()
+            .is_some_and(|file| active.load(file, KEYRING, self.capabilities).is_ok());
+        if !loaded {
+            self.slots.forget();
+        }
+        if self.slots.take_loaded_flag()
+            && let Some(program) = self.identity()
+        {
+            self.send(&Message::Loaded(program));
+        }
+        loaded
+    }
+
+    /// The heartbeat: HELLO until a PONG answers, then PING.
+    pub async fn heartbeat(&self) -> ! {
+        let mut greeted = false;
+        loop {
+            PONGED.reset();
+            if greeted {
+                self.send(&Message::Ping);
+            } else {
+                self.send(&Message::Hello {
+                    device: self.device,
+                    firmware: self.firmware,
+                    capabilities: Capabilities::List(self.declared),
+                    program: self.identity(),
+                });
+            }
+            greeted = with_timeout(self.heartbeat, PONGED.wait()).await.is_ok();
+            if greeted {
+                Timer::after(self.heartbeat).await;
+            }
+        }
+    }
+
+    /// Runs each RUN's execution of `program` (none when `loaded` is false).
+    pub async fn run(&'static self, program: &'static Program, loaded: bool) -> ! {
+        let mut execution = 0u32;
+        IDLE.signal(());
+        loop {
+            RUN.wait().await;
+            if loaded {
+                execution = execution.wrapping_add(1);
+                let mut out = TraceOut {
+                    gateway: self,
+                    execution,
+                    line: heapless::String::new(),
+                };
+                conductor::run(program, self, &mut out).await;
+            }
+            IDLE.signal(());
+        }
+    }
+
+    /// Reads frames from the port into `buffer` (a frame of the largest DEPLOY) and
+    /// handles them; `staging` is where a DEPLOY is loaded.
+    pub async fn receive(&self, buffer: &'static mut [u8], staging: &mut Program) -> ! {
+        let mut decoder = Decoder::new(buffer);
+        let mut quiet = 0u32;
+        loop {
+            let mut got = false;
+            while let Some(byte) = self.port.read() {
+                decoder.push(byte);
+                got = true;
+            }
+            if got {
+                quiet = 0;
+            } else {
+                quiet = quiet.saturating_add(1);
+                if quiet == IDLE_POLLS {
+                    decoder.idle();
+                }
+            }
+            while let Some(frame) = decoder.next_frame() {
+                let Ok(message) = Message::decode(&frame) else {
+                    continue;
+                };
+                match message {
+                    Message::Pong => PONGED.signal(()),
+                    Message::Run { .. } => {
+                        IDLE.wait().await;
+                        self.slots.set_event(frame.payload);
+                        RUN.signal(());
+                    }
+                    Message::Deploy { program } => {
+                        IDLE.wait().await;
+                        self.deploy(staging, program);
+                        IDLE.signal(());
+                    }
+                    _ => {}
+                }
+            }
+            if got {
+                embassy_futures::yield_now().await;
+            } else {
+                Timer::after_millis(1).await;
+            }
+        }
+    }
+
+    fn deploy(&self, staging: &mut Program, file: &[u8]) {
+        let Some(staged) = self.slots.stage(file) else {
+            self.send(&Message::Refused {
+                reason: Refusal::Capacity.name(),
+            });
+            return;
+        };
+        match staging.load(staged, KEYRING, self.capabilities) {
+            Ok(()) => {
+                self.slots.commit();
+                self.slots.restart()
+            }
+            Err(reason) => self.send(&Message::Refused {
+                reason: reason.name(),
+            }),
+        }
+    }
+}
+
+/// The RUN's fields are the execution's event.
+impl<P: Port, S: Slots> Event for Gateway<P, S> {
+    fn field(&self, path: &str) -> Option<Value<'static>> {
+        let frame = Frame {
+            kind: kind::RUN,
+            seq: 0,
+            payload: self.slots.event(),
+        };
+        match Message::decode(&frame) {
+            Ok(Message::Run { fields }) => fields.iter().find(|(p, _)| *p == path).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// One TRACE frame per line of an execution's trace.
+struct TraceOut<'g, P, S> {
+    gateway: &'g Gateway<P, S>,
+    execution: u32,
+    line: heapless::String<160>,
+}
+
+impl<P: Port, S: Slots> Write for TraceOut<'_, P, S> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c == '\n' {
+                self.gateway.send(&Message::Trace {
+                    execution: self.execution,
+                    line: &self.line,
+                });
+                self.line.clear();
+            } else {
+                self.line.push(c).map_err(|_| fmt::Error)?;
+            }
+        }
+        Ok(())
+    }
+}
