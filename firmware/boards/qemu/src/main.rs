@@ -15,7 +15,7 @@ mod time;
 use core::fmt::{self, Write};
 
 use cortex_m_rt::entry;
-use cortex_m_semihosting::{debug, heprintln, hio};
+use cortex_m_semihosting::{debug, hio};
 use embassy_executor::Executor;
 use eyeflow_firmware::capability::Capability;
 use eyeflow_firmware::eyeflow_mcu::limits::MAX_PROGRAM_BYTES;
@@ -82,13 +82,49 @@ async fn execution(
 ) {
     let started = time::cycles(hz);
     conductor::run(program, script, &mut out).await;
-    heprintln!("cycles run={}", time::cycles(hz) - started);
+    report("cycles run=", time::cycles(hz) - started, "");
     finish(true);
+}
+
+/// Writes `label`, `number` in decimal and `tail` as a line on the host's stderr
+/// (hand-written rather than with `core::fmt`, which the image would carry for these
+/// lines alone).
+fn report(label: &str, number: u64, tail: &str) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = number;
+    loop {
+        let (q, r) = div10(n);
+        at -= 1;
+        digits[at] = b'0' + r;
+        n = q;
+        if n == 0 {
+            break;
+        }
+    }
+    if let Ok(mut err) = hio::hstderr() {
+        let _ = err.write_str(label);
+        let _ = err.write_str(core::str::from_utf8(&digits[at..]).unwrap_or(""));
+        let _ = err.write_str(tail);
+        let _ = err.write_str("\n");
+    }
+}
+
+/// `n / 10` and `n % 10` by 16-bit limbs: 32-bit divisions only (a `u64` division links
+/// compiler-builtins' 64-bit divider).
+fn div10(n: u64) -> (u64, u8) {
+    let (mut quotient, mut remainder) = (0u64, 0u32);
+    for shift in [48, 32, 16, 0] {
+        let limb = (remainder << 16) | ((n >> shift) as u32 & 0xffff);
+        quotient |= u64::from(limb / 10) << shift;
+        remainder = limb % 10;
+    }
+    (quotient, remainder as u8)
 }
 
 /// Reports the stack high-water and exits QEMU: 0 once the trace (or refusal) is written.
 fn finish(written: bool) -> ! {
-    heprintln!("stack={}", stack::high_water());
+    report("stack=", stack::high_water() as u64, "");
     debug::exit(if written {
         debug::EXIT_SUCCESS
     } else {
@@ -124,7 +160,9 @@ fn main() -> ! {
         gateway_main(hz)
     }
     let Some(inputs) = inputs::read() else {
-        heprintln!("no inputs in the input area (see scripts/firmware.sh)");
+        if let Ok(mut err) = hio::hstderr() {
+            let _ = err.write_str("no inputs in the input area (see scripts/firmware.sh)\n");
+        }
         finish(false)
     };
     let Some(p) = cortex_m::Peripherals::take() else {
@@ -152,11 +190,9 @@ fn main() -> ! {
     } else {
         // Timed alone for the figures; the load verifies again.
         let verified = verify::check(inputs.program, KEYRING).is_ok();
-        heprintln!(
-            "cycles verify={} ok={}",
-            time::cycles(hz) - started,
-            verified
-        );
+        let cycles = time::cycles(hz) - started;
+        let ok = if verified { " ok=true" } else { " ok=false" };
+        report("cycles verify=", cycles, ok);
         program.load(inputs.program, KEYRING, CAPABILITIES)
     };
     let refused = match loaded {
