@@ -182,7 +182,8 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                     execution,
                     line: heapless::String::new(),
                 };
-                conductor::run(program, self, &mut out).await;
+                // As `dyn Write`: one copy of the conductor for every board's writers.
+                conductor::run(program, self, &mut (&mut out as &mut dyn Write)).await;
             }
             IDLE.signal(());
         }

@@ -224,7 +224,9 @@ impl Program {
             nodes: Vec::new(),
             order: Vec::new(),
             top: 0,
-            default_priority: 128,
+            // Set by every load before use; zero keeps an empty program all zero bytes
+            // (a `static` of it then lives in `.bss`, not `.data` copied from flash).
+            default_priority: 0,
         }
     }
 

@@ -343,7 +343,12 @@ mod tests {
 
     #[test]
     fn decimals_are_written_without_padding() {
-        for (n, text) in [(0, "0"), (7, "7"), (1_000, "1000"), (u32::MAX, "4294967295")] {
+        for (n, text) in [
+            (0, "0"),
+            (7, "7"),
+            (1_000, "1000"),
+            (u32::MAX, "4294967295"),
+        ] {
             let out = line(|l| write_decimal(l, n));
             assert_eq!(&out.buf[..out.len], text.as_bytes());
         }

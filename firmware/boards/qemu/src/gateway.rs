@@ -17,7 +17,7 @@ use eyeflow_firmware::hardware::{Call, Hardware};
 use eyeflow_firmware::owned::Owned;
 use eyeflow_firmware::program::Program;
 use eyeflow_firmware::{actors, conductor};
-use static_cell::StaticCell;
+use static_cell::ConstStaticCell;
 
 pub(crate) use slots::gateway_hz;
 
@@ -40,8 +40,10 @@ static GATEWAY: Gateway<uart::Uart0, slots::RamSlots> = Gateway::new(
     Duration::from_millis(500),
 );
 
-static STAGING: StaticCell<Program> = StaticCell::new();
-static BUFFER: StaticCell<[u8; MAX_FRAME]> = StaticCell::new();
+static STAGING: ConstStaticCell<Program> = ConstStaticCell::new(Program::new());
+/// The frame buffer, zeroed in `.bss` (`StaticCell::init([0; MAX_FRAME])` built the 8 KB
+/// array on the receiver's stack first).
+static BUFFER: ConstStaticCell<[u8; MAX_FRAME]> = ConstStaticCell::new([0; MAX_FRAME]);
 
 /// Starts the gateway: the program kept across the last restart (loaded into `active`),
 /// then the tasks. Not inlined: its frame stays out of `main`'s in the conformance mode.
@@ -86,8 +88,6 @@ async fn runner(program: &'static Program, loaded: bool) {
 
 #[embassy_executor::task]
 async fn receiver() {
-    let staging = STAGING.init(Program::new());
-    GATEWAY
-        .receive(&mut BUFFER.init([0; MAX_FRAME])[..], staging)
-        .await
+    let staging = STAGING.take();
+    GATEWAY.receive(&mut BUFFER.take()[..], staging).await
 }

@@ -24,7 +24,7 @@ use eyeflow_firmware::eyeflow_mcu::trace::{self, Refusal};
 use eyeflow_firmware::program::Program;
 use eyeflow_firmware::verify::{self, KEYRING};
 use eyeflow_firmware::{actors, conductor, state};
-use static_cell::StaticCell;
+use static_cell::{ConstStaticCell, StaticCell};
 
 /// What the simulated board provides: every device its script answers for (the
 /// conformance vectors name theirs: `valve`, `pump`, `sensor`, …), in version 1.0.0, so
@@ -34,7 +34,9 @@ const CAPABILITIES: &[Capability] = &[Capability {
     version: (1, 0, 0),
 }];
 
-static PROGRAM: StaticCell<Program> = StaticCell::new();
+/// The running program, built in place (`StaticCell::init(Program::new())` built its 2 KB
+/// on `main`'s stack first, under the signature check's frames).
+static PROGRAM: ConstStaticCell<Program> = ConstStaticCell::new(Program::new());
 static SCRIPT: StaticCell<Script<'static>> = StaticCell::new();
 
 /// Semihosting stdout, a line at a time (one host call per line).
@@ -81,7 +83,8 @@ async fn execution(
     hz: u32,
 ) {
     let started = time::cycles(hz);
-    conductor::run(program, script, &mut out).await;
+    // As `dyn Write`, as the gateway's: one copy of the conductor in the image.
+    conductor::run(program, script, &mut (&mut out as &mut dyn Write)).await;
     report("cycles run=", time::cycles(hz) - started, "");
     finish(true);
 }
@@ -145,7 +148,7 @@ fn gateway_main(hz: u32) -> ! {
     };
     time::start(p.SYST, hz);
     EXECUTOR.init(Executor::new()).run(|spawner| {
-        if gateway::start(spawner, PROGRAM.init(Program::new())).is_err() {
+        if gateway::start(spawner, PROGRAM.take()).is_err() {
             finish(false)
         }
     })
@@ -184,7 +187,7 @@ fn main() -> ! {
         Err(_) => finish(trace::write_refused(&mut out, Refusal::Malformed).is_ok()),
     };
     let started = time::cycles(hz);
-    let program = PROGRAM.init(Program::new());
+    let program = PROGRAM.take();
     let loaded = if inputs.program_len > MAX_PROGRAM_BYTES {
         Err(Refusal::Capacity)
     } else {
