@@ -102,6 +102,30 @@ print(total)
 PY
 }
 
+# gateway_stack DIR: the stack high-water of the gateway mode (mps2-an386) over a DEPLOY of
+# DIR's program and a RUN with its event; empty if the exchange failed.
+gateway_stack() {
+  local port err q used
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  err=$(mktemp)
+  timeout 60 qemu-system-arm -machine mps2-an386 -nographic -monitor none \
+    -semihosting-config enable=on,target=native \
+    -serial "tcp:127.0.0.1:$port,server=on,wait=off" -kernel "$ELF" \
+    -device loader,addr=$BASE,data=0x47465945,data-len=4 \
+    -device loader,addr=$((BASE + 4)),data=${HZ[mps2-an386]},data-len=4 >/dev/null 2>"$err" &
+  q=$!
+  if python3 scripts/gateway_probe.py "$port" "$1/program.ir" "$1/input.bin" >/dev/null; then
+    sleep 0.1
+    used=$(sed -n 's/^stack=//p' "$err" | sort -n | tail -1)
+  else
+    echo "gateway mode: $(basename "$1") did not deploy and run" >&2
+  fi
+  kill "$q" 2>/dev/null || true
+  wait "$q" 2>/dev/null || true
+  rm -f "$err"
+  echo "${used:-}"
+}
+
 vectors() {
   find firmware/vectors -mindepth 1 -maxdepth 1 -type d ! -name src 2>/dev/null | sort
 }
@@ -172,6 +196,15 @@ size)
     done
   done
   [ "$stack" -gt 0 ] || echo "no vector ran: RAM without the stack" >&2
+  # The gateway mode's stack: each vector that runs DEPLOYed over UART0 (loaded, the
+  # restart, loaded again), then RUN with its event (scripts/gateway_probe.py).
+  gateway_stack=0
+  for dir in $(vectors); do
+    grep -q '^refused' "$dir/expected.trace" && continue
+    used=$(gateway_stack "$dir")
+    ((${used:-0} > gateway_stack)) && gateway_stack=$used
+  done
+  ((gateway_stack > stack)) && stack=$gateway_stack
   # The STM32F4 image with a program embedded, so that nothing of the interpreter is left out.
   sample=$(vectors | while read -r d; do grep -q '^refused' "$d/expected.trace" || { echo "$d"; break; }; done)
   if [ -n "$sample" ]; then
@@ -179,7 +212,7 @@ size)
       cargo build --release -q -p eyeflow-board-stm32f4)
   fi
   echo "flash=$flash ram=$((static + stack))"
-  echo "  static RAM $static, stack high-water $stack (over every vector, both machines); STM32F4 image: flash=$(sections "$STM32_ELF" .vector_table .text .rodata .data) static RAM $(sections "$STM32_ELF" .data .bss .uninit)" >&2
+  echo "  static RAM $static, stack high-water $stack (over every vector, both machines, and the gateway mode: $gateway_stack); STM32F4 image: flash=$(sections "$STM32_ELF" .vector_table .text .rodata .data) static RAM $(sections "$STM32_ELF" .data .bss .uninit)" >&2
   ;;
 run)
   dir=${2:?usage: scripts/firmware.sh run DIR [MACHINE]}

@@ -59,6 +59,7 @@ pub(crate) fn start(
     spawner.spawn(heartbeat()?);
     spawner.spawn(runner(active, loaded)?);
     spawner.spawn(receiver()?);
+    spawner.spawn(stack_watch()?);
     Ok(())
 }
 
@@ -84,6 +85,21 @@ async fn heartbeat() {
 #[embassy_executor::task]
 async fn runner(program: &'static Program, loaded: bool) {
     GATEWAY.run(program, loaded).await
+}
+
+/// Reports the stack high-water on the host's stderr (`stack=BYTES`) whenever it grows, for
+/// `scripts/firmware.sh size` (a restart reports it too: the reset paints the stack again).
+#[embassy_executor::task]
+async fn stack_watch() {
+    let mut reported = 0;
+    loop {
+        let used = crate::stack::high_water();
+        if used > reported {
+            reported = used;
+            crate::report("stack=", used as u64, "");
+        }
+        embassy_time::Timer::after_millis(20).await;
+    }
 }
 
 #[embassy_executor::task]

@@ -117,6 +117,8 @@ impl Slots for RamSlots {
     }
 
     fn restart(&self) -> ! {
+        // The reset paints the stack again: its high-water so far goes out first.
+        crate::report("stack=", crate::stack::high_water() as u64, "");
         cortex_m::peripheral::SCB::sys_reset()
     }
 }
