@@ -219,6 +219,19 @@ fn main() -> ! {
     })
 }
 
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    /// cortex-m-rt's default handler.
+    fn DefaultHandler();
+}
+
+/// The interrupt part of the vector table: one entry (cortex-m-rt requires one), since the
+/// image enables no interrupt — rather than cortex-m-rt's generic 240 (960 B of flash).
+#[allow(unsafe_code)]
+#[unsafe(link_section = ".vector_table.interrupts")]
+#[unsafe(no_mangle)]
+static __INTERRUPTS: [unsafe extern "C" fn(); 1] = [DefaultHandler];
+
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     debug::exit(debug::EXIT_FAILURE);
