@@ -6,8 +6,8 @@
 //!
 //! - HELLO every heartbeat until a PONG answers, then PING; a PING left unanswered makes
 //!   it say HELLO again;
-//! - DEPLOY: the file is staged in the slot that is not running and loaded there with
-//!   every check of loading; refused → REFUSED with the trace's reason, nothing changes;
+//! - DEPLOY: the file is staged in the slot that is not running and checked there with
+//!   every check of loading ([`program::check`]); refused → REFUSED with the trace's reason, nothing changes;
 //!   loaded → committed, and the board restarts on it (the restart says LOADED). A
 //!   running program is thus never rewritten while borrowed;
 //! - RUN: its fields become the execution's event (kept by the slots, rewritten only
@@ -190,8 +190,8 @@ impl<P: Port, S: Slots> Gateway<P, S> {
     }
 
     /// Reads frames from the port into `buffer` (a frame of the largest DEPLOY) and
-    /// handles them; `staging` is where a DEPLOY is loaded.
-    pub async fn receive(&self, buffer: &'static mut [u8], staging: &mut Program) -> ! {
+    /// handles them.
+    pub async fn receive(&self, buffer: &'static mut [u8]) -> ! {
         let mut decoder = Decoder::new(buffer);
         let mut quiet = 0u32;
         loop {
@@ -221,7 +221,7 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                     }
                     Message::Deploy { program } => {
                         IDLE.wait().await;
-                        self.deploy(staging, program);
+                        self.deploy(program);
                         IDLE.signal(());
                     }
                     _ => {}
@@ -235,14 +235,14 @@ impl<P: Port, S: Slots> Gateway<P, S> {
         }
     }
 
-    fn deploy(&self, staging: &mut Program, file: &[u8]) {
+    fn deploy(&self, file: &[u8]) {
         let Some(staged) = self.slots.stage(file) else {
             self.send(&Message::Refused {
                 reason: Refusal::Capacity.name(),
             });
             return;
         };
-        match staging.load(staged, KEYRING, self.capabilities) {
+        match program::check(staged, KEYRING, self.capabilities) {
             Ok(()) => {
                 self.slots.commit();
                 self.slots.restart()

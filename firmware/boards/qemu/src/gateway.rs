@@ -40,7 +40,6 @@ static GATEWAY: Gateway<uart::Uart0, slots::RamSlots> = Gateway::new(
     Duration::from_millis(500),
 );
 
-static STAGING: ConstStaticCell<Program> = ConstStaticCell::new(Program::new());
 /// The frame buffer, zeroed in `.bss` (`StaticCell::init([0; MAX_FRAME])` built the 8 KB
 /// array on the receiver's stack first).
 static BUFFER: ConstStaticCell<[u8; MAX_FRAME]> = ConstStaticCell::new([0; MAX_FRAME]);
@@ -104,6 +103,5 @@ async fn stack_watch() {
 
 #[embassy_executor::task]
 async fn receiver() {
-    let staging = STAGING.take();
-    GATEWAY.receive(&mut BUFFER.take()[..], staging).await
+    GATEWAY.receive(&mut BUFFER.take()[..]).await
 }
