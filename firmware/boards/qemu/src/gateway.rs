@@ -10,7 +10,7 @@ use embassy_executor::Spawner;
 use embassy_time::Duration;
 use eyeflow_firmware::capability::Capability;
 use eyeflow_firmware::eyeflow_mcu::Value;
-use eyeflow_firmware::eyeflow_mcu::frame::{Capability as Declared, MAX_FRAME};
+use eyeflow_firmware::eyeflow_mcu::frame::{Capability as Declared, HEADER, TRAILER};
 use eyeflow_firmware::eyeflow_mcu::trace::ErrorClass;
 use eyeflow_firmware::gateway::Gateway;
 use eyeflow_firmware::hardware::{Call, Hardware};
@@ -40,9 +40,12 @@ static GATEWAY: Gateway<uart::Uart0, slots::RamSlots> = Gateway::new(
     Duration::from_millis(500),
 );
 
-/// The frame buffer, zeroed in `.bss` (`StaticCell::init([0; MAX_FRAME])` built the 8 KB
-/// array on the receiver's stack first).
-static BUFFER: ConstStaticCell<[u8; MAX_FRAME]> = ConstStaticCell::new([0; MAX_FRAME]);
+/// The largest frame the receiver buffers: a RUN whose event fills the event area (a
+/// DEPLOY goes straight to the staging slot, `eyeflow_firmware::gateway`).
+const FRAME: usize = HEADER + slots::EVENT_MAX + TRAILER;
+
+/// The frame buffer, zeroed in `.bss`.
+static BUFFER: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
 
 /// Starts the gateway: the program kept across the last restart (loaded into `active`),
 /// then the tasks. Not inlined: its frame stays out of `main`'s in the conformance mode.
