@@ -4,7 +4,8 @@
 #   scripts/firmware.sh build                  build the QEMU and STM32F4 images (release profile)
 #   scripts/firmware.sh lint                   cargo fmt --check and clippy -D warnings on firmware/
 #   scripts/firmware.sh test                   the firmware's host tests (loading, verdicts, policy, JSON, semver)
-#   scripts/firmware.sh size                   flash=BYTES ram=BYTES (RAM = static + stack high-water)
+#   scripts/firmware.sh size                   flash=BYTES ram=BYTES of the device image (the QEMU board's
+#                                              gateway mode alone; RAM = static + stack high-water)
 #   scripts/firmware.sh run DIR [MACHINE]      run the vector in DIR in QEMU, print its trace
 #   scripts/firmware.sh conformance            every firmware/vectors/*/ in QEMU on both machines
 #                                              and through `eyeflow mcu run`, against expected.trace;
@@ -22,6 +23,8 @@ cd "$(dirname "$0")/.."
 FIRMWARE_TARGET=$PWD/firmware/target
 ELF=$FIRMWARE_TARGET/thumbv7em-none-eabihf/release/eyeflow-qemu
 STM32_ELF=$FIRMWARE_TARGET/thumbv7em-none-eabihf/release/eyeflow-stm32f4
+# The device image (`size`): the QEMU board built without its conformance mode.
+GATEWAY_ELF=$FIRMWARE_TARGET/thumbv7em-none-eabihf/release/eyeflow-qemu-gateway
 # QEMU machine → its core clock (the SysTick time driver counts it).
 declare -A HZ=([netduinoplus2]=168000000 [mps2-an386]=25000000)
 MACHINES=(netduinoplus2 mps2-an386)
@@ -49,6 +52,7 @@ lint() {
     export CARGO_TARGET_DIR=$FIRMWARE_TARGET
     cargo fmt --all -- --check
     cargo clippy -q --workspace -- -D warnings
+    cargo clippy -q -p eyeflow-board-qemu --no-default-features -- -D warnings
     cargo clippy -q -p eyeflow-firmware --all-targets --target "$(host)" -- -D warnings
   )
 }
@@ -100,6 +104,30 @@ for line in subprocess.run(["readelf", "-SW", sys.argv[1]], capture_output=True,
         total += int(parts[5], 16)
 print(total)
 PY
+}
+
+# gateway_stack ELF DIR: the stack high-water of ELF's gateway mode (mps2-an386) over a
+# DEPLOY of DIR's program and a RUN with its event; empty if the exchange failed.
+gateway_stack() {
+  local elf=$1 dir=$2 port err q used
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  err=$(mktemp)
+  timeout 60 qemu-system-arm -machine mps2-an386 -nographic -monitor none \
+    -semihosting-config enable=on,target=native \
+    -serial "tcp:127.0.0.1:$port,server=on,wait=off" -kernel "$elf" \
+    -device loader,addr=$BASE,data=0x47465945,data-len=4 \
+    -device loader,addr=$((BASE + 4)),data=${HZ[mps2-an386]},data-len=4 >/dev/null 2>"$err" &
+  q=$!
+  if python3 scripts/gateway_probe.py "$port" "$dir/program.ir" "$dir/input.bin" >/dev/null; then
+    sleep 0.1
+    used=$(sed -n 's/^stack=//p' "$err" | sort -n | tail -1)
+  else
+    echo "gateway mode: $(basename "$dir") did not deploy and run" >&2
+  fi
+  kill "$q" 2>/dev/null || true
+  wait "$q" 2>/dev/null || true
+  rm -f "$err"
+  echo "${used:-}"
 }
 
 vectors() {
@@ -157,10 +185,26 @@ test)
   host_tests
   ;;
 size)
+  # The device image: the QEMU board without its conformance mode (the gateway alone, as a
+  # field device runs it: verification, interpreter, gateway protocol); its stack over
+  # each running vector DEPLOYed and RUN. Then the test image (both modes) as built by
+  # `build`, its stack over the conformance runs; then the STM32F4 image.
   build
   need_qemu
-  flash=$(sections "$ELF" .vector_table .text .rodata .data)
-  static=$(sections "$ELF" .data .bss .uninit)
+  (cd firmware && CARGO_TARGET_DIR=$FIRMWARE_TARGET cargo build --release -q -p eyeflow-board-qemu --no-default-features)
+  cp "$ELF" "$GATEWAY_ELF"
+  build
+  flash=$(sections "$GATEWAY_ELF" .vector_table .text .rodata .data)
+  static=$(sections "$GATEWAY_ELF" .data .bss .uninit)
+  # The gateway mode's stack: each vector that runs DEPLOYed over UART0 (loaded, the
+  # restart, loaded again), then RUN with its event (scripts/gateway_probe.py).
+  gateway_stack=0
+  for dir in $(vectors); do
+    grep -q '^refused' "$dir/expected.trace" && continue
+    used=$(gateway_stack "$GATEWAY_ELF" "$dir")
+    ((${used:-0} > gateway_stack)) && gateway_stack=$used
+  done
+  [ "$gateway_stack" -gt 0 ] || echo "no vector ran in the gateway mode: RAM without the stack" >&2
   stack=0
   for dir in $(vectors); do
     for machine in "${MACHINES[@]}"; do
@@ -171,15 +215,19 @@ size)
       ((${used:-0} > stack)) && stack=$used
     done
   done
-  [ "$stack" -gt 0 ] || echo "no vector ran: RAM without the stack" >&2
+  [ "$stack" -gt 0 ] || echo "no vector ran: the test image's RAM without the stack" >&2
   # The STM32F4 image with a program embedded, so that nothing of the interpreter is left out.
   sample=$(vectors | while read -r d; do grep -q '^refused' "$d/expected.trace" || { echo "$d"; break; }; done)
   if [ -n "$sample" ]; then
     (cd firmware && CARGO_TARGET_DIR=$FIRMWARE_TARGET EYEFLOW_PROGRAM=$PWD/../$sample/program.ir \
       cargo build --release -q -p eyeflow-board-stm32f4)
   fi
-  echo "flash=$flash ram=$((static + stack))"
-  echo "  static RAM $static, stack high-water $stack (over every vector, both machines); STM32F4 image: flash=$(sections "$STM32_ELF" .vector_table .text .rodata .data) static RAM $(sections "$STM32_ELF" .data .bss .uninit)" >&2
+  echo "flash=$flash ram=$((static + gateway_stack))"
+  {
+    echo "  device image (QEMU, gateway mode only): static RAM $static, stack high-water $gateway_stack (each running vector deployed and run)"
+    echo "  test image (QEMU, gateway and conformance modes): flash=$(sections "$ELF" .vector_table .text .rodata .data) static RAM $(sections "$ELF" .data .bss .uninit), conformance stack high-water $stack (every vector, both machines)"
+    echo "  STM32F4 image (no gateway, a program embedded): flash=$(sections "$STM32_ELF" .vector_table .text .rodata .data) static RAM $(sections "$STM32_ELF" .data .bss .uninit)"
+  } >&2
   ;;
 run)
   dir=${2:?usage: scripts/firmware.sh run DIR [MACHINE]}

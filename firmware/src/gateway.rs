@@ -6,8 +6,9 @@
 //!
 //! - HELLO every heartbeat until a PONG answers, then PING; a PING left unanswered makes
 //!   it say HELLO again;
-//! - DEPLOY: the file is staged in the slot that is not running and loaded there with
-//!   every check of loading; refused → REFUSED with the trace's reason, nothing changes;
+//! - DEPLOY: the file is staged in the slot that is not running as it arrives
+//!   ([`deploy`](crate::deploy)) and checked there with every check of loading
+//!   ([`program::check`]); refused → REFUSED with the trace's reason, nothing changes;
 //!   loaded → committed, and the board restarts on it (the restart says LOADED). A
 //!   running program is thus never rewritten while borrowed;
 //! - RUN: its fields become the execution's event (kept by the slots, rewritten only
@@ -24,10 +25,10 @@ use eyeflow_mcu::Value;
 use eyeflow_mcu::frame::{
     Capabilities, Capability as Declared, Decoder, Frame, Message, ProgramRef, kind,
 };
-use eyeflow_mcu::trace::Refusal;
 
 use crate::capability::Capability;
 use crate::conductor;
+use crate::deploy::DeployStream;
 use crate::program::{self, Program};
 use crate::state::Event;
 use crate::verify::KEYRING;
@@ -52,8 +53,11 @@ pub trait Slots: Sync {
     fn active(&self) -> Option<&'static [u8]>;
     /// Forgets the running program (it did not load again).
     fn forget(&self);
-    /// Copies `file` into the slot that is not running; `None` when it does not fit.
-    fn stage(&self, file: &[u8]) -> Option<&'static [u8]>;
+    /// Writes byte `at` (below [`MAX_PAYLOAD`](eyeflow_mcu::frame::MAX_PAYLOAD)) of a DEPLOY's file into the slot that is
+    /// not running, as it arrives.
+    fn stage_byte(&self, at: usize, byte: u8);
+    /// The `len` bytes staged, for loading.
+    fn staged(&self, len: usize) -> &'static [u8];
     /// Makes the staged file the running program from the next start, which says LOADED.
     fn commit(&self);
     /// Whether this start follows a commit (and forgets it).
@@ -182,22 +186,31 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                     execution,
                     line: heapless::String::new(),
                 };
-                conductor::run(program, self, &mut out).await;
+                // As `dyn Write`: one copy of the conductor for every board's writers.
+                conductor::run(program, self, &mut (&mut out as &mut dyn Write)).await;
             }
             IDLE.signal(());
         }
     }
 
-    /// Reads frames from the port into `buffer` (a frame of the largest DEPLOY) and
-    /// handles them; `staging` is where a DEPLOY is loaded.
-    pub async fn receive(&self, buffer: &'static mut [u8], staging: &mut Program) -> ! {
+    /// Reads frames from the port into `buffer` (the largest frame other than a DEPLOY
+    /// the board takes: a DEPLOY's file goes straight to the staging slot) and handles
+    /// them.
+    pub async fn receive(&self, buffer: &'static mut [u8]) -> ! {
         let mut decoder = Decoder::new(buffer);
+        let mut deploys = DeployStream::new();
         let mut quiet = 0u32;
         loop {
             let mut got = false;
+            let mut deployed = None;
             while let Some(byte) = self.port.read() {
                 decoder.push(byte);
                 got = true;
+                deployed = deploys.push(byte, &self.slots);
+                if deployed.is_some() {
+                    // Checked before any later byte can be staged.
+                    break;
+                }
             }
             if got {
                 quiet = 0;
@@ -205,6 +218,7 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                 quiet = quiet.saturating_add(1);
                 if quiet == IDLE_POLLS {
                     decoder.idle();
+                    deploys.idle();
                 }
             }
             while let Some(frame) = decoder.next_frame() {
@@ -218,13 +232,15 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                         self.slots.set_event(frame.payload);
                         RUN.signal(());
                     }
-                    Message::Deploy { program } => {
-                        IDLE.wait().await;
-                        self.deploy(staging, program);
-                        IDLE.signal(());
-                    }
+                    // Staged by `deploys` as it arrived.
+                    Message::Deploy { .. } => {}
                     _ => {}
                 }
+            }
+            if let Some(len) = deployed {
+                IDLE.wait().await;
+                self.deploy(self.slots.staged(len));
+                IDLE.signal(());
             }
             if got {
                 embassy_futures::yield_now().await;
@@ -234,14 +250,8 @@ impl<P: Port, S: Slots> Gateway<P, S> {
         }
     }
 
-    fn deploy(&self, staging: &mut Program, file: &[u8]) {
-        let Some(staged) = self.slots.stage(file) else {
-            self.send(&Message::Refused {
-                reason: Refusal::Capacity.name(),
-            });
-            return;
-        };
-        match staging.load(staged, KEYRING, self.capabilities) {
+    fn deploy(&self, staged: &'static [u8]) {
+        match program::check(staged, KEYRING, self.capabilities) {
             Ok(()) => {
                 self.slots.commit();
                 self.slots.restart()

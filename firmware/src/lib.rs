@@ -27,6 +27,7 @@ pub mod actors;
 mod canonical;
 pub mod capability;
 pub mod conductor;
+mod deploy;
 pub mod gateway;
 pub mod hardware;
 pub mod owned;

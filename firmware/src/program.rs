@@ -216,6 +216,38 @@ pub fn identity(file: &[u8]) -> Option<(&str, &str)> {
     Some((wire::string(file, 1).ok()?, wire::string(file, 3).ok()?))
 }
 
+/// The first checks of loading: the size, the canonical encoding, the signature.
+#[inline(never)]
+fn authentic(file: &[u8], keyring: &[(&str, [u8; 32])]) -> Result<(), Refusal> {
+    if file.len() > MAX_PROGRAM_BYTES {
+        return Err(Refusal::Capacity);
+    }
+    crate::canonical::check(file)?;
+    verify::check(file, keyring).map_err(|e| match e {
+        SignatureError::Malformed => Refusal::Malformed,
+        SignatureError::Bad => Refusal::BadSignature,
+        SignatureError::UnknownKey => Refusal::UnknownKey,
+    })
+}
+
+/// Whether `file` loads for a board with `capabilities`: the verdict of
+/// [`Program::load`], without a program kept (a staged DEPLOY, which the board restarts
+/// on once it passes). The program checked is built on the stack only after the signature
+/// check returned, so that the two never share it.
+pub fn check(
+    file: &'static [u8],
+    keyring: &[(&str, [u8; 32])],
+    capabilities: &[Capability],
+) -> Result<(), Refusal> {
+    authentic(file, keyring)?;
+    check_rest(file, capabilities)
+}
+
+#[inline(never)]
+fn check_rest(file: &'static [u8], capabilities: &[Capability]) -> Result<(), Refusal> {
+    Program::new().load_checked(file, capabilities)
+}
+
 impl Program {
     /// An empty program, to [`load`](Self::load) into (in place: a program is too large
     /// to move around a device's stack).
@@ -224,7 +256,9 @@ impl Program {
             nodes: Vec::new(),
             order: Vec::new(),
             top: 0,
-            default_priority: 128,
+            // Set by every load before use; zero keeps an empty program all zero bytes
+            // (a `static` of it then lives in `.bss`, not `.data` copied from flash).
+            default_priority: 0,
         }
     }
 
@@ -237,28 +271,21 @@ impl Program {
         capabilities: &[Capability],
     ) -> Result<(), Refusal> {
         *self = Self::new();
-        let loaded = self.load_checked(file, keyring, capabilities);
+        let loaded = authentic(file, keyring).and_then(|()| self.load_checked(file, capabilities));
         if loaded.is_err() {
             *self = Self::new();
         }
         loaded
     }
 
+    /// The checks after [`authentic`]'s. Not inlined: its frame (the decoded header and
+    /// instruction) is then not on the stack under the signature check's.
+    #[inline(never)]
     fn load_checked(
         &mut self,
         file: &'static [u8],
-        keyring: &[(&str, [u8; 32])],
         capabilities: &[Capability],
     ) -> Result<(), Refusal> {
-        if file.len() > MAX_PROGRAM_BYTES {
-            return Err(Refusal::Capacity);
-        }
-        crate::canonical::check(file)?;
-        verify::check(file, keyring).map_err(|e| match e {
-            SignatureError::Malformed => Refusal::Malformed,
-            SignatureError::Bad => Refusal::BadSignature,
-            SignatureError::UnknownKey => Refusal::UnknownKey,
-        })?;
         let ir_version = wire::string(file, 7)?;
         if !IR_VERSIONS.contains(&ir_version) {
             return Err(Refusal::IrVersion);

@@ -49,7 +49,11 @@ pub fn script_is_sound(script: &eyeflow_mcu::script::Script<'_>) -> bool {
 pub(crate) struct State {
     program: Option<&'static Program>,
     event: Option<&'static dyn Event>,
-    outputs: [Option<Owned>; MAX_INSTRUCTIONS],
+    /// Each instruction's result, visible when its bit of `bound` is set (a bit mask
+    /// rather than `Option`s: `None`'s tag is not zero, which put the whole state in
+    /// `.data`, its initial bytes copied from flash).
+    outputs: [Owned; MAX_INSTRUCTIONS],
+    bound: u32,
     /// Results that are lists on the server (a LOOP's per-round objects): an expression
     /// cannot read them (`NotScalar`), though the trace shows their round count.
     lists: u32,
@@ -60,7 +64,8 @@ pub(crate) static STATE: Mutex<CriticalSectionRawMutex, RefCell<State>> =
     Mutex::new(RefCell::new(State {
         program: None,
         event: None,
-        outputs: [const { None }; MAX_INSTRUCTIONS],
+        outputs: [const { Owned::Null }; MAX_INSTRUCTIONS],
+        bound: 0,
         lists: 0,
         l1: Vec::new(),
     }));
@@ -71,7 +76,8 @@ pub(crate) fn begin(program: &'static Program, event: &'static dyn Event) {
         let mut s = s.borrow_mut();
         s.program = Some(program);
         s.event = Some(event);
-        s.outputs = [const { None }; MAX_INSTRUCTIONS];
+        s.outputs = [const { Owned::Null }; MAX_INSTRUCTIONS];
+        s.bound = 0;
         s.lists = 0;
         s.l1.clear();
     });
@@ -80,10 +86,20 @@ pub(crate) fn begin(program: &'static Program, event: &'static dyn Event) {
 /// Makes instruction `index`'s result visible (`None`: no longer visible).
 pub(crate) fn bind(index: usize, value: Option<Owned>) {
     STATE.lock(|s| {
-        let mut s = s.borrow_mut();
-        s.lists &= !(1 << index);
+        let s = &mut *s.borrow_mut();
+        let bit = 1 << index;
+        s.lists &= !bit;
         if let Some(slot) = s.outputs.get_mut(index) {
-            *slot = value;
+            match value {
+                Some(value) => {
+                    *slot = value;
+                    s.bound |= bit;
+                }
+                None => {
+                    *slot = Owned::Null;
+                    s.bound &= !bit;
+                }
+            }
         }
     });
 }
@@ -150,7 +166,7 @@ impl Env for State {
             .zip(&self.outputs)
             .enumerate()
             .find_map(|(i, (node, out))| {
-                out.as_ref().filter(|_| node.output == head).map(|v| (i, v))
+                (self.bound & (1 << i) != 0 && node.output == head).then_some((i, out))
             });
         match (bound, rest) {
             (None, _) => Err(Error::MissingField),

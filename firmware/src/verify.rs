@@ -64,7 +64,22 @@ pub fn check(file: &[u8], keyring: &[(&str, [u8; 32])]) -> Result<(), SignatureE
         .iter()
         .find(|(id, _)| *id == key_id)
         .ok_or(SignatureError::UnknownKey)?;
-    let key = VerifyingKey::from_bytes(&key.1).map_err(|_| SignatureError::Bad)?;
+    let digest = digest(file, instructions, header_len);
+    strict(&key.1, &digest, &signature)
+}
+
+/// `verify_strict` alone: its frames (the curve's points and tables) then never share the
+/// stack with the hashing's or the caller's.
+#[inline(never)]
+fn strict(key: &[u8; 32], digest: &[u8; 32], signature: &Signature) -> Result<(), SignatureError> {
+    let key = VerifyingKey::from_bytes(key).map_err(|_| SignatureError::Bad)?;
+    key.verify_strict(digest, signature)
+        .map_err(|_| SignatureError::Bad)
+}
+
+/// The SHA-256 of the signing payload.
+#[inline(never)]
+fn digest(file: &[u8], instructions: u32, header_len: usize) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(DOMAIN);
     framed(&mut hasher, wire::bytes(file, 1));
@@ -84,9 +99,7 @@ pub fn check(file: &[u8], keyring: &[(&str, [u8; 32])]) -> Result<(), SignatureE
             hasher.update(field.raw);
         }
     }
-    let digest: [u8; 32] = hasher.finalize().into();
-    key.verify_strict(&digest, &signature)
-        .map_err(|_| SignatureError::Bad)
+    hasher.finalize().into()
 }
 
 fn framed(hasher: &mut Sha256, bytes: &[u8]) {

@@ -47,14 +47,20 @@ pub const MAX_FRAME: usize = HEADER + MAX_PAYLOAD + TRAILER;
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), bit by bit: no table in flash.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    !crc32_update(!0, bytes)
+}
+
+/// The CRC-32 register after `bytes`, from `register` (`!0` at the start; the CRC is the
+/// final register inverted): a CRC computed as the bytes arrive.
+pub fn crc32_update(register: u32, bytes: &[u8]) -> u32 {
+    let mut crc = register;
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
             crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
         }
     }
-    !crc
+    crc
 }
 
 /// Writes a frame of `kind` with `payload` into `out`; returns its length.

@@ -172,25 +172,64 @@ impl Refusal {
     }
 }
 
+impl Outcome {
+    /// Writes the trace's word for the outcome (`ok`, `fallback`, `skipped`,
+    /// `failed:<class>`).
+    pub fn write(self, out: &mut impl Write) -> fmt::Result {
+        match self {
+            Self::Ok => out.write_str("ok"),
+            Self::Fallback => out.write_str("fallback"),
+            Self::Skipped => out.write_str("skipped"),
+            Self::Failed(class) => write_failed(out, class),
+        }
+    }
+}
+
+impl Status {
+    /// Writes the trace's word for the status (`completed`, `aborted`, `failed:<class>`).
+    pub fn write(self, out: &mut impl Write) -> fmt::Result {
+        match self {
+            Self::Completed => out.write_str("completed"),
+            Self::Aborted => out.write_str("aborted"),
+            Self::Failed(class) => write_failed(out, class),
+        }
+    }
+}
+
+fn write_failed(out: &mut impl Write, class: ErrorClass) -> fmt::Result {
+    out.write_str("failed:")?;
+    out.write_str(class.name())
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ok => f.write_str("ok"),
-            Self::Fallback => f.write_str("fallback"),
-            Self::Skipped => f.write_str("skipped"),
-            Self::Failed(class) => write!(f, "failed:{}", class.name()),
-        }
+        self.write(f)
     }
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Completed => f.write_str("completed"),
-            Self::Aborted => f.write_str("aborted"),
-            Self::Failed(class) => write!(f, "failed:{}", class.name()),
+        self.write(f)
+    }
+}
+
+/// Writes `n` in decimal, without `core::fmt`'s formatting machinery (which a device
+/// would otherwise carry for these few integers).
+pub fn write_decimal(out: &mut impl Write, n: u32) -> fmt::Result {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    digits[at..]
+        .iter()
+        .try_for_each(|&d| out.write_char(char::from(d)))
 }
 
 /// One executed instruction, as a trace line shows it.
@@ -216,26 +255,38 @@ pub fn write_step(out: &mut impl Write, step: &Step<'_>) -> fmt::Result {
         Outcome::Ok | Outcome::Fallback => step.value,
         Outcome::Skipped | Outcome::Failed(_) => Value::Null,
     };
-    writeln!(
-        out,
-        "step {} {} {} {} {} {}",
-        step.n,
-        step.instruction_id,
-        opcode_name(step.opcode).unwrap_or("UNKNOWN"),
-        step.attempts,
-        step.outcome,
-        value.digest()
-    )
+    out.write_str("step ")?;
+    write_decimal(out, step.n)?;
+    out.write_char(' ')?;
+    out.write_str(step.instruction_id)?;
+    out.write_char(' ')?;
+    out.write_str(opcode_name(step.opcode).unwrap_or("UNKNOWN"))?;
+    out.write_char(' ')?;
+    write_decimal(out, step.attempts)?;
+    out.write_char(' ')?;
+    step.outcome.write(out)?;
+    write_digest(out, &value)
 }
 
 /// Writes the `end` line; `returned` is the RETURN value (null if none).
 pub fn write_end(out: &mut impl Write, status: Status, returned: &Value<'_>) -> fmt::Result {
-    writeln!(out, "end {status} {}", returned.digest())
+    out.write_str("end ")?;
+    status.write(out)?;
+    write_digest(out, returned)
 }
 
 /// Writes the `refused` line.
 pub fn write_refused(out: &mut impl Write, reason: Refusal) -> fmt::Result {
-    writeln!(out, "refused {}", reason.name())
+    out.write_str("refused ")?;
+    out.write_str(reason.name())?;
+    out.write_char('\n')
+}
+
+/// Writes ` <digest>` and ends the line.
+fn write_digest(out: &mut impl Write, value: &Value<'_>) -> fmt::Result {
+    out.write_char(' ')?;
+    value.digest().write(out)?;
+    out.write_char('\n')
 }
 
 #[cfg(test)]
@@ -288,6 +339,19 @@ mod tests {
         assert_eq!(&out.buf[..out.len], b"end completed 6e340b9cffb37a98\n");
         let out = line(|l| write_refused(l, Refusal::BadSignature));
         assert_eq!(&out.buf[..out.len], b"refused bad_signature\n");
+    }
+
+    #[test]
+    fn decimals_are_written_without_padding() {
+        for (n, text) in [
+            (0, "0"),
+            (7, "7"),
+            (1_000, "1000"),
+            (u32::MAX, "4294967295"),
+        ] {
+            let out = line(|l| write_decimal(l, n));
+            assert_eq!(&out.buf[..out.len], text.as_bytes());
+        }
     }
 
     #[test]

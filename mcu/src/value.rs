@@ -93,9 +93,20 @@ impl<'a> Value<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest(pub [u8; 8]);
 
+impl Digest {
+    /// Writes the 16 lowercase hex digits (without `core::fmt`'s formatting machinery).
+    pub fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.0.iter().try_for_each(|b| {
+            out.write_char(char::from(HEX[usize::from(b >> 4)]))?;
+            out.write_char(char::from(HEX[usize::from(b & 0xf)]))
+        })
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        self.write(f)
     }
 }
 

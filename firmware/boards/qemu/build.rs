@@ -1,10 +1,12 @@
-//! Puts memory.x on the linker's path and links with cortex-m-rt's link.x.
+//! Puts memory.x and device.x on the linker's path and links with cortex-m-rt's link.x.
 use std::path::PathBuf;
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::copy("memory.x", out.join("memory.x")).expect("memory.x is readable");
+    std::fs::copy("device.x", out.join("device.x")).expect("device.x is readable");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=device.x");
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
 }

@@ -116,6 +116,15 @@ fn crc32_is_zlibs() {
 }
 
 #[test]
+fn crc32_by_parts_is_crc32() {
+    let bytes = b"123456789";
+    for cut in 0..=bytes.len() {
+        let register = crc32_update(crc32_update(!0, &bytes[..cut]), &bytes[cut..]);
+        assert_eq!(!register, crc32(bytes));
+    }
+}
+
+#[test]
 fn every_message_round_trips() {
     for bytes in samples() {
         let mut decoder = Decoder::new([0u8; 256]);

@@ -10,14 +10,14 @@ use embassy_executor::Spawner;
 use embassy_time::Duration;
 use eyeflow_firmware::capability::Capability;
 use eyeflow_firmware::eyeflow_mcu::Value;
-use eyeflow_firmware::eyeflow_mcu::frame::{Capability as Declared, MAX_FRAME};
+use eyeflow_firmware::eyeflow_mcu::frame::{Capability as Declared, HEADER, TRAILER};
 use eyeflow_firmware::eyeflow_mcu::trace::ErrorClass;
 use eyeflow_firmware::gateway::Gateway;
 use eyeflow_firmware::hardware::{Call, Hardware};
 use eyeflow_firmware::owned::Owned;
 use eyeflow_firmware::program::Program;
 use eyeflow_firmware::{actors, conductor};
-use static_cell::StaticCell;
+use static_cell::ConstStaticCell;
 
 pub(crate) use slots::gateway_hz;
 
@@ -40,8 +40,12 @@ static GATEWAY: Gateway<uart::Uart0, slots::RamSlots> = Gateway::new(
     Duration::from_millis(500),
 );
 
-static STAGING: StaticCell<Program> = StaticCell::new();
-static BUFFER: StaticCell<[u8; MAX_FRAME]> = StaticCell::new();
+/// The largest frame the receiver buffers: a RUN whose event fills the event area (a
+/// DEPLOY goes straight to the staging slot, `eyeflow_firmware::gateway`).
+const FRAME: usize = HEADER + slots::EVENT_MAX + TRAILER;
+
+/// The frame buffer, zeroed in `.bss`.
+static BUFFER: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
 
 /// Starts the gateway: the program kept across the last restart (loaded into `active`),
 /// then the tasks. Not inlined: its frame stays out of `main`'s in the conformance mode.
@@ -57,6 +61,7 @@ pub(crate) fn start(
     spawner.spawn(heartbeat()?);
     spawner.spawn(runner(active, loaded)?);
     spawner.spawn(receiver()?);
+    spawner.spawn(stack_watch()?);
     Ok(())
 }
 
@@ -84,10 +89,22 @@ async fn runner(program: &'static Program, loaded: bool) {
     GATEWAY.run(program, loaded).await
 }
 
+/// Reports the stack high-water on the host's stderr (`stack=BYTES`) whenever it grows, for
+/// `scripts/firmware.sh size` (a restart reports it too: the reset paints the stack again).
+#[embassy_executor::task]
+async fn stack_watch() {
+    let mut reported = 0;
+    loop {
+        let used = crate::stack::high_water();
+        if used > reported {
+            reported = used;
+            crate::report("stack=", used as u64, "");
+        }
+        embassy_time::Timer::after_millis(20).await;
+    }
+}
+
 #[embassy_executor::task]
 async fn receiver() {
-    let staging = STAGING.init(Program::new());
-    GATEWAY
-        .receive(&mut BUFFER.init([0; MAX_FRAME])[..], staging)
-        .await
+    GATEWAY.receive(&mut BUFFER.take()[..]).await
 }

@@ -42,6 +42,7 @@ embassy_time_driver::time_driver_impl!(static DRIVER: SysTickDriver = SysTickDri
 
 /// Core clock cycles since the tick started: whole ticks plus the SysTick counter's
 /// progress in the current one (for the `-icount` figures).
+#[cfg(feature = "conformance")]
 pub(crate) fn cycles(cpu_hz: u32) -> u64 {
     let per_tick = u64::from(reload(cpu_hz)) + 1;
     critical_section::with(|cs| {

@@ -10,9 +10,9 @@
 //!
 //! Soundness of the `'static` borrows handed out here: the active slot is never written
 //! (a DEPLOY writes the other slot, and a swap restarts the core); the staging slot is
-//! written only by a DEPLOY, while the staging program that borrows it is empty (loading
-//! empties it on a refusal) and no execution runs; the event area is written only
-//! between executions.
+//! written only by a DEPLOY as it arrives, and borrowed only while the gateway checks a
+//! complete one (no byte is staged meanwhile); the event area is written only between
+//! executions.
 #![allow(unsafe_code)]
 
 use eyeflow_firmware::eyeflow_mcu::limits::MAX_PROGRAM_BYTES;
@@ -24,7 +24,8 @@ const LENGTH: usize = BASE + 12;
 const FLAGS: usize = BASE + 16;
 const SLOTS: [usize; 2] = [0x2001_1000, 0x2001_3000];
 const EVENT: usize = 0x2001_5000;
-const EVENT_MAX: usize = 1024;
+/// The event area's size: the largest RUN payload kept.
+pub(crate) const EVENT_MAX: usize = 1024;
 const EVENT_LENGTH: usize = BASE + 20;
 const SAY_LOADED: u32 = 1;
 
@@ -78,15 +79,18 @@ impl Slots for RamSlots {
         set_word(ACTIVE, 0);
     }
 
-    /// Copies `file` into the slot that is not running, for loading; `None` when too large.
-    fn stage(&self, file: &[u8]) -> Option<&'static [u8]> {
-        if file.len() > MAX_PROGRAM_BYTES {
-            return None;
+    /// Writes byte `at` of a DEPLOY's file into the slot that is not running.
+    fn stage_byte(&self, at: usize, byte: u8) {
+        if at < MAX_PROGRAM_BYTES {
+            write(SLOTS[1 - active_index().unwrap_or(1)] + at, &[byte]);
         }
-        let at = SLOTS[1 - active_index().unwrap_or(1)];
-        write(at, file);
-        set_word(BASE + 24, file.len() as u32);
-        Some(view(at, file.len()))
+    }
+
+    /// The `len` bytes staged (noted for the commit).
+    fn staged(&self, len: usize) -> &'static [u8] {
+        let len = len.min(MAX_PROGRAM_BYTES);
+        set_word(BASE + 24, len as u32);
+        view(SLOTS[1 - active_index().unwrap_or(1)], len)
     }
 
     /// Makes the staged file the running program from the next start, which says LOADED.
@@ -117,6 +121,8 @@ impl Slots for RamSlots {
     }
 
     fn restart(&self) -> ! {
+        // The reset paints the stack again: its high-water so far goes out first.
+        crate::report("stack=", crate::stack::high_water() as u64, "");
         cortex_m::peripheral::SCB::sys_reset()
     }
 }
