@@ -286,6 +286,8 @@ fn disk_bytes(dir: &Path) -> u64 {
 /// EXECUTE_SOAK_WINDOW` (default 60) and an audit key, an operator releasing a checkpoint
 /// every 10 s. Prints, every 10 s, completed executions/s and the data directory's size;
 /// then its peak and final size, and executions/s before deletion started and with it.
+/// `EXECUTE_SOAK_STORE=JOURNAL_MIB,MEMTABLE_MIB` sets the store's sizes (`[node]
+/// store_journal_mib`, `store_memtable_mib`; default 512,64).
 fn soak(secs: u64) {
     let window = std::env::var("EXECUTE_SOAK_WINDOW")
         .ok()
@@ -295,6 +297,16 @@ fn soak(secs: u64) {
     let mut config = NodeConfig::embedded(dir.path());
     config.durability = Durability::GroupCommit;
     config.audit_key = Some(ed25519_dalek::SigningKey::from_bytes(&[5; 32]));
+    let sizes = std::env::var("EXECUTE_SOAK_STORE").unwrap_or_default();
+    if let Some((journal, memtable)) = sizes
+        .split_once(',')
+        .and_then(|(j, m)| Some((j.parse::<u64>().ok()?, m.parse::<u64>().ok()?)))
+    {
+        config.store = eyeflow_runtime::store::StoreSizes {
+            journal_bytes: journal << 20,
+            memtable_bytes: memtable << 20,
+        };
+    }
     // A window of 0: no retention (to compare).
     config.retention = eyeflow_runtime::retention::RetentionSection {
         executions_secs: Some(window).filter(|w| *w > 0),

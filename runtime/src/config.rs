@@ -62,6 +62,11 @@ pub struct NodeSection {
     /// `sync`, `group-commit` (default) or `buffered`.
     #[serde(default)]
     pub durability: DurabilityName,
+    /// Most MiB of store journal files kept before the oldest one's data is written as
+    /// tables and the file deleted (default 512, at least 64).
+    pub store_journal_mib: Option<u64>,
+    /// MiB a store keyspace holds in memory before writing a table (default 64, at least 1).
+    pub store_memtable_mib: Option<u64>,
     /// Hosts CALL_API / CALL_SERVICE may reach (`host` or `host:port`); absent = any.
     pub http_allow: Option<Vec<String>>,
     /// How long SIGTERM waits for running executions before journaling the rest as pending
@@ -97,6 +102,8 @@ impl Default for NodeSection {
             data_dir: None,
             workers: None,
             durability: DurabilityName::default(),
+            store_journal_mib: None,
+            store_memtable_mib: None,
             http_allow: None,
             drain_timeout_ms: default_drain_ms(),
             max_backlog: None,
@@ -252,6 +259,18 @@ impl FileConfig {
             config.workers = workers.max(1);
         }
         config.durability = self.node.durability.into();
+        let defaults = crate::store::StoreSizes::default();
+        let mib =
+            |value: Option<u64>, default: u64| value.map_or(default, |m| m.saturating_mul(1 << 20));
+        config.store = crate::store::StoreSizes {
+            journal_bytes: mib(self.node.store_journal_mib, defaults.journal_bytes),
+            memtable_bytes: mib(self.node.store_memtable_mib, defaults.memtable_bytes),
+        }
+        .checked()
+        .map_err(|reason| Error::BadConfig {
+            what: "[node] store_journal_mib / store_memtable_mib".to_owned(),
+            reason,
+        })?;
         if let Some(backlog) = self.node.max_backlog {
             config.max_backlog = backlog.max(1);
         }
@@ -301,6 +320,25 @@ mod tests {
         let node = config.node_config(Some("/tmp/x".into())).unwrap();
         assert_eq!(node.durability, Durability::GroupCommit);
         assert!(node.llm.is_none());
+    }
+
+    #[test]
+    fn store_sizes_are_read_in_mib_and_checked() {
+        let config = FileConfig::parse("[node]\nstore_journal_mib = 64\nstore_memtable_mib = 8\n")
+            .unwrap()
+            .node_config(Some("/tmp/x".into()))
+            .unwrap();
+        assert_eq!(config.store.journal_bytes, 64 << 20);
+        assert_eq!(config.store.memtable_bytes, 8 << 20);
+        let err = FileConfig::parse("[node]\nstore_journal_mib = 16\n")
+            .unwrap()
+            .node_config(Some("/tmp/x".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("store_journal_mib") && err.contains("at least 64 MiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub workers: usize,
     /// Journal and audit durability.
     pub durability: Durability,
+    /// How much the store keeps in memory and in journal files before writing tables.
+    pub store: crate::store::StoreSizes,
     /// LLM endpoint; none = every LLM_CALL fails as `model-unavailable` into its fallback.
     pub llm: Option<LlmEndpoint>,
     /// Plugin host limits.
@@ -104,6 +106,7 @@ impl NodeConfig {
             node_id: "node-1".to_owned(),
             workers: SchedulerConfig::default().workers,
             durability: Durability::GroupCommit,
+            store: crate::store::StoreSizes::default(),
             llm: None,
             host: HostConfig::default(),
             http_allow: None,
@@ -297,7 +300,7 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Self> {
         // Metrics recorded before the recorder exists would be lost.
         crate::metrics::handle();
-        let store = EmbeddedStore::open(&config.data_dir)?;
+        let store = EmbeddedStore::open_sized(&config.data_dir, config.store)?;
         // Executions' audit entries travel in the journal's step writes (one atomic batch,
         // made durable by the journal): no fsync of their own.
         let audit = Arc::new(FjallAudit::open(

@@ -230,11 +230,66 @@ impl GroupSync {
     }
 }
 
+/// How much the store holds before it writes tables and lets go of its journal files: the
+/// bounds of what sits in memory and in journals on disk besides the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSizes {
+    /// Most bytes of journal files kept (at least [`StoreSizes::MIN_JOURNAL_BYTES`]): past
+    /// it, the memtables the oldest journal holds are written as tables and it is deleted.
+    pub journal_bytes: u64,
+    /// Bytes a keyspace holds in memory before writing them as a table (at least
+    /// [`StoreSizes::MIN_MEMTABLE_BYTES`]).
+    pub memtable_bytes: u64,
+}
+
+impl StoreSizes {
+    /// The smallest journal budget fjall accepts.
+    pub const MIN_JOURNAL_BYTES: u64 = 64 << 20;
+    /// The smallest memtable accepted.
+    pub const MIN_MEMTABLE_BYTES: u64 = 1 << 20;
+
+    /// `self`, or what is out of bounds in words.
+    pub fn checked(self) -> std::result::Result<Self, String> {
+        if self.journal_bytes < Self::MIN_JOURNAL_BYTES {
+            return Err(format!(
+                "the journal budget is {} MiB; it must be at least {} MiB",
+                self.journal_bytes >> 20,
+                Self::MIN_JOURNAL_BYTES >> 20
+            ));
+        }
+        if self.memtable_bytes < Self::MIN_MEMTABLE_BYTES {
+            return Err(format!(
+                "the memtable size is {} bytes; it must be at least {} MiB",
+                self.memtable_bytes,
+                Self::MIN_MEMTABLE_BYTES >> 20
+            ));
+        }
+        Ok(self)
+    }
+}
+
+impl Default for StoreSizes {
+    /// fjall's own defaults: 512 MiB of journals, 64 MiB per memtable.
+    fn default() -> Self {
+        Self {
+            journal_bytes: 512 << 20,
+            memtable_bytes: 64 << 20,
+        }
+    }
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the store under `data_dir/store`, refusing it with
-    /// [`Error::StoreDamaged`] when recovery lost records that were durable (see [`mark`]).
+    /// Opens (or creates) the store under `data_dir/store` with the default
+    /// [`StoreSizes`], refusing it with [`Error::StoreDamaged`] when recovery lost records
+    /// that were durable (see [`mark`]).
     pub fn open(data_dir: &Path) -> Result<Self> {
-        let (store, damage) = Self::open_checked(data_dir, false)?;
+        Self::open_sized(data_dir, StoreSizes::default())
+    }
+
+    /// [`EmbeddedStore::open`] with `sizes` (refused with [`Error::BadConfig`] when out of
+    /// bounds).
+    pub fn open_sized(data_dir: &Path, sizes: StoreSizes) -> Result<Self> {
+        let (store, damage) = Self::open_checked(data_dir, sizes, false)?;
         debug_assert!(damage.is_none());
         Ok(store)
     }
@@ -244,13 +299,18 @@ impl EmbeddedStore {
     /// kept. For an operator's explicit repair only; the mark restarts from the store as
     /// it is now.
     pub fn open_repairing(data_dir: &Path) -> Result<(Self, Option<(String, PathBuf)>)> {
-        Self::open_checked(data_dir, true)
+        Self::open_checked(data_dir, StoreSizes::default(), true)
     }
 
     fn open_checked(
         data_dir: &Path,
+        sizes: StoreSizes,
         accept_damage: bool,
     ) -> Result<(Self, Option<(String, PathBuf)>)> {
+        let sizes = sizes.checked().map_err(|reason| Error::BadConfig {
+            what: "store sizes".to_owned(),
+            reason,
+        })?;
         secure_data_dir(data_dir)?;
         let path = data_dir.join("store");
         // Checked before anything touches the store's files: the copies of its journals
@@ -266,7 +326,10 @@ impl EmbeddedStore {
         };
         let before = mark::journals(&path)?;
         let preserved = mark::Preserved::take(data_dir, &path, &before)?;
-        let db = match Database::builder(&path).open() {
+        let db = match Database::builder(&path)
+            .max_journaling_size(sizes.journal_bytes)
+            .open()
+        {
             Ok(db) => db,
             Err(fjall::Error::Locked) => {
                 let _ = preserved.discard();
@@ -292,8 +355,10 @@ impl EmbeddedStore {
         let spaces = KEYSPACES
             .iter()
             .map(|(_, name)| {
-                db.keyspace(name, KeyspaceCreateOptions::default)
-                    .map_err(Error::store(format!("open keyspace {name}")))
+                db.keyspace(name, || {
+                    KeyspaceCreateOptions::default().max_memtable_size(sizes.memtable_bytes)
+                })
+                .map_err(Error::store(format!("open keyspace {name}")))
             })
             .collect::<Result<Arc<[Keyspace]>>>()?;
         let store = Self {
@@ -866,6 +931,52 @@ mod tests {
         match EmbeddedStore::open(dir.path()) {
             Err(Error::Locked { data_dir }) => assert_eq!(data_dir, dir.path()),
             other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_small_memtable_is_written_as_tables_and_sizes_out_of_bounds_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sizes = StoreSizes {
+            memtable_bytes: StoreSizes::MIN_MEMTABLE_BYTES,
+            ..StoreSizes::default()
+        };
+        let store = EmbeddedStore::open_sized(dir.path(), sizes).expect("opens");
+        for i in 0u64..64 {
+            store
+                .write([Write::Put(
+                    Space::Audit,
+                    i.to_be_bytes().to_vec(),
+                    vec![7; 64 << 10],
+                )])
+                .expect("write");
+        }
+        eyeflow_tests::eventually(
+            "4 MiB through a 1 MiB memtable reach tables",
+            Duration::from_secs(30),
+            || (store.space(Space::Audit).table_count() > 0).then_some(()),
+        );
+        assert_eq!(
+            store.get(Space::Audit, &63u64.to_be_bytes()).expect("get"),
+            Some(vec![7; 64 << 10])
+        );
+        drop(store);
+        for sizes in [
+            StoreSizes {
+                journal_bytes: 32 << 20,
+                ..StoreSizes::default()
+            },
+            StoreSizes {
+                memtable_bytes: 4096,
+                ..StoreSizes::default()
+            },
+        ] {
+            match EmbeddedStore::open_sized(dir.path(), sizes) {
+                Err(Error::BadConfig { reason, .. }) => {
+                    assert!(reason.contains("at least"), "{reason}")
+                }
+                other => panic!("expected BadConfig, got {:?}", other.map(|_| ())),
+            }
         }
     }
 
