@@ -13,8 +13,9 @@ use crate::{PluginError, Value};
 
 /// Where [`apply_once`] keeps each key's result: the KV key `once/<idempotency key>`. A
 /// record lives as long as the node keeps the execution that made it (an idempotency key
-/// can come back until then): the node's retention deletes it with that execution. A
-/// plugin must not write under this prefix itself.
+/// can come back until then): the node's retention deletes it with that execution. The
+/// host keeps these records outside the plugin's KV quota, lets a call write one, and
+/// refuses a plugin's own writes under this prefix.
 pub const KEY_PREFIX: &str = "once/";
 
 /// Applies an action at most once per `idempotency_key` and returns its result, the same

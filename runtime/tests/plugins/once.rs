@@ -163,6 +163,49 @@ fn apply_once_returns_the_first_result_of_a_key() {
     assert_eq!(get(&node, "x"), json!("5"));
 }
 
+#[test]
+fn apply_once_records_are_outside_the_kv_quota_and_written_only_as_a_set_if_absent_key() {
+    let node = Node::with_config(HostConfig {
+        quotas: eyeflow_runtime::plugins::Quotas {
+            kv_keys: 3,
+            ..Default::default()
+        },
+        ..HostConfig::default()
+    });
+    node.install("fixture-kv");
+    // Far more actions than the quota has keys: each leaves its record, none is refused.
+    for n in 0..20u64 {
+        let key = format!("e1/i{n}/1");
+        let output = node
+            .invoke_with_key(
+                "fixture-kv",
+                "apply-once",
+                json!({"output": {"n": n}, "writes": [{"key": "x", "value": n.to_string()}]}),
+                &key,
+            )
+            .unwrap_or_else(|e| panic!("action {n}: {e:?}"));
+        assert_eq!(output, json!({"n": n}));
+    }
+    assert_eq!(get(&node, "once/e1/i0/1"), json!(r#"{"n":0}"#));
+    assert_eq!(get(&node, "once/e1/i19/1"), json!(r#"{"n":19}"#));
+    // The plugin's own keys still count: x plus two more fill the quota of 3.
+    let own = |key: &str| kv(&node, "set-if-absent", json!({"key": key, "value": "v"}));
+    own("a").expect("second key");
+    own("b").expect("third key");
+    let err = own("c").expect_err("a fourth key is over the quota");
+    assert!(err.message.contains("kv quota"), "{err:?}");
+    // A plugin cannot write `once/` records besides the key of a set-if-absent.
+    let err = kv(
+        &node,
+        "set-if-absent",
+        json!({"key": "claim", "value": "v", "writes": [{"key": "once/e9/i1/1", "value": "forged"}]}),
+    )
+    .expect_err("a batch write under once/ is refused");
+    assert_eq!(err.kind, CallErrorKind::InvalidInput, "{err:?}");
+    assert!(err.message.contains("apply_once record"), "{err:?}");
+    assert_eq!(get(&node, "once/e9/i1/1"), Value::Null);
+}
+
 /// Set in the child process of the kill -9 test: the data directory it works in.
 const CHILD_DATA_DIR: &str = "EYEFLOW_TEST_ONCE_CHILD_DATA_DIR";
 /// The line the child prints once every action returned.

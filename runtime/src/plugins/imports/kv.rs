@@ -2,6 +2,12 @@
 //! call's plain writes are buffered and applied when it ends well; `set-if-absent` writes
 //! its batch at once, durable before it returns. Keys, values, batches and the per-plugin
 //! quota are checked before anything is written.
+//!
+//! Keys under `once/` are the SDK's `apply_once` records, one per action applied: they
+//! live as long as the node keeps the execution that made them (retention deletes them
+//! with it), like the journal's own records, so they do not count against the plugin's
+//! quota — a capability must not stop acting after its quota's worth of actions. To keep
+//! them one per call, a call writes at most one, and only as the key of a `set-if-absent`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +52,9 @@ impl Services {
             .scan(Space::PluginKv, &prefix)
             .map_err(store_error)?
         {
+            if key[prefix.len()..].starts_with(ONCE_PREFIX.as_bytes()) {
+                continue;
+            }
             counted.keys += 1;
             counted.bytes += (key.len() - prefix.len() + value.len()) as u64;
         }
@@ -73,11 +82,7 @@ impl Services {
             if found.is_empty() {
                 continue;
             }
-            let keys = found.len() as i64;
-            let bytes: i64 = found
-                .iter()
-                .map(|(key, value)| (key.len() - plugin.len() - 1 + value.len()) as i64)
-                .sum();
+            let keys = found.len() as u64;
             // Under the check-and-write lock, so no `set-if-absent` reads a key in between.
             let _check_and_write = self.kv_check_and_write.locked();
             self.store.write(
@@ -85,8 +90,8 @@ impl Services {
                     .into_iter()
                     .map(|(key, _)| Write::Remove(Space::PluginKv, key)),
             )?;
-            self.add_kv_usage(plugin, -keys, -bytes);
-            deleted += keys as u64;
+            // `once/` records are outside the quota's count: nothing to give back.
+            deleted += keys;
         }
         Ok(deleted)
     }
@@ -112,6 +117,8 @@ pub(crate) struct KvBuffer {
     written: bool,
     /// Whether a write was refused for the plugin's quota.
     pub(crate) over_quota: bool,
+    /// Whether this call wrote its `apply_once` record (at most one per call).
+    once_written: bool,
 }
 
 impl KvBuffer {
@@ -168,8 +175,18 @@ impl CallState {
         }
     }
 
-    /// Buffers a write of full key `key`, within the plugin's quota.
-    fn kv_buffer(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), PluginError> {
+    /// Buffers a write of full key `key`, within the plugin's quota (an `apply_once`
+    /// record, `counted` false, outside it).
+    fn kv_buffer(
+        &mut self,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        counted: bool,
+    ) -> Result<(), PluginError> {
+        if !counted {
+            self.kv.writes.insert(key, value);
+            return Ok(());
+        }
         let short = (key.len() - self.plugin_id.len() - 1) as i64;
         let old = self.kv_read(&key)?.map(|v| v.len() as i64 + short);
         let new = value.as_ref().map(|v| v.len() as i64 + short);
@@ -192,6 +209,16 @@ impl CallState {
         self.kv.bytes += bytes;
         self.kv.writes.insert(key, value);
         Ok(())
+    }
+
+    /// [`CallState::kv_key`] of a key the plugin writes itself: never under `once/`.
+    fn kv_plain_key(&self, key: &str) -> Result<Vec<u8>, PluginError> {
+        if key.starts_with(ONCE_PREFIX) {
+            return Err(PluginError::InvalidInput(format!(
+                "kv key `{ONCE_PREFIX}…` is an apply_once record, written only as the key of a set-if-absent"
+            )));
+        }
+        self.kv_key(key)
     }
 
     fn kv_key(&self, key: &str) -> Result<Vec<u8>, PluginError> {
@@ -232,6 +259,11 @@ impl CallState {
             )));
         }
         let full = self.kv_key(key).map_err(|e| refuse(message(e)))?;
+        if key.starts_with(ONCE_PREFIX) && self.kv.once_written {
+            return Err(refuse(format!(
+                "a second `{ONCE_PREFIX}…` record in one call; an action writes one apply_once record"
+            )));
+        }
         check_kv_value(&value).map_err(|e| refuse(message(e)))?;
         // Two writes of one batch to the same key would leave the outcome to the store's
         // ordering within a batch: refused instead.
@@ -249,7 +281,7 @@ impl CallState {
                 return Err(refuse(format!("writes {first} and {n} have the same key")));
             }
             let full = self
-                .kv_key(&write.key)
+                .kv_plain_key(&write.key)
                 .map_err(|e| refuse(format!("write {n}: {}", message(e))))?;
             batch.push(match write.value {
                 Some(value) => {
@@ -297,13 +329,13 @@ impl Host for CallState {
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), PluginError> {
         check_kv_value(&value)?;
-        let key = self.kv_key(&key)?;
-        self.kv_buffer(key, Some(value))
+        let key = self.kv_plain_key(&key)?;
+        self.kv_buffer(key, Some(value), true)
     }
 
     fn delete(&mut self, key: String) -> Result<(), PluginError> {
-        let key = self.kv_key(&key)?;
-        self.kv_buffer(key, None)
+        let key = self.kv_plain_key(&key)?;
+        self.kv_buffer(key, None, true)
     }
 
     async fn set_if_absent(
@@ -312,7 +344,9 @@ impl Host for CallState {
         value: Vec<u8>,
         writes: Vec<KvWrite>,
     ) -> Result<Option<Vec<u8>>, PluginError> {
+        let once = key.starts_with(ONCE_PREFIX);
         let (key, batch) = self.kv_batch(&key, value, writes)?;
+        self.kv.once_written |= once;
         if self.remaining().is_zero() {
             return Err(PluginError::Timeout(
                 "the call's deadline passed before set-if-absent; nothing was written".into(),
@@ -323,12 +357,13 @@ impl Host for CallState {
         if held.is_none() {
             // Within the quota like any write; then written at once, with the call's
             // earlier writes, as one batch.
-            for write in batch {
+            for (n, write) in batch.into_iter().enumerate() {
                 let (key, value) = match write {
                     Write::Put(_, key, value) => (key, Some(value)),
                     Write::Remove(_, key) => (key, None),
                 };
-                if let Err(e) = self.kv_buffer(key, value) {
+                // The batch's first write is the key set if absent.
+                if let Err(e) = self.kv_buffer(key, value, !(once && n == 0)) {
                     (self.kv.writes, self.kv.keys, self.kv.bytes) = before;
                     return Err(e);
                 }
