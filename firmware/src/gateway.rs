@@ -24,10 +24,10 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Timer, with_timeout};
 use eyeflow_mcu::Value;
+use eyeflow_mcu::frame::Fields;
 use eyeflow_mcu::frame::{
     Capabilities, Capability as Declared, Decoder, Frame, Message, ProgramRef, kind,
 };
-use eyeflow_mcu::frame::Fields;
 use eyeflow_mcu::trace::{ErrorClass, Refusal};
 
 use crate::capability::Capability;
@@ -237,7 +237,8 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                     Message::Pong => PONGED.signal(()),
                     Message::LlmAnswer { request, result } => {
                         // A string the device cannot hold is an answer it cannot use.
-                        let result = result.and_then(|v| Owned::of(v).ok_or(ErrorClass::InvalidOutput));
+                        let result =
+                            result.and_then(|v| Owned::of(v).ok_or(ErrorClass::InvalidOutput));
                         ANSWER.signal((request, result));
                     }
                     Message::Run { .. } => {

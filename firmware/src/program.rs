@@ -8,8 +8,8 @@
 
 use eyeflow_mcu::code;
 use eyeflow_mcu::limits::{
-    MAX_CODE_LEN, MAX_ID, MAX_INSTRUCTIONS, MAX_L1_KEYS, MAX_LOOP_ITERATIONS, MAX_PARAMS,
-    MAX_PATH, MAX_PROGRAM_BYTES,
+    MAX_CODE_LEN, MAX_ID, MAX_INSTRUCTIONS, MAX_L1_KEYS, MAX_LOOP_ITERATIONS, MAX_PARAMS, MAX_PATH,
+    MAX_PROGRAM_BYTES,
 };
 use eyeflow_mcu::trace::Refusal;
 use heapless::Vec;

@@ -374,7 +374,12 @@ fn llm_call(ins: &IrInstruction) -> Result<(), Violation> {
         }
         field_name(id, &field, &slot.slot_id)?;
     }
-    within(Some(id), "dispatch_metadata.model", &d.model, limits::MAX_ID)
+    within(
+        Some(id),
+        "dispatch_metadata.model",
+        &d.model,
+        limits::MAX_ID,
+    )
 }
 
 /// An EMIT_EVENT a device sends to the node: a topic of at most `MAX_PATH` bytes, its

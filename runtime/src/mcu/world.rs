@@ -76,9 +76,7 @@ impl ScriptedHardware {
         let next = {
             let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
             match answers.front() {
-                Some(a) if a.capability == capability && a.action == action => {
-                    answers.pop_front()
-                }
+                Some(a) if a.capability == capability && a.action == action => answers.pop_front(),
                 _ => None,
             }
         };
