@@ -591,6 +591,122 @@ mod tests {
         assert_eq!(violation(&program).field, "mcu.params");
     }
 
+    /// `mcu_program()` with its instruction made an LLM_CALL with `slots` (runtime, the
+    /// bytecode of `true` each).
+    fn llm_program(slots: &[&str]) -> LlmIrProgram {
+        let mut program = mcu_program();
+        let ins = &mut program.instructions[0];
+        ins.opcode = IrOpcode::LlmCall as i32;
+        ins.expression.clear();
+        ins.dispatch_metadata = Some(crate::pb::DispatchMetadata {
+            model: "tiny".into(),
+            prompt_template: "classify".into(),
+            output_schema: r#"{"type": "string"}"#.into(),
+            dynamic_slots: slots
+                .iter()
+                .map(|s| crate::pb::DynamicSlot {
+                    slot_id: (*s).into(),
+                    source_type: "runtime".into(),
+                    source_key: "true".into(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        ins.mcu = Some(McuCode {
+            slots: slots
+                .iter()
+                .map(|s| McuParam {
+                    name: (*s).into(),
+                    code: vec![eyeflow_mcu::code::VERSION, 0x02],
+                })
+                .collect(),
+            ..Default::default()
+        });
+        program
+    }
+
+    #[test]
+    fn an_llm_call_sends_runtime_slots_within_the_devices_capacity() {
+        check(&llm_program(&["level", "site"])).unwrap();
+        let mut program = llm_program(&["level"]);
+        program.instructions[0]
+            .dispatch_metadata
+            .as_mut()
+            .unwrap()
+            .dynamic_slots[0]
+            .source_type = "vault".into();
+        let v = check(&program).unwrap_err();
+        assert_eq!(
+            (v.kind, v.field.as_str()),
+            (
+                ViolationKind::NotMcu,
+                "dispatch_metadata.dynamic_slots.level"
+            )
+        );
+        let v = check(&llm_program(&["a", "b", "c", "d", "e"])).unwrap_err();
+        assert_eq!(v.kind, ViolationKind::Capacity);
+        let v = check(&llm_program(&["a.b"])).unwrap_err();
+        assert_eq!(v.kind, ViolationKind::NotMcu);
+        assert!(v.reason.contains("field name"), "{v}");
+        let mut program = llm_program(&["level"]);
+        program.instructions[0].mcu.as_mut().unwrap().slots.clear();
+        assert_eq!(check(&program).unwrap_err().field, "mcu.slots");
+        let mut program = llm_program(&["level"]);
+        program.instructions[0]
+            .dispatch_metadata
+            .as_mut()
+            .unwrap()
+            .model = "m".repeat(limits::MAX_ID + 1);
+        let v = check(&program).unwrap_err();
+        assert_eq!(
+            (v.kind, v.field.as_str()),
+            (ViolationKind::Capacity, "dispatch_metadata.model")
+        );
+        // Only an LLM_CALL's output schema is allowed (the node checks it).
+        let mut program = mcu_program();
+        program.instructions[0].dispatch_metadata = Some(crate::pb::DispatchMetadata {
+            output_schema: r#"{"type": "string"}"#.into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            check(&program).unwrap_err().field,
+            "dispatch_metadata.input_schema"
+        );
+    }
+
+    #[test]
+    fn an_emit_event_sends_named_fields_under_a_short_topic() {
+        let mut program = mcu_program();
+        let ins = &mut program.instructions[0];
+        ins.opcode = IrOpcode::EmitEvent as i32;
+        ins.emit = Some(crate::pb::EventEmit {
+            topic: "tank.alerts".into(),
+            key_expr: "true".into(),
+        });
+        let v = check(&program).unwrap_err();
+        assert_eq!(
+            (v.kind, v.field.as_str()),
+            (ViolationKind::NotMcu, "expression")
+        );
+        let ins = &mut program.instructions[0];
+        ins.expression.clear();
+        ins.params.insert("level".into(), "true".into());
+        let true_code = vec![eyeflow_mcu::code::VERSION, 0x02];
+        ins.mcu = Some(McuCode {
+            params: vec![McuParam {
+                name: "level".into(),
+                code: true_code.clone(),
+            }],
+            ..Default::default()
+        });
+        // The key's bytecode is missing.
+        assert_eq!(check(&program).unwrap_err().field, "mcu.event_key");
+        program.instructions[0].mcu.as_mut().unwrap().event_key = true_code;
+        check(&program).unwrap();
+        program.instructions[0].emit.as_mut().unwrap().topic = "t".repeat(limits::MAX_PATH + 1);
+        assert_eq!(check(&program).unwrap_err().kind, ViolationKind::Capacity);
+    }
+
     #[test]
     fn what_a_device_cannot_run_or_hold() {
         let mut program = mcu_program();
@@ -599,14 +715,6 @@ mod tests {
         assert_eq!(
             (v.kind, v.field.as_str()),
             (ViolationKind::NotMcu, "opcode")
-        );
-        let mut program = mcu_program();
-        program.instructions[0].opcode = IrOpcode::LlmCall as i32;
-        assert!(
-            check(&program)
-                .unwrap_err()
-                .reason
-                .contains("serial gateway")
         );
         let mut program = mcu_program();
         program.instructions[0].resource_key = "valve-1".into();

@@ -680,6 +680,20 @@ impl Run<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_devices_llm_answer_is_a_scalar_it_holds() {
+        for ok in [json!(null), json!(true), json!(3.5), json!("high")] {
+            held_by_device(&ok).unwrap();
+        }
+        let long = Value::String("x".repeat(eyeflow_mcu::limits::MAX_STR + 1));
+        for bad in [long, json!({"a": 1}), json!([1])] {
+            assert_eq!(
+                held_by_device(&bad).unwrap_err().class,
+                ErrorClass::InvalidOutput
+            );
+        }
+    }
+
     fn window(start: u32, end: u32, offset: i32, weekdays: Vec<u32>) -> TimeWindow {
         TimeWindow {
             start_minute: start,
