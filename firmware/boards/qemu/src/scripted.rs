@@ -3,11 +3,11 @@
 //! not match the next answer's capability and action, or finds none left, fails
 //! `unavailable` and leaves the answer for the next call. An LLM_CALL takes the next
 //! answer of capability [`LLM`] and its model, as the node's answer; an EMIT_EVENT is
-//! reported on stderr (`event TOPIC KEY name=value ...`), where no node receives it.
+//! reported on stderr (`event TOPIC KEY name=DIGEST ...`, each field's value by its digest
+//! as in the trace), where no node receives it.
 
 use cortex_m_semihosting::{heprint, heprintln};
 use embassy_time::Timer;
-use eyeflow_firmware::eyeflow_mcu::Value;
 use eyeflow_firmware::eyeflow_mcu::script::{LLM, Script};
 use eyeflow_firmware::eyeflow_mcu::trace::ErrorClass;
 use eyeflow_firmware::hardware::{Call, Emitted, Hardware, LlmCall};
@@ -50,13 +50,9 @@ impl Hardware for Scripted {
 
     async fn emit(&mut self, event: &Emitted<'_>) -> Result<(), ErrorClass> {
         heprint!("event {} {}", event.topic, event.key);
+        // Each value by its digest, as the trace shows values (no float formatting in flash).
         for (name, value) in event.fields {
-            match value {
-                Value::Null => heprint!(" {}=null", name),
-                Value::Bool(b) => heprint!(" {}={}", name, b),
-                Value::Num(n) => heprint!(" {}={}", name, n),
-                Value::Str(s) => heprint!(" {}={:?}", name, s),
-            }
+            heprint!(" {}={}", name, value.digest());
         }
         heprintln!("");
         Ok(())
