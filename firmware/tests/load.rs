@@ -314,7 +314,8 @@ fn llm_calls_and_events_are_refused_for_the_servers_reasons() {
             .expect("dispatch")
             .dynamic_slots
     }
-    let changes: [(&str, fn(&mut LlmIrProgram)); 9] = [
+    type Change = (&'static str, fn(&mut LlmIrProgram));
+    let changes: [Change; 9] = [
         ("a vault slot", |p| slot(p)[0].source_type = "vault".into()),
         ("five slots", |p| {
             let more = slot(p)[0].clone();
