@@ -742,7 +742,7 @@ instructions:
     let program = Program::prepare(Arc::new(ir)).unwrap();
     let w = World::new();
     let done = completed(w.run(&program, json!({"level": 7, "name": "pump"})));
-    assert_eq!(done, json!(9.0));
+    assert_eq!(done, json!(9));
     let outputs: Vec<(String, Value)> = w
         .steps()
         .into_iter()
