@@ -926,6 +926,18 @@ mod mcu {
     }
 
     #[test]
+    fn an_event_has_one_payload() {
+        let source = rule(
+            "  - id: tell\n    op: EMIT_EVENT\n    topic: alerts\n    expression: \"1\"\n    params:\n      a: \"1\"\n",
+        );
+        let err = compile(&source, &options("dev.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("both `expression` and `params`"), "{err}");
+        assert!(err.starts_with("dev.yaml:9:"), "{err}");
+    }
+
+    #[test]
     fn opcodes_outside_the_profile() {
         refused(
             "  - id: fn\n    op: CALL_FUNCTION\n    function: clamp\n    params:\n      value: \"1\"\n      min: \"0\"\n      max: \"2\"\n",
