@@ -716,6 +716,60 @@ instructions:
     assert_eq!(completed(w.run(&program, json!({}))), json!(4));
 }
 
+/// An MCU program's LLM_CALL fills its prompt from bytecode slots and must get a value a
+/// device holds (a long string is `invalid_output`, into the fallback); its EMIT_EVENT
+/// sends its params as the payload, its key as a string, and its result is `true`.
+#[test]
+fn mcu_llm_calls_and_events() {
+    let source = r#"
+id: m
+version: 1.0.0
+instructions:
+  - id: ask
+    op: LLM_CALL
+    model: tiny
+    prompt: "Level {{level}}"
+    slots: {level: {runtime: event.level}}
+    fallback: {strategy: value, value: '"unknown"'}
+    next: tell
+  - {id: tell, op: EMIT_EVENT, topic: tank.alerts, event_key: event.site, params: {state: ask, level: event.level}, next: done}
+  - {id: done, op: RETURN, expression: tell}
+"#;
+    let options = CompileOptions {
+        source_name: "test.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let ir = eyeflow_compiler::compile_for(source, &options, eyeflow_compiler::Target::Mcu)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let program = Program::prepare(Arc::new(ir)).unwrap();
+    let w = World::new();
+    *w.llm.handler.lock().unwrap() = Box::new(|_| Ok("high".to_owned()));
+    let event = json!({"level": 7.5, "site": "north"});
+    assert_eq!(completed(w.run(&program, event.clone())), json!(true));
+    let prompt = w.llm.requests.lock().unwrap()[0].messages[0]
+        .content
+        .clone();
+    assert_eq!(prompt, "Level 7.5");
+    let emitted = w.events.0.lock().unwrap().clone();
+    assert_eq!(
+        (emitted[0].0.as_str(), emitted[0].1.as_str(), &emitted[0].2),
+        (
+            "tank.alerts",
+            "north",
+            &json!({"state": "high", "level": 7.5})
+        )
+    );
+    // An answer longer than a device's string: the fallback value.
+    *w.llm.handler.lock().unwrap() = Box::new(|_| Ok("x".repeat(33)));
+    completed(w.run(&program, event));
+    let emitted = w.events.0.lock().unwrap().clone();
+    assert_eq!(emitted[1].2["state"], json!("unknown"));
+    // A key that is not a string: `invalid_input` (a device formats no numbers).
+    let (class, _) = failed(w.run(&program, json!({"level": 1, "site": 4})));
+    assert_eq!(class, "invalid_input");
+}
+
 /// An MCU-profile program runs its bytecode, not its CEL: numbers are one `f64` type
 /// (`7 / 2` is 3.5, where CEL's integer division gives 3), a field that is an object is an
 /// `invalid_input` failure, L1 memory and loops work as for a server program.
@@ -742,7 +796,7 @@ instructions:
     let program = Program::prepare(Arc::new(ir)).unwrap();
     let w = World::new();
     let done = completed(w.run(&program, json!({"level": 7, "name": "pump"})));
-    assert_eq!(done, json!(9.0));
+    assert_eq!(done, json!(9));
     let outputs: Vec<(String, Value)> = w
         .steps()
         .into_iter()

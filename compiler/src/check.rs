@@ -158,6 +158,16 @@ fn instruction(
     if let Some(output) = &ins.output {
         identifier(source, output, "output name")?;
     }
+    if opcode == IrOpcode::EmitEvent
+        && let (Some(expression), false) = (&ins.expression, ins.params.is_empty())
+    {
+        return Err(source.rule(
+            expression.span(),
+            format!(
+                "EMIT_EVENT `{id}` has both `expression` and `params`; expected one payload: the expression's value, or the object of the named params"
+            ),
+        ));
+    }
     // The connector is asked for the string param `key`, else `resource_key`, with the
     // params: with none of them it would be asked for the empty key and nothing else.
     if opcode == IrOpcode::LoadResource && ins.resource_key.is_none() && ins.params.is_empty() {

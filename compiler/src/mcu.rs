@@ -1,5 +1,5 @@
 //! `--target mcu`: lowers every CEL expression of the rule (EVAL/RETURN/STORE `expression`,
-//! BRANCH condition, params, LOOP `while`) to the MCU bytecode with
+//! BRANCH condition, params, LOOP `while`, LLM_CALL runtime slots, EMIT_EVENT key) to the MCU bytecode with
 //! [`eyeflow_mcu::code::Builder`], and applies the MCU profile ([`eyeflow_ir::mcu::check`])
 //! to the program, each refusal at its place in the rule.
 
@@ -52,6 +52,18 @@ pub(crate) fn lower(program: &mut LlmIrProgram, rule: &Rule, source: &Source<'_>
                 })
                 .collect::<Result<_>>()?,
             while_condition: lowering.optional(&ins.while_condition, "while condition")?,
+            slots: ins
+                .slots
+                .iter()
+                .filter_map(|(name, slot)| Some((name, slot.runtime.as_ref()?)))
+                .map(|(name, text)| {
+                    Ok(McuParam {
+                        name: name.clone(),
+                        code: lowering.expression(text, &format!("slot `{name}`"))?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            event_key: lowering.optional(&ins.event_key, "event key")?,
         };
         ir.mcu = (code != McuCode::default()).then_some(code);
     }
@@ -111,7 +123,12 @@ fn yaml_name(field: &str) -> String {
         "fallback.strategy" => "fallback strategy",
         "fallback.value_json" => "fallback value",
         "timeout.on_timeout" => "on_timeout",
+        "dispatch_metadata.model" => "model",
+        "emit.topic" => "topic",
         other => {
+            if let Some(name) = other.strip_prefix("dispatch_metadata.dynamic_slots.") {
+                return format!("slot `{name}`");
+            }
             return other
                 .strip_prefix("params.")
                 .map_or_else(|| other.to_owned(), |name| format!("parameter `{name}`"));
@@ -150,9 +167,15 @@ fn field_span(ins: &marked_yaml::Spanned<Instruction>, field: &str) -> Span {
             .as_ref()
             .and_then(|f| f.value.as_ref().map(|v| *v.span())),
         "timeout.on_timeout" => text(&ins.on_timeout),
-        other => other
-            .strip_prefix("params.")
-            .and_then(|name| ins.params.get(name).map(|p| *p.span())),
+        "dispatch_metadata.model" => text(&ins.model),
+        "emit.topic" => text(&ins.topic),
+        "expression" => text(&ins.expression),
+        other => match other.strip_prefix("dispatch_metadata.dynamic_slots.") {
+            Some(name) => ins.slots.get(name).map(|s| *s.span()),
+            None => other
+                .strip_prefix("params.")
+                .and_then(|name| ins.params.get(name).map(|p| *p.span())),
+        },
     };
     found.unwrap_or(*ins.span())
 }

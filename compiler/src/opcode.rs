@@ -181,7 +181,7 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         opcode: IrOpcode::EmitEvent,
-        fields: &["next", "topic", "event_key", "expression"],
+        fields: &["next", "topic", "event_key", "expression", "params"],
         required: &[("topic", "the topic the event is emitted on")],
     },
     Spec {

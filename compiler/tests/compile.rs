@@ -907,6 +907,37 @@ mod mcu {
     }
 
     #[test]
+    fn llm_calls_and_events_carry_their_slots_and_key_as_bytecode() {
+        let source = rule(
+            "  - id: ask\n    op: LLM_CALL\n    model: tiny\n    prompt: \"Level {{level}}\"\n    slots:\n      level: {runtime: event.level}\n    output_schema: '{\"type\": \"string\"}'\n    next: tell\n  - id: tell\n    op: EMIT_EVENT\n    topic: tank.alerts\n    event_key: event.site\n    params:\n      answer: ask\n",
+        );
+        let program = compile_for(&source, &options("dev.yaml"), Target::Mcu).unwrap();
+        let ask = instruction(&program, "ask").mcu.as_ref().expect("bytecode");
+        let slots: Vec<&str> = ask.slots.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(slots, ["level"]);
+        assert!(!ask.slots[0].code.is_empty());
+        let tell = instruction(&program, "tell")
+            .mcu
+            .as_ref()
+            .expect("bytecode");
+        assert!(!tell.event_key.is_empty());
+        assert_eq!(tell.params[0].name, "answer");
+        eyeflow_ir::validate(&program).unwrap();
+    }
+
+    #[test]
+    fn an_event_has_one_payload() {
+        let source = rule(
+            "  - id: tell\n    op: EMIT_EVENT\n    topic: alerts\n    expression: \"1\"\n    params:\n      a: \"1\"\n",
+        );
+        let err = compile(&source, &options("dev.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("both `expression` and `params`"), "{err}");
+        assert!(err.starts_with("dev.yaml:9:"), "{err}");
+    }
+
+    #[test]
     fn opcodes_outside_the_profile() {
         refused(
             "  - id: fn\n    op: CALL_FUNCTION\n    function: clamp\n    params:\n      value: \"1\"\n      min: \"0\"\n      max: \"2\"\n",
@@ -915,8 +946,13 @@ mod mcu {
         );
         refused(
             "  - id: tell\n    op: EMIT_EVENT\n    topic: alerts\n    expression: \"1\"\n",
-            "serial gateway, which is not built yet",
-            7,
+            "give them as `params` instead of an expression",
+            9,
+        );
+        refused(
+            "  - id: ask\n    op: LLM_CALL\n    model: tiny\n    prompt: \"{{g}}\"\n    slots:\n      g: {vault: kv/guidelines}\n",
+            "a device holds no secrets",
+            11,
         );
         refused(
             "  - id: api\n    op: CALL_API\n    http:\n      url: https://example.com/x\n",

@@ -125,6 +125,8 @@ const INSTRUCTION: Schema = &[
             (2, Bytes),
             (3, RepMsg(&[(1, Str), (2, Bytes)])),
             (4, Bytes),
+            (5, RepMsg(&[(1, Str), (2, Bytes)])),
+            (6, Bytes),
         ]),
     ),
 ];

@@ -252,7 +252,7 @@ impl<W: Write> Walk<'_, W> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.dispatch(opcode, &detail).await {
+            match self.dispatch(m, opcode, &detail).await {
                 Ok(value) => {
                     self.line(m, attempt, Outcome::Ok, &value);
                     return Ok(Resolved::Done(value));
@@ -269,7 +269,7 @@ impl<W: Write> Walk<'_, W> {
     }
 
     /// Sends `m`'s job to the actor of its kind and waits for the reply.
-    async fn dispatch(&mut self, opcode: i32, detail: &Detail) -> Reply {
+    async fn dispatch(&mut self, m: usize, opcode: i32, detail: &Detail) -> Reply {
         match IROpcode(opcode) {
             IROpcode::Eval | IROpcode::Branch | IROpcode::Return => {
                 let (kind, code) = match IROpcode(opcode) {
@@ -295,15 +295,31 @@ impl<W: Write> Walk<'_, W> {
                     })
                     .await;
             }
-            IROpcode::CallAction | IROpcode::LoadResource => {
-                let action = match (IROpcode(opcode), detail.action) {
-                    (IROpcode::LoadResource, "") => READ,
-                    (_, action) => action,
+            IROpcode::CallAction
+            | IROpcode::LoadResource
+            | IROpcode::LlmCall
+            | IROpcode::EmitEvent => {
+                let kind = match (IROpcode(opcode), detail.action) {
+                    (IROpcode::LlmCall, model) => hardware::Kind::Llm {
+                        instruction: self.program.nodes[m].id,
+                        model,
+                    },
+                    (IROpcode::EmitEvent, _) => hardware::Kind::Emit {
+                        topic: detail.topic,
+                        key: detail.event_key,
+                    },
+                    (IROpcode::LoadResource, "") => hardware::Kind::Call {
+                        capability: detail.capability,
+                        action: READ,
+                    },
+                    (_, action) => hardware::Kind::Call {
+                        capability: detail.capability,
+                        action,
+                    },
                 };
                 hardware::JOBS
                     .send(hardware::Job {
-                        capability: detail.capability,
-                        action,
+                        kind,
                         params: detail.params.clone(),
                         timeout_ms: detail.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
                         priority: detail.priority,

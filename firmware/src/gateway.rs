@@ -12,7 +12,10 @@
 //!   loaded → committed, and the board restarts on it (the restart says LOADED). A
 //!   running program is thus never rewritten while borrowed;
 //! - RUN: its fields become the execution's event (kept by the slots, rewritten only
-//!   between executions), its trace lines go out as TRACE frames.
+//!   between executions), its trace lines go out as TRACE frames;
+//! - LLM_CALL and EMIT_EVENT, through [`Linked`] (the board's hardware with this link):
+//!   LLM_REQUEST with the frozen context, then the LLM_ANSWER of that request id (the
+//!   instruction's timeout bounds the wait; a late answer is dropped); EVENT.
 
 use core::cell::Cell;
 use core::fmt::{self, Write};
@@ -22,13 +25,17 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Timer, with_timeout};
 use eyeflow_mcu::Value;
+use eyeflow_mcu::frame::Fields;
 use eyeflow_mcu::frame::{
     Capabilities, Capability as Declared, Decoder, Frame, Message, ProgramRef, kind,
 };
+use eyeflow_mcu::trace::ErrorClass;
 
 use crate::capability::Capability;
 use crate::conductor;
 use crate::deploy::DeployStream;
+use crate::hardware::{Call, Emitted, Hardware, LlmCall};
+use crate::owned::Owned;
 use crate::program::{self, Program};
 use crate::state::Event;
 use crate::verify::KEYRING;
@@ -76,6 +83,12 @@ static PONGED: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 static RUN: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 /// No execution runs.
 static IDLE: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+/// An LLM_ANSWER arrived: its request id and result.
+static ANSWER: Signal<CriticalSectionRawMutex, (u32, Result<Owned, ErrorClass>)> = Signal::new();
+
+/// The largest message the device sends: an LLM_REQUEST or EVENT with `MAX_PARAMS`
+/// fields of the longest names and strings, ids and a topic.
+const MAX_SENT: usize = 512;
 
 /// The gateway of a board with port `P` and slots `S`.
 pub struct Gateway<P, S> {
@@ -87,6 +100,7 @@ pub struct Gateway<P, S> {
     declared: &'static [Declared<'static>],
     heartbeat: Duration,
     seq: Mutex<CriticalSectionRawMutex, Cell<u8>>,
+    request: Mutex<CriticalSectionRawMutex, Cell<u32>>,
 }
 
 impl<P: Port, S: Slots> Gateway<P, S> {
@@ -111,12 +125,21 @@ impl<P: Port, S: Slots> Gateway<P, S> {
             declared,
             heartbeat,
             seq: Mutex::new(Cell::new(0)),
+            request: Mutex::new(Cell::new(0)),
+        }
+    }
+
+    /// The board's `hardware` with this link to the node (LLM_CALL, EMIT_EVENT).
+    pub const fn linked<H>(&'static self, hardware: H) -> Linked<P, S, H> {
+        Linked {
+            gateway: self,
+            hardware,
         }
     }
 
     /// Sends one message (written whole: nothing else runs meanwhile).
     fn send(&self, message: &Message<'_>) {
-        let mut out = [0u8; 256];
+        let mut out = [0u8; MAX_SENT];
         let seq = self.seq.lock(|s| {
             let seq = s.get();
             s.set(seq.wrapping_add(1));
@@ -227,6 +250,12 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                 };
                 match message {
                     Message::Pong => PONGED.signal(()),
+                    Message::LlmAnswer { request, result } => {
+                        // A string the device cannot hold is an answer it cannot use.
+                        let result =
+                            result.and_then(|v| Owned::of(v).ok_or(ErrorClass::InvalidOutput));
+                        ANSWER.signal((request, result));
+                    }
                     Message::Run { .. } => {
                         IDLE.wait().await;
                         self.slots.set_event(frame.payload);
@@ -260,6 +289,51 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                 reason: reason.name(),
             }),
         }
+    }
+}
+
+/// A board's hardware with the gateway's link to the node: hardware calls go to the
+/// board, LLM_CALLs and EMIT_EVENTs to the node.
+pub struct Linked<P: 'static, S: 'static, H> {
+    gateway: &'static Gateway<P, S>,
+    hardware: H,
+}
+
+impl<P: Port, S: Slots, H: Hardware> Hardware for Linked<P, S, H> {
+    async fn call(&mut self, call: &Call<'_>) -> Result<Owned, ErrorClass> {
+        self.hardware.call(call).await
+    }
+
+    async fn llm(&mut self, call: &LlmCall<'_>) -> Result<Owned, ErrorClass> {
+        let gateway = self.gateway;
+        let program = gateway.identity().ok_or(ErrorClass::InvalidInput)?;
+        let request = gateway.request.lock(|r| {
+            let next = r.get().wrapping_add(1);
+            r.set(next);
+            next
+        });
+        ANSWER.reset();
+        gateway.send(&Message::LlmRequest {
+            request,
+            program,
+            instruction: call.instruction,
+            context: Fields::List(call.context),
+        });
+        loop {
+            let (answered, result) = ANSWER.wait().await;
+            if answered == request {
+                return result;
+            }
+        }
+    }
+
+    async fn emit(&mut self, event: &Emitted<'_>) -> Result<(), ErrorClass> {
+        self.gateway.send(&Message::Event {
+            topic: event.topic,
+            key: event.key,
+            fields: Fields::List(event.fields),
+        });
+        Ok(())
     }
 }
 

@@ -1,5 +1,7 @@
 //! The device's hardware as the conductor reaches it: one [`Hardware`] call per
-//! CALL_ACTION / LOAD_RESOURCE, named by capability, action and evaluated parameters.
+//! CALL_ACTION / LOAD_RESOURCE, named by capability, action and evaluated parameters, and
+//! the board's link to a node for LLM_CALL ([`Hardware::llm`]) and EMIT_EVENT
+//! ([`Hardware::emit`]), which the serial gateway provides (`crate::gateway::Linked`).
 //! [`Devices`] is the usual implementation: the capabilities `gpio`, `adc`, `i2c`, `spi`
 //! and `uart` routed to one small trait per peripheral kind, which a board crate
 //! implements over its HAL (boards/stm32f4: GPIO and ADC through embassy-stm32; the rest
@@ -31,7 +33,29 @@ impl<'a> Call<'a> {
     }
 }
 
-/// The board's peripherals behind the capabilities it declares.
+/// An LLM_CALL for the node to serve.
+#[derive(Debug, Clone, Copy)]
+pub struct LlmCall<'a> {
+    /// The LLM_CALL's instruction id.
+    pub instruction: &'a str,
+    /// Its model.
+    pub model: &'a str,
+    /// The frozen context: each slot's value, by slot name.
+    pub context: &'a [(&'a str, Value<'a>)],
+}
+
+/// An event an EMIT_EVENT sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Emitted<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its key (empty: none).
+    pub key: &'a str,
+    /// Its fields, by name.
+    pub fields: &'a [(&'a str, Value<'a>)],
+}
+
+/// The board's peripherals behind the capabilities it declares, and its link to a node.
 ///
 /// The executor is single-threaded, so the futures need not be `Send`.
 #[allow(async_fn_in_trait)]
@@ -39,6 +63,19 @@ pub trait Hardware {
     /// Performs `call`; its value, or the error class of its failure (a capability or
     /// action the board does not have: `unavailable`; bad parameters: `invalid_input`).
     async fn call(&mut self, call: &Call<'_>) -> Result<Owned, ErrorClass>;
+
+    /// Has the node answer `call` (the instruction's timeout bounds it); the validated
+    /// answer, or why there is none. Without a link to a node: `unavailable`.
+    async fn llm(&mut self, call: &LlmCall<'_>) -> Result<Owned, ErrorClass> {
+        let _ = call;
+        Err(ErrorClass::Unavailable)
+    }
+
+    /// Sends `event` to the node. Without a link to a node: `unavailable`.
+    async fn emit(&mut self, event: &Emitted<'_>) -> Result<(), ErrorClass> {
+        let _ = event;
+        Err(ErrorClass::Unavailable)
+    }
 }
 
 /// The general-purpose pins: `gpio` `write` (params `pin`, `value` boolean) and `read`

@@ -8,7 +8,7 @@
 
 use eyeflow_mcu::code;
 use eyeflow_mcu::limits::{
-    MAX_CODE_LEN, MAX_ID, MAX_INSTRUCTIONS, MAX_L1_KEYS, MAX_LOOP_ITERATIONS, MAX_PARAMS,
+    MAX_CODE_LEN, MAX_ID, MAX_INSTRUCTIONS, MAX_L1_KEYS, MAX_LOOP_ITERATIONS, MAX_PARAMS, MAX_PATH,
     MAX_PROGRAM_BYTES,
 };
 use eyeflow_mcu::trace::Refusal;
@@ -70,12 +70,16 @@ pub struct Detail {
     pub condition: &'static [u8],
     /// LOOP condition (empty: `max_iterations` rounds).
     pub while_condition: &'static [u8],
-    /// Hardware call parameters, by name.
+    /// Hardware call parameters, an LLM_CALL's slots or an EMIT_EVENT's fields, by name.
     pub params: Vec<(&'static str, &'static [u8]), MAX_PARAMS>,
     /// Hardware capability and action.
     pub capability: &'static str,
-    /// The action (CALL_ACTION) or resource read (LOAD_RESOURCE).
+    /// The action (CALL_ACTION), resource read (LOAD_RESOURCE) or model (LLM_CALL).
     pub action: &'static str,
+    /// EMIT_EVENT: the topic.
+    pub topic: &'static str,
+    /// EMIT_EVENT: the key's bytecode (empty: no key).
+    pub event_key: &'static [u8],
     /// STORE / LOAD key.
     pub key: &'static str,
     /// LOAD: the value when the key is absent.
@@ -118,6 +122,12 @@ const MCU: u32 = 27;
 const BRANCH_CONDITION: u32 = 12;
 const EXPRESSION: u32 = 22;
 const PARAMS: u32 = 23;
+const EMIT: u32 = 26;
+// Field numbers of DispatchMetadata and McuCode read in place.
+const MODEL: u32 = 7;
+const SLOTS: u32 = 18;
+const MCU_SLOTS: u32 = 5;
+const MCU_EVENT_KEY: u32 = 6;
 /// Fields the MCU profile leaves out: resource key, time window, postcondition.
 const NOT_MCU_FIELDS: [u32; 3] = [18, 19, 20];
 // Field numbers of LlmIRProgram.
@@ -145,6 +155,16 @@ fn id(text: &'static [u8]) -> Result<&'static str, Refusal> {
         return Err(Refusal::Capacity);
     }
     Ok(text)
+}
+
+/// A name the gateway sends as a frame's field (a slot, an event field): an id made of
+/// letters, digits and `_`, not first a digit (`not_mcu` otherwise).
+fn field_name(text: &'static [u8]) -> Result<&'static str, Refusal> {
+    let name = id(text)?;
+    if name.contains('.') || !code::is_path(name) {
+        return Err(Refusal::NotMcu);
+    }
+    Ok(name)
 }
 
 /// Whether `message` has field `number`.
@@ -180,10 +200,29 @@ fn check_codes(raw: &[u8]) -> Result<(), Refusal> {
         (has(raw, BRANCH_CONDITION), wire::bytes(mcu, 2)),
         (has(wire::bytes(raw, LOOP), 5), wire::bytes(mcu, 4)),
     ];
+    let dispatch = wire::bytes(raw, DISPATCH);
+    if !wire::repeated(dispatch, SLOTS)
+        .map(|slot| wire::bytes(slot, 1))
+        .eq(wire::repeated(mcu, MCU_SLOTS).map(|slot| wire::bytes(slot, 1)))
+    {
+        return Err(Refusal::Malformed);
+    }
     let params = wire::repeated(raw, PARAMS)
         .zip(wire::repeated(mcu, 3))
         .map(|(entry, param)| (has(entry, 2), wire::bytes(param, 2)));
-    for (cel, code) in pairs.into_iter().chain(params) {
+    let slots = wire::repeated(dispatch, SLOTS)
+        .zip(wire::repeated(mcu, MCU_SLOTS))
+        .map(|(slot, code)| (has(slot, 3), wire::bytes(code, 2)));
+    let key = (
+        has(wire::bytes(raw, EMIT), 2),
+        wire::bytes(mcu, MCU_EVENT_KEY),
+    );
+    for (cel, code) in pairs
+        .into_iter()
+        .chain(params)
+        .chain(slots)
+        .chain(core::iter::once(key))
+    {
         if cel == code.is_empty() {
             return Err(Refusal::Malformed);
         }
@@ -358,17 +397,20 @@ impl Program {
             | IROpcode::Store
             | IROpcode::Load
             | IROpcode::CallAction
-            | IROpcode::LoadResource => {}
-            // LLM_CALL and EMIT_EVENT need the serial gateway, not built yet.
+            | IROpcode::LoadResource
+            | IROpcode::LlmCall
+            | IROpcode::EmitEvent => {}
             _ => return Err(Refusal::NotMcu),
         }
         if ins.is_parallel || NOT_MCU_FIELDS.iter().any(|&f| has(raw, f)) {
             return Err(Refusal::NotMcu);
         }
+        let dispatch = wire::bytes(raw, DISPATCH);
         if has(raw, DISPATCH) {
-            let dispatch = wire::bytes(raw, DISPATCH);
-            // Human validation, vault secrets, JSON schemas.
-            if [3, 4, 14, 15].into_iter().any(|f| has(dispatch, f)) {
+            // Human validation, vault secrets, JSON schemas (an LLM_CALL's output schema
+            // is the node's to check).
+            let output_schema = has(dispatch, 4) && opcode != IROpcode::LlmCall;
+            if output_schema || [3, 14, 15].into_iter().any(|f| has(dispatch, f)) {
                 return Err(Refusal::NotMcu);
             }
             id(wire::bytes(dispatch, 5))?;
@@ -406,6 +448,31 @@ impl Program {
         }
         for entry in wire::repeated(raw, PARAMS) {
             id(wire::bytes(entry, 1))?;
+        }
+        if opcode == IROpcode::LlmCall {
+            if wire::repeated(dispatch, SLOTS).count() > MAX_PARAMS {
+                return Err(Refusal::Capacity);
+            }
+            for slot in wire::repeated(dispatch, SLOTS) {
+                // Only runtime slots: a device holds no secrets.
+                if wire::bytes(slot, 2) != b"runtime" {
+                    return Err(Refusal::NotMcu);
+                }
+                field_name(wire::bytes(slot, 1))?;
+            }
+            id(wire::bytes(dispatch, MODEL))?;
+        }
+        if opcode == IROpcode::EmitEvent {
+            // The payload is named fields (params), not an expression.
+            if has(raw, EXPRESSION) {
+                return Err(Refusal::NotMcu);
+            }
+            if wire::bytes(wire::bytes(raw, EMIT), 1).len() > MAX_PATH {
+                return Err(Refusal::Capacity);
+            }
+            for entry in wire::repeated(raw, PARAMS) {
+                field_name(wire::bytes(entry, 1))?;
+            }
         }
         check_codes(raw)?;
         if opcode == IROpcode::Loop && ins.r#loop().map_or(0, |l| l.max_iterations) == 0 {
@@ -579,8 +646,9 @@ impl Program {
         let mcu = wire::bytes(raw, MCU);
         let dispatch = wire::bytes(raw, DISPATCH);
         let text = |bytes: &'static [u8]| core::str::from_utf8(bytes).unwrap_or("");
+        let llm = IROpcode(self.nodes[index].opcode) == IROpcode::LlmCall;
         let mut params = Vec::new();
-        for param in wire::repeated(mcu, 3) {
+        for param in wire::repeated(mcu, if llm { MCU_SLOTS } else { 3 }) {
             let _ = params.push((text(wire::bytes(param, 1)), wire::bytes(param, 2)));
         }
         let memory = ins.memory();
@@ -590,7 +658,9 @@ impl Program {
             while_condition: wire::bytes(mcu, 4),
             params,
             capability: text(wire::bytes(dispatch, 5)),
-            action: text(wire::bytes(dispatch, 2)),
+            action: text(wire::bytes(dispatch, if llm { MODEL } else { 2 })),
+            topic: text(wire::bytes(wire::bytes(raw, EMIT), 1)),
+            event_key: wire::bytes(mcu, MCU_EVENT_KEY),
             key: text(wire::bytes(wire::bytes(raw, MEMORY), 2)),
             default: memory
                 .filter(|m| !m.default_json.is_empty())

@@ -11,9 +11,11 @@ use eyeflow_firmware::eyeflow_mcu::trace::Refusal;
 use eyeflow_firmware::program::Program;
 use eyeflow_firmware::state;
 use eyeflow_firmware::verify::KEYRING;
+use eyeflow_ir::mcu::ViolationKind;
 use eyeflow_ir::pb::{
-    CapabilityRequirement, DispatchMetadata, EventTrigger, FallbackStrategy, IrInstruction,
-    IrOpcode, LlmIrProgram, McuCode, MemoryAccess, MemoryScope, Target, TimeoutConfig,
+    CapabilityRequirement, DispatchMetadata, DynamicSlot, EventEmit, EventTrigger,
+    FallbackStrategy, IrInstruction, IrOpcode, LlmIrProgram, McuCode, McuParam, MemoryAccess,
+    MemoryScope, Target, TimeoutConfig,
 };
 use prost::Message;
 
@@ -244,4 +246,127 @@ fn only_the_canonical_encoding_loads() {
     padded.extend_from_slice(&[good[at + 1] | 0x80, 0x00]);
     padded.extend_from_slice(&good[at + 2..]);
     assert_eq!(load(padded).map(|_| ()), Err(Refusal::Malformed));
+}
+
+/// `program()` with an LLM_CALL (one runtime slot) and an EMIT_EVENT (a field, a key) after
+/// its valve.
+fn linked_program() -> LlmIrProgram {
+    let path = |p: &'static str| code(move |b| b.get(p).expect("path"));
+    let mut p = program();
+    p.instructions.push(IrInstruction {
+        instruction_id: "ask".into(),
+        opcode: IrOpcode::LlmCall as i32,
+        depends_on: vec!["open".into()],
+        dispatch_metadata: Some(DispatchMetadata {
+            model: "tiny".into(),
+            prompt_template: "Level {{level}}".into(),
+            output_schema: r#"{"type": "string"}"#.into(),
+            dynamic_slots: vec![DynamicSlot {
+                slot_id: "level".into(),
+                source_type: "runtime".into(),
+                source_key: "event.level".into(),
+            }],
+            ..Default::default()
+        }),
+        mcu: Some(McuCode {
+            slots: vec![McuParam {
+                name: "level".into(),
+                code: path("event.level"),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    p.instructions.push(IrInstruction {
+        instruction_id: "tell".into(),
+        opcode: IrOpcode::EmitEvent as i32,
+        depends_on: vec!["ask".into()],
+        emit: Some(EventEmit {
+            topic: "tank.alerts".into(),
+            key_expr: "event.site".into(),
+        }),
+        params: [("answer".to_owned(), "ask".to_owned())].into(),
+        mcu: Some(McuCode {
+            params: vec![McuParam {
+                name: "answer".into(),
+                code: path("ask"),
+            }],
+            event_key: path("event.site"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    p
+}
+
+#[test]
+fn llm_calls_and_events_are_refused_for_the_servers_reasons() {
+    let program = load(signed(linked_program(), 7, "test")).expect("loads");
+    let ask = program.detail(2);
+    assert_eq!((ask.action, ask.params[0].0), ("tiny", "level"));
+    let tell = program.detail(3);
+    assert_eq!(tell.topic, "tank.alerts");
+    assert!(!tell.event_key.is_empty());
+    fn slot(p: &mut LlmIrProgram) -> &mut Vec<DynamicSlot> {
+        &mut p.instructions[2]
+            .dispatch_metadata
+            .as_mut()
+            .expect("dispatch")
+            .dynamic_slots
+    }
+    type Change = (&'static str, fn(&mut LlmIrProgram));
+    let changes: [Change; 9] = [
+        ("a vault slot", |p| slot(p)[0].source_type = "vault".into()),
+        ("five slots", |p| {
+            let more = slot(p)[0].clone();
+            slot(p).extend(std::iter::repeat_n(more, 4));
+        }),
+        ("a dotted slot name", |p| slot(p)[0].slot_id = "a.b".into()),
+        ("a slot without bytecode", |p| {
+            p.instructions[2].mcu = None;
+        }),
+        ("a long model", |p| {
+            p.instructions[2]
+                .dispatch_metadata
+                .as_mut()
+                .expect("d")
+                .model = "m".repeat(33);
+        }),
+        ("an output schema outside an LLM_CALL", |p| {
+            p.instructions[1]
+                .dispatch_metadata
+                .as_mut()
+                .expect("d")
+                .output_schema = r#"{"type": "string"}"#.into();
+        }),
+        ("an event payload expression", |p| {
+            p.instructions[3].expression = "1".into();
+        }),
+        ("a long topic", |p| {
+            p.instructions[3].emit.as_mut().expect("emit").topic = "t".repeat(49);
+        }),
+        ("a key without bytecode", |p| {
+            p.instructions[3]
+                .mcu
+                .as_mut()
+                .expect("mcu")
+                .event_key
+                .clear();
+        }),
+    ];
+    for (what, change) in changes {
+        let mut p = linked_program();
+        change(&mut p);
+        let server = match eyeflow_ir::mcu::check(&p).map_err(|v| v.kind) {
+            Err(ViolationKind::NotMcu) => Refusal::NotMcu,
+            Err(ViolationKind::Capacity) => Refusal::Capacity,
+            Err(ViolationKind::Malformed) => Refusal::Malformed,
+            Ok(()) => panic!("{what}: the server accepts it"),
+        };
+        assert_eq!(
+            load(signed(p, 7, "test")).map(|_| ()),
+            Err(server),
+            "{what}"
+        );
+    }
 }

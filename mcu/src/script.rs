@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A call whose capability and action do not match the next answer, or with no answer
-//! left, fails `unavailable`.
+//! left, fails `unavailable`. An LLM_CALL takes its answer from the same list: capability
+//! [`LLM`], action the LLM_CALL's model (the answer is what the node would send back).
 
 use crate::Error;
 use crate::code::is_path;
@@ -20,6 +21,9 @@ use crate::value::{Value, take};
 
 /// The first bytes of every script.
 pub const MAGIC: &[u8; 4] = b"EFS1";
+
+/// The capability of the answers to LLM_CALLs (their action is the call's model).
+pub const LLM: &str = "llm";
 
 /// One answer of the simulated hardware.
 #[derive(Debug, Clone, Copy, PartialEq)]

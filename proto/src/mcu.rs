@@ -176,21 +176,14 @@ fn instruction(ins: &IrInstruction) -> Result<(), Violation> {
         | IrOpcode::Load
         | IrOpcode::CallAction
         | IrOpcode::LoadResource
-        | IrOpcode::Return => {}
-        IrOpcode::LlmCall | IrOpcode::EmitEvent => {
-            return not_mcu(
-                "opcode",
-                &format!(
-                    "{} reaches a device only through the serial gateway, which is not built yet; run this step on a server node",
-                    opcode.as_str_name()
-                ),
-            );
-        }
+        | IrOpcode::Return
+        | IrOpcode::LlmCall
+        | IrOpcode::EmitEvent => {}
         other => {
             return not_mcu(
                 "opcode",
                 &format!(
-                    "{} is not in the MCU profile; the device runs EVAL, BRANCH, LOOP, STORE, LOAD, CALL_ACTION, LOAD_RESOURCE and RETURN",
+                    "{} is not in the MCU profile; the device runs EVAL, BRANCH, LOOP, STORE, LOAD, CALL_ACTION, LOAD_RESOURCE, RETURN, and LLM_CALL and EMIT_EVENT through the serial gateway",
                     other.as_str_name()
                 ),
             );
@@ -233,10 +226,12 @@ fn instruction(ins: &IrInstruction) -> Result<(), Violation> {
                 "a device holds no secrets; drop it",
             );
         }
-        if !d.input_schema.is_empty() || !d.output_schema.is_empty() {
+        // An LLM_CALL's output schema is checked by the node that serves the call.
+        let output_schema = !d.output_schema.is_empty() && opcode != IrOpcode::LlmCall;
+        if !d.input_schema.is_empty() || output_schema {
             return not_mcu(
                 "dispatch_metadata.input_schema",
-                "JSON schemas are not checked on a device; drop input_schema and output_schema",
+                "JSON schemas are not checked on a device (only an LLM_CALL's output_schema, which the node checks); drop input_schema and output_schema",
             );
         }
         within(
@@ -323,7 +318,88 @@ fn instruction(ins: &IrInstruction) -> Result<(), Violation> {
     for name in ins.params.keys() {
         within(Some(id), &format!("params.{name}"), name, limits::MAX_ID)?;
     }
+    match opcode {
+        IrOpcode::LlmCall => llm_call(ins)?,
+        IrOpcode::EmitEvent => emit_event(ins)?,
+        _ => {}
+    }
     code(ins)
+}
+
+/// A name that goes to the node as a field of a frame (an LLM_CALL's slot, an event's
+/// field): letters, digits and `_`, not starting with a digit, at most `MAX_ID` bytes.
+fn field_name(id: &str, field: &str, name: &str) -> Result<(), Violation> {
+    within(Some(id), field, name, limits::MAX_ID)?;
+    if name.contains('.') || !eyeflow_mcu::code::is_path(name) {
+        return Err(at(
+            ViolationKind::NotMcu,
+            id,
+            field,
+            format!(
+                "\"{}\" goes to the node as a field name: use letters, digits and _ (not first a digit)",
+                name.escape_debug()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An LLM_CALL a device sends to the node: its context is at most `MAX_PARAMS` runtime
+/// slots (evaluated on the device), its model name at most `MAX_ID` bytes.
+fn llm_call(ins: &IrInstruction) -> Result<(), Violation> {
+    let id = ins.instruction_id.as_str();
+    let empty = crate::pb::DispatchMetadata::default();
+    let d = ins.dispatch_metadata.as_ref().unwrap_or(&empty);
+    if d.dynamic_slots.len() > limits::MAX_PARAMS {
+        return Err(at(
+            ViolationKind::Capacity,
+            id,
+            "dispatch_metadata.dynamic_slots",
+            format!(
+                "has {} slots, above the device's {}; pass fewer",
+                d.dynamic_slots.len(),
+                limits::MAX_PARAMS
+            ),
+        ));
+    }
+    for slot in &d.dynamic_slots {
+        let field = format!("dispatch_metadata.dynamic_slots.{}", slot.slot_id);
+        if slot.source_type != "runtime" {
+            return Err(at(
+                ViolationKind::NotMcu,
+                id,
+                &field,
+                "a device holds no secrets: only `runtime` slots, evaluated on the device",
+            ));
+        }
+        field_name(id, &field, &slot.slot_id)?;
+    }
+    within(
+        Some(id),
+        "dispatch_metadata.model",
+        &d.model,
+        limits::MAX_ID,
+    )
+}
+
+/// An EMIT_EVENT a device sends to the node: a topic of at most `MAX_PATH` bytes, its
+/// payload the named fields of `params`.
+fn emit_event(ins: &IrInstruction) -> Result<(), Violation> {
+    let id = ins.instruction_id.as_str();
+    if !ins.expression.is_empty() {
+        return Err(at(
+            ViolationKind::NotMcu,
+            id,
+            "expression",
+            "a device's event is named scalar fields: give them as `params` instead of an expression",
+        ));
+    }
+    let topic = ins.emit.as_ref().map_or("", |e| e.topic.as_str());
+    within(Some(id), "emit.topic", topic, limits::MAX_PATH)?;
+    for name in ins.params.keys() {
+        field_name(id, &format!("params.{name}"), name)?;
+    }
+    Ok(())
 }
 
 /// A JSON text that must be empty or a scalar a device holds (null, bool, number, short
@@ -389,7 +465,24 @@ fn code(ins: &IrInstruction) -> Result<(), Violation> {
             "does not name the instruction's params, sorted by name",
         ));
     }
-    let param_fields: Vec<(String, &str, &[u8])> = mcu
+    let slots = ins
+        .dispatch_metadata
+        .as_ref()
+        .map_or(&[][..], |d| d.dynamic_slots.as_slice());
+    if !mcu
+        .slots
+        .iter()
+        .map(|p| p.name.as_str())
+        .eq(slots.iter().map(|s| s.slot_id.as_str()))
+    {
+        return Err(at(
+            ViolationKind::Malformed,
+            id,
+            "mcu.slots",
+            "does not name the LLM_CALL's slots, in their order",
+        ));
+    }
+    let mut named: Vec<(String, &str, &[u8])> = mcu
         .params
         .iter()
         .map(|p| {
@@ -400,7 +493,16 @@ fn code(ins: &IrInstruction) -> Result<(), Violation> {
             )
         })
         .collect();
-    fields.extend(param_fields.iter().map(|(f, t, c)| (f.as_str(), *t, *c)));
+    named.extend(slots.iter().zip(&mcu.slots).map(|(slot, code)| {
+        (
+            format!("slots.{}", slot.slot_id),
+            slot.source_key.as_str(),
+            code.code.as_slice(),
+        )
+    }));
+    let key_text = ins.emit.as_ref().map_or("", |e| e.key_expr.as_str());
+    named.push(("event_key".to_owned(), key_text, mcu.event_key.as_slice()));
+    fields.extend(named.iter().map(|(f, t, c)| (f.as_str(), *t, *c)));
     for (field, text, bytes) in fields {
         let field = format!("mcu.{field}");
         if text.is_empty() != bytes.is_empty() {
@@ -489,6 +591,122 @@ mod tests {
         assert_eq!(violation(&program).field, "mcu.params");
     }
 
+    /// `mcu_program()` with its instruction made an LLM_CALL with `slots` (runtime, the
+    /// bytecode of `true` each).
+    fn llm_program(slots: &[&str]) -> LlmIrProgram {
+        let mut program = mcu_program();
+        let ins = &mut program.instructions[0];
+        ins.opcode = IrOpcode::LlmCall as i32;
+        ins.expression.clear();
+        ins.dispatch_metadata = Some(crate::pb::DispatchMetadata {
+            model: "tiny".into(),
+            prompt_template: "classify".into(),
+            output_schema: r#"{"type": "string"}"#.into(),
+            dynamic_slots: slots
+                .iter()
+                .map(|s| crate::pb::DynamicSlot {
+                    slot_id: (*s).into(),
+                    source_type: "runtime".into(),
+                    source_key: "true".into(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        ins.mcu = Some(McuCode {
+            slots: slots
+                .iter()
+                .map(|s| McuParam {
+                    name: (*s).into(),
+                    code: vec![eyeflow_mcu::code::VERSION, 0x02],
+                })
+                .collect(),
+            ..Default::default()
+        });
+        program
+    }
+
+    #[test]
+    fn an_llm_call_sends_runtime_slots_within_the_devices_capacity() {
+        check(&llm_program(&["level", "site"])).unwrap();
+        let mut program = llm_program(&["level"]);
+        program.instructions[0]
+            .dispatch_metadata
+            .as_mut()
+            .unwrap()
+            .dynamic_slots[0]
+            .source_type = "vault".into();
+        let v = check(&program).unwrap_err();
+        assert_eq!(
+            (v.kind, v.field.as_str()),
+            (
+                ViolationKind::NotMcu,
+                "dispatch_metadata.dynamic_slots.level"
+            )
+        );
+        let v = check(&llm_program(&["a", "b", "c", "d", "e"])).unwrap_err();
+        assert_eq!(v.kind, ViolationKind::Capacity);
+        let v = check(&llm_program(&["a.b"])).unwrap_err();
+        assert_eq!(v.kind, ViolationKind::NotMcu);
+        assert!(v.reason.contains("field name"), "{v}");
+        let mut program = llm_program(&["level"]);
+        program.instructions[0].mcu.as_mut().unwrap().slots.clear();
+        assert_eq!(check(&program).unwrap_err().field, "mcu.slots");
+        let mut program = llm_program(&["level"]);
+        program.instructions[0]
+            .dispatch_metadata
+            .as_mut()
+            .unwrap()
+            .model = "m".repeat(limits::MAX_ID + 1);
+        let v = check(&program).unwrap_err();
+        assert_eq!(
+            (v.kind, v.field.as_str()),
+            (ViolationKind::Capacity, "dispatch_metadata.model")
+        );
+        // Only an LLM_CALL's output schema is allowed (the node checks it).
+        let mut program = mcu_program();
+        program.instructions[0].dispatch_metadata = Some(crate::pb::DispatchMetadata {
+            output_schema: r#"{"type": "string"}"#.into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            check(&program).unwrap_err().field,
+            "dispatch_metadata.input_schema"
+        );
+    }
+
+    #[test]
+    fn an_emit_event_sends_named_fields_under_a_short_topic() {
+        let mut program = mcu_program();
+        let ins = &mut program.instructions[0];
+        ins.opcode = IrOpcode::EmitEvent as i32;
+        ins.emit = Some(crate::pb::EventEmit {
+            topic: "tank.alerts".into(),
+            key_expr: "true".into(),
+        });
+        let v = check(&program).unwrap_err();
+        assert_eq!(
+            (v.kind, v.field.as_str()),
+            (ViolationKind::NotMcu, "expression")
+        );
+        let ins = &mut program.instructions[0];
+        ins.expression.clear();
+        ins.params.insert("level".into(), "true".into());
+        let true_code = vec![eyeflow_mcu::code::VERSION, 0x02];
+        ins.mcu = Some(McuCode {
+            params: vec![McuParam {
+                name: "level".into(),
+                code: true_code.clone(),
+            }],
+            ..Default::default()
+        });
+        // The key's bytecode is missing.
+        assert_eq!(check(&program).unwrap_err().field, "mcu.event_key");
+        program.instructions[0].mcu.as_mut().unwrap().event_key = true_code;
+        check(&program).unwrap();
+        program.instructions[0].emit.as_mut().unwrap().topic = "t".repeat(limits::MAX_PATH + 1);
+        assert_eq!(check(&program).unwrap_err().kind, ViolationKind::Capacity);
+    }
+
     #[test]
     fn what_a_device_cannot_run_or_hold() {
         let mut program = mcu_program();
@@ -497,14 +715,6 @@ mod tests {
         assert_eq!(
             (v.kind, v.field.as_str()),
             (ViolationKind::NotMcu, "opcode")
-        );
-        let mut program = mcu_program();
-        program.instructions[0].opcode = IrOpcode::LlmCall as i32;
-        assert!(
-            check(&program)
-                .unwrap_err()
-                .reason
-                .contains("serial gateway")
         );
         let mut program = mcu_program();
         program.instructions[0].resource_key = "valve-1".into();

@@ -9,8 +9,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use eyeflow_runtime::events::FjallEventLog;
+use eyeflow_runtime::store::{Durability, EmbeddedStore};
 use eyeflow_tests::eventually;
 use eyeflow_tests::node::{Workdir, repo};
+use eyeflow_tests::servers::llm::Llm;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -150,18 +153,23 @@ fn expected_steps(name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
-fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tampered_programs() {
+/// A device in QEMU on a free port and a node (config `extra` plus the device, which runs
+/// the program of vector `program`), up and running it.
+fn device_and_node(
+    program: &str,
+    program_id: &str,
+    extra: &str,
+) -> (Qemu, u16, Workdir, Child, Api) {
     build_firmware();
     let port = free_port();
     let device = qemu(port);
-    let work = Workdir::new("");
-    std::fs::write(work.path().join("threshold.ir"), vector("threshold_open")).expect("program");
+    let work = Workdir::new(extra);
+    std::fs::write(work.path().join("device.ir"), vector(program)).expect("program");
     let config = std::fs::read_to_string(work.path().join("node.toml")).expect("config");
     std::fs::write(
         work.path().join("node.toml"),
         format!(
-            "{config}\n[[devices]]\nid = \"{DEVICE}\"\nlink = \"tcp:127.0.0.1:{port}\"\nprograms = [\"threshold.ir\"]\nheartbeat_ms = 500\n"
+            "{config}\n[[devices]]\nid = \"{DEVICE}\"\nlink = \"tcp:127.0.0.1:{port}\"\nprograms = [\"device.ir\"]\nheartbeat_ms = 500\n"
         ),
     )
     .expect("config");
@@ -172,25 +180,29 @@ fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tam
         operator: work.operator.clone(),
         client: reqwest::blocking::Client::new(),
     };
-
     // Deployed on HELLO: the device restarts on it and says so.
     eventually(
         "the device is up and runs the deployed program",
         WAIT,
         || {
             let device = api.device()?;
-            (device["status"] == "up" && device["program"] == "threshold@1.0.0").then_some(())
+            (device["status"] == "up" && device["program"] == program_id).then_some(())
         },
     );
+    (device, port, work, node, api)
+}
 
-    // An event runs on the device: its steps are in the chain, as the server computes them.
-    assert_eq!(api.event(&json!({"level": 82.5, "mode": "auto"})), 202);
-    let expected = expected_steps("threshold_open");
-    let entries = eventually("the device's steps in the audit chain", WAIT, || {
+/// The device's first `count` audit entries, once there are that many.
+fn device_entries(api: &Api, count: usize) -> Vec<Value> {
+    eventually("the device's steps in the audit chain", WAIT, || {
         let entries = api.device_entries();
-        (entries.len() == expected.len()).then_some(entries)
-    });
-    let steps: Vec<(String, String)> = entries
+        (entries.len() >= count).then_some(entries)
+    })
+}
+
+/// The (instruction id, output digest) of audit `entries`.
+fn steps_of(entries: &[Value]) -> Vec<(String, String)> {
+    entries
         .iter()
         .map(|e| {
             (
@@ -198,8 +210,18 @@ fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tam
                 e["output_digest"].as_str().unwrap_or_default().to_owned(),
             )
         })
-        .collect();
-    assert_eq!(steps, expected);
+        .collect()
+}
+
+#[test]
+fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tampered_programs() {
+    let (device, port, work, node, api) = device_and_node("threshold_open", "threshold@1.0.0", "");
+
+    // An event runs on the device: its steps are in the chain, as the server computes them.
+    assert_eq!(api.event(&json!({"level": 82.5, "mode": "auto"})), 202);
+    let expected = expected_steps("threshold_open");
+    let entries = device_entries(&api, expected.len());
+    assert_eq!(steps_of(&entries), expected);
     assert!(entries.iter().all(|e| e["program_id"] == "threshold"));
     let verified = api.get("/api/audit/verify").expect("verify");
     assert_eq!(verified["ok"], true, "{verified}");
@@ -237,4 +259,54 @@ fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tam
         },
     );
     work.stop(node);
+}
+
+#[test]
+fn a_devices_llm_call_is_answered_by_a_real_endpoint_and_its_event_reaches_the_event_log() {
+    // The endpoint answers `high` for the first tank, something outside the schema else.
+    let llm = Llm::start(|prompt| {
+        if prompt.contains("82.5") {
+            r#""high""#.to_owned()
+        } else {
+            r#""banana""#.to_owned()
+        }
+    });
+    let extra = format!("[llm]\nbase_url = \"{}\"\n", llm.base_url());
+    let (_device, _port, work, node, api) =
+        device_and_node("llm_answered", "tank-llm@1.0.0", &extra);
+
+    // The device's LLM_CALL sends its frozen context; the node asks the endpoint, checks
+    // the answer against the schema and sends it back: the device's steps are the server's.
+    assert_eq!(api.event(&json!({"level": 82.5, "site": "north"})), 202);
+    let expected = expected_steps("llm_answered");
+    let entries = device_entries(&api, expected.len());
+    assert_eq!(steps_of(&entries), expected);
+    assert_eq!(llm.prompts(), ["Tank level 82.5 %: answer low or high."]);
+
+    // An answer outside the schema is `invalid_output` for the device: its fallback value.
+    assert_eq!(api.event(&json!({"level": 10, "site": "south"})), 202);
+    let entries = device_entries(&api, 2 * expected.len());
+    let classify = &entries[expected.len()];
+    assert_eq!(classify["instruction_id"], "classify");
+    assert_eq!(classify["fallback"], "fallback_value", "{classify}");
+    let verified = api.get("/api/audit/verify").expect("verify");
+    assert_eq!(verified["ok"], true, "{verified}");
+    work.stop(node);
+
+    // Both EMIT_EVENTs reached the node's event sink (its event log), in order.
+    let store = EmbeddedStore::open(&work.data()).expect("the node's store");
+    let events = FjallEventLog::new(store, Durability::Buffered)
+        .read("tank.alerts", 0, 10)
+        .expect("the event log");
+    let sent: Vec<(&str, &Value)> = events
+        .iter()
+        .map(|e| (e.key.as_str(), &e.payload))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("north", &json!({"level": 82.5, "state": "high"})),
+            ("south", &json!({"level": 10, "state": "unknown"})),
+        ]
+    );
 }

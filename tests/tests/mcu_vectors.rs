@@ -88,6 +88,8 @@ fn every_vector_runs_to_its_expected_trace_and_together_they_cover_the_profile()
         "CALL_ACTION",
         "LOAD_RESOURCE",
         "RETURN",
+        "LLM_CALL",
+        "EMIT_EVENT",
         "ok",
         "fallback",
         "skipped",

@@ -142,7 +142,28 @@ fn llm_output(ins: &Prepared, llm: &Llm, answer: String) -> Result<Value, Failur
         ErrorClass::InvalidOutput,
         "the answer",
     )?;
+    if ins.on_device {
+        held_by_device(&out)?;
+    }
     Ok(out)
+}
+
+/// An MCU program's LLM answer must be a value a device holds: null, a boolean, a number,
+/// a string of at most `MAX_STR` bytes (`invalid_output` otherwise).
+fn held_by_device(answer: &Value) -> Result<(), Failure> {
+    let max = eyeflow_mcu::limits::MAX_STR;
+    let why = match answer {
+        Value::Null | Value::Bool(_) | Value::Number(_) => return Ok(()),
+        Value::String(s) if s.len() <= max => return Ok(()),
+        Value::String(s) => format!(
+            "the answer has {} bytes; a device holds strings of at most {max}",
+            s.len()
+        ),
+        Value::Array(_) | Value::Object(_) => {
+            "the answer is an object or a list; a device holds scalars".to_owned()
+        }
+    };
+    Err(Failure::new(ErrorClass::InvalidOutput, why))
 }
 
 impl Program {
@@ -313,19 +334,35 @@ impl Run<'_> {
                 Ok(out)
             }
             IrOpcode::EmitEvent => {
-                let payload = value_of(self)?;
+                // The payload: the named fields of `params` (a device's event), or the
+                // expression's value.
+                let payload = if ins.params.is_empty() && !ins.on_device {
+                    value_of(self)?
+                } else {
+                    Value::Object(self.eval_params(&ins.params)?)
+                };
                 let (topic, key_expr) = ins
                     .emit
                     .as_ref()
                     .ok_or_else(|| invalid_input("EMIT_EVENT without a topic"))?;
-                let key = match key_expr {
-                    Some(k) => text_of(&self.eval(k)?),
+                let key = match key_expr.as_ref().map(|k| self.eval(k)).transpose()? {
                     None => String::new(),
+                    Some(Value::String(k)) => k,
+                    // A device sends its key as a string, and formats no numbers.
+                    Some(_) if ins.on_device => {
+                        return Err(invalid_input("the event key is not a string"));
+                    }
+                    Some(k) => text_of(&k),
                 };
                 *inputs = json!({"topic": topic, "key": key, "payload": payload});
                 self.intent(&at, inputs).await?;
                 self.fx.events.emit(topic, &key, &payload, &at.key).await?;
-                Ok(payload)
+                // A device holds no object: its EMIT_EVENT's result is `true` (sent).
+                Ok(if ins.on_device {
+                    Value::Bool(true)
+                } else {
+                    payload
+                })
             }
             IrOpcode::Store => {
                 let value = value_of(self)?;
@@ -642,6 +679,20 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_devices_llm_answer_is_a_scalar_it_holds() {
+        for ok in [json!(null), json!(true), json!(3.5), json!("high")] {
+            held_by_device(&ok).unwrap();
+        }
+        let long = Value::String("x".repeat(eyeflow_mcu::limits::MAX_STR + 1));
+        for bad in [long, json!({"a": 1}), json!([1])] {
+            assert_eq!(
+                held_by_device(&bad).unwrap_err().class,
+                ErrorClass::InvalidOutput
+            );
+        }
+    }
 
     fn window(start: u32, end: u32, offset: i32, weekdays: Vec<u32>) -> TimeWindow {
         TimeWindow {

@@ -246,6 +246,8 @@ pub(crate) struct Prepared {
     pub(crate) timeout: Option<Duration>,
     pub(crate) resource_key: String,
     pub(crate) requires_validation: bool,
+    /// Of an MCU program: its results are what a device holds (docs/firmware.md).
+    pub(crate) on_device: bool,
 }
 
 /// A program ready to execute. Cheap to share (`Arc<Program>`); executions never mutate it.
@@ -577,6 +579,7 @@ fn prepare_instruction(
     };
     let branch_true = target("branch_true_id", &ins.branch_true_id)?;
     let branch_false = target("branch_false_id", &ins.branch_false_id)?;
+    let on_device = mcu;
     // An MCU program evaluates its bytecode (the CEL text stays for messages).
     let mcu = mcu.then(|| ins.mcu.clone().unwrap_or_default());
     let code = |pick: fn(&McuCode) -> &[u8]| mcu.as_ref().map(pick);
@@ -743,9 +746,19 @@ fn prepare_instruction(
                 let field = format!("dispatch_metadata.dynamic_slots.{}", slot.slot_id);
                 let source = match slot.source_type.as_str() {
                     "vault" => SlotSource::Vault(slot.source_key.clone()),
-                    "runtime" => SlotSource::Runtime(
-                        Expr::compile(&slot.source_key).map_err(|m| err(&field, m))?,
-                    ),
+                    "runtime" => {
+                        let code = mcu.as_ref().map(|c| {
+                            c.slots
+                                .iter()
+                                .find(|p| p.name == slot.slot_id)
+                                .map_or(&[][..], |p| p.code.as_slice())
+                        });
+                        SlotSource::Runtime(
+                            optional_expr(&slot.source_key, code)
+                                .map_err(|m| err(&field, m))?
+                                .ok_or_else(|| err(&field, "an empty source".to_owned()))?,
+                        )
+                    }
                     other => {
                         return Err(err(
                             &field,
@@ -776,7 +789,10 @@ fn prepare_instruction(
                 .as_ref()
                 .filter(|e| !e.topic.is_empty())
                 .ok_or_else(|| err("emit.topic", "EMIT_EVENT needs a topic".to_owned()))?;
-            emit = Some((e.topic.clone(), expr("emit.key_expr", &e.key_expr)?));
+            emit = Some((
+                e.topic.clone(),
+                lowered("emit.key_expr", &e.key_expr, code(|c| &c.event_key))?,
+            ));
         }
         IrOpcode::Merge | IrOpcode::Return | IrOpcode::Unspecified => {}
     }
@@ -858,5 +874,6 @@ fn prepare_instruction(
             .map(|t| Duration::from_millis(u64::from(t.execution_timeout_ms))),
         resource_key: ins.resource_key.clone(),
         requires_validation: dispatch.requires_human_validation,
+        on_device,
     })
 }

@@ -8,7 +8,8 @@
 //!  flow, retries, fallbacks,─► memory (STORE / LOAD) ──┼──► REPLIES ──► conductor
 //!  compensation, trace)   ├──► loop (LOOP rounds) ─────┤
 //!                         └──► hardware (CALL_ACTION / │
-//!                               LOAD_RESOURCE) ────────┘
+//!                               LOAD_RESOURCE, LLM_CALL,
+//!                               EMIT_EVENT) ───────────┘
 //!                                   │ ▲ permit per capability, by priority
 //!                                   ▼ │
 //!                                 arbiter

@@ -1,7 +1,7 @@
 //! A device's LLM_CALL, served by the node: the prompt template and output schema come
 //! from the signed program the node sent the device, the request is built and the answer
-//! checked by the executor's own code (`Program::serve_llm_call`), and the answer goes back
-//! as a scalar (a device holds no objects or lists).
+//! checked by the executor's own code (`Program::serve_llm_call`, which requires an MCU
+//! program's answer to be a value a device holds), and the answer goes back as a scalar.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +69,7 @@ pub(super) async fn serve(
             let class = ErrorClass::from_number(class as i32).unwrap_or(ErrorClass::Internal);
             failure(class, message)
         })?;
+    // The executor checked that the answer of an MCU program is a value a device holds.
     match answer {
         serde_json::Value::Null => Ok(Scalar::Null),
         serde_json::Value::Bool(b) => Ok(Scalar::Bool(b)),
@@ -78,17 +79,7 @@ pub(super) async fn serve(
                 "the answer is not a finite number",
             )
         }),
-        serde_json::Value::String(s) if s.len() <= eyeflow_mcu::limits::MAX_STR => {
-            Ok(Scalar::Str(s))
-        }
-        serde_json::Value::String(s) => Err(failure(
-            ErrorClass::InvalidOutput,
-            format!(
-                "the answer has {} bytes; a device holds strings of at most {}",
-                s.len(),
-                eyeflow_mcu::limits::MAX_STR
-            ),
-        )),
+        serde_json::Value::String(s) => Ok(Scalar::Str(s)),
         _ => Err(failure(
             ErrorClass::InvalidOutput,
             "the answer is an object or a list; a device holds scalars",

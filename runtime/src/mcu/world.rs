@@ -1,6 +1,8 @@
 //! The world an MCU program meets when the server runs a conformance vector: the
-//! hardware answers from the vector's script ([`ScriptedHardware`], delays as timers of the
-//! actor runtime so per-instruction timeouts apply) and every other port refusing (an MCU program reaches none of them).
+//! hardware and the LLM answer from the vector's script ([`ScriptedHardware`], delays as
+//! timers of the actor runtime so per-instruction timeouts apply), an emitted event goes
+//! nowhere (as the QEMU board's scripted mode, which only reports it), and every other
+//! port refuses (an MCU program reaches none of them).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -10,14 +12,12 @@ use eyeflow_actors::exec::{Effects, SystemClock};
 use eyeflow_actors::gates::{Boundary, Decided, Fallbacks, ResourceGate, ResourceHold};
 use eyeflow_actors::ports::{
     CallError, CallErrorKind, CapabilityRef, ClusterMemory, EventSink, HttpPort, HttpRequest,
-    HttpResponse, Journal, MemoryError, NodeMemory, OnResume, PluginPort, Secret, SecretError,
-    SecretSource,
+    HttpResponse, Journal, LlmPort, LlmRequest, MemoryError, NodeMemory, OnResume, PluginPort,
+    Secret, SecretError, SecretSource,
 };
-use eyeflow_mcu::script::Script;
+use eyeflow_mcu::script::{LLM, Script};
 use eyeflow_mcu::trace::ErrorClass;
 use serde_json::Value;
-
-use crate::llm::NoLlm;
 
 /// Who answers in errors of the simulated hardware.
 const ORIGIN: &str = "hardware";
@@ -69,16 +69,14 @@ impl ScriptedHardware {
 
     async fn answer(
         &self,
-        capability: &CapabilityRef,
+        capability: &str,
         action: &str,
         deadline: Duration,
     ) -> Result<Value, CallError> {
         let next = {
             let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
             match answers.front() {
-                Some(a) if a.capability == capability.id && a.action == action => {
-                    answers.pop_front()
-                }
+                Some(a) if a.capability == capability && a.action == action => answers.pop_front(),
                 _ => None,
             }
         };
@@ -86,10 +84,7 @@ impl ScriptedHardware {
             return Err(CallError::new(
                 CallErrorKind::Unavailable,
                 ORIGIN,
-                format!(
-                    "no answer for `{}` `{action}` is next in the script",
-                    capability.id
-                ),
+                format!("no answer for `{capability}` `{action}` is next in the script"),
             ));
         };
         if answer.delay > deadline {
@@ -136,7 +131,7 @@ impl PluginPort for ScriptedHardware {
         _call: &str,
         deadline: Duration,
     ) -> Result<Value, CallError> {
-        self.answer(connector, READ, deadline).await
+        self.answer(&connector.id, READ, deadline).await
     }
 
     async fn invoke(
@@ -147,11 +142,33 @@ impl PluginPort for ScriptedHardware {
         _idempotency_key: &str,
         deadline: Duration,
     ) -> Result<Value, CallError> {
-        self.answer(capability, action, deadline).await
+        self.answer(&capability.id, action, deadline).await
     }
 
     fn on_resume(&self, _capability: &CapabilityRef, _action: &str) -> OnResume {
         OnResume::Ambiguous
+    }
+}
+
+/// An LLM_CALL takes the next answer of capability [`LLM`] and the call's model: the
+/// value the node would send back, as the text the executor parses (JSON when the call
+/// asks for JSON, else the string itself).
+#[async_trait::async_trait]
+impl LlmPort for ScriptedHardware {
+    async fn complete(&self, request: &LlmRequest) -> Result<String, CallError> {
+        let value = self.answer(LLM, &request.model, request.timeout).await?;
+        Ok(match value {
+            Value::String(text) if !request.json_output => text,
+            other => other.to_string(),
+        })
+    }
+}
+
+/// An MCU program's events go nowhere in a vector: its trace shows the EMIT_EVENT ran.
+#[async_trait::async_trait]
+impl EventSink for ScriptedHardware {
+    async fn emit(&self, _: &str, _: &str, _: &Value, _: &str) -> Result<(), CallError> {
+        Ok(())
     }
 }
 
@@ -169,17 +186,6 @@ impl HttpPort for NotOnDevice {
 
     async fn send(&self, _request: &HttpRequest) -> Result<HttpResponse, CallError> {
         Err(CallError::new(CallErrorKind::Denied, "http", NOT_ON_DEVICE))
-    }
-}
-
-#[async_trait::async_trait]
-impl EventSink for NotOnDevice {
-    async fn emit(&self, _: &str, _: &str, _: &Value, _: &str) -> Result<(), CallError> {
-        Err(CallError::new(
-            CallErrorKind::Denied,
-            "events",
-            NOT_ON_DEVICE,
-        ))
     }
 }
 
@@ -255,15 +261,16 @@ impl Fallbacks for Alone {
     }
 }
 
-/// The effects of one vector's execution: `hardware` and `journal` (the node's own, on a
-/// data directory of its own), every other port refusing.
+/// The effects of one vector's execution: `hardware` (also the LLM and the event sink)
+/// and `journal` (the node's own, on a data directory of its own), every other port
+/// refusing.
 pub(crate) fn effects(hardware: Arc<ScriptedHardware>, journal: Arc<dyn Journal>) -> Effects {
     Effects {
         node_id: "mcu".into(),
-        plugins: hardware,
+        plugins: hardware.clone(),
         http: Arc::new(NotOnDevice),
-        llm: Arc::new(NoLlm),
-        events: Arc::new(NotOnDevice),
+        llm: hardware.clone(),
+        events: hardware,
         node_memory: Arc::new(NotOnDevice),
         cluster_memory: Arc::new(NotOnDevice),
         secrets: Arc::new(NotOnDevice),

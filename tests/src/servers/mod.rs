@@ -2,6 +2,7 @@
 //! waited for until it accepts connections, and killed when its guard drops. The binaries
 //! come from `scripts/install-services.sh` (the test command runs it).
 
+pub mod llm;
 pub mod mosquitto;
 pub mod openbao;
 pub mod redis;

@@ -1,7 +1,7 @@
 //! The gateway mode of the QEMU image (mps2-an386, its CMSDK UART0 bound to a TCP socket):
 //! the firmware's [`Gateway`] over [`uart`] and [`slots`] in the RAM above the image,
 //! which a core restart keeps. Device `qemu-1`, every capability (1.0.0), every hardware
-//! call answered `true`.
+//! call answered `true`; LLM_CALLs and EMIT_EVENTs go to the node.
 
 mod slots;
 mod uart;
@@ -76,7 +76,7 @@ impl Hardware for Simulated {
 
 #[embassy_executor::task]
 async fn hardware() {
-    actors::hardware::serve(Simulated).await
+    actors::hardware::serve(GATEWAY.linked(Simulated)).await
 }
 
 #[embassy_executor::task]
