@@ -716,6 +716,18 @@ instructions:
     assert_eq!(completed(w.run(&program, json!({}))), json!(4));
 }
 
+/// `source` compiled for the MCU profile and prepared.
+fn mcu_program(source: &str) -> Program {
+    let options = CompileOptions {
+        source_name: "test.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let ir = eyeflow_compiler::compile_for(source, &options, eyeflow_compiler::Target::Mcu)
+        .unwrap_or_else(|e| panic!("{e}"));
+    Program::prepare(Arc::new(ir)).unwrap()
+}
+
 /// An MCU program's LLM_CALL fills its prompt from bytecode slots and must get a value a
 /// device holds (a long string is `invalid_output`, into the fallback); its EMIT_EVENT
 /// sends its params as the payload, its key as a string, and its result is `true`.
@@ -735,14 +747,7 @@ instructions:
   - {id: tell, op: EMIT_EVENT, topic: tank.alerts, event_key: event.site, params: {state: ask, level: event.level}, next: done}
   - {id: done, op: RETURN, expression: tell}
 "#;
-    let options = CompileOptions {
-        source_name: "test.yaml".into(),
-        compiled_by: "test".into(),
-        compiled_at: 0,
-    };
-    let ir = eyeflow_compiler::compile_for(source, &options, eyeflow_compiler::Target::Mcu)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let program = Program::prepare(Arc::new(ir)).unwrap();
+    let program = mcu_program(source);
     let w = World::new();
     *w.llm.handler.lock().unwrap() = Box::new(|_| Ok("high".to_owned()));
     let event = json!({"level": 7.5, "site": "north"});
@@ -786,14 +791,7 @@ instructions:
   - {id: tick, op: EVAL, expression: "event.name == 'pump' ? 'yes' : 'no'"}
   - {id: done, op: RETURN, expression: "back * 2"}
 "#;
-    let options = CompileOptions {
-        source_name: "test.yaml".into(),
-        compiled_by: "test".into(),
-        compiled_at: 0,
-    };
-    let ir = eyeflow_compiler::compile_for(source, &options, eyeflow_compiler::Target::Mcu)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let program = Program::prepare(Arc::new(ir)).unwrap();
+    let program = mcu_program(source);
     let w = World::new();
     let done = completed(w.run(&program, json!({"level": 7, "name": "pump"})));
     assert_eq!(done, json!(9));
