@@ -287,7 +287,7 @@ fn disk_bytes(dir: &Path) -> u64 {
 /// every 10 s. Prints, every 10 s, completed executions/s and the data directory's size;
 /// then its peak and final size, and executions/s before deletion started and with it.
 /// `EXECUTE_SOAK_STORE=JOURNAL_MIB,MEMTABLE_MIB` sets the store's sizes (`[node]
-/// store_journal_mib`, `store_memtable_mib`; default 512,64).
+/// store_journal_mib`, `store_memtable_mib`; default 64,8).
 fn soak(secs: u64) {
     let window = std::env::var("EXECUTE_SOAK_WINDOW")
         .ok()

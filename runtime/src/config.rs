@@ -63,9 +63,9 @@ pub struct NodeSection {
     #[serde(default)]
     pub durability: DurabilityName,
     /// Most MiB of store journal files kept before the oldest one's data is written as
-    /// tables and the file deleted (default 512, at least 64).
+    /// tables and the file deleted (default 64, the least).
     pub store_journal_mib: Option<u64>,
-    /// MiB a store keyspace holds in memory before writing a table (default 64, at least 1).
+    /// MiB a store keyspace holds in memory before writing a table (default 8, at least 1).
     pub store_memtable_mib: Option<u64>,
     /// Hosts CALL_API / CALL_SERVICE may reach (`host` or `host:port`); absent = any.
     pub http_allow: Option<Vec<String>>,

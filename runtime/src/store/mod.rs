@@ -269,11 +269,14 @@ impl StoreSizes {
 }
 
 impl Default for StoreSizes {
-    /// fjall's own defaults: 512 MiB of journals, 64 MiB per memtable.
+    /// 64 MiB of journals (fjall's least) and 8 MiB per memtable, where fjall's own
+    /// defaults are 512 and 64: on a 2-minute soak at the saturated rate with retention,
+    /// the data directory peaked at 434 MiB instead of 1,260 and the process at 330 MB
+    /// instead of 783, for ≈ 5 % fewer completed executions per second (docs/runtime.md).
     fn default() -> Self {
         Self {
-            journal_bytes: 512 << 20,
-            memtable_bytes: 64 << 20,
+            journal_bytes: Self::MIN_JOURNAL_BYTES,
+            memtable_bytes: 8 << 20,
         }
     }
 }
