@@ -178,6 +178,15 @@ impl FjallAudit {
             done.entries += end - first + 1;
             done.first_kept = Some(end + 1);
         }
+        if let Some(first_kept) = done.first_kept {
+            // The removals durable first (with the checkpoint that now anchors the chain),
+            // then the tables that hold only removed entries go: an append-only keyspace
+            // deleted oldest first would otherwise keep them until fjall's compaction
+            // happens to merge its levels.
+            self.store.persist(Durability::Sync)?;
+            self.store
+                .drop_deleted_below(Space::Audit, &first_kept.to_be_bytes())?;
+        }
         // Only the newest release counts: older records go.
         let older: Vec<Write> = self
             .store

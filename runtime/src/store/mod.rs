@@ -713,6 +713,22 @@ impl EmbeddedStore {
         }
     }
 
+    /// Frees the disk space of records of `space` with keys below `below` that were
+    /// deleted: drops the tables whose every key is below it (records still in memory or
+    /// in a table that also holds later keys stay until fjall's compaction merges them).
+    /// Only for keys whose removal is already durable — the dropped tables do not come
+    /// back, whatever the journal holds — and never read again. Uses fjall's tree directly
+    /// (`Keyspace::tree`, hidden in fjall's docs): fjall is pinned to one version, and
+    /// `store::tests::dropping_deleted_tables_frees_their_space_and_keeps_the_rest`
+    /// checks it.
+    pub fn drop_deleted_below(&self, space: Space, below: &[u8]) -> Result<()> {
+        use fjall::AbstractTree as _;
+        self.space(space)
+            .tree
+            .drop_range::<&[u8], _>(..below)
+            .map_err(|e| Error::store(format!("drop tables of {space:?}"))(e.into()))
+    }
+
     /// The last `(key, value)` whose key starts with `prefix`.
     pub fn last(&self, space: Space, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.space(space)
@@ -981,6 +997,76 @@ mod tests {
                 other => panic!("expected BadConfig, got {:?}", other.map(|_| ())),
             }
         }
+    }
+
+    #[test]
+    fn dropping_deleted_tables_frees_their_space_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sizes = StoreSizes {
+            memtable_bytes: 8 << 20,
+            ..StoreSizes::default()
+        };
+        let store = EmbeddedStore::open_sized(dir.path(), sizes).expect("opens");
+        let key = |i: u64| i.to_be_bytes().to_vec();
+        let value = |i: u64| vec![(i % 251) as u8; 64 << 10];
+        // 160 MiB: more than one table of fjall's 64 MiB target, written in key order as
+        // the audit chain is.
+        const N: u64 = 2560;
+        for batch in 0..N / 16 {
+            store
+                .write(
+                    (batch * 16..batch * 16 + 16)
+                        .map(|i| Write::Put(Space::Audit, key(i), value(i))),
+                )
+                .expect("write");
+        }
+        let tables = || store.space(Space::Audit).table_count();
+        eyeflow_tests::eventually(
+            "the records reach several tables",
+            Duration::from_secs(60),
+            || (tables() >= 3).then_some(()),
+        );
+        let cut = N * 3 / 4;
+        store
+            .commit(
+                (0..cut).map(|i| Write::Remove(Space::Audit, key(i))),
+                Durability::Sync,
+            )
+            .expect("delete");
+        let before = tables();
+        store
+            .drop_deleted_below(Space::Audit, &key(cut))
+            .expect("drop");
+        assert!(
+            tables() < before,
+            "{before} tables before, {} after",
+            tables()
+        );
+        for i in [0, 50, cut - 1] {
+            assert_eq!(
+                store.get(Space::Audit, &key(i)).expect("get"),
+                None,
+                "key {i}"
+            );
+        }
+        for i in [cut, cut + 1, N - 1] {
+            assert_eq!(
+                store.get(Space::Audit, &key(i)).expect("get"),
+                Some(value(i)),
+                "key {i}"
+            );
+        }
+        drop(store);
+        let store = EmbeddedStore::open_sized(dir.path(), sizes).expect("reopens");
+        assert_eq!(store.get(Space::Audit, &key(10)).expect("get"), None);
+        assert_eq!(
+            store.get(Space::Audit, &key(N - 1)).expect("get"),
+            Some(value(N - 1))
+        );
+        assert_eq!(
+            store.scan(Space::Audit, b"").expect("scan").len() as u64,
+            N - cut
+        );
     }
 
     /// The damage check on open (`mark`) reads fjall's journal files: `<id>.jnl` under
