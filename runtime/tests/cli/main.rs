@@ -474,9 +474,7 @@ fn the_demo_runs_from_any_directory() {
     // An installed binary finds them beside it (`examples/rules`, `plugins/`), and says
     // which flags to pass when they are not there.
     let home = tempfile::tempdir().expect("temp dir");
-    let installed = home.path().join("bin/eyeflow");
-    std::fs::create_dir_all(installed.parent().expect("bin")).expect("bin dir");
-    std::fs::copy(env!("CARGO_BIN_EXE_eyeflow"), &installed).expect("install the binary");
+    let installed = install_binary(home.path());
     let demo = || {
         Command::new(&installed)
             .args(["demo", "--events", "12"])
@@ -506,6 +504,22 @@ fn the_demo_runs_from_any_directory() {
     }
     let out = demo();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Copies the built binary to `HOME/bin/eyeflow`, as an install would. The copy is made by
+/// a `cp` process, not by this one: a file this process held open for writing would be
+/// inherited by the children other test threads fork at that moment, and running it would
+/// then fail with "text file busy" until they exec.
+fn install_binary(home: &Path) -> PathBuf {
+    let installed = home.join("bin/eyeflow");
+    std::fs::create_dir_all(installed.parent().expect("bin")).expect("bin dir");
+    let status = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_eyeflow"))
+        .arg(&installed)
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "install the binary");
+    installed
 }
 
 fn built_plugin(name: &str) -> (PathBuf, PathBuf) {
@@ -724,9 +738,7 @@ fn plugin_new_and_build_from_any_directory() {
     // An installed binary: a copy outside the checkout, with a home of its own and no way
     // back to the sources it was built from.
     let home = tempfile::tempdir().expect("temp dir");
-    let installed = home.path().join("bin/eyeflow");
-    std::fs::create_dir_all(installed.parent().expect("bin")).expect("bin dir");
-    std::fs::copy(env!("CARGO_BIN_EXE_eyeflow"), &installed).expect("install the binary");
+    let installed = install_binary(home.path());
     let eyeflow_home = home.path().join("eyeflow-home");
     let run = |args: &[&str], cwd: &Path| {
         Command::new(&installed)
