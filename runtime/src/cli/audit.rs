@@ -154,8 +154,12 @@ fn parse_head(text: &str) -> anyhow::Result<(u64, [u8; 32])> {
 
 /// A copy of the data directory's store in a temporary directory: verification opens the
 /// copy, so the store's own recovery never rewrites the original (fjall drops a journal
-/// suffix it cannot read), and the original stays byte for byte as it was.
+/// suffix it cannot read), and the original stays byte for byte as it was. A running node
+/// deletes files as it flushes and compacts: a copy that met a file gone between listing
+/// and copying starts over.
 fn store_copy(data_dir: &Path) -> anyhow::Result<tempfile::TempDir> {
+    /// Copies made before giving up on a store whose files keep moving.
+    const ATTEMPTS: usize = 20;
     fn copy(from: &Path, to: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(to)?;
         for entry in std::fs::read_dir(from)? {
@@ -173,20 +177,28 @@ fn store_copy(data_dir: &Path) -> anyhow::Result<tempfile::TempDir> {
     if !store.is_dir() {
         anyhow::bail!("{} holds no store", data_dir.display());
     }
-    let temp = tempfile::tempdir().context("cannot make a temporary directory")?;
-    // The mark first: a running node writes it after the records it names are in the
-    // journal, so the store copied next holds at least what it claims.
-    let mark = data_dir.join(eyeflow_runtime::store::mark::MARK_FILE);
-    if mark.exists() {
-        std::fs::copy(
-            &mark,
-            temp.path().join(eyeflow_runtime::store::mark::MARK_FILE),
-        )
-        .with_context(|| format!("cannot copy {}", mark.display()))?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let temp = tempfile::tempdir().context("cannot make a temporary directory")?;
+        // The mark first: a running node writes it after the records it names are in the
+        // journal, so the store copied next holds at least what it claims.
+        let mark = data_dir.join(eyeflow_runtime::store::mark::MARK_FILE);
+        if mark.exists() {
+            std::fs::copy(
+                &mark,
+                temp.path().join(eyeflow_runtime::store::mark::MARK_FILE),
+            )
+            .with_context(|| format!("cannot copy {}", mark.display()))?;
+        }
+        match copy(&store, &temp.path().join("store")) {
+            Ok(()) => return Ok(temp),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < ATTEMPTS => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot copy {}", store.display()));
+            }
+        }
     }
-    copy(&store, &temp.path().join("store"))
-        .with_context(|| format!("cannot copy {}", store.display()))?;
-    Ok(temp)
 }
 
 fn verify(
