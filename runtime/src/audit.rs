@@ -10,10 +10,15 @@
 //!
 //! ## Stored records
 //!
-//! Key: the entry index as 8 big-endian bytes. Value: `hash_{n-1}` (32 bytes) ‖ `hash_n`
-//! (32 bytes) ‖ the entry in its compact binary form (`records`; earlier versions stored
-//! `canonical(entry_n)`, which still reads). Verification, exports and the Kafka topic use
-//! the canonical form, rebuilt from the binary one.
+//! The entries of one append (an execution's entries of one journal write, say) are stored
+//! as one record, a *run*. Key: the run's last entry index then its first, each 8 bytes
+//! big-endian, so that records sort in chain order and the record holding entry `i` is the
+//! first whose key is at least `i`'s 8 bytes. Value: the run's compact binary form
+//! (`crate::records`: the hash before its first entry, then each entry with its own hash).
+//! Earlier versions stored one entry per record under its index alone (8 bytes): `hash_{n-1}`
+//! (32 bytes) ‖ `hash_n` (32 bytes) ‖ the entry, binary or canonical JSON; those still read.
+//! Verification, exports and the Kafka topic use each entry's canonical form, rebuilt from
+//! the binary one.
 //!
 //! ## Checkpoints
 //!
@@ -123,13 +128,13 @@ impl FjallAudit {
                 hash: [0; 32],
             },
             Some((key, value)) => {
-                let index =
-                    decode_index(&key).ok_or_else(|| corrupt(&key, "key is not 8 bytes"))?;
-                let (_, hash, _) =
-                    split_record(&value).ok_or_else(|| corrupt(&key, "record too short"))?;
+                let last = expand(&key, &value)
+                    .map_err(|reason| corrupt(&key, &reason))?
+                    .pop()
+                    .ok_or_else(|| corrupt(&key, "a record without entries"))?;
                 Head {
-                    next: index + 1,
-                    hash,
+                    next: last.index + 1,
+                    hash: last.hash,
                 }
             }
         };
@@ -163,45 +168,24 @@ impl FjallAudit {
 
     /// At most `max` entries from index `from`, in order.
     pub fn entries(&self, from: u64, max: usize) -> Result<Vec<ChainedEntry>> {
-        self.stored(from, max, |index, _, hash, body| {
-            let entry = crate::records::decode_entry(body)?;
-            Ok(ChainedEntry { index, hash, entry })
+        stored(&self.store, from, max, |stored| {
+            Ok(ChainedEntry {
+                index: stored.index,
+                hash: stored.hash,
+                entry: stored.part.entry()?,
+            })
         })
     }
 
-    /// `read` of each of at most `max` stored records from index `from`, in order (index,
-    /// previous hash, hash, stored entry); what it cannot read is a corrupt record.
-    fn stored<T>(
-        &self,
-        from: u64,
-        max: usize,
-        read: impl Fn(u64, [u8; 32], [u8; 32], &[u8]) -> std::result::Result<T, String>,
-    ) -> Result<Vec<T>> {
-        self.store
-            .scan_from(Space::Audit, b"", &from.to_be_bytes(), max)?
-            .into_iter()
-            .map(|(key, value)| {
-                let index =
-                    decode_index(&key).ok_or_else(|| corrupt(&key, "key is not 8 bytes"))?;
-                let (previous, hash, body) =
-                    split_record(&value).ok_or_else(|| corrupt(&key, "record too short"))?;
-                read(index, previous, hash, body).map_err(|reason| Error::CorruptRecord {
-                    key: format!("audit/{index}"),
-                    reason,
-                })
-            })
-            .collect()
-    }
-
-    /// At most `max` stored records from index `from`, in order, with their entries in
-    /// canonical form: what an export and the Kafka audit topic carry.
+    /// At most `max` stored entries from index `from`, in order, in canonical form: what an
+    /// export and the Kafka audit topic carry.
     pub fn records(&self, from: u64, max: usize) -> Result<Vec<EntryRecord>> {
-        self.stored(from, max, |index, previous, hash, body| {
+        stored(&self.store, from, max, |stored| {
             Ok(EntryRecord {
-                index,
-                previous,
-                hash,
-                body: crate::records::canonical_entry(body)?.into_owned(),
+                index: stored.index,
+                previous: stored.previous,
+                hash: stored.hash,
+                body: stored.part.canonical()?.into_owned(),
             })
         })
     }
@@ -251,23 +235,16 @@ impl FjallAudit {
         with: Vec<Write>,
     ) -> Result<Vec<AuditReceipt>> {
         let bodies: Vec<Vec<u8>> = entries.iter().map(canonical).collect();
-        let mut writes = Vec::with_capacity(2 * entries.len() + 1 + with.len());
+        let mut writes = Vec::with_capacity(entries.len() + 2 + with.len());
         let mut receipts = Vec::with_capacity(entries.len());
+        let mut hashed = Vec::with_capacity(entries.len());
         let mut runs: Vec<(&str, u64, u32)> = Vec::new();
         let mut head = self.head.locked();
-        let (mut index, mut previous) = (head.next, head.hash);
+        let (first, before) = (head.next, head.hash);
+        let (mut index, mut previous) = (first, before);
         for (entry, body) in entries.iter().zip(bodies) {
             let hash = chain_hash(&previous, &body);
-            let stored = crate::records::encode_entry(entry);
-            let mut record = Vec::with_capacity(64 + stored.len());
-            record.extend_from_slice(&previous);
-            record.extend_from_slice(&hash);
-            record.extend_from_slice(&stored);
-            writes.push(Write::Put(
-                Space::Audit,
-                index.to_be_bytes().to_vec(),
-                record,
-            ));
+            hashed.push((entry, hash));
             // One index record per run of an execution's entries: its first index, and how
             // many follow it.
             match runs.last_mut() {
@@ -287,6 +264,13 @@ impl FjallAudit {
             }
             receipts.push(AuditReceipt { index, hash });
             (index, previous) = (index + 1, hash);
+        }
+        if let Some(last) = index.checked_sub(1).filter(|_| !hashed.is_empty()) {
+            writes.push(Write::Put(
+                Space::Audit,
+                run_key(first, last),
+                crate::records::encode_run(&before, &hashed),
+            ));
         }
         writes.extend(runs.into_iter().map(|(id, first, count)| {
             Write::Put(
@@ -388,34 +372,37 @@ pub fn verify_with(
     if let Some(programs) = programs {
         verifier = verifier.with_programs(programs);
     }
-    loop {
-        let from = verifier.expected().to_be_bytes();
-        let batch = store.scan_from(Space::Audit, b"", &from, VERIFY_BATCH)?;
-        let done = batch.len() < VERIFY_BATCH;
-        for (key, value) in batch {
-            let broken = |reason: String| {
-                Ok(Err(AuditBroken {
+    let from = verifier.expected();
+    let mut broken = None;
+    walk(store, from, |_, entries| {
+        let entries = match entries {
+            Ok(entries) => entries,
+            Err(reason) => {
+                broken = Some(AuditBroken {
                     index: verifier.expected(),
-                    reason,
-                }))
+                    reason: format!("the record cannot be read: {reason}"),
+                });
+                return Ok(false);
+            }
+        };
+        // The record holding entry `from` may begin before it.
+        for stored in entries.into_iter().filter(|stored| stored.index >= from) {
+            let checked = match stored.part.canonical() {
+                Ok(body) => verifier.check(stored.index, &stored.previous, &stored.hash, &body),
+                Err(reason) => Err(AuditBroken {
+                    index: verifier.expected(),
+                    reason: format!("the entry cannot be read: {reason}"),
+                }),
             };
-            let Some(index) = decode_index(&key) else {
-                return broken(format!("stored key of {} bytes", key.len()));
-            };
-            let Some((previous, stored, body)) = split_record(&value) else {
-                return broken(format!("record of {} bytes is too short", value.len()));
-            };
-            let body = match crate::records::canonical_entry(body) {
-                Ok(body) => body,
-                Err(reason) => return broken(format!("the entry cannot be read: {reason}")),
-            };
-            if let Err(e) = verifier.check(index, &previous, &stored, &body) {
-                return Ok(Err(e));
+            if let Err(e) = checked {
+                broken = Some(e);
+                return Ok(false);
             }
         }
-        if done {
-            break;
-        }
+        Ok(true)
+    })?;
+    if let Some(broken) = broken {
+        return Ok(Err(broken));
     }
     Ok(verifier.finish())
 }
@@ -511,12 +498,8 @@ pub fn reaches(
             ),
         }));
     }
-    let stored = store
-        .scan_from(Space::Audit, b"", &index.to_be_bytes(), 1)?
-        .into_iter()
-        .next()
-        .and_then(|(_, value)| split_record(&value).map(|(_, stored, _)| stored));
-    if stored != Some(hash) {
+    let stored = stored(store, index, 1, |stored| Ok((stored.index, stored.hash)))?;
+    if stored.first() != Some(&(index, hash)) {
         return Ok(Err(AuditBroken {
             index,
             reason: "fork: the hash of this entry differs from the head kept elsewhere".into(),
@@ -552,11 +535,156 @@ fn decode_index(key: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
 }
 
-/// Previous hash, hash, canonical entry.
-fn split_record(value: &[u8]) -> Option<([u8; 32], [u8; 32], &[u8])> {
-    let (previous, rest) = value.split_first_chunk::<32>()?;
-    let (hash, body) = rest.split_first_chunk::<32>()?;
-    Some((*previous, *hash, body))
+/// The key of the run of entries `first..=last`: its last index then its first.
+fn run_key(first: u64, last: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&last.to_be_bytes());
+    key.extend_from_slice(&first.to_be_bytes());
+    key
+}
+
+/// The first and last entry index of the record stored under `key` (an earlier version's
+/// single entry: its index alone).
+fn key_span(key: &[u8]) -> Option<(u64, u64)> {
+    match key.len() {
+        8 => decode_index(key).map(|index| (index, index)),
+        16 => {
+            let (last, first) = key.split_at(8);
+            let (first, last) = (decode_index(first)?, decode_index(last)?);
+            (first <= last).then_some((first, last))
+        }
+        _ => None,
+    }
+}
+
+/// One entry as a stored record holds it.
+struct Stored {
+    index: u64,
+    previous: [u8; 32],
+    hash: [u8; 32],
+    part: Part,
+}
+
+/// An entry's content as stored.
+enum Part {
+    /// Read from a run.
+    Entry(Box<AuditEntry>),
+    /// An earlier version's single-entry record: binary or canonical JSON.
+    Single(Vec<u8>),
+}
+
+impl Part {
+    fn entry(self) -> std::result::Result<AuditEntry, String> {
+        match self {
+            Self::Entry(entry) => Ok(*entry),
+            Self::Single(body) => crate::records::decode_entry(&body),
+        }
+    }
+
+    /// The canonical JSON the chain hashes.
+    fn canonical(&self) -> std::result::Result<std::borrow::Cow<'_, [u8]>, String> {
+        match self {
+            Self::Entry(entry) => Ok(std::borrow::Cow::Owned(canonical(entry))),
+            Self::Single(body) => crate::records::canonical_entry(body),
+        }
+    }
+}
+
+/// The entries of the record `key` → `value`, in order; why it cannot be read otherwise.
+fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> {
+    let (first, last) =
+        key_span(key).ok_or_else(|| format!("stored key of {} bytes", key.len()))?;
+    if key.len() == 8 {
+        let (previous, rest) = value
+            .split_first_chunk::<32>()
+            .and_then(|(previous, rest)| Some((previous, rest.split_first_chunk::<32>()?)))
+            .ok_or_else(|| format!("record of {} bytes is too short", value.len()))?;
+        let (hash, body) = rest;
+        return Ok(vec![Stored {
+            index: first,
+            previous: *previous,
+            hash: *hash,
+            part: Part::Single(body.to_vec()),
+        }]);
+    }
+    let (mut previous, entries) = crate::records::decode_run(value)?;
+    if u64::try_from(entries.len()).ok() != (last - first).checked_add(1) {
+        return Err(format!(
+            "its key names entries {first} to {last} and it holds {}",
+            entries.len()
+        ));
+    }
+    Ok(entries
+        .into_iter()
+        .zip(first..)
+        .map(|((hash, entry), index)| {
+            let stored = Stored {
+                index,
+                previous,
+                hash,
+                part: Part::Entry(Box::new(entry)),
+            };
+            previous = hash;
+            stored
+        })
+        .collect())
+}
+
+/// Calls `visit` with each stored record's key and entries (or why they cannot be read), in
+/// chain order from the record holding entry `from`, until it returns `false` or the
+/// records end.
+fn walk(
+    store: &EmbeddedStore,
+    from: u64,
+    mut visit: impl FnMut(&[u8], std::result::Result<Vec<Stored>, String>) -> Result<bool>,
+) -> Result<()> {
+    let mut next = from;
+    loop {
+        let batch = store.scan_from(Space::Audit, b"", &next.to_be_bytes(), VERIFY_BATCH)?;
+        let done = batch.len() < VERIFY_BATCH;
+        for (key, value) in batch {
+            let after = key_span(&key).and_then(|(_, last)| last.checked_add(1));
+            if !visit(&key, expand(&key, &value))? {
+                return Ok(());
+            }
+            match after {
+                Some(after) => next = after,
+                None => return Ok(()),
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// `read` of each of at most `max` stored entries from index `from`, in order; what it
+/// cannot read is a corrupt record.
+fn stored<T>(
+    store: &EmbeddedStore,
+    from: u64,
+    max: usize,
+    read: impl Fn(Stored) -> std::result::Result<T, String>,
+) -> Result<Vec<T>> {
+    let mut found = Vec::new();
+    if max == 0 {
+        return Ok(found);
+    }
+    walk(store, from, |key, entries| {
+        let entries = entries.map_err(|reason| corrupt(key, &reason))?;
+        for stored in entries.into_iter().filter(|stored| stored.index >= from) {
+            let index = stored.index;
+            found.push(read(stored).map_err(|reason| Error::CorruptRecord {
+                key: format!("audit/{index}"),
+                reason,
+            })?);
+            if found.len() == max {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(found)
 }
 
 fn corrupt(key: &[u8], reason: &str) -> Error {

@@ -26,19 +26,29 @@
 //!
 //! ## Audit entries
 //!
-//! The entry part of an `audit` record (after the previous and own hashes) is the byte
-//! [`AUDIT_V1`] then a protobuf `Entry`; one starting with `{` is the entry's canonical JSON,
-//! as written before. The chain's hashes are always over the canonical JSON
-//! (`eyeflow_actors::chain::canonical`), which a binary entry is turned back into to be
-//! verified or exported: the binary form holds every field exactly.
+//! The entries one append writes (those of one journal write, say) are stored together as
+//! one *run*: the byte [`AUDIT_RUN_V1`], the hash of the entry before the run's first (32
+//! bytes), then a protobuf `Run`. Each item holds its entry's own hash; an entry's previous
+//! hash is the item before it. The fields an entry shares with the one before it in the run
+//! (node, execution, program id, version and hash) are left out and named in `same`, a bit
+//! per field (bit 0: node_id … bit 4: program_sha256); the first item names none.
+//!
+//! Earlier versions stored one entry per record (see `crate::audit`): its previous and own
+//! hashes, then the byte [`AUDIT_V1`] and an `Entry`, or, earlier still, the entry's
+//! canonical JSON (starting with `{`). Both still read. The chain's hashes are always over
+//! the canonical JSON (`eyeflow_actors::chain::canonical`), which a binary entry is turned
+//! back into to be verified or exported: the binary form holds every field exactly.
 //!
 //! ```text
+//! message Run { repeated Item items = 1; }
+//! message Item { bytes hash = 1; Entry entry = 2; }
 //! message Entry {
 //!   string node_id = 1;  string execution_id = 2;  string program_id = 3;
 //!   string program_version = 4;  Hex program_sha256 = 5;  // absent: none
 //!   string instruction_id = 6;  string opcode = 7;
 //!   Hex input_digest = 8;  Hex output_digest = 9;  string outcome = 10;
 //!   optional string fallback = 11;  uint64 started_ms = 12;  uint64 took_ms = 13;
+//!   uint32 same = 14;    // in a run: the fields 1..=5 that repeat the item before's
 //! }
 //! // A digest: its 32 bytes when it is lowercase hex of 32 bytes, else the text as is.
 //! message Hex { bytes raw = 1; string text = 2; }
@@ -50,8 +60,12 @@ use prost::Message;
 /// The first byte of a binary step record (a JSON record starts with `{`).
 pub(crate) const STEPS_V1: u8 = 0xB1;
 
-/// The first byte of a binary audit entry (a JSON one starts with `{`).
+/// The first byte of a binary audit entry of an earlier version's single-entry record (a
+/// JSON one starts with `{`).
 pub(crate) const AUDIT_V1: u8 = 0xA1;
+
+/// The first byte of a stored run of audit entries.
+pub(crate) const AUDIT_RUN_V1: u8 = 0xA2;
 
 /// Why a record could not be read back.
 pub(crate) type DecodeError = String;
@@ -259,6 +273,22 @@ struct Entry {
     started_ms: u64,
     #[prost(uint64, tag = "13")]
     took_ms: u64,
+    #[prost(uint32, tag = "14")]
+    same: u32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Run {
+    #[prost(message, repeated, tag = "1")]
+    items: Vec<Item>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Item {
+    #[prost(bytes = "vec", tag = "1")]
+    hash: Vec<u8>,
+    #[prost(message, optional, tag = "2")]
+    entry: Option<Entry>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -310,9 +340,9 @@ fn lowercase_hex_32(text: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The stored binary form of `entry`.
-pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
-    let message = Entry {
+/// `entry` as a message, every field present.
+fn message_of(entry: &AuditEntry) -> Entry {
+    Entry {
         node_id: entry.node_id.clone(),
         execution_id: entry.execution_id.clone(),
         program_id: entry.program_id.clone(),
@@ -326,35 +356,165 @@ pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
         fallback: entry.fallback.clone(),
         started_ms: entry.started_ms,
         took_ms: entry.finished_ms.saturating_sub(entry.started_ms),
-    };
+        same: 0,
+    }
+}
+
+/// The entry `message` holds (its `same` fields already filled in).
+fn entry_of(message: Entry) -> AuditEntry {
+    let hex = |digest: Option<Hex>| digest.map(Hex::text).unwrap_or_default();
+    AuditEntry {
+        node_id: message.node_id,
+        execution_id: message.execution_id,
+        program_id: message.program_id,
+        program_version: message.program_version,
+        program_sha256: message.program_sha256.map(Hex::text),
+        instruction_id: message.instruction_id,
+        opcode: message.opcode,
+        input_digest: hex(message.input_digest),
+        output_digest: hex(message.output_digest),
+        outcome: message.outcome,
+        fallback: message.fallback,
+        started_ms: message.started_ms,
+        finished_ms: message.started_ms.saturating_add(message.took_ms),
+    }
+}
+
+/// The single-entry binary form an earlier version stored (tests write such records).
+#[cfg(test)]
+pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
+    let message = message_of(entry);
     let mut out = Vec::with_capacity(1 + message.encoded_len());
     out.push(AUDIT_V1);
     out.extend_from_slice(&message.encode_to_vec());
     out
 }
 
-/// The entry a stored entry part holds: binary, or canonical JSON from earlier versions.
+/// The entry a single-entry record's entry part holds: binary, or canonical JSON.
 pub(crate) fn decode_entry(body: &[u8]) -> Result<AuditEntry, DecodeError> {
     let Some((&AUDIT_V1, rest)) = body.split_first() else {
         return serde_json::from_slice(body).map_err(|e| e.to_string());
     };
-    let entry = Entry::decode(rest).map_err(|e| e.to_string())?;
-    let hex = |digest: Option<Hex>| digest.map(Hex::text).unwrap_or_default();
-    Ok(AuditEntry {
-        node_id: entry.node_id,
-        execution_id: entry.execution_id,
-        program_id: entry.program_id,
-        program_version: entry.program_version,
-        program_sha256: entry.program_sha256.map(Hex::text),
-        instruction_id: entry.instruction_id,
-        opcode: entry.opcode,
-        input_digest: hex(entry.input_digest),
-        output_digest: hex(entry.output_digest),
-        outcome: entry.outcome,
-        fallback: entry.fallback,
-        started_ms: entry.started_ms,
-        finished_ms: entry.started_ms.saturating_add(entry.took_ms),
-    })
+    let message = Entry::decode(rest).map_err(|e| e.to_string())?;
+    if message.same != 0 {
+        return Err("a single entry names fields of an entry before it".to_owned());
+    }
+    Ok(entry_of(message))
+}
+
+/// The fields of an entry that a run's next entry may share, as bits of `same`.
+const SHARED_FIELDS: u32 = 5;
+
+/// Clears in `message` the fields equal to `before`'s and names them in `same`.
+fn leave_out_shared(message: &mut Entry, before: &Entry) {
+    let mut same = 0;
+    let mut share = |bit: u32, equal: bool| {
+        if equal {
+            same |= 1 << bit;
+        }
+        equal
+    };
+    if share(0, message.node_id == before.node_id) {
+        message.node_id.clear();
+    }
+    if share(1, message.execution_id == before.execution_id) {
+        message.execution_id.clear();
+    }
+    if share(2, message.program_id == before.program_id) {
+        message.program_id.clear();
+    }
+    if share(3, message.program_version == before.program_version) {
+        message.program_version.clear();
+    }
+    if share(4, message.program_sha256 == before.program_sha256) {
+        message.program_sha256 = None;
+    }
+    message.same = same;
+}
+
+/// Fills in `message` the fields its `same` takes from `before`.
+fn take_shared(message: &mut Entry, before: &Entry) -> Result<(), DecodeError> {
+    let same = message.same;
+    if same >> SHARED_FIELDS != 0 {
+        return Err(format!("unknown shared fields {same:#x}"));
+    }
+    let taken = |bit: u32| same & (1 << bit) != 0;
+    if taken(0) {
+        message.node_id.clone_from(&before.node_id);
+    }
+    if taken(1) {
+        message.execution_id.clone_from(&before.execution_id);
+    }
+    if taken(2) {
+        message.program_id.clone_from(&before.program_id);
+    }
+    if taken(3) {
+        message.program_version.clone_from(&before.program_version);
+    }
+    if taken(4) {
+        message.program_sha256.clone_from(&before.program_sha256);
+    }
+    message.same = 0;
+    Ok(())
+}
+
+/// The stored form of a run: `entries` (each with its own hash), the first chained to the
+/// entry whose hash is `previous`.
+pub(crate) fn encode_run(previous: &[u8; 32], entries: &[(&AuditEntry, [u8; 32])]) -> Vec<u8> {
+    let mut run = Run {
+        items: Vec::with_capacity(entries.len()),
+    };
+    let mut before: Option<Entry> = None;
+    for (entry, hash) in entries {
+        let full = message_of(entry);
+        let mut message = full.clone();
+        if let Some(before) = &before {
+            leave_out_shared(&mut message, before);
+        }
+        run.items.push(Item {
+            hash: hash.to_vec(),
+            entry: Some(message),
+        });
+        before = Some(full);
+    }
+    let mut out = Vec::with_capacity(33 + run.encoded_len());
+    out.push(AUDIT_RUN_V1);
+    out.extend_from_slice(previous);
+    out.extend_from_slice(&run.encode_to_vec());
+    out
+}
+
+/// A stored run: the hash before its first entry, then each entry with its own hash.
+pub(crate) type DecodedRun = ([u8; 32], Vec<([u8; 32], AuditEntry)>);
+
+/// The run `value` holds.
+pub(crate) fn decode_run(value: &[u8]) -> Result<DecodedRun, DecodeError> {
+    let Some((&AUDIT_RUN_V1, rest)) = value.split_first() else {
+        return Err("not a run of audit entries".to_owned());
+    };
+    let (previous, rest) = rest
+        .split_first_chunk::<32>()
+        .ok_or_else(|| format!("a run of {} bytes is too short", value.len()))?;
+    let run = Run::decode(rest).map_err(|e| e.to_string())?;
+    let mut entries = Vec::with_capacity(run.items.len());
+    let mut before: Option<Entry> = None;
+    for (n, item) in run.items.into_iter().enumerate() {
+        let hash = <[u8; 32]>::try_from(item.hash.as_slice())
+            .map_err(|_| format!("item {n}: a hash of {} bytes", item.hash.len()))?;
+        let mut message = item.entry.ok_or_else(|| format!("item {n}: no entry"))?;
+        match &before {
+            Some(before) => {
+                take_shared(&mut message, before).map_err(|e| format!("item {n}: {e}"))?
+            }
+            None if message.same != 0 => {
+                return Err("the first item names fields of an entry before it".to_owned());
+            }
+            None => {}
+        }
+        before = Some(message.clone());
+        entries.push((hash, entry_of(message)));
+    }
+    Ok((*previous, entries))
 }
 
 /// The canonical JSON of a stored entry part (what the chain hashes): the part itself when
@@ -523,6 +683,77 @@ mod tests {
         let stored = encode_entry(&entry(None, ""));
         assert!(decode_entry(&stored[..stored.len() - 4]).is_err());
         assert!(canonical_entry(&stored[..stored.len() - 4]).is_err());
+    }
+
+    #[test]
+    fn a_run_reads_back_exactly_and_stores_what_its_entries_share_once() {
+        let first = entry(Some("0f".repeat(32)), &"12".repeat(32));
+        let next = AuditEntry {
+            instruction_id: "loop/3/next".into(),
+            ..first.clone()
+        };
+        // Another execution of another program, then one without a program hash.
+        let other = AuditEntry {
+            execution_id: "x0000000000000008".into(),
+            program_id: "pump".into(),
+            ..entry(Some("aa".repeat(32)), "")
+        };
+        let last = AuditEntry {
+            program_sha256: None,
+            ..other.clone()
+        };
+        let entries = [first, next, other, last];
+        let hashes: Vec<[u8; 32]> = (0..4u8).map(|i| [i; 32]).collect();
+        let pairs: Vec<(&AuditEntry, [u8; 32])> = entries.iter().zip(hashes).collect();
+        let stored = encode_run(&[7; 32], &pairs);
+        assert_eq!(stored[0], AUDIT_RUN_V1);
+        let (previous, read) = decode_run(&stored).expect("decode");
+        assert_eq!(previous, [7; 32]);
+        let read: Vec<(&AuditEntry, [u8; 32])> = read.iter().map(|(h, e)| (e, *h)).collect();
+        assert_eq!(read, pairs);
+        // What the entries share is stored once: the run is smaller than its entries alone.
+        let alone: usize = entries.iter().map(|e| encode_entry(e).len() + 64).sum();
+        assert!(
+            stored.len() + 150 < alone,
+            "{} against {alone}",
+            stored.len()
+        );
+    }
+
+    #[test]
+    fn a_damaged_run_is_refused_with_a_reason() {
+        let one = entry(None, "");
+        let stored = encode_run(&[0; 32], &[(&one, [1; 32]), (&one, [2; 32])]);
+        assert!(decode_run(&stored[..stored.len() - 3]).is_err());
+        assert!(decode_run(&stored[..20]).is_err());
+        assert!(decode_run(&stored[1..]).is_err(), "not a run");
+        // A first item that takes fields from an entry before it, an unknown shared field,
+        // an item without its 32-byte hash.
+        let item = |same: u32, hash: Vec<u8>| Item {
+            hash,
+            entry: Some(Entry {
+                same,
+                ..message_of(&one)
+            }),
+        };
+        for (items, reason) in [
+            (vec![item(1, vec![1; 32])], "first item"),
+            (
+                vec![item(0, vec![1; 32]), item(1 << 5, vec![2; 32])],
+                "unknown shared",
+            ),
+            (vec![item(0, vec![1; 31])], "31 bytes"),
+        ] {
+            let mut bad = vec![AUDIT_RUN_V1];
+            bad.extend_from_slice(&[0; 32]);
+            bad.extend_from_slice(&Run { items }.encode_to_vec());
+            let error = decode_run(&bad).expect_err(reason);
+            assert!(error.contains(reason), "{error}");
+        }
+        // A single entry that names shared fields is refused too.
+        let mut single = vec![AUDIT_V1];
+        single.extend_from_slice(&item(1, Vec::new()).entry.expect("entry").encode_to_vec());
+        assert!(decode_entry(&single).is_err());
     }
 
     #[test]

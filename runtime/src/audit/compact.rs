@@ -13,7 +13,10 @@ use std::sync::atomic::Ordering;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use eyeflow_actors::chain::{AuditBroken, Checkpoint, Verifier};
 
-use super::{FjallAudit, checkpoint_write, decode_index, execution_key, index_run};
+use super::{
+    FjallAudit, checkpoint_write, corrupt, decode_index, execution_key, index_run, key_span,
+    run_key, walk,
+};
 use crate::Result;
 use crate::store::{Durability, EmbeddedStore, Space, Write, mark};
 
@@ -103,14 +106,24 @@ impl FjallAudit {
         // Flushed first, so that the mark names the chain's current last entry: compaction
         // stays below it and the next open's check of the mark finds it.
         self.store.persist(Durability::Sync)?;
-        let Some(last) = self
+        // The last record, and the one the store's mark names, stay whole: compaction
+        // deletes only entries before the first of them.
+        let Some((last, _)) = self
             .store
             .last(Space::Audit, b"")?
-            .and_then(|(key, _)| decode_index(&key))
+            .and_then(|(key, _)| key_span(&key))
         else {
             return Ok(done);
         };
-        let marked = mark::read(self.store.data_dir())?.map_or(last, |m| m.index.min(last));
+        let marked = match mark::read(self.store.data_dir())? {
+            Some(m) => self
+                .store
+                .scan_from(Space::Audit, b"", &m.index.to_be_bytes(), 1)?
+                .first()
+                .and_then(|(key, _)| key_span(key))
+                .map_or(last, |(first, _)| first.min(last)),
+            None => last,
+        };
         let Some(limit) = marked
             .min(before)
             .checked_sub(1)
@@ -154,10 +167,7 @@ impl FjallAudit {
                 (None, None) => break,
             };
             let gone = &old[..=usize::try_from(end - first).unwrap_or(usize::MAX)];
-            let mut writes: Vec<Write> = gone
-                .iter()
-                .map(|e| Write::Remove(Space::Audit, e.index.to_be_bytes().to_vec()))
-                .collect();
+            let mut writes = self.cut(first, end)?;
             let executions: BTreeSet<&str> =
                 gone.iter().map(|e| e.entry.execution_id.as_str()).collect();
             for execution in executions {
@@ -201,6 +211,45 @@ impl FjallAudit {
         Ok(done)
     }
 
+    /// The writes that delete the stored entries `first..=end`: the records entirely
+    /// within go; the one that runs past `end` is stored again from `end + 1`, chained to
+    /// the hash of `end`.
+    fn cut(&self, first: u64, end: u64) -> Result<Vec<Write>> {
+        let mut writes = Vec::new();
+        walk(&self.store, first, |key, entries| {
+            let entries = entries.map_err(|reason| corrupt(key, &reason))?;
+            let Some((_, last)) = key_span(key).filter(|(start, _)| *start <= end) else {
+                return Ok(false);
+            };
+            writes.push(Write::Remove(Space::Audit, key.to_vec()));
+            if last <= end {
+                return Ok(true);
+            }
+            let mut kept = Vec::new();
+            let mut previous = None;
+            for stored in entries.into_iter().filter(|stored| stored.index > end) {
+                previous.get_or_insert(stored.previous);
+                let hash = stored.hash;
+                kept.push((
+                    stored
+                        .part
+                        .entry()
+                        .map_err(|reason| corrupt(key, &reason))?,
+                    hash,
+                ));
+            }
+            let previous = previous.ok_or_else(|| corrupt(key, "a run without entries"))?;
+            let kept: Vec<_> = kept.iter().map(|(entry, hash)| (entry, *hash)).collect();
+            writes.push(Write::Put(
+                Space::Audit,
+                run_key(end + 1, last),
+                crate::records::encode_run(&previous, &kept),
+            ));
+            Ok(false)
+        })?;
+        Ok(writes)
+    }
+
     /// The writes that keep execution `execution_id`'s index records true once entries up
     /// to `end` are gone: a run entirely before goes, a run across `end` starts after it.
     fn index_rewrites(&self, execution_id: &str, end: u64) -> Result<Vec<Write>> {
@@ -235,7 +284,8 @@ fn first_kept_from(store: &EmbeddedStore, from: u64) -> Result<Option<u64>> {
     Ok(store
         .scan_from(Space::Audit, b"", &from.to_be_bytes(), 1)?
         .first()
-        .and_then(|(key, _)| decode_index(key)))
+        .and_then(|(key, _)| key_span(key))
+        .map(|(first, _)| first.max(from)))
 }
 
 /// A verifier of the chain in `store` from its first stored entry: from entry 0, or, once
@@ -349,6 +399,65 @@ mod tests {
     }
 
     #[test]
+    fn records_of_earlier_versions_chain_on_with_runs_and_are_compacted_alike() {
+        // Entries 0..=5 as an earlier version stored them: one record each under its index
+        // alone (previous hash, hash, binary entry), the first three as canonical JSON.
+        let c = chain();
+        let entries = c.audit.entries(0, 50).expect("entries");
+        let old: Vec<Write> = entries[..6]
+            .iter()
+            .zip(std::iter::once([0; 32]).chain(entries.iter().map(|e| e.hash)))
+            .map(|(e, previous)| {
+                let body = if e.index < 3 {
+                    crate::audit::canonical(&e.entry)
+                } else {
+                    crate::records::encode_entry(&e.entry)
+                };
+                let value = [previous.as_slice(), &e.hash, &body].concat();
+                Write::Put(Space::Audit, e.index.to_be_bytes().to_vec(), value)
+            })
+            .collect();
+        let runs = [run_key(0, 3), run_key(4, 7)].map(|key| Write::Remove(Space::Audit, key));
+        let mut writes = Vec::from(runs);
+        writes.extend(old);
+        // Entries 6 and 7 stay a run of their own, chained to entry 5.
+        let (_, tail) = crate::records::decode_run(
+            &c.store
+                .get(Space::Audit, &run_key(4, 7))
+                .expect("read")
+                .expect("run"),
+        )
+        .expect("a run");
+        let tail: Vec<_> = tail[2..]
+            .iter()
+            .map(|(hash, entry)| (entry, *hash))
+            .collect();
+        writes.push(Write::Put(
+            Space::Audit,
+            run_key(6, 7),
+            crate::records::encode_run(&entries[5].hash, &tail),
+        ));
+        c.store.write(writes).expect("write");
+        assert_eq!(c.audit.entries(0, 50).expect("entries"), entries);
+        assert_eq!(c.verify().expect("verifies").entries, 50);
+        let reopened = FjallAudit::open(c.store.clone(), AuditConfig::default()).expect("open");
+        assert_eq!(reopened.head(), c.audit.head());
+        // Compaction deletes old records and runs alike, and splits the run across its cut.
+        c.audit.release(9, Release::Operator).expect("release");
+        assert_eq!(c.compact(u64::MAX, u64::MAX).first_kept, Some(10));
+        let report = c.verify().expect("verifies");
+        assert_eq!((report.first, report.entries), (10, 50));
+        assert!(report.anchored);
+        assert_eq!(c.audit.entries(0, 50).expect("entries"), entries[10..]);
+        assert!(
+            c.store
+                .get(Space::Audit, &run_key(10, 11))
+                .expect("read")
+                .is_some()
+        );
+    }
+
+    #[test]
     fn nothing_is_deleted_without_a_released_checkpoint() {
         let c = chain();
         assert_eq!(c.compact(u64::MAX, u64::MAX), Compacted::default());
@@ -439,9 +548,10 @@ mod tests {
         let head = c.audit.checkpoint(&c.key).expect("sign").expect("a head");
         assert_eq!(head.index, 49);
         c.audit.release(49, Release::Operator).expect("release");
+        // The last record holds entries 48 and 49: it stays whole.
         let done = c.compact(u64::MAX, u64::MAX);
-        assert_eq!(done.first_kept, Some(49));
-        assert_eq!(c.verify().expect("verifies").first, 49);
+        assert_eq!(done.first_kept, Some(48));
+        assert_eq!(c.verify().expect("verifies").first, 48);
     }
 
     #[test]
@@ -462,14 +572,17 @@ mod tests {
         let c = chain();
         c.audit.release(29, Release::Operator).expect("release");
         c.compact(u64::MAX, u64::MAX);
-        let key = 35u64.to_be_bytes();
-        let mut value = c
+        // Entry 35 is the last of the run 32..=35: its outcome changed, its hash kept.
+        let key = run_key(32, 35);
+        let value = c
             .store
             .get(Space::Audit, &key)
             .expect("read")
             .expect("kept");
-        let last = value.len() - 2;
-        value[last] ^= 1;
+        let (previous, mut entries) = crate::records::decode_run(&value).expect("a run");
+        entries[3].1.outcome = "skipped".into();
+        let entries: Vec<_> = entries.iter().map(|(hash, entry)| (entry, *hash)).collect();
+        let value = crate::records::encode_run(&previous, &entries);
         c.store.put(Space::Audit, &key, &value).expect("write");
         let broken = c.verify().expect_err("tampered");
         assert_eq!(broken.index, 35, "{broken}");

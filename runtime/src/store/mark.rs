@@ -13,7 +13,8 @@
 //! as they were before recovery are kept in `damaged-<ms>/` (the store copies them aside
 //! before every open), and `eyeflow audit repair` accepts the loss explicitly (audited).
 //!
-//! Mark file: `eyeflow-mark-v1\n` (16 bytes) ‖ key (8 bytes: the entry index, big-endian)
+//! Mark file: `eyeflow-mark-v1\n` (16 bytes) ‖ key (8 bytes: the index of the record's last
+//! entry, big-endian, which its key starts with)
 //! ‖ SHA-256 of the value (32 bytes) ‖ the first 8 bytes of the SHA-256 of the 56 bytes
 //! before.
 
@@ -37,17 +38,17 @@ const MARK_LEN: usize = 64;
 /// The last record of [`Space::Audit`] that an fsync made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
-    /// Its key: the entry index.
+    /// The first 8 bytes of its key: the index of its last entry.
     pub index: u64,
     /// SHA-256 of its value.
     pub digest: [u8; 32],
 }
 
 impl Mark {
-    /// The mark of record `(key, value)`; `None` for a key that is not an entry index.
+    /// The mark of record `(key, value)`; `None` for a key too short to hold an entry index.
     pub fn of(key: &[u8], value: &[u8]) -> Option<Self> {
         Some(Self {
-            index: u64::from_be_bytes(key.try_into().ok()?),
+            index: u64::from_be_bytes(key.get(..8)?.try_into().ok()?),
             digest: Sha256::digest(value).into(),
         })
     }
@@ -233,7 +234,8 @@ impl Preserved {
     }
 }
 
-/// The key the mark's record lives under.
+/// The space the mark's record lives in, and the start of its key (the record's key is the
+/// first in that space to start so).
 pub fn key(mark: Mark) -> (Space, [u8; 8]) {
     (Space::Audit, mark.index.to_be_bytes())
 }
@@ -254,6 +256,8 @@ mod tests {
         }
         assert_eq!(Mark::from_bytes(&bytes[..MARK_LEN - 1]), None);
         assert_eq!(Mark::of(b"short", b"x"), None);
+        let run = [7u64.to_be_bytes(), 5u64.to_be_bytes()].concat();
+        assert_eq!(Mark::of(&run, b"record").map(|m| m.index), Some(7));
     }
 
     #[test]

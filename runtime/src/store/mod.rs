@@ -373,11 +373,12 @@ impl EmbeddedStore {
         if let Some(marked) = marked {
             let (space, key) = mark::key(marked);
             let cuts = mark::cuts(&before, &mark::journals(&path)?);
-            damage.extend(mark::damage(
-                marked,
-                store.get(space, &key)?.as_deref(),
-                &cuts,
-            ));
+            let stored = store
+                .scan_from(space, &key, &key, 1)?
+                .into_iter()
+                .next()
+                .map(|(_, value)| value);
+            damage.extend(mark::damage(marked, stored.as_deref(), &cuts));
         }
         let damage = if damage.is_empty() {
             preserved.discard()?;

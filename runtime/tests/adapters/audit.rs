@@ -40,6 +40,19 @@ fn chain(store: &EmbeddedStore, n: u64, config: AuditConfig) -> FjallAudit {
     audit
 }
 
+/// The key of the stored record holding entry `index`: the first whose key is at least the
+/// index's 8 bytes (`eyeflow_runtime::audit`, "Stored records"). Appended one at a time, each
+/// entry has a record of its own.
+fn record_key(store: &EmbeddedStore, index: u64) -> Vec<u8> {
+    let (key, _) = store
+        .scan_from(Space::Audit, b"", &index.to_be_bytes(), 1)
+        .expect("scan")
+        .pop()
+        .expect("a record");
+    assert!(key.starts_with(&index.to_be_bytes()), "entry {index} alone");
+    key
+}
+
 fn broken(store: &EmbeddedStore, key: Option<&ed25519_dalek::VerifyingKey>) -> (u64, String) {
     let err = audit::verify(store, key)
         .expect("store readable")
@@ -151,7 +164,7 @@ fn the_chain_continues_after_a_reopen() {
 fn an_edited_entry_is_named() {
     let (_dir, store) = temp_store();
     chain(&store, 12, AuditConfig::default());
-    let key = 7u64.to_be_bytes();
+    let key = record_key(&store, 7);
     let mut record = store.get(Space::Audit, &key).unwrap().unwrap();
     // Still a readable entry: "done" → "dona" in the outcome field.
     let at = record
@@ -168,20 +181,19 @@ fn an_edited_entry_is_named() {
 #[test]
 fn a_rewritten_entry_with_its_hash_breaks_the_next_link() {
     let (_dir, store) = temp_store();
-    chain(&store, 6, AuditConfig::default());
-    // Rewrite entry 2 consistently (new content, recomputed hash): entry 3 no longer links.
-    let record = store
-        .get(Space::Audit, &2u64.to_be_bytes())
-        .unwrap()
-        .unwrap();
+    let audit = chain(&store, 6, AuditConfig::default());
+    // Rewrite entry 2 consistently (new content, recomputed hash) in the single-entry form
+    // of earlier versions, which still reads: entry 3 no longer links.
+    let previous = audit.entries(1, 1).unwrap()[0].hash;
+    store.remove(Space::Audit, &record_key(&store, 2)).unwrap();
     let mut forged = entry(2);
     forged.outcome = "skipped".into();
     let body = canonical(&forged);
     let mut hasher = Sha256::new();
-    hasher.update(&record[..32]);
+    hasher.update(previous);
     hasher.update(&body);
     let hash: [u8; 32] = hasher.finalize().into();
-    let mut rewritten = record[..32].to_vec();
+    let mut rewritten = previous.to_vec();
     rewritten.extend_from_slice(&hash);
     rewritten.extend_from_slice(&body);
     store
@@ -196,7 +208,7 @@ fn a_rewritten_entry_with_its_hash_breaks_the_next_link() {
 fn a_gap_is_named() {
     let (_dir, store) = temp_store();
     chain(&store, 8, AuditConfig::default());
-    store.remove(Space::Audit, &4u64.to_be_bytes()).unwrap();
+    store.remove(Space::Audit, &record_key(&store, 4)).unwrap();
     let (index, reason) = broken(&store, None);
     assert_eq!(index, 4);
     assert!(reason.contains("missing"), "{reason}");
@@ -216,7 +228,7 @@ fn a_truncated_tail_is_caught_by_a_checkpoint() {
     assert!(report.signatures_checked);
 
     for i in 7..10u64 {
-        store.remove(Space::Audit, &i.to_be_bytes()).unwrap();
+        store.remove(Space::Audit, &record_key(&store, i)).unwrap();
     }
     let (index, reason) = broken(&store, Some(&key().verifying_key()));
     assert_eq!(index, 7);

@@ -992,13 +992,17 @@ fn audit_verify_names_a_tampered_entry() {
         .expect("demo");
     assert!(out.status.success(), "{}", stderr(&out));
     // Edit one stored entry the way an intruder with file access would: through the store.
+    let tampered;
     {
         let store = eyeflow_runtime::store::EmbeddedStore::open(Path::new(&data)).expect("store");
         let entries = store
             .scan(eyeflow_runtime::store::Space::Audit, b"")
             .expect("scan");
         let (key, mut value) = entries[5].clone();
-        // Value: previous hash, hash, then the entry's canonical JSON; rewrite the node id.
+        // A run of entries; its key ends with the index of its first entry, which alone
+        // holds the node id (the others share it): rewrite it.
+        let first = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("8 bytes"));
+        tampered = first;
         let at = value
             .windows(6)
             .position(|w| w == b"node-1")
@@ -1011,7 +1015,7 @@ fn audit_verify_names_a_tampered_entry() {
     let out = eyeflow(&["audit", "verify", "--data-dir", &data], dir.path());
     assert_eq!(out.status.code(), Some(5), "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("audit chain broken at entry 5"),
+        stderr(&out).contains(&format!("audit chain broken at entry {tampered}")),
         "{}",
         stderr(&out)
     );
