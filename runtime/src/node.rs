@@ -481,7 +481,7 @@ impl Node {
                 })
                 .with_forget({
                     let host = host.clone();
-                    Arc::new(move |execution: &str| host.forget_execution(execution))
+                    Arc::new(move |ids: &[&str]| host.forget_executions(ids))
                 });
             actors.spawn(retention.run(tree_stopped.clone()));
         }

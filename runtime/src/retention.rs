@@ -217,9 +217,10 @@ pub struct Retention {
     resume: Mutex<Vec<u8>>,
 }
 
-/// Deletes what other parts of the node keep for a deleted execution (the plugins'
-/// `apply_once` records of its idempotency keys); returns how many keys went.
-pub type Forget = Arc<dyn Fn(&str) -> Result<u64> + Send + Sync>;
+/// Deletes what other parts of the node keep for deleted executions (the plugins'
+/// `apply_once` records of their idempotency keys), given their ids in order; returns how
+/// many keys went.
+pub type Forget = Arc<dyn Fn(&[&str]) -> Result<u64> + Send + Sync>;
 
 /// The audit chain retention compacts, and the node's key that signs the checkpoint each
 /// compaction batch leaves before the first kept entry when none is stored there.
@@ -252,7 +253,7 @@ impl Retention {
         }
     }
 
-    /// The same, also calling `forget` for each execution it deletes, before its head.
+    /// The same, also calling `forget` for the executions it deletes, before their heads.
     pub fn with_forget(mut self, forget: Forget) -> Self {
         self.forget = Some(forget);
         self
@@ -311,7 +312,8 @@ impl Retention {
         result
     }
 
-    /// [`Self::executions`] from key `from` on, noting the first execution it keeps.
+    /// [`Self::executions`] from key `from` on, noting the first execution it keeps. The
+    /// executions of a page that go are deleted together ([`Self::delete_executions`]).
     fn executions_from(
         &self,
         from: &mut Vec<u8>,
@@ -330,107 +332,151 @@ impl Retention {
             *from = last.clone();
             from.push(0);
             let full = page.len() == PAGE;
-            for (key, record) in page {
-                let id = String::from_utf8_lossy(&key).into_owned();
-                let age = match self.journal.age(&id, &record) {
-                    Ok(age) => age,
-                    Err(e) => {
-                        // Kept: an operator may want to look at it.
-                        tracing::warn!(execution = id, "retention skips it: {e}");
-                        kept.get_or_insert_with(|| key.clone());
-                        continue;
-                    }
-                };
-                let limit = u64::try_from(self.policy.executions_per_pass).unwrap_or(u64::MAX);
-                if pass.executions >= limit {
-                    // Left for the next pass: the oldest kept is at most as old as this one.
-                    kept.get_or_insert_with(|| key.clone());
-                    let kept_ms = age.finished_ms.unwrap_or(age.accepted_ms);
-                    pass.oldest_finished_ms =
-                        Some(pass.oldest_finished_ms.map_or(kept_ms, |o| o.min(kept_ms)));
-                    return Ok(());
-                }
-                let stop = key == newest || age.accepted_ms >= cutoff;
-                match age.finished_ms {
-                    Some(finished) if finished < cutoff && !stop => {
-                        self.delete_execution(&id, &age.event_id, finished, pass)?;
-                    }
-                    finished => {
-                        kept.get_or_insert_with(|| key.clone());
-                        let kept_ms = finished.unwrap_or(age.accepted_ms);
-                        if finished.is_some() || stop {
-                            pass.oldest_finished_ms =
-                                Some(pass.oldest_finished_ms.map_or(kept_ms, |o| o.min(kept_ms)));
-                        }
-                    }
-                }
-                if stop {
-                    return Ok(());
-                }
-            }
-            if !full {
+            let mut doomed = Vec::new();
+            let done = self.sort_page(page, kept, newest, cutoff, pass, &mut doomed);
+            self.delete_executions(&doomed, pass)?;
+            if done || !full {
                 return Ok(());
             }
         }
     }
 
-    /// Deletes finished execution `id` (event `event_id`, finished at `finished_ms`): its
-    /// steps, decisions and emitted events' keys in batches, then its outcome, record and
-    /// dedupe entry (or, when the dedupe window is longer, the marker that deletes that
-    /// entry later) in one last batch.
-    fn delete_execution(
+    /// Sorts a page of execution records into those that go (`doomed`: id, event id, finish)
+    /// and those kept; whether the pass ends with this page.
+    fn sort_page(
         &self,
-        id: &str,
-        event_id: &str,
-        finished_ms: u64,
+        page: Vec<(Vec<u8>, Vec<u8>)>,
+        kept: &mut Option<Vec<u8>>,
+        newest: &[u8],
+        cutoff: u64,
         pass: &mut Pass,
-    ) -> Result<()> {
-        let prefix = format!("{id}/").into_bytes();
+        doomed: &mut Vec<(String, String, u64)>,
+    ) -> bool {
+        let limit = u64::try_from(self.policy.executions_per_pass).unwrap_or(u64::MAX);
+        for (key, record) in page {
+            let id = String::from_utf8_lossy(&key).into_owned();
+            let age = match self.journal.age(&id, &record) {
+                Ok(age) => age,
+                Err(e) => {
+                    // Kept: an operator may want to look at it.
+                    tracing::warn!(execution = id, "retention skips it: {e}");
+                    kept.get_or_insert_with(|| key.clone());
+                    continue;
+                }
+            };
+            let going = u64::try_from(doomed.len()).unwrap_or(u64::MAX);
+            if pass.executions.saturating_add(going) >= limit {
+                // Left for the next pass: the oldest kept is at most as old as this one.
+                kept.get_or_insert_with(|| key.clone());
+                let kept_ms = age.finished_ms.unwrap_or(age.accepted_ms);
+                pass.oldest_finished_ms =
+                    Some(pass.oldest_finished_ms.map_or(kept_ms, |o| o.min(kept_ms)));
+                return true;
+            }
+            let stop = key == newest || age.accepted_ms >= cutoff;
+            match age.finished_ms {
+                Some(finished) if finished < cutoff && !stop => {
+                    doomed.push((id, age.event_id, finished));
+                }
+                finished => {
+                    kept.get_or_insert_with(|| key.clone());
+                    let kept_ms = finished.unwrap_or(age.accepted_ms);
+                    if finished.is_some() || stop {
+                        pass.oldest_finished_ms =
+                            Some(pass.oldest_finished_ms.map_or(kept_ms, |o| o.min(kept_ms)));
+                    }
+                }
+            }
+            if stop {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Deletes finished executions `doomed` (id, event id, finish time; in id order): their
+    /// steps, decisions and emitted events' keys first, read by one range scan per keyspace
+    /// from the first id to the last (the executions kept in between stay), in batches;
+    /// then what [`Forget`] deletes; then each one's outcome, record and dedupe entry (or,
+    /// when the dedupe window is longer, the marker that deletes that entry later), in
+    /// batches. A crash in between leaves finished executions with fewer steps, never one
+    /// that looks open or pending.
+    fn delete_executions(&self, doomed: &[(String, String, u64)], pass: &mut Pass) -> Result<()> {
+        let (Some((first, ..)), Some((last, ..))) = (doomed.first(), doomed.last()) else {
+            return Ok(());
+        };
+        let ids: Vec<&str> = doomed.iter().map(|(id, ..)| id.as_str()).collect();
         let batch = self.policy.batch_keys;
+        // Keys `id/…`; past every key of `last`: `/` + 1.
+        let to = format!("{last}0").into_bytes();
         for (space, steps) in [
             (Space::JournalSteps, true),
             (Space::JournalDecisions, false),
             (Space::EventKeys, false),
             (Space::KafkaOutboxKeys, false),
         ] {
+            let mut from = format!("{first}/").into_bytes();
             loop {
-                let keys = self.store.scan_from(space, &prefix, &prefix, batch)?;
-                let n = u64::try_from(keys.len()).unwrap_or(u64::MAX);
-                if n == 0 {
+                let found = self.store.scan_range(space, &from, &to, batch)?;
+                let Some((end, _)) = found.last() else {
                     break;
+                };
+                from = [end.as_slice(), &[0]].concat();
+                let full = found.len() == batch;
+                let keys: Vec<Vec<u8>> = found
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .filter(|key| {
+                        key.split(|b| *b == b'/')
+                            .next()
+                            .and_then(|id| std::str::from_utf8(id).ok())
+                            .is_some_and(|id| ids.binary_search(&id).is_ok())
+                    })
+                    .collect();
+                let n = u64::try_from(keys.len()).unwrap_or(u64::MAX);
+                if n > 0 {
+                    self.store
+                        .write(keys.into_iter().map(|key| Write::Remove(space, key)))?;
                 }
-                self.store
-                    .write(keys.into_iter().map(|(key, _)| Write::Remove(space, key)))?;
                 if steps {
                     pass.steps += n;
                 } else {
                     pass.keys += n;
                 }
+                if !full {
+                    break;
+                }
             }
         }
         if let Some(forget) = &self.forget {
-            pass.keys += forget(id)?;
+            pass.keys += forget(&ids)?;
         }
-        let key = id.as_bytes().to_vec();
-        let mut head = vec![
-            Write::Remove(Space::JournalOutcomes, key.clone()),
-            Write::Remove(Space::JournalExecutions, key.clone()),
-        ];
-        if self.policy.dedupe > self.policy.executions {
-            head.push(Write::Put(
-                Space::RetentionDedupe,
-                dedupe_marker(finished_ms, event_id),
-                key,
-            ));
-        } else if self.dedupe_entry_is(event_id, id)? {
-            head.push(Write::Remove(
-                Space::JournalEvents,
-                event_id.as_bytes().to_vec(),
-            ));
-            pass.dedupe += 1;
+        let mut heads = Vec::with_capacity(batch.min(3 * doomed.len()));
+        for (id, event_id, finished_ms) in doomed {
+            let key = id.as_bytes().to_vec();
+            heads.push(Write::Remove(Space::JournalOutcomes, key.clone()));
+            heads.push(Write::Remove(Space::JournalExecutions, key.clone()));
+            if self.policy.dedupe > self.policy.executions {
+                heads.push(Write::Put(
+                    Space::RetentionDedupe,
+                    dedupe_marker(*finished_ms, event_id),
+                    key,
+                ));
+            } else if self.dedupe_entry_is(event_id, id)? {
+                heads.push(Write::Remove(
+                    Space::JournalEvents,
+                    event_id.as_bytes().to_vec(),
+                ));
+                pass.dedupe += 1;
+            }
+            pass.executions += 1;
+            if heads.len() + 3 > batch {
+                self.store.write(std::mem::take(&mut heads))?;
+            }
         }
-        self.store.write(head)?;
-        pass.executions += 1;
+        if !heads.is_empty() {
+            self.store.write(heads)?;
+        }
         Ok(())
     }
 
@@ -714,6 +760,17 @@ mod tests {
         for kept in [&paused, &late, &recent, &newest] {
             assert!(f.journal.execution(kept).expect("read").is_some(), "{kept}");
         }
+        // The execution kept between two that went keeps every record (deletion reads the
+        // range from the first to the last that go).
+        assert_eq!(
+            [
+                Space::JournalSteps,
+                Space::JournalDecisions,
+                Space::EventKeys
+            ]
+            .map(|space| f.keys(space, &late)),
+            [2, 1, 1]
+        );
         let pending = f.journal.pending_executions().expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].execution_id, paused);

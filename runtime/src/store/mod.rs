@@ -766,6 +766,29 @@ impl EmbeddedStore {
             .collect()
     }
 
+    /// At most `max` `(key, value)` pairs with `from <= key < to`, in key order.
+    pub fn scan_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        to: &[u8],
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.space(space)
+            .range(from..to)
+            .take(max)
+            .map(|guard| {
+                guard
+                    .into_inner()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(Error::store(format!("scan {space:?}")))
+            })
+            .collect()
+    }
+
     /// The `(key, value)` pairs of `space` with key below `before` (every pair when `None`),
     /// highest key first, read lazily: a caller that stops early reads no further.
     pub fn iter_back(

@@ -52,10 +52,10 @@ impl PluginHost {
         output(&loaded, Ok(text), &finished)
     }
 
-    /// Deletes every plugin's `apply_once` records of finished execution `execution_id`
-    /// (retention deleted the execution: nothing can issue its idempotency keys again), so
-    /// that they do not fill the plugins' KV quotas. Returns how many keys went.
-    pub fn forget_execution(&self, execution_id: &str) -> crate::Result<u64> {
+    /// Deletes every plugin's `apply_once` records of finished executions `ids` (sorted;
+    /// retention deleted them: nothing can issue their idempotency keys again), so that
+    /// they do not fill the plugins' KV quotas. Returns how many keys went.
+    pub fn forget_executions(&self, ids: &[&str]) -> crate::Result<u64> {
         let plugins: Vec<Arc<str>> = self
             .inner
             .catalog
@@ -63,10 +63,7 @@ impl PluginHost {
             .into_iter()
             .map(Arc::from)
             .collect();
-        self.inner
-            .calls
-            .services
-            .forget_execution(&plugins, execution_id)
+        self.inner.calls.services.forget_executions(&plugins, ids)
     }
 
     /// Log bytes of plugin `id` dropped since the host opened (over its per-call or
