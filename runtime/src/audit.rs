@@ -374,7 +374,7 @@ pub fn verify_with(
     }
     let from = verifier.expected();
     let mut broken = None;
-    walk(store, from, |_, entries| {
+    walk(store, from, VERIFY_BATCH, |_, entries| {
         let entries = match entries {
             Ok(entries) => entries,
             Err(reason) => {
@@ -632,16 +632,19 @@ fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> 
 
 /// Calls `visit` with each stored record's key and entries (or why they cannot be read), in
 /// chain order from the record holding entry `from`, until it returns `false` or the
-/// records end.
+/// records end. Reads `records` records per store scan (at most [`VERIFY_BATCH`]): as many
+/// as the caller expects to visit.
 fn walk(
     store: &EmbeddedStore,
     from: u64,
+    records: usize,
     mut visit: impl FnMut(&[u8], std::result::Result<Vec<Stored>, String>) -> Result<bool>,
 ) -> Result<()> {
+    let records = records.clamp(1, VERIFY_BATCH);
     let mut next = from;
     loop {
-        let batch = store.scan_from(Space::Audit, b"", &next.to_be_bytes(), VERIFY_BATCH)?;
-        let done = batch.len() < VERIFY_BATCH;
+        let batch = store.scan_from(Space::Audit, b"", &next.to_be_bytes(), records)?;
+        let done = batch.len() < records;
         for (key, value) in batch {
             let after = key_span(&key).and_then(|(_, last)| last.checked_add(1));
             if !visit(&key, expand(&key, &value))? {
@@ -670,7 +673,8 @@ fn stored<T>(
     if max == 0 {
         return Ok(found);
     }
-    walk(store, from, |key, entries| {
+    // Every record holds at least one entry: `max` records hold the entries wanted.
+    walk(store, from, max, |key, entries| {
         let entries = entries.map_err(|reason| corrupt(key, &reason))?;
         for stored in entries.into_iter().filter(|stored| stored.index >= from) {
             let index = stored.index;

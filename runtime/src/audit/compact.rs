@@ -216,7 +216,8 @@ impl FjallAudit {
     /// the hash of `end`.
     fn cut(&self, first: u64, end: u64) -> Result<Vec<Write>> {
         let mut writes = Vec::new();
-        walk(&self.store, first, |key, entries| {
+        let records = usize::try_from(end - first + 1).unwrap_or(usize::MAX);
+        walk(&self.store, first, records, |key, entries| {
             let entries = entries.map_err(|reason| corrupt(key, &reason))?;
             let Some((_, last)) = key_span(key).filter(|(start, _)| *start <= end) else {
                 return Ok(false);
