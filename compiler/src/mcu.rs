@@ -41,28 +41,14 @@ pub(crate) fn lower(program: &mut LlmIrProgram, rule: &Rule, source: &Source<'_>
         let code = McuCode {
             expression: lowering.optional(&ins.expression, "expression")?,
             branch_condition: lowering.optional(&ins.condition, "condition")?,
-            params: ins
-                .params
-                .iter()
-                .map(|(name, text)| {
-                    Ok(McuParam {
-                        name: name.clone(),
-                        code: lowering.expression(text, &format!("parameter `{name}`"))?,
-                    })
-                })
-                .collect::<Result<_>>()?,
+            params: lowering.named(ins.params.iter(), "parameter")?,
             while_condition: lowering.optional(&ins.while_condition, "while condition")?,
-            slots: ins
-                .slots
-                .iter()
-                .filter_map(|(name, slot)| Some((name, slot.runtime.as_ref()?)))
-                .map(|(name, text)| {
-                    Ok(McuParam {
-                        name: name.clone(),
-                        code: lowering.expression(text, &format!("slot `{name}`"))?,
-                    })
-                })
-                .collect::<Result<_>>()?,
+            slots: lowering.named(
+                ins.slots
+                    .iter()
+                    .filter_map(|(name, slot)| Some((name, slot.runtime.as_ref()?))),
+                "slot",
+            )?,
             event_key: lowering.optional(&ins.event_key, "event key")?,
         };
         ir.mcu = (code != McuCode::default()).then_some(code);
@@ -203,6 +189,22 @@ fn refused(message: impl Into<String>, near: impl Into<Option<String>>) -> Refus
 }
 
 impl Lowering<'_> {
+    /// Each named expression (`what`: "parameter", "slot") lowered under its name.
+    fn named<'t>(
+        &self,
+        named: impl Iterator<Item = (&'t String, &'t Text)>,
+        what: &str,
+    ) -> Result<Vec<McuParam>> {
+        named
+            .map(|(name, text)| {
+                Ok(McuParam {
+                    name: name.clone(),
+                    code: self.expression(text, &format!("{what} `{name}`"))?,
+                })
+            })
+            .collect()
+    }
+
     fn optional(&self, text: &Option<Text>, what: &str) -> Result<Vec<u8>> {
         match text {
             Some(text) => self.expression(text, what),

@@ -303,18 +303,7 @@ fn instruction(ins: &IrInstruction) -> Result<(), Violation> {
     if let Some(f) = &ins.fallback {
         scalar(id, "fallback.value_json", &f.value_json)?;
     }
-    if ins.params.len() > limits::MAX_PARAMS {
-        return Err(at(
-            ViolationKind::Capacity,
-            id,
-            "params",
-            format!(
-                "has {} params, above the device's {}; pass fewer",
-                ins.params.len(),
-                limits::MAX_PARAMS
-            ),
-        ));
-    }
+    at_most_params(id, "params", "params", ins.params.len())?;
     for name in ins.params.keys() {
         within(Some(id), &format!("params.{name}"), name, limits::MAX_ID)?;
     }
@@ -324,6 +313,23 @@ fn instruction(ins: &IrInstruction) -> Result<(), Violation> {
         _ => {}
     }
     code(ins)
+}
+
+/// `count` named values (`what`: params, slots) in `field`: at most the device's
+/// `MAX_PARAMS`.
+fn at_most_params(id: &str, field: &str, what: &str, count: usize) -> Result<(), Violation> {
+    if count > limits::MAX_PARAMS {
+        return Err(at(
+            ViolationKind::Capacity,
+            id,
+            field,
+            format!(
+                "has {count} {what}, above the device's {}; pass fewer",
+                limits::MAX_PARAMS
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A name that goes to the node as a field of a frame (an LLM_CALL's slot, an event's
@@ -350,18 +356,12 @@ fn llm_call(ins: &IrInstruction) -> Result<(), Violation> {
     let id = ins.instruction_id.as_str();
     let empty = crate::pb::DispatchMetadata::default();
     let d = ins.dispatch_metadata.as_ref().unwrap_or(&empty);
-    if d.dynamic_slots.len() > limits::MAX_PARAMS {
-        return Err(at(
-            ViolationKind::Capacity,
-            id,
-            "dispatch_metadata.dynamic_slots",
-            format!(
-                "has {} slots, above the device's {}; pass fewer",
-                d.dynamic_slots.len(),
-                limits::MAX_PARAMS
-            ),
-        ));
-    }
+    at_most_params(
+        id,
+        "dispatch_metadata.dynamic_slots",
+        "slots",
+        d.dynamic_slots.len(),
+    )?;
     for slot in &d.dynamic_slots {
         let field = format!("dispatch_metadata.dynamic_slots.{}", slot.slot_id);
         if slot.source_type != "runtime" {

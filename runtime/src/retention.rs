@@ -402,50 +402,25 @@ impl Retention {
     /// batches. A crash in between leaves finished executions with fewer steps, never one
     /// that looks open or pending.
     fn delete_executions(&self, doomed: &[(String, String, u64)], pass: &mut Pass) -> Result<()> {
-        let (Some((first, ..)), Some((last, ..))) = (doomed.first(), doomed.last()) else {
+        if doomed.is_empty() {
             return Ok(());
-        };
+        }
         let ids: Vec<&str> = doomed.iter().map(|(id, ..)| id.as_str()).collect();
         let batch = self.policy.batch_keys;
-        // Keys `id/…`; past every key of `last`: `/` + 1.
-        let to = format!("{last}0").into_bytes();
         for (space, steps) in [
             (Space::JournalSteps, true),
             (Space::JournalDecisions, false),
             (Space::EventKeys, false),
             (Space::KafkaOutboxKeys, false),
         ] {
-            let mut from = format!("{first}/").into_bytes();
-            loop {
-                let found = self.store.scan_range(space, &from, &to, batch)?;
-                let Some((end, _)) = found.last() else {
-                    break;
-                };
-                from = [end.as_slice(), &[0]].concat();
-                let full = found.len() == batch;
-                let keys: Vec<Vec<u8>> = found
-                    .into_iter()
-                    .map(|(key, _)| key)
-                    .filter(|key| {
-                        key.split(|b| *b == b'/')
-                            .next()
-                            .and_then(|id| std::str::from_utf8(id).ok())
-                            .is_some_and(|id| ids.binary_search(&id).is_ok())
-                    })
-                    .collect();
-                let n = u64::try_from(keys.len()).unwrap_or(u64::MAX);
-                if n > 0 {
-                    self.store
-                        .write(keys.into_iter().map(|key| Write::Remove(space, key)))?;
-                }
-                if steps {
-                    pass.steps += n;
-                } else {
-                    pass.keys += n;
-                }
-                if !full {
-                    break;
-                }
+            let n = self.store.keys_of_ids(space, b"", &ids, batch, |keys| {
+                self.store
+                    .write(keys.into_iter().map(|key| Write::Remove(space, key)))
+            })?;
+            if steps {
+                pass.steps += n;
+            } else {
+                pass.keys += n;
             }
         }
         if let Some(forget) = &self.forget {

@@ -789,6 +789,53 @@ impl EmbeddedStore {
             .collect()
     }
 
+    /// Hands `each`, a page of at most `page` keys at a time, the keys `prefix ‖ id ‖ /…`
+    /// of `space` whose id is one of `ids` (sorted), read by range scans from the first id
+    /// to the last: the keys of other ids in between are left alone. Returns how many keys
+    /// it handed.
+    pub fn keys_of_ids(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        ids: &[&str],
+        page: usize,
+        mut each: impl FnMut(Vec<Vec<u8>>) -> Result<()>,
+    ) -> Result<u64> {
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(0);
+        };
+        let page = page.max(1);
+        let mut from = [prefix, first.as_bytes(), b"/"].concat();
+        // Past every key of `last`: `/` + 1.
+        let to = [prefix, last.as_bytes(), b"0"].concat();
+        let mut handed = 0;
+        loop {
+            let found = self.scan_range(space, &from, &to, page)?;
+            let Some((end, _)) = found.last() else {
+                return Ok(handed);
+            };
+            from = [end.as_slice(), &[0]].concat();
+            let full = found.len() == page;
+            let keys: Vec<Vec<u8>> = found
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| {
+                    key.get(prefix.len()..)
+                        .and_then(|rest| rest.split(|b| *b == b'/').next())
+                        .and_then(|id| std::str::from_utf8(id).ok())
+                        .is_some_and(|id| ids.binary_search(&id).is_ok())
+                })
+                .collect();
+            if !keys.is_empty() {
+                handed += keys.len() as u64;
+                each(keys)?;
+            }
+            if !full {
+                return Ok(handed);
+            }
+        }
+    }
+
     /// The `(key, value)` pairs of `space` with key below `before` (every pair when `None`),
     /// highest key first, read lazily: a caller that stops early reads no further.
     pub fn iter_back(

@@ -65,44 +65,21 @@ impl Services {
     /// Deletes every plugin's `apply_once` records of executions `ids` (KV keys
     /// `once/<execution_id>/…`, the SDK's convention: idempotency keys are
     /// `execution/instruction/attempt`), once the node no longer keeps those executions and
-    /// nothing can issue their keys again: one range scan per plugin from the first id to
-    /// the last (`ids` sorted), keeping the keys of executions not in `ids`. Returns how
-    /// many keys it deleted.
+    /// nothing can issue their keys again (`ids` sorted; [`crate::store::EmbeddedStore::keys_of_ids`]).
+    /// Returns how many keys it deleted.
     pub(crate) fn forget_executions(
         &self,
         plugins: &[Arc<str>],
         ids: &[&str],
     ) -> crate::Result<u64> {
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
-            return Ok(0);
-        };
         let mut deleted = 0;
         for plugin in plugins {
             let mut once = plugin.as_bytes().to_vec();
             once.push(0);
             once.extend_from_slice(ONCE_PREFIX.as_bytes());
-            let mut from = [once.as_slice(), first.as_bytes(), b"/"].concat();
-            // Past every key of `last`: `/` + 1.
-            let to = [once.as_slice(), last.as_bytes(), b"0"].concat();
-            loop {
-                let found = self.store.scan_range(Space::PluginKv, &from, &to, 1024)?;
-                let Some((end, _)) = found.last() else {
-                    break;
-                };
-                from = [end.as_slice(), &[0]].concat();
-                let full = found.len() == 1024;
-                let keys: Vec<Vec<u8>> = found
-                    .into_iter()
-                    .map(|(key, _)| key)
-                    .filter(|key| {
-                        key.get(once.len()..)
-                            .and_then(|rest| rest.split(|b| *b == b'/').next())
-                            .and_then(|id| std::str::from_utf8(id).ok())
-                            .is_some_and(|id| ids.binary_search(&id).is_ok())
-                    })
-                    .collect();
-                if !keys.is_empty() {
-                    deleted += keys.len() as u64;
+            deleted += self
+                .store
+                .keys_of_ids(Space::PluginKv, &once, ids, 1024, |keys| {
                     // Under the check-and-write lock, so no `set-if-absent` reads a key in
                     // between. `once/` records are outside the quota's count: nothing to
                     // give back.
@@ -110,12 +87,8 @@ impl Services {
                     self.store.write(
                         keys.into_iter()
                             .map(|key| Write::Remove(Space::PluginKv, key)),
-                    )?;
-                }
-                if !full {
-                    break;
-                }
-            }
+                    )
+                })?;
         }
         Ok(deleted)
     }
