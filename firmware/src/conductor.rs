@@ -40,11 +40,7 @@ pub fn spawn_actors(spawner: Spawner) -> Result<(), embassy_executor::SpawnError
 }
 
 /// Runs one execution of `program` for `event`, writing its trace to `out`; its status.
-pub async fn run(
-    program: &'static Program,
-    event: &'static dyn Event,
-    out: &mut impl Write,
-) -> Status {
+pub async fn run(program: &Program, event: &'static dyn Event, out: &mut impl Write) -> Status {
     state::begin(program, event);
     let mut walk = Walk {
         program,
@@ -93,8 +89,8 @@ struct Frame {
     started: Instant,
 }
 
-struct Walk<'o, W: Write> {
-    program: &'static Program,
+struct Walk<'p, 'o, W: Write> {
+    program: &'p Program,
     out: &'o mut W,
     n: u32,
     marks: [Mark; MAX_INSTRUCTIONS],
@@ -105,7 +101,7 @@ fn bit(i: usize) -> Set {
     1 << i
 }
 
-impl<W: Write> Walk<'_, W> {
+impl<W: Write> Walk<'_, '_, W> {
     async fn walk(&mut self) -> Result<(), Stop> {
         let mut loops: Vec<Frame, MAX_LOOP_DEPTH> = Vec::new();
         loop {

@@ -7,10 +7,11 @@
 //! - HELLO every heartbeat until a PONG answers, then PING; a PING left unanswered makes
 //!   it say HELLO again;
 //! - DEPLOY: the file is staged in the slot that is not running as it arrives
-//!   ([`deploy`](crate::deploy)) and checked there with every check of loading
-//!   ([`program::check`]); refused → REFUSED with the trace's reason, nothing changes;
-//!   loaded → committed, and the board restarts on it (the restart says LOADED). A
-//!   running program is thus never rewritten while borrowed;
+//!   ([`deploy`](crate::deploy)) and, between executions, loaded with every check of
+//!   loading into the gateway's one [`Program`] (in place: a second program would not fit
+//!   a device's stack); refused → the running program is loaded again from its slot, then
+//!   REFUSED with the trace's reason; loaded → committed, and the board restarts on it
+//!   (the restart says LOADED). A running program's file is thus never rewritten;
 //! - RUN: its fields become the execution's event (kept by the slots, rewritten only
 //!   between executions), its trace lines go out as TRACE frames;
 //! - LLM_CALL and EMIT_EVENT, through [`Linked`] (the board's hardware with this link):
@@ -22,6 +23,7 @@ use core::fmt::{self, Write};
 
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::mutex::Mutex as AsyncMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Timer, with_timeout};
 use eyeflow_mcu::Value;
@@ -83,6 +85,10 @@ static PONGED: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 static RUN: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 /// No execution runs.
 static IDLE: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+/// The running program: held by an execution, and by a DEPLOY's check between them. A
+/// `static` of its own rather than a field of the [`Gateway`], whose other fields are not
+/// zero bytes: an empty program is, so it lives in `.bss` instead of being copied from flash.
+static PROGRAM: AsyncMutex<CriticalSectionRawMutex, Program> = AsyncMutex::new(Program::new());
 /// An LLM_ANSWER arrived: its request id and result.
 static ANSWER: Signal<CriticalSectionRawMutex, (u32, Result<Owned, ErrorClass>)> = Signal::new();
 
@@ -156,13 +162,12 @@ impl<P: Port, S: Slots> Gateway<P, S> {
         Some(ProgramRef { id, version })
     }
 
-    /// Loads the program the slots kept into `active` (says LOADED after a commit);
-    /// whether there is one.
-    pub fn start(&self, active: &mut Program) -> bool {
-        let loaded = self
-            .slots
-            .active()
-            .is_some_and(|file| active.load(file, KEYRING, self.capabilities).is_ok());
+    /// Loads the program the slots kept (says LOADED after a commit); whether there is
+    /// one. Called before the gateway's tasks run.
+    pub fn start(&self) -> bool {
+        let loaded = PROGRAM
+            .try_lock()
+            .is_ok_and(|mut program| self.load_active(&mut program));
         if !loaded {
             self.slots.forget();
         }
@@ -196,8 +201,15 @@ impl<P: Port, S: Slots> Gateway<P, S> {
         }
     }
 
-    /// Runs each RUN's execution of `program` (none when `loaded` is false).
-    pub async fn run(&'static self, program: &'static Program, loaded: bool) -> ! {
+    /// The running program the slots keep, loaded into `program`; whether it loaded.
+    fn load_active(&self, program: &mut Program) -> bool {
+        self.slots
+            .active()
+            .is_some_and(|file| program.load(file, KEYRING, self.capabilities).is_ok())
+    }
+
+    /// Runs each RUN's execution of the program (none when `loaded` is false).
+    pub async fn run(&'static self, loaded: bool) -> ! {
         let mut execution = 0u32;
         IDLE.signal(());
         loop {
@@ -209,8 +221,9 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                     execution,
                     line: heapless::String::new(),
                 };
+                let program = PROGRAM.lock().await;
                 // As `dyn Write`: one copy of the conductor for every board's writers.
-                conductor::run(program, self, &mut (&mut out as &mut dyn Write)).await;
+                conductor::run(&program, self, &mut (&mut out as &mut dyn Write)).await;
             }
             IDLE.signal(());
         }
@@ -268,7 +281,7 @@ impl<P: Port, S: Slots> Gateway<P, S> {
             }
             if let Some(len) = deployed {
                 IDLE.wait().await;
-                self.deploy(self.slots.staged(len));
+                self.deploy(self.slots.staged(len)).await;
                 IDLE.signal(());
             }
             if got {
@@ -279,15 +292,25 @@ impl<P: Port, S: Slots> Gateway<P, S> {
         }
     }
 
-    fn deploy(&self, staged: &'static [u8]) {
-        match program::check(staged, KEYRING, self.capabilities) {
+    /// Loads a staged DEPLOY in the running program's place: on success the board restarts
+    /// on it; on a refusal the running program is loaded again from its slot (it loaded at
+    /// the start; should it not, the board restarts without one), then REFUSED.
+    async fn deploy(&self, staged: &'static [u8]) {
+        let mut program = PROGRAM.lock().await;
+        match program.load(staged, KEYRING, self.capabilities) {
             Ok(()) => {
                 self.slots.commit();
                 self.slots.restart()
             }
-            Err(reason) => self.send(&Message::Refused {
-                reason: reason.name(),
-            }),
+            Err(reason) => {
+                if self.slots.active().is_some() && !self.load_active(&mut program) {
+                    self.slots.forget();
+                    self.slots.restart()
+                }
+                self.send(&Message::Refused {
+                    reason: reason.name(),
+                })
+            }
         }
     }
 }

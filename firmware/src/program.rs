@@ -269,24 +269,6 @@ fn authentic(file: &[u8], keyring: &[(&str, [u8; 32])]) -> Result<(), Refusal> {
     })
 }
 
-/// Whether `file` loads for a board with `capabilities`: the verdict of
-/// [`Program::load`], without a program kept (a staged DEPLOY, which the board restarts
-/// on once it passes). The program checked is built on the stack only after the signature
-/// check returned, so that the two never share it.
-pub fn check(
-    file: &'static [u8],
-    keyring: &[(&str, [u8; 32])],
-    capabilities: &[Capability],
-) -> Result<(), Refusal> {
-    authentic(file, keyring)?;
-    check_rest(file, capabilities)
-}
-
-#[inline(never)]
-fn check_rest(file: &'static [u8], capabilities: &[Capability]) -> Result<(), Refusal> {
-    Program::new().load_checked(file, capabilities)
-}
-
 impl Program {
     /// An empty program, to [`load`](Self::load) into (in place: a program is too large
     /// to move around a device's stack).

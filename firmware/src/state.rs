@@ -47,7 +47,11 @@ pub fn script_is_sound(script: &eyeflow_mcu::script::Script<'_>) -> bool {
 
 /// The execution's state.
 pub(crate) struct State {
-    program: Option<&'static Program>,
+    /// The name each instruction's result is read under (its `output`), copied from the
+    /// program at the start: the state then borrows no program, which a gateway reloads in
+    /// place between executions (`None` rather than `""`, whose pointer is not zero: the
+    /// state stays in `.bss`).
+    names: [Option<&'static str>; MAX_INSTRUCTIONS],
     event: Option<&'static dyn Event>,
     /// Each instruction's result, visible when its bit of `bound` is set (a bit mask
     /// rather than `Option`s: `None`'s tag is not zero, which put the whole state in
@@ -62,7 +66,7 @@ pub(crate) struct State {
 
 pub(crate) static STATE: Mutex<CriticalSectionRawMutex, RefCell<State>> =
     Mutex::new(RefCell::new(State {
-        program: None,
+        names: [None; MAX_INSTRUCTIONS],
         event: None,
         outputs: [const { Owned::Null }; MAX_INSTRUCTIONS],
         bound: 0,
@@ -71,10 +75,13 @@ pub(crate) static STATE: Mutex<CriticalSectionRawMutex, RefCell<State>> =
     }));
 
 /// Starts a new execution of `program` for `event`.
-pub(crate) fn begin(program: &'static Program, event: &'static dyn Event) {
+pub(crate) fn begin(program: &Program, event: &'static dyn Event) {
     STATE.lock(|s| {
         let mut s = s.borrow_mut();
-        s.program = Some(program);
+        s.names = [None; MAX_INSTRUCTIONS];
+        for (name, node) in s.names.iter_mut().zip(&program.nodes) {
+            *name = Some(node.output);
+        }
         s.event = Some(event);
         s.outputs = [const { Owned::Null }; MAX_INSTRUCTIONS];
         s.bound = 0;
@@ -159,15 +166,14 @@ impl Env for State {
                 Some(rest) => event.field(rest).ok_or(Error::MissingField),
             };
         }
-        let program = self.program.ok_or(Error::MissingField)?;
-        let bound = program
-            .nodes
-            .iter()
-            .zip(&self.outputs)
-            .enumerate()
-            .find_map(|(i, (node, out))| {
-                (self.bound & (1 << i) != 0 && node.output == head).then_some((i, out))
-            });
+        let bound =
+            self.names
+                .iter()
+                .zip(&self.outputs)
+                .enumerate()
+                .find_map(|(i, (name, out))| {
+                    (self.bound & (1 << i) != 0 && *name == Some(head)).then_some((i, out))
+                });
         match (bound, rest) {
             (None, _) => Err(Error::MissingField),
             (Some((i, _)), _) if self.lists & (1 << i) != 0 => Err(Error::NotScalar),

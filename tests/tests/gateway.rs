@@ -226,18 +226,25 @@ fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tam
     let verified = api.get("/api/audit/verify").expect("verify");
     assert_eq!(verified["ok"], true, "{verified}");
 
-    // A tampered and an unsigned program are refused by the device, with its reason.
-    for refused in ["refused_bit_flip", "refused_unsigned"] {
+    // A tampered and an unsigned program are refused by the device, with its reason, and
+    // so are signed programs it cannot hold (refused once loading has begun, in the
+    // running program's place: the device loads its program again).
+    for (refused, reason) in [
+        ("refused_bit_flip", "bad_signature"),
+        ("refused_unsigned", "bad_signature"),
+        ("refused_capacity", "capacity"),
+        ("refused_not_mcu", "not_mcu"),
+    ] {
         let (status, body) = api.deploy(&vector(refused));
         assert_eq!(status, 422, "{refused}: {body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("bad_signature"), "{refused}: {message}");
+        assert!(message.contains(reason), "{refused}: {message}");
     }
-    // ... and the next event still runs the old program.
+    // ... and the next event still runs the old program, step for step.
     assert_eq!(api.event(&json!({"level": 82.5, "mode": "auto"})), 202);
-    eventually("the second execution's steps", WAIT, || {
-        (api.device_entries().len() == 2 * expected.len()).then_some(())
-    });
+    let entries = device_entries(&api, 2 * expected.len());
+    assert_eq!(entries.len(), 2 * expected.len());
+    assert_eq!(steps_of(&entries[expected.len()..]), expected);
     let device_now = api.device().expect("health");
     assert_eq!(device_now["program"], "threshold@1.0.0");
 

@@ -15,7 +15,6 @@ use eyeflow_firmware::eyeflow_mcu::trace::ErrorClass;
 use eyeflow_firmware::gateway::Gateway;
 use eyeflow_firmware::hardware::{Call, Hardware};
 use eyeflow_firmware::owned::Owned;
-use eyeflow_firmware::program::Program;
 use eyeflow_firmware::{actors, conductor};
 use static_cell::ConstStaticCell;
 
@@ -47,19 +46,16 @@ const FRAME: usize = HEADER + slots::EVENT_MAX + TRAILER;
 /// The frame buffer, zeroed in `.bss`.
 static BUFFER: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
 
-/// Starts the gateway: the program kept across the last restart (loaded into `active`),
-/// then the tasks. Not inlined: its frame stays out of `main`'s in the conformance mode.
+/// Starts the gateway: the program kept across the last restart, then the tasks. Not
+/// inlined: its frame stays out of `main`'s in the conformance mode.
 #[inline(never)]
-pub(crate) fn start(
-    spawner: Spawner,
-    active: &'static mut Program,
-) -> Result<(), embassy_executor::SpawnError> {
+pub(crate) fn start(spawner: Spawner) -> Result<(), embassy_executor::SpawnError> {
     uart::init();
-    let loaded = GATEWAY.start(active);
+    let loaded = GATEWAY.start();
     conductor::spawn_actors(spawner)?;
     spawner.spawn(hardware()?);
     spawner.spawn(heartbeat()?);
-    spawner.spawn(runner(active, loaded)?);
+    spawner.spawn(runner(loaded)?);
     spawner.spawn(receiver()?);
     spawner.spawn(stack_watch()?);
     Ok(())
@@ -85,8 +81,8 @@ async fn heartbeat() {
 }
 
 #[embassy_executor::task]
-async fn runner(program: &'static Program, loaded: bool) {
-    GATEWAY.run(program, loaded).await
+async fn runner(loaded: bool) {
+    GATEWAY.run(loaded).await
 }
 
 /// Reports the stack high-water on the host's stderr (`stack=BYTES`) whenever it grows, for

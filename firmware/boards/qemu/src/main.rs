@@ -24,11 +24,16 @@ use core::fmt::Write;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hio};
 use embassy_executor::Executor;
+#[cfg(feature = "conformance")]
 use eyeflow_firmware::program::Program;
-use static_cell::{ConstStaticCell, StaticCell};
+#[cfg(feature = "conformance")]
+use static_cell::ConstStaticCell;
+use static_cell::StaticCell;
 
-/// The running program, built in place (`StaticCell::init(Program::new())` built its 2 KB
-/// on `main`'s stack first, under the signature check's frames).
+/// The conformance mode's program, built in place (`StaticCell::init(Program::new())`
+/// built its 2 KB on `main`'s stack first, under the signature check's frames); the
+/// gateway mode's is the gateway's own.
+#[cfg(feature = "conformance")]
 static PROGRAM: ConstStaticCell<Program> = ConstStaticCell::new(Program::new());
 
 /// Writes `label`, `number` in decimal and `tail` as a line on the host's stderr
@@ -90,7 +95,7 @@ fn gateway_main(hz: u32) -> ! {
     };
     time::start(p.SYST, hz);
     EXECUTOR.init(Executor::new()).run(|spawner| {
-        if gateway::start(spawner, PROGRAM.take()).is_err() {
+        if gateway::start(spawner).is_err() {
             finish(false)
         }
     })
