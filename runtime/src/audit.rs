@@ -14,7 +14,8 @@
 //! as one record, a *run*. Key: the run's last entry index then its first, each 8 bytes
 //! big-endian, so that records sort in chain order and the record holding entry `i` is the
 //! first whose key is at least `i`'s 8 bytes. Value: the run's compact binary form
-//! (`crate::records`: the hash before its first entry, then each entry with its own hash).
+//! (`crate::records`: the hash before its first entry, then each entry with a tag of its hash,
+//! the last with its whole hash; the others are recomputed on reading).
 //! Earlier versions stored one entry per record under its index alone (8 bytes): `hash_{n-1}`
 //! (32 bytes) ‖ `hash_n` (32 bytes) ‖ the entry, binary or canonical JSON; those still read.
 //! Verification, exports and the Kafka topic use each entry's canonical form, rebuilt from
@@ -48,6 +49,7 @@ use eyeflow_actors::chain::{
 };
 use eyeflow_actors::ports::AuditEntry;
 
+use crate::records::ItemHash;
 use crate::store::{Durability, EmbeddedStore, Space, Write};
 use crate::{Error, Result};
 use eyeflow_actors::sync::Locked;
@@ -374,8 +376,8 @@ pub fn verify_with(
     }
     let from = verifier.expected();
     let mut broken = None;
-    walk(store, from, VERIFY_BATCH, |_, entries| {
-        let entries = match entries {
+    walk(store, from, VERIFY_BATCH, |key, value| {
+        let entries = match expand(key, value) {
             Ok(entries) => entries,
             Err(reason) => {
                 broken = Some(AuditBroken {
@@ -388,6 +390,11 @@ pub fn verify_with(
         // The record holding entry `from` may begin before it.
         for stored in entries.into_iter().filter(|stored| stored.index >= from) {
             let checked = match stored.part.canonical() {
+                Ok(_) if stored.altered => Err(AuditBroken {
+                    index: verifier.expected(),
+                    reason: "content altered: the hash of the entry does not match its stored tag"
+                        .to_owned(),
+                }),
                 Ok(body) => verifier.check(stored.index, &stored.previous, &stored.hash, &body),
                 Err(reason) => Err(AuditBroken {
                     index: verifier.expected(),
@@ -561,7 +568,12 @@ fn key_span(key: &[u8]) -> Option<(u64, u64)> {
 struct Stored {
     index: u64,
     previous: [u8; 32],
+    /// Its hash as stored, or recomputed from the entry and `previous` where a run stores
+    /// only a tag of it.
     hash: [u8; 32],
+    /// The recomputed hash does not begin with the stored tag: the entry changed since it
+    /// was written (or the entry before it did).
+    altered: bool,
     part: Part,
 }
 
@@ -590,8 +602,25 @@ impl Part {
     }
 }
 
-/// The entries of the record `key` → `value`, in order; why it cannot be read otherwise.
-fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> {
+/// A stored record as read, its hashes not yet recomputed.
+enum Unpacked {
+    /// An earlier version's single-entry record.
+    Single {
+        index: u64,
+        previous: [u8; 32],
+        hash: [u8; 32],
+        body: Vec<u8>,
+    },
+    /// A run of entries from `first`, the first chained to `previous`.
+    Run {
+        first: u64,
+        previous: [u8; 32],
+        items: Vec<(ItemHash, AuditEntry)>,
+    },
+}
+
+/// The record `key` → `value`; why it cannot be read otherwise.
+fn unpack(key: &[u8], value: &[u8]) -> std::result::Result<Unpacked, String> {
     let (first, last) =
         key_span(key).ok_or_else(|| format!("stored key of {} bytes", key.len()))?;
     if key.len() == 8 {
@@ -600,28 +629,81 @@ fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> 
             .and_then(|(previous, rest)| Some((previous, rest.split_first_chunk::<32>()?)))
             .ok_or_else(|| format!("record of {} bytes is too short", value.len()))?;
         let (hash, body) = rest;
-        return Ok(vec![Stored {
+        return Ok(Unpacked::Single {
             index: first,
             previous: *previous,
             hash: *hash,
-            part: Part::Single(body.to_vec()),
-        }]);
+            body: body.to_vec(),
+        });
     }
-    let (mut previous, entries) = crate::records::decode_run(value)?;
-    if u64::try_from(entries.len()).ok() != (last - first).checked_add(1) {
+    let (previous, items) = crate::records::decode_run(value)?;
+    if u64::try_from(items.len()).ok() != (last - first).checked_add(1) {
         return Err(format!(
             "its key names entries {first} to {last} and it holds {}",
-            entries.len()
+            items.len()
         ));
     }
-    Ok(entries
+    Ok(Unpacked::Run {
+        first,
+        previous,
+        items,
+    })
+}
+
+/// The entries of the record `key` → `value` with their indexes, in order, without their
+/// hashes (a run's are recomputed only when asked: [`expand`]).
+fn entries_of(key: &[u8], value: &[u8]) -> std::result::Result<Vec<(u64, AuditEntry)>, String> {
+    match unpack(key, value)? {
+        Unpacked::Single { index, body, .. } => {
+            Ok(vec![(index, crate::records::decode_entry(&body)?)])
+        }
+        Unpacked::Run { first, items, .. } => Ok((first..)
+            .zip(items)
+            .map(|(index, (_, entry))| (index, entry))
+            .collect()),
+    }
+}
+
+/// The entries of the record `key` → `value`, in order, each with its hash (recomputed
+/// where a run stores a tag); why it cannot be read otherwise.
+fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> {
+    let (first, mut previous, items) = match unpack(key, value)? {
+        Unpacked::Single {
+            index,
+            previous,
+            hash,
+            body,
+        } => {
+            return Ok(vec![Stored {
+                index,
+                previous,
+                hash,
+                altered: false,
+                part: Part::Single(body),
+            }]);
+        }
+        Unpacked::Run {
+            first,
+            previous,
+            items,
+        } => (first, previous, items),
+    };
+    Ok(items
         .into_iter()
         .zip(first..)
-        .map(|((hash, entry), index)| {
+        .map(|((stored, entry), index)| {
+            let (hash, altered) = match stored {
+                ItemHash::Whole(hash) => (hash, false),
+                ItemHash::Tag(tag) => {
+                    let hash = chain_hash(&previous, &canonical(&entry));
+                    (hash, hash[..tag.len()] != tag)
+                }
+            };
             let stored = Stored {
                 index,
                 previous,
                 hash,
+                altered,
                 part: Part::Entry(Box::new(entry)),
             };
             previous = hash;
@@ -630,15 +712,15 @@ fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> 
         .collect())
 }
 
-/// Calls `visit` with each stored record's key and entries (or why they cannot be read), in
-/// chain order from the record holding entry `from`, until it returns `false` or the
+/// Calls `visit` with each stored record's key and value ([`expand`] or [`entries_of`] read
+/// it), in chain order from the record holding entry `from`, until it returns `false` or the
 /// records end. Reads `records` records per store scan (at most [`VERIFY_BATCH`]): as many
 /// as the caller expects to visit.
 fn walk(
     store: &EmbeddedStore,
     from: u64,
     records: usize,
-    mut visit: impl FnMut(&[u8], std::result::Result<Vec<Stored>, String>) -> Result<bool>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
 ) -> Result<()> {
     let records = records.clamp(1, VERIFY_BATCH);
     let mut next = from;
@@ -647,7 +729,7 @@ fn walk(
         let done = batch.len() < records;
         for (key, value) in batch {
             let after = key_span(&key).and_then(|(_, last)| last.checked_add(1));
-            if !visit(&key, expand(&key, &value))? {
+            if !visit(&key, &value)? {
                 return Ok(());
             }
             match after {
@@ -669,16 +751,37 @@ fn stored<T>(
     max: usize,
     read: impl Fn(Stored) -> std::result::Result<T, String>,
 ) -> Result<Vec<T>> {
+    gather(
+        store,
+        from,
+        max,
+        |key, value| {
+            let entries = expand(key, value)?;
+            Ok(entries.into_iter().map(|s| (s.index, s)).collect())
+        },
+        |_, stored| read(stored),
+    )
+}
+
+/// `read` of each of at most `max` entries from index `from` (with its index), in order, as
+/// `unpack` gives them with their indexes from each record; what it cannot read is a corrupt
+/// record.
+fn gather<E, T>(
+    store: &EmbeddedStore,
+    from: u64,
+    max: usize,
+    unpack: impl Fn(&[u8], &[u8]) -> std::result::Result<Vec<(u64, E)>, String>,
+    read: impl Fn(u64, E) -> std::result::Result<T, String>,
+) -> Result<Vec<T>> {
     let mut found = Vec::new();
     if max == 0 {
         return Ok(found);
     }
     // Every record holds at least one entry: `max` records hold the entries wanted.
-    walk(store, from, max, |key, entries| {
-        let entries = entries.map_err(|reason| corrupt(key, &reason))?;
-        for stored in entries.into_iter().filter(|stored| stored.index >= from) {
-            let index = stored.index;
-            found.push(read(stored).map_err(|reason| Error::CorruptRecord {
+    walk(store, from, max, |key, value| {
+        let entries = unpack(key, value).map_err(|reason| corrupt(key, &reason))?;
+        for (index, entry) in entries.into_iter().filter(|(index, _)| *index >= from) {
+            found.push(read(index, entry).map_err(|reason| Error::CorruptRecord {
                 key: format!("audit/{index}"),
                 reason,
             })?);

@@ -27,11 +27,20 @@
 //! ## Audit entries
 //!
 //! The entries one append writes (those of one journal write, say) are stored together as
-//! one *run*: the byte [`AUDIT_RUN_V1`], the hash of the entry before the run's first (32
-//! bytes), then a protobuf `Run`. Each item holds its entry's own hash; an entry's previous
-//! hash is the item before it. The fields an entry shares with the one before it in the run
-//! (node, execution, program id, version and hash) are left out and named in `same`, a bit
-//! per field (bit 0: node_id … bit 4: program_sha256); the first item names none.
+//! one *run*: the byte [`AUDIT_RUN_V2`], the hash of the entry before the run's first (32
+//! bytes), then a protobuf `Run`. An entry's previous hash is the item before it. The last
+//! item holds its entry's whole hash (32 bytes), which the whole run chains to; the others
+//! hold only the first [`TAG_BYTES`] bytes of theirs, a tag: a reader recomputes their
+//! hashes from the run's first hash and the entries, and the tag names the first entry
+//! changed since it was written. The fields an entry shares with the one before it in the
+//! run (node, execution, program id, version and hash) are left out and named in `same`, a
+//! bit per field (bit 0: node_id … bit 4: program_sha256); the first item names none. A
+//! digest (input or output) equal to one stored earlier in the same record is stored as
+//! that one's position instead (`earlier`: 1 for the first digest stored whole, in entry
+//! order, input before output).
+//!
+//! Runs written before 2026-12-02 (byte [`AUDIT_RUN_V1`]) hold every item's whole hash and
+//! no digest by position; they still read.
 //!
 //! Earlier versions stored one entry per record (see `crate::audit`): its previous and own
 //! hashes, then the byte [`AUDIT_V1`] and an `Entry`, or, earlier still, the entry's
@@ -50,8 +59,9 @@
 //!   optional string fallback = 11;  uint64 started_ms = 12;  uint64 took_ms = 13;
 //!   uint32 same = 14;    // in a run: the fields 1..=5 that repeat the item before's
 //! }
-//! // A digest: its 32 bytes when it is lowercase hex of 32 bytes, else the text as is.
-//! message Hex { bytes raw = 1; string text = 2; }
+//! // A digest: its 32 bytes when it is lowercase hex of 32 bytes, else the text as is, or
+//! // (input and output digests) the position of an equal one stored whole before it.
+//! message Hex { bytes raw = 1; string text = 2; uint32 earlier = 3; }
 //! ```
 
 use eyeflow_actors::ports::{AuditEntry, Fallback, StepOutcome, StepRecord};
@@ -64,8 +74,16 @@ pub(crate) const STEPS_V1: u8 = 0xB1;
 /// JSON one starts with `{`).
 pub(crate) const AUDIT_V1: u8 = 0xA1;
 
-/// The first byte of a stored run of audit entries.
+/// The first byte of a run of audit entries written before 2026-12-02: every item with its
+/// whole hash.
 pub(crate) const AUDIT_RUN_V1: u8 = 0xA2;
+
+/// The first byte of a stored run of audit entries: the last item with its whole hash, the
+/// others with a tag.
+pub(crate) const AUDIT_RUN_V2: u8 = 0xA3;
+
+/// The bytes of an entry's hash that a run stores for all but its last entry.
+pub(crate) const TAG_BYTES: usize = 4;
 
 /// Why a record could not be read back.
 pub(crate) type DecodeError = String;
@@ -297,6 +315,8 @@ struct Hex {
     raw: Vec<u8>,
     #[prost(string, tag = "2")]
     text: String,
+    #[prost(uint32, tag = "3")]
+    earlier: u32,
 }
 
 impl Hex {
@@ -304,11 +324,11 @@ impl Hex {
         match lowercase_hex_32(text.as_bytes()) {
             Some(raw) => Self {
                 raw,
-                text: String::new(),
+                ..Self::default()
             },
             None => Self {
-                raw: Vec::new(),
                 text: text.to_owned(),
+                ..Self::default()
             },
         }
     }
@@ -319,6 +339,58 @@ impl Hex {
         } else {
             eyeflow_actors::exec::lowercase_hex(&self.raw)
         }
+    }
+}
+
+/// The input and output digests stored whole so far in one record, in order: a digest
+/// equal to one of them is stored as its position.
+#[derive(Default)]
+struct Digests(Vec<Vec<u8>>);
+
+impl Digests {
+    /// `text` as stored: by position when an equal digest was stored whole before.
+    fn store(&mut self, text: &str) -> Hex {
+        let hex = Hex::of(text);
+        if hex.raw.is_empty() {
+            return hex;
+        }
+        match self.0.iter().position(|raw| *raw == hex.raw) {
+            Some(at) => Hex {
+                earlier: u32::try_from(at + 1).unwrap_or(u32::MAX),
+                ..Hex::default()
+            },
+            None => {
+                self.0.push(hex.raw.clone());
+                hex
+            }
+        }
+    }
+
+    /// The text of a stored digest (empty when absent).
+    fn read(&mut self, hex: Option<Hex>) -> Result<String, DecodeError> {
+        let Some(hex) = hex else {
+            return Ok(String::new());
+        };
+        if hex.earlier == 0 {
+            if !hex.raw.is_empty() {
+                self.0.push(hex.raw.clone());
+            }
+            return Ok(hex.text());
+        }
+        if !hex.raw.is_empty() || !hex.text.is_empty() {
+            return Err("a digest both stored and named by position".to_owned());
+        }
+        usize::try_from(hex.earlier - 1)
+            .ok()
+            .and_then(|at| self.0.get(at))
+            .map(|raw| eyeflow_actors::exec::lowercase_hex(raw))
+            .ok_or_else(|| {
+                format!(
+                    "a digest names position {} of {} stored",
+                    hex.earlier,
+                    self.0.len()
+                )
+            })
     }
 }
 
@@ -340,8 +412,9 @@ fn lowercase_hex_32(text: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `entry` as a message, every field present.
-fn message_of(entry: &AuditEntry) -> Entry {
+/// `entry` as a message, every field present (its digests by position when `digests`
+/// holds an equal one).
+fn message_of(entry: &AuditEntry, digests: &mut Digests) -> Entry {
     Entry {
         node_id: entry.node_id.clone(),
         execution_id: entry.execution_id.clone(),
@@ -350,8 +423,8 @@ fn message_of(entry: &AuditEntry) -> Entry {
         program_sha256: entry.program_sha256.as_deref().map(Hex::of),
         instruction_id: entry.instruction_id.clone(),
         opcode: entry.opcode.clone(),
-        input_digest: Some(Hex::of(&entry.input_digest)),
-        output_digest: Some(Hex::of(&entry.output_digest)),
+        input_digest: Some(digests.store(&entry.input_digest)),
+        output_digest: Some(digests.store(&entry.output_digest)),
         outcome: entry.outcome.clone(),
         fallback: entry.fallback.clone(),
         started_ms: entry.started_ms,
@@ -360,10 +433,12 @@ fn message_of(entry: &AuditEntry) -> Entry {
     }
 }
 
-/// The entry `message` holds (its `same` fields already filled in).
-fn entry_of(message: Entry) -> AuditEntry {
-    let hex = |digest: Option<Hex>| digest.map(Hex::text).unwrap_or_default();
-    AuditEntry {
+/// The entry `message` holds (its `same` fields already filled in; its digests by position
+/// found in `digests`).
+fn entry_of(message: Entry, digests: &mut Digests) -> Result<AuditEntry, DecodeError> {
+    let input_digest = digests.read(message.input_digest)?;
+    let output_digest = digests.read(message.output_digest)?;
+    Ok(AuditEntry {
         node_id: message.node_id,
         execution_id: message.execution_id,
         program_id: message.program_id,
@@ -371,19 +446,19 @@ fn entry_of(message: Entry) -> AuditEntry {
         program_sha256: message.program_sha256.map(Hex::text),
         instruction_id: message.instruction_id,
         opcode: message.opcode,
-        input_digest: hex(message.input_digest),
-        output_digest: hex(message.output_digest),
+        input_digest,
+        output_digest,
         outcome: message.outcome,
         fallback: message.fallback,
         started_ms: message.started_ms,
         finished_ms: message.started_ms.saturating_add(message.took_ms),
-    }
+    })
 }
 
 /// The single-entry binary form an earlier version stored (tests write such records).
 #[cfg(test)]
 pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
-    let message = message_of(entry);
+    let message = message_of(entry, &mut Digests::default());
     let mut out = Vec::with_capacity(1 + message.encoded_len());
     out.push(AUDIT_V1);
     out.extend_from_slice(&message.encode_to_vec());
@@ -399,7 +474,7 @@ pub(crate) fn decode_entry(body: &[u8]) -> Result<AuditEntry, DecodeError> {
     if message.same != 0 {
         return Err("a single entry names fields of an entry before it".to_owned());
     }
-    Ok(entry_of(message))
+    entry_of(message, &mut Digests::default())
 }
 
 /// The fields of an entry that a run's next entry may share, as bits of `same`.
@@ -458,49 +533,74 @@ fn take_shared(message: &mut Entry, before: &Entry) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// The stored form of a run: `entries` (each with its own hash), the first chained to the
-/// entry whose hash is `previous`.
+/// The stored form of a run of `entries` (each given with its own hash: all but the last are
+/// stored as a tag), the first chained to the entry whose hash is `previous`.
 pub(crate) fn encode_run(previous: &[u8; 32], entries: &[(&AuditEntry, [u8; 32])]) -> Vec<u8> {
     let mut run = Run {
         items: Vec::with_capacity(entries.len()),
     };
+    let mut digests = Digests::default();
     let mut before: Option<Entry> = None;
-    for (entry, hash) in entries {
-        let full = message_of(entry);
+    for (n, (entry, hash)) in entries.iter().enumerate() {
+        let full = message_of(entry, &mut digests);
         let mut message = full.clone();
         if let Some(before) = &before {
             leave_out_shared(&mut message, before);
         }
+        let stored = if n + 1 == entries.len() {
+            &hash[..]
+        } else {
+            &hash[..TAG_BYTES]
+        };
         run.items.push(Item {
-            hash: hash.to_vec(),
+            hash: stored.to_vec(),
             entry: Some(message),
         });
         before = Some(full);
     }
     let mut out = Vec::with_capacity(33 + run.encoded_len());
-    out.push(AUDIT_RUN_V1);
+    out.push(AUDIT_RUN_V2);
     out.extend_from_slice(previous);
     out.extend_from_slice(&run.encode_to_vec());
     out
 }
 
-/// A stored run: the hash before its first entry, then each entry with its own hash.
-pub(crate) type DecodedRun = ([u8; 32], Vec<([u8; 32], AuditEntry)>);
+/// What a run stores of an entry's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemHash {
+    /// The whole hash (a run's last entry; every entry of a run written before 2026-12-02).
+    Whole([u8; 32]),
+    /// Its first [`TAG_BYTES`] bytes: the hash is recomputed from the entry and the one
+    /// before it.
+    Tag([u8; TAG_BYTES]),
+}
+
+/// A stored run: the hash before its first entry, then each entry with what is stored of
+/// its hash.
+pub(crate) type DecodedRun = ([u8; 32], Vec<(ItemHash, AuditEntry)>);
 
 /// The run `value` holds.
 pub(crate) fn decode_run(value: &[u8]) -> Result<DecodedRun, DecodeError> {
-    let Some((&AUDIT_RUN_V1, rest)) = value.split_first() else {
-        return Err("not a run of audit entries".to_owned());
+    let (tagged, rest) = match value.split_first() {
+        Some((&AUDIT_RUN_V2, rest)) => (true, rest),
+        Some((&AUDIT_RUN_V1, rest)) => (false, rest),
+        _ => return Err("not a run of audit entries".to_owned()),
     };
     let (previous, rest) = rest
         .split_first_chunk::<32>()
         .ok_or_else(|| format!("a run of {} bytes is too short", value.len()))?;
     let run = Run::decode(rest).map_err(|e| e.to_string())?;
-    let mut entries = Vec::with_capacity(run.items.len());
+    let count = run.items.len();
+    let mut entries = Vec::with_capacity(count);
+    let mut digests = Digests::default();
     let mut before: Option<Entry> = None;
     for (n, item) in run.items.into_iter().enumerate() {
-        let hash = <[u8; 32]>::try_from(item.hash.as_slice())
-            .map_err(|_| format!("item {n}: a hash of {} bytes", item.hash.len()))?;
+        let hash = if tagged && n + 1 < count {
+            <[u8; TAG_BYTES]>::try_from(item.hash.as_slice()).map(ItemHash::Tag)
+        } else {
+            <[u8; 32]>::try_from(item.hash.as_slice()).map(ItemHash::Whole)
+        }
+        .map_err(|_| format!("item {n}: a hash of {} bytes", item.hash.len()))?;
         let mut message = item.entry.ok_or_else(|| format!("item {n}: no entry"))?;
         match &before {
             Some(before) => {
@@ -512,7 +612,8 @@ pub(crate) fn decode_run(value: &[u8]) -> Result<DecodedRun, DecodeError> {
             None => {}
         }
         before = Some(message.clone());
-        entries.push((hash, entry_of(message)));
+        let entry = entry_of(message, &mut digests).map_err(|e| format!("item {n}: {e}"))?;
+        entries.push((hash, entry));
     }
     Ok((*previous, entries))
 }
@@ -706,16 +807,66 @@ mod tests {
         let hashes: Vec<[u8; 32]> = (0..4u8).map(|i| [i; 32]).collect();
         let pairs: Vec<(&AuditEntry, [u8; 32])> = entries.iter().zip(hashes).collect();
         let stored = encode_run(&[7; 32], &pairs);
-        assert_eq!(stored[0], AUDIT_RUN_V1);
+        assert_eq!(stored[0], AUDIT_RUN_V2);
         let (previous, read) = decode_run(&stored).expect("decode");
         assert_eq!(previous, [7; 32]);
-        let read: Vec<(&AuditEntry, [u8; 32])> = read.iter().map(|(h, e)| (e, *h)).collect();
-        assert_eq!(read, pairs);
+        let read_entries: Vec<&AuditEntry> = read.iter().map(|(_, e)| e).collect();
+        assert_eq!(read_entries, entries.iter().collect::<Vec<_>>());
+        // A tag of each hash, the last one whole.
+        let read_hashes: Vec<ItemHash> = read.iter().map(|(h, _)| *h).collect();
+        assert_eq!(
+            read_hashes,
+            [
+                ItemHash::Tag([0; TAG_BYTES]),
+                ItemHash::Tag([1; TAG_BYTES]),
+                ItemHash::Tag([2; TAG_BYTES]),
+                ItemHash::Whole([3; 32]),
+            ]
+        );
         // What the entries share is stored once: the run is smaller than its entries alone.
         let alone: usize = entries.iter().map(|e| encode_entry(e).len() + 64).sum();
         assert!(
             stored.len() + 150 < alone,
             "{} against {alone}",
+            stored.len()
+        );
+    }
+
+    #[test]
+    fn a_digest_stored_earlier_in_the_run_is_stored_by_its_position() {
+        // The output of one entry is the input of the next and both outputs are equal: the
+        // second entry's digests are positions (the first's output, then its own input).
+        let first = AuditEntry {
+            input_digest: "01".repeat(32),
+            output_digest: "02".repeat(32),
+            ..entry(None, "")
+        };
+        let next = AuditEntry {
+            input_digest: "02".repeat(32),
+            output_digest: "02".repeat(32),
+            instruction_id: "next".into(),
+            ..first.clone()
+        };
+        // Text that is not a digest is never shared by position.
+        let text = AuditEntry {
+            input_digest: "not-a-digest".into(),
+            output_digest: "not-a-digest".into(),
+            ..first.clone()
+        };
+        let entries = [first.clone(), next, text, first];
+        let pairs: Vec<(&AuditEntry, [u8; 32])> = entries.iter().map(|e| (e, [9; 32])).collect();
+        let stored = encode_run(&[0; 32], &pairs);
+        let (_, read) = decode_run(&stored).expect("decode");
+        let read: Vec<AuditEntry> = read.into_iter().map(|(_, e)| e).collect();
+        assert_eq!(read, entries);
+        let apart: usize = entries
+            .iter()
+            .map(|e| encode_run(&[0; 32], &[(e, [9; 32])]).len() - 33)
+            .sum();
+        // Four digests of 32 bytes became positions of a few bytes each.
+        assert!(
+            stored.len() + 4 * 28 < apart + 33,
+            "{} against {apart}",
             stored.len()
         );
     }
@@ -733,7 +884,7 @@ mod tests {
             hash,
             entry: Some(Entry {
                 same,
-                ..message_of(&one)
+                ..message_of(&one, &mut Digests::default())
             }),
         };
         for (items, reason) in [
@@ -749,6 +900,40 @@ mod tests {
             bad.extend_from_slice(&Run { items }.encode_to_vec());
             let error = decode_run(&bad).expect_err(reason);
             assert!(error.contains(reason), "{error}");
+        }
+        // Since 2026-12-02: a tag where the whole hash belongs and the other way round, a
+        // digest by a position not stored, a digest both stored and by position.
+        let by_position = |earlier: u32, raw: Vec<u8>| Item {
+            hash: vec![1; TAG_BYTES],
+            entry: Some(Entry {
+                output_digest: Some(Hex {
+                    raw,
+                    earlier,
+                    ..Hex::default()
+                }),
+                ..message_of(&one, &mut Digests::default())
+            }),
+        };
+        for (items, reason) in [
+            (vec![item(0, vec![1; TAG_BYTES])], "a hash of 4 bytes"),
+            (
+                vec![item(0, vec![1; 32]), item(0, vec![2; 32])],
+                "a hash of 32 bytes",
+            ),
+            (
+                vec![by_position(3, Vec::new()), item(0, vec![2; 32])],
+                "names position 3 of 0",
+            ),
+            (
+                vec![by_position(1, vec![5; 32]), item(0, vec![2; 32])],
+                "both stored and named",
+            ),
+        ] {
+            let mut bad = vec![AUDIT_RUN_V2];
+            bad.extend_from_slice(&[0; 32]);
+            bad.extend_from_slice(&Run { items }.encode_to_vec());
+            let error = decode_run(&bad).expect_err(reason);
+            assert!(error.contains(reason), "{reason}: {error}");
         }
         // A single entry that names shared fields is refused too.
         let mut single = vec![AUDIT_V1];

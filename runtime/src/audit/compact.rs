@@ -14,8 +14,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use eyeflow_actors::chain::{AuditBroken, Checkpoint, Verifier};
 
 use super::{
-    FjallAudit, checkpoint_write, corrupt, decode_index, execution_key, index_run, key_span,
-    run_key, walk,
+    FjallAudit, checkpoint_write, corrupt, decode_index, entries_of, execution_key, expand, gather,
+    index_run, key_span, run_key, walk,
 };
 use crate::Result;
 use crate::store::{Durability, EmbeddedStore, Space, Write, mark};
@@ -138,38 +138,51 @@ impl FjallAudit {
                 break;
             }
             let room = (limit - first + 1).min(max_entries - done.entries);
-            let entries = self.entries(
+            // Read without their hashes: only the last one deleted may need its hash.
+            let entries = gather(
+                &self.store,
                 first,
                 per_batch.min(usize::try_from(room).unwrap_or(usize::MAX)),
+                entries_of,
+                |index, entry| Ok((index, entry)),
             )?;
             let old: Vec<_> = entries
                 .iter()
                 .zip(first..)
-                .take_while(|(e, expected)| e.index == *expected && e.entry.finished_ms < cutoff_ms)
+                .take_while(|((index, entry), expected)| {
+                    index == expected && entry.finished_ms < cutoff_ms
+                })
                 .map(|(e, _)| e)
                 .collect();
-            let Some(end) = old.last() else {
+            let Some(&&(last_old, _)) = old.last() else {
                 break;
             };
-            let span = usize::try_from(end.index - first + 2).unwrap_or(usize::MAX);
+            let span = usize::try_from(last_old - first + 2).unwrap_or(usize::MAX);
             let stored = self
                 .checkpoints_from(first, span)?
                 .into_iter()
-                .take_while(|c| c.index <= end.index)
+                .take_while(|c| c.index <= last_old)
                 .last();
             let (end, signed) = match (stored, key) {
-                (Some(c), _) if c.index == end.index => (c.index, None),
-                (_, Some(key)) => (
-                    end.index,
-                    Some(Checkpoint::sign(end.index, end.hash, crate::now_ms(), key)),
-                ),
+                (Some(c), _) if c.index == last_old => (c.index, None),
+                (_, Some(key)) => {
+                    let hash = self
+                        .entries(last_old, 1)?
+                        .first()
+                        .map(|e| e.hash)
+                        .ok_or_else(|| corrupt(&last_old.to_be_bytes(), "the entry went"))?;
+                    (
+                        last_old,
+                        Some(Checkpoint::sign(last_old, hash, crate::now_ms(), key)),
+                    )
+                }
                 (Some(c), None) => (c.index, None),
                 (None, None) => break,
             };
             let gone = &old[..=usize::try_from(end - first).unwrap_or(usize::MAX)];
             let mut writes = self.cut(first, end)?;
             let executions: BTreeSet<&str> =
-                gone.iter().map(|e| e.entry.execution_id.as_str()).collect();
+                gone.iter().map(|(_, e)| e.execution_id.as_str()).collect();
             for execution in executions {
                 writes.extend(self.index_rewrites(execution, end)?);
             }
@@ -217,8 +230,7 @@ impl FjallAudit {
     fn cut(&self, first: u64, end: u64) -> Result<Vec<Write>> {
         let mut writes = Vec::new();
         let records = usize::try_from(end - first + 1).unwrap_or(usize::MAX);
-        walk(&self.store, first, records, |key, entries| {
-            let entries = entries.map_err(|reason| corrupt(key, &reason))?;
+        walk(&self.store, first, records, |key, value| {
             let Some((_, last)) = key_span(key).filter(|(start, _)| *start <= end) else {
                 return Ok(false);
             };
@@ -226,6 +238,8 @@ impl FjallAudit {
             if last <= end {
                 return Ok(true);
             }
+            // Only the record across the cut is read (its hashes recomputed).
+            let entries = expand(key, value).map_err(|reason| corrupt(key, &reason))?;
             let mut kept = Vec::new();
             let mut previous = None;
             for stored in entries.into_iter().filter(|stored| stored.index > end) {
@@ -422,17 +436,7 @@ mod tests {
         let mut writes = Vec::from(runs);
         writes.extend(old);
         // Entries 6 and 7 stay a run of their own, chained to entry 5.
-        let (_, tail) = crate::records::decode_run(
-            &c.store
-                .get(Space::Audit, &run_key(4, 7))
-                .expect("read")
-                .expect("run"),
-        )
-        .expect("a run");
-        let tail: Vec<_> = tail[2..]
-            .iter()
-            .map(|(hash, entry)| (entry, *hash))
-            .collect();
+        let tail: Vec<_> = entries[6..8].iter().map(|e| (&e.entry, e.hash)).collect();
         writes.push(Write::Put(
             Space::Audit,
             run_key(6, 7),
@@ -580,13 +584,20 @@ mod tests {
             .get(Space::Audit, &key)
             .expect("read")
             .expect("kept");
-        let (previous, mut entries) = crate::records::decode_run(&value).expect("a run");
-        entries[3].1.outcome = "skipped".into();
-        let entries: Vec<_> = entries.iter().map(|(hash, entry)| (entry, *hash)).collect();
-        let value = crate::records::encode_run(&previous, &entries);
-        c.store.put(Space::Audit, &key, &value).expect("write");
-        let broken = c.verify().expect_err("tampered");
-        assert_eq!(broken.index, 35, "{broken}");
+        let (previous, _) = crate::records::decode_run(&value).expect("a run");
+        let kept = c.audit.entries(32, 4).expect("entries");
+        // Entry `changed` (33: its hash stored as a tag; 35: whole) gets another outcome and
+        // keeps what is stored of its hash.
+        for changed in [33, 35] {
+            let mut entries: Vec<_> = kept.iter().map(|e| (e.entry.clone(), e.hash)).collect();
+            entries[changed - 32].0.outcome = "skipped".into();
+            let entries: Vec<_> = entries.iter().map(|(entry, hash)| (entry, *hash)).collect();
+            let value = crate::records::encode_run(&previous, &entries);
+            c.store.put(Space::Audit, &key, &value).expect("write");
+            let broken = c.verify().expect_err("tampered");
+            assert_eq!(broken.index, changed as u64, "{broken}");
+            assert!(broken.reason.contains("content altered"), "{broken}");
+        }
 
         let c = chain();
         c.audit.release(29, Release::Operator).expect("release");
