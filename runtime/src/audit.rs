@@ -183,6 +183,14 @@ impl FjallAudit {
     /// export and the Kafka audit topic carry.
     pub fn records(&self, from: u64, max: usize) -> Result<Vec<EntryRecord>> {
         stored(&self.store, from, max, |stored| {
+            if stored.altered {
+                // Its hash recomputed would hide the change from the file's verifier.
+                return Err(
+                    "the entry does not match the tag of its stored hash: it was \
+                    changed since it was written (`eyeflow audit verify` names it)"
+                        .to_owned(),
+                );
+            }
             Ok(EntryRecord {
                 index: stored.index,
                 previous: stored.previous,

@@ -998,10 +998,19 @@ fn audit_verify_names_a_tampered_entry() {
         let entries = store
             .scan(eyeflow_runtime::store::Space::Audit, b"")
             .expect("scan");
-        let (key, mut value) = entries[5].clone();
-        // A run of entries; its key ends with the index of its first entry, which alone
-        // holds the node id (the others share it): rewrite it.
-        let first = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("8 bytes"));
+        // A run of several entries; its key is its last entry's index then its first's. The
+        // first alone holds the node id (the others share it) and only a tag of its hash
+        // (the last holds the whole one): rewrite the node id.
+        let span = |key: &[u8]| {
+            let index = |at: usize| u64::from_be_bytes(key[at..at + 8].try_into().expect("8"));
+            (index(8), index(0))
+        };
+        let (key, mut value) = entries[5..]
+            .iter()
+            .find(|(key, _)| key.len() == 16 && span(key).0 < span(key).1)
+            .expect("a run of several entries")
+            .clone();
+        let first = span(&key).0;
         tampered = first;
         let at = value
             .windows(6)
@@ -1016,6 +1025,32 @@ fn audit_verify_names_a_tampered_entry() {
     assert_eq!(out.status.code(), Some(5), "{}", stdout(&out));
     assert!(
         stderr(&out).contains(&format!("audit chain broken at entry {tampered}")),
+        "{}",
+        stderr(&out)
+    );
+    // An export refuses to write the changed entry with a hash recomputed over its change.
+    let keys = dir.path().join("node").display().to_string();
+    let out = eyeflow(&["keys", "gen", "--out", &keys], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = dir.path().join("audit.jsonl").display().to_string();
+    let pubkey = format!("{keys}.pub");
+    let out = eyeflow(
+        &[
+            "audit",
+            "export",
+            "--data-dir",
+            &data,
+            "--pubkey",
+            &pubkey,
+            "-o",
+            &file,
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("audit/{tampered}"))
+            && stderr(&out).contains("changed since it was written"),
         "{}",
         stderr(&out)
     );
