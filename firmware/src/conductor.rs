@@ -287,7 +287,7 @@ impl<W: Write> Walk<'_, '_, W> {
                 memory::JOBS
                     .send(memory::Job::Load {
                         key: detail.key,
-                        default: detail.default.clone(),
+                        default: detail.default,
                     })
                     .await;
             }

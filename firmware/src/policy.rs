@@ -20,7 +20,8 @@ fn covers(set: Classes, class: ErrorClass) -> bool {
 pub struct Policy {
     retry: Option<Retry>,
     fallback: Option<(FallbackStrategy, Classes)>,
-    value: Owned,
+    /// The FALLBACK_VALUE's JSON literal (empty: `null`), parsed when it is used.
+    value: &'static str,
     on_timeout: Option<FallbackStrategy>,
 }
 
@@ -48,8 +49,7 @@ impl Policy {
             value: ins
                 .fallback
                 .filter(|f| f.strategy == FallbackStrategy::FALLBACK_VALUE)
-                .and_then(|f| parse_json(f.value_json).ok())
-                .unwrap_or_default(),
+                .map_or("", |f| f.value_json),
             on_timeout: ins.timeout.map(|t| t.on_timeout),
         }
     }
@@ -81,7 +81,9 @@ impl Policy {
 
     fn apply(&self, strategy: Option<FallbackStrategy>) -> Decision {
         match strategy {
-            Some(FallbackStrategy::FALLBACK_VALUE) => Decision::Value(self.value.clone()),
+            Some(FallbackStrategy::FALLBACK_VALUE) => {
+                Decision::Value(parse_json(self.value).unwrap_or_default())
+            }
             Some(FallbackStrategy::SKIP) => Decision::Skip,
             Some(FallbackStrategy::ABORT) => Decision::Abort,
             _ => Decision::Fail,

@@ -16,7 +16,7 @@ use heapless::Vec;
 
 use crate::capability::{Capability, provided};
 use crate::instruction::{EXECUTION_SCOPE, FallbackStrategy, IROpcode, Instruction};
-use crate::owned::{JsonError, Owned, parse_json};
+use crate::owned::{JsonError, parse_json};
 use crate::verify::{self, SignatureError};
 use crate::wire::{self, Malformed};
 
@@ -81,8 +81,8 @@ pub struct Detail {
     pub event_key: &'static [u8],
     /// STORE / LOAD key.
     pub key: &'static str,
-    /// LOAD: the value when the key is absent.
-    pub default: Owned,
+    /// LOAD: the value when the key is absent, as a JSON literal (empty: `null`).
+    pub default: &'static str,
     /// Failure handling.
     pub policy: crate::policy::Policy,
     /// `timeout.execution_timeout_ms`, if set.
@@ -633,11 +633,7 @@ impl Program {
             topic: text(wire::bytes(wire::bytes(raw, EMIT), 1)),
             event_key: wire::bytes(mcu, MCU_EVENT_KEY),
             key: text(wire::bytes(wire::bytes(raw, MEMORY), 2)),
-            default: ins
-                .memory
-                .filter(|m| !m.default_json.is_empty())
-                .and_then(|m| parse_json(m.default_json).ok())
-                .unwrap_or_default(),
+            default: ins.memory.map_or("", |m| m.default_json),
             policy: crate::policy::Policy::new(&ins),
             timeout_ms: ins
                 .timeout
