@@ -1,6 +1,5 @@
-//! The scalars of an instruction (opcode, order, failure policy, limits, JSON literals)
-//! read in place from its encoded bytes, with the refusals of the fixed-capacity decoder
-//! the firmware used before.
+//! The scalars of an instruction (opcode, order, failure policy, limits, JSON literals),
+//! read in place from its encoded bytes within the device's capacities.
 
 use eyeflow_mcu::limits::MAX_STR;
 use eyeflow_mcu::trace::Refusal;

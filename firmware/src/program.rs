@@ -289,8 +289,8 @@ impl Program {
         loaded
     }
 
-    /// The checks after [`authentic`]'s. Not inlined: its frame (the decoded header and
-    /// instruction) is then not on the stack under the signature check's.
+    /// The checks after [`authentic`]'s. Not inlined: its frame (an instruction's
+    /// scalars, the keys) is then not on the stack under the signature check's.
     #[inline(never)]
     fn load_checked(
         &mut self,
