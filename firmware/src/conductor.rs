@@ -14,8 +14,8 @@ use eyeflow_mcu::trace::{self, ErrorClass, Outcome, Status, Step};
 use heapless::Vec;
 
 use crate::actors::{REPLIES, Reply, evaluator, hardware, looping, memory};
+use crate::instruction::IROpcode;
 use crate::owned::Owned;
-use crate::pb::IROpcode;
 use crate::policy::Decision;
 use crate::program::{DEFAULT_TIMEOUT_MS, Detail, MAX_LOOP_DEPTH, Program, Set};
 use crate::state::{self, Event};
@@ -120,7 +120,7 @@ impl<W: Write> Walk<'_, '_, W> {
                 self.marks[next] = Mark::Dead;
                 continue;
             }
-            if self.program.nodes[next].opcode == IROpcode::Loop.0 {
+            if self.program.nodes[next].opcode == IROpcode::LOOP.0 {
                 // Loop depth was checked when the program loaded.
                 let _ = loops.push(Frame {
                     index: next,
@@ -220,7 +220,7 @@ impl<W: Write> Walk<'_, '_, W> {
     /// Records how `m` resolved: its mark, a BRANCH's arm, its result; a RETURN stops.
     fn settle(&mut self, m: usize, resolved: Resolved) -> Result<(), Stop> {
         let node = &self.program.nodes[m];
-        if node.opcode == IROpcode::Branch.0 {
+        if node.opcode == IROpcode::BRANCH.0 {
             let taken = matches!(resolved, Resolved::Done(Owned::Bool(true)));
             self.chosen[m] = if taken { node.arms.0 } else { node.arms.1 };
         }
@@ -230,7 +230,7 @@ impl<W: Write> Walk<'_, '_, W> {
         };
         self.marks[m] = mark;
         state::bind(m, Some(value.clone()));
-        if node.opcode == IROpcode::Return.0 && mark == Mark::Done {
+        if node.opcode == IROpcode::RETURN.0 && mark == Mark::Done {
             return Err(Stop::Return(value));
         }
         Ok(())
@@ -240,7 +240,7 @@ impl<W: Write> Walk<'_, '_, W> {
     async fn instruction(&mut self, m: usize) -> Result<Resolved, Stop> {
         let detail = self.program.detail(m);
         let opcode = self.program.nodes[m].opcode;
-        if opcode == IROpcode::CallAction.0 && !detail.can_actuate {
+        if opcode == IROpcode::CALL_ACTION.0 && !detail.can_actuate {
             // The signed program does not grant what this instruction does.
             return self.conclude(m, 1, Decision::Fail, ErrorClass::Denied);
         }
@@ -267,15 +267,15 @@ impl<W: Write> Walk<'_, '_, W> {
     /// Sends `m`'s job to the actor of its kind and waits for the reply.
     async fn dispatch(&mut self, m: usize, opcode: i32, detail: &Detail) -> Reply {
         match IROpcode(opcode) {
-            IROpcode::Eval | IROpcode::Branch | IROpcode::Return => {
+            IROpcode::EVAL | IROpcode::BRANCH | IROpcode::RETURN => {
                 let (kind, code) = match IROpcode(opcode) {
-                    IROpcode::Eval => (evaluator::Kind::Eval, detail.expression),
-                    IROpcode::Branch => (evaluator::Kind::Branch, detail.condition),
+                    IROpcode::EVAL => (evaluator::Kind::Eval, detail.expression),
+                    IROpcode::BRANCH => (evaluator::Kind::Branch, detail.condition),
                     _ => (evaluator::Kind::Return, detail.expression),
                 };
                 evaluator::mailbox(kind).send(evaluator::Job { code }).await;
             }
-            IROpcode::Store => {
+            IROpcode::STORE => {
                 memory::JOBS
                     .send(memory::Job::Store {
                         key: detail.key,
@@ -283,28 +283,28 @@ impl<W: Write> Walk<'_, '_, W> {
                     })
                     .await;
             }
-            IROpcode::Load => {
+            IROpcode::LOAD => {
                 memory::JOBS
                     .send(memory::Job::Load {
                         key: detail.key,
-                        default: detail.default.clone(),
+                        default: detail.default,
                     })
                     .await;
             }
-            IROpcode::CallAction
-            | IROpcode::LoadResource
-            | IROpcode::LlmCall
-            | IROpcode::EmitEvent => {
+            IROpcode::CALL_ACTION
+            | IROpcode::LOAD_RESOURCE
+            | IROpcode::LLM_CALL
+            | IROpcode::EMIT_EVENT => {
                 let kind = match (IROpcode(opcode), detail.action) {
-                    (IROpcode::LlmCall, model) => hardware::Kind::Llm {
+                    (IROpcode::LLM_CALL, model) => hardware::Kind::Llm {
                         instruction: self.program.nodes[m].id,
                         model,
                     },
-                    (IROpcode::EmitEvent, _) => hardware::Kind::Emit {
+                    (IROpcode::EMIT_EVENT, _) => hardware::Kind::Emit {
                         topic: detail.topic,
                         key: detail.event_key,
                     },
-                    (IROpcode::LoadResource, "") => hardware::Kind::Call {
+                    (IROpcode::LOAD_RESOURCE, "") => hardware::Kind::Call {
                         capability: detail.capability,
                         action: READ,
                     },

@@ -4,7 +4,9 @@
 //!
 //! - [`program`]: loading — size, signature (`verify_strict`, [`verify::KEYRING`]), IR
 //!   version, target, the MCU profile and the device's capacities, the capabilities the
-//!   board provides; the refusal reasons of the canonical trace.
+//!   board provides; the refusal reasons of the canonical trace. The file is read in
+//!   place (a zero-copy protobuf field reader; an instruction's scalars are read when
+//!   it is checked and each time it runs), never decoded into structs.
 //! - [`conductor`] and [`actors`]: one execution, walked by the conductor, each
 //!   instruction run by the actor of its kind; fallbacks in [`policy`].
 //! - [`hardware`]: the trait a board implements for CALL_ACTION / LOAD_RESOURCE.
@@ -30,19 +32,12 @@ pub mod conductor;
 mod deploy;
 pub mod gateway;
 pub mod hardware;
+mod instruction;
 pub mod owned;
 pub mod policy;
 pub mod program;
 pub mod state;
 pub mod verify;
 mod wire;
-
-/// The generated micropb decoder of `proto/proto/llm_ir.proto` (build.rs).
-#[allow(clippy::all, nonstandard_style, unused, missing_docs, unreachable_pub)]
-mod generated {
-    include!(concat!(env!("OUT_DIR"), "/llm_ir.rs"));
-}
-
-pub(crate) use generated::eyeflow_::ir_::v1_ as pb;
 
 pub use eyeflow_mcu;

@@ -8,29 +8,11 @@
 
 use eyeflow_mcu::trace::ErrorClass;
 
+use crate::instruction::{Classes, FallbackStrategy, Instruction, Retry};
 use crate::owned::{Owned, parse_json};
-use crate::pb::{FallbackStrategy, IRInstruction};
-
-/// A set of error classes, one bit per `.proto` number (0 = empty).
-type Classes = u16;
-
-fn classes(list: &[crate::pb::ErrorClass]) -> Classes {
-    list.iter()
-        .filter(|c| (1..16).contains(&c.0))
-        .fold(0, |set, c| set | (1 << c.0))
-}
 
 fn covers(set: Classes, class: ErrorClass) -> bool {
     set & (1 << class as u16) != 0
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Retry {
-    max_retries: u32,
-    backoff_ms: u32,
-    multiplier: f32,
-    max_backoff_ms: u32,
-    on: Classes,
 }
 
 /// How an instruction's failures are handled.
@@ -38,7 +20,8 @@ struct Retry {
 pub struct Policy {
     retry: Option<Retry>,
     fallback: Option<(FallbackStrategy, Classes)>,
-    value: Owned,
+    /// The FALLBACK_VALUE's JSON literal (empty: `null`), parsed when it is used.
+    value: &'static str,
     on_timeout: Option<FallbackStrategy>,
 }
 
@@ -59,22 +42,15 @@ pub enum Decision {
 
 impl Policy {
     /// The policy of `ins` (its FALLBACK_VALUE was checked when the program loaded).
-    pub(crate) fn new(ins: &IRInstruction) -> Self {
+    pub(crate) fn new(ins: &Instruction) -> Self {
         Self {
-            retry: ins.retry().map(|r| Retry {
-                max_retries: r.max_retries,
-                backoff_ms: r.backoff_ms,
-                multiplier: r.backoff_multiplier,
-                max_backoff_ms: r.max_backoff_ms,
-                on: classes(&r.retry_on),
-            }),
-            fallback: ins.fallback().map(|f| (f.strategy, classes(&f.on_errors))),
+            retry: ins.retry,
+            fallback: ins.fallback.map(|f| (f.strategy, f.on_errors)),
             value: ins
-                .fallback()
-                .filter(|f| f.strategy == FallbackStrategy::FallbackValue)
-                .and_then(|f| parse_json(&f.value_json).ok())
-                .unwrap_or_default(),
-            on_timeout: ins.timeout().map(|t| t.on_timeout),
+                .fallback
+                .filter(|f| f.strategy == FallbackStrategy::FALLBACK_VALUE)
+                .map_or("", |f| f.value_json),
+            on_timeout: ins.timeout.map(|t| t.on_timeout),
         }
     }
 
@@ -105,9 +81,11 @@ impl Policy {
 
     fn apply(&self, strategy: Option<FallbackStrategy>) -> Decision {
         match strategy {
-            Some(FallbackStrategy::FallbackValue) => Decision::Value(self.value.clone()),
-            Some(FallbackStrategy::Skip) => Decision::Skip,
-            Some(FallbackStrategy::Abort) => Decision::Abort,
+            Some(FallbackStrategy::FALLBACK_VALUE) => {
+                Decision::Value(parse_json(self.value).unwrap_or_default())
+            }
+            Some(FallbackStrategy::SKIP) => Decision::Skip,
+            Some(FallbackStrategy::ABORT) => Decision::Abort,
             _ => Decision::Fail,
         }
     }
@@ -126,50 +104,44 @@ fn backoff_ms(config: &Retry, retry: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::{FallbackConfig, RetryConfig, TimeoutConfig};
+    use crate::instruction::{Fallback, Timeout};
 
-    fn class(c: ErrorClass) -> crate::pb::ErrorClass {
-        crate::pb::ErrorClass(c as i32)
+    fn classes(list: &[ErrorClass]) -> Classes {
+        list.iter().fold(0, |set, c| set | 1 << *c as u16)
     }
 
-    fn retry(max: u32, on: &[ErrorClass]) -> RetryConfig {
-        RetryConfig {
+    fn retry(max: u32, on: &[ErrorClass]) -> Retry {
+        Retry {
             max_retries: max,
             backoff_ms: 100,
-            backoff_multiplier: 2.0,
+            multiplier: 2.0,
             max_backoff_ms: 500,
-            retry_on: on.iter().map(|c| class(*c)).collect(),
+            on: classes(on),
         }
     }
 
     #[test]
     fn backoff_grows_and_caps() {
-        let config = Retry {
-            max_retries: 5,
-            backoff_ms: 100,
-            multiplier: 2.0,
-            max_backoff_ms: 500,
-            on: 0,
-        };
+        let config = retry(5, &[]);
         let waits: [u64; 5] = core::array::from_fn(|n| backoff_ms(&config, n as u32 + 1));
         assert_eq!(waits, [100, 200, 400, 500, 500]);
     }
 
     #[test]
     fn retries_then_the_strategy_then_on_timeout() {
-        let mut ins = IRInstruction::default();
-        ins.set_retry(retry(2, &[ErrorClass::Timeout]));
-        let mut fallback = FallbackConfig {
-            strategy: FallbackStrategy::FallbackValue,
-            value_json: heapless::String::try_from("1").expect("fits"),
+        let ins = Instruction {
+            retry: Some(retry(2, &[ErrorClass::Timeout])),
+            fallback: Some(Fallback {
+                strategy: FallbackStrategy::FALLBACK_VALUE,
+                value_json: "1",
+                on_errors: classes(&[ErrorClass::Timeout]),
+            }),
+            timeout: Some(Timeout {
+                execution_timeout_ms: 10,
+                on_timeout: FallbackStrategy::SKIP,
+            }),
             ..Default::default()
         };
-        let _ = fallback.on_errors.push(class(ErrorClass::Timeout));
-        ins.set_fallback(fallback);
-        ins.set_timeout(TimeoutConfig {
-            execution_timeout_ms: 10,
-            on_timeout: FallbackStrategy::Skip,
-        });
         let policy = Policy::new(&ins);
         assert_eq!(policy.decide(ErrorClass::Timeout, 0), Decision::Retry(100));
         assert_eq!(
@@ -182,8 +154,10 @@ mod tests {
 
     #[test]
     fn a_retry_without_on_leaves_resource_exhaustion_out() {
-        let mut ins = IRInstruction::default();
-        ins.set_retry(retry(3, &[]));
+        let ins = Instruction {
+            retry: Some(retry(3, &[])),
+            ..Default::default()
+        };
         let policy = Policy::new(&ins);
         assert!(matches!(
             policy.decide(ErrorClass::Unavailable, 0),

@@ -4,7 +4,7 @@
 //! capacities (`capacity`) as `eyeflow_ir::mcu` checks them, the program's structure
 //! (`malformed`), and the capabilities it requires (`capability`). A loaded [`Program`] keeps the flow of its instructions (dependencies,
 //! branch arms, loop bodies, compensation) as small indices and borrows everything else
-//! from the verified file; [`Program::detail`] decodes one instruction when it runs.
+//! from the verified file; [`Program::detail`] reads one instruction's fields when it runs.
 
 use eyeflow_mcu::code;
 use eyeflow_mcu::limits::{
@@ -13,11 +13,10 @@ use eyeflow_mcu::limits::{
 };
 use eyeflow_mcu::trace::Refusal;
 use heapless::Vec;
-use micropb::{DecodeError, MessageDecode};
 
 use crate::capability::{Capability, provided};
-use crate::owned::{JsonError, Owned, parse_json};
-use crate::pb::{FallbackStrategy, IRInstruction, IROpcode, LlmIRProgram, MemoryScope, Target};
+use crate::instruction::{EXECUTION_SCOPE, FallbackStrategy, IROpcode, Instruction};
+use crate::owned::{JsonError, parse_json};
 use crate::verify::{self, SignatureError};
 use crate::wire::{self, Malformed};
 
@@ -82,8 +81,8 @@ pub struct Detail {
     pub event_key: &'static [u8],
     /// STORE / LOAD key.
     pub key: &'static str,
-    /// LOAD: the value when the key is absent.
-    pub default: Owned,
+    /// LOAD: the value when the key is absent, as a JSON literal (empty: `null`).
+    pub default: &'static str,
     /// Failure handling.
     pub policy: crate::policy::Policy,
     /// `timeout.execution_timeout_ms`, if set.
@@ -134,13 +133,10 @@ const NOT_MCU_FIELDS: [u32; 3] = [18, 19, 20];
 const INSTRUCTIONS: u32 = 8;
 const REQUIREMENTS: u32 = 11;
 const TRIGGERS: u32 = 12;
-
-fn refuse_decode(e: DecodeError<core::convert::Infallible>) -> Refusal {
-    match e {
-        DecodeError::Capacity => Refusal::Capacity,
-        _ => Refusal::Malformed,
-    }
-}
+const DEFAULT_PRIORITY: u32 = 13;
+const TARGET: u32 = 16;
+/// `Target.TARGET_MCU`.
+const TARGET_MCU: i32 = 1;
 
 impl From<Malformed> for Refusal {
     fn from(_: Malformed) -> Self {
@@ -237,12 +233,6 @@ fn check_codes(raw: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn decode_instruction(raw: &[u8]) -> Result<IRInstruction, Refusal> {
-    let mut ins = IRInstruction::default();
-    ins.decode_from_bytes(raw).map_err(refuse_decode)?;
-    Ok(ins)
-}
-
 impl Default for Program {
     fn default() -> Self {
         Self::new()
@@ -299,8 +289,8 @@ impl Program {
         loaded
     }
 
-    /// The checks after [`authentic`]'s. Not inlined: its frame (the decoded header and
-    /// instruction) is then not on the stack under the signature check's.
+    /// The checks after [`authentic`]'s. Not inlined: its frame (an instruction's
+    /// scalars, the keys) is then not on the stack under the signature check's.
     #[inline(never)]
     fn load_checked(
         &mut self,
@@ -311,9 +301,7 @@ impl Program {
         if !IR_VERSIONS.contains(&ir_version) {
             return Err(Refusal::IrVersion);
         }
-        let mut header = LlmIRProgram::default();
-        header.decode_from_bytes(file).map_err(refuse_decode)?;
-        if header.target != Target::Mcu {
+        if wire::int32(file, TARGET)? != TARGET_MCU {
             return Err(Refusal::NotMcu);
         }
         if wire::repeated(file, INSTRUCTIONS).count() > MAX_INSTRUCTIONS {
@@ -328,9 +316,11 @@ impl Program {
                 return Err(Refusal::NotMcu);
             }
         }
-        self.default_priority = header
-            .default_priority()
-            .map_or(128, |p| clamp_priority(p.priority_level));
+        self.default_priority = if has(file, DEFAULT_PRIORITY) {
+            clamp_priority(wire::int32(wire::bytes(file, DEFAULT_PRIORITY), 1)?)
+        } else {
+            128
+        };
         let mut keys: Vec<&'static [u8], MAX_L1_KEYS> = Vec::new();
         let mut too_many_keys = false;
         for raw in wire::repeated(file, INSTRUCTIONS) {
@@ -355,7 +345,7 @@ impl Program {
         for index in 0..self.nodes.len() {
             let hardware = matches!(
                 IROpcode(self.nodes[index].opcode),
-                IROpcode::CallAction | IROpcode::LoadResource
+                IROpcode::CALL_ACTION | IROpcode::LOAD_RESOURCE
             );
             if hardware && !provided(capabilities, self.detail(index).capability, "") {
                 return Err(Refusal::Capability);
@@ -369,19 +359,19 @@ impl Program {
     fn node(&self, raw: &'static [u8]) -> Result<Node, Refusal> {
         let id_text = id(wire::bytes(raw, ID))?;
         let output = id(wire::bytes(raw, OUTPUT_VAR))?;
-        let ins = decode_instruction(raw)?;
+        let ins = Instruction::read(raw)?;
         let opcode = ins.opcode;
         match opcode {
-            IROpcode::Eval
-            | IROpcode::Branch
-            | IROpcode::Loop
-            | IROpcode::Return
-            | IROpcode::Store
-            | IROpcode::Load
-            | IROpcode::CallAction
-            | IROpcode::LoadResource
-            | IROpcode::LlmCall
-            | IROpcode::EmitEvent => {}
+            IROpcode::EVAL
+            | IROpcode::BRANCH
+            | IROpcode::LOOP
+            | IROpcode::RETURN
+            | IROpcode::STORE
+            | IROpcode::LOAD
+            | IROpcode::CALL_ACTION
+            | IROpcode::LOAD_RESOURCE
+            | IROpcode::LLM_CALL
+            | IROpcode::EMIT_EVENT => {}
             _ => return Err(Refusal::NotMcu),
         }
         if ins.is_parallel || NOT_MCU_FIELDS.iter().any(|&f| has(raw, f)) {
@@ -391,39 +381,39 @@ impl Program {
         if has(raw, DISPATCH) {
             // Human validation, vault secrets, JSON schemas (an LLM_CALL's output schema
             // is the node's to check).
-            let output_schema = has(dispatch, 4) && opcode != IROpcode::LlmCall;
+            let output_schema = has(dispatch, 4) && opcode != IROpcode::LLM_CALL;
             if output_schema || [3, 14, 15].into_iter().any(|f| has(dispatch, f)) {
                 return Err(Refusal::NotMcu);
             }
             id(wire::bytes(dispatch, 5))?;
             id(wire::bytes(dispatch, 2))?;
         }
-        if let Some(config) = ins.r#loop() {
+        if let Some(max_iterations) = ins.max_iterations {
             let raw_loop = wire::bytes(raw, LOOP);
             // No lists to iterate; a `while` condition is required.
             if has(raw_loop, 3) || !has(raw_loop, 5) {
                 return Err(Refusal::NotMcu);
             }
-            if config.max_iterations > MAX_LOOP_ITERATIONS {
+            if max_iterations > MAX_LOOP_ITERATIONS {
                 return Err(Refusal::Capacity);
             }
         }
-        if let Some(memory) = ins.memory() {
-            if memory.scope != MemoryScope::Execution {
+        if let Some(memory) = ins.memory {
+            if memory.scope != EXECUTION_SCOPE {
                 return Err(Refusal::NotMcu);
             }
             id(wire::bytes(wire::bytes(raw, MEMORY), 2))?;
-            scalar(&memory.default_json)?;
+            scalar(memory.default_json)?;
         }
         let strategies = [
-            ins.fallback().map(|f| f.strategy),
-            ins.timeout().map(|t| t.on_timeout),
+            ins.fallback.map(|f| f.strategy),
+            ins.timeout.map(|t| t.on_timeout),
         ];
-        if strategies.contains(&Some(FallbackStrategy::FallbackModel)) {
+        if strategies.contains(&Some(FallbackStrategy::FALLBACK_MODEL)) {
             return Err(Refusal::NotMcu);
         }
-        if let Some(fallback) = ins.fallback() {
-            scalar(&fallback.value_json)?;
+        if let Some(fallback) = ins.fallback {
+            scalar(fallback.value_json)?;
         }
         if wire::repeated(raw, PARAMS).count() > MAX_PARAMS {
             return Err(Refusal::Capacity);
@@ -431,7 +421,7 @@ impl Program {
         for entry in wire::repeated(raw, PARAMS) {
             id(wire::bytes(entry, 1))?;
         }
-        if opcode == IROpcode::LlmCall {
+        if opcode == IROpcode::LLM_CALL {
             if wire::repeated(dispatch, SLOTS).count() > MAX_PARAMS {
                 return Err(Refusal::Capacity);
             }
@@ -444,7 +434,7 @@ impl Program {
             }
             id(wire::bytes(dispatch, MODEL))?;
         }
-        if opcode == IROpcode::EmitEvent {
+        if opcode == IROpcode::EMIT_EVENT {
             // The payload is named fields (params), not an expression.
             if has(raw, EXPRESSION) {
                 return Err(Refusal::NotMcu);
@@ -457,11 +447,11 @@ impl Program {
             }
         }
         check_codes(raw)?;
-        if opcode == IROpcode::Loop && ins.r#loop().map_or(0, |l| l.max_iterations) == 0 {
+        if opcode == IROpcode::LOOP && ins.max_iterations.unwrap_or(0) == 0 {
             return Err(Refusal::Malformed);
         }
         if id_text.is_empty()
-            || (matches!(opcode, IROpcode::Store | IROpcode::Load) && ins.memory().is_none())
+            || (matches!(opcode, IROpcode::STORE | IROpcode::LOAD) && ins.memory.is_none())
         {
             return Err(Refusal::Malformed);
         }
@@ -470,7 +460,7 @@ impl Program {
             id: id_text,
             output: if output.is_empty() { id_text } else { output },
             opcode: opcode.0,
-            sequence: ins.sequence_number,
+            sequence: ins.sequence,
             deps: 0,
             parents: 0,
             arms: (None, None),
@@ -518,7 +508,7 @@ impl Program {
             let mut compensation = Vec::new();
             for name in wire::repeated(raw, COMPENSATION) {
                 let step = self.index(name)?;
-                if self.nodes[usize::from(step)].opcode == IROpcode::Loop.0 {
+                if self.nodes[usize::from(step)].opcode == IROpcode::LOOP.0 {
                     return Err(Refusal::NotMcu);
                 }
                 compensation.push(step).map_err(|_| Refusal::Capacity)?;
@@ -566,7 +556,7 @@ impl Program {
             return Err(Refusal::Malformed);
         }
         for i in 0..count {
-            if self.nodes[i].opcode == IROpcode::Loop.0 {
+            if self.nodes[i].opcode == IROpcode::LOOP.0 {
                 self.check_region(self.nodes[i].body)?;
                 if self.loop_depth(i, 0)? > MAX_LOOP_DEPTH {
                     return Err(Refusal::Capacity);
@@ -583,7 +573,7 @@ impl Program {
         }
         let mut deepest = above + 1;
         for m in self.members(self.nodes[i].body) {
-            if self.nodes[m].opcode == IROpcode::Loop.0 {
+            if self.nodes[m].opcode == IROpcode::LOOP.0 {
                 deepest = deepest.max(self.loop_depth(m, above + 1)?);
             }
         }
@@ -624,16 +614,15 @@ impl Program {
     /// The instruction at `index`, decoded to run (checked by [`Program::load`]).
     pub fn detail(&self, index: usize) -> Detail {
         let raw = self.nodes[index].raw;
-        let ins = decode_instruction(raw).unwrap_or_default();
+        let ins = Instruction::read(raw).unwrap_or_default();
         let mcu = wire::bytes(raw, MCU);
         let dispatch = wire::bytes(raw, DISPATCH);
         let text = |bytes: &'static [u8]| core::str::from_utf8(bytes).unwrap_or("");
-        let llm = IROpcode(self.nodes[index].opcode) == IROpcode::LlmCall;
+        let llm = IROpcode(self.nodes[index].opcode) == IROpcode::LLM_CALL;
         let mut params = Vec::new();
         for param in wire::repeated(mcu, if llm { MCU_SLOTS } else { 3 }) {
             let _ = params.push((text(wire::bytes(param, 1)), wire::bytes(param, 2)));
         }
-        let memory = ins.memory();
         Detail {
             expression: wire::bytes(mcu, 1),
             condition: wire::bytes(mcu, 2),
@@ -644,20 +633,15 @@ impl Program {
             topic: text(wire::bytes(wire::bytes(raw, EMIT), 1)),
             event_key: wire::bytes(mcu, MCU_EVENT_KEY),
             key: text(wire::bytes(wire::bytes(raw, MEMORY), 2)),
-            default: memory
-                .filter(|m| !m.default_json.is_empty())
-                .and_then(|m| parse_json(&m.default_json).ok())
-                .unwrap_or_default(),
+            default: ins.memory.map_or("", |m| m.default_json),
             policy: crate::policy::Policy::new(&ins),
             timeout_ms: ins
-                .timeout()
+                .timeout
                 .map(|t| t.execution_timeout_ms)
                 .filter(|&ms| ms > 0),
-            max_iterations: ins.r#loop().map_or(0, |l| l.max_iterations),
-            priority: ins
-                .priority_policy()
-                .map_or(self.default_priority, |p| clamp_priority(p.priority_level)),
-            can_actuate: ins.permissions().is_some_and(|p| p.can_actuate),
+            max_iterations: ins.max_iterations.unwrap_or(0),
+            priority: ins.priority.map_or(self.default_priority, clamp_priority),
+            can_actuate: ins.can_actuate,
         }
     }
 }

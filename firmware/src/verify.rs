@@ -80,25 +80,50 @@ pub fn check(file: &[u8], keyring: &[(&str, [u8; 32])]) -> Result<(), SignatureE
 /// The arithmetic is this module's own (`field`, `scalar`, `edwards`): loops over
 /// eight 32-bit limbs and no tables, in about a quarter of curve25519-dalek's flash.
 /// `tests/strict.rs` and `tests/verdicts.rs` check it gives `verify_strict`'s verdict on
-/// edge encodings and tens of thousands of mutated signatures, keys and payloads. Not
-/// inlined: its frames never share the stack with the hashing's or the caller's.
+/// edge encodings and tens of thousands of mutated signatures, keys and payloads. `k` is
+/// hashed first (it cannot fail, so the verdict is the same), in its own frame: the
+/// hashing's frames and the curve arithmetic's are never on the stack together.
 #[inline(never)]
 pub fn strict(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {
-    let bad = |_| SignatureError::Bad;
-    let (r_bytes, s_bytes) = signature.split_at(32);
-    let r_bytes: [u8; 32] = r_bytes.try_into().map_err(bad)?;
-    let s_bytes: [u8; 32] = s_bytes.try_into().map_err(bad)?;
-    let a = edwards::decompress(key).ok_or(SignatureError::Bad)?;
-    let s = scalar::canonical(&s_bytes).ok_or(SignatureError::Bad)?;
-    let r = edwards::decompress(&r_bytes).ok_or(SignatureError::Bad)?;
-    if edwards::is_small_order(&r) || edwards::is_small_order(&a) {
+    let (r, s) = signature.split_at(32);
+    let r: &[u8; 32] = r.try_into().map_err(|_| SignatureError::Bad)?;
+    let s: &[u8; 32] = s.try_into().map_err(|_| SignatureError::Bad)?;
+    let k = challenge(r, key, message);
+    curve(key, r, s, &k)
+}
+
+/// [`strict`]'s checks on the curve, with the challenge `k` already hashed.
+#[inline(never)]
+fn curve(
+    key: &[u8; 32],
+    r_bytes: &[u8; 32],
+    s_bytes: &[u8; 32],
+    k: &Scalar,
+) -> Result<(), SignatureError> {
+    let s = scalar::canonical(s_bytes).ok_or(SignatureError::Bad)?;
+    // `R` first, then `A` over it: one point on this frame.
+    let mut a = edwards::IDENTITY;
+    if !large_point(r_bytes, &mut a) || !large_point(key, &mut a) {
         return Err(SignatureError::Bad);
     }
-    let k = challenge(&r_bytes, key, message);
-    if edwards::compress(&edwards::combination(&s, &a, &k)) == r_bytes {
+    if edwards::compress(&edwards::combination(&s, &a, k)) == *r_bytes {
         Ok(())
     } else {
         Err(SignatureError::Bad)
+    }
+}
+
+/// Whether `bytes` decompress to a point not of small order, written to `point`. Not
+/// inlined: its frame is not under [`curve`]'s; the point is not copied out of an
+/// `Option` into [`curve`]'s frame.
+#[inline(never)]
+fn large_point(bytes: &[u8; 32], point: &mut edwards::Point) -> bool {
+    match edwards::decompress(bytes) {
+        Some(p) if !edwards::is_small_order(&p) => {
+            *point = p;
+            true
+        }
+        _ => false,
     }
 }
 

@@ -82,6 +82,19 @@ fn varint(bytes: &[u8], mut at: usize) -> Result<(u64, usize), Malformed> {
     Err(Malformed)
 }
 
+/// The varints of a packed repeated field.
+pub(crate) fn varints(bytes: &[u8]) -> impl Iterator<Item = Result<u64, Malformed>> {
+    let mut at = 0;
+    core::iter::from_fn(move || {
+        if at >= bytes.len() {
+            return None;
+        }
+        let element = varint(bytes, at);
+        at = element.map_or(bytes.len(), |(_, next)| next);
+        Some(element.map(|(value, _)| value))
+    })
+}
+
 /// The last occurrence of length-delimited field `number` (empty when absent).
 pub(crate) fn bytes(message: &[u8], number: u32) -> &[u8] {
     fields(message)
@@ -97,6 +110,19 @@ pub(crate) fn repeated(message: &[u8], number: u32) -> impl Iterator<Item = &[u8
         .filter_map(Result::ok)
         .filter(move |f| f.number == number)
         .map(|f| f.bytes)
+}
+
+/// The last occurrence of varint field `number` as an `int32`: its low 32 bits (0 when
+/// absent).
+pub(crate) fn int32(message: &[u8], number: u32) -> Result<i32, Malformed> {
+    let mut value = 0;
+    for field in fields(message) {
+        let field = field?;
+        if field.number == number {
+            value = field.varint as u32 as i32;
+        }
+    }
+    Ok(value)
 }
 
 /// Field `number` of `message` as UTF-8 (empty when absent).

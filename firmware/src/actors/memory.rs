@@ -5,7 +5,7 @@
 use embassy_sync::channel::Channel;
 
 use super::{Mailbox, REPLIES};
-use crate::owned::Owned;
+use crate::owned::parse_json;
 use crate::state;
 
 /// A STORE or a LOAD.
@@ -16,7 +16,8 @@ pub(crate) enum Job {
     },
     Load {
         key: &'static str,
-        default: Owned,
+        /// The default's JSON literal (empty: none), checked when the program loaded.
+        default: &'static str,
     },
 }
 
@@ -28,7 +29,9 @@ pub(crate) async fn memory() {
         let result = match JOBS.receive().await {
             Job::Store { key, code } => state::evaluate(code)
                 .and_then(|value| state::store(key, value.clone()).map(|()| value)),
-            Job::Load { key, default } => Ok(state::load(key).unwrap_or(default)),
+            Job::Load { key, default } => {
+                Ok(state::load(key).unwrap_or_else(|| parse_json(default).unwrap_or_default()))
+            }
         };
         REPLIES.send(result).await;
     }

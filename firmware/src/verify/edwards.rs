@@ -9,7 +9,7 @@ use super::scalar::{self, Scalar};
 /// X, Y, Z, T.
 pub(super) type Point = [Fe; 4];
 
-const IDENTITY: Point = [ZERO, ONE, ONE, ZERO];
+pub(super) const IDENTITY: Point = [ZERO, ONE, ONE, ZERO];
 
 /// The base point B: x (even) and y = 4/5.
 const BASE_X: Fe = [
@@ -33,10 +33,20 @@ const BASE_Y: Fe = [
     0x6666_6666,
 ];
 
-/// B in extended coordinates.
-pub(super) fn base() -> Point {
-    [BASE_X, BASE_Y, ONE, mul(&BASE_X, &BASE_Y)]
-}
+/// B's T = x·y.
+const BASE_T: Fe = [
+    0xa5b7_dda3,
+    0x6dde_8ab3,
+    0x7751_52f5,
+    0x20f0_9f80,
+    0x64ab_e37d,
+    0x66ea_4e8e,
+    0xd78b_7665,
+    0x6787_5f0f,
+];
+
+/// B in extended coordinates (in flash, not on the stack).
+pub(super) const BASE: Point = [BASE_X, BASE_Y, ONE, BASE_T];
 
 /// curve25519-dalek's `CompressedEdwardsY::decompress`: y from the low 255 bits (y ≥ p
 /// taken mod p), x² = (y² − 1)/(d·y² + 1) must be a square, and x's sign is bit 255 — also
@@ -55,6 +65,7 @@ pub(super) fn decompress(bytes: &[u8; 32]) -> Option<Point> {
 }
 
 /// The canonical encoding: y below p, bit 255 the sign of x.
+#[inline(never)]
 pub(super) fn compress(p: &Point) -> [u8; 32] {
     let z = field::invert(&p[2]);
     let mut bytes = field::bytes(&mul(&p[1], &z));
@@ -94,7 +105,7 @@ pub(super) fn is_small_order(p: &Point) -> bool {
 /// allows (every input is public). Both scalars are below ℓ < 2^253.
 #[inline(never)]
 pub(super) fn combination(s: &Scalar, a: &Point, k: &Scalar) -> Point {
-    let b = &base();
+    let b = &BASE;
     let [x, y, z, t] = a;
     let minus_a = [field::neg(x), *y, *z, field::neg(t)];
     let both = add(b, &minus_a);

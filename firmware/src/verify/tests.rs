@@ -210,7 +210,7 @@ fn points_add_as_dalek() {
 fn combination_as_dalek() {
     let mut random = Random(5);
     let b = ED25519_BASEPOINT_POINT.compress().to_bytes();
-    assert_eq!(edwards::compress(&edwards::base()), b);
+    assert_eq!(edwards::compress(&edwards::BASE), b);
     let minus_one = DalekScalar::ZERO - DalekScalar::ONE;
     for i in 0..40 {
         let a = random.point();
