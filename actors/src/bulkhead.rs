@@ -157,6 +157,22 @@ impl Bulkheads {
         }
     }
 
+    /// Takes no more work and drops what waits in the lanes (dropped outside the lock, as
+    /// a turn's end takes it), without waiting for what runs.
+    pub fn abandon(&self) {
+        let waiting: Vec<_> = {
+            let mut state = self.inner.lock();
+            state.closed = true;
+            state
+                .lanes
+                .values_mut()
+                .map(|lane| std::mem::take(&mut lane.waiting))
+                .collect()
+        };
+        drop(waiting);
+        self.inner.emptied.notify_all();
+    }
+
     /// Records that an execution of `program` held its slot for `held`.
     pub fn record(&self, program: &str, held: Duration) {
         let held = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);

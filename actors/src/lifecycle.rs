@@ -236,4 +236,14 @@ impl Executions {
         self.inner.bulkheads.drain();
         self.inner.scheduler.drain();
     }
+
+    /// Takes no more work and drops what has not started (in a lane or queued): those
+    /// executions stay pending in the journal and resume at the next start; what runs is
+    /// left to end or to stop with the actor runtime. Call it before that runtime stops: a
+    /// stopping runtime drops each task it is handed, and a lane would otherwise hand it its
+    /// next execution for every one dropped.
+    pub fn abandon(&self) {
+        self.inner.scheduler.close();
+        self.inner.bulkheads.abandon();
+    }
 }

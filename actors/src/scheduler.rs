@@ -336,6 +336,19 @@ impl Scheduler {
             .collect()
     }
 
+    /// Stops intake and drops the jobs still queued (not started), without waiting for
+    /// those running. Dropped outside the lock: dropping a job may come back here (a
+    /// bulkhead's turn ends and asks whether the scheduler is closed).
+    pub fn close(&self) {
+        let queued = {
+            let mut state = self.inner.lock();
+            state.closed = true;
+            std::mem::take(&mut state.queue)
+        };
+        drop(queued);
+        self.inner.settled.notify_all();
+    }
+
     /// Stops intake and waits until every queued, running and parked job has finished.
     /// Blocking: call it from outside the scheduler's runtime.
     pub fn drain(&self) {

@@ -227,12 +227,17 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// How many of a program's latest execution latencies [`ProgramStats`] keeps at least.
+pub const KEPT_LATENCIES: usize = 10_000;
+
 /// Outcome counters and latencies of one program.
 #[derive(Debug, Clone, Default)]
 pub struct ProgramStats {
     /// Executions by outcome (`completed`, `failed:<class>`, `rejected`, `paused`).
     pub outcomes: BTreeMap<String, u64>,
-    /// Latencies of finished executions, microseconds, from acceptance to end.
+    /// Latencies of the latest finished executions, microseconds, from acceptance to end,
+    /// oldest first: at least the last [`KEPT_LATENCIES`] (older ones go in blocks of that
+    /// many, so that a node's memory stays bounded however long it runs).
     pub latencies_us: Vec<u64>,
     /// The message of the first failed execution, if any.
     pub first_failure: Option<String>,
@@ -264,6 +269,15 @@ struct Inner {
     revoked: std::sync::RwLock<std::collections::BTreeSet<String>>,
     /// External backends in use (empty on embedded defaults).
     backends: std::sync::RwLock<Vec<Arc<dyn Backend>>>,
+}
+
+impl Drop for Inner {
+    /// Before the actor runtime (a field) stops: what has not started is dropped, not
+    /// handed to a runtime that drops each task it gets (executions stay pending in the
+    /// journal and resume at the next start).
+    fn drop(&mut self) {
+        self.executions.abandon();
+    }
 }
 
 /// A running node. Cheap to clone.
@@ -1196,6 +1210,7 @@ impl Node {
         });
         let drained = done_rx.recv_timeout(timeout).is_ok();
         if !drained {
+            self.inner.executions.abandon();
             tracing::warn!(
                 "{} execution(s) still running after {} ms: they stay journaled and resume at the next start",
                 self.in_flight(),
@@ -1326,7 +1341,6 @@ impl Node {
     }
 }
 
-/// Ids of the revoked keys of `store`'s keyring.
 /// Counts how an execution's run ended in the node's metrics and per-program stats.
 fn record(
     stats: &Mutex<BTreeMap<String, ProgramStats>>,
@@ -1349,12 +1363,16 @@ fn record(
         entry.first_failure.get_or_insert_with(|| message.clone());
     }
     if matches!(report, Report::Finished(_)) {
+        if entry.latencies_us.len() >= 2 * KEPT_LATENCIES {
+            entry.latencies_us.drain(..KEPT_LATENCIES);
+        }
         entry
             .latencies_us
             .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 }
 
+/// Ids of the revoked keys of `store`'s keyring.
 fn revoked_ids(store: &EmbeddedStore) -> Result<std::collections::BTreeSet<String>> {
     Ok(store
         .keyring()?
@@ -1403,4 +1421,28 @@ fn key_in(data_dir: &Path, name: &str) -> Result<ed25519_dalek::SigningKey> {
     let key = keys::generate()?;
     keys::write_keypair(&data_dir.join(name), &key)?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_programs_latencies_stay_bounded_and_keep_the_latest() {
+        let stats = Mutex::new(BTreeMap::new());
+        let done = Report::Finished(ExecutionOutcome::Completed {
+            value: serde_json::Value::Null,
+        });
+        let total = 5 * KEPT_LATENCIES + 7;
+        for n in 0..total {
+            record(&stats, "p", &done, Duration::from_micros(n as u64));
+        }
+        let stats = stats.locked();
+        let kept = &stats["p"].latencies_us;
+        assert!(kept.len() >= KEPT_LATENCIES && kept.len() <= 2 * KEPT_LATENCIES);
+        // The latest, oldest first, ending with the last one recorded.
+        let first = (total - kept.len()) as u64;
+        assert!(kept.iter().copied().eq(first..total as u64));
+        assert_eq!(stats["p"].outcomes["completed"], total as u64);
+    }
 }

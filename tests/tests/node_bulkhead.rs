@@ -128,3 +128,70 @@ instructions:
     assert_eq!(counts["finished"], 26, "{counts}");
     work.stop(node);
 }
+
+/// A node dropped while a program's lane still holds executions (its slots hanging on an
+/// endpoint that never answers) stops: the lane's executions are dropped, not handed one
+/// by one to the stopping runtime (which deadlocked: a task dropped as it was spawned ended
+/// its lane turn under the scheduler's lock), and they stay pending in the journal.
+#[test]
+fn a_node_dropped_with_executions_waiting_in_a_lane_stops_and_keeps_them_pending() {
+    let slow = SlowEndpoint::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = eyeflow_runtime::node::NodeConfig::embedded(dir.path().join("data"));
+    config.workers = 4;
+    config.http_allow = Some(vec!["127.0.0.1".to_owned()]);
+    let node = eyeflow_runtime::node::Node::start(config).expect("node");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    node.trust(&key.verifying_key()).expect("trust");
+    let rule = format!(
+        r#"
+id: poison
+version: 1.0.0
+max_wait_ms: 600000
+triggers: [{{kind: manual}}]
+instructions:
+  - id: call
+    op: CALL_API
+    http: {{method: GET, url: "http://127.0.0.1:{}/slow"}}
+    timeout_ms: 120000
+    next: done
+  - {{id: done, op: RETURN, expression: "call"}}
+"#,
+        slow.port
+    );
+    let options = eyeflow_compiler::CompileOptions {
+        source_name: "poison.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let program = eyeflow_compiler::compile_and_sign(&rule, &options, &key).expect("compile");
+    node.deploy(&eyeflow_ir::encode(&program)).expect("deploy");
+    for n in 0..10 {
+        node.submit("poison", &format!("p-{n}"), "test", json!({}))
+            .expect("accepted");
+    }
+    // Three run (hanging), seven wait in the lane.
+    eventually("the poison program holds its three slots", PATIENCE, || {
+        (slow.connections() == 3).then_some(())
+    });
+    let (dropped, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(node);
+        let _ = dropped.send(());
+    });
+    eventually("the dropped node stops", PATIENCE, || {
+        stopped.try_recv().ok()
+    });
+    slow.release();
+    // Reopened, the store still holds the ten executions, none finished.
+    let store =
+        eyeflow_runtime::store::EmbeddedStore::open(&dir.path().join("data")).expect("store");
+    let journal = eyeflow_runtime::journal::FjallJournal::open(
+        store,
+        eyeflow_runtime::store::Durability::Buffered,
+    )
+    .expect("journal");
+    let counts = journal.counts().expect("counts");
+    assert_eq!(counts.executions, 10, "{counts:?}");
+    assert_eq!(counts.finished, 0, "{counts:?}");
+}
