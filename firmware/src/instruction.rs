@@ -337,4 +337,34 @@ mod tests {
             Err(Refusal::Malformed)
         );
     }
+
+    #[test]
+    fn the_numbers_are_the_schemas() {
+        use eyeflow_ir::pb::{FallbackStrategy as F, IrOpcode as O, MemoryScope};
+        let opcodes = [
+            (IROpcode::LOAD_RESOURCE, O::LoadResource),
+            (IROpcode::CALL_ACTION, O::CallAction),
+            (IROpcode::LLM_CALL, O::LlmCall),
+            (IROpcode::EVAL, O::Eval),
+            (IROpcode::BRANCH, O::Branch),
+            (IROpcode::LOOP, O::Loop),
+            (IROpcode::RETURN, O::Return),
+            (IROpcode::EMIT_EVENT, O::EmitEvent),
+            (IROpcode::STORE, O::Store),
+            (IROpcode::LOAD, O::Load),
+        ];
+        for (ours, schema) in opcodes {
+            assert_eq!(ours.0, schema as i32, "{schema:?}");
+        }
+        let strategies = [
+            (FallbackStrategy::FALLBACK_VALUE, F::FallbackValue),
+            (FallbackStrategy::FALLBACK_MODEL, F::FallbackModel),
+            (FallbackStrategy::SKIP, F::Skip),
+            (FallbackStrategy::ABORT, F::Abort),
+        ];
+        for (ours, schema) in strategies {
+            assert_eq!(ours.0, schema as i32, "{schema:?}");
+        }
+        assert_eq!(EXECUTION_SCOPE, MemoryScope::Execution as i32);
+    }
 }
