@@ -656,17 +656,9 @@ impl<'a> Run<'a> {
                 .await;
         }
         if attempt == 0
-            && let Some(permission) = ins.missing_permission
+            && let Some(failure) = ins.refused()
         {
             // Never run: the signed program does not grant what this instruction does.
-            let failure = Failure::new(
-                ErrorClass::Denied,
-                format!(
-                    "`{}` needs permission {}, which the program does not carry",
-                    ins.id,
-                    permission.name()
-                ),
-            );
             let now = self.fx.clock.now_ms();
             return self
                 .refuse(idx, (&path, prefix), now, failure, Decision::Fail)

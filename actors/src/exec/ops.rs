@@ -195,6 +195,10 @@ impl Program {
                 format!("`{instruction}` is not an LLM_CALL"),
             )
         })?;
+        // A device runs what it loaded; the node still serves only what the program grants.
+        if let Some(refused) = ins.refused() {
+            return Err(failed(refused));
+        }
         let values: Vec<(String, String)> = slots
             .iter()
             .map(|(name, value)| (name.clone(), text_of(value)))

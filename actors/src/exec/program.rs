@@ -250,6 +250,23 @@ pub(crate) struct Prepared {
     pub(crate) on_device: bool,
 }
 
+impl Prepared {
+    /// Why the instruction may never run, whoever asks: a permission it needs that its
+    /// signed flags lack.
+    pub(crate) fn refused(&self) -> Option<super::fallback::Failure> {
+        self.missing_permission.map(|permission| {
+            super::fallback::Failure::new(
+                eyeflow_ir::pb::ErrorClass::Denied,
+                format!(
+                    "`{}` needs permission {}, which the program does not carry",
+                    self.id,
+                    permission.name()
+                ),
+            )
+        })
+    }
+}
+
 /// A program ready to execute. Cheap to share (`Arc<Program>`); executions never mutate it.
 pub struct Program {
     ir: Arc<LlmIrProgram>,

@@ -21,11 +21,20 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A signed program with an LLM_CALL `ask` whose answer must be `open` or `close`.
 fn program(version: &str) -> Vec<u8> {
+    program_granting(version, true)
+}
+
+/// [`program`], its LLM_CALL carrying `can_call_external` or not.
+fn program_granting(version: &str, call_external: bool) -> Vec<u8> {
     let mut program = eyeflow_ir::testing::sample_program();
     program.version = version.to_owned();
     let mut ask = eyeflow_ir::pb::IrInstruction {
         instruction_id: "ask".into(),
         opcode: IrOpcode::LlmCall as i32,
+        permissions: Some(eyeflow_ir::pb::PermissionFlags {
+            can_call_external: call_external,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     ask.dispatch_metadata = Some(DispatchMetadata {
@@ -314,4 +323,26 @@ async fn an_llm_call_is_served_from_the_program_and_its_answer_validated() {
     assert_eq!(unknown.unwrap_err().class, ErrorClass::InvalidInput);
     let not_llm = llm::serve(&Answers, Some(&signed), "too_high", &context).await;
     assert_eq!(not_llm.unwrap_err().class, ErrorClass::InvalidInput);
+    // A program whose LLM_CALL does not carry `can_call_external` (the server refuses it at
+    // deploy; a device may still run it) is not served: the model is never asked.
+    let ungranted = Signed::new(&program_granting("1.0.0", false)).unwrap();
+    let context = vec![("level".to_owned(), Scalar::Num(90.0))];
+    let denied = llm::serve(&Panics, Some(&ungranted), "ask", &context).await;
+    let denied = denied.unwrap_err();
+    assert_eq!(denied.class, ErrorClass::Denied);
+    assert!(
+        denied.message.contains("can_call_external"),
+        "{}",
+        denied.message
+    );
+}
+
+/// An LLM that must never be asked.
+struct Panics;
+
+#[async_trait::async_trait]
+impl LlmPort for Panics {
+    async fn complete(&self, _: &LlmRequest) -> Result<String, CallError> {
+        panic!("the model was asked")
+    }
 }
