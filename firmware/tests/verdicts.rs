@@ -101,3 +101,70 @@ fn the_device_refuses_what_the_server_refuses_for_the_same_reason() {
         &differ[..differ.len().min(10)]
     );
 }
+
+/// Changes that a byte flip of the file would leave unsigned, re-signed: every vector's
+/// instructions with one byte changed (three masks), where the result still decodes as an
+/// instruction, signed again with the test key and encoded canonically by the server's own
+/// code. The device reads such programs past its signature check — the MCU profile, the
+/// instruction reader, the flow — and must still give the server's verdict. It does not
+/// yet (323 of 8,567 differ on 2026-12-02): the device lacks some of
+/// `eyeflow_ir::validate`'s structural checks (firmware/README.md, "A known gap"). Run it
+/// with `--ignored` while porting them.
+#[test]
+#[ignore = "open gap: the server's structural checks are not all ported to the device (firmware/README.md)"]
+fn re_signed_changes_of_instructions_get_the_servers_verdict() {
+    use prost::Message;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut keyring = Keyring::new();
+    keyring.trust_as("test", key.verifying_key());
+    let vectors = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors");
+    let (mut programs, mut accepted) = (0, 0);
+    let mut differ = Vec::new();
+    for entry in std::fs::read_dir(&vectors).expect("firmware/vectors") {
+        let path = entry.expect("entry").path().join("program.ir");
+        let Ok(file) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(good) = eyeflow_ir::decode(&file, &Limits::default()) else {
+            continue;
+        };
+        for (i, instruction) in good.instructions.iter().enumerate() {
+            let raw = instruction.encode_to_vec();
+            for at in 0..raw.len() {
+                for mask in [0x01, 0x80, 0xff] {
+                    let mut changed = raw.clone();
+                    changed[at] ^= mask;
+                    let Ok(changed) = eyeflow_ir::pb::IrInstruction::decode(changed.as_slice())
+                    else {
+                        continue;
+                    };
+                    let mut program = good.clone();
+                    program.instructions[i] = changed;
+                    eyeflow_ir::keys::sign_as(&mut program, &key, "test");
+                    let bytes = eyeflow_ir::encode(&program);
+                    programs += 1;
+                    let (s, d) = (server(&bytes, &keyring), device(&bytes));
+                    accepted += usize::from(d == "ok");
+                    if s != d {
+                        let why = eyeflow_ir::decode(&bytes, &Limits::default())
+                            .map(|p| eyeflow_ir::validate(&p).map_err(|e| e.to_string()));
+                        differ.push(format!(
+                            "{} instruction {i} byte {at} ^ {mask:#x}: server {s} ({why:?}), device {d}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        programs > 1000 && accepted > 100,
+        "too few programs ({programs}, {accepted} accepted)"
+    );
+    assert!(
+        differ.is_empty(),
+        "{} of {programs} differ: {:#?}",
+        differ.len(),
+        &differ
+    );
+}
