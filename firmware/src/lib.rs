@@ -3,7 +3,7 @@
 //! same program and inputs (the conformance vectors in `vectors/`).
 //!
 //! - [`program`]: loading — size, signature (`verify_strict`, [`verify::KEYRING`]), IR
-//!   version, target, the MCU profile and the device's capacities, the capabilities the
+//!   version, target, the server's structural checks, the MCU profile and the device's capacities, the capabilities the
 //!   board provides; the refusal reasons of the canonical trace. The file is read in
 //!   place (a zero-copy protobuf field reader; an instruction's scalars are read when
 //!   it is checked and each time it runs), never decoded into structs.
@@ -37,6 +37,7 @@ pub mod owned;
 pub mod policy;
 pub mod program;
 pub mod state;
+mod structure;
 pub mod verify;
 mod wire;
 

@@ -18,7 +18,7 @@ use crate::capability::{Capability, provided};
 use crate::instruction::{EXECUTION_SCOPE, FallbackStrategy, IROpcode, Instruction};
 use crate::owned::{JsonError, parse_json};
 use crate::verify::{self, SignatureError};
-use crate::wire::{self, Malformed};
+use crate::wire::{self, Malformed, has};
 
 /// IR versions a runtime of major version 2 runs (proto/src/version.rs).
 const IR_VERSIONS: [&str; 4] = ["1.0", "1.5", "2.0", "2.5"];
@@ -163,13 +163,6 @@ fn field_name(text: &'static [u8]) -> Result<&'static str, Refusal> {
     Ok(name)
 }
 
-/// Whether `message` has field `number`.
-fn has(message: &[u8], number: u32) -> bool {
-    wire::fields(message)
-        .filter_map(Result::ok)
-        .any(|f| f.number == number)
-}
-
 /// A FALLBACK_VALUE or LOAD default: empty, or a scalar JSON literal a device holds.
 fn scalar(json: &str) -> Result<(), Refusal> {
     if json.is_empty() {
@@ -304,6 +297,8 @@ impl Program {
         if wire::int32(file, TARGET)? != TARGET_MCU {
             return Err(Refusal::NotMcu);
         }
+        // The server's structural checks come before its MCU profile's.
+        crate::structure::check(file)?;
         if wire::repeated(file, INSTRUCTIONS).count() > MAX_INSTRUCTIONS {
             return Err(Refusal::Capacity);
         }

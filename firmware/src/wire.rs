@@ -125,6 +125,14 @@ pub(crate) fn int32(message: &[u8], number: u32) -> Result<i32, Malformed> {
     Ok(value)
 }
 
+/// Whether `message` has field `number` (in a canonical encoding: a string or bytes field
+/// that is not empty, a repeated field with at least one element).
+pub(crate) fn has(message: &[u8], number: u32) -> bool {
+    fields(message)
+        .filter_map(Result::ok)
+        .any(|f| f.number == number)
+}
+
 /// Field `number` of `message` as UTF-8 (empty when absent).
 pub(crate) fn string(message: &[u8], number: u32) -> Result<&str, Malformed> {
     core::str::from_utf8(bytes(message, number)).map_err(|_| Malformed)

@@ -14,8 +14,8 @@ use eyeflow_firmware::verify::KEYRING;
 use eyeflow_ir::mcu::ViolationKind;
 use eyeflow_ir::pb::{
     CapabilityRequirement, DispatchMetadata, DynamicSlot, EventEmit, EventTrigger,
-    FallbackStrategy, IrInstruction, IrOpcode, LlmIrProgram, McuCode, McuParam, MemoryAccess,
-    MemoryScope, Target, TimeoutConfig,
+    FallbackStrategy, HttpCall, IrInstruction, IrOpcode, LlmIrProgram, McuCode, McuParam,
+    MemoryAccess, MemoryScope, PermissionFlags, Target, TimeoutConfig,
 };
 use prost::Message;
 
@@ -52,6 +52,10 @@ fn program() -> LlmIrProgram {
         dispatch_metadata: Some(DispatchMetadata {
             capability_id: "valve".into(),
             action_name: "open".into(),
+            ..Default::default()
+        }),
+        permissions: Some(PermissionFlags {
+            can_actuate: true,
             ..Default::default()
         }),
         ..Default::default()
@@ -143,9 +147,39 @@ fn bad_programs_are_refused_with_their_reason() {
         with(|p| p.target = Target::Server as i32),
         Err(Refusal::NotMcu)
     );
+    // A CALL_API is not for a device; without its URL (or the permission it needs) the
+    // server's structural checks, which come first, refuse it as malformed.
+    assert_eq!(
+        with(|p| {
+            let ins = &mut p.instructions[0];
+            ins.opcode = IrOpcode::CallApi as i32;
+            ins.http = Some(HttpCall {
+                method: "GET".into(),
+                url: "http://tank.example/level".into(),
+                ..Default::default()
+            });
+            ins.permissions = Some(PermissionFlags {
+                can_call_external: true,
+                ..Default::default()
+            });
+        }),
+        Err(Refusal::NotMcu)
+    );
     assert_eq!(
         with(|p| p.instructions[0].opcode = IrOpcode::CallApi as i32),
-        Err(Refusal::NotMcu)
+        Err(Refusal::Malformed)
+    );
+    assert_eq!(
+        with(|p| p.instructions[1].permissions = None),
+        Err(Refusal::Malformed)
+    );
+    assert_eq!(
+        with(|p| {
+            if let Some(d) = p.instructions[1].dispatch_metadata.as_mut() {
+                d.capability_id = "pump".into();
+            }
+        }),
+        Err(Refusal::Malformed)
     );
     assert_eq!(
         with(|p| p.instructions[0].resource_key = "tank".into()),
@@ -273,6 +307,10 @@ fn linked_program() -> LlmIrProgram {
                 name: "level".into(),
                 code: path("event.level"),
             }],
+            ..Default::default()
+        }),
+        permissions: Some(PermissionFlags {
+            can_call_external: true,
             ..Default::default()
         }),
         ..Default::default()
