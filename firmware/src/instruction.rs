@@ -165,7 +165,7 @@ impl Instruction {
                         match f.number {
                             1 => retry.max_retries = uint32(&f),
                             2 => retry.backoff_ms = uint32(&f),
-                            3 => retry.multiplier = float(&f),
+                            3 => retry.multiplier = wire::float_of(&f),
                             4 => retry.max_backoff_ms = uint32(&f),
                             5 => retry.on = classes(&f)?,
                             _ => {}
@@ -227,14 +227,6 @@ impl Instruction {
         }
         Ok(ins)
     }
-}
-
-/// A `fixed32` field as a `float` (little-endian).
-fn float(field: &Field<'_>) -> f32 {
-    field
-        .raw
-        .last_chunk()
-        .map_or(0.0, |b| f32::from_le_bytes(*b))
 }
 
 #[cfg(test)]

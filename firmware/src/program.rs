@@ -441,15 +441,9 @@ impl Program {
                 field_name(wire::bytes(entry, 1))?;
             }
         }
+        // Unbounded LOOPs, empty ids and memory instructions without their key were
+        // refused by the structural checks (`crate::structure`).
         check_codes(raw)?;
-        if opcode == IROpcode::LOOP && ins.max_iterations.unwrap_or(0) == 0 {
-            return Err(Refusal::Malformed);
-        }
-        if id_text.is_empty()
-            || (matches!(opcode, IROpcode::STORE | IROpcode::LOAD) && ins.memory.is_none())
-        {
-            return Err(Refusal::Malformed);
-        }
         Ok(Node {
             raw,
             id: id_text,

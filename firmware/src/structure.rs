@@ -1,9 +1,10 @@
 //! Structural checks the server makes of every instruction before the MCU profile's
 //! (`eyeflow_ir::validate` with its opcode table `eyeflow_ir::opcode`), read from the signed
-//! file in place: a known opcode, the fields that opcode requires, the permissions it needs,
-//! a dispatched capability among the program's requirements, a known memory scope. Each
-//! failure is `malformed`, as on the server. Not yet all of the server's (firmware/README.md,
-//! "A known gap").
+//! file in place: unique ids, references to known instructions, a known opcode, the fields
+//! that opcode requires, the permissions it needs, a dispatched capability among the
+//! program's requirements, known scopes and strategies, positive timeouts, priorities and
+//! retry multipliers in their ranges. Each failure is `malformed`, as on the server. Not yet
+//! all of the server's (firmware/README.md, "A known gap").
 
 use eyeflow_mcu::trace::Refusal;
 
@@ -93,10 +94,106 @@ const TABLE: [(&[Required], Option<u32>); 14] = [
     (&[MEMORY_KEY], None),                            // LOAD
 ];
 
+// More of IRInstruction's fields.
+const ID: u32 = 1;
+const DEPENDS_ON: u32 = 5;
+const FALLBACK: u32 = 6;
+const RETRY: u32 = 7;
+const TIMEOUT: u32 = 8;
+const BRANCH_TRUE: u32 = 13;
+const BRANCH_FALSE: u32 = 14;
+const PRIORITY: u32 = 15;
+const COMPENSATION: u32 = 21;
+const BRANCH: i32 = 8;
+const MERGE: i32 = 9;
+const LOOP_OPCODE: i32 = 10;
+/// The priority levels a program may name (`eyeflow_ir::validate::PRIORITY_LEVELS`).
+const PRIORITY_LEVELS: [i32; 5] = [0, 64, 128, 192, 255];
+/// FallbackStrategy: RETRY (1) to ABORT (5) are known; FALLBACK_MODEL needs its model.
+const FALLBACK_MODEL: i32 = 3;
+
 /// Checks every instruction of the signed `file`.
 pub(crate) fn check(file: &[u8]) -> Result<(), Refusal> {
+    let ids = || wire::repeated(file, INSTRUCTIONS).map(|i| wire::bytes(i, ID));
+    for (n, id) in ids().enumerate() {
+        if id.is_empty() || ids().take(n).any(|other| other == id) {
+            return Err(Refusal::Malformed);
+        }
+    }
+    let known = |id: &[u8]| ids().any(|other| other == id);
     for instruction in wire::repeated(file, INSTRUCTIONS) {
+        references(instruction, &known)?;
+        ranges(instruction)?;
         one(file, instruction)?;
+    }
+    Ok(())
+}
+
+/// `depends_on`, `compensation_ids`, a BRANCH's arms, a LOOP's body: known instructions
+/// (not the instruction itself, for a dependency or a body); a MERGE joins two or more.
+fn references(instruction: &[u8], known: &impl Fn(&[u8]) -> bool) -> Result<(), Refusal> {
+    let id = wire::bytes(instruction, ID);
+    let opcode = wire::int32(instruction, OPCODE)?;
+    let depends = || wire::repeated(instruction, DEPENDS_ON);
+    let body = || wire::repeated(wire::bytes(instruction, LOOP), 2);
+    let arms = [
+        Some(wire::bytes(instruction, BRANCH_TRUE)),
+        Some(wire::bytes(instruction, BRANCH_FALSE)).filter(|arm| !arm.is_empty()),
+    ];
+    let unknown = depends().any(|d| !known(d) || d == id)
+        || wire::repeated(instruction, COMPENSATION).any(|c| !known(c))
+        || (opcode == BRANCH && arms.into_iter().flatten().any(|arm| !known(arm)))
+        || (opcode == MERGE && depends().count() < 2)
+        || (opcode == LOOP_OPCODE && body().any(|m| !known(m) || m == id));
+    if unknown {
+        return Err(Refusal::Malformed);
+    }
+    Ok(())
+}
+
+/// Priorities, timeouts, a retry's multiplier, a fallback's strategy, a LOOP's bound.
+fn ranges(instruction: &[u8]) -> Result<(), Refusal> {
+    let opcode = wire::int32(instruction, OPCODE)?;
+    if has(instruction, PRIORITY) {
+        let policy = wire::bytes(instruction, PRIORITY);
+        if !PRIORITY_LEVELS.contains(&wire::int32(policy, 1)?) || wire::int32(policy, 3)? <= 0 {
+            return Err(Refusal::Malformed);
+        }
+    }
+    if has(instruction, TIMEOUT) && wire::int32(wire::bytes(instruction, TIMEOUT), 1)? as u32 == 0 {
+        return Err(Refusal::Malformed);
+    }
+    let dispatch = wire::bytes(instruction, DISPATCH);
+    if has(instruction, DISPATCH) {
+        let temperature = wire::float(dispatch, 8);
+        let slots_known = wire::repeated(dispatch, 18)
+            .all(|slot| matches!(wire::bytes(slot, 2), b"vault" | b"runtime"));
+        if wire::int32(dispatch, 13)? < 0
+            || !(temperature.is_finite() && (0.0..=2.0).contains(&temperature))
+            || wire::int32(dispatch, 9)? < 0
+            || !slots_known
+        {
+            return Err(Refusal::Malformed);
+        }
+    }
+    let retry = wire::bytes(instruction, RETRY);
+    let multiplier = wire::float(retry, 3);
+    if has(instruction, RETRY)
+        && wire::int32(retry, 1)? as u32 > 0
+        && !(multiplier.is_finite() && multiplier >= 1.0)
+    {
+        return Err(Refusal::Malformed);
+    }
+    if has(instruction, FALLBACK) {
+        let fallback = wire::bytes(instruction, FALLBACK);
+        let strategy = wire::int32(fallback, 1)?;
+        if !(1..=5).contains(&strategy) || (strategy == FALLBACK_MODEL && !has(fallback, 3)) {
+            return Err(Refusal::Malformed);
+        }
+    }
+    let bounded = wire::int32(wire::bytes(instruction, LOOP), 1)? as u32 > 0;
+    if opcode == LOOP_OPCODE && !(has(instruction, LOOP) && bounded) {
+        return Err(Refusal::Malformed);
     }
     Ok(())
 }

@@ -125,6 +125,23 @@ pub(crate) fn int32(message: &[u8], number: u32) -> Result<i32, Malformed> {
     Ok(value)
 }
 
+/// A `fixed32` field as a `float` (little-endian).
+pub(crate) fn float_of(field: &Field<'_>) -> f32 {
+    field
+        .raw
+        .last_chunk()
+        .map_or(0.0, |b| f32::from_le_bytes(*b))
+}
+
+/// The last occurrence of `fixed32` field `number` as a `float` (0 when absent).
+pub(crate) fn float(message: &[u8], number: u32) -> f32 {
+    fields(message)
+        .filter_map(Result::ok)
+        .filter(|f| f.number == number)
+        .last()
+        .map_or(0.0, |f| float_of(&f))
+}
+
 /// Whether `message` has field `number` (in a canonical encoding: a string or bytes field
 /// that is not empty, a repeated field with at least one element).
 pub(crate) fn has(message: &[u8], number: u32) -> bool {
