@@ -36,6 +36,7 @@ mod instruction;
 pub mod owned;
 pub mod policy;
 pub mod program;
+mod semver;
 pub mod state;
 mod structure;
 pub mod verify;

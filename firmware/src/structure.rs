@@ -1,9 +1,10 @@
 //! Structural checks the server makes of every instruction before the MCU profile's
 //! (`eyeflow_ir::validate` with its opcode table `eyeflow_ir::opcode`), read from the signed
-//! file in place: unique ids, references to known instructions, a known opcode, the fields
+//! file in place: the header's instructions, default priority and requirements (their
+//! versions as `semver` parses them), unique ids, references to known instructions, a known opcode, the fields
 //! that opcode requires, the permissions it needs, a dispatched capability among the
-//! program's requirements, known scopes and strategies, positive timeouts, priorities and
-//! retry multipliers in their ranges. Each failure is `malformed`, as on the server. Not yet
+//! program's requirements, known scopes and strategies, positive timeouts, priorities,
+//! capability versions and retry multipliers in their ranges. Each failure is `malformed`, as on the server. Not yet
 //! all of the server's (firmware/README.md, "A known gap").
 
 use eyeflow_mcu::trace::Refusal;
@@ -109,11 +110,19 @@ const MERGE: i32 = 9;
 const LOOP_OPCODE: i32 = 10;
 /// The priority levels a program may name (`eyeflow_ir::validate::PRIORITY_LEVELS`).
 const PRIORITY_LEVELS: [i32; 5] = [0, 64, 128, 192, 255];
-/// FallbackStrategy: RETRY (1) to ABORT (5) are known; FALLBACK_MODEL needs its model.
+/// FallbackStrategy: RETRY (1) to ABORT (5) are known; FALLBACK_VALUE needs its value,
+/// FALLBACK_MODEL its model.
+const FALLBACK_VALUE: i32 = 2;
 const FALLBACK_MODEL: i32 = 3;
 
-/// Checks every instruction of the signed `file`.
+/// LlmIRProgram's `default_priority`.
+const DEFAULT_PRIORITY: u32 = 13;
+/// DispatchMetadata's `capability_version`.
+const CAPABILITY_VERSION: u32 = 6;
+
+/// Checks the header and every instruction of the signed `file`.
 pub(crate) fn check(file: &[u8]) -> Result<(), Refusal> {
+    header(file)?;
     let ids = || wire::repeated(file, INSTRUCTIONS).map(|i| wire::bytes(i, ID));
     for (n, id) in ids().enumerate() {
         if id.is_empty() || ids().take(n).any(|other| other == id) {
@@ -125,6 +134,30 @@ pub(crate) fn check(file: &[u8]) -> Result<(), Refusal> {
         references(instruction, &known)?;
         ranges(instruction)?;
         one(file, instruction)?;
+    }
+    Ok(())
+}
+
+/// At least one instruction; a known default priority; each required capability named,
+/// with a version requirement the server's `semver` parses.
+fn header(file: &[u8]) -> Result<(), Refusal> {
+    let requirements_valid = wire::repeated(file, REQUIREMENTS).all(|requirement| {
+        !wire::bytes(requirement, 1).is_empty()
+            && crate::semver::is_requirement(wire::bytes(requirement, 2))
+    });
+    if !has(file, INSTRUCTIONS) || !requirements_valid {
+        return Err(Refusal::Malformed);
+    }
+    if has(file, DEFAULT_PRIORITY) {
+        priority(wire::bytes(file, DEFAULT_PRIORITY))?;
+    }
+    Ok(())
+}
+
+/// A priority policy: a known level, a positive `max_wait_ms`.
+fn priority(policy: &[u8]) -> Result<(), Refusal> {
+    if !PRIORITY_LEVELS.contains(&wire::int32(policy, 1)?) || wire::int32(policy, 3)? <= 0 {
+        return Err(Refusal::Malformed);
     }
     Ok(())
 }
@@ -155,10 +188,7 @@ fn references(instruction: &[u8], known: &impl Fn(&[u8]) -> bool) -> Result<(), 
 fn ranges(instruction: &[u8]) -> Result<(), Refusal> {
     let opcode = wire::int32(instruction, OPCODE)?;
     if has(instruction, PRIORITY) {
-        let policy = wire::bytes(instruction, PRIORITY);
-        if !PRIORITY_LEVELS.contains(&wire::int32(policy, 1)?) || wire::int32(policy, 3)? <= 0 {
-            return Err(Refusal::Malformed);
-        }
+        priority(wire::bytes(instruction, PRIORITY))?;
     }
     if has(instruction, TIMEOUT) && wire::int32(wire::bytes(instruction, TIMEOUT), 1)? as u32 == 0 {
         return Err(Refusal::Malformed);
@@ -168,7 +198,9 @@ fn ranges(instruction: &[u8]) -> Result<(), Refusal> {
         let temperature = wire::float(dispatch, 8);
         let slots_known = wire::repeated(dispatch, 18)
             .all(|slot| matches!(wire::bytes(slot, 2), b"vault" | b"runtime"));
-        if wire::int32(dispatch, 13)? < 0
+        let version = wire::bytes(dispatch, CAPABILITY_VERSION);
+        if (!version.is_empty() && !crate::semver::is_requirement(version))
+            || wire::int32(dispatch, 13)? < 0
             || !(temperature.is_finite() && (0.0..=2.0).contains(&temperature))
             || wire::int32(dispatch, 9)? < 0
             || !slots_known
@@ -187,7 +219,14 @@ fn ranges(instruction: &[u8]) -> Result<(), Refusal> {
     if has(instruction, FALLBACK) {
         let fallback = wire::bytes(instruction, FALLBACK);
         let strategy = wire::int32(fallback, 1)?;
-        if !(1..=5).contains(&strategy) || (strategy == FALLBACK_MODEL && !has(fallback, 3)) {
+        // FALLBACK_MODEL needs its model, FALLBACK_VALUE a value (the MCU profile reads it
+        // as JSON later).
+        let incomplete = match strategy {
+            FALLBACK_MODEL => !has(fallback, 3),
+            FALLBACK_VALUE => !has(fallback, 2),
+            _ => false,
+        };
+        if !(1..=5).contains(&strategy) || incomplete {
             return Err(Refusal::Malformed);
         }
     }
