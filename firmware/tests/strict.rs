@@ -6,11 +6,16 @@
 //! do not decompress, and thousands of pseudo-random keys, messages and signatures.
 #![allow(missing_docs)]
 
+#[allow(dead_code)]
+#[path = "support/random.rs"]
+mod random;
+
 use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use eyeflow_firmware::verify::strict;
+use random::{Random, p_plus};
 use sha2::{Digest, Sha512};
 
 /// What `verify_strict` says — the server's check (`eyeflow_ir::Keyring::verify`); a key
@@ -118,39 +123,6 @@ fn the_device_check_gives_verify_strict_verdicts() {
     forged[32] = 1;
     assert!(!same(&small, b"anything", &forged));
     assert_eq!(accepted, 8);
-}
-
-/// splitmix64: deterministic pseudo-random bytes.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        for byte in &mut out {
-            *byte = self.next() as u8;
-        }
-        out
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// 2^255 − 19 + `plus` (`plus` ≤ 18: 2^255 − 1 at most), bit 255 set to `sign`.
-fn p_plus(plus: u8, sign: bool) -> [u8; 32] {
-    let mut bytes = [0xff; 32];
-    bytes[0] = 0xed + plus;
-    bytes[31] = 0x7f | u8::from(sign) << 7;
-    bytes
 }
 
 /// `value` below 19, or p − `value` if `minus`, bit 255 set to `sign`.

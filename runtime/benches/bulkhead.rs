@@ -13,14 +13,13 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eyeflow_compiler::CompileOptions;
 use eyeflow_runtime::node::{Node, NodeConfig};
 use eyeflow_runtime::store::Durability;
+use eyeflow_tests::poison::{self, SlowEndpoint, closed_port};
 
 /// Healthy executions run first and not measured.
 const WARM_UP: u64 = 200;
@@ -38,62 +37,20 @@ instructions:
 
 /// Hangs: its call waits for an answer that never comes, up to its 2 s timeout.
 fn hanging(port: u16) -> String {
-    format!(
-        r#"
-id: poison
-version: 1.0.0
-max_wait_ms: 600000
-triggers: [{{kind: manual}}]
-instructions:
-  - id: call
-    op: CALL_API
-    http: {{method: GET, url: "http://127.0.0.1:{port}/slow"}}
-    timeout_ms: 2000
-    fallback: {{strategy: value, value: '"gave up"'}}
-    next: done
-  - {{id: done, op: RETURN, expression: "call"}}
-"#
+    poison::rule(
+        port,
+        2000,
+        "    fallback: {strategy: value, value: '\"gave up\"'}\n",
     )
 }
 
 /// Retries: its call is refused at once and retried five times with backoff.
 fn retrying(port: u16) -> String {
-    format!(
-        r#"
-id: poison
-version: 1.0.0
-max_wait_ms: 600000
-triggers: [{{kind: manual}}]
-instructions:
-  - id: call
-    op: CALL_API
-    http: {{method: GET, url: "http://127.0.0.1:{port}/closed"}}
-    timeout_ms: 2000
-    retry: {{max_retries: 5, backoff_ms: 100, multiplier: 2.0}}
-    fallback: {{strategy: value, value: '"gave up"'}}
-    next: done
-  - {{id: done, op: RETURN, expression: "call"}}
-"#
+    poison::rule(
+        port,
+        2000,
+        "    retry: {max_retries: 5, backoff_ms: 100, multiplier: 2.0}\n    fallback: {strategy: value, value: '\"gave up\"'}\n",
     )
-}
-
-/// Accepts connections and never answers them.
-fn endpoint_that_never_answers() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            held.lock().expect("held").push(stream);
-        }
-    });
-    port
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -232,6 +189,7 @@ fn main() {
         return;
     }
     let alone = phase(None);
+    let slow = SlowEndpoint::start();
     let report = |label: &str, p: &Phase| {
         println!(
             "{label:<32} healthy p50 {:>7.2} ms p99 {:>7.2} ms ({:>4.1}× alone) | {} completed, {} refused | poison accepted {}",
@@ -244,10 +202,7 @@ fn main() {
         );
     };
     report("alone", &alone);
-    report(
-        "beside a hanging poison",
-        &phase(Some(hanging(endpoint_that_never_answers()))),
-    );
+    report("beside a hanging poison", &phase(Some(hanging(slow.port))));
     report(
         "beside a retrying poison",
         &phase(Some(retrying(closed_port()))),

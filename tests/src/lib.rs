@@ -3,6 +3,7 @@
 //! real `eyeflow node` process.
 
 pub mod node;
+pub mod poison;
 pub mod servers;
 
 use std::time::{Duration, Instant};

@@ -2,45 +2,14 @@
 //! most its share of the slots (`workers` − 1), the rest of its events wait in its own lane,
 //! and another program's events all run meanwhile.
 
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eyeflow_tests::eventually;
 use eyeflow_tests::node::{PLAIN_RULE, Workdir};
+use eyeflow_tests::poison::{self, SlowEndpoint};
 use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Accepts connections and never answers them, until the connections are dropped.
-struct SlowEndpoint {
-    port: u16,
-    held: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl SlowEndpoint {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let keep = held.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                keep.lock().expect("held").push(stream);
-            }
-        });
-        Self { port, held }
-    }
-
-    fn connections(&self) -> usize {
-        self.held.lock().expect("held").len()
-    }
-
-    /// Closes every held connection: the calls on them fail at once.
-    fn release(&self) {
-        self.held.lock().expect("held").clear();
-    }
-}
 
 #[test]
 fn a_program_hanging_on_a_slow_endpoint_leaves_the_other_programs_their_slots() {
@@ -52,23 +21,10 @@ fn a_program_hanging_on_a_slow_endpoint_leaves_the_other_programs_their_slots() 
     )
     .expect("config");
     let (node, url) = work.start();
-    let poison = format!(
-        r#"
-id: poison
-version: 1.0.0
-max_wait_ms: 600000
-triggers:
-  - {{kind: webhook, source: poison}}
-instructions:
-  - id: call
-    op: CALL_API
-    http: {{method: GET, url: "http://127.0.0.1:{}/slow"}}
-    timeout_ms: 120000
-    fallback: {{strategy: value, value: '"released"'}}
-    next: done
-  - {{id: done, op: RETURN, expression: "call"}}
-"#,
-        slow.port
+    let poison = poison::rule(
+        slow.port,
+        120_000,
+        "    fallback: {strategy: value, value: '\"released\"'}\n",
     );
     work.deploy(&url, &poison);
     work.deploy(&url, PLAIN_RULE);
@@ -143,22 +99,7 @@ fn a_node_dropped_with_executions_waiting_in_a_lane_stops_and_keeps_them_pending
     let node = eyeflow_runtime::node::Node::start(config).expect("node");
     let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     node.trust(&key.verifying_key()).expect("trust");
-    let rule = format!(
-        r#"
-id: poison
-version: 1.0.0
-max_wait_ms: 600000
-triggers: [{{kind: manual}}]
-instructions:
-  - id: call
-    op: CALL_API
-    http: {{method: GET, url: "http://127.0.0.1:{}/slow"}}
-    timeout_ms: 120000
-    next: done
-  - {{id: done, op: RETURN, expression: "call"}}
-"#,
-        slow.port
-    );
+    let rule = poison::rule(slow.port, 120_000, "");
     let options = eyeflow_compiler::CompileOptions {
         source_name: "poison.yaml".into(),
         compiled_by: "test".into(),

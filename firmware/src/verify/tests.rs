@@ -13,26 +13,19 @@ use super::edwards::{self, Point};
 use super::field::{self, Fe, ONE, ZERO, mul};
 use super::scalar;
 
-/// splitmix64: deterministic pseudo-random bytes.
-struct Random(u64);
+#[allow(dead_code)]
+#[path = "../../tests/support/random.rs"]
+mod random;
 
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+use random::{Random, p_plus};
 
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        for byte in &mut out {
-            *byte = self.next() as u8;
-        }
-        out
-    }
+/// Scalars and points from [`Random`].
+trait Curve {
+    fn scalar(&mut self) -> DalekScalar;
+    fn point(&mut self) -> EdwardsPoint;
+}
 
+impl Curve for Random {
     fn scalar(&mut self) -> DalekScalar {
         DalekScalar::from_bytes_mod_order_wide(&self.bytes())
     }
@@ -42,14 +35,6 @@ impl Random {
         let torsion = EIGHT_TORSION[(self.next() % 8) as usize];
         EdwardsPoint::mul_base(&self.scalar()) + torsion
     }
-}
-
-/// 2^255 − 19 + `plus`, little-endian, with bit 255 set to `sign` (`plus` ≤ 18).
-fn p_plus(plus: u8, sign: bool) -> [u8; 32] {
-    let mut bytes = [0xff; 32];
-    bytes[0] = 0xed + plus;
-    bytes[31] = 0x7f | u8::from(sign) << 7;
-    bytes
 }
 
 fn small(value: u8, sign: bool) -> [u8; 32] {
