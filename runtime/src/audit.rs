@@ -195,7 +195,7 @@ impl FjallAudit {
                 index: stored.index,
                 previous: stored.previous,
                 hash: stored.hash,
-                body: stored.part.canonical()?.into_owned(),
+                body: stored.part.into_canonical()?,
             })
         })
     }
@@ -589,6 +589,8 @@ struct Stored {
 enum Part {
     /// Read from a run.
     Entry(Box<AuditEntry>),
+    /// Read from a run, with the canonical JSON its hash was recomputed from.
+    Hashed(Box<AuditEntry>, Vec<u8>),
     /// An earlier version's single-entry record: binary or canonical JSON.
     Single(Vec<u8>),
 }
@@ -596,8 +598,16 @@ enum Part {
 impl Part {
     fn entry(self) -> std::result::Result<AuditEntry, String> {
         match self {
-            Self::Entry(entry) => Ok(*entry),
+            Self::Entry(entry) | Self::Hashed(entry, _) => Ok(*entry),
             Self::Single(body) => crate::records::decode_entry(&body),
+        }
+    }
+
+    /// [`Part::canonical`], owned (without a copy when it is already made).
+    fn into_canonical(self) -> std::result::Result<Vec<u8>, String> {
+        match self {
+            Self::Hashed(_, body) => Ok(body),
+            other => other.canonical().map(std::borrow::Cow::into_owned),
         }
     }
 
@@ -605,6 +615,7 @@ impl Part {
     fn canonical(&self) -> std::result::Result<std::borrow::Cow<'_, [u8]>, String> {
         match self {
             Self::Entry(entry) => Ok(std::borrow::Cow::Owned(canonical(entry))),
+            Self::Hashed(_, body) => Ok(std::borrow::Cow::Borrowed(body)),
             Self::Single(body) => crate::records::canonical_entry(body),
         }
     }
@@ -700,11 +711,15 @@ fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> 
         .into_iter()
         .zip(first..)
         .map(|((stored, entry), index)| {
-            let (hash, altered) = match stored {
-                ItemHash::Whole(hash) => (hash, false),
+            let (hash, altered, part) = match stored {
+                ItemHash::Whole(hash) => (hash, false, Part::Entry(Box::new(entry))),
                 ItemHash::Tag(tag) => {
-                    let hash = chain_hash(&previous, &canonical(&entry));
-                    (hash, hash[..tag.len()] != tag)
+                    // Its canonical form, made to recompute the hash, is kept for whoever
+                    // verifies, exports or publishes the entry next.
+                    let body = canonical(&entry);
+                    let hash = chain_hash(&previous, &body);
+                    let altered = hash[..tag.len()] != tag;
+                    (hash, altered, Part::Hashed(Box::new(entry), body))
                 }
             };
             let stored = Stored {
@@ -712,7 +727,7 @@ fn expand(key: &[u8], value: &[u8]) -> std::result::Result<Vec<Stored>, String> 
                 previous,
                 hash,
                 altered,
-                part: Part::Entry(Box::new(entry)),
+                part,
             };
             previous = hash;
             stored
