@@ -284,11 +284,11 @@ impl FjallJournal {
         else {
             return Ok(None);
         };
-        Ok(Some((
-            record.event,
-            self.steps(id)?,
-            self.store.get_json(Space::JournalOutcomes, id)?,
-        )))
+        // The outcome first: an execution's steps are written with its outcome or before
+        // it, so a view with the outcome also has every step (read the other way round,
+        // the last write could land between the two reads: an outcome without its steps).
+        let outcome = self.store.get_json(Space::JournalOutcomes, id)?;
+        Ok(Some((record.event, self.steps(id)?, outcome)))
     }
 
     /// The execution that event `event_id` started, if it was accepted.
