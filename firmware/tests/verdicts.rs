@@ -105,13 +105,10 @@ fn the_device_refuses_what_the_server_refuses_for_the_same_reason() {
 /// Changes that a byte flip of the file would leave unsigned, re-signed: every vector's
 /// instructions with one byte changed (three masks), where the result still decodes as an
 /// instruction, signed again with the test key and encoded canonically by the server's own
-/// code. The device reads such programs past its signature check — the MCU profile, the
-/// instruction reader, the flow — and must still give the server's verdict. It does not
-/// yet (323 of 8,567 differ on 2026-12-02): the device lacks some of
-/// `eyeflow_ir::validate`'s structural checks (firmware/README.md, "A known gap"). Run it
-/// with `--ignored` while porting them.
+/// code. The device reads such programs past its signature check — the structural checks,
+/// the MCU profile, the instruction reader, the flow — and must still give the server's
+/// verdict (firmware/README.md, "Structural checks").
 #[test]
-#[ignore = "open gap: the server's structural checks are not all ported to the device (firmware/README.md)"]
 fn re_signed_changes_of_instructions_get_the_servers_verdict() {
     use prost::Message;
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);

@@ -1,5 +1,6 @@
 //! Structural validation of a decoded program, before any of it runs: unique ids,
-//! references that resolve, an acyclic graph except declared bounded LOOPs, valid
+//! references that resolve, an acyclic graph whose repetition is bounded LOOPs (flow enters
+//! and leaves a LOOP's body only through the LOOP), an entry, valid
 //! priorities, positive timeouts, and the fields each opcode needs. Program ids and
 //! versions follow a strict grammar ([`check_program_id`], [`check_program_version`]) because
 //! runtimes use them as keys and in messages; they never become file names.
@@ -23,7 +24,9 @@ pub fn validate(program: &LlmIrProgram) -> Result<()> {
     for instruction in &program.instructions {
         validate_instruction(instruction, &index, program)?;
     }
+    let top = check_regions(program, &index)?;
     check_acyclic(program, &index)?;
+    check_entry(program, &index, &top)?;
     match Target::try_from(program.target) {
         Ok(Target::Server) => Ok(()),
         Ok(Target::Mcu) => crate::mcu::check(program).map_err(Error::McuProfile),
@@ -459,23 +462,95 @@ fn validate_instruction(
     Ok(())
 }
 
-/// Edges: dependency -> dependent, BRANCH -> targets, LOOP -> body members. An edge from a
-/// body member back to its own LOOP is the loop's back edge and is allowed; every other
-/// cycle is refused with its path.
+/// The flow regions: the top level (every instruction in no LOOP's body and no compensation
+/// list) and each LOOP's body. A region runs on its own — the top level once, a body once per
+/// iteration — so each member's dependencies must lie in its region (a LOOP waits for what
+/// runs before it, never for its own body: its iterations are its own). The executor and the
+/// firmware read programs by these regions. Returns the top level.
+fn check_regions(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result<Vec<usize>> {
+    let instructions = &program.instructions;
+    let resolved = |ids: &'_ [String]| -> Vec<usize> {
+        ids.iter()
+            .filter_map(|id| index.get(id.as_str()).copied())
+            .collect()
+    };
+    let body = |ins: &IrInstruction| -> Vec<usize> {
+        ins.r#loop
+            .as_ref()
+            .map_or_else(Vec::new, |config| resolved(&config.body))
+    };
+    let mut nested = vec![false; instructions.len()];
+    for ins in instructions {
+        for member in body(ins).into_iter().chain(resolved(&ins.compensation_ids)) {
+            nested[member] = true;
+        }
+    }
+    let top: Vec<usize> = (0..instructions.len()).filter(|&i| !nested[i]).collect();
+    let mut regions = vec![(None, top)];
+    regions.extend(
+        instructions
+            .iter()
+            .filter(|ins| ins.r#loop.is_some())
+            .map(|ins| (Some(ins.instruction_id.as_str()), body(ins))),
+    );
+    for (looping, region) in &regions {
+        for &m in region {
+            let ins = &instructions[m];
+            let outside = ins
+                .depends_on
+                .iter()
+                .find(|dep| index.get(dep.as_str()).is_some_and(|d| !region.contains(d)));
+            if let Some(dep) = outside {
+                let region = looping.map_or("the top level".to_owned(), |l| {
+                    format!("the body of LOOP `{l}`")
+                });
+                return Err(invalid(
+                    &ins.instruction_id,
+                    "depends_on",
+                    format!(
+                        "names `{dep}`, which is not in its flow region ({region}): flow enters \
+                         and leaves a LOOP's body only through the LOOP"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(regions.swap_remove(0).1)
+}
+
+/// The top level needs an entry: an instruction that depends on nothing and that no BRANCH
+/// leads to.
+fn check_entry(program: &LlmIrProgram, index: &HashMap<&str, usize>, top: &[usize]) -> Result<()> {
+    let mut targeted = vec![false; program.instructions.len()];
+    for ins in &program.instructions {
+        for target in [&ins.branch_true_id, &ins.branch_false_id] {
+            if let Some(&to) = index.get(target.as_str()) {
+                targeted[to] = true;
+            }
+        }
+    }
+    let entry = top
+        .iter()
+        .any(|&m| program.instructions[m].depends_on.is_empty() && !targeted[m]);
+    if entry {
+        Ok(())
+    } else {
+        Err(program_field(
+            "instructions",
+            "have no entry: every top-level instruction depends on another or is a BRANCH's \
+             target",
+        ))
+    }
+}
+
+/// Edges: dependency -> dependent, BRANCH -> targets, LOOP -> body members. A cycle is
+/// refused with its path (repetition is a LOOP's body, which [`check_regions`] keeps apart).
 fn check_acyclic(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result<()> {
     let n = program.instructions.len();
     let mut successors: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut loop_bodies: Vec<&[String]> = vec![&[]; n];
-    for (i, ins) in program.instructions.iter().enumerate() {
-        if let Some(config) = &ins.r#loop {
-            loop_bodies[i] = &config.body;
-        }
-    }
     for (i, ins) in program.instructions.iter().enumerate() {
         for dep in &ins.depends_on {
-            let from = index[dep.as_str()];
-            let back_edge = loop_bodies[i].iter().any(|m| m == dep);
-            if !back_edge {
+            if let Some(&from) = index.get(dep.as_str()) {
                 successors[from].push(i);
             }
         }
@@ -484,8 +559,10 @@ fn check_acyclic(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result
                 successors[i].push(to);
             }
         }
-        for member in loop_bodies[i] {
-            successors[i].push(index[member.as_str()]);
+        for member in ins.r#loop.iter().flat_map(|config| &config.body) {
+            if let Some(&to) = index.get(member.as_str()) {
+                successors[i].push(to);
+            }
         }
     }
     // Iterative DFS with colours; on a grey successor, report the path back to it.

@@ -347,18 +347,14 @@ impl Program {
             }
         }
         let mut top: Vec<usize> = (0..instructions.len()).filter(|&i| !nested[i]).collect();
+        // The validator checked the regions: each member's dependencies inside its region,
+        // no cycle, an entry at the top level.
         sort_region(&instructions, &mut top);
-        check_region(&instructions, &top).map_err(program_error)?;
-        if !top.iter().any(|&i| is_entry(&instructions[i])) {
-            return Err(program_error("no entry instruction".to_owned()));
-        }
         let mut bodies = Vec::new();
         for ins in &instructions {
             if let Some(l) = &ins.looping {
                 let mut body = l.body.clone();
                 sort_region(&instructions, &mut body);
-                check_region(&instructions, &body)
-                    .map_err(|m| Error::instruction(&ins.id, "loop.body", m))?;
                 bodies.push(body);
             }
         }
@@ -474,48 +470,6 @@ fn sort_region(instructions: &[Prepared], region: &mut [usize]) {
         let (a, b) = (&instructions[a], &instructions[b]);
         (a.sequence, &a.id).cmp(&(b.sequence, &b.id))
     });
-}
-
-/// Every edge into a region member comes from the region, and the region has no cycle.
-fn check_region(instructions: &[Prepared], region: &[usize]) -> Result<(), String> {
-    let mut done = vec![false; instructions.len()];
-    let inside = |i: usize| region.contains(&i);
-    for &m in region {
-        let ins = &instructions[m];
-        if let Some(&outside) = ins.deps.iter().find(|&&d| !inside(d)) {
-            return Err(format!(
-                "`{}` depends on `{}`, which is not in the same flow region (loop body or top level)",
-                ins.id, instructions[outside].id
-            ));
-        }
-    }
-    let mut remaining = region.len();
-    while remaining > 0 {
-        let ready = region.iter().copied().find(|&m| {
-            !done[m]
-                && instructions[m]
-                    .deps
-                    .iter()
-                    .chain(
-                        instructions[m]
-                            .branch_parents
-                            .iter()
-                            .filter(|p| inside(**p)),
-                    )
-                    .all(|&d| done[d])
-        });
-        let Some(m) = ready else {
-            let stuck: Vec<&str> = region
-                .iter()
-                .filter(|&&m| !done[m])
-                .map(|&m| instructions[m].id.as_str())
-                .collect();
-            return Err(format!("instructions [{}] form a cycle", stuck.join(", ")));
-        };
-        done[m] = true;
-        remaining -= 1;
-    }
-    Ok(())
 }
 
 /// The expression of CEL text `source` (none when empty): CEL, or the bytecode `code`

@@ -114,8 +114,7 @@ fn with_loop(max_iterations: Option<u32>) -> LlmIrProgram {
     let mut looped = IrInstruction {
         instruction_id: "each_sensor".into(),
         opcode: IrOpcode::Loop as i32,
-        // The back edge: the LOOP waits for its body before the next iteration.
-        depends_on: vec!["read_pressure".into(), "sample_one".into()],
+        depends_on: vec!["read_pressure".into()],
         ..Default::default()
     };
     looped.r#loop = max_iterations.map(|max_iterations| LoopConfig {
@@ -145,8 +144,64 @@ fn an_instruction_needing_a_permission_the_program_lacks_is_refused() {
 }
 
 #[test]
-fn bounded_loop_back_edge_is_allowed() {
-    validate(&with_loop(Some(16))).expect("a bounded loop with a back edge is valid");
+fn bounded_loop_is_valid() {
+    validate(&with_loop(Some(16))).expect("a bounded loop is valid");
+}
+
+/// Flow enters and leaves a LOOP's body only through the LOOP: the executor runs the top
+/// level once and a body once per iteration (and the firmware refuses the same programs).
+#[test]
+fn dependencies_across_a_loop_body_are_refused() {
+    let crossing = |edit: fn(&mut LlmIrProgram)| {
+        let mut program = with_loop(Some(4));
+        edit(&mut program);
+        validate(&program).expect_err("crosses a loop body")
+    };
+    let err = crossing(|p| find(p, "each_sensor").depends_on.push("sample_one".into()));
+    assert_eq!(
+        err,
+        Error::InvalidField {
+            instruction: "each_sensor".into(),
+            field: "depends_on",
+            reason: "names `sample_one`, which is not in its flow region (the top level): flow \
+                     enters and leaves a LOOP's body only through the LOOP"
+                .into(),
+        }
+    );
+    let err = crossing(|p| {
+        find(p, "sample_one")
+            .depends_on
+            .push("read_pressure".into())
+    });
+    assert!(
+        err.to_string()
+            .contains("not in its flow region (the body of LOOP `each_sensor`)"),
+        "{err}"
+    );
+    let err = crossing(|p| find(p, "close_valve").depends_on.push("sample_one".into()));
+    assert!(
+        err.to_string().contains("\"close_valve\"") && err.to_string().contains("(the top level)"),
+        "{err}"
+    );
+}
+
+/// Without a cycle, the top level lacks an entry only when its source is a BRANCH's target
+/// from outside it: here a compensation step's.
+#[test]
+fn a_program_without_an_entry_is_refused() {
+    let mut program = sample_program();
+    program.instructions.push(IrInstruction {
+        instruction_id: "undo".into(),
+        opcode: IrOpcode::Branch as i32,
+        branch_condition: "true".into(),
+        branch_true_id: "read_pressure".into(),
+        ..Default::default()
+    });
+    find(&mut program, "close_valve")
+        .compensation_ids
+        .push("undo".into());
+    let err = validate(&program).expect_err("no entry");
+    assert!(err.to_string().contains("have no entry"), "{err}");
 }
 
 #[test]
@@ -163,14 +218,11 @@ fn loop_needs_max_iterations() {
 }
 
 #[test]
-fn cycle_not_through_a_loop_is_refused_even_with_a_loop_present() {
+fn cycle_is_refused_with_a_loop_present() {
     let mut program = with_loop(Some(4));
-    find(&mut program, "sample_one")
-        .depends_on
-        .push("each_sensor".into());
     find(&mut program, "read_pressure")
         .depends_on
-        .push("sample_one".into());
+        .push("each_sensor".into());
     assert!(matches!(
         validate(&program).expect_err("cycle"),
         Error::Cycle { .. }
