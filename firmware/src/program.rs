@@ -569,18 +569,18 @@ impl Program {
         Ok(deepest)
     }
 
-    /// Every dependency of a member comes from its region, and the region has no cycle.
+    /// Every dependency of a member and every BRANCH leading to it come from its region, and
+    /// the region has no cycle.
     fn check_region(&self, region: Set) -> Result<(), Refusal> {
         let mut done: Set = 0;
         for m in self.members(region) {
-            if self.nodes[m].deps & !region != 0 {
+            if (self.nodes[m].deps | self.nodes[m].parents) & !region != 0 {
                 return Err(Refusal::Malformed);
             }
         }
         while done != region {
             let ready = self.members(region).find(|&m| {
-                done & (1 << m) == 0
-                    && (self.nodes[m].deps | (self.nodes[m].parents & region)) & !done == 0
+                done & (1 << m) == 0 && (self.nodes[m].deps | self.nodes[m].parents) & !done == 0
             });
             done |= 1 << ready.ok_or(Refusal::Malformed)?;
         }

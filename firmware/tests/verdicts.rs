@@ -165,3 +165,80 @@ fn re_signed_changes_of_instructions_get_the_servers_verdict() {
         &differ
     );
 }
+
+/// Flow enters and leaves a LOOP's body only through the LOOP: the device refuses, as the
+/// server's validator does, a dependency or a BRANCH arm across a body's edge (with the same
+/// program's arms kept inside their region as the control).
+#[test]
+fn flow_across_a_loop_body_is_refused_on_both_sides() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut keyring = Keyring::new();
+    keyring.trust_as("test", key.verifying_key());
+    let vectors = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors");
+    let read = |name: &str| {
+        let bytes = std::fs::read(vectors.join(name).join("program.ir")).expect("vector");
+        eyeflow_ir::decode(&bytes, &Limits::default()).expect("decodes")
+    };
+    let looped = read("loop_three");
+    let check = read("threshold_open")
+        .instructions
+        .into_iter()
+        .find(|i| i.instruction_id == "check")
+        .expect("the threshold vector's BRANCH");
+    type Edit = dyn Fn(&mut eyeflow_ir::pb::LlmIrProgram);
+    let verdicts = |edit: &Edit| {
+        let mut program = looped.clone();
+        edit(&mut program);
+        eyeflow_ir::keys::sign_as(&mut program, &key, "test");
+        let bytes = eyeflow_ir::encode(&program);
+        let why = eyeflow_ir::validate(&program).err().map(|e| e.to_string());
+        (server(&bytes, &keyring), device(&bytes), why)
+    };
+    fn find(p: &eyeflow_ir::pb::LlmIrProgram, id: &str) -> usize {
+        p.instructions
+            .iter()
+            .position(|i| i.instruction_id == id)
+            .expect("instruction")
+    }
+    // A BRANCH at the top level, before the LOOP, with its condition on the event.
+    let branching = |then: &'static str, otherwise: &'static str| {
+        let check = check.clone();
+        move |p: &mut eyeflow_ir::pb::LlmIrProgram| {
+            let mut fork = check.clone();
+            fork.instruction_id = "fork".into();
+            fork.branch_true_id = then.into();
+            fork.branch_false_id = otherwise.into();
+            fork.depends_on.clear();
+            let reset = find(p, "reset");
+            p.instructions[reset].depends_on = vec!["fork".into()];
+            p.instructions.push(fork);
+        }
+    };
+    let control = verdicts(&branching("reset", "total"));
+    assert_eq!(control, ("ok", "ok", None), "the control must be accepted");
+    let crossing: [(&str, &Edit); 4] = [
+        ("a BRANCH arm into the body", &branching("reset", "seen")),
+        ("a body member on the top level", &|p| {
+            let seen = find(p, "seen");
+            p.instructions[seen].depends_on.push("reset".into());
+        }),
+        ("the top level on a body member", &|p| {
+            let total = find(p, "total");
+            p.instructions[total].depends_on.push("bump".into());
+        }),
+        ("the LOOP on its own body", &|p| {
+            let spin = find(p, "spin");
+            p.instructions[spin].depends_on.push("bump".into());
+        }),
+    ];
+    for (what, edit) in crossing {
+        let (server, device, why) = verdicts(edit);
+        assert_eq!(
+            (server, device),
+            ("malformed", "malformed"),
+            "{what}: {why:?}"
+        );
+        let why = why.unwrap_or_default();
+        assert!(why.contains("flow region"), "{what}: {why}");
+    }
+}

@@ -464,8 +464,9 @@ fn validate_instruction(
 
 /// The flow regions: the top level (every instruction in no LOOP's body and no compensation
 /// list) and each LOOP's body. A region runs on its own — the top level once, a body once per
-/// iteration — so each member's dependencies must lie in its region (a LOOP waits for what
-/// runs before it, never for its own body: its iterations are its own). The executor and the
+/// iteration — so each member's dependencies and the BRANCHes leading to it must lie in its
+/// region (a LOOP waits for what runs before it, never for its own body: its iterations are
+/// its own). The executor and the
 /// firmware read programs by these regions. Returns the top level.
 fn check_regions(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result<Vec<usize>> {
     let instructions = &program.instructions;
@@ -493,7 +494,24 @@ fn check_regions(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result
             .filter(|ins| ins.r#loop.is_some())
             .map(|ins| (Some(ins.instruction_id.as_str()), body(ins))),
     );
+    // BRANCH → each of its arms, with the arm's field.
+    let mut parents: Vec<Vec<(usize, &'static str)>> = vec![Vec::new(); instructions.len()];
+    for (p, ins) in instructions.iter().enumerate() {
+        for (field, target) in [
+            ("branch_true_id", &ins.branch_true_id),
+            ("branch_false_id", &ins.branch_false_id),
+        ] {
+            if let Some(&to) = index.get(target.as_str()) {
+                parents[to].push((p, field));
+            }
+        }
+    }
     for (looping, region) in &regions {
+        let name = || {
+            looping.map_or("the top level".to_owned(), |l| {
+                format!("the body of LOOP `{l}`")
+            })
+        };
         for &m in region {
             let ins = &instructions[m];
             let outside = ins
@@ -501,15 +519,25 @@ fn check_regions(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result
                 .iter()
                 .find(|dep| index.get(dep.as_str()).is_some_and(|d| !region.contains(d)));
             if let Some(dep) = outside {
-                let region = looping.map_or("the top level".to_owned(), |l| {
-                    format!("the body of LOOP `{l}`")
-                });
                 return Err(invalid(
                     &ins.instruction_id,
                     "depends_on",
                     format!(
-                        "names `{dep}`, which is not in its flow region ({region}): flow enters \
-                         and leaves a LOOP's body only through the LOOP"
+                        "names `{dep}`, which is not in its flow region ({}): flow enters and \
+                         leaves a LOOP's body only through the LOOP",
+                        name()
+                    ),
+                ));
+            }
+            if let Some(&(p, field)) = parents[m].iter().find(|(p, _)| !region.contains(p)) {
+                return Err(invalid(
+                    &instructions[p].instruction_id,
+                    field,
+                    format!(
+                        "leads to `{}`, which is in another flow region ({}): flow enters and \
+                         leaves a LOOP's body only through the LOOP",
+                        ins.instruction_id,
+                        name()
                     ),
                 ));
             }

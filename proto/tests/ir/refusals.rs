@@ -185,21 +185,35 @@ fn dependencies_across_a_loop_body_are_refused() {
     );
 }
 
-/// Without a cycle, the top level lacks an entry only when its source is a BRANCH's target
-/// from outside it: here a compensation step's.
+/// A BRANCH leads only within its flow region.
+#[test]
+fn a_branch_leading_across_a_loop_body_is_refused() {
+    let mut program = with_loop(Some(4));
+    find(&mut program, "decide").branch_false_id = "sample_one".into();
+    let err = validate(&program).expect_err("crosses a loop body");
+    assert!(
+        err.to_string().contains("\"decide\"")
+            && err.to_string().contains("branch_false_id")
+            && err
+                .to_string()
+                .contains("leads to `sample_one`, which is in another flow region (the body of LOOP `each_sensor`)"),
+        "{err}"
+    );
+}
+
+/// Without a cycle, the top level lacks an entry only when it is empty: every instruction
+/// is another's compensation step.
 #[test]
 fn a_program_without_an_entry_is_refused() {
     let mut program = sample_program();
-    program.instructions.push(IrInstruction {
-        instruction_id: "undo".into(),
-        opcode: IrOpcode::Branch as i32,
-        branch_condition: "true".into(),
-        branch_true_id: "read_pressure".into(),
-        ..Default::default()
-    });
-    find(&mut program, "close_valve")
-        .compensation_ids
-        .push("undo".into());
+    let ids: Vec<String> = program
+        .instructions
+        .iter()
+        .map(|i| i.instruction_id.clone())
+        .collect();
+    for (n, ins) in program.instructions.iter_mut().enumerate() {
+        ins.compensation_ids = vec![ids[(n + 1) % ids.len()].clone()];
+    }
     let err = validate(&program).expect_err("no entry");
     assert!(err.to_string().contains("have no entry"), "{err}");
 }
