@@ -160,7 +160,8 @@ impl Calls {
         if kv == KvWrites::Persist && store.data().kv_written() {
             self.services
                 .store
-                .persist(self.config.kv_durability)
+                .persist_async(self.config.kv_durability)
+                .await
                 .map_err(|e| err(CallErrorKind::Unavailable, format!("scratch store: {e}")))?;
         }
         match outcome {
