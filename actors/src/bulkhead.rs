@@ -4,14 +4,23 @@
 //!
 //! An execution of a program at its limit waits in that program's lane, outside the
 //! scheduler (holding no slot), and is handed to the scheduler when one of the program's
-//! executions ends — also when it panics or is dropped. Each lane keeps a moving average of
-//! how long its executions hold a slot, so that admission can tell how long new work of that
-//! program would wait.
+//! executions ends — also when it panics or is dropped — or gives its turn up while the
+//! journal makes its steps durable ([`Boundary::durable`]): an execution coming back from
+//! that wait takes the next free turn of its program before any new one. Each lane keeps a
+//! moving average of how long its executions hold a slot, so that admission can tell how
+//! long new work of that program would wait.
+//!
+//! The lanes are the executions' [`Boundary`]: instruction boundaries go to the scheduler,
+//! and a wait on the journal gives up both the execution's turn and its slot.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::gates::Boundary;
 use crate::scheduler::{Job, Scheduler};
 use crate::sync::{Locked, Waits};
 
@@ -29,8 +38,13 @@ struct Waiting {
 /// the moments it is empty.
 #[derive(Default)]
 struct Lane {
-    /// Executions handed to the scheduler and not ended.
+    /// Executions handed to the scheduler and not ended, nor resting.
     running: usize,
+    /// Executions that gave their turn up while the journal makes their steps durable and
+    /// have not had it back (those in `returning` too).
+    resting: usize,
+    /// Executions back from that wait, waiting for a turn (they come before `waiting`).
+    returning: VecDeque<oneshot::Sender<()>>,
     waiting: VecDeque<Waiting>,
     /// Moving average of the time an execution holds a slot, microseconds (0: none yet).
     service_us: u64,
@@ -38,7 +52,7 @@ struct Lane {
 
 impl Lane {
     fn idle(&self) -> bool {
-        self.running == 0 && self.waiting.is_empty()
+        self.running == 0 && self.resting == 0 && self.waiting.is_empty()
     }
 }
 
@@ -53,6 +67,8 @@ pub struct LaneLoad {
     pub service_us: u64,
     /// How long the first execution waiting in the lane has waited.
     pub oldest: Duration,
+    /// Executions back from a wait on the journal, waiting for a turn.
+    pub returning: usize,
 }
 
 /// The lanes of every program. Cheap to clone.
@@ -199,6 +215,7 @@ impl Bulkheads {
                     .waiting
                     .front()
                     .map_or(Duration::ZERO, |w| w.since.elapsed()),
+                returning: lane.returning.len(),
             })
             .unwrap_or_default()
     }
@@ -218,14 +235,33 @@ impl Bulkheads {
         self.inner.scheduler.submit(id, priority, max_wait, job)
     }
 
-    /// One execution of `program` ended: the next in its lane goes to the scheduler.
+    /// One execution of `program` ended: its turn is handed on.
     fn end(&self, program: &str) {
         let mut state = self.inner.lock();
+        if let Some(lane) = state.lanes.get_mut(program) {
+            lane.running = lane.running.saturating_sub(1);
+        }
+        self.hand_on(state, program);
+    }
+
+    /// A turn of `program` may be free: it goes to an execution of the program back from
+    /// the journal's fsync, else to the next waiting in the lane (handed to the scheduler).
+    fn hand_on(&self, mut state: MutexGuard<'_, State>, program: &str) {
+        let limit = self.inner.limit;
         let State { lanes, closed } = &mut *state;
         let Some(lane) = lanes.get_mut(program) else {
             return;
         };
-        lane.running = lane.running.saturating_sub(1);
+        while lane.running < limit {
+            let Some(back) = lane.returning.pop_front() else {
+                break;
+            };
+            // One whose task is gone (dropped at shutdown) stopped counting as it went.
+            if back.send(()).is_ok() {
+                lane.resting -= 1;
+                lane.running += 1;
+            }
+        }
         if self.inner.scheduler.is_closed() {
             // Draining: what waits is dropped (its executions stay pending in the journal
             // and resume at the next start), all at once rather than one turn at a time.
@@ -238,7 +274,12 @@ impl Bulkheads {
             }
             return;
         }
-        let Some(next) = lane.waiting.pop_front() else {
+        let next = if lane.running < limit {
+            lane.waiting.pop_front()
+        } else {
+            None
+        };
+        let Some(next) = next else {
             if *closed && lanes.values().all(Lane::idle) {
                 self.inner.emptied.notify_all();
             }
@@ -255,6 +296,109 @@ impl Bulkheads {
         } = next;
         // The scheduler closed meanwhile: the job is dropped, which ends its turn.
         self.launch(program, &id, priority, max_wait, job);
+    }
+
+    /// An execution of `program` gives its turn up while the journal makes its steps
+    /// durable; `None` when no execution of `program` holds one (it was not launched here).
+    fn rest(&self, program: &str) -> Option<TurnRest> {
+        let mut state = self.inner.lock();
+        let lane = state
+            .lanes
+            .get_mut(program)
+            .filter(|lane| lane.running > 0)?;
+        lane.running -= 1;
+        lane.resting += 1;
+        self.hand_on(state, program);
+        Some(TurnRest {
+            bulkheads: self.clone(),
+            program: program.to_owned(),
+            returning: None,
+            back: false,
+        })
+    }
+}
+
+/// A program's turn given up while the journal makes an execution's steps durable;
+/// [`TurnRest::back`] takes one again.
+struct TurnRest {
+    bulkheads: Bulkheads,
+    program: String,
+    /// Where `back` waits for a turn.
+    returning: Option<oneshot::Receiver<()>>,
+    back: bool,
+}
+
+impl TurnRest {
+    /// Takes a turn of the program again: at once when it is under its limit and no other
+    /// execution is coming back before this one, else when one is handed on.
+    async fn back(mut self) {
+        {
+            let limit = self.bulkheads.inner.limit;
+            let mut state = self.bulkheads.inner.lock();
+            let lane = state.lanes.entry(self.program.clone()).or_default();
+            if lane.running < limit && lane.returning.is_empty() {
+                lane.resting -= 1;
+                lane.running += 1;
+                self.back = true;
+                return;
+            }
+            let (turn, returning) = oneshot::channel();
+            lane.returning.push_back(turn);
+            self.returning = Some(returning);
+        }
+        if let Some(returning) = self.returning.as_mut() {
+            // Handed a turn (which counted it), or its sender dropped with the lane.
+            let _ = returning.await;
+        }
+        self.back = true;
+    }
+}
+
+impl Drop for TurnRest {
+    /// Its task dropped (at shutdown) during the wait: the turn counts as held again, for
+    /// the execution's own end (its job's [`Turn`], dropped with it) to hand on.
+    fn drop(&mut self) {
+        if self.back {
+            return;
+        }
+        let mut state = self.bulkheads.inner.lock();
+        let Some(lane) = state.lanes.get_mut(&self.program) else {
+            return;
+        };
+        // A handover happens under this lock: either it came (the turn is held) or it will
+        // find this receiver gone.
+        let handed = self
+            .returning
+            .take()
+            .is_some_and(|mut returning| returning.try_recv().is_ok());
+        if !handed {
+            lane.resting -= 1;
+            lane.running += 1;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Boundary for Bulkheads {
+    async fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool) {
+        self.inner
+            .scheduler
+            .checkpoint(execution_id, priority, preemptible)
+            .await;
+    }
+
+    async fn durable(&self, program: &str, execution_id: &str, wait: BoxFuture<'_, ()>) {
+        let slot = self.inner.scheduler.rest(execution_id);
+        let turn = slot.as_ref().and_then(|_| self.rest(program));
+        wait.await;
+        // The program's turn first, then a slot: as a new execution of it, which holds its
+        // turn while it waits in the scheduler.
+        if let Some(turn) = turn {
+            turn.back().await;
+        }
+        if let Some(slot) = slot {
+            slot.back().await;
+        }
     }
 }
 
@@ -340,6 +484,227 @@ mod tests {
         });
         scheduler.drain();
         let load = bulkheads.load("poison");
+        assert_eq!((load.running, load.waiting), (0, 0));
+    }
+
+    /// One slot, a limit of one: a scheduler and lanes on a runtime of their own.
+    fn single() -> (tokio::runtime::Runtime, Scheduler, Bulkheads) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                workers: 1,
+                aging: Duration::from_secs(3600),
+            },
+            Arbiter::new(1),
+            runtime.handle().clone(),
+        );
+        let bulkheads = Bulkheads::new(1, scheduler.clone());
+        (runtime, scheduler, bulkheads)
+    }
+
+    /// Counts the executions between their start (or their return from the journal) and
+    /// their end (or their wait on it): those that hold a turn and a slot.
+    #[derive(Default)]
+    struct Holders {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Holders {
+        fn take(&self) {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+        }
+
+        fn leave(&self) {
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A job that takes its turn, waits on "the journal" until `fsynced`, then reports
+    /// `name` and ends.
+    fn resting_job(
+        bulkheads: &Bulkheads,
+        holders: &Arc<Holders>,
+        name: &'static str,
+        fsynced: tokio::sync::oneshot::Receiver<()>,
+        order: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Job {
+        let (bulkheads, holders, order) = (bulkheads.clone(), holders.clone(), order.clone());
+        Box::new(move |_| {
+            Box::pin(async move {
+                holders.take();
+                let wait = Box::pin(async move {
+                    let _ = fsynced.await;
+                });
+                holders.leave();
+                bulkheads.durable("p", name, wait).await;
+                holders.take();
+                let _ = order.send(name);
+                holders.leave();
+            })
+        })
+    }
+
+    /// The next execution to report, within 10 s.
+    fn next(
+        runtime: &tokio::runtime::Runtime,
+        ran: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+    ) -> Option<&'static str> {
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), ran.recv()).await })
+            .expect("an execution ends within 10 s")
+    }
+
+    /// A job that reports `name` and ends.
+    fn plain_job(
+        holders: &Arc<Holders>,
+        name: &'static str,
+        order: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Job {
+        let (holders, order) = (holders.clone(), order.clone());
+        Box::new(move |_| {
+            Box::pin(async move {
+                holders.take();
+                let _ = order.send(name);
+                holders.leave();
+            })
+        })
+    }
+
+    #[test]
+    fn an_execution_waiting_on_the_journal_lets_the_next_run_and_comes_back_first() {
+        let (runtime, scheduler, bulkheads) = single();
+        let holders = Arc::new(Holders::default());
+        let (order, mut ran) = tokio::sync::mpsc::unbounded_channel();
+        let (fsync_a, a_fsynced) = tokio::sync::oneshot::channel();
+        let (fsync_b, b_fsynced) = tokio::sync::oneshot::channel();
+        let long = Duration::from_secs(60);
+        // A takes the one slot and the program's one turn, then waits on the journal.
+        assert!(bulkheads.submit(
+            "p",
+            "a",
+            128,
+            long,
+            resting_job(&bulkheads, &holders, "a", a_fsynced, &order)
+        ));
+        // B and C of the same program: B runs while A waits, and waits on the journal in turn.
+        assert!(bulkheads.submit(
+            "p",
+            "b",
+            128,
+            long,
+            resting_job(&bulkheads, &holders, "b", b_fsynced, &order)
+        ));
+        assert!(bulkheads.submit("p", "c", 128, long, plain_job(&holders, "c", &order)));
+        // Neither A nor B is done; C, which came last, ran in the turn B gave up.
+        assert_eq!(next(&runtime, &mut ran), Some("c"));
+        // A's fsync ends before B's: A ends next.
+        fsync_a.send(()).unwrap();
+        assert_eq!(next(&runtime, &mut ran), Some("a"));
+        fsync_b.send(()).unwrap();
+        assert_eq!(next(&runtime, &mut ran), Some("b"));
+        scheduler.drain();
+        bulkheads.drain();
+        assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
+        let load = bulkheads.load("p");
+        assert_eq!((load.running, load.waiting), (0, 0));
+    }
+
+    #[test]
+    fn back_from_the_journal_an_execution_takes_the_next_turn_before_new_work() {
+        let (runtime, scheduler, bulkheads) = single();
+        let holders = Arc::new(Holders::default());
+        let (order, mut ran) = tokio::sync::mpsc::unbounded_channel();
+        let (fsync_a, a_fsynced) = tokio::sync::oneshot::channel();
+        let (fsync_b, b_fsynced) = tokio::sync::oneshot::channel();
+        let long = Duration::from_secs(60);
+        assert!(bulkheads.submit(
+            "p",
+            "a",
+            128,
+            long,
+            resting_job(&bulkheads, &holders, "a", a_fsynced, &order)
+        ));
+        assert!(bulkheads.submit(
+            "p",
+            "b",
+            128,
+            long,
+            resting_job(&bulkheads, &holders, "b", b_fsynced, &order)
+        ));
+        // Both wait on the journal now, and the turn is free: A comes back and ends.
+        fsync_a.send(()).unwrap();
+        assert_eq!(next(&runtime, &mut ran), Some("a"));
+        // B is back while C waits in the lane behind a held turn: B goes first.
+        let (hold, held) = tokio::sync::oneshot::channel::<()>();
+        let holding = holders.clone();
+        assert!(bulkheads.submit(
+            "p",
+            "holder",
+            128,
+            long,
+            Box::new(move |_| {
+                Box::pin(async move {
+                    holding.take();
+                    let _ = held.await;
+                    holding.leave();
+                })
+            })
+        ));
+        assert!(bulkheads.submit("p", "c", 128, long, plain_job(&holders, "c", &order)));
+        fsync_b.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bulkheads.load("p").returning == 0 {
+            assert!(Instant::now() < deadline, "B did not come back");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        hold.send(()).unwrap();
+        assert_eq!(next(&runtime, &mut ran), Some("b"));
+        assert_eq!(next(&runtime, &mut ran), Some("c"));
+        scheduler.drain();
+        bulkheads.drain();
+        assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
+    }
+
+    #[test]
+    fn an_execution_dropped_while_waiting_on_the_journal_leaves_no_count_behind() {
+        let (runtime, scheduler, bulkheads) = single();
+        let holders = Arc::new(Holders::default());
+        let (order, _ran) = tokio::sync::mpsc::unbounded_channel();
+        let (_never, never_fsynced) = tokio::sync::oneshot::channel();
+        assert!(bulkheads.submit(
+            "p",
+            "a",
+            128,
+            Duration::from_secs(60),
+            resting_job(&bulkheads, &holders, "a", never_fsynced, &order)
+        ));
+        // A gave its turn up: it waits on the journal.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bulkheads.load("p").running > 0 {
+            assert!(Instant::now() < deadline, "A did not wait on the journal");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The runtime stops with A waiting on the journal: its task is dropped.
+        let (stopped, stop) = std::sync::mpsc::channel();
+        let draining = {
+            let (scheduler, bulkheads) = (scheduler.clone(), bulkheads.clone());
+            std::thread::spawn(move || {
+                bulkheads.drain();
+                scheduler.drain();
+                let _ = stopped.send(());
+            })
+        };
+        runtime.shutdown_background();
+        stop.recv_timeout(Duration::from_secs(10))
+            .expect("the lanes and the scheduler drain once the waiting task is gone");
+        draining.join().unwrap();
+        let load = bulkheads.load("p");
         assert_eq!((load.running, load.waiting), (0, 0));
     }
 }

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+
 use crate::ports::CallError;
 
 /// Held while an instruction drives a resource; dropping it releases the resource (also on
@@ -66,6 +68,16 @@ pub trait Boundary: Send + Sync {
     /// execution may be parked here (its task waits, holding no thread) while more urgent
     /// work runs; a non-preemptible one returns at once.
     async fn checkpoint(&self, execution_id: &str, priority: u32, preemptible: bool);
+
+    /// Runs `wait` — execution `execution_id` of `program` writing to the journal and
+    /// waiting for the fsync that makes it durable — holding no slot: the execution gives
+    /// its slot (and its program's turn) up meanwhile, so that other executions run and
+    /// share that fsync, and takes them back, before more urgent or older work only, when
+    /// it ends. Without a scheduler behind it, just `wait`.
+    async fn durable(&self, program: &str, execution_id: &str, wait: BoxFuture<'_, ()>) {
+        let _ = (program, execution_id);
+        wait.await;
+    }
 }
 
 /// The instruction actors of a deployed program version, one per instruction: an execution

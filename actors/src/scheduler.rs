@@ -73,17 +73,20 @@ impl Default for SchedulerConfig {
 
 struct Queued {
     id: String,
+    level: u32,
     seq: u64,
     enqueued: Instant,
     max_wait: Duration,
     job: Job,
 }
 
-/// The arrival of an admitted execution, which it keeps when it is parked.
+/// The arrival of an admitted execution, which it keeps when it is parked, and the level it
+/// was submitted at.
 #[derive(Clone, Copy)]
 struct Ticket {
     seq: u64,
     enqueued: Instant,
+    level: u32,
 }
 
 /// An execution parked at a boundary, waiting to be handed a slot.
@@ -126,6 +129,9 @@ struct State {
     running: usize,
     /// Executions parked and not yet handed a slot.
     parked_count: usize,
+    /// Executions that gave their slot up while the journal makes their steps durable
+    /// ([`Scheduler::rest`]) and have not asked for one again.
+    resting: usize,
     closed: bool,
 }
 
@@ -216,6 +222,7 @@ impl Inner {
             Ticket {
                 seq: job.seq,
                 enqueued: job.enqueued,
+                level: job.level,
             },
         );
         Some(job)
@@ -237,6 +244,7 @@ async fn run(inner: Arc<Inner>, mut job: Queued) {
         let Queued {
             id,
             seq,
+            level: _,
             enqueued,
             max_wait,
             job: work,
@@ -278,7 +286,99 @@ async fn run(inner: Arc<Inner>, mut job: Queued) {
     }
 }
 
+/// Parks an execution with `ticket` at `level` until a free slot is handed to it (and
+/// counted in `running`), in the one admission order.
+fn park(state: &mut State, level: u32, ticket: Ticket) -> oneshot::Receiver<()> {
+    state.parks += 1;
+    let at = (ticket.seq, state.parks);
+    let (resume, resumed) = oneshot::channel();
+    state.parked.entry(level).or_default().insert(
+        at,
+        Parked {
+            enqueued: ticket.enqueued,
+            resume,
+        },
+    );
+    state.parked_count += 1;
+    resumed
+}
+
+/// An execution's slot given up while the journal makes its steps durable
+/// ([`Scheduler::rest`]); [`Rest::back`] takes one again. Dropped before it has one again
+/// (its task dropped at shutdown), it stops counting, and a slot handed to it meanwhile is
+/// handed on.
+pub(crate) struct Rest {
+    inner: Arc<Inner>,
+    ticket: Ticket,
+    /// Where `back` waits to be handed a slot.
+    parked: Option<oneshot::Receiver<()>>,
+    /// Set once the execution counts as running again.
+    back: bool,
+}
+
+impl Rest {
+    /// Takes a slot again: at once when one is free (then no one waits for it: free slots
+    /// are handed on at once), else parked, in the admission order by the execution's
+    /// level and arrival, until one is handed over.
+    pub(crate) async fn back(mut self) {
+        {
+            let mut state = self.inner.lock();
+            state.resting -= 1;
+            if state.running < self.inner.config.workers {
+                state.running += 1;
+                self.back = true;
+                return;
+            }
+            self.parked = Some(park(&mut state, self.ticket.level, self.ticket));
+        }
+        if let Some(parked) = self.parked.as_mut() {
+            // A parked execution is handed its slot, or its sender is dropped at shutdown.
+            let _ = parked.await;
+        }
+        self.back = true;
+    }
+}
+
+impl Drop for Rest {
+    fn drop(&mut self) {
+        if self.back {
+            return;
+        }
+        let mut state = self.inner.lock();
+        match self.parked.take() {
+            // Handed a slot it will not use (a handover happens under this lock).
+            Some(mut parked) => {
+                if parked.try_recv().is_ok() {
+                    state.running -= 1;
+                    self.inner.start(&mut state);
+                }
+            }
+            None => state.resting -= 1,
+        }
+        if state.closed {
+            self.inner.settled.notify_all();
+        }
+    }
+}
+
 impl Scheduler {
+    /// Execution `id` gives its slot up while the journal makes its steps durable (its
+    /// task waits for the fsync, and needs no slot for that); the slot goes to the first
+    /// waiting. `None` when this scheduler did not admit `id` (it holds no slot here).
+    pub(crate) fn rest(&self, id: &str) -> Option<Rest> {
+        let mut state = self.inner.lock();
+        let ticket = state.tickets.get(id).copied()?;
+        state.running -= 1;
+        state.resting += 1;
+        self.inner.start(&mut state);
+        Some(Rest {
+            inner: self.inner.clone(),
+            ticket,
+            parked: None,
+            back: false,
+        })
+    }
+
     /// A scheduler with `config.workers` slots whose jobs run on `runtime`; `arbiter`
     /// provides priority inheritance.
     pub fn new(config: SchedulerConfig, arbiter: Arbiter, runtime: tokio::runtime::Handle) -> Self {
@@ -305,6 +405,7 @@ impl Scheduler {
         let seq = state.seq;
         state.queue.entry(priority).or_default().push_back(Queued {
             id: id.to_owned(),
+            level: priority,
             seq,
             enqueued: Instant::now(),
             max_wait,
@@ -354,7 +455,11 @@ impl Scheduler {
     pub fn drain(&self) {
         let mut state = self.inner.lock();
         state.closed = true;
-        while !state.queue.is_empty() || state.running > 0 || state.parked_count > 0 {
+        while !state.queue.is_empty()
+            || state.running > 0
+            || state.parked_count > 0
+            || state.resting > 0
+        {
             state = self.inner.settled.waiting(state);
         }
     }
@@ -388,17 +493,7 @@ impl Boundary for Scheduler {
             if !yields {
                 return;
             }
-            state.parks += 1;
-            let at = (ticket.seq, state.parks);
-            let (resume, resumed) = oneshot::channel();
-            state.parked.entry(level).or_default().insert(
-                at,
-                Parked {
-                    enqueued: ticket.enqueued,
-                    resume,
-                },
-            );
-            state.parked_count += 1;
+            let resumed = park(&mut state, level, ticket);
             state.running -= 1;
             // Give the slot to the first candidate.
             inner.start(&mut state);

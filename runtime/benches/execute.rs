@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use eyeflow_compiler::CompileOptions;
 use eyeflow_runtime::node::{Node, NodeConfig};
-use eyeflow_runtime::plugins::Package;
 use eyeflow_runtime::store::Durability;
 
 const RULE: &str = r#"
@@ -130,13 +129,9 @@ fn start(mut config: NodeConfig) -> Node {
     let node = Node::start(config).expect("node");
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     node.trust(&key.verifying_key()).expect("trust");
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
-    let manifest =
-        std::fs::read(plugins.join("valve-sim.json")).expect("run scripts/build-plugins.sh first");
-    let component = std::fs::read(plugins.join("valve-sim.wasm")).expect("component");
-    let mut package = Package::new(manifest, component).expect("package");
-    package.sign(&key);
-    node.plugins().install(&package).expect("install");
+    node.plugins()
+        .install(&eyeflow_tests::node::bundled_package("valve-sim", &key))
+        .expect("install");
     let options = CompileOptions {
         source_name: "bench.yaml".into(),
         compiled_by: "bench".into(),

@@ -450,7 +450,7 @@ impl Node {
             journal: Arc::new(crate::metrics::MeteredJournal::new(journal.clone())),
             arbiter: Arc::new(crate::metrics::MeteredGate::new(arbiter)),
             fallbacks: Arc::new(fallbacks),
-            boundary: Arc::new(scheduler.clone()),
+            boundary: Arc::new(bulkheads.clone()),
             clock: Arc::new(exec::SystemClock),
         };
         let stats = Arc::new(Mutex::new(BTreeMap::new()));

@@ -11,6 +11,18 @@ use ed25519_dalek::SigningKey;
 use eyeflow_runtime::plugins::Package;
 use serde_json::Value;
 
+/// Bundled plugin `name` (from `target/plugins`: `scripts/build-plugins.sh`), signed with
+/// `key`.
+pub fn bundled_package(name: &str, key: &SigningKey) -> Package {
+    let plugins = repo().join("target/plugins");
+    let manifest = std::fs::read(plugins.join(format!("{name}.json")))
+        .expect("built plugins (scripts/build-plugins.sh)");
+    let wasm = std::fs::read(plugins.join(format!("{name}.wasm"))).expect("component");
+    let mut package = Package::new(manifest, wasm).expect("package");
+    package.sign(key);
+    package
+}
+
 /// The `eyeflow` binary cargo built for this workspace (beside the running test's
 /// executable, in `target/<profile>/`).
 pub fn binary() -> PathBuf {
@@ -165,12 +177,7 @@ impl Workdir {
     /// Installs bundled plugin `name` (from `target/plugins`, signed with the test key) on
     /// the node at `url`, granting HTTP to `grant_http` hosts.
     pub fn install(&self, url: &str, name: &str, grant_http: &[&str]) {
-        let plugins = repo().join("target/plugins");
-        let manifest = std::fs::read(plugins.join(format!("{name}.json")))
-            .expect("built plugins (scripts/build-plugins.sh)");
-        let wasm = std::fs::read(plugins.join(format!("{name}.wasm"))).expect("component");
-        let mut package = Package::new(manifest, wasm).expect("package");
-        package.sign(&self.key);
+        let package = bundled_package(name, &self.key);
         let response = self
             .client
             .post(format!(

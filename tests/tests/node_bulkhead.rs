@@ -136,3 +136,69 @@ fn a_node_dropped_with_executions_waiting_in_a_lane_stops_and_keeps_them_pending
     assert_eq!(counts.executions, 10, "{counts:?}");
     assert_eq!(counts.finished, 0, "{counts:?}");
 }
+
+/// Executions wait on the journal's fsync holding no slot, and an execution holding a
+/// resource's permit keeps its slot through that wait: on a node with two slots (one per
+/// program) and group commit, twelve events of a program whose one action holds the
+/// resource `valve/serial` all run to their action's value. Had the holder given its slot
+/// and turn up for its intent's fsync, the next execution would take them and wait for the
+/// permit, the holder could not come back, and executions would end `resource_timeout`.
+#[test]
+fn executions_holding_a_resource_keep_their_slot_while_the_journal_syncs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = eyeflow_runtime::node::NodeConfig::embedded(dir.path().join("data"));
+    config.workers = 2;
+    config.durability = eyeflow_runtime::store::Durability::GroupCommit;
+    let node = eyeflow_runtime::node::Node::start(config).expect("node");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    node.trust(&key.verifying_key()).expect("trust");
+    node.plugins()
+        .install(&eyeflow_tests::node::bundled_package("valve-sim", &key))
+        .expect("install");
+    let rule = r#"
+id: serial
+version: 1.0.0
+requires: {valve-sim: ^1.0}
+max_wait_ms: 3000
+triggers:
+  - {kind: webhook, source: serial}
+instructions:
+  - {id: aim, op: EVAL, expression: "event.n % 2 == 0 ? 100 : 0", next: act}
+  - {id: act, op: CALL_ACTION, capability: valve-sim, action: set, params: {valve: "'V-9'", position: aim}, resource_key: valve/serial, next: done}
+  - {id: done, op: RETURN, expression: "act.position"}
+"#;
+    let options = eyeflow_compiler::CompileOptions {
+        source_name: "serial.yaml".into(),
+        compiled_by: "test".into(),
+        compiled_at: 0,
+    };
+    let program = eyeflow_compiler::compile_and_sign(rule, &options, &key).expect("compile");
+    node.deploy(&eyeflow_ir::encode(&program)).expect("deploy");
+    let ids: Vec<(u32, String)> = (0..12)
+        .map(|n| {
+            let accepted = node
+                .submit("serial", &format!("s-{n}"), "test", json!({"n": n}))
+                .expect("accepted");
+            let eyeflow_actors::ports::Accepted::New { execution_id } = accepted else {
+                panic!("a new event: {accepted:?}");
+            };
+            (n, execution_id)
+        })
+        .collect();
+    node.wait_idle();
+    for (n, id) in &ids {
+        let (_, steps, outcome) = node
+            .journal()
+            .execution(id)
+            .expect("journal")
+            .expect("known");
+        let expected = json!(if n % 2 == 0 { 100 } else { 0 });
+        assert!(
+            matches!(
+                &outcome,
+                Some(eyeflow_actors::ports::ExecutionOutcome::Completed { value }) if *value == expected
+            ),
+            "{id}: {outcome:?} {steps:?}"
+        );
+    }
+}

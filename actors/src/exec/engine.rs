@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 
@@ -115,6 +115,14 @@ pub(super) struct Run<'a> {
     /// Admitted past its `max_wait` (why, in words): the first instruction to run fails
     /// with `timeout` and takes its fallback.
     pub(super) late: Option<String>,
+    /// Whether this is the execution's own run, not one of several parallel siblings: only
+    /// it gives the execution's slot up while the journal makes its steps durable (a
+    /// sibling's wait would give up the slot the others compute on).
+    alone: bool,
+    /// Arbiter permits this run holds (`ops::Held`): while it holds one it keeps its slot
+    /// through its waits on the journal — executions waiting for that key hold theirs, and
+    /// it could not come back.
+    pub(super) permits: Arc<AtomicUsize>,
 }
 
 /// How long an execution keeps trying to be admitted at an instruction whose actor is down.
@@ -168,6 +176,8 @@ impl<'a> Run<'a> {
             journal_failed: None,
             scrubber: Scrubber::new(),
             late: None,
+            alone: true,
+            permits: Arc::default(),
         }
     }
 
@@ -189,10 +199,16 @@ impl<'a> Run<'a> {
         };
         let (entries, steps): (Vec<AuditEntry>, Vec<StepRecord>) =
             std::mem::take(&mut self.unsaved).into_iter().unzip();
-        let ended = self
-            .fx
-            .journal
-            .finish(self.execution_id, &steps, &entries, &outcome)
+        let mut ended = Ok(());
+        let journal = &self.fx.journal;
+        let finish = async {
+            ended = journal
+                .finish(self.execution_id, &steps, &entries, &outcome)
+                .await;
+        };
+        self.fx
+            .boundary
+            .durable(self.program.id(), self.execution_id, Box::pin(finish))
             .await;
         match ended {
             Ok(()) => super::Report::Finished(outcome),
@@ -208,7 +224,20 @@ impl<'a> Run<'a> {
         }
         let (entries, steps): (Vec<AuditEntry>, Vec<StepRecord>) =
             std::mem::take(&mut self.unsaved).into_iter().unzip();
-        self.fx.journal.steps(&steps, &entries, durable).await
+        let journal = &self.fx.journal;
+        let rests = durable && self.alone && self.permits.load(Ordering::SeqCst) == 0;
+        if !rests {
+            return journal.steps(&steps, &entries, durable).await;
+        }
+        let mut saved = Ok(());
+        let save = async {
+            saved = journal.steps(&steps, &entries, true).await;
+        };
+        self.fx
+            .boundary
+            .durable(self.program.id(), self.execution_id, Box::pin(save))
+            .await;
+        saved
     }
 
     /// Journals the intent of the effect `at` is about to start — durably, with every
@@ -401,6 +430,8 @@ impl<'a> Run<'a> {
             journal_failed: None,
             scrubber: self.scrubber.clone(),
             late: self.late.take(),
+            alone: false,
+            permits: Arc::default(),
         }
     }
 

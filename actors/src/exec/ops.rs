@@ -1,6 +1,8 @@
 //! One attempt of one instruction, per opcode. Every failure is a [`Failure`] with its IR
 //! error class; the engine decides what happens next.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use eyeflow_ir::pb::{ErrorClass, IrOpcode, MemoryScope, TimeWindow};
@@ -209,6 +211,30 @@ impl Program {
     }
 }
 
+/// An arbiter permit held by a run, counted in the run's `permits` until it is dropped
+/// (then released): a run holding one keeps its slot through its waits on the journal, since
+/// executions waiting for the same key hold theirs.
+pub(super) struct Held {
+    _hold: ResourceHold,
+    permits: Arc<AtomicUsize>,
+}
+
+impl Held {
+    fn new(hold: ResourceHold, permits: &Arc<AtomicUsize>) -> Self {
+        permits.fetch_add(1, Ordering::SeqCst);
+        Self {
+            _hold: hold,
+            permits: permits.clone(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.permits.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Run<'_> {
     fn eval(&self, expr: &Expr) -> Result<Value, Failure> {
         expr.eval(&self.vars).map_err(invalid_input)
@@ -236,7 +262,9 @@ impl Run<'_> {
         Ok(Duration::from_millis(deadline_ms - now))
     }
 
-    async fn hold(&self, ins: &Prepared) -> Result<Option<ResourceHold>, Failure> {
+    /// The arbiter's permit for the instruction's resource key, if it has one; counted in
+    /// the run's permits held while it lives.
+    async fn hold(&self, ins: &Prepared) -> Result<Option<Held>, Failure> {
         if ins.resource_key.is_empty() {
             return Ok(None);
         }
@@ -249,7 +277,7 @@ impl Run<'_> {
                 ins.priority.max_wait,
             )
             .await
-            .map(Some)
+            .map(|hold| Some(Held::new(hold, &self.permits)))
             .map_err(|e| {
                 if e.kind == CallErrorKind::Timeout {
                     Failure::new(
