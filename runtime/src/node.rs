@@ -450,7 +450,14 @@ impl Node {
             journal: Arc::new(crate::metrics::MeteredJournal::new(journal.clone())),
             arbiter: Arc::new(crate::metrics::MeteredGate::new(arbiter)),
             fallbacks: Arc::new(fallbacks),
-            boundary: Arc::new(bulkheads.clone()),
+            // Under group commit an execution gives its slot up while it waits for the fsync
+            // (others then share it); an fsync of its own per write ("sync", for
+            // measurement) or none leaves nothing to share.
+            boundary: if config.durability == Durability::GroupCommit {
+                Arc::new(bulkheads.clone())
+            } else {
+                Arc::new(scheduler.clone())
+            },
             clock: Arc::new(exec::SystemClock),
         };
         let stats = Arc::new(Mutex::new(BTreeMap::new()));
