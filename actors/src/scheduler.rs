@@ -24,8 +24,10 @@
 //!
 //! Jobs are futures, run as tasks of the runtime the scheduler is given (the node's actor
 //! runtime): a slot is a permit to run, not a thread, and a parked execution is a task
-//! waiting for its slot to be handed back. A job that waits on the world (a plugin call, an
-//! fsync, a backoff timer) keeps its slot but no thread.
+//! waiting for its slot to be handed back. A job that waits on the world (a plugin call, a
+//! backoff timer) keeps its slot but no thread; one that waits for the journal's fsync gives
+//! its slot up meanwhile ([`Scheduler::rest`], through the lanes' [`Boundary::durable`]) and
+//! takes one back after it, parked in the order above when none is free.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
