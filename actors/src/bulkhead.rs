@@ -67,7 +67,10 @@ pub struct LaneLoad {
     pub service_us: u64,
     /// How long the first execution waiting in the lane has waited.
     pub oldest: Duration,
-    /// Executions back from a wait on the journal, waiting for a turn.
+    /// Executions that gave their turn up while the journal makes their steps durable
+    /// and have not had it back (`returning` included).
+    pub resting: usize,
+    /// Executions back from that wait, waiting for a turn (before `waiting`).
     pub returning: usize,
 }
 
@@ -215,6 +218,7 @@ impl Bulkheads {
                     .waiting
                     .front()
                     .map_or(Duration::ZERO, |w| w.since.elapsed()),
+                resting: lane.resting,
                 returning: lane.returning.len(),
             })
             .unwrap_or_default()

@@ -111,7 +111,8 @@ impl Executions {
         let queued = inner.scheduler.queue_depth().values().sum::<usize>() as u64;
         let lane = inner.bulkheads.load(program.id());
         let limit = inner.bulkheads.limit() as u64;
-        let waiting = lane.waiting as u64;
+        // Back from the journal's fsync, an execution takes its program's next turn first.
+        let waiting = (lane.waiting + lane.returning) as u64;
         let predicted_ms = (queued.saturating_mul(service_us) / workers
             + waiting.saturating_mul(lane.service_us) / limit)
             / 1000;
@@ -133,7 +134,7 @@ impl Executions {
         }
         let backlog = inner.max_backlog;
         let share = backlog - backlog / 4;
-        let held = lane.running + lane.waiting;
+        let held = lane.running + lane.resting + lane.waiting;
         if held >= share {
             return Err(Overloaded(format!(
                 "this program has {held} executions queued or running, the most one program may have ({share} of the {backlog} allowed)"

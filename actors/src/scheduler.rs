@@ -26,7 +26,7 @@
 //! runtime): a slot is a permit to run, not a thread, and a parked execution is a task
 //! waiting for its slot to be handed back. A job that waits on the world (a plugin call, a
 //! backoff timer) keeps its slot but no thread; one that waits for the journal's fsync gives
-//! its slot up meanwhile ([`Scheduler::rest`], through the lanes' [`Boundary::durable`]) and
+//! its slot up meanwhile (`Scheduler::rest`, through the lanes' [`Boundary::durable`]) and
 //! takes one back after it, parked in the order above when none is free.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
