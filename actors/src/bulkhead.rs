@@ -359,8 +359,9 @@ impl TurnRest {
 }
 
 impl Drop for TurnRest {
-    /// Its task dropped (at shutdown) during the wait: the turn counts as held again, for
-    /// the execution's own end (its job's [`Turn`], dropped with it) to hand on.
+    /// Dropped before it is back — its end's write done, or its task dropped (at shutdown)
+    /// during the wait: the turn counts as held again, for the execution's own end (its
+    /// job's [`Turn`]) to hand on.
     fn drop(&mut self) {
         if self.back {
             return;
@@ -391,10 +392,25 @@ impl Boundary for Bulkheads {
             .await;
     }
 
-    async fn durable(&self, program: &str, execution_id: &str, wait: BoxFuture<'_, ()>) {
+    async fn durable(
+        &self,
+        program: &str,
+        execution_id: &str,
+        last: bool,
+        wait: BoxFuture<'_, ()>,
+    ) {
         let slot = self.inner.scheduler.rest(execution_id);
         let turn = slot.as_ref().and_then(|_| self.rest(program));
         wait.await;
+        if last {
+            // Its end: the turn counts as held again (dropped unused), for the job's end to
+            // hand on, and so does the slot.
+            drop(turn);
+            if let Some(slot) = slot {
+                slot.leave();
+            }
+            return;
+        }
         // The program's turn first, then a slot: as a new execution of it, which holds its
         // turn while it waits in the scheduler.
         if let Some(turn) = turn {
@@ -538,6 +554,18 @@ mod tests {
         fsynced: tokio::sync::oneshot::Receiver<()>,
         order: &tokio::sync::mpsc::UnboundedSender<&'static str>,
     ) -> Job {
+        waiting_job(bulkheads, holders, name, false, fsynced, order)
+    }
+
+    /// [`resting_job`], its wait on the journal its end's (`last`) or not.
+    fn waiting_job(
+        bulkheads: &Bulkheads,
+        holders: &Arc<Holders>,
+        name: &'static str,
+        last: bool,
+        fsynced: tokio::sync::oneshot::Receiver<()>,
+        order: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Job {
         let (bulkheads, holders, order) = (bulkheads.clone(), holders.clone(), order.clone());
         Box::new(move |_| {
             Box::pin(async move {
@@ -546,10 +574,14 @@ mod tests {
                     let _ = fsynced.await;
                 });
                 holders.leave();
-                bulkheads.durable("p", name, wait).await;
-                holders.take();
+                bulkheads.durable("p", name, last, wait).await;
+                if !last {
+                    holders.take();
+                }
                 let _ = order.send(name);
-                holders.leave();
+                if !last {
+                    holders.leave();
+                }
             })
         })
     }
@@ -673,6 +705,52 @@ mod tests {
         scheduler.drain();
         bulkheads.drain();
         assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
+    }
+
+    #[test]
+    fn an_execution_whose_end_is_made_durable_ends_without_a_slot() {
+        let (runtime, scheduler, bulkheads) = single();
+        let holders = Arc::new(Holders::default());
+        let (order, mut ran) = tokio::sync::mpsc::unbounded_channel();
+        let (fsync_a, a_fsynced) = tokio::sync::oneshot::channel();
+        let long = Duration::from_secs(60);
+        assert!(bulkheads.submit(
+            "p",
+            "a",
+            128,
+            long,
+            waiting_job(&bulkheads, &holders, "a", true, a_fsynced, &order)
+        ));
+        // B takes the slot and the turn A gave up for its end's write, and keeps them.
+        let (hold, held) = tokio::sync::oneshot::channel::<()>();
+        let holding = holders.clone();
+        let b_order = order.clone();
+        assert!(bulkheads.submit(
+            "p",
+            "b",
+            128,
+            long,
+            Box::new(move |_| {
+                Box::pin(async move {
+                    holding.take();
+                    let _ = b_order.send("b started");
+                    let _ = held.await;
+                    holding.leave();
+                    let _ = b_order.send("b");
+                })
+            })
+        ));
+        assert_eq!(next(&runtime, &mut ran), Some("b started"));
+        // A's end is durable: it ends at once, while B still holds the one slot.
+        fsync_a.send(()).unwrap();
+        assert_eq!(next(&runtime, &mut ran), Some("a"));
+        hold.send(()).unwrap();
+        assert_eq!(next(&runtime, &mut ran), Some("b"));
+        scheduler.drain();
+        bulkheads.drain();
+        assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
+        let load = bulkheads.load("p");
+        assert_eq!((load.running, load.resting, load.waiting), (0, 0, 0));
     }
 
     #[test]

@@ -73,9 +73,16 @@ pub trait Boundary: Send + Sync {
     /// waiting for the fsync that makes it durable — holding no slot: the execution gives
     /// its slot (and its program's turn) up meanwhile, so that other executions run and
     /// share that fsync, and takes them back, before more urgent or older work only, when
-    /// it ends. Without a scheduler behind it, just `wait`.
-    async fn durable(&self, program: &str, execution_id: &str, wait: BoxFuture<'_, ()>) {
-        let _ = (program, execution_id);
+    /// it ends — unless `last` (its end's write: it then only returns). Without a
+    /// scheduler behind it, just `wait`.
+    async fn durable(
+        &self,
+        program: &str,
+        execution_id: &str,
+        last: bool,
+        wait: BoxFuture<'_, ()>,
+    ) {
+        let _ = (program, execution_id, last);
         wait.await;
     }
 }

@@ -341,6 +341,17 @@ impl Rest {
     }
 }
 
+impl Rest {
+    /// The execution ends without taking a slot back: it counts as running until its job
+    /// returns, which it does at once (the count may exceed the slots by it meanwhile).
+    pub(crate) fn leave(mut self) {
+        let mut state = self.inner.lock();
+        state.resting -= 1;
+        state.running += 1;
+        self.back = true;
+    }
+}
+
 impl Drop for Rest {
     fn drop(&mut self) {
         if self.back {

@@ -208,7 +208,7 @@ impl<'a> Run<'a> {
         };
         self.fx
             .boundary
-            .durable(self.program.id(), self.execution_id, Box::pin(finish))
+            .durable(self.program.id(), self.execution_id, true, Box::pin(finish))
             .await;
         match ended {
             Ok(()) => super::Report::Finished(outcome),
@@ -235,7 +235,7 @@ impl<'a> Run<'a> {
         };
         self.fx
             .boundary
-            .durable(self.program.id(), self.execution_id, Box::pin(save))
+            .durable(self.program.id(), self.execution_id, false, Box::pin(save))
             .await;
         saved
     }
