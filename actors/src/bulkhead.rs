@@ -432,20 +432,7 @@ mod tests {
 
     #[test]
     fn a_program_at_its_limit_waits_in_its_lane_and_others_run() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let scheduler = Scheduler::new(
-            SchedulerConfig {
-                workers: 4,
-                aging: Duration::from_secs(3600),
-            },
-            Arbiter::new(1),
-            runtime.handle().clone(),
-        );
-        let bulkheads = Bulkheads::new(2, scheduler.clone());
+        let (runtime, scheduler, bulkheads) = lanes(4, 2);
         let (release, released) = tokio::sync::watch::channel(false);
         // Poison: five executions that hold their slot until released.
         let (ended, mut poison_ended) = tokio::sync::mpsc::unbounded_channel();
@@ -507,8 +494,8 @@ mod tests {
         assert_eq!((load.running, load.waiting), (0, 0));
     }
 
-    /// One slot, a limit of one: a scheduler and lanes on a runtime of their own.
-    fn single() -> (tokio::runtime::Runtime, Scheduler, Bulkheads) {
+    /// A scheduler of `workers` slots and lanes of `limit`, on a runtime of their own.
+    fn lanes(workers: usize, limit: usize) -> (tokio::runtime::Runtime, Scheduler, Bulkheads) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -516,14 +503,19 @@ mod tests {
             .unwrap();
         let scheduler = Scheduler::new(
             SchedulerConfig {
-                workers: 1,
+                workers,
                 aging: Duration::from_secs(3600),
             },
             Arbiter::new(1),
             runtime.handle().clone(),
         );
-        let bulkheads = Bulkheads::new(1, scheduler.clone());
+        let bulkheads = Bulkheads::new(limit, scheduler.clone());
         (runtime, scheduler, bulkheads)
+    }
+
+    /// One slot, a limit of one.
+    fn single() -> (tokio::runtime::Runtime, Scheduler, Bulkheads) {
+        lanes(1, 1)
     }
 
     /// Counts the executions between their start (or their return from the journal) and
@@ -596,6 +588,22 @@ mod tests {
             .expect("an execution ends within 10 s")
     }
 
+    /// Submits an execution of program `p` per name, each a [`resting_job`] (in order);
+    /// the senders that end their waits on the journal.
+    fn submit_resting<const N: usize>(
+        bulkheads: &Bulkheads,
+        holders: &Arc<Holders>,
+        names: [&'static str; N],
+        order: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> [tokio::sync::oneshot::Sender<()>; N] {
+        names.map(|name| {
+            let (fsync, fsynced) = tokio::sync::oneshot::channel();
+            let job = resting_job(bulkheads, holders, name, fsynced, order);
+            assert!(bulkheads.submit("p", name, 128, Duration::from_secs(60), job));
+            fsync
+        })
+    }
+
     /// A job that reports `name` and ends.
     fn plain_job(
         holders: &Arc<Holders>,
@@ -617,25 +625,10 @@ mod tests {
         let (runtime, scheduler, bulkheads) = single();
         let holders = Arc::new(Holders::default());
         let (order, mut ran) = tokio::sync::mpsc::unbounded_channel();
-        let (fsync_a, a_fsynced) = tokio::sync::oneshot::channel();
-        let (fsync_b, b_fsynced) = tokio::sync::oneshot::channel();
         let long = Duration::from_secs(60);
-        // A takes the one slot and the program's one turn, then waits on the journal.
-        assert!(bulkheads.submit(
-            "p",
-            "a",
-            128,
-            long,
-            resting_job(&bulkheads, &holders, "a", a_fsynced, &order)
-        ));
-        // B and C of the same program: B runs while A waits, and waits on the journal in turn.
-        assert!(bulkheads.submit(
-            "p",
-            "b",
-            128,
-            long,
-            resting_job(&bulkheads, &holders, "b", b_fsynced, &order)
-        ));
+        // A takes the one slot and the program's one turn, then waits on the journal; B and
+        // C of the same program: B runs while A waits, and waits on the journal in turn.
+        let [fsync_a, fsync_b] = submit_resting(&bulkheads, &holders, ["a", "b"], &order);
         assert!(bulkheads.submit("p", "c", 128, long, plain_job(&holders, "c", &order)));
         // Neither A nor B is done; C, which came last, ran in the turn B gave up.
         assert_eq!(next(&runtime, &mut ran), Some("c"));
@@ -656,23 +649,8 @@ mod tests {
         let (runtime, scheduler, bulkheads) = single();
         let holders = Arc::new(Holders::default());
         let (order, mut ran) = tokio::sync::mpsc::unbounded_channel();
-        let (fsync_a, a_fsynced) = tokio::sync::oneshot::channel();
-        let (fsync_b, b_fsynced) = tokio::sync::oneshot::channel();
         let long = Duration::from_secs(60);
-        assert!(bulkheads.submit(
-            "p",
-            "a",
-            128,
-            long,
-            resting_job(&bulkheads, &holders, "a", a_fsynced, &order)
-        ));
-        assert!(bulkheads.submit(
-            "p",
-            "b",
-            128,
-            long,
-            resting_job(&bulkheads, &holders, "b", b_fsynced, &order)
-        ));
+        let [fsync_a, fsync_b] = submit_resting(&bulkheads, &holders, ["a", "b"], &order);
         // Both wait on the journal now, and the turn is free: A comes back and ends.
         fsync_a.send(()).unwrap();
         assert_eq!(next(&runtime, &mut ran), Some("a"));

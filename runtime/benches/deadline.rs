@@ -3,27 +3,17 @@
 //! Prints p50 / p99 / max; needs `scripts/build-plugins.sh` to have run. Not a criterion
 //! bench: it measures an overshoot distribution, not a mean.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use eyeflow_actors::ports::CapabilityRef;
-use eyeflow_runtime::plugins::{HostConfig, Package, PluginHost};
+use eyeflow_runtime::plugins::{HostConfig, PluginHost};
 use eyeflow_runtime::secrets::LocalSecrets;
 use eyeflow_runtime::store::EmbeddedStore;
+use eyeflow_tests::node::bundled_package;
 use serde_json::json;
-
-fn package(key: &SigningKey, name: &str) -> Package {
-    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
-    let wasm = std::fs::read(dir.join(format!("{name}.wasm")))
-        .expect("run scripts/build-plugins.sh first");
-    let manifest = std::fs::read(dir.join(format!("{name}.json"))).expect("manifest");
-    let mut package = Package::new(manifest, wasm).expect("package");
-    package.sign(key);
-    package
-}
 
 fn percentiles(label: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -72,9 +62,9 @@ fn main() {
         )
         .expect("host"),
     );
-    host.install(&package(&key, "fixture-hostile"))
+    host.install(&bundled_package("fixture-hostile", &key))
         .expect("install");
-    host.install(&package(&key, "fixture-echo"))
+    host.install(&bundled_package("fixture-echo", &key))
         .expect("install");
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!("deadline overshoot (1 tick = 1 ms), {cores} cores");
