@@ -53,7 +53,7 @@ lint() {
     cargo fmt --all -- --check
     cargo clippy -q --workspace -- -D warnings
     cargo clippy -q -p eyeflow-board-qemu --no-default-features -- -D warnings
-    cargo clippy -q -p eyeflow-firmware --all-targets --target "$(host)" -- -D warnings
+    cargo clippy -q -p eyeflow-firmware -p eyeflow-mem --all-targets --target "$(host)" -- -D warnings
   )
 }
 
@@ -66,7 +66,7 @@ host_tests() {
   (
     cd firmware
     export CARGO_TARGET_DIR=$FIRMWARE_TARGET
-    cargo test -q -p eyeflow-firmware --target "$(host)"
+    cargo test -q -p eyeflow-firmware -p eyeflow-mem --target "$(host)"
   )
 }
 

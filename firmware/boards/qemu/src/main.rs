@@ -19,7 +19,9 @@ mod scripted;
 mod stack;
 mod time;
 
+// The byte-loop memory routines instead of compiler-builtins' larger ones.
 use core::fmt::Write;
+use eyeflow_mem as _;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hio};

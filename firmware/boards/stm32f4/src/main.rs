@@ -6,7 +6,9 @@
 #![no_std]
 #![no_main]
 
+// The byte-loop memory routines instead of compiler-builtins' larger ones.
 use core::fmt::{self, Write};
+use eyeflow_mem as _;
 
 use embassy_executor::Spawner;
 use embassy_stm32::Peri;
