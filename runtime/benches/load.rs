@@ -14,16 +14,13 @@
 //! OpenBao backends).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
 use eyeflow_runtime::audit::{AuditConfig, FjallAudit};
 use eyeflow_runtime::journal::FjallJournal;
-use eyeflow_runtime::plugins::Package;
 use eyeflow_runtime::store::{Durability, EmbeddedStore};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -31,17 +28,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn eyeflow(args: &[&str], cwd: &Path) -> String {
-    eyeflow_tests::node::run(Path::new(env!("CARGO_BIN_EXE_eyeflow")), args, cwd)
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -60,11 +46,10 @@ fn main() {
     }
     let seconds = env_or("EYEFLOW_LOAD_SECS", 60);
     let connections = env_or("EYEFLOW_LOAD_CONNECTIONS", 32);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let work = dir.path();
-    let key = SigningKey::from_bytes(&[9; 32]);
-    eyeflow_ir::keys::write_keypair(&work.join("admin"), &key).expect("key");
-    eyeflow(&["keys", "trust", "admin.pub", "--data-dir", "data"], work);
+    // The node's directory as the tests make it (trusted key, tokens), with this bench's
+    // config.
+    let workdir = eyeflow_tests::node::Workdir::new("");
+    let work = workdir.path();
     let extra = std::env::var("EYEFLOW_LOAD_CONFIG")
         .map(|p| std::fs::read_to_string(p).expect("EYEFLOW_LOAD_CONFIG readable"))
         .unwrap_or_default();
@@ -75,58 +60,16 @@ fn main() {
         ),
     )
     .expect("config");
-    let admin = eyeflow(
-        &["tokens", "issue", "--role", "admin", "--data-dir", "data"],
-        work,
-    );
-    let operator = eyeflow(
-        &[
-            "tokens",
-            "issue",
-            "--role",
-            "operator",
-            "--data-dir",
-            "data",
-        ],
-        work,
-    );
-
-    let (mut child, url) =
-        eyeflow_tests::node::start(Path::new(env!("CARGO_BIN_EXE_eyeflow")), work, "warn");
-
-    let client = reqwest::blocking::Client::new();
-    let plugins = repo().join("target/plugins");
+    let operator = workdir.operator.clone();
+    let (mut child, url) = workdir.start();
     for name in ["sensor-sim", "valve-sim", "webhook-notify"] {
-        let manifest = std::fs::read(plugins.join(format!("{name}.json")))
-            .expect("built plugins (scripts/build-plugins.sh)");
-        let wasm = std::fs::read(plugins.join(format!("{name}.wasm"))).expect("component");
-        let mut package = Package::new(manifest, wasm).expect("package");
-        package.sign(&key);
-        let status = client
-            .post(format!("{url}/api/plugins"))
-            .bearer_auth(&admin)
-            .body(package.to_bytes())
-            .send()
-            .expect("install")
-            .status();
-        assert!(status.is_success(), "install {name}: {status}");
+        workdir.install(&url, name, &[]);
     }
-    let rule = std::fs::read_to_string(repo().join("examples/rules/valve-guard.yaml"))
-        .expect("valve-guard rule");
-    let options = eyeflow_compiler::CompileOptions {
-        source_name: "valve-guard.yaml".to_owned(),
-        compiled_by: "bench".to_owned(),
-        compiled_at: 1_700_000_000,
-    };
-    let program = eyeflow_compiler::compile_and_sign(&rule, &options, &key).expect("compiles");
-    let status = client
-        .post(format!("{url}/api/programs"))
-        .bearer_auth(&admin)
-        .body(eyeflow_ir::encode(&program))
-        .send()
-        .expect("deploy")
-        .status();
-    assert!(status.is_success(), "deploy: {status}");
+    let rule = std::fs::read_to_string(
+        eyeflow_tests::node::repo().join("examples/rules/valve-guard.yaml"),
+    )
+    .expect("valve-guard rule");
+    workdir.deploy(&url, &rule);
 
     println!(
         "load: {connections} connections for {seconds} s against {url} (valve-guard, group commit)"
