@@ -145,76 +145,30 @@ mod exported {
         unsafe { compare(a, b, n) }
     }
 
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memcpy(dest: *mut u8, src: *const u8, n: usize) {
-        // SAFETY: as `memcpy`.
-        unsafe { copy_forward(dest, src, n) }
+    /// The EABI's names, each calling one of the loops with the same contract.
+    macro_rules! eabi {
+        ($($name:ident($($arg:ident: $ty:ty),*) => $loop:ident($($call:expr),*);)*) => {$(
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) {
+                // SAFETY: the same contract as the C routine it stands for.
+                unsafe { $loop($($call),*) }
+            }
+        )*};
     }
 
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memcpy4(dest: *mut u8, src: *const u8, n: usize) {
-        // SAFETY: as `memcpy`.
-        unsafe { copy_forward(dest, src, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memcpy8(dest: *mut u8, src: *const u8, n: usize) {
-        // SAFETY: as `memcpy`.
-        unsafe { copy_forward(dest, src, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memmove(dest: *mut u8, src: *const u8, n: usize) {
-        // SAFETY: as `memmove`.
-        unsafe { copy(dest, src, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memmove4(dest: *mut u8, src: *const u8, n: usize) {
-        // SAFETY: as `memmove`.
-        unsafe { copy(dest, src, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memmove8(dest: *mut u8, src: *const u8, n: usize) {
-        // SAFETY: as `memmove`.
-        unsafe { copy(dest, src, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memset(dest: *mut u8, n: usize, c: i32) {
-        // SAFETY: as `memset`.
-        unsafe { fill(dest, c as u8, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memset4(dest: *mut u8, n: usize, c: i32) {
-        // SAFETY: as `memset`.
-        unsafe { fill(dest, c as u8, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memset8(dest: *mut u8, n: usize, c: i32) {
-        // SAFETY: as `memset`.
-        unsafe { fill(dest, c as u8, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memclr(dest: *mut u8, n: usize) {
-        // SAFETY: as `memset` with zero.
-        unsafe { fill(dest, 0, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memclr4(dest: *mut u8, n: usize) {
-        // SAFETY: as `memset` with zero.
-        unsafe { fill(dest, 0, n) }
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn __aeabi_memclr8(dest: *mut u8, n: usize) {
-        // SAFETY: as `memset` with zero.
-        unsafe { fill(dest, 0, n) }
+    eabi! {
+        __aeabi_memcpy(dest: *mut u8, src: *const u8, n: usize) => copy_forward(dest, src, n);
+        __aeabi_memcpy4(dest: *mut u8, src: *const u8, n: usize) => copy_forward(dest, src, n);
+        __aeabi_memcpy8(dest: *mut u8, src: *const u8, n: usize) => copy_forward(dest, src, n);
+        __aeabi_memmove(dest: *mut u8, src: *const u8, n: usize) => copy(dest, src, n);
+        __aeabi_memmove4(dest: *mut u8, src: *const u8, n: usize) => copy(dest, src, n);
+        __aeabi_memmove8(dest: *mut u8, src: *const u8, n: usize) => copy(dest, src, n);
+        __aeabi_memset(dest: *mut u8, n: usize, c: i32) => fill(dest, c as u8, n);
+        __aeabi_memset4(dest: *mut u8, n: usize, c: i32) => fill(dest, c as u8, n);
+        __aeabi_memset8(dest: *mut u8, n: usize, c: i32) => fill(dest, c as u8, n);
+        __aeabi_memclr(dest: *mut u8, n: usize) => fill(dest, 0, n);
+        __aeabi_memclr4(dest: *mut u8, n: usize) => fill(dest, 0, n);
+        __aeabi_memclr8(dest: *mut u8, n: usize) => fill(dest, 0, n);
     }
 }
 
