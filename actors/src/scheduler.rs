@@ -75,7 +75,6 @@ impl Default for SchedulerConfig {
 
 struct Queued {
     id: String,
-    level: u32,
     seq: u64,
     enqueued: Instant,
     max_wait: Duration,
@@ -224,7 +223,7 @@ impl Inner {
             Ticket {
                 seq: job.seq,
                 enqueued: job.enqueued,
-                level: job.level,
+                level,
             },
         );
         Some(job)
@@ -246,7 +245,6 @@ async fn run(inner: Arc<Inner>, mut job: Queued) {
         let Queued {
             id,
             seq,
-            level: _,
             enqueued,
             max_wait,
             job: work,
@@ -418,7 +416,6 @@ impl Scheduler {
         let seq = state.seq;
         state.queue.entry(priority).or_default().push_back(Queued {
             id: id.to_owned(),
-            level: priority,
             seq,
             enqueued: Instant::now(),
             max_wait,

@@ -24,9 +24,16 @@ pub fn validate(program: &LlmIrProgram) -> Result<()> {
     for instruction in &program.instructions {
         validate_instruction(instruction, &index, program)?;
     }
-    let top = check_regions(program, &index)?;
+    let entry = check_regions(program, &index)?;
+    // A cycle is named before the missing entry it would cause.
     check_acyclic(program, &index)?;
-    check_entry(program, &index, &top)?;
+    if !entry {
+        return Err(program_field(
+            "instructions",
+            "have no entry: every top-level instruction depends on another or is a BRANCH's \
+             target",
+        ));
+    }
     match Target::try_from(program.target) {
         Ok(Target::Server) => Ok(()),
         Ok(Target::Mcu) => crate::mcu::check(program).map_err(Error::McuProfile),
@@ -466,9 +473,10 @@ fn validate_instruction(
 /// list) and each LOOP's body. A region runs on its own — the top level once, a body once per
 /// iteration — so each member's dependencies and the BRANCHes leading to it must lie in its
 /// region (a LOOP waits for what runs before it, never for its own body: its iterations are
-/// its own). The executor and the
-/// firmware read programs by these regions. Returns the top level.
-fn check_regions(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result<Vec<usize>> {
+/// its own). The executor and the firmware read programs by these regions. Returns whether
+/// the top level has an entry: an instruction that depends on nothing and that no BRANCH
+/// leads to.
+fn check_regions(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result<bool> {
     let instructions = &program.instructions;
     let resolved = |ids: &'_ [String]| -> Vec<usize> {
         ids.iter()
@@ -543,32 +551,10 @@ fn check_regions(program: &LlmIrProgram, index: &HashMap<&str, usize>) -> Result
             }
         }
     }
-    Ok(regions.swap_remove(0).1)
-}
-
-/// The top level needs an entry: an instruction that depends on nothing and that no BRANCH
-/// leads to.
-fn check_entry(program: &LlmIrProgram, index: &HashMap<&str, usize>, top: &[usize]) -> Result<()> {
-    let mut targeted = vec![false; program.instructions.len()];
-    for ins in &program.instructions {
-        for target in [&ins.branch_true_id, &ins.branch_false_id] {
-            if let Some(&to) = index.get(target.as_str()) {
-                targeted[to] = true;
-            }
-        }
-    }
-    let entry = top
+    Ok(regions[0]
+        .1
         .iter()
-        .any(|&m| program.instructions[m].depends_on.is_empty() && !targeted[m]);
-    if entry {
-        Ok(())
-    } else {
-        Err(program_field(
-            "instructions",
-            "have no entry: every top-level instruction depends on another or is a BRANCH's \
-             target",
-        ))
-    }
+        .any(|&m| instructions[m].depends_on.is_empty() && parents[m].is_empty()))
 }
 
 /// Edges: dependency -> dependent, BRANCH -> targets, LOOP -> body members. A cycle is

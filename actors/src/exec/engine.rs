@@ -199,18 +199,11 @@ impl<'a> Run<'a> {
         };
         let (entries, steps): (Vec<AuditEntry>, Vec<StepRecord>) =
             std::mem::take(&mut self.unsaved).into_iter().unzip();
-        let mut ended = Ok(());
-        let journal = &self.fx.journal;
-        let finish = async {
-            ended = journal
-                .finish(self.execution_id, &steps, &entries, &outcome)
-                .await;
-        };
-        self.fx
-            .boundary
-            .durable(self.program.id(), self.execution_id, true, Box::pin(finish))
-            .await;
-        match ended {
+        let finish = self
+            .fx
+            .journal
+            .finish(self.execution_id, &steps, &entries, &outcome);
+        match self.without_slot(true, finish).await {
             Ok(()) => super::Report::Finished(outcome),
             Err(error) => super::Report::Interrupted { error },
         }
@@ -229,15 +222,32 @@ impl<'a> Run<'a> {
         if !rests {
             return journal.steps(&steps, &entries, durable).await;
         }
-        let mut saved = Ok(());
-        let save = async {
-            saved = journal.steps(&steps, &entries, true).await;
+        self.without_slot(false, journal.steps(&steps, &entries, true))
+            .await
+    }
+
+    /// Runs `write` — a journal write awaited durable — through the scheduler's
+    /// [`Boundary::durable`]: the execution holds no slot while it waits for the fsync
+    /// (`last`: its end's write, after which it only returns).
+    async fn without_slot(
+        &self,
+        last: bool,
+        write: impl std::future::Future<Output = Result<(), JournalError>> + Send,
+    ) -> Result<(), JournalError> {
+        let mut written = None;
+        let wait = async {
+            written = Some(write.await);
         };
         self.fx
             .boundary
-            .durable(self.program.id(), self.execution_id, false, Box::pin(save))
+            .durable(self.program.id(), self.execution_id, last, Box::pin(wait))
             .await;
-        saved
+        written.unwrap_or_else(|| {
+            Err(JournalError::new(
+                "journal steps",
+                "the scheduler's boundary did not run the write",
+            ))
+        })
     }
 
     /// Journals the intent of the effect `at` is about to start — durably, with every
