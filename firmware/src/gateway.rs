@@ -5,7 +5,8 @@
 //! [`Gateway::run`] (Embassy tasks are not generic):
 //!
 //! - HELLO every heartbeat until a PONG answers, then PING; a PING left unanswered makes
-//!   it say HELLO again;
+//!   it say HELLO again (one that says it did not start: the node keeps waiting for what
+//!   it asked);
 //! - DEPLOY: the file is staged in the slot that is not running as it arrives
 //!   ([`deploy`](crate::deploy)) and, between executions, loaded with every check of
 //!   loading into the gateway's one [`Program`] (in place: a second program would not fit
@@ -179,9 +180,11 @@ impl<P: Port, S: Slots> Gateway<P, S> {
         loaded
     }
 
-    /// The heartbeat: HELLO until a PONG answers, then PING.
+    /// The heartbeat: HELLO until a PONG answers, then PING. Its HELLOs say whether a PONG
+    /// answered one since the start.
     pub async fn heartbeat(&self) -> ! {
         let mut greeted = false;
+        let mut started = true;
         loop {
             PONGED.reset();
             if greeted {
@@ -192,9 +195,11 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                     firmware: self.firmware,
                     capabilities: Capabilities::List(self.declared),
                     program: self.identity(),
+                    started,
                 });
             }
             greeted = with_timeout(self.heartbeat, PONGED.wait()).await.is_ok();
+            started &= !greeted;
             if greeted {
                 Timer::after(self.heartbeat).await;
             }

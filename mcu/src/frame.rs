@@ -451,6 +451,11 @@ pub enum Message<'a> {
         capabilities: Capabilities<'a>,
         /// The program it runs, if any.
         program: Option<ProgramRef<'a>>,
+        /// Whether the device started since its last PONG: no PONG answered it yet since
+        /// it started. A HELLO again after an unanswered PING (a lost link, or a device
+        /// too busy checking a DEPLOY to read the PONG in time) is not a start, and what
+        /// the device was answering it still answers.
+        started: bool,
     },
     /// A DEPLOY was loaded and now runs.
     Loaded(ProgramRef<'a>),
@@ -559,13 +564,24 @@ impl<'a> Message<'a> {
                     }
                     None => return Err(Error::Truncated { at }),
                 };
+                let started = match p.get(at) {
+                    Some(0) => false,
+                    Some(1) => true,
+                    Some(_) => {
+                        return Err(Error::Frame {
+                            what: "HELLO's start flag is neither 00 nor 01",
+                        });
+                    }
+                    None => return Err(Error::Truncated { at }),
+                };
                 let hello = Message::Hello {
                     device,
                     firmware,
                     capabilities,
                     program,
+                    started,
                 };
-                (hello, at)
+                (hello, at + 1)
             }
             kind::LOADED => {
                 let (id, at) = string(p, 0)?;
@@ -687,6 +703,7 @@ impl<'a> Message<'a> {
                 firmware,
                 capabilities,
                 program,
+                started,
             } => {
                 w.string(device)?;
                 w.string(firmware)?;
@@ -699,13 +716,14 @@ impl<'a> Message<'a> {
                     w.string(capability.version)?;
                 }
                 match program {
-                    None => w.put(&[0]),
+                    None => w.put(&[0])?,
                     Some(program) => {
                         w.put(&[1])?;
                         w.string(program.id)?;
-                        w.string(program.version)
+                        w.string(program.version)?;
                     }
                 }
+                w.put(&[u8::from(*started)])
             }
             Message::Loaded(program) => {
                 w.string(program.id)?;

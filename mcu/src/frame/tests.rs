@@ -53,12 +53,14 @@ fn samples() -> Vec<Vec<u8>> {
                 id: "threshold",
                 version: "1.0.0",
             }),
+            started: false,
         },
         Message::Hello {
             device: "pump-2",
             firmware: "0.1.0",
             capabilities: Capabilities::List(&[]),
             program: None,
+            started: true,
         },
         Message::Loaded(ProgramRef {
             id: "threshold",
@@ -284,6 +286,22 @@ fn malformed_payloads_are_refused() {
     assert!(matches!(
         Message::decode(&frame(kind::RUN, &[17])),
         Err(Error::Frame { .. })
+    ));
+    // HELLO "d", "1", no capability, no program: then its start flag, 00 or 01 only.
+    let hello = [1, b'd', 1, b'1', 0, 0];
+    assert!(matches!(
+        Message::decode(&frame(kind::HELLO, &hello)),
+        Err(Error::Truncated { at: 6 })
+    ));
+    let flagged = |flag: u8| [&hello[..], &[flag]].concat();
+    let (bad, started) = (flagged(2), flagged(1));
+    assert!(matches!(
+        Message::decode(&frame(kind::HELLO, &bad)),
+        Err(Error::Frame { .. })
+    ));
+    assert!(matches!(
+        Message::decode(&frame(kind::HELLO, &started)),
+        Ok(Message::Hello { started: true, .. })
     ));
 }
 

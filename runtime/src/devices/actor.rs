@@ -64,8 +64,9 @@ pub struct DeviceState {
     connected: bool,
     /// Whether the device said HELLO on this connection (PINGs are answered after it).
     greeted: bool,
-    /// When the current HELLO arrived, ms: device executions are numbered from 1 at each
-    /// boot, so their ids in the node's records carry it.
+    /// When the device's start was heard (its HELLO saying it started; for a device
+    /// already running, this actor's start), ms: device executions are numbered from 1 at
+    /// each start, so their ids in the node's records carry it.
     session_ms: u64,
     seq: u8,
     /// The deploy the device is answering, and since when.
@@ -208,6 +209,7 @@ impl DeviceActor {
                 firmware,
                 capabilities,
                 program,
+                started,
             } => {
                 if device != self.id() {
                     self.device.count_bad_frames(1);
@@ -216,9 +218,11 @@ impl DeviceActor {
                 }
                 self.heard();
                 state.greeted = true;
-                state.session_ms = now_ms();
-                state.events = 0;
-                fail_all(state, "the device restarted before it answered");
+                if started {
+                    state.session_ms = now_ms();
+                    state.events = 0;
+                    fail_all(state, "the device restarted before it answered");
+                }
                 let desired = {
                     let mut known = self.device.state.locked();
                     known.hello = Some(Hello {
@@ -232,7 +236,9 @@ impl DeviceActor {
                 let runs_last = desired
                     .last()
                     .is_some_and(|s| program.as_ref() == Some(&(s.id.clone(), s.version.clone())));
-                if !runs_last {
+                // A device greeting again (not started) still answers the deploys asked.
+                let asked = state.deploying.is_some() || !state.queue.is_empty();
+                if !runs_last && !asked {
                     state
                         .queue
                         .extend(desired.into_iter().map(|program| Pending {

@@ -161,6 +161,8 @@ pub enum Incoming {
         capabilities: Vec<(String, String)>,
         /// The program it runs.
         program: Option<(String, String)>,
+        /// Whether it started since a PONG last answered it (else it greets again).
+        started: bool,
     },
     /// LOADED.
     Loaded(String, String),
@@ -207,6 +209,7 @@ impl Incoming {
                 firmware,
                 capabilities,
                 program,
+                started,
             } => Incoming::Hello {
                 device: device.to_owned(),
                 firmware: firmware.to_owned(),
@@ -215,6 +218,7 @@ impl Incoming {
                     .map(|c| (c.id.to_owned(), c.version.to_owned()))
                     .collect(),
                 program: program.map(|p| (p.id.to_owned(), p.version.to_owned())),
+                started,
             },
             Message::Loaded(p) => Incoming::Loaded(p.id.to_owned(), p.version.to_owned()),
             Message::Refused { reason } => Incoming::Refused(reason.to_owned()),

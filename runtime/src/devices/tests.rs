@@ -84,12 +84,14 @@ impl Fake {
         self.stream.write_all(&out[..len]).unwrap();
     }
 
-    fn hello(&mut self, program: Option<ProgramRef<'_>>) {
+    /// HELLO, running `program`; `started` when it just started.
+    fn hello(&mut self, program: Option<ProgramRef<'_>>, started: bool) {
         self.send(&Message::Hello {
             device: "pump-1",
             firmware: "0.1.0",
             capabilities: Capabilities::List(&[]),
             program,
+            started,
         });
     }
 
@@ -156,7 +158,7 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
         "{tree:?}"
     );
     let mut device = Fake::accept(&listener);
-    device.hello(None);
+    device.hello(None, true);
     device.expect(kind::PONG);
     let deployed = device.expect(kind::DEPLOY);
     assert_eq!(deployed, program("1.0.0"));
@@ -229,9 +231,16 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
         json!({"level": 90, "tank": {"ok": false}})
     );
 
-    // A refused deploy says the device's reason.
+    // A refused deploy says the device's reason, also when the device greeted again
+    // meanwhile without starting (too busy checking the program to read a PONG in time).
+    let running = ProgramRef {
+        id: "valve-guard",
+        version: "1.0.0",
+    };
     let refusing = std::thread::spawn(move || {
         device.expect(kind::DEPLOY);
+        device.hello(Some(running), false);
+        device.expect(kind::PONG);
         device.send(&Message::Refused {
             reason: "bad_signature",
         });
@@ -245,6 +254,22 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
         }
     );
     let mut device = refusing.join().unwrap();
+
+    // A device that starts again will not answer what it was asked before its start.
+    let restarting = std::thread::spawn(move || {
+        device.expect(kind::DEPLOY);
+        device.hello(Some(running), true);
+        device.expect(kind::PONG);
+        device
+    });
+    let err = node
+        .deploy_to_device("pump-1", &program("2.0.0"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("restarted before it answered"),
+        "{err}"
+    );
+    let mut device = restarting.join().unwrap();
 
     // Garbage and corrupt frames are counted, and the link goes on.
     device
@@ -274,10 +299,13 @@ fn a_device_that_runs_the_program_gets_no_deploy_and_unknown_devices_are_refused
         _dir,
     } = setup();
     let mut device = Fake::accept(&listener);
-    device.hello(Some(ProgramRef {
-        id: "valve-guard",
-        version: "1.0.0",
-    }));
+    device.hello(
+        Some(ProgramRef {
+            id: "valve-guard",
+            version: "1.0.0",
+        }),
+        true,
+    );
     device.expect(kind::PONG);
     // The node answers in order: a DEPLOY would come before the PING's PONG.
     device.send(&Message::Ping);
