@@ -216,17 +216,11 @@ size)
     done
   done
   [ "$stack" -gt 0 ] || echo "no vector ran: the test image's RAM without the stack" >&2
-  # The STM32F4 image with a program embedded, so that nothing of the interpreter is left out.
-  sample=$(vectors | while read -r d; do grep -q '^refused' "$d/expected.trace" || { echo "$d"; break; }; done)
-  if [ -n "$sample" ]; then
-    (cd firmware && CARGO_TARGET_DIR=$FIRMWARE_TARGET EYEFLOW_PROGRAM=$PWD/../$sample/program.ir \
-      cargo build --release -q -p eyeflow-board-stm32f4)
-  fi
   echo "flash=$flash ram=$((static + gateway_stack))"
   {
     echo "  device image (QEMU, gateway mode only): static RAM $static, stack high-water $gateway_stack (each running vector deployed and run)"
     echo "  test image (QEMU, gateway and conformance modes): flash=$(sections "$ELF" .vector_table .text .rodata .data) static RAM $(sections "$ELF" .data .bss .uninit), conformance stack high-water $stack (every vector, both machines)"
-    echo "  STM32F4 image (no gateway, a program embedded): flash=$(sections "$STM32_ELF" .vector_table .text .rodata .data) static RAM $(sections "$STM32_ELF" .data .bss .uninit)"
+    echo "  STM32F4 image (gateway on USART2, slots in flash): flash=$(sections "$STM32_ELF" .vector_table .text .rodata .data) static RAM $(sections "$STM32_ELF" .data .bss .uninit)"
   } >&2
   ;;
 run)

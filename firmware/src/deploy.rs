@@ -114,6 +114,7 @@ mod tests {
             None
         }
         fn forget(&self) {}
+        fn ready(&self) {}
         fn stage_byte(&self, at: usize, byte: u8) {
             self.0[at].store(byte, Ordering::Relaxed);
         }

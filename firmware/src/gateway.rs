@@ -55,14 +55,18 @@ pub trait Port: Sync {
 }
 
 /// Where a board keeps the running program, a staged one and the RUN's event, in memory
-/// that a restart keeps. Every borrow it hands out is `'static`: an implementation must
-/// never rewrite the running program's file, and rewrites the staged file or the event
-/// only when [`Gateway`] asks (while nothing borrows them).
+/// that a restart keeps: [`FlashSlots`](crate::slots::FlashSlots) on a board's flash. Every
+/// borrow it hands out is `'static`: an implementation must never rewrite the running
+/// program's file, and rewrites the staged file or the event only when [`Gateway`] asks
+/// (while nothing borrows them).
 pub trait Slots: Sync {
     /// The running program's file, if a DEPLOY left one.
     fn active(&self) -> Option<&'static [u8]>;
     /// Forgets the running program (it did not load again).
     fn forget(&self);
+    /// Makes the slot that is not running ready for the next DEPLOY (a flash slot is
+    /// erased): at the start, and after a DEPLOY was refused.
+    fn ready(&self);
     /// Writes byte `at` (below [`MAX_PAYLOAD`](eyeflow_mcu::frame::MAX_PAYLOAD)) of a DEPLOY's file into the slot that is
     /// not running, as it arrives.
     fn stage_byte(&self, at: usize, byte: u8);
@@ -172,6 +176,7 @@ impl<P: Port, S: Slots> Gateway<P, S> {
         if !loaded {
             self.slots.forget();
         }
+        self.slots.ready();
         if self.slots.take_loaded_flag()
             && let Some(program) = self.identity()
         {
@@ -312,6 +317,8 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                     self.slots.forget();
                     self.slots.restart()
                 }
+                // Before the answer: the node may send the next DEPLOY right after it.
+                self.slots.ready();
                 self.send(&Message::Refused {
                     reason: reason.name(),
                 })

@@ -11,7 +11,7 @@
 //!   instruction run by the actor of its kind; fallbacks in [`policy`].
 //! - [`hardware`]: the trait a board implements for CALL_ACTION / LOAD_RESOURCE.
 //! - [`gateway`]: the device end of the serial gateway (a board gives its serial port and
-//!   where programs are kept).
+//!   where programs are kept: [`slots`], two sectors of its flash).
 //!
 //! A board crate (`boards/qemu`, `boards/stm32f4`) provides the time driver, the inputs,
 //! the [`hardware::Hardware`] and the output of the trace:
@@ -37,6 +37,7 @@ pub mod owned;
 pub mod policy;
 pub mod program;
 mod semver;
+pub mod slots;
 pub mod state;
 mod structure;
 pub mod verify;

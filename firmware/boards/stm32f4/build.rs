@@ -1,16 +1,12 @@
-//! Links with cortex-m-rt's link.x (embassy-stm32's `memory-x` provides memory.x) and
-//! embeds the program to run: the signed file named by `EYEFLOW_PROGRAM` at build time
-//! (none: the firmware refuses the empty program as malformed until the serial gateway
-//! deploys programs).
+//! Puts memory.x (which leaves flash sectors 10 and 11 to the program slots) on the
+//! linker's path and links with cortex-m-rt's link.x.
 use std::path::PathBuf;
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let program = match std::env::var_os("EYEFLOW_PROGRAM") {
-        Some(path) => std::fs::read(path).expect("EYEFLOW_PROGRAM names a readable file"),
-        None => Vec::new(),
-    };
-    std::fs::write(out.join("program.ir"), program).expect("OUT_DIR is writable");
-    println!("cargo:rerun-if-env-changed=EYEFLOW_PROGRAM");
+    std::fs::copy("memory.x", out.join("memory.x")).expect("memory.x is readable");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-env-changed=EYEFLOW_DEVICE_ID");
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
 }

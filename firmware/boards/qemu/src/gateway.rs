@@ -1,6 +1,6 @@
 //! The gateway mode of the QEMU image (mps2-an386, its CMSDK UART0 bound to a TCP socket):
-//! the firmware's [`Gateway`] over [`uart`] and [`slots`] in the RAM above the image,
-//! which a core restart keeps. Device `qemu-1`, every capability (1.0.0), every hardware
+//! the firmware's [`Gateway`] over [`uart`] and its flash slots on [`slots`], the RAM
+//! above the image, which a core restart keeps. Device `qemu-1`, every capability (1.0.0), every hardware
 //! call answered `true`; LLM_CALLs and EMIT_EVENTs go to the node.
 
 mod slots;
@@ -28,7 +28,7 @@ const CAPABILITIES: &[Capability] = &[Capability {
 
 static GATEWAY: Gateway<uart::Uart0, slots::RamSlots> = Gateway::new(
     uart::Uart0,
-    slots::RamSlots,
+    slots::RamSlots::new(slots::RamMemory),
     "qemu-1",
     env!("CARGO_PKG_VERSION"),
     CAPABILITIES,

@@ -1,31 +1,38 @@
-//! The eyeflow firmware for an STM32F405 board: embassy-stm32 for the clocks, the time
-//! driver and the peripherals, behind [`Devices`]: `gpio` pin 0 = PA5 (output), pin 1 =
-//! PC13 (input); `adc` channel 0 = PA0 on ADC1 (raw 12-bit); no I²C, SPI or UART
-//! capability yet. The program is embedded at build time (`EYEFLOW_PROGRAM`,
-//! build.rs); the trace goes out on USART2 TX (PA2, 115200 8N1).
+//! The eyeflow firmware for an STM32F405 board: the serial gateway to an eyeflow node on
+//! USART2 ([`serial`]; TX PA2, RX PA3, 115200 8N1), its program slots in flash sectors 10
+//! and 11 ([`memory`]), and the board's hardware behind the firmware's traits: `gpio` pin
+//! 0 = PA5 (output), pin 1 = PC13 (input); `adc` channel 0 = PA0 on ADC1 (raw 12-bit); no
+//! I²C, SPI or UART capability yet. The device's id (its HELLO) is `EYEFLOW_DEVICE_ID` at
+//! build time, `stm32-1` without it. LLM_CALLs and EMIT_EVENTs go to the node.
 #![no_std]
 #![no_main]
 
-// The byte-loop memory routines instead of compiler-builtins' larger ones.
-use core::fmt::{self, Write};
+mod memory;
+mod serial;
+
+// The firmware's memory routines instead of compiler-builtins' larger ones.
 use eyeflow_mem as _;
 
 use embassy_executor::Spawner;
-use embassy_stm32::Peri;
 use embassy_stm32::adc::{Adc, SampleTime};
+use embassy_stm32::flash::Flash;
 use embassy_stm32::gpio::{Input, Level, Output, Pull, Speed};
-use embassy_stm32::mode::Blocking;
-use embassy_stm32::peripherals::{ADC1, PA0};
-use embassy_stm32::usart::{self, UartTx};
+use embassy_stm32::peripherals::{ADC1, PA0, USART2};
+use embassy_stm32::usart::{self, BufferedUart};
+use embassy_stm32::{Peri, bind_interrupts};
+use embassy_time::Duration;
 use eyeflow_firmware::capability::Capability;
-use eyeflow_firmware::eyeflow_mcu::Value;
-use eyeflow_firmware::eyeflow_mcu::trace::{self, ErrorClass};
+use eyeflow_firmware::eyeflow_mcu::frame::{Capability as Declared, HEADER, TRAILER};
+use eyeflow_firmware::eyeflow_mcu::trace::ErrorClass;
+use eyeflow_firmware::gateway::{Gateway, Linked};
 use eyeflow_firmware::hardware::{Absent, Devices, Gpio};
-use eyeflow_firmware::program::Program;
-use eyeflow_firmware::state::Event;
-use eyeflow_firmware::verify::KEYRING;
+use eyeflow_firmware::slots::FlashSlots;
 use eyeflow_firmware::{actors, conductor};
 use static_cell::StaticCell;
+
+bind_interrupts!(struct Irqs {
+    USART2 => usart::BufferedInterruptHandler<USART2>;
+});
 
 const CAPABILITIES: &[Capability] = &[
     Capability {
@@ -38,8 +45,35 @@ const CAPABILITIES: &[Capability] = &[
     },
 ];
 
-static PROGRAM_FILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/program.ir"));
-static PROGRAM: StaticCell<Program> = StaticCell::new();
+/// What HELLO declares: [`CAPABILITIES`].
+const DECLARED: &[Declared<'static>] = &[
+    Declared {
+        id: "gpio",
+        version: "1.0.0",
+    },
+    Declared {
+        id: "adc",
+        version: "1.0.0",
+    },
+];
+
+/// The device's id.
+const DEVICE: &str = match option_env!("EYEFLOW_DEVICE_ID") {
+    Some(id) => id,
+    None => "stm32-1",
+};
+
+/// The largest frame the receiver buffers: a RUN whose event fills the event area (a
+/// DEPLOY goes straight to its flash slot).
+const FRAME: usize = HEADER + memory::EVENT_MAX + TRAILER;
+
+type Board = Devices<Pins, Analog, Absent, Absent, Absent>;
+type Link = Gateway<serial::Serial, FlashSlots<memory::Stm32Memory>>;
+
+static GATEWAY: StaticCell<Link> = StaticCell::new();
+static BUFFER: StaticCell<[u8; FRAME]> = StaticCell::new();
+static TX: StaticCell<[u8; 512]> = StaticCell::new();
+static RX: StaticCell<[u8; 2048]> = StaticCell::new();
 
 /// The board's pins: `gpio` pin 0 is PA5 (an output: the valve), pin 1 is PC13 (an
 /// input: the button).
@@ -85,45 +119,53 @@ impl eyeflow_firmware::hardware::Adc for Analog {
     }
 }
 
-type Board = Devices<Pins, Analog, Absent, Absent, Absent>;
-
-/// No event source yet (the serial gateway brings them): every field is missing.
-struct NoEvent;
-
-impl Event for NoEvent {
-    fn field(&self, _: &str) -> Option<Value<'static>> {
-        None
-    }
-}
-
-static NO_EVENT: NoEvent = NoEvent;
-
-struct Serial(UartTx<'static, Blocking>);
-
-impl Write for Serial {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.blocking_write(s.as_bytes()).map_err(|_| fmt::Error)
-    }
+#[embassy_executor::task]
+async fn hardware(linked: Linked<serial::Serial, FlashSlots<memory::Stm32Memory>, Board>) {
+    actors::hardware::serve(linked).await
 }
 
 #[embassy_executor::task]
-async fn hardware(board: Board) {
-    actors::hardware::serve(board).await
+async fn heartbeat(gateway: &'static Link) {
+    gateway.heartbeat().await
+}
+
+#[embassy_executor::task]
+async fn runner(gateway: &'static Link, loaded: bool) {
+    gateway.run(loaded).await
+}
+
+#[embassy_executor::task]
+async fn receiver(gateway: &'static Link, buffer: &'static mut [u8; FRAME]) {
+    gateway.receive(&mut buffer[..]).await
 }
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_stm32::init(Default::default());
-    let Ok(tx) = UartTx::new_blocking(p.USART2, p.PA2, usart::Config::default()) else {
+    let mut config = usart::Config::default();
+    config.baudrate = 115_200;
+    let Ok(uart) = BufferedUart::new(
+        p.USART2,
+        p.PA3,
+        p.PA2,
+        TX.init([0; 512]),
+        RX.init([0; 2048]),
+        Irqs,
+        config,
+    ) else {
         return;
     };
-    let mut out = Serial(tx);
-    let program = PROGRAM.init(Program::new());
-    if let Err(reason) = program.load(PROGRAM_FILE, KEYRING, CAPABILITIES) {
-        let _ = trace::write_refused(&mut out, reason);
-        return;
-    }
-    let program: &'static Program = program;
+    let (tx, rx) = uart.split();
+    let gateway: &'static Link = GATEWAY.init(Gateway::new(
+        serial::Serial::new(tx, rx),
+        FlashSlots::new(memory::Stm32Memory::new(Flash::new_blocking(p.FLASH))),
+        DEVICE,
+        env!("CARGO_PKG_VERSION"),
+        CAPABILITIES,
+        DECLARED,
+        Duration::from_millis(500),
+    ));
+    let loaded = gateway.start();
     let board = Board {
         gpio: Pins {
             valve: Output::new(p.PA5, Level::Low, Speed::Low),
@@ -137,13 +179,23 @@ async fn main(spawner: Spawner) {
         spi: Absent,
         uart: Absent,
     };
-    if conductor::spawn_actors(spawner).is_err() {
-        return;
-    }
-    if let Ok(token) = hardware(board) {
-        spawner.spawn(token);
-    }
-    conductor::run(program, &NO_EVENT, &mut out).await;
+    // Spawned once each: no pool is ever full.
+    let _ = spawn(spawner, gateway, loaded, board);
+}
+
+/// Starts the actors and the gateway's tasks.
+fn spawn(
+    spawner: Spawner,
+    gateway: &'static Link,
+    loaded: bool,
+    board: Board,
+) -> Result<(), embassy_executor::SpawnError> {
+    conductor::spawn_actors(spawner)?;
+    spawner.spawn(hardware(gateway.linked(board))?);
+    spawner.spawn(heartbeat(gateway)?);
+    spawner.spawn(runner(gateway, loaded)?);
+    spawner.spawn(receiver(gateway, BUFFER.init([0; FRAME]))?);
+    Ok(())
 }
 
 #[panic_handler]

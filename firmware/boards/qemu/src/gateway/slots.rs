@@ -1,33 +1,31 @@
-//! Where the gateway keeps programs and the RUN's event: RAM above the image's 64 KB
-//! (memory.x), which no Rust object occupies and which a core restart keeps (QEMU resets
-//! the CPU, not the RAM). The header words say which slot holds the running program.
+//! The gateway's memory on QEMU ([`Memory`], under the firmware's [`FlashSlots`]): RAM above
+//! the image's 64 KB (memory.x), which no Rust object occupies and which a core restart
+//! keeps (QEMU resets the CPU, not the RAM). Its two "sectors" behave as NOR flash does —
+//! erasing sets every byte to `FF`, programming only clears bits — so that the slots run
+//! here as they do on a board's flash.
 //!
 //! ```text
 //! 0x2001_0000  magic "EYFG", core clock (Hz)       written by QEMU's loader
-//! 0x2001_0008  active slot (0 none, 1 or 2), its length, flags (bit 0: say LOADED)
-//! 0x2001_1000  slot 1 (8 KB)    0x2001_3000  slot 2 (8 KB)    0x2001_5000  event (1 KB)
+//! 0x2001_0008  the event's length
+//! 0x2001_1000  sector 0 (8 KB + 16)   0x2001_3100  sector 1   0x2001_5200  event (1 KB)
 //! ```
 //!
-//! Soundness of the `'static` borrows handed out here: the active slot is never written
-//! (a DEPLOY writes the other slot, and a swap restarts the core); the staging slot is
-//! written only by a DEPLOY as it arrives, and borrowed only while the gateway checks a
-//! complete one (no byte is staged meanwhile); the event area is written only between
-//! executions.
+//! Soundness of the `'static` borrows handed out here: [`FlashSlots`] erases and programs
+//! only bytes nothing borrows (module doc of `eyeflow_firmware::slots`); the event area is
+//! written only between executions.
 #![allow(unsafe_code)]
 
-use eyeflow_firmware::eyeflow_mcu::limits::MAX_PROGRAM_BYTES;
-use eyeflow_firmware::gateway::Slots;
+use eyeflow_firmware::slots::{FlashSlots, Memory, SECTOR_BYTES};
 
 const BASE: usize = 0x2001_0000;
-const ACTIVE: usize = BASE + 8;
-const LENGTH: usize = BASE + 12;
-const FLAGS: usize = BASE + 16;
-const SLOTS: [usize; 2] = [0x2001_1000, 0x2001_3000];
-const EVENT: usize = 0x2001_5000;
+const EVENT_LENGTH: usize = BASE + 8;
+const SECTORS: [usize; 2] = [0x2001_1000, 0x2001_3100];
+const EVENT: usize = 0x2001_5200;
 /// The event area's size: the largest RUN payload kept.
 pub(crate) const EVENT_MAX: usize = 1024;
-const EVENT_LENGTH: usize = BASE + 20;
-const SAY_LOADED: u32 = 1;
+
+const _: () =
+    assert!(SECTORS[0] + SECTOR_BYTES <= SECTORS[1] && SECTORS[1] + SECTOR_BYTES <= EVENT);
 
 fn word(at: usize) -> u32 {
     // SAFETY: an aligned header word inside the area above the image's RAM (see above).
@@ -40,15 +38,9 @@ fn set_word(at: usize, value: u32) {
 }
 
 fn view(at: usize, len: usize) -> &'static [u8] {
-    // SAFETY: the range lies inside one slot or the event area (lengths are capped), is
+    // SAFETY: the range lies inside one sector or the event area (lengths are capped), is
     // initialized RAM, and is not written while this borrow is in use (module doc).
     unsafe { core::slice::from_raw_parts(at as *const u8, len) }
-}
-
-fn write(at: usize, bytes: &[u8]) {
-    // SAFETY: the destination lies inside one slot or the event area (lengths are capped
-    // by the callers), and nothing borrows it now (module doc).
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len()) }
 }
 
 /// The core clock in Hz when QEMU loaded the gateway header, else `None`.
@@ -56,67 +48,41 @@ pub(crate) fn gateway_hz() -> Option<u32> {
     (word(BASE) == u32::from_le_bytes(*b"EYFG")).then(|| word(BASE + 4))
 }
 
-fn active_index() -> Option<usize> {
-    match word(ACTIVE) {
-        1 => Some(0),
-        2 => Some(1),
-        _ => None,
-    }
-}
+/// The RAM above the image, as two flash sectors and the event area.
+pub(crate) struct RamMemory;
 
-/// The slots in the RAM above the image.
-pub(crate) struct RamSlots;
+/// The gateway's slots on it.
+pub(crate) type RamSlots = FlashSlots<RamMemory>;
 
-impl Slots for RamSlots {
-    /// The running program's file, if a DEPLOY left one.
-    fn active(&self) -> Option<&'static [u8]> {
-        let len = (word(LENGTH) as usize).min(MAX_PROGRAM_BYTES);
-        active_index().map(|i| view(SLOTS[i], len))
+impl Memory for RamMemory {
+    fn sector(&self, index: usize) -> &'static [u8] {
+        view(SECTORS[index & 1], SECTOR_BYTES)
     }
 
-    /// Forgets the running program (it did not load again).
-    fn forget(&self) {
-        set_word(ACTIVE, 0);
-    }
-
-    /// Writes byte `at` of a DEPLOY's file into the slot that is not running.
-    fn stage_byte(&self, at: usize, byte: u8) {
-        if at < MAX_PROGRAM_BYTES {
-            write(SLOTS[1 - active_index().unwrap_or(1)] + at, &[byte]);
+    fn erase(&mut self, index: usize) {
+        let base = SECTORS[index & 1];
+        for at in (base..base + SECTOR_BYTES).step_by(4) {
+            set_word(at, u32::MAX);
         }
     }
 
-    /// The `len` bytes staged (noted for the commit).
-    fn staged(&self, len: usize) -> &'static [u8] {
-        let len = len.min(MAX_PROGRAM_BYTES);
-        set_word(BASE + 24, len as u32);
-        view(SLOTS[1 - active_index().unwrap_or(1)], len)
+    fn program(&mut self, index: usize, offset: usize, word_bytes: [u8; 4]) {
+        if offset.is_multiple_of(4) && offset < SECTOR_BYTES {
+            let at = SECTORS[index & 1] + offset;
+            set_word(at, word(at) & u32::from_le_bytes(word_bytes));
+        }
     }
 
-    /// Makes the staged file the running program from the next start, which says LOADED.
-    fn commit(&self) {
-        let staged = 1 - active_index().unwrap_or(1);
-        set_word(LENGTH, word(BASE + 24));
-        set_word(FLAGS, word(FLAGS) | SAY_LOADED);
-        set_word(ACTIVE, staged as u32 + 1);
-    }
-
-    /// Whether this start follows a swap (and clears it).
-    fn take_loaded_flag(&self) -> bool {
-        let flags = word(FLAGS);
-        set_word(FLAGS, flags & !SAY_LOADED);
-        flags & SAY_LOADED != 0
-    }
-
-    /// The RUN payload of the execution (empty fields when none).
     fn event(&self) -> &'static [u8] {
         view(EVENT, (word(EVENT_LENGTH) as usize).min(EVENT_MAX))
     }
 
-    /// Keeps a RUN's payload for its execution (cut to the area: it then does not decode).
-    fn set_event(&self, payload: &[u8]) {
+    /// Keeps a RUN's payload (cut to the area: it then does not decode).
+    fn set_event(&mut self, payload: &[u8]) {
         let len = payload.len().min(EVENT_MAX);
-        write(EVENT, &payload[..len]);
+        // SAFETY: the destination is the event area, which nothing borrows between
+        // executions (module doc).
+        unsafe { core::ptr::copy_nonoverlapping(payload.as_ptr(), EVENT as *mut u8, len) }
         set_word(EVENT_LENGTH, len as u32);
     }
 
