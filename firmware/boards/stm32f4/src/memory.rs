@@ -41,6 +41,18 @@ impl Stm32Memory {
     }
 }
 
+/// Drops what the flash's data cache holds: an erase or a write does not update it
+/// (RM0090, 3.5.2), and the slots read back what they wrote (the blank check, the staged
+/// file's signature check).
+fn reset_data_cache() {
+    let acr = embassy_stm32::pac::FLASH.acr();
+    let enabled = acr.read().dcen();
+    acr.modify(|w| w.set_dcen(false));
+    acr.modify(|w| w.set_dcrst(true));
+    acr.modify(|w| w.set_dcrst(false));
+    acr.modify(|w| w.set_dcen(enabled));
+}
+
 fn view(at: usize, len: usize) -> &'static [u8] {
     // SAFETY: the range lies inside one program sector or the CCM event area (lengths are
     // capped), both always readable, and is not changed while this borrow is in use
@@ -58,6 +70,7 @@ impl Memory for Stm32Memory {
     fn erase(&mut self, index: usize) {
         let from = SECTORS[index & 1];
         let _ = self.flash.blocking_erase(from, from + SECTOR_SIZE);
+        reset_data_cache();
     }
 
     fn program(&mut self, index: usize, offset: usize, word: [u8; 4]) {
@@ -65,6 +78,7 @@ impl Memory for Stm32Memory {
             let _ = self
                 .flash
                 .blocking_write(SECTORS[index & 1] + offset, &word);
+            reset_data_cache();
         }
     }
 
