@@ -13,13 +13,15 @@ pub struct Capability {
     pub version: (u64, u64, u64),
 }
 
-/// Whether `board` has capability `id` in a version meeting `requirement` (empty = any).
+/// Whether `board` has capability `id` in a version meeting `requirement` (empty = any),
+/// whose syntax loading checked (`semver`): its only blanks are spaces.
 pub(crate) fn provided(board: &[Capability], id: &str, requirement: &str) -> bool {
     board
         .iter()
         .find(|c| c.id == id || c.id == "*")
         .is_some_and(|c| {
-            requirement.trim().is_empty() || matches(requirement, c.version) == Some(true)
+            requirement.trim_matches(' ').is_empty()
+                || matches(requirement, c.version) == Some(true)
         })
 }
 
@@ -27,7 +29,7 @@ pub(crate) fn provided(board: &[Capability], id: &str, requirement: &str) -> boo
 fn matches(requirement: &str, version: (u64, u64, u64)) -> Option<bool> {
     let mut all = true;
     for comparator in requirement.split(',') {
-        all &= comparator_matches(comparator.trim(), version)?;
+        all &= comparator_matches(comparator.trim_matches(' '), version)?;
     }
     Some(all)
 }
@@ -40,7 +42,7 @@ fn comparator_matches(text: &str, v: (u64, u64, u64)) -> Option<bool> {
         .into_iter()
         .find_map(|op| text.strip_prefix(op).map(|rest| (op, rest)))
         .unwrap_or(("^", text));
-    let (major, minor, patch) = partial(rest.trim())?;
+    let (major, minor, patch) = partial(rest.trim_matches(' '))?;
     let floor = (major, minor.unwrap_or(0), patch.unwrap_or(0));
     Some(match op {
         "=" => v.0 == major && minor.is_none_or(|m| v.1 == m) && patch.is_none_or(|p| v.2 == p),

@@ -268,7 +268,7 @@ impl<P: Port, S: Slots> Gateway<P, S> {
                 }
             }
             while let Some(frame) = decoder.next_frame() {
-                let Ok(message) = Message::decode(&frame) else {
+                let Ok(message) = Message::decode_for_device(&frame) else {
                     continue;
                 };
                 match message {
@@ -380,7 +380,7 @@ impl<P: Port, S: Slots> Event for Gateway<P, S> {
             seq: 0,
             payload: self.slots.event(),
         };
-        match Message::decode(&frame) {
+        match Message::decode_for_device(&frame) {
             Ok(Message::Run { fields }) => fields.iter().find(|(p, _)| *p == path).map(|(_, v)| v),
             _ => None,
         }

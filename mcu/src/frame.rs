@@ -373,6 +373,17 @@ fn field(bytes: &[u8], at: usize) -> Result<((&str, Value<'_>), usize), Error> {
     Ok(((path, value), at))
 }
 
+/// The message read from payload `p`, if it ends where `p` does.
+fn whole<'a>(p: &[u8], (message, end): (Message<'a>, usize)) -> Result<Message<'a>, Error> {
+    if end == p.len() {
+        Ok(message)
+    } else {
+        Err(Error::Frame {
+            what: "bytes after the message's payload",
+        })
+    }
+}
+
 fn string(bytes: &[u8], at: usize) -> Result<(&str, usize), Error> {
     let len = usize::from(*bytes.get(at).ok_or(Error::Truncated { at })?);
     let raw = bytes
@@ -534,8 +545,61 @@ impl<'a> Message<'a> {
 
     /// Reads a frame's message, checking its whole payload.
     pub fn decode(frame: &Frame<'a>) -> Result<Self, Error> {
+        if frame.kind & 0x80 != 0 {
+            Self::decode_for_device(frame)
+        } else {
+            whole(frame.payload, Self::from_device(frame.payload, frame.kind)?)
+        }
+    }
+
+    /// Reads a message a node sends (what a device reads), checking its whole payload: a
+    /// device's own kinds are errors here, and a device that decodes with this links no
+    /// decoder of theirs.
+    pub fn decode_for_device(frame: &Frame<'a>) -> Result<Self, Error> {
         let p = frame.payload;
-        let (message, end) = match frame.kind {
+        let read = match frame.kind {
+            kind::DEPLOY => (Message::Deploy { program: p }, p.len()),
+            kind::RUN => {
+                let (fields, at) = Fields::decode(p, 0)?;
+                (Message::Run { fields }, at)
+            }
+            kind::LLM_ANSWER => {
+                let (request, at) = u32_at(p, 0)?;
+                let (result, at) = match p.get(at) {
+                    Some(0) => {
+                        let (value, next) = Value::decode(p, at + 1)?;
+                        (Ok(value), next)
+                    }
+                    Some(1) => {
+                        let number = *p.get(at + 1).ok_or(Error::Truncated { at: at + 1 })?;
+                        let class =
+                            ErrorClass::from_number(i32::from(number)).ok_or(Error::Frame {
+                                what: "LLM_ANSWER's error class is unknown",
+                            })?;
+                        (Err(class), at + 2)
+                    }
+                    Some(_) => {
+                        return Err(Error::Frame {
+                            what: "LLM_ANSWER is neither a value (00) nor an error (01)",
+                        });
+                    }
+                    None => return Err(Error::Truncated { at }),
+                };
+                (Message::LlmAnswer { request, result }, at)
+            }
+            kind::PONG => (Message::Pong, 0),
+            _ => {
+                return Err(Error::Frame {
+                    what: "not a message a node sends",
+                });
+            }
+        };
+        whole(p, read)
+    }
+
+    /// A device's message of `kind` in payload `p`, and where it ends.
+    fn from_device(p: &'a [u8], kind: u8) -> Result<(Self, usize), Error> {
+        Ok(match kind {
             kind::HELLO => {
                 let (device, at) = string(p, 0)?;
                 let (firmware, at) = string(p, at)?;
@@ -622,48 +686,12 @@ impl<'a> Message<'a> {
                 (message, at)
             }
             kind::PING => (Message::Ping, 0),
-            kind::DEPLOY => (Message::Deploy { program: p }, p.len()),
-            kind::RUN => {
-                let (fields, at) = Fields::decode(p, 0)?;
-                (Message::Run { fields }, at)
-            }
-            kind::LLM_ANSWER => {
-                let (request, at) = u32_at(p, 0)?;
-                let (result, at) = match p.get(at) {
-                    Some(0) => {
-                        let (value, next) = Value::decode(p, at + 1)?;
-                        (Ok(value), next)
-                    }
-                    Some(1) => {
-                        let number = *p.get(at + 1).ok_or(Error::Truncated { at: at + 1 })?;
-                        let class =
-                            ErrorClass::from_number(i32::from(number)).ok_or(Error::Frame {
-                                what: "LLM_ANSWER's error class is unknown",
-                            })?;
-                        (Err(class), at + 2)
-                    }
-                    Some(_) => {
-                        return Err(Error::Frame {
-                            what: "LLM_ANSWER is neither a value (00) nor an error (01)",
-                        });
-                    }
-                    None => return Err(Error::Truncated { at }),
-                };
-                (Message::LlmAnswer { request, result }, at)
-            }
-            kind::PONG => (Message::Pong, 0),
             _ => {
                 return Err(Error::Frame {
                     what: "unknown message type",
                 });
             }
-        };
-        if end != p.len() {
-            return Err(Error::Frame {
-                what: "bytes after the message's payload",
-            });
-        }
-        Ok(message)
+        })
     }
 
     /// Writes the message as one frame with sequence number `seq` into `out`; returns

@@ -136,6 +136,14 @@ fn every_message_round_trips() {
         let frame = decoder.next_frame().expect("a frame");
         let message = Message::decode(&frame).expect("decodes");
         assert_eq!(frame_of(&message, frame.seq), bytes);
+        // A device reads what a node sends, as the node wrote it, and nothing else.
+        match Message::decode_for_device(&frame) {
+            Ok(read) => {
+                assert!(frame.kind & 0x80 != 0, "{read:?}");
+                assert_eq!(read, message);
+            }
+            Err(e) => assert!(frame.kind & 0x80 == 0, "{message:?}: {e}"),
+        }
         assert_eq!(decoder.counters(), Counters::default());
     }
 }
