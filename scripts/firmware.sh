@@ -12,9 +12,11 @@
 #                                              a tampered copy of a vector must be refused
 #   scripts/firmware.sh icount [DIR]           instructions per signature check and per
 #                                              10 executed instructions under QEMU's -icount
-#   scripts/firmware.sh gateway PORT           the QEMU image in gateway mode on mps2-an386, UART0
+#   scripts/firmware.sh gateway PORT|pty       the QEMU image in gateway mode on mps2-an386, UART0
 #                                              listening on 127.0.0.1:PORT (a [[devices]] link
-#                                              tcp:127.0.0.1:PORT); runs until killed (exec: its pid)
+#                                              tcp:127.0.0.1:PORT), or on a pseudo-terminal whose
+#                                              path QEMU prints on stdout ("char device redirected
+#                                              to /dev/pts/N"; a tty link); runs until killed (exec)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -168,13 +170,18 @@ build)
   build
   ;;
 gateway)
-  port=${2:?usage: scripts/firmware.sh gateway PORT}
+  port=${2:?usage: scripts/firmware.sh gateway PORT|pty}
   need_qemu
   [ -f "$ELF" ] || build
+  if [ "$port" = pty ]; then
+    serial=pty
+  else
+    serial="tcp:127.0.0.1:$port,server=on,wait=off"
+  fi
   # The gateway header (boards/qemu/src/gateway/slots.rs): magic "EYFG", the core clock.
   exec qemu-system-arm -machine mps2-an386 -nographic -monitor none \
     -semihosting-config enable=on,target=native \
-    -serial "tcp:127.0.0.1:$port,server=on,wait=off" -kernel "$ELF" \
+    -serial "$serial" -kernel "$ELF" \
     -device loader,addr=$BASE,data=0x47465945,data-len=4 \
     -device loader,addr=$((BASE + 4)),data=${HZ[mps2-an386]},data-len=4
   ;;

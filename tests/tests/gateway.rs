@@ -4,8 +4,9 @@
 //! their steps land in the node's audit chain (which verifies), a tampered and an unsigned
 //! program are refused by the device with its reason while it keeps running the old one,
 //! a device whose QEMU is killed is marked down, and one that comes back is reconnected to
-//! and deployed again.
+//! and deployed again. The same device on a pseudo-terminal (a `tty` link) is served alike.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -57,6 +58,30 @@ fn qemu(port: u16) -> Qemu {
         .spawn()
         .expect("scripts/firmware.sh gateway starts QEMU");
     Qemu(child)
+}
+
+/// Starts the gateway image with UART0 on a pseudo-terminal; its path (as QEMU prints it
+/// on stdout, which a thread then drains).
+fn qemu_on_a_pty() -> (Qemu, String) {
+    let mut child = Command::new("bash")
+        .args(["scripts/firmware.sh", "gateway", "pty"])
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("scripts/firmware.sh gateway starts QEMU");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let path = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let rest = line.strip_prefix("char device redirected to ")?;
+            Some(rest.split(' ').next()?.to_owned())
+        })
+        .expect("QEMU names its pseudo-terminal");
+    std::thread::spawn(move || lines.for_each(drop));
+    (Qemu(child), path)
 }
 
 fn vector(name: &str) -> Vec<u8> {
@@ -163,13 +188,19 @@ fn device_and_node(
     build_firmware();
     let port = free_port();
     let device = qemu(port);
+    let (work, node, api) = node_for(&format!("tcp:127.0.0.1:{port}"), program, program_id, extra);
+    (device, port, work, node, api)
+}
+
+/// A node whose device on `link` runs the program of vector `program`, once it does.
+fn node_for(link: &str, program: &str, program_id: &str, extra: &str) -> (Workdir, Child, Api) {
     let work = Workdir::new(extra);
     std::fs::write(work.path().join("device.ir"), vector(program)).expect("program");
     let config = std::fs::read_to_string(work.path().join("node.toml")).expect("config");
     std::fs::write(
         work.path().join("node.toml"),
         format!(
-            "{config}\n[[devices]]\nid = \"{DEVICE}\"\nlink = \"tcp:127.0.0.1:{port}\"\nprograms = [\"device.ir\"]\nheartbeat_ms = 500\n"
+            "{config}\n[[devices]]\nid = \"{DEVICE}\"\nlink = \"{link}\"\nprograms = [\"device.ir\"]\nheartbeat_ms = 500\n"
         ),
     )
     .expect("config");
@@ -189,7 +220,7 @@ fn device_and_node(
             (device["status"] == "up" && device["program"] == program_id).then_some(())
         },
     );
-    (device, port, work, node, api)
+    (work, node, api)
 }
 
 /// The device's first `count` audit entries, once there are that many.
@@ -316,4 +347,17 @@ fn a_devices_llm_call_is_answered_by_a_real_endpoint_and_its_event_reaches_the_e
             ("south", &json!({"level": 10, "state": "unknown"})),
         ]
     );
+}
+
+#[test]
+fn a_device_on_a_serial_line_is_deployed_and_runs_events() {
+    // A tty link (here QEMU's UART0 on a pseudo-terminal) is served as a socket is: the
+    // program is deployed on HELLO, and an event's steps are the server's.
+    build_firmware();
+    let (_device, tty) = qemu_on_a_pty();
+    let (work, node, api) = node_for(&tty, "threshold_open", "threshold@1.0.0", "");
+    assert_eq!(api.event(&json!({"level": 82.5, "mode": "auto"})), 202);
+    let expected = expected_steps("threshold_open");
+    assert_eq!(steps_of(&device_entries(&api, expected.len())), expected);
+    work.stop(node);
 }
