@@ -301,9 +301,11 @@ fn a_device_in_qemu_is_deployed_runs_events_into_the_audit_chain_and_refuses_tam
 
 #[test]
 fn a_devices_llm_call_is_answered_by_a_real_endpoint_and_its_event_reaches_the_event_log() {
-    // The endpoint answers `high` for the first tank, something outside the schema else.
+    // The endpoint answers `high` for the first tank (after 200 ms: a RUN sent meanwhile
+    // would hold the device's reader), something outside the schema else.
     let llm = Llm::start(|prompt| {
         if prompt.contains("82.5") {
+            std::thread::sleep(Duration::from_millis(200));
             r#""high""#.to_owned()
         } else {
             r#""banana""#.to_owned()
@@ -327,6 +329,16 @@ fn a_devices_llm_call_is_answered_by_a_real_endpoint_and_its_event_reaches_the_e
     let classify = &entries[expected.len()];
     assert_eq!(classify["instruction_id"], "classify");
     assert_eq!(classify["fallback"], "fallback_value", "{classify}");
+
+    // A burst: the node holds each event until the device's execution before it ended, so
+    // every LLM_CALL gets its answer (none times out behind the next RUN).
+    for _ in 0..3 {
+        assert_eq!(api.event(&json!({"level": 82.5, "site": "north"})), 202);
+    }
+    let entries = device_entries(&api, 5 * expected.len());
+    for run in entries[2 * expected.len()..].chunks(expected.len()) {
+        assert_eq!(steps_of(run), expected);
+    }
     let verified = api.get("/api/audit/verify").expect("verify");
     assert_eq!(verified["ok"], true, "{verified}");
     work.stop(node);
@@ -345,6 +357,9 @@ fn a_devices_llm_call_is_answered_by_a_real_endpoint_and_its_event_reaches_the_e
         [
             ("north", &json!({"level": 82.5, "state": "high"})),
             ("south", &json!({"level": 10, "state": "unknown"})),
+            ("north", &json!({"level": 82.5, "state": "high"})),
+            ("north", &json!({"level": 82.5, "state": "high"})),
+            ("north", &json!({"level": 82.5, "state": "high"})),
         ]
     );
 }

@@ -2,10 +2,17 @@
 //! it starts, and that stops with it), answers heartbeats, deploys programs one at a
 //! time (on HELLO and for operators), sends RUNs, and records what the device reports.
 //! A restarted actor starts a new link; the device then says HELLO again.
+//!
+//! The device takes one thing at a time: while it runs an execution it reads no other
+//! frame than that execution's (an LLM_ANSWER), and a RUN or DEPLOY sent meanwhile would
+//! hold its reader until the execution ends — its LLM_CALL's answer then unread. So the
+//! actor sends the next RUN or DEPLOY only once the device's last execution sent its
+//! `end` trace line (or [`EXECUTION_WAIT`] passed without it); RUNs accepted meanwhile
+//! wait here, in order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eyeflow_actors::exec::now_ms;
 use eyeflow_actors::services::Service;
@@ -19,6 +26,11 @@ use super::{DEPLOY_TIMEOUT, Deployment, Device, DeviceContext, Hello, Signed, li
 
 /// Frames waiting for the link.
 const OUTGOING: usize = 32;
+/// RUNs accepted and waiting for the device.
+const MAX_WAITING_RUNS: usize = 64;
+/// How long an execution on the device holds the next RUN or DEPLOY back without its
+/// `end` trace line (which a corrupt frame can lose).
+const EXECUTION_WAIT: Duration = Duration::from_secs(20);
 
 /// Messages of a device actor.
 pub enum DeviceMsg {
@@ -30,7 +42,8 @@ pub enum DeviceMsg {
     Disconnected,
     /// An operator's program to deploy; the answer once the device answers.
     Deploy(Signed, oneshot::Sender<Result<Deployment, String>>),
-    /// An event to run on the device; answered once it is sent.
+    /// An event to run on the device; answered once it is accepted (sent, or waiting
+    /// for the device's current execution to end).
     Run(OwnedFields, oneshot::Sender<Result<(), String>>),
     /// One line about the device.
     Describe(oneshot::Sender<String>),
@@ -72,6 +85,10 @@ pub struct DeviceState {
     /// The deploy the device is answering, and since when.
     deploying: Option<(Pending, Instant)>,
     queue: VecDeque<Pending>,
+    /// RUNs accepted, waiting for the device.
+    runs: VecDeque<OwnedFields>,
+    /// Since when the device runs an execution of a RUN the node sent (until its `end`).
+    busy: Option<Instant>,
     /// EVENTs received in this session (their idempotency keys).
     events: u64,
 }
@@ -96,6 +113,8 @@ impl Actor for DeviceActor {
             seq: 0,
             deploying: None,
             queue: VecDeque::new(),
+            runs: VecDeque::new(),
+            busy: None,
             events: 0,
         })
     }
@@ -125,25 +144,22 @@ impl Actor for DeviceActor {
                         program,
                         reply: Some(reply),
                     });
-                    self.next_deploy(state);
+                    self.pump(state);
                 }
             }
             DeviceMsg::Run(fields, reply) => {
-                let list: Vec<(&str, eyeflow_mcu::Value<'_>)> = fields
-                    .iter()
-                    .map(|(p, v)| (p.as_str(), v.value()))
-                    .collect();
-                let sent = if state.connected {
-                    self.send(
-                        state,
-                        &Message::Run {
-                            fields: Fields::List(&list),
-                        },
-                    )
-                } else {
+                let accepted = if !state.connected {
                     Err("the device is not connected".to_owned())
+                } else if state.runs.len() >= MAX_WAITING_RUNS {
+                    Err(format!(
+                        "{MAX_WAITING_RUNS} events are already waiting for the device"
+                    ))
+                } else {
+                    state.runs.push_back(fields);
+                    Ok(())
                 };
-                let _ = reply.send(sent);
+                let _ = reply.send(accepted);
+                self.pump(state);
             }
             DeviceMsg::Describe(reply) => {
                 let running = self.device.state.locked().running.clone();
@@ -160,6 +176,7 @@ impl Actor for DeviceActor {
             }
             DeviceMsg::Crash => panic!("device actor crashed on request"),
         }
+        self.device.state.locked().waiting = state.runs.len() + state.queue.len();
         Ok(())
     }
 }
@@ -222,6 +239,8 @@ impl DeviceActor {
                     state.session_ms = now_ms();
                     state.events = 0;
                     fail_all(state, "the device restarted before it answered");
+                    // Its execution, if any, ended with the restart.
+                    state.busy = None;
                 }
                 let desired = {
                     let mut known = self.device.state.locked();
@@ -245,8 +264,8 @@ impl DeviceActor {
                             program,
                             reply: None,
                         }));
-                    self.next_deploy(state);
                 }
+                self.pump(state);
             }
             Incoming::Ping => {
                 self.heard();
@@ -255,13 +274,21 @@ impl DeviceActor {
                 if state.greeted {
                     let _ = self.send(state, &Message::Pong);
                 }
+                // An execution whose `end` was lost holds nothing back past its wait.
+                self.pump(state);
             }
             Incoming::Loaded(id, version) => {
                 self.device.state.locked().running = Some((id.clone(), version.clone()));
                 self.answer(state, Ok(Deployment::Loaded { id, version }));
             }
             Incoming::Refused(reason) => self.answer(state, Ok(Deployment::Refused { reason })),
-            Incoming::Trace { execution, line } => self.trace(state, execution, &line).await,
+            Incoming::Trace { execution, line } => {
+                self.trace(state, execution, &line).await;
+                if line.starts_with("end ") {
+                    state.busy = None;
+                    self.pump(state);
+                }
+            }
             Incoming::Event { topic, key, fields } => {
                 state.events += 1;
                 let idempotency = format!(
@@ -314,7 +341,39 @@ impl DeviceActor {
         self.device.state.locked().heard = Some(Instant::now());
     }
 
-    /// Sends the next queued DEPLOY when none is being answered.
+    /// Sends what waits for the device, when it takes it: nothing while a DEPLOY is
+    /// being answered or an execution runs; else the next DEPLOY, or else the next RUN.
+    fn pump(&self, state: &mut DeviceState) {
+        let running = state
+            .busy
+            .is_some_and(|since| since.elapsed() < EXECUTION_WAIT);
+        if !state.connected || running || state.deploying.is_some() {
+            return;
+        }
+        if !state.queue.is_empty() {
+            self.next_deploy(state);
+            return;
+        }
+        let Some(fields) = state.runs.pop_front() else {
+            return;
+        };
+        let list: Vec<(&str, eyeflow_mcu::Value<'_>)> = fields
+            .iter()
+            .map(|(p, v)| (p.as_str(), v.value()))
+            .collect();
+        let run = Message::Run {
+            fields: Fields::List(&list),
+        };
+        match self.send(state, &run) {
+            Ok(()) => state.busy = Some(Instant::now()),
+            Err(e) => {
+                tracing::warn!(device = %self.id(), "an event waits for the link: {e}");
+                state.runs.push_front(fields);
+            }
+        }
+    }
+
+    /// Sends the next queued DEPLOY (a refused send answers its operator).
     fn next_deploy(&self, state: &mut DeviceState) {
         while state.deploying.is_none() {
             let Some(pending) = state.queue.pop_front() else {
@@ -366,7 +425,7 @@ impl DeviceActor {
         if let Some(reply) = pending.reply {
             let _ = reply.send(answer);
         }
-        self.next_deploy(state);
+        self.pump(state);
     }
 
     /// Appends a trace line's audit entry (a step) to the node's chain.

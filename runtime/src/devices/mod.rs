@@ -80,6 +80,8 @@ struct Known {
     bad_frames: u64,
     /// Executions whose trace arrived.
     executions: u64,
+    /// Events and programs accepted for it and not yet sent (its actor's queues).
+    waiting: usize,
 }
 
 /// A device's HELLO.
@@ -108,6 +110,8 @@ pub struct DeviceHealth {
     pub bad_frames: u64,
     /// Executions whose trace it sent.
     pub executions: u64,
+    /// Events and programs accepted for it, waiting for its current execution or deploy.
+    pub waiting: usize,
 }
 
 impl Device {
@@ -146,6 +150,7 @@ impl Device {
             program: known.running.as_ref().map(|(id, v)| format!("{id}@{v}")),
             bad_frames: known.bad_frames,
             executions: known.executions,
+            waiting: known.waiting,
         }
     }
 

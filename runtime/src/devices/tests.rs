@@ -374,3 +374,74 @@ impl LlmPort for Panics {
         panic!("the model was asked")
     }
 }
+
+/// The fields of a RUN payload.
+fn run_fields(payload: &[u8]) -> Vec<(String, Value<'static>)> {
+    let frame = eyeflow_mcu::frame::Frame {
+        kind: kind::RUN,
+        seq: 0,
+        payload,
+    };
+    let Ok(Message::Run { fields }) = Message::decode(&frame) else {
+        panic!("a RUN");
+    };
+    fields
+        .iter()
+        .map(|(p, v)| {
+            let v = match v {
+                Value::Num(n) => Value::Num(n),
+                other => panic!("a number: {other:?}"),
+            };
+            (p.to_owned(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_waits_until_the_devices_execution_ends() {
+    let Setup {
+        node,
+        listener,
+        _dir,
+    } = setup();
+    let mut device = Fake::accept(&listener);
+    let running = ProgramRef {
+        id: "valve-guard",
+        version: "1.0.0",
+    };
+    device.hello(Some(running), true);
+    device.expect(kind::PONG);
+    node.run_on_device("pump-1", &json!({"level": 1})).unwrap();
+    node.run_on_device("pump-1", &json!({"level": 2})).unwrap();
+    let first = device.expect(kind::RUN);
+    assert_eq!(run_fields(&first), [("level".to_owned(), Value::Num(1.0))]);
+    // Both were accepted before this PING: the node answers in order, so a second RUN
+    // sent at once would come before the PONG.
+    device.send(&Message::Ping);
+    device.expect(kind::PONG);
+    assert_eq!(device.seen, [kind::PONG, kind::RUN, kind::PONG]);
+    // A deploy waits too, and goes before the next RUN.
+    let deploying = {
+        let node = node.clone();
+        std::thread::spawn(move || node.deploy_to_device("pump-1", &program("2.0.0")))
+    };
+    eventually("the deploy waits", WAIT, || {
+        (node.devices().health()[0].waiting == 2).then_some(())
+    });
+    device.send(&Message::Ping);
+    device.expect(kind::PONG);
+    assert_eq!(device.seen, [kind::PONG, kind::RUN, kind::PONG, kind::PONG]);
+    device.send(&Message::Trace {
+        execution: 1,
+        line: "end completed 6e340b9cffb37a98",
+    });
+    device.expect(kind::DEPLOY);
+    device.send(&Message::Refused {
+        reason: "bad_signature",
+    });
+    let answer = deploying.join().unwrap().unwrap();
+    assert!(matches!(answer, Deployment::Refused { .. }), "{answer:?}");
+    let second = device.expect(kind::RUN);
+    assert_eq!(run_fields(&second), [("level".to_owned(), Value::Num(2.0))]);
+    node.shutdown().unwrap();
+}
