@@ -162,10 +162,7 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
     device.expect(kind::PONG);
     let deployed = device.expect(kind::DEPLOY);
     assert_eq!(deployed, program("1.0.0"));
-    device.send(&Message::Loaded(ProgramRef {
-        id: "valve-guard",
-        version: "1.0.0",
-    }));
+    device.send(&Message::Loaded(RUNNING));
     eventually("the device is up and runs the program", WAIT, || {
         let health = &node.devices().health()[0];
         (health.status == "up" && health.program.as_deref() == Some("valve-guard@1.0.0"))
@@ -233,13 +230,9 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
 
     // A refused deploy says the device's reason, also when the device greeted again
     // meanwhile without starting (too busy checking the program to read a PONG in time).
-    let running = ProgramRef {
-        id: "valve-guard",
-        version: "1.0.0",
-    };
     let refusing = std::thread::spawn(move || {
         device.expect(kind::DEPLOY);
-        device.hello(Some(running), false);
+        device.hello(Some(RUNNING), false);
         device.expect(kind::PONG);
         device.send(&Message::Refused {
             reason: "bad_signature",
@@ -258,7 +251,7 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
     // A device that starts again will not answer what it was asked before its start.
     let restarting = std::thread::spawn(move || {
         device.expect(kind::DEPLOY);
-        device.hello(Some(running), true);
+        device.hello(Some(RUNNING), true);
         device.expect(kind::PONG);
         device
     });
@@ -291,22 +284,24 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
     node.shutdown().unwrap();
 }
 
+/// The program the configured device runs.
+const RUNNING: ProgramRef<'static> = ProgramRef {
+    id: "valve-guard",
+    version: "1.0.0",
+};
+
+/// A node and its device, which just started running the configured program (greeted).
+fn running_device() -> (Setup, Fake) {
+    let setup = setup();
+    let mut device = Fake::accept(&setup.listener);
+    device.hello(Some(RUNNING), true);
+    device.expect(kind::PONG);
+    (setup, device)
+}
+
 #[test]
 fn a_device_that_runs_the_program_gets_no_deploy_and_unknown_devices_are_refused() {
-    let Setup {
-        node,
-        listener,
-        _dir,
-    } = setup();
-    let mut device = Fake::accept(&listener);
-    device.hello(
-        Some(ProgramRef {
-            id: "valve-guard",
-            version: "1.0.0",
-        }),
-        true,
-    );
-    device.expect(kind::PONG);
+    let (Setup { node, _dir, .. }, mut device) = running_device();
     // The node answers in order: a DEPLOY would come before the PING's PONG.
     device.send(&Message::Ping);
     device.expect(kind::PONG);
@@ -399,18 +394,7 @@ fn run_fields(payload: &[u8]) -> Vec<(String, Value<'static>)> {
 
 #[test]
 fn a_run_waits_until_the_devices_execution_ends() {
-    let Setup {
-        node,
-        listener,
-        _dir,
-    } = setup();
-    let mut device = Fake::accept(&listener);
-    let running = ProgramRef {
-        id: "valve-guard",
-        version: "1.0.0",
-    };
-    device.hello(Some(running), true);
-    device.expect(kind::PONG);
+    let (Setup { node, _dir, .. }, mut device) = running_device();
     node.run_on_device("pump-1", &json!({"level": 1})).unwrap();
     node.run_on_device("pump-1", &json!({"level": 2})).unwrap();
     let first = device.expect(kind::RUN);
