@@ -279,6 +279,9 @@ impl DeviceActor {
             }
             Incoming::Loaded(id, version) => {
                 self.device.state.locked().running = Some((id.clone(), version.clone()));
+                // The device restarted on it: it greets before anything else is sent.
+                state.greeted = false;
+                state.busy = None;
                 self.answer(state, Ok(Deployment::Loaded { id, version }));
             }
             Incoming::Refused(reason) => self.answer(state, Ok(Deployment::Refused { reason })),
@@ -341,13 +344,14 @@ impl DeviceActor {
         self.device.state.locked().heard = Some(Instant::now());
     }
 
-    /// Sends what waits for the device, when it takes it: nothing while a DEPLOY is
-    /// being answered or an execution runs; else the next DEPLOY, or else the next RUN.
+    /// Sends what waits for the device, when it takes it: nothing before its HELLO, while
+    /// a DEPLOY is being answered or while an execution runs; else the next DEPLOY, or
+    /// else the next RUN.
     fn pump(&self, state: &mut DeviceState) {
         let running = state
             .busy
             .is_some_and(|since| since.elapsed() < EXECUTION_WAIT);
-        if !state.connected || running || state.deploying.is_some() {
+        if !state.greeted || running || state.deploying.is_some() {
             return;
         }
         if !state.queue.is_empty() {

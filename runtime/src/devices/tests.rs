@@ -163,6 +163,9 @@ fn a_device_is_deployed_on_hello_and_its_reports_reach_the_node() {
     let deployed = device.expect(kind::DEPLOY);
     assert_eq!(deployed, program("1.0.0"));
     device.send(&Message::Loaded(RUNNING));
+    // Restarted on it, the device greets again.
+    device.hello(Some(RUNNING), true);
+    device.expect(kind::PONG);
     eventually("the device is up and runs the program", WAIT, || {
         let health = &node.devices().health()[0];
         (health.status == "up" && health.program.as_deref() == Some("valve-guard@1.0.0"))
