@@ -3,7 +3,7 @@
 #
 #   scripts/firmware.sh build                  build the QEMU and STM32F4 images (release profile)
 #   scripts/firmware.sh lint                   cargo fmt --check and clippy -D warnings on firmware/
-#   scripts/firmware.sh test                   the firmware's host tests (loading, verdicts, policy, JSON, semver)
+#   scripts/firmware.sh test                   the firmware's host tests (loading, verdicts, policy, JSON, semver, slots)
 #   scripts/firmware.sh size                   flash=BYTES ram=BYTES of the device image (the QEMU board's
 #                                              gateway mode alone; RAM = static + stack high-water)
 #   scripts/firmware.sh run DIR [MACHINE]      run the vector in DIR in QEMU, print its trace
