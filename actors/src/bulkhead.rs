@@ -429,6 +429,7 @@ mod tests {
     use super::*;
     use crate::arbiter::Arbiter;
     use crate::scheduler::SchedulerConfig;
+    use crate::testing::eventually;
 
     #[test]
     fn a_program_at_its_limit_waits_in_its_lane_and_others_run() {
@@ -578,6 +579,16 @@ mod tests {
         })
     }
 
+    /// Drains the scheduler and the lanes: one execution at most held a turn and a slot at
+    /// any time, and program `p` has none running, resting or waiting.
+    fn drained(scheduler: &Scheduler, bulkheads: &Bulkheads, holders: &Holders) {
+        scheduler.drain();
+        bulkheads.drain();
+        assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
+        let load = bulkheads.load("p");
+        assert_eq!((load.running, load.resting, load.waiting), (0, 0, 0));
+    }
+
     /// The next execution to report, within 10 s.
     fn next(
         runtime: &tokio::runtime::Runtime,
@@ -637,11 +648,7 @@ mod tests {
         assert_eq!(next(&runtime, &mut ran), Some("a"));
         fsync_b.send(()).unwrap();
         assert_eq!(next(&runtime, &mut ran), Some("b"));
-        scheduler.drain();
-        bulkheads.drain();
-        assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
-        let load = bulkheads.load("p");
-        assert_eq!((load.running, load.waiting), (0, 0));
+        drained(&scheduler, &bulkheads, &holders);
     }
 
     #[test]
@@ -672,17 +679,11 @@ mod tests {
         ));
         assert!(bulkheads.submit("p", "c", 128, long, plain_job(&holders, "c", &order)));
         fsync_b.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bulkheads.load("p").returning == 0 {
-            assert!(Instant::now() < deadline, "B did not come back");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        eventually("B comes back", || bulkheads.load("p").returning > 0);
         hold.send(()).unwrap();
         assert_eq!(next(&runtime, &mut ran), Some("b"));
         assert_eq!(next(&runtime, &mut ran), Some("c"));
-        scheduler.drain();
-        bulkheads.drain();
-        assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
+        drained(&scheduler, &bulkheads, &holders);
     }
 
     #[test]
@@ -724,11 +725,7 @@ mod tests {
         assert_eq!(next(&runtime, &mut ran), Some("a"));
         hold.send(()).unwrap();
         assert_eq!(next(&runtime, &mut ran), Some("b"));
-        scheduler.drain();
-        bulkheads.drain();
-        assert_eq!(holders.most.load(Ordering::SeqCst), 1, "one turn, one slot");
-        let load = bulkheads.load("p");
-        assert_eq!((load.running, load.resting, load.waiting), (0, 0, 0));
+        drained(&scheduler, &bulkheads, &holders);
     }
 
     #[test]
@@ -745,11 +742,9 @@ mod tests {
             resting_job(&bulkheads, &holders, "a", never_fsynced, &order)
         ));
         // A gave its turn up: it waits on the journal.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bulkheads.load("p").running > 0 {
-            assert!(Instant::now() < deadline, "A did not wait on the journal");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        eventually("A waits on the journal", || {
+            bulkheads.load("p").running == 0
+        });
         // The runtime stops with A waiting on the journal: its task is dropped.
         let (stopped, stop) = std::sync::mpsc::channel();
         let draining = {

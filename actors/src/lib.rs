@@ -33,4 +33,6 @@ pub mod scheduler;
 pub mod services;
 pub mod supervision;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod tiers;
